@@ -1,0 +1,29 @@
+"""Test helpers: tiny models and the one-line-error assertion."""
+
+from __future__ import annotations
+
+import torch
+
+from vcal_cli import LoadedModel
+from vcal_cli.checkpoints import build_arch, find_head
+from vcal_cli.data import Preprocessing
+
+
+def tiny_mlp(seed: int = 0, num_classes: int = 10) -> LoadedModel:
+    """An untrained MLP on 8x8 grey images, as a LoadedModel with digits-style preprocessing."""
+    torch.manual_seed(seed)
+    kwargs = {"in_features": 64, "hidden": [32]}
+    model = build_arch("vcal:mlp", num_classes, in_chans=1, kwargs=kwargs).eval()
+    return LoadedModel(model, find_head(model, num_classes), "vcal:mlp", num_classes, "",
+                       class_names=[str(i) for i in range(num_classes)],
+                       preprocessing=Preprocessing((1, 8, 8), (0.5,), (0.5,)), arch_kwargs=kwargs)
+
+
+def one_line_error(result) -> str:  # noqa: ANN001 - a typer Result
+    """Assert the CLI failed with exit 2 and exactly one `error:` line and no traceback; return the line."""
+    text = result.stderr if result.stderr_bytes is not None else result.output
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    assert result.exit_code == 2, (result.exit_code, text, result.exception)
+    assert len(lines) == 1 and lines[0].startswith("error: "), text
+    assert "Traceback" not in result.output
+    return lines[0]

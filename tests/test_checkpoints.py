@@ -1,0 +1,180 @@
+"""Every checkpoint form vcal reads, the head finder, and the refusals."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from vcal_cli import load_checkpoint, save_checkpoint
+from vcal_cli.checkpoints import build_arch, find_head
+from vcal_cli.errors import CheckpointError
+
+from .helpers import tiny_mlp
+
+
+def _logits_and_features(loaded, x):  # noqa: ANN001, ANN202
+    feats = []
+    h = loaded.head.register_forward_pre_hook(lambda _m, inp: feats.append(inp[0].flatten(1)))
+    with torch.no_grad():
+        out = loaded.model(x)
+    h.remove()
+    return out, feats[0]
+
+
+def test_vcal_format_round_trip(tmp_path: Path) -> None:
+    src = tiny_mlp()
+    path = save_checkpoint(src, tmp_path / "m.safetensors")
+    got = load_checkpoint(path)
+    assert (got.arch, got.num_classes, got.head_name) == ("vcal:mlp", 10, "fc")
+    assert got.class_names == [str(i) for i in range(10)]
+    assert got.preprocessing == src.preprocessing
+    x = torch.randn(4, 1, 8, 8)
+    assert torch.equal(got.model(x), src.model(x))
+
+
+def test_save_refuses_to_overwrite_its_input(mlp_ckpt: Path) -> None:
+    loaded = load_checkpoint(mlp_ckpt)
+    with pytest.raises(CheckpointError, match="over an input"):
+        save_checkpoint(loaded, mlp_ckpt)
+
+
+WRAPPERS = {
+    "plain": lambda sd: sd,
+    "state_dict": lambda sd: {"state_dict": sd, "epoch": 3},
+    "model": lambda sd: {"model": sd, "optimizer": {"lr": 0.1}},
+    "model_state_dict": lambda sd: {"model_state_dict": sd},
+    "module_prefix": lambda sd: {f"module.{k}": v for k, v in sd.items()},
+    "model_prefix_nested": lambda sd: {"state_dict": {f"model.{k}": v for k, v in sd.items()}},
+}
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".pth", ".bin", ".safetensors"])
+@pytest.mark.parametrize("wrapper", list(WRAPPERS))
+def test_state_dict_forms_with_timm_arch(tmp_path: Path, suffix: str, wrapper: str) -> None:
+    if suffix == ".safetensors" and wrapper not in ("plain", "module_prefix"):
+        pytest.skip("safetensors holds a flat tensor dict only")
+    torch.manual_seed(0)
+    model = build_arch("test_resnet", 7, in_chans=1).eval()
+    obj = WRAPPERS[wrapper](model.state_dict())
+    path = tmp_path / f"w{suffix}"
+    if suffix == ".safetensors":
+        save_file({k: v.contiguous() for k, v in obj.items()}, str(path))
+    else:
+        torch.save(obj, path)
+    got = load_checkpoint(path, arch="test_resnet")
+    assert got.num_classes == 7 and got.in_chans == 1  # both read off the weights
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(got.model(x), model(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("arch,head", [("torchvision:resnet18", "fc"),
+                                       ("torchvision:mobilenet_v3_small", "classifier.3"),
+                                       ("torchvision:vit_b_16", "heads.head"),
+                                       ("test_efficientnet", "classifier")])
+def test_head_finder_and_features_reproduce_logits(arch: str, head: str) -> None:
+    torch.manual_seed(0)
+    kwargs = {"image_size": 32} if "vit" in arch else {}
+    model = build_arch(arch, 5, kwargs=kwargs).eval()
+    name = find_head(model, 5)
+    assert name == head
+    from vcal_cli import LoadedModel
+
+    loaded = LoadedModel(model, name, arch, 5, "")
+    logits, feats = _logits_and_features(loaded, torch.randn(3, 3, 32, 32))
+    w, b = loaded.head.weight, loaded.head.bias
+    assert torch.allclose(feats @ w.T + b, logits, atol=1e-5)
+
+
+def test_head_finder_falls_back_to_last_linear_with_class_count_and_override() -> None:
+    model = nn.Sequential(nn.Flatten(), nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 4), nn.Softmax(1))
+    assert find_head(model, 4) == "3"
+    assert find_head(model, 6) == "1"
+    assert find_head(model, 4, override="1") == "1"
+    with pytest.raises(CheckpointError, match="not a module"):
+        find_head(model, 4, override="nope")
+    with pytest.raises(CheckpointError, match="not an nn.Linear"):
+        find_head(model, 4, override="2")
+    with pytest.raises(CheckpointError, match="--head-module"):
+        find_head(model, 9)
+
+
+def test_key_mismatch_names_counts_and_examples(tmp_path: Path) -> None:
+    sd = build_arch("test_resnet", 10).state_dict()
+    sd.pop("conv1.weight", None)
+    sd = {k: v for i, (k, v) in enumerate(sd.items()) if i % 7}  # drop some keys
+    sd["extra.weight"] = torch.zeros(1)
+    torch.save(sd, tmp_path / "w.pt")
+    with pytest.raises(CheckpointError, match=r"does not fit --arch 'test_resnet': .*\d+ keys missing .*1 unexpected"):
+        load_checkpoint(tmp_path / "w.pt", arch="test_resnet")
+
+
+def test_arch_that_does_not_fit(tmp_path: Path) -> None:
+    torch.save(build_arch("test_resnet", 10).state_dict(), tmp_path / "w.pt")
+    with pytest.raises(CheckpointError, match="does not fit --arch 'torchvision:resnet18'"):
+        load_checkpoint(tmp_path / "w.pt", arch="torchvision:resnet18")
+
+
+def test_unknown_arch_suggests(tmp_path: Path) -> None:
+    torch.save(build_arch("test_resnet", 10).state_dict(), tmp_path / "w.pt")
+    with pytest.raises(CheckpointError, match="did you mean .*test_resnet"):
+        load_checkpoint(tmp_path / "w.pt", arch="test_resnt")
+
+
+def test_state_dict_without_arch_asks_for_it(tmp_path: Path) -> None:
+    torch.save(build_arch("test_resnet", 10).state_dict(), tmp_path / "w.pt")
+    with pytest.raises(CheckpointError, match="--arch"):
+        load_checkpoint(tmp_path / "w.pt")
+
+
+class _Evil:
+    """Unpickling this creates a marker file: the proof that code ran."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # noqa: ANN204
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickle_is_refused_and_nothing_executes(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "payload": _Evil(str(marker))}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="runs that code.*--trust-checkpoint"):
+        load_checkpoint(tmp_path / "evil.pt", arch="test_resnet")
+    assert not marker.exists()
+
+
+def test_pickled_module_needs_trust(tmp_path: Path) -> None:
+    model = tiny_mlp().model
+    torch.save(model, tmp_path / "full.pt")
+    with pytest.raises(CheckpointError, match="pickle"):
+        load_checkpoint(tmp_path / "full.pt")
+    got = load_checkpoint(tmp_path / "full.pt", trust=True)
+    assert got.head_name == "fc" and got.num_classes == 10
+    x = torch.randn(2, 1, 8, 8)
+    assert torch.equal(got.model(x), model(x))
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "garbage.pt", "garbage.safetensors", "truncated.pt",
+                                  "truncated.safetensors", "no_tensors.pt"])
+def test_bad_files(tmp_path: Path, mlp_ckpt: Path, kind: str) -> None:
+    path = tmp_path / kind
+    if kind == "directory":
+        path.mkdir()
+    elif kind.startswith("garbage"):
+        path.write_bytes(b"this is not a checkpoint at all" * 10)
+    elif kind == "truncated.pt":
+        torch.save(build_arch("test_resnet", 10).state_dict(), tmp_path / "full.pt")
+        path.write_bytes((tmp_path / "full.pt").read_bytes()[:5000])
+    elif kind == "truncated.safetensors":
+        path.write_bytes(mlp_ckpt.read_bytes()[:3000])
+    elif kind == "no_tensors.pt":
+        torch.save({"epoch": 3, "lr": 0.1}, path)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path, arch="test_resnet")

@@ -1,0 +1,202 @@
+"""Every metric against an independent reference on the same inputs, and hand-worked cases.
+
+References: torchmetrics 1.x (ECE, MCE, binary ECE per class), netcal (ECE, MCE), scikit-learn
+(accuracy, log loss, Brier). Tolerances are stated in each call. Reference ECEs need inputs with no
+confidence exactly 1.0 (torchmetrics opens an extra bin for it) and at least 3 distinct labels (netcal
+switches to binary mode otherwise), so the random cases below are drawn that way.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torchmetrics.functional.classification as tmf
+from sklearn.metrics import accuracy_score, log_loss
+
+from vcal_cli.errors import MetricError
+from vcal_cli.metrics import (
+    aurc,
+    brier,
+    classwise_ece,
+    compute_metrics,
+    ece,
+    ece_adaptive,
+    mce,
+    nll,
+)
+
+ATOL = 1e-6
+
+
+def _case(seed: int, n: int = 2000, k: int = 10, scale: float = 3.0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, k, generator=g, dtype=torch.float64) * scale
+    probs = logits.softmax(1)
+    # labels correlated with the prediction, so accuracy is neither 0 nor 1
+    take_pred = torch.rand(n, generator=g) < 0.7
+    labels = torch.where(take_pred, probs.argmax(1), torch.randint(0, k, (n,), generator=g))
+    return logits, labels
+
+
+CASES = [(s, k) for s in (0, 1) for k in (3, 10)]
+
+
+def _reference_torchmetrics_ece(probs, labels, n_bins, norm="l1"):  # noqa: ANN001, ANN202
+    return float(tmf.multiclass_calibration_error(probs.float(), labels, probs.shape[1], n_bins=n_bins, norm=norm))
+
+
+def _reference_netcal(metric: str, probs, labels, n_bins):  # noqa: ANN001, ANN202
+    from netcal.metrics import ECE, MCE
+
+    cls = {"ece": ECE, "mce": MCE}[metric]
+    return float(cls(bins=n_bins).measure(probs.numpy(), labels.numpy()))
+
+
+@pytest.mark.parametrize("seed,k", CASES)
+@pytest.mark.parametrize("n_bins", [10, 15, 20])
+def test_ece_matches_torchmetrics_and_netcal(seed: int, k: int, n_bins: int) -> None:
+    logits, labels = _case(seed, k=k)
+    probs = logits.softmax(1)
+    assert probs.max() < 1.0
+    ours = ece(probs, labels, n_bins=n_bins)
+    # torchmetrics computes in float32: 1e-6 absolute is its precision on these inputs
+    assert math.isclose(ours, _reference_torchmetrics_ece(probs, labels, n_bins), abs_tol=ATOL)
+    assert math.isclose(ours, _reference_netcal("ece", probs, labels, n_bins), abs_tol=ATOL)
+
+
+@pytest.mark.parametrize("seed,k", CASES)
+def test_mce_matches_torchmetrics_and_netcal(seed: int, k: int) -> None:
+    logits, labels = _case(seed, k=k)
+    probs = logits.softmax(1)
+    ours = mce(probs, labels, n_bins=15)
+    assert math.isclose(ours, _reference_torchmetrics_ece(probs, labels, 15, norm="max"), abs_tol=ATOL)
+    assert math.isclose(ours, _reference_netcal("mce", probs, labels, 15), abs_tol=ATOL)
+
+
+@pytest.mark.parametrize("seed,k", CASES)
+def test_classwise_ece_matches_torchmetrics_binary_per_class(seed: int, k: int) -> None:
+    logits, labels = _case(seed, k=k)
+    probs = logits.softmax(1)
+    ref = np.mean([float(tmf.binary_calibration_error(probs[:, c].float(), (labels == c).long(), n_bins=15))
+                   for c in range(k)])
+    assert math.isclose(classwise_ece(probs, labels, n_bins=15), ref, abs_tol=ATOL)
+
+
+@pytest.mark.parametrize("seed,k", CASES)
+def test_accuracy_nll_brier_match_sklearn(seed: int, k: int) -> None:
+    logits, labels = _case(seed, k=k)
+    probs = logits.softmax(1)
+    r = compute_metrics(labels, logits=logits, n_bootstrap=0)
+    assert math.isclose(r.metrics.accuracy, accuracy_score(labels, probs.argmax(1)), abs_tol=1e-12)
+    assert math.isclose(r.metrics.nll, log_loss(labels, probs.numpy(), labels=list(range(k))), abs_tol=1e-9)
+    assert math.isclose(nll(logits, labels), r.metrics.nll, abs_tol=1e-12)
+    onehot = np.eye(k)[labels.numpy()]
+    # scikit-learn's multiclass brier_score_loss halves by default for K = 2 only; compute its definition directly
+    assert math.isclose(r.metrics.brier, float(((probs.numpy() - onehot) ** 2).sum(1).mean()), abs_tol=1e-12)
+    from sklearn.metrics import brier_score_loss
+
+    assert math.isclose(r.metrics.brier, brier_score_loss(labels, probs.numpy(), labels=list(range(k)),
+                                                          scale_by_half=False), abs_tol=1e-9)
+
+
+def test_hand_worked_edge_case_from_peers_note() -> None:
+    """peers.md section 2.13: confidence exactly 1.0 goes into the last bin under vcal's rule."""
+    probs = torch.tensor([[0.95, 0.03, 0.02], [1.0, 0.0, 0.0], [0.2, 0.3, 0.5]], dtype=torch.float64)
+    labels = torch.tensor([0, 1, 2])
+    # last bin [14/15, 1]: conf {0.95, 1.0}, acc {1, 0} -> |0.5 - 0.975| * 2/3; bin [7/15, 8/15): |1 - 0.5| * 1/3
+    expected = abs(0.5 - 0.975) * 2 / 3 + abs(1 - 0.5) / 3
+    assert math.isclose(ece(probs, labels, n_bins=15), expected, abs_tol=1e-12)
+    assert math.isclose(expected, 0.48333333, abs_tol=1e-8)
+    assert math.isclose(mce(probs, labels, n_bins=15), 0.5, abs_tol=1e-12)
+
+
+def test_bin_edges_are_left_closed() -> None:
+    """A confidence exactly on an interior edge (0.6 with 5 bins) belongs to the bin that starts there."""
+    probs = torch.tensor([[0.6, 0.4], [0.6, 0.4], [0.9, 0.1]], dtype=torch.float64)
+    labels = torch.tensor([0, 1, 0])
+    # bins of width 0.2: [0.6, 0.8) holds both 0.6 rows (acc 0.5, conf 0.6); [0.8, 1.0] holds 0.9 (acc 1)
+    expected = (2 / 3) * abs(0.5 - 0.6) + (1 / 3) * abs(1.0 - 0.9)
+    assert math.isclose(ece(probs, labels, n_bins=5), expected, abs_tol=1e-12)
+    bins = compute_metrics(labels, probs=probs, n_bins=5, n_bootstrap=0).reliability
+    assert [b.count for b in bins] == [0, 0, 0, 2, 1]
+    assert bins[3].accuracy == 0.5 and math.isclose(bins[3].confidence, 0.6)
+
+
+def test_adaptive_ece_hand_worked() -> None:
+    """6 samples, 3 equal-count bins of 2 after sorting by confidence."""
+    conf = torch.tensor([0.9, 0.4, 0.6, 0.8, 0.5, 0.7], dtype=torch.float64)
+    probs = torch.stack([conf, 1 - conf], 1)
+    labels = torch.tensor([0, 0, 1, 0, 0, 1])  # correct where label 0 and conf >= 0.5 is the top class
+    # top-label confidence: max(c, 1-c) -> [0.9, 0.6, 0.6, 0.8, 0.5, 0.7]; pred = 0 except row 1 (0.4 -> class 1)
+    # correct: [1, 0 (pred 1, y 0), 0 (pred 0, y 1), 1, 1 (0.5 tie -> class 0), 0]
+    # sorted conf: 0.5(1) 0.6(0) 0.6(0) 0.7(0) 0.8(1) 0.9(1) -> bins {0.5,0.6}, {0.6,0.7}, {0.8,0.9}
+    expected = (abs(0.5 - 0.55) + abs(0.0 - 0.65) + abs(1.0 - 0.85)) * 2 / 6
+    assert math.isclose(ece_adaptive(probs, labels, n_bins=3), expected, abs_tol=1e-12)
+
+
+def _naive_aurc(conf: np.ndarray, correct: np.ndarray) -> float:
+    order = np.argsort(-conf, kind="stable")
+    err = 1 - correct[order]
+    n = len(conf)
+    risks = [err[: k + 1].sum() / (k + 1) for k in range(n)]
+    return float(np.trapezoid(risks, dx=1 / n) / (1 - 1 / n))
+
+
+def test_aurc_hand_worked_and_naive() -> None:
+    probs = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.4, 0.6]], dtype=torch.float64)
+    labels = torch.tensor([0, 1, 1, 1])
+    # confidences 0.9 (ok), 0.8 (wrong), 0.7 (ok), 0.6 (ok): risks 0, 1/2, 1/3, 1/4
+    expected = ((0 + 1 / 2) / 2 + (1 / 2 + 1 / 3) / 2 + (1 / 3 + 1 / 4) / 2) / 4 / (1 - 1 / 4)
+    assert math.isclose(aurc(probs, labels), expected, abs_tol=1e-12)
+    logits, labels = _case(3, n=500)
+    p = logits.softmax(1)
+    conf, pred = p.max(1)
+    assert math.isclose(aurc(p, labels), _naive_aurc(conf.numpy(), (pred == labels).double().numpy()), abs_tol=1e-12)
+
+
+def test_brier_hand_worked() -> None:
+    probs = torch.tensor([[0.5, 0.5], [1.0, 0.0]], dtype=torch.float64)
+    assert math.isclose(brier(probs, torch.tensor([0, 1])), ((0.25 + 0.25) + (1 + 1)) / 2, abs_tol=1e-12)
+
+
+def test_bootstrap_is_seeded_and_brackets_the_estimate() -> None:
+    logits, labels = _case(0, n=800)
+    a = compute_metrics(labels, logits=logits, n_bootstrap=100, seed=1)
+    b = compute_metrics(labels, logits=logits, n_bootstrap=100, seed=1)
+    c = compute_metrics(labels, logits=logits, n_bootstrap=100, seed=2)
+    assert a.intervals == b.intervals and a.intervals != c.intervals
+    for name, (lo, hi) in a.intervals.items():
+        assert lo <= hi
+        assert lo - 0.05 <= getattr(a.metrics, name) <= hi + 0.05, name
+    # a resample's accuracy is a multiple of 1/N and never leaves [0, 1]
+    assert 0.0 <= a.intervals["accuracy"][0] <= a.intervals["accuracy"][1] <= 1.0
+
+
+def test_bootstrap_weights_equal_explicit_resample() -> None:
+    """The weighted kernels must give exactly what recomputing on a materialised resample gives."""
+    from vcal_cli.metrics import _all_metrics
+    from vcal_cli.metrics._validate import from_logits
+
+    logits, labels = _case(5, n=300, k=4)
+    p, lp, y = from_logits(logits, labels)
+    idx = torch.randint(0, 300, (3, 300), generator=torch.Generator().manual_seed(0))
+    batched = _all_metrics(p, lp, y, idx, 15)
+    for r in range(3):
+        direct = _all_metrics(p[idx[r]], lp[idx[r]], y[idx[r]], None, 15)
+        for k in direct:
+            assert math.isclose(float(batched[k][r]), float(direct[k][0]), abs_tol=1e-10), k
+
+
+@pytest.mark.parametrize("bad", [
+    dict(logits=torch.tensor([[float("nan"), 0.0]]), labels=torch.tensor([0])),
+    dict(probs=torch.tensor([[0.7, 0.7]]), labels=torch.tensor([0])),
+    dict(logits=torch.zeros(2, 3), labels=torch.tensor([0, 3])),
+    dict(logits=torch.zeros(0, 3), labels=torch.zeros(0, dtype=torch.long)),
+])
+def test_invalid_inputs_raise_metric_error(bad: dict) -> None:
+    labels = bad.pop("labels")
+    with pytest.raises(MetricError):
+        compute_metrics(labels, **bad, n_bootstrap=0)

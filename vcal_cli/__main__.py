@@ -1,0 +1,3 @@
+from vcal_cli.cli import main
+
+main()

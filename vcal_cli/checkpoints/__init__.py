@@ -1,0 +1,182 @@
+"""Load classifier checkpoints in every common form, and write vcal's own format.
+
+Forms read (`load_checkpoint`):
+
+- vcal's format: `.safetensors` whose metadata carries `arch`, `num_classes`, `class_names` and
+  `preprocessing`, so nothing else is needed;
+- a state dict in `.pt/.pth/.bin/.safetensors` plus `arch` (timm name, `torchvision:NAME` or
+  `vcal:mlp`), also nested under `state_dict` / `model` / `model_state_dict` and with `module.` or
+  `model.` prefixes;
+- a full pickled `nn.Module`, only with `trust=True` (unpickling runs code).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from vcal_cli._io import atomic_write, same_file, sha256_file
+from vcal_cli._version import __version__
+from vcal_cli.checkpoints.arch import build_arch
+from vcal_cli.checkpoints.head_finder import find_head
+from vcal_cli.checkpoints.state_dict import load_into, torch_load_safe, unwrap_state_dict
+from vcal_cli.data.preprocessing import Preprocessing
+from vcal_cli.errors import CheckpointError
+
+FORMAT_VERSION = "1"
+SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+
+__all__ = ["LoadedModel", "load_checkpoint", "save_checkpoint", "find_head", "build_arch"]
+
+
+@dataclass
+class LoadedModel:
+    """A classifier ready for feature extraction, plus what vcal knows about it."""
+
+    model: nn.Module
+    head_name: str  # dotted name of the final nn.Linear; its input is the penultimate feature
+    arch: str
+    num_classes: int
+    sha256: str
+    path: Path | None = None
+    class_names: list[str] | None = None
+    preprocessing: Preprocessing | None = None  # from the checkpoint's metadata, if it had any
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    in_chans: int | None = None
+    timm_cfg: dict[str, Any] | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def head(self) -> nn.Linear:
+        return self.model.get_submodule(self.head_name)  # type: ignore[return-value]
+
+    def describe(self) -> dict[str, Any]:
+        return {"path": str(self.path) if self.path else None, "sha256": self.sha256, "arch": self.arch,
+                "num_classes": self.num_classes, "head_module": self.head_name}
+
+
+def _meta_model(arch: str, num_classes: int, in_chans: int, kwargs: dict[str, Any]) -> nn.Module:
+    with torch.device("meta"):
+        return build_arch(arch, num_classes, in_chans=in_chans, kwargs=kwargs)
+
+
+def _infer_shape_args(arch: str, sd: dict[str, torch.Tensor], num_classes: int | None,
+                      head_module: str | None) -> tuple[int, int]:
+    """Read the class count and input channels off the weights, so `--arch` alone is enough."""
+    probe = _meta_model(arch, num_classes or 1000, 3, {})
+    head = find_head(probe, None, head_module)
+    w = sd.get(f"{head}.weight")
+    k = num_classes or (int(w.shape[0]) if w is not None and w.ndim == 2 else 1000)
+    in_chans = 3
+    if not arch.startswith("torchvision:"):  # torchvision archs are fixed at 3 channels
+        first_conv = next((n for n, p in probe.named_parameters() if p.ndim == 4), None)
+        if first_conv and first_conv in sd and sd[first_conv].ndim == 4:
+            in_chans = int(sd[first_conv].shape[1])
+    return k, in_chans
+
+
+def _from_vcal_safetensors(path: Path, meta: dict[str, str], sha: str, head_module: str | None) -> LoadedModel:
+    try:
+        arch = meta["arch"]
+        num_classes = int(meta["num_classes"])
+        kwargs = json.loads(meta.get("arch_kwargs", "{}"))
+        class_names = json.loads(meta["class_names"]) if meta.get("class_names") else None
+        prep = Preprocessing.from_dict(json.loads(meta["preprocessing"])) if meta.get("preprocessing") else None
+    except (KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"'{path}' has malformed vcal metadata ({type(e).__name__}: {e})") from e
+    in_chans = prep.input_size[0] if prep else 3
+    model = build_arch(arch, num_classes, in_chans=in_chans, kwargs=kwargs)
+    load_into(model, load_file(path), path=path, arch=arch)
+    head = find_head(model, num_classes, head_module or meta.get("head_module"))
+    return LoadedModel(model.eval(), head, arch, num_classes, sha, path, class_names, prep, kwargs, in_chans,
+                       None, dict(meta))
+
+
+def load_checkpoint(
+    path: str | Path,
+    *,
+    arch: str | None = None,
+    trust: bool = False,
+    head_module: str | None = None,
+    num_classes: int | None = None,
+) -> LoadedModel:
+    """Load any supported checkpoint form into a `LoadedModel` (weights on the CPU, eval mode)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint '{path}' does not exist")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint '{path}' is not a file")
+    sha = sha256_file(path)
+    sd: dict[str, torch.Tensor]
+    if path.suffix == ".safetensors":
+        try:
+            with safe_open(path, "pt") as f:
+                meta = f.metadata() or {}
+        except (SafetensorError, OSError, Exception) as e:  # noqa: BLE001 - any parse failure means a bad file
+            raise CheckpointError(f"'{path}' is not a readable safetensors file (truncated or not a checkpoint): "
+                                  f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+        if "vcal_format" in meta:
+            if arch and arch != meta.get("arch"):
+                raise CheckpointError(f"--arch '{arch}' contradicts the checkpoint's own arch '{meta.get('arch')}'",
+                                      hint="drop --arch for vcal checkpoints")
+            return _from_vcal_safetensors(path, meta, sha, head_module)
+        sd = unwrap_state_dict(load_file(path), path)
+    else:
+        obj = torch_load_safe(path, trust=trust)
+        if isinstance(obj, nn.Module):
+            model = obj.eval()
+            head = find_head(model, num_classes, head_module)
+            k = model.get_submodule(head).out_features
+            return LoadedModel(model, head, arch or f"pickled:{type(model).__name__}", k, sha, path,
+                               timm_cfg=getattr(model, "pretrained_cfg", None))
+        if not isinstance(obj, dict):
+            raise CheckpointError(f"'{path}' holds a {type(obj).__name__}, not a state dict or a model")
+        sd = unwrap_state_dict(obj, path)
+    if not arch:
+        raise CheckpointError(f"'{path}' is a bare state dict; name its architecture with --arch",
+                              hint="a timm model name such as resnet18, or torchvision:resnet18")
+    k, in_chans = _infer_shape_args(arch, sd, num_classes, head_module)
+    model = build_arch(arch, k, in_chans=in_chans)
+    load_into(model, sd, path=path, arch=arch)
+    head = find_head(model, k, head_module)
+    return LoadedModel(model.eval(), head, arch, k, sha, path, None, None, {}, in_chans,
+                       getattr(model, "pretrained_cfg", None))
+
+
+def save_checkpoint(
+    loaded: LoadedModel,
+    path: str | Path,
+    *,
+    preprocessing: Preprocessing | None = None,
+    class_names: list[str] | None = None,
+    extra_metadata: dict[str, str] | None = None,
+    inputs: tuple[Path, ...] = (),
+) -> Path:
+    """Write `loaded` in vcal's safetensors format (atomically; never onto an input file)."""
+    path = Path(path)
+    for src in (loaded.path, *inputs):
+        if src is not None and same_file(src, path):
+            raise CheckpointError(f"refusing to write '{path}' over an input file", hint="choose another --out")
+    prep = preprocessing or loaded.preprocessing
+    names = class_names or loaded.class_names
+    meta = {
+        "vcal_format": FORMAT_VERSION,
+        "vcal_version": __version__,
+        "arch": loaded.arch,
+        "arch_kwargs": json.dumps(loaded.arch_kwargs),
+        "num_classes": str(loaded.num_classes),
+        "head_module": loaded.head_name,
+        **({"class_names": json.dumps(names)} if names else {}),
+        **({"preprocessing": json.dumps(prep.to_dict())} if prep else {}),
+        **(extra_metadata or {}),
+    }
+    # clone: safetensors refuses tensors that share storage (tied weights); copies load back fine
+    tensors = {k: v.detach().cpu().clone().contiguous() for k, v in loaded.model.state_dict().items()}
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))

@@ -1,0 +1,35 @@
+"""Map errors to one line on stderr and an exit code; `--debug` or VCAL_DEBUG=1 shows the traceback."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import typer
+
+from vcal_cli.errors import VcalError
+
+
+def debug_enabled(flag: bool = False) -> bool:
+    return flag or os.environ.get("VCAL_DEBUG", "") not in ("", "0")
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print `error: message` as one line on stderr and return the Exit to raise."""
+    print(f"error: {message}".replace("\n", " "), file=sys.stderr)
+    return typer.Exit(code)
+
+
+@contextmanager
+def handle_errors(debug: bool = False) -> Iterator[None]:
+    """Inside a command: a VcalError becomes one line and its exit code; other exceptions are bugs."""
+    try:
+        yield
+    except VcalError as e:
+        if debug_enabled(debug):
+            raise
+        raise fail(str(e), e.exit_code) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted; nothing partial was written", 130) from None

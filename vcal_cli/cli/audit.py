@@ -1,0 +1,66 @@
+"""`vcal audit`: metrics, reliability diagram and report for a checkpoint or precomputed logits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vcal_cli import api
+from vcal_cli.cli._errors import handle_errors
+from vcal_cli.cli._options import (ArchOpt, BatchOpt, CacheDirOpt, DataOpt, DataRootOpt, DebugOpt, DeviceOpt,
+                                   HeadModuleOpt, InputSizeOpt, JsonOpt, MeanOpt, NoCacheOpt, SplitOpt, StdOpt,
+                                   TrustOpt, WorkersOpt, extract_options)
+from vcal_cli.cli._output import note, out, progress
+from vcal_cli.reports import write_report
+from vcal_cli.reports.tables import audit_table
+
+
+def audit_cmd(
+    checkpoint: Annotated[Path | None, typer.Argument(help="Checkpoint: vcal .safetensors, a state dict "
+                                                      "(.pt/.pth/.bin/.safetensors) with --arch, or a pickled "
+                                                      "module with --trust-checkpoint.", show_default=False)] = None,
+    data: DataOpt = "digits",
+    split: SplitOpt = "test",
+    logits: Annotated[Path | None, typer.Option("--logits", help="Audit precomputed logits or probs with labels "
+                                                "(.npz or .safetensors) instead of a checkpoint.")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Report directory.")] = Path("vcal-report"),
+    bins: Annotated[int, typer.Option("--bins", min=1, help="Bins for ECE, MCE, classwise ECE, diagrams.")] = 15,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Bootstrap resamples for 95% intervals.")] = 200,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
+    arch: ArchOpt = None,
+    trust_checkpoint: TrustOpt = False,
+    head_module: HeadModuleOpt = None,
+    data_root: DataRootOpt = None,
+    input_size: InputSizeOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    cache_dir: CacheDirOpt = None,
+    no_cache: NoCacheOpt = False,
+    device: DeviceOpt = "auto",
+    batch_size: BatchOpt = 256,
+    workers: WorkersOpt = 0,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Audit a classifier's calibration and write a report.
+
+    Example: vcal audit sample_checkpoints/mlp_digits.safetensors --data digits
+    """
+    with handle_errors(debug):
+        opts = extract_options(arch=arch, trust=trust_checkpoint, head_module=head_module, data_root=data_root,
+                               input_size=input_size, mean=mean, std=std, cache_dir=cache_dir, no_cache=no_cache,
+                               device=device, batch_size=batch_size, workers=workers)
+        report = api.audit(checkpoint, data=data, split=split, logits=logits, options=opts, n_bins=bins,
+                           n_bootstrap=bootstrap, seed=seed, progress=progress(not as_json))
+        inputs = tuple(p for p in (checkpoint, logits) if p is not None)
+        write_report(report, out_dir, inputs=inputs)
+        if as_json:
+            print(report.to_json(), end="")
+            return
+        out.print(audit_table(report.to_dict()))
+        cache = report.settings.get("cache", {})
+        if cache:
+            note("features from the cache" if cache.get("hit") else f"features cached in {cache.get('path')}")
+        note(f"report written to {out_dir}/ (report.json, report.html, report.md, metrics.csv, reliability.png)")

@@ -1,0 +1,104 @@
+"""`ImageSplit`: one split of one data set, as images in [0, 1] or uint8, and its labels."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from vcal_cli._registry import Registry
+from vcal_cli.errors import DataError
+
+
+@dataclass
+class ImageSplit:
+    """Images (N, C, H, W) as uint8 or float in [0, 1], labels (N,), and the class names.
+
+    In-memory sets hold `images`; sets read from disk (image folders) give `load(indices, size)`
+    instead, which decodes and resizes a batch.
+    """
+
+    name: str
+    split: str
+    labels: Tensor  # (N,) int64
+    classes: list[str]
+    native_size: tuple[int, int, int]  # (C, H, W) before preprocessing
+    identity: dict[str, Any]  # what makes this split unique, for the feature-cache key
+    images: Tensor | None = None  # (N, C, H, W)
+    load: Callable[[Tensor, tuple[int, int]], Tensor] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.labels) == 0:
+            raise DataError(f"data set '{self.name}' split '{self.split}' is empty", hint="check the files or --split")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def batches(self, batch_size: int, size: tuple[int, int], workers: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        """Yield (images, labels) in order; `size` is the (H, W) disk-backed sets decode to.
+
+        With `workers > 0`, disk-backed sets decode up to `workers` batches ahead in threads.
+        """
+        ranges = [torch.arange(s, min(s + batch_size, len(self))) for s in range(0, len(self), batch_size)]
+        if self.images is not None:
+            for idx in ranges:
+                yield self.images[idx], self.labels[idx]
+            return
+        assert self.load is not None  # an ImageSplit holds images or a loader
+        if workers <= 0:
+            for idx in ranges:
+                yield self.load(idx, size), self.labels[idx]
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers) as pool:
+            for idx, imgs in zip(ranges, pool.map(lambda i: self.load(i, size), ranges), strict=True):
+                yield imgs, self.labels[idx]
+
+
+Source = Callable[..., ImageSplit]  # (spec, split, root) -> ImageSplit
+SOURCES: Registry[Source] = Registry("data set")
+
+
+def to_nchw(x: Tensor, where: str) -> Tensor:
+    """Accept (N, H, W), (N, C, H, W) or (N, H, W, C) with C in {1, 3}; floats must lie in [0, 1] or [0, 255]."""
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4:
+        raise DataError(f"{where}: images must be (N,H,W), (N,C,H,W) or (N,H,W,C), got shape {tuple(x.shape)}")
+    if x.shape[1] not in (1, 3) and x.shape[-1] in (1, 3):
+        x = x.permute(0, 3, 1, 2)
+    if x.shape[1] not in (1, 3):
+        raise DataError(f"{where}: images need 1 or 3 channels, got shape {tuple(x.shape)}")
+    if x.dtype == torch.uint8:
+        return x.contiguous()
+    x = x.float()
+    if torch.isnan(x).any():
+        raise DataError(f"{where}: images contain NaN")
+    if x.numel() and x.max() > 1.0:
+        if x.max() > 255.0 or x.min() < 0:
+            raise DataError(f"{where}: float images must lie in [0, 1] or [0, 255]")
+        x = x / 255.0
+    return x.contiguous()
+
+
+def check_labels(labels: Tensor, num_classes: int, where: str) -> Tensor:
+    labels = labels.long().flatten()
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataError(f"{where}: labels must lie in 0..{num_classes - 1}, found {labels.min()}..{labels.max()}")
+    return labels
+
+
+def resolve_root(root: str | Path | None) -> Path:
+    """--data-root, else $VCAL_DATA, else ./data."""
+    import os
+
+    return Path(root or os.environ.get("VCAL_DATA") or "data").expanduser()

@@ -1,0 +1,44 @@
+"""Typed errors for problems a user can fix.
+
+Library code raises these; only `vcal_cli.cli` turns them into one line on stderr and an exit code.
+"""
+
+from __future__ import annotations
+
+
+class VcalError(Exception):
+    """A problem the user can fix. The CLI prints it as one line and exits with `exit_code`."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message}; {self.hint}" if self.hint else self.message
+
+
+class CheckpointError(VcalError):
+    """A checkpoint cannot be read, trusted or matched to an architecture."""
+
+
+class DataError(VcalError):
+    """A data set is missing, empty, malformed or does not fit the model."""
+
+
+class CacheError(VcalError):
+    """The feature cache cannot be read or written."""
+
+
+class MetricError(VcalError):
+    """Inputs to a metric are invalid (NaN, wrong shape, labels out of range)."""
+
+
+class ReportError(VcalError):
+    """A report cannot be written or read."""
+
+
+class UsageError(VcalError):
+    """A flag value or combination of flags is invalid."""

@@ -1,0 +1,59 @@
+"""Check metric inputs once at the boundary; the kernels after this trust their inputs."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from vcal_cli.errors import MetricError
+
+DEFAULT_N_BINS = 15
+PROB_CLAMP = 1e-7  # NLL from probabilities only: log(max(p, 1e-7)), the Keras / robustness_metrics convention
+
+
+def check_bins(n_bins: int) -> int:
+    if not isinstance(n_bins, int) or n_bins < 1:
+        raise MetricError(f"--bins {n_bins} must be an integer of at least 1")
+    return n_bins
+
+
+def check_labels(labels: Tensor, n: int, num_classes: int) -> Tensor:
+    labels = torch.as_tensor(labels)
+    if labels.ndim != 1 or len(labels) != n:
+        raise MetricError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        if not torch.equal(labels, labels.round()):
+            raise MetricError("labels must be integer class indices")
+    labels = labels.long()
+    if n and (labels.min() < 0 or labels.max() >= num_classes):
+        raise MetricError(f"labels must lie in 0..{num_classes - 1}, found {labels.min()}..{labels.max()}")
+    return labels
+
+
+def from_logits(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """-> (probs, log_probs, labels) in float64 from logits (N, C); NaN or inf raise."""
+    logits = torch.as_tensor(logits)
+    if logits.ndim != 2 or logits.shape[0] == 0:
+        raise MetricError(f"logits must have shape (N, C) with N >= 1, got {tuple(logits.shape)}")
+    if not torch.isfinite(logits).all():
+        bad = (~torch.isfinite(logits)).any(1).sum().item()
+        raise MetricError(f"logits hold NaN or inf in {bad} of {len(logits)} rows")
+    log_probs = torch.log_softmax(logits.double(), dim=1)
+    return log_probs.exp(), log_probs, check_labels(labels, len(logits), logits.shape[1])
+
+
+def from_probs(probs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """-> (probs, log_probs, labels) in float64 from probabilities (N, C) whose rows sum to 1."""
+    probs = torch.as_tensor(probs)
+    if probs.ndim != 2 or probs.shape[0] == 0:
+        raise MetricError(f"probabilities must have shape (N, C) with N >= 1, got {tuple(probs.shape)}")
+    p = probs.double()
+    if not torch.isfinite(p).all():
+        raise MetricError(f"probabilities hold NaN or inf in {(~torch.isfinite(p)).any(1).sum().item()} rows")
+    if (p < 0).any() or (p > 1).any():
+        raise MetricError("probabilities must lie in [0, 1]; pass logits instead if these are scores")
+    worst = (p.sum(1) - 1).abs().max().item()
+    if worst > 1e-3:
+        raise MetricError(f"probability rows must sum to 1 (worst row is off by {worst:.2g}); "
+                          "pass logits instead if these are scores")
+    return p, p.clamp_min(PROB_CLAMP).log(), check_labels(labels, len(p), p.shape[1])

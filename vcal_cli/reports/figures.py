@@ -1,0 +1,56 @@
+"""Figures: data in, matplotlib Figure out (Agg backend, object API)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from vcal_cli.metrics import ReliabilityBin  # noqa: E402
+
+
+def plot_reliability(bins: Sequence[ReliabilityBin], *, ece: float | None = None, title: str = "",
+                     label: str = "Output") -> Figure:
+    """Reliability diagram (accuracy bars, gap bars to the diagonal) over a confidence histogram."""
+    fig, (ax, hx) = plt.subplots(2, 1, figsize=(6, 7.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    width = bins[0].hi - bins[0].lo
+    centers = [(b.lo + b.hi) / 2 for b in bins]
+    acc = [b.accuracy or 0.0 for b in bins]
+    conf = [b.confidence if b.confidence is not None else c for b, c in zip(bins, centers, strict=True)]
+    filled = [b.count > 0 for b in bins]
+    ax.bar(centers, acc, width=width, color="#1f77b4", edgecolor="black", linewidth=0.6, label=label)
+    gaps = [(c - a) if f else 0.0 for a, c, f in zip(acc, conf, filled, strict=True)]
+    ax.bar(centers, gaps, bottom=acc, width=width, color="#d62728", alpha=0.45, edgecolor="#d62728",
+           hatch="//", linewidth=0.6, label="Gap (confidence - accuracy)")
+    ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=1, label="Perfect calibration")
+    ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="Accuracy", title=title or "Reliability diagram")
+    if ece is not None:
+        ax.text(0.04, 0.96, f"ECE = {ece:.4f}", transform=ax.transAxes, fontsize=12, va="top",
+                bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "grey"})
+    ax.legend(loc="upper left", bbox_to_anchor=(0.0, 0.86), fontsize=8)
+    counts = [b.count for b in bins]
+    total = max(1, sum(counts))
+    hx.bar(centers, [c / total for c in counts], width=width, color="#7f7f7f", edgecolor="black", linewidth=0.6)
+    mean_conf = sum(b.confidence * b.count for b in bins if b.count) / total
+    mean_acc = sum(b.accuracy * b.count for b in bins if b.count) / total
+    hx.axvline(mean_acc, color="black", linestyle="-", linewidth=1.2, label=f"accuracy {mean_acc:.3f}")
+    hx.axvline(mean_conf, color="#d62728", linestyle="--", linewidth=1.2, label=f"avg. confidence {mean_conf:.3f}")
+    hx.set(xlabel="Confidence (top-label)", ylabel="Fraction", xlim=(0, 1))
+    hx.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def to_png(fig: Figure, dpi: int = 120) -> bytes:
+    """PNG bytes of a figure; the figure is closed afterwards."""
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=dpi)
+    finally:
+        plt.close(fig)
+    return buf.getvalue()

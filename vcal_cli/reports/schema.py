@@ -1,0 +1,80 @@
+"""The report contract: what `report.json` holds. `gate` and `compare` read reports through this module.
+
+report.json (schema_version 1):
+
+    schema_version  int
+    vcal_version    str
+    created         ISO-8601 UTC time
+    checkpoint      {path, sha256, arch, num_classes, head_module}   (arch/head_module null for --logits)
+    data            {name, split, n}
+    metrics         {accuracy, nll, brier, ece, ece_adaptive, mce, classwise_ece, aurc}
+    intervals       same keys, each [low, high]: percentile bootstrap 95% interval
+    reliability     list of {lo, hi, count, confidence, accuracy} per equal-width bin (null when empty)
+    settings        {bins, bootstrap, seed, preprocessing, device, batch_size, cache}
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vcal_cli._version import __version__
+from vcal_cli.errors import ReportError
+from vcal_cli.metrics import METRIC_NAMES, MetricsResult
+
+SCHEMA_VERSION = 1
+TOP_KEYS = ("schema_version", "vcal_version", "created", "checkpoint", "data", "metrics", "intervals",
+            "reliability", "settings")
+
+
+@dataclass
+class AuditReport:
+    checkpoint: dict[str, Any]
+    data: dict[str, Any]
+    result: MetricsResult
+    settings: dict[str, Any] = field(default_factory=dict)
+    created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return self.result.metrics.as_dict()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "vcal_version": __version__,
+            "created": self.created,
+            "checkpoint": self.checkpoint,
+            "data": self.data,
+            "metrics": self.metrics,
+            "intervals": {k: list(v) for k, v in self.result.intervals.items()},
+            "reliability": [asdict(b) for b in self.result.reliability],
+            "settings": self.settings,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+
+def read_report(path: str | Path) -> dict[str, Any]:
+    """Read and check a report.json; a missing file or key is a `ReportError` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ReportError(f"report '{path}' does not exist")
+    try:
+        rep = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ReportError(f"report '{path}' is not valid JSON ({e})") from None
+    if not isinstance(rep, dict):
+        raise ReportError(f"report '{path}' is not a JSON object")
+    missing = [k for k in TOP_KEYS if k not in rep] + [f"metrics.{k}" for k in METRIC_NAMES
+                                                        if k not in rep.get("metrics", {})]
+    if missing:
+        raise ReportError(f"report '{path}' lacks {', '.join(missing[:4])}", hint="is it a vcal report.json?")
+    if rep["schema_version"] > SCHEMA_VERSION:
+        raise ReportError(f"report '{path}' has schema {rep['schema_version']}; this vcal reads up to "
+                          f"{SCHEMA_VERSION}", hint="upgrade vcal")
+    return rep
