@@ -22,7 +22,7 @@ SPECS = {
     # name: (arch, arch kwargs, preprocessing, epochs, lr)
     "mlp_digits": ("vcal:mlp", {"in_features": 64, "hidden": [1024, 1024]},
                    Preprocessing((1, 8, 8), (0.5,), (0.5,)), 300, 1e-3),
-    "cnn_digits": ("test_resnet", {}, Preprocessing((1, 32, 32), (0.5,), (0.5,)), 60, 2e-3),
+    "cnn_digits": ("test_resnet", {}, Preprocessing((1, 8, 8), (0.5,), (0.5,)), 100, 5e-3),
 }
 
 

@@ -57,14 +57,16 @@ def torch_load_safe(path: Path, *, trust: bool) -> Any:
         if "weights_only" not in str(e) and "Weights only" not in str(e):
             raise CheckpointError(f"'{path}' is not a readable checkpoint (truncated or not a torch file): "
                                   f"{str(e).splitlines()[0]}") from e
+        try:
+            names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:  # noqa: BLE001 - not even a well-formed pickle
+            names = []
+        if not names:
+            raise CheckpointError(f"'{path}' is not a readable checkpoint (truncated or not a torch file)") from None
         if not trust:
-            try:
-                names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-            except Exception:  # noqa: BLE001 - the list is only decoration for the message
-                names = []
-            shown = f" ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})" if names else ""
+            shown = f"{', '.join(names[:3])}{', ...' if len(names) > 3 else ''}"
             raise CheckpointError(
-                f"'{path}' is a pickle that needs code to load{shown}; unpickling it runs that code",
+                f"'{path}' is a pickle that needs code to load ({shown}); unpickling it runs that code",
                 hint=TRUST_HINT) from None
     except Exception as e:  # noqa: BLE001 - torch.load fails on junk with many exception types
         raise CheckpointError(f"'{path}' is not a readable checkpoint (truncated or not a torch file): "

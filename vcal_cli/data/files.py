@@ -26,16 +26,12 @@ def _path(spec: str, kind: str) -> Path:
 
 def _pick(parts: dict[str, tuple[torch.Tensor, torch.Tensor]], split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Apply vcal's split rule (see `vcal_cli.data.splits`) to whichever parts the source has."""
+    if split in ("train", "val") and "train" in parts and "val" not in parts:
+        x, y = parts["train"]  # val is held out of the official train part
+        idx = train_val_split(len(y), split)
+        return x[idx], y[idx]
     if split in parts:
         return parts[split]
-    if "train" in parts and split == "val":
-        x, y = parts["train"]
-        idx = train_val_split(len(y), "val")
-        return x[idx], y[idx]
-    if "train" in parts and "val" not in parts and split == "train":
-        x, y = parts["train"]
-        idx = train_val_split(len(y), "train")
-        return x[idx], y[idx]
     if "all" in parts:
         x, y = parts["all"]
         idx = pool_split(len(y), split)
@@ -89,12 +85,12 @@ def load_imagefolder(spec: str, split: str, root: Path | None = None) -> ImageSp
     path = _path(spec, "imagefolder")
     split_dirs = [s for s in ("train", "val", "test") if (path / s).is_dir()]
     if split_dirs:
-        if split in split_dirs:
+        if split in ("train", "val") and "train" in split_dirs and "val" not in split_dirs:
+            files, labels, classes = _folder_files(path / "train")  # val is held out of train/
+            idx = train_val_split(len(files), split)
+        elif split in split_dirs:
             files, labels, classes = _folder_files(path / split)
             idx = torch.arange(len(files))
-        elif split == "val" and "train" in split_dirs:
-            files, labels, classes = _folder_files(path / "train")
-            idx = train_val_split(len(files), "val")
         else:
             raise DataError(f"--data '{spec}': no '{split}/' folder in '{path}' (it has: {', '.join(split_dirs)})")
     else:
