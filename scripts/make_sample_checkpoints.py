@@ -26,8 +26,10 @@ SPECS = {
 }
 
 
-def train(name: str, out_dir: Path, seed: int = 0) -> Path:
-    arch, kwargs, prep, epochs, lr = SPECS[name]
+def train(name: str, out_dir: Path, seed: int = 0, epochs: int | None = None) -> Path:
+    """Train one sample net and save it; `epochs` overrides the recipe (tests use 1)."""
+    arch, kwargs, prep, recipe_epochs, lr = SPECS[name]
+    epochs = epochs or recipe_epochs
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True)
     train_split = load_split("digits", "train")

@@ -70,3 +70,19 @@ def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
         return os.path.samefile(a, b)
     except OSError:
         return Path(a).resolve() == Path(b).resolve()
+
+
+def safetensors_bytes(tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> bytes:
+    """safetensors bytes with a canonical header (sorted keys), so equal content gives equal bytes.
+
+    safetensors serialises its metadata map in hash order, which differs run to run; the header is
+    re-dumped with sorted keys and padded to its original length, so every data offset stays valid.
+    """
+    from safetensors.torch import save
+
+    raw = save(tensors, metadata=metadata)
+    n = int.from_bytes(raw[:8], "little")
+    canon = json.dumps(json.loads(raw[8:8 + n]), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(canon) > n:  # cannot happen for serde's compact JSON; keep the original rather than guess
+        return raw
+    return raw[:8] + canon + b" " * (n - len(canon)) + raw[8 + n:]

@@ -19,10 +19,10 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
-from vcal_cli._io import atomic_write, same_file, sha256_file
+from vcal_cli._io import atomic_write_bytes, safetensors_bytes, same_file, sha256_file
 from vcal_cli._version import __version__
 from vcal_cli.checkpoints.arch import build_arch
 from vcal_cli.checkpoints.head_finder import find_head
@@ -179,4 +179,4 @@ def save_checkpoint(
     }
     # clone: safetensors refuses tensors that share storage (tied weights); copies load back fine
     tensors = {k: v.detach().cpu().clone().contiguous() for k, v in loaded.model.state_dict().items()}
-    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    return atomic_write_bytes(path, safetensors_bytes(tensors, meta))

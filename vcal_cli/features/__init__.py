@@ -9,10 +9,10 @@ from typing import Any
 import json
 
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 
-from vcal_cli._io import atomic_write
+from vcal_cli._io import atomic_write_bytes, safetensors_bytes
 from vcal_cli.checkpoints import LoadedModel
 from vcal_cli.data import ImageSplit, Preprocessing
 from vcal_cli.errors import CacheError, DataError
@@ -40,7 +40,7 @@ class FeatureSet:
     def save(self, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
         tensors = {"features": self.features.contiguous(), "logits": self.logits.contiguous(),
                    "labels": self.labels.contiguous()}
-        return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata or {}))
+        return atomic_write_bytes(path, safetensors_bytes(tensors, metadata or {}))
 
     @classmethod
     def load(cls, path: str | Path) -> FeatureSet:
