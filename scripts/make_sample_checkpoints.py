@@ -20,8 +20,13 @@ from vcal_cli.data import Preprocessing
 
 SPECS = {
     # name: (arch, arch kwargs, preprocessing, epochs, lr)
-    "mlp_digits": ("vcal:mlp", {"in_features": 64, "hidden": [1024, 1024]},
-                   Preprocessing((1, 8, 8), (0.5,), (0.5,)), 300, 1e-3),
+    "mlp_digits": (
+        "vcal:mlp",
+        {"in_features": 64, "hidden": [1024, 1024]},
+        Preprocessing((1, 8, 8), (0.5,), (0.5,)),
+        300,
+        1e-3,
+    ),
     "cnn_digits": ("test_resnet", {}, Preprocessing((1, 8, 8), (0.5,), (0.5,)), 100, 5e-3),
 }
 
@@ -42,7 +47,7 @@ def train(name: str, out_dir: Path, seed: int = 0, epochs: int | None = None) ->
     for epoch in range(epochs):
         perm = torch.randperm(len(y), generator=gen)
         for i in range(0, len(y), 64):
-            idx = perm[i:i + 64]
+            idx = perm[i : i + 64]
             loss = F.cross_entropy(model(x[idx]), y[idx])
             opt.zero_grad()
             loss.backward()
@@ -50,11 +55,25 @@ def train(name: str, out_dir: Path, seed: int = 0, epochs: int | None = None) ->
         if epoch % max(1, epochs // 5) == 0 or epoch == epochs - 1:
             print(f"{name} epoch {epoch + 1}/{epochs} loss {loss.item():.4f}")
     model.eval()
-    loaded = LoadedModel(model, find_head(model, 10), arch, 10, sha256="", class_names=train_split.classes,
-                         preprocessing=prep, arch_kwargs=kwargs)
-    return save_checkpoint(loaded, out_dir / f"{name}.safetensors",
-                           extra_metadata={"trained_on": "digits:train", "seed": str(seed),
-                                           "recipe": f"Adam lr={lr}, batch 64, {epochs} epochs, no regularisation"})
+    loaded = LoadedModel(
+        model,
+        find_head(model, 10),
+        arch,
+        10,
+        sha256="",
+        class_names=train_split.classes,
+        preprocessing=prep,
+        arch_kwargs=kwargs,
+    )
+    return save_checkpoint(
+        loaded,
+        out_dir / f"{name}.safetensors",
+        extra_metadata={
+            "trained_on": "digits:train",
+            "seed": str(seed),
+            "recipe": f"Adam lr={lr}, batch 64, {epochs} epochs, no regularisation",
+        },
+    )
 
 
 def main() -> None:

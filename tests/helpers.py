@@ -14,9 +14,16 @@ def tiny_mlp(seed: int = 0, num_classes: int = 10) -> LoadedModel:
     torch.manual_seed(seed)
     kwargs = {"in_features": 64, "hidden": [32]}
     model = build_arch("vcal:mlp", num_classes, in_chans=1, kwargs=kwargs).eval()
-    return LoadedModel(model, find_head(model, num_classes), "vcal:mlp", num_classes, "",
-                       class_names=[str(i) for i in range(num_classes)],
-                       preprocessing=Preprocessing((1, 8, 8), (0.5,), (0.5,)), arch_kwargs=kwargs)
+    return LoadedModel(
+        model,
+        find_head(model, num_classes),
+        "vcal:mlp",
+        num_classes,
+        "",
+        class_names=[str(i) for i in range(num_classes)],
+        preprocessing=Preprocessing((1, 8, 8), (0.5,), (0.5,)),
+        arch_kwargs=kwargs,
+    )
 
 
 def one_line_error(result) -> str:  # noqa: ANN001 - a typer Result

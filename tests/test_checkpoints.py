@@ -54,8 +54,10 @@ WRAPPERS = {
 
 
 # safetensors holds a flat tensor dict only, so it gets the flat forms
-FORMS = [(s, w) for s in (".pt", ".pth", ".bin") for w in WRAPPERS] + [(".safetensors", "plain"),
-                                                                       (".safetensors", "module_prefix")]
+FORMS = [(s, w) for s in (".pt", ".pth", ".bin") for w in WRAPPERS] + [
+    (".safetensors", "plain"),
+    (".safetensors", "module_prefix"),
+]
 
 
 @pytest.mark.parametrize("suffix,wrapper", FORMS)
@@ -75,10 +77,15 @@ def test_state_dict_forms_with_timm_arch(tmp_path: Path, suffix: str, wrapper: s
         assert torch.allclose(got.model(x), model(x), atol=1e-6)
 
 
-@pytest.mark.parametrize("arch,head", [("torchvision:resnet18", "fc"),
-                                       ("torchvision:mobilenet_v3_small", "classifier.3"),
-                                       ("torchvision:vit_b_16", "heads.head"),
-                                       ("test_efficientnet", "classifier")])
+@pytest.mark.parametrize(
+    "arch,head",
+    [
+        ("torchvision:resnet18", "fc"),
+        ("torchvision:mobilenet_v3_small", "classifier.3"),
+        ("torchvision:vit_b_16", "heads.head"),
+        ("test_efficientnet", "classifier"),
+    ],
+)
 def test_head_finder_and_features_reproduce_logits(arch: str, head: str) -> None:
     torch.manual_seed(0)
     kwargs = {"image_size": 32} if "vit" in arch else {}
@@ -163,8 +170,18 @@ def test_pickled_module_needs_trust(tmp_path: Path) -> None:
     assert torch.equal(got.model(x), model(x))
 
 
-@pytest.mark.parametrize("kind", ["missing", "directory", "garbage.pt", "garbage.safetensors", "truncated.pt",
-                                  "truncated.safetensors", "no_tensors.pt"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "missing",
+        "directory",
+        "garbage.pt",
+        "garbage.safetensors",
+        "truncated.pt",
+        "truncated.safetensors",
+        "no_tensors.pt",
+    ],
+)
 def test_bad_files(tmp_path: Path, mlp_ckpt: Path, kind: str) -> None:
     path = tmp_path / kind
     if kind == "directory":

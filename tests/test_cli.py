@@ -26,8 +26,9 @@ def _audit(runner, *args: str):  # noqa: ANN001, ANN202
     return runner.invoke(app, ["audit", *args])
 
 
-def test_audit_writes_report_and_reuses_cache(runner, sample_mlp: Path, tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_audit_writes_report_and_reuses_cache(
+    runner, sample_mlp: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     r = _audit(runner, str(sample_mlp), "--data", "digits", "--out", "rep", "--bootstrap", "50")
     assert r.exit_code == 0, r.output
     assert "ECE-15" in r.stdout and "Accuracy" in r.stdout
@@ -141,8 +142,7 @@ BAD = {
     "unknown flag": (["audit", "mlp.safetensors", "--binz", "3"], "No such option"),
     "both inputs": (["audit", "mlp.safetensors", "--logits", "l.npz"], "not both"),
     "bad logits file": (["audit", "--logits", "junk.pt"], "--logits"),
-    "missing data root": (["audit", "mlp.safetensors", "--data", "svhn", "--data-root", "nowhere"],
-                          "train_32x32.mat"),
+    "missing data root": (["audit", "mlp.safetensors", "--data", "svhn", "--data-root", "nowhere"], "train_32x32.mat"),
     "features out suffix": (["features", "mlp.safetensors", "--out", "x.npz"], "must end in .safetensors"),
     "features over input": (["features", "mlp.safetensors", "--out", "mlp.safetensors"], "refusing"),
 }
@@ -175,8 +175,9 @@ def test_debug_shows_traceback(runner) -> None:
 
 
 def test_help_and_module_entry_point() -> None:
-    out = subprocess.run([sys.executable, "-m", "vcal_cli", "audit", "--help"], capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "vcal_cli", "audit", "--help"], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0 and "--trust-checkpoint" in out.stdout and "--bins" in out.stdout
     v = subprocess.run([sys.executable, "-m", "vcal_cli", "--version"], capture_output=True, text=True, timeout=120)
     assert v.stdout.startswith("vcal ")

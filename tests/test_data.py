@@ -30,8 +30,12 @@ def test_digits_splits_are_deterministic_disjoint_and_large_enough() -> None:
 def test_npz_layouts(tmp_path: Path, layout: str) -> None:
     rng = np.random.default_rng(0)
     base = rng.integers(0, 256, size=(50, 3, 6, 5), dtype=np.uint8)
-    x = {"nchw_uint8": base, "nhwc_uint8": base.transpose(0, 2, 3, 1),
-         "nhwc_float01": base.transpose(0, 2, 3, 1) / 255.0, "nhw_float255": base[:, 0].astype(np.float32)}[layout]
+    x = {
+        "nchw_uint8": base,
+        "nhwc_uint8": base.transpose(0, 2, 3, 1),
+        "nhwc_float01": base.transpose(0, 2, 3, 1) / 255.0,
+        "nhw_float255": base[:, 0].astype(np.float32),
+    }[layout]
     y = rng.integers(0, 4, size=50)
     np.savez(tmp_path / "d.npz", x=x, y=y)
     parts = [load_split(f"npz:{tmp_path / 'd.npz'}", s) for s in ("train", "val", "test")]
@@ -46,8 +50,10 @@ def test_npz_explicit_splits_and_errors(tmp_path: Path) -> None:
     x = np.zeros((20, 1, 4, 4), np.uint8)
     np.savez(tmp_path / "s.npz", x_train=x, y_train=np.arange(20) % 3, x_test=x[:7], y_test=np.arange(7) % 3)
     assert len(load_split(f"npz:{tmp_path / 's.npz'}", "test")) == 7
-    assert len(load_split(f"npz:{tmp_path / 's.npz'}", "val")) + len(load_split(f"npz:{tmp_path / 's.npz'}",
-                                                                                  "train")) == 20
+    assert (
+        len(load_split(f"npz:{tmp_path / 's.npz'}", "val")) + len(load_split(f"npz:{tmp_path / 's.npz'}", "train"))
+        == 20
+    )
     np.savez(tmp_path / "bad.npz", images=x)
     with pytest.raises(DataError, match="needs arrays 'x' and 'y'"):
         load_split(f"npz:{tmp_path / 'bad.npz'}", "test")
@@ -112,9 +118,16 @@ def test_cifar10_pickles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert len(test) == 6 and test.classes[0] == "c0" and test.images.shape[1:] == (3, 32, 32)
 
 
-@pytest.mark.parametrize("name,expect", [("svhn", "train_32x32.mat"), ("cifar10", "cifar-10-batches-py"),
-                                         ("cifar100", "cifar-100-python"), ("mnist", "MNIST/raw"),
-                                         ("fashion-mnist", "FashionMNIST/raw")])
+@pytest.mark.parametrize(
+    "name,expect",
+    [
+        ("svhn", "train_32x32.mat"),
+        ("cifar10", "cifar-10-batches-py"),
+        ("cifar100", "cifar-100-python"),
+        ("mnist", "MNIST/raw"),
+        ("fashion-mnist", "FashionMNIST/raw"),
+    ],
+)
 def test_missing_torchvision_set_names_the_files(tmp_path: Path, name: str, expect: str) -> None:
     with pytest.raises(DataError, match=f"not found under --data-root.*expected .*{expect}.*never downloads"):
         load_split(name, "test", root=tmp_path)
@@ -160,8 +173,9 @@ def test_preprocessing_resolution_order() -> None:
     assert t.input_size == (3, 224, 224) and t.source == "timm"
     grey = resolve_preprocessing(timm_cfg=timm_cfg, model_in_chans=1, native_size=(1, 8, 8))
     assert grey.input_size == (1, 224, 224) and len(grey.mean) == 1
-    f = resolve_preprocessing(flags={"input_size": (3, 32, 32), "mean": (0.5,), "std": (0.25,)}, checkpoint=ck,
-                              native_size=(1, 8, 8))
+    f = resolve_preprocessing(
+        flags={"input_size": (3, 32, 32), "mean": (0.5,), "std": (0.25,)}, checkpoint=ck, native_size=(1, 8, 8)
+    )
     assert f.input_size == (3, 32, 32) and f.mean == (0.5, 0.5, 0.5) and f.source == "flags"
     d = resolve_preprocessing(native_size=(3, 6, 5))
     assert d.input_size == (3, 6, 5) and d.mean == (0.0,) * 3 and d.std == (1.0,) * 3
@@ -176,5 +190,3 @@ def test_preprocessing_channels_and_resize() -> None:
     assert torch.allclose(g, torch.ones(1, 1, 8, 8))
     with pytest.raises(UsageError):
         Preprocessing((3, 8, 8), (0.5,), (0.5,))
-
-

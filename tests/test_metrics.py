@@ -80,8 +80,9 @@ def test_mce_matches_torchmetrics_and_netcal(seed: int, k: int) -> None:
 def test_classwise_ece_matches_torchmetrics_binary_per_class(seed: int, k: int) -> None:
     logits, labels = _case(seed, k=k)
     probs = logits.softmax(1)
-    ref = np.mean([float(tmf.binary_calibration_error(probs[:, c].float(), (labels == c).long(), n_bins=15))
-                   for c in range(k)])
+    ref = np.mean(
+        [float(tmf.binary_calibration_error(probs[:, c].float(), (labels == c).long(), n_bins=15)) for c in range(k)]
+    )
     assert math.isclose(classwise_ece(probs, labels, n_bins=15), ref, abs_tol=ATOL)
 
 
@@ -98,8 +99,11 @@ def test_accuracy_nll_brier_match_sklearn(seed: int, k: int) -> None:
     assert math.isclose(r.metrics.brier, float(((probs.numpy() - onehot) ** 2).sum(1).mean()), abs_tol=1e-12)
     from sklearn.metrics import brier_score_loss
 
-    assert math.isclose(r.metrics.brier, brier_score_loss(labels, probs.numpy(), labels=list(range(k)),
-                                                          scale_by_half=False), abs_tol=1e-9)
+    assert math.isclose(
+        r.metrics.brier,
+        brier_score_loss(labels, probs.numpy(), labels=list(range(k)), scale_by_half=False),
+        abs_tol=1e-9,
+    )
 
 
 def test_hand_worked_edge_case_from_peers_note() -> None:
@@ -190,12 +194,15 @@ def test_bootstrap_weights_equal_explicit_resample() -> None:
             assert math.isclose(float(batched[k][r]), float(direct[k][0]), abs_tol=1e-10), k
 
 
-@pytest.mark.parametrize("bad", [
-    dict(logits=torch.tensor([[float("nan"), 0.0]]), labels=torch.tensor([0])),
-    dict(probs=torch.tensor([[0.7, 0.7]]), labels=torch.tensor([0])),
-    dict(logits=torch.zeros(2, 3), labels=torch.tensor([0, 3])),
-    dict(logits=torch.zeros(0, 3), labels=torch.zeros(0, dtype=torch.long)),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(logits=torch.tensor([[float("nan"), 0.0]]), labels=torch.tensor([0])),
+        dict(probs=torch.tensor([[0.7, 0.7]]), labels=torch.tensor([0])),
+        dict(logits=torch.zeros(2, 3), labels=torch.tensor([0, 3])),
+        dict(logits=torch.zeros(0, 3), labels=torch.zeros(0, dtype=torch.long)),
+    ],
+)
 def test_invalid_inputs_raise_metric_error(bad: dict) -> None:
     labels = bad.pop("labels")
     with pytest.raises(MetricError):

@@ -15,9 +15,22 @@ from vcal_cli.reports import AuditReport, read_report, write_report
 __all__ = [
     "__version__",
     # commands, as functions
-    "audit", "export_features", "load_features", "ExtractOptions",
+    "audit",
+    "export_features",
+    "load_features",
+    "ExtractOptions",
     # building blocks
-    "load_checkpoint", "save_checkpoint", "LoadedModel", "load_split", "get_features", "FeatureSet",
-    "compute_metrics", "Metrics", "METRIC_NAMES",
-    "AuditReport", "write_report", "read_report", "VcalError",
+    "load_checkpoint",
+    "save_checkpoint",
+    "LoadedModel",
+    "load_split",
+    "get_features",
+    "FeatureSet",
+    "compute_metrics",
+    "Metrics",
+    "METRIC_NAMES",
+    "AuditReport",
+    "write_report",
+    "read_report",
+    "VcalError",
 ]

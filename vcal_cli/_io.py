@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -82,7 +81,7 @@ def safetensors_bytes(tensors: dict[str, Any], metadata: dict[str, str] | None =
 
     raw = save(tensors, metadata=metadata)
     n = int.from_bytes(raw[:8], "little")
-    canon = json.dumps(json.loads(raw[8:8 + n]), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    canon = json.dumps(json.loads(raw[8 : 8 + n]), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     if len(canon) > n:  # cannot happen for serde's compact JSON; keep the original rather than guess
         return raw
-    return raw[:8] + canon + b" " * (n - len(canon)) + raw[8 + n:]
+    return raw[:8] + canon + b" " * (n - len(canon)) + raw[8 + n :]

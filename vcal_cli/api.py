@@ -1,8 +1,8 @@
 """The functions behind the commands. Users can import these directly:
 
-    from vcal_cli import audit
-    report = audit("sample_checkpoints/mlp_digits.safetensors", data="digits")
-    print(report.metrics["ece"])
+from vcal_cli import audit
+report = audit("sample_checkpoints/mlp_digits.safetensors", data="digits")
+print(report.metrics["ece"])
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ class ExtractOptions:
     arch: str | None = None
     trust_checkpoint: bool = False
     head_module: str | None = None
+    head_file: str | None = None  # a head written by `vcal retrain --head-only`, applied to the checkpoint
     data_root: str | None = None
     input_size: tuple[int, int, int] | None = None
     mean: tuple[float, ...] | None = None
@@ -61,13 +62,33 @@ def load_features(
     if o.workers < 0:
         raise UsageError(f"--workers {o.workers} must be 0 or more")
     ds = load_split(data, split, root=o.data_root)
-    loaded = checkpoint if isinstance(checkpoint, LoadedModel) else load_checkpoint(
-        checkpoint, arch=o.arch, trust=o.trust_checkpoint, head_module=o.head_module)
+    loaded = (
+        checkpoint
+        if isinstance(checkpoint, LoadedModel)
+        else load_checkpoint(checkpoint, arch=o.arch, trust=o.trust_checkpoint, head_module=o.head_module)
+    )
+    if o.head_file:
+        from vcal_cli.checkpoints import apply_head_file
+
+        loaded = apply_head_file(loaded, o.head_file)
     prep = resolve_preprocessing(
-        flags={"input_size": o.input_size, "mean": o.mean, "std": o.std}, checkpoint=loaded.preprocessing,
-        timm_cfg=loaded.timm_cfg, model_in_chans=loaded.in_chans, native_size=ds.native_size)
-    fs = get_features(loaded, ds, prep, cache_dir=o.cache_dir, use_cache=o.use_cache, device=o.device,
-                      batch_size=o.batch_size, workers=o.workers, progress=progress)
+        flags={"input_size": o.input_size, "mean": o.mean, "std": o.std},
+        checkpoint=loaded.preprocessing,
+        timm_cfg=loaded.timm_cfg,
+        model_in_chans=loaded.in_chans,
+        native_size=ds.native_size,
+    )
+    fs = get_features(
+        loaded,
+        ds,
+        prep,
+        cache_dir=o.cache_dir,
+        use_cache=o.use_cache,
+        device=o.device,
+        batch_size=o.batch_size,
+        workers=o.workers,
+        progress=progress,
+    )
     return loaded, fs, prep
 
 
@@ -114,13 +135,23 @@ def audit(
         result = compute_metrics(labels, logits=lg, probs=pr, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed)
         k = (lg if lg is not None else pr).shape[1]  # type: ignore[union-attr]
         ck = {"path": str(logits), "sha256": sha256_file(logits), "arch": None, "num_classes": k, "head_module": None}
-        return AuditReport(ck, {"name": f"logits:{Path(logits).name}", "split": split, "n": result.n},
-                           result, {**settings, "input": "probs" if lg is None else "logits"})
+        return AuditReport(
+            ck,
+            {"name": f"logits:{Path(logits).name}", "split": split, "n": result.n},
+            result,
+            {**settings, "input": "probs" if lg is None else "logits"},
+        )
     loaded, fs, prep = load_features(checkpoint, data, split, o, progress=progress)
     result = compute_metrics(fs.labels, logits=fs.logits, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed)
-    settings.update({"preprocessing": {**prep.to_dict(), "source": prep.source}, "device": o.device,
-                     "batch_size": o.batch_size, "cache": {"hit": fs.from_cache, "path": str(fs.path) if fs.path else None},
-                     "options": {k: v for k, v in asdict(o).items() if v is not None}})
+    settings.update(
+        {
+            "preprocessing": {**prep.to_dict(), "source": prep.source},
+            "device": o.device,
+            "batch_size": o.batch_size,
+            "cache": {"hit": fs.from_cache, "path": str(fs.path) if fs.path else None},
+            "options": {k: v for k, v in asdict(o).items() if v is not None},
+        }
+    )
     return AuditReport(loaded.describe(), {"name": data, "split": split, "n": len(fs)}, result, settings)
 
 
@@ -140,6 +171,153 @@ def export_features(
     if same_file(checkpoint, out):
         raise UsageError(f"refusing to write '{out}' over the checkpoint", hint="choose another --out")
     loaded, fs, prep = load_features(checkpoint, data, split, options, progress=progress)
-    meta = {"checkpoint": str(checkpoint), "checkpoint_sha256": loaded.sha256, "data": data, "split": split,
-            "preprocessing": str(prep.to_dict())}
+    meta = {
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": loaded.sha256,
+        "data": data,
+        "split": split,
+        "preprocessing": str(prep.to_dict()),
+    }
     return fs.save(out, meta)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# retrain
+
+
+@dataclass
+class HeadResult:
+    """One head of a retrain: its fitted estimator, test metrics and the files written for it."""
+
+    name: str
+    result: Any  # MetricsResult on the test split
+    head: Any = None  # the fitted Head (None for the original)
+    checkpoint: str | None = None
+
+
+@dataclass
+class RetrainReport:
+    """The original head and every retrained head, audited on the same test split."""
+
+    base: AuditReport  # the original checkpoint's audit (top-level report keys)
+    heads: dict[str, HeadResult]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.base.to_dict()
+        d["heads"] = {
+            name: {
+                "metrics": h.result.metrics.as_dict(),
+                "intervals": {k: list(v) for k, v in h.result.intervals.items()},
+                "reliability": [asdict(b) for b in h.result.reliability],
+                "checkpoint": h.checkpoint,
+                **({"params": asdict(h.head.params), "fitted": h.head.extra_report()} if h.head else {}),
+            }
+            for name, h in self.heads.items()
+        }
+        return d
+
+    def to_json(self) -> str:
+        import json
+
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+
+def resolve_heads(names: list[str]) -> list[str]:
+    """`all` expands to every registered head (in registry order); duplicates are dropped."""
+    from vcal_cli.heads import list_heads
+
+    out: list[str] = []
+    for n in names or []:
+        for m in list_heads() if n == "all" else [n]:
+            get_head_cls(m)
+            if m not in out:
+                out.append(m)
+    if not out:
+        raise UsageError("name at least one --head", hint=f"choose from: all, {', '.join(list_heads())}")
+    return out
+
+
+def get_head_cls(name: str):  # noqa: ANN201 - returns a Head subclass
+    from vcal_cli.heads import get_head
+
+    return get_head(name)
+
+
+def head_params(names: list[str], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Per-head params: each flag goes to every chosen head that takes it; a flag none takes is an error."""
+    import dataclasses as dc
+
+    given = {k: v for k, v in overrides.items() if v is not None}
+    takes = {n: {f.name for f in dc.fields(get_head_cls(n).Params)} for n in names}
+    unused = [k for k in given if not any(k in t for t in takes.values())]
+    if unused:
+        flags = ", ".join("--" + k.replace("_", "-") for k in unused)
+        raise UsageError(f"{flags} does not apply to head(s) {', '.join(names)}")
+    return {n: get_head_cls(n).make_params(**{k: v for k, v in given.items() if k in takes[n]}) for n in names}
+
+
+def retrain(
+    checkpoint: str | Path | LoadedModel,
+    heads: list[str],
+    *,
+    data: str = "digits",
+    options: ExtractOptions | None = None,
+    params: dict[str, Any] | None = None,
+    out_dir: str | Path = "vcal-report",
+    out: str | Path | None = None,
+    head_only: bool = False,
+    n_bins: int = DEFAULT_N_BINS,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+    progress: Track = quiet,
+) -> RetrainReport:
+    """Fit each head on the cached train features (selecting on val), audit it on test and write its checkpoint.
+
+    Checkpoints go to `out` (one head) or `out_dir/<stem>.<head>.safetensors`; with `head_only`, only the
+    head's weights are written (tied to the base by sha256). Nothing is written if any head fails.
+    """
+    from vcal_cli.checkpoints import save_checkpoint, save_head
+    from vcal_cli.heads import FitData
+
+    check_bins(n_bins)
+    names = resolve_heads(heads)
+    per_head = head_params(names, {"seed": seed, **(params or {})})
+    o = options or ExtractOptions()
+    if out is not None and len(names) > 1:
+        raise UsageError("--out names one checkpoint file; with several heads use --out-dir")
+    loaded, train, _ = load_features(checkpoint, data, "train", o, progress=progress)
+    stem = Path(loaded.path).name.split(".")[0] if loaded.path else "model"
+    suffix = ".head.safetensors" if head_only else ".safetensors"
+    paths = {n: Path(out) if out is not None else Path(out_dir) / f"{stem}.{n}{suffix}" for n in names}
+    inputs = tuple(Path(p) for p in (loaded.path, o.head_file) if p)
+    for path in paths.values():  # fail before fitting, not after
+        if any(same_file(src, path) for src in inputs):
+            raise UsageError(f"refusing to write '{path}' over an input file", hint="choose another --out")
+    _, val, _ = load_features(loaded, data, "val", o, progress=progress)
+    _, test, prep = load_features(loaded, data, "test", o, progress=progress)
+    base = audit(loaded, data=data, split="test", options=o, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed)
+    results: dict[str, HeadResult] = {
+        "original": HeadResult("original", base.result, None, str(loaded.path) if loaded.path else None)
+    }
+    fit = {s: FitData(f.features, f.logits, f.labels) for s, f in (("train", train), ("val", val))}
+    for name in names:
+        head = get_head_cls(name)(per_head[name]).fit(fit["train"], fit["val"], base=loaded.head, progress=progress)
+        log_probs = head.predict_log_proba(test.features, batch_size=o.batch_size)
+        res = compute_metrics(test.labels, logits=log_probs, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed)
+        results[name] = HeadResult(name, res, head)
+    for name, path in paths.items():  # every head fitted: only now is anything written
+        head = results[name].head
+        if head_only:
+            save_head(head.module_, head.info(), loaded, path)
+        else:
+            meta = {"retrained_from": loaded.sha256, "retrained_on": f"{data}:train (selected on val)"}
+            save_checkpoint(
+                loaded.with_head(head.module_, head.info()),
+                path,
+                preprocessing=prep,
+                extra_metadata=meta,
+                inputs=inputs,
+            )
+        results[name].checkpoint = str(path)
+    base.settings["retrain"] = {"heads": names, "data": data, "head_only": head_only}
+    return RetrainReport(base, results)

@@ -36,6 +36,14 @@ class MetricError(VcalError):
     """Inputs to a metric are invalid (NaN, wrong shape, labels out of range)."""
 
 
+class HeadError(VcalError):
+    """A head cannot be fitted (bad features, divergence) or used (not fitted)."""
+
+
+class NotFittedError(HeadError):
+    """A head was used before `fit`."""
+
+
 class ReportError(VcalError):
     """A report cannot be written or read."""
 

@@ -12,6 +12,8 @@ Forms read (`load_checkpoint`):
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +35,15 @@ from vcal_cli.errors import CheckpointError
 FORMAT_VERSION = "1"
 SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 
-__all__ = ["LoadedModel", "load_checkpoint", "save_checkpoint", "find_head", "build_arch"]
+__all__ = [
+    "LoadedModel",
+    "load_checkpoint",
+    "save_checkpoint",
+    "save_head",
+    "apply_head_file",
+    "find_head",
+    "build_arch",
+]
 
 
 @dataclass
@@ -52,14 +62,28 @@ class LoadedModel:
     in_chans: int | None = None
     timm_cfg: dict[str, Any] | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    head_info: dict[str, Any] | None = None  # a retrained vcal head (name, params, module config), if any
 
     @property
-    def head(self) -> nn.Linear:
-        return self.model.get_submodule(self.head_name)  # type: ignore[return-value]
+    def head(self) -> nn.Module:
+        """The module whose input is the penultimate feature: an nn.Linear, or a retrained vcal head."""
+        return self.model.get_submodule(self.head_name)
 
     def describe(self) -> dict[str, Any]:
-        return {"path": str(self.path) if self.path else None, "sha256": self.sha256, "arch": self.arch,
-                "num_classes": self.num_classes, "head_module": self.head_name}
+        return {
+            "path": str(self.path) if self.path else None,
+            "sha256": self.sha256,
+            "arch": self.arch,
+            "num_classes": self.num_classes,
+            "head_module": self.head_name,
+            "head": self.head_info["name"] if self.head_info else "original",
+        }
+
+    def with_head(self, module: nn.Module, info: dict[str, Any], sha256: str | None = None) -> LoadedModel:
+        """A copy of this model whose head module is replaced by a fitted vcal head."""
+        model = copy.deepcopy(self.model)
+        model.set_submodule(self.head_name, copy.deepcopy(module))
+        return dataclasses.replace(self, model=model.eval(), head_info=info, sha256=sha256 or self.sha256, path=None)
 
 
 def _meta_model(arch: str, num_classes: int, in_chans: int, kwargs: dict[str, Any]) -> nn.Module:
@@ -67,8 +91,9 @@ def _meta_model(arch: str, num_classes: int, in_chans: int, kwargs: dict[str, An
         return build_arch(arch, num_classes, in_chans=in_chans, kwargs=kwargs)
 
 
-def _infer_shape_args(arch: str, sd: dict[str, torch.Tensor], num_classes: int | None,
-                      head_module: str | None) -> tuple[int, int]:
+def _infer_shape_args(
+    arch: str, sd: dict[str, torch.Tensor], num_classes: int | None, head_module: str | None
+) -> tuple[int, int]:
     """Read the class count and input channels off the weights, so `--arch` alone is enough."""
     probe = _meta_model(arch, num_classes or 1000, 3, {})
     head = find_head(probe, None, head_module)
@@ -93,10 +118,31 @@ def _from_vcal_safetensors(path: Path, meta: dict[str, str], sha: str, head_modu
         raise CheckpointError(f"'{path}' has malformed vcal metadata ({type(e).__name__}: {e})") from e
     in_chans = prep.input_size[0] if prep else 3
     model = build_arch(arch, num_classes, in_chans=in_chans, kwargs=kwargs)
+    head_info = None
+    if "vcal_head" in meta:  # a retrained head replaces the arch's linear layer before the weights load
+        from vcal_cli.heads import build_module
+
+        head_info = json.loads(meta["vcal_head"])
+        head = meta["head_module"]
+        model.set_submodule(head, build_module(head_info))
     load_into(model, load_file(path), path=path, arch=arch)
-    head = find_head(model, num_classes, head_module or meta.get("head_module"))
-    return LoadedModel(model.eval(), head, arch, num_classes, sha, path, class_names, prep, kwargs, in_chans,
-                       None, dict(meta))
+    if head_info is None:
+        head = find_head(model, num_classes, head_module or meta.get("head_module"))
+    return LoadedModel(
+        model.eval(),
+        head,
+        arch,
+        num_classes,
+        sha,
+        path,
+        class_names,
+        prep,
+        kwargs,
+        in_chans,
+        None,
+        dict(meta),
+        head_info,
+    )
 
 
 def load_checkpoint(
@@ -120,12 +166,16 @@ def load_checkpoint(
             with safe_open(path, "pt") as f:
                 meta = f.metadata() or {}
         except (SafetensorError, OSError, Exception) as e:  # noqa: BLE001 - any parse failure means a bad file
-            raise CheckpointError(f"'{path}' is not a readable safetensors file (truncated or not a checkpoint): "
-                                  f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+            raise CheckpointError(
+                f"'{path}' is not a readable safetensors file (truncated or not a checkpoint): "
+                f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
+            ) from e
         if "vcal_format" in meta:
             if arch and arch != meta.get("arch"):
-                raise CheckpointError(f"--arch '{arch}' contradicts the checkpoint's own arch '{meta.get('arch')}'",
-                                      hint="drop --arch for vcal checkpoints")
+                raise CheckpointError(
+                    f"--arch '{arch}' contradicts the checkpoint's own arch '{meta.get('arch')}'",
+                    hint="drop --arch for vcal checkpoints",
+                )
             return _from_vcal_safetensors(path, meta, sha, head_module)
         sd = unwrap_state_dict(load_file(path), path)
     else:
@@ -134,20 +184,30 @@ def load_checkpoint(
             model = obj.eval()
             head = find_head(model, num_classes, head_module)
             k = model.get_submodule(head).out_features
-            return LoadedModel(model, head, arch or f"pickled:{type(model).__name__}", k, sha, path,
-                               timm_cfg=getattr(model, "pretrained_cfg", None))
+            return LoadedModel(
+                model,
+                head,
+                arch or f"pickled:{type(model).__name__}",
+                k,
+                sha,
+                path,
+                timm_cfg=getattr(model, "pretrained_cfg", None),
+            )
         if not isinstance(obj, dict):
             raise CheckpointError(f"'{path}' holds a {type(obj).__name__}, not a state dict or a model")
         sd = unwrap_state_dict(obj, path)
     if not arch:
-        raise CheckpointError(f"'{path}' is a bare state dict; name its architecture with --arch",
-                              hint="a timm model name such as resnet18, or torchvision:resnet18")
+        raise CheckpointError(
+            f"'{path}' is a bare state dict; name its architecture with --arch",
+            hint="a timm model name such as resnet18, or torchvision:resnet18",
+        )
     k, in_chans = _infer_shape_args(arch, sd, num_classes, head_module)
     model = build_arch(arch, k, in_chans=in_chans)
     load_into(model, sd, path=path, arch=arch)
     head = find_head(model, k, head_module)
-    return LoadedModel(model.eval(), head, arch, k, sha, path, None, None, {}, in_chans,
-                       getattr(model, "pretrained_cfg", None))
+    return LoadedModel(
+        model.eval(), head, arch, k, sha, path, None, None, {}, in_chans, getattr(model, "pretrained_cfg", None)
+    )
 
 
 def save_checkpoint(
@@ -175,8 +235,53 @@ def save_checkpoint(
         "head_module": loaded.head_name,
         **({"class_names": json.dumps(names)} if names else {}),
         **({"preprocessing": json.dumps(prep.to_dict())} if prep else {}),
+        **({"vcal_head": json.dumps(loaded.head_info)} if loaded.head_info else {}),
         **(extra_metadata or {}),
     }
     # clone: safetensors refuses tensors that share storage (tied weights); copies load back fine
     tensors = {k: v.detach().cpu().clone().contiguous() for k, v in loaded.model.state_dict().items()}
     return atomic_write_bytes(path, safetensors_bytes(tensors, meta))
+
+
+def save_head(module: nn.Module, info: dict[str, Any], base: LoadedModel, path: str | Path) -> Path:
+    """Write only a fitted head (small), tied to its base checkpoint by sha256."""
+    path = Path(path)
+    if base.path is not None and same_file(base.path, path):
+        raise CheckpointError(f"refusing to write '{path}' over an input file", hint="choose another --out")
+    meta = {
+        "vcal_format": FORMAT_VERSION,
+        "vcal_version": __version__,
+        "vcal_head_only": "1",
+        "vcal_head": json.dumps(info),
+        "head_module": base.head_name,
+        "base_sha256": base.sha256,
+    }
+    tensors = {k: v.detach().cpu().clone().contiguous() for k, v in module.state_dict().items()}
+    return atomic_write_bytes(path, safetensors_bytes(tensors, meta))
+
+
+def apply_head_file(base: LoadedModel, path: str | Path) -> LoadedModel:
+    """Put a head written by `save_head` (`vcal retrain --head-only`) onto its base checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"--head-file '{path}' does not exist")
+    try:
+        with safe_open(path, "pt") as f:
+            meta = f.metadata() or {}
+        tensors = load_file(path)
+    except Exception as e:  # noqa: BLE001 - any parse failure means a bad file
+        raise CheckpointError(f"--head-file '{path}' is not a readable safetensors file ({e})") from None
+    if meta.get("vcal_head_only") != "1":
+        raise CheckpointError(f"--head-file '{path}' is not a head written by 'vcal retrain --head-only'")
+    if meta.get("base_sha256") != base.sha256:
+        raise CheckpointError(
+            f"--head-file '{path}' was fitted on another checkpoint "
+            f"(sha256 {meta.get('base_sha256', '?')[:12]}..., this one {base.sha256[:12]}...)",
+            hint="apply it to the checkpoint it was retrained from",
+        )
+    from vcal_cli.heads import build_module
+
+    info = json.loads(meta["vcal_head"])
+    module = build_module(info)
+    module.load_state_dict(tensors)
+    return base.with_head(module, info, sha256=sha256_file(path))

@@ -54,13 +54,16 @@ def build_arch(name: str, num_classes: int, *, in_chans: int = 3, kwargs: dict[s
             close = difflib.get_close_matches(tv_name, torchvision.models.list_models(), n=3)
             raise CheckpointError(
                 f"--arch '{name}' is not a torchvision model",
-                hint=f"did you mean {', '.join('torchvision:' + c for c in close)}?" if close else
-                "see torchvision.models.list_models()") from None
+                hint=f"did you mean {', '.join('torchvision:' + c for c in close)}?"
+                if close
+                else "see torchvision.models.list_models()",
+            ) from None
     import timm
 
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=3)
         raise CheckpointError(
             f"--arch '{name}' is not a timm model, 'torchvision:NAME' or 'vcal:mlp'",
-            hint=f"did you mean {', '.join(close)}?" if close else "see timm.list_models()")
+            hint=f"did you mean {', '.join(close)}?" if close else "see timm.list_models()",
+        )
     return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs)

@@ -25,11 +25,15 @@ def find_head(model: nn.Module, num_classes: int | None = None, override: str | 
     if override:
         if override not in modules:
             linear = [n for n, m in modules.items() if isinstance(m, nn.Linear)]
-            raise CheckpointError(f"--head-module '{override}' is not a module of this model",
-                                  hint=f"its nn.Linear modules are: {', '.join(linear[-5:]) or 'none'}")
+            raise CheckpointError(
+                f"--head-module '{override}' is not a module of this model",
+                hint=f"its nn.Linear modules are: {', '.join(linear[-5:]) or 'none'}",
+            )
         if not isinstance(modules[override], nn.Linear):
-            raise CheckpointError(f"--head-module '{override}' is a {type(modules[override]).__name__}, "
-                                  "not an nn.Linear; name the final linear layer")
+            raise CheckpointError(
+                f"--head-module '{override}' is a {type(modules[override]).__name__}, "
+                "not an nn.Linear; name the final linear layer"
+            )
         return override
     candidates: list[nn.Module | None] = []
     if hasattr(model, "get_classifier"):
@@ -53,4 +57,5 @@ def find_head(model: nn.Module, num_classes: int | None = None, override: str | 
         return fitting[-1]
     raise CheckpointError(
         f"found no nn.Linear head with {num_classes} outputs in {type(model).__name__}",
-        hint="name it with --head-module (a dotted module name)")
+        hint="name it with --head-module (a dotted module name)",
+    )

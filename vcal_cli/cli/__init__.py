@@ -14,13 +14,21 @@ from vcal_cli._version import __version__
 from vcal_cli.cli.audit import audit_cmd
 from vcal_cli.cli.cache import cache_app
 from vcal_cli.cli.features import features_cmd
+from vcal_cli.cli.heads import heads_cmd
+from vcal_cli.cli.retrain import retrain_cmd
 
 
 class VcalGroup(TyperGroup):
     """Prints typer's own usage errors as one `error:` line (exit 2) instead of a boxed panel."""
 
-    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
-             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click_exc.ClickException as e:
@@ -40,9 +48,14 @@ class VcalGroup(TyperGroup):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
-app = typer.Typer(name="vcal", cls=VcalGroup, no_args_is_help=True, add_completion=False,
-                  pretty_exceptions_show_locals=False,
-                  help="Audit and recalibrate image-classifier checkpoints.")
+app = typer.Typer(
+    name="vcal",
+    cls=VcalGroup,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    help="Audit and recalibrate image-classifier checkpoints.",
+)
 
 
 def _version(value: bool) -> None:
@@ -52,13 +65,18 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="Print the version and exit.")) -> None:
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
     """Audit and recalibrate image-classifier checkpoints."""
 
 
 app.command("audit")(audit_cmd)
+app.command("retrain")(retrain_cmd)
 app.command("features")(features_cmd)
+app.command("heads")(heads_cmd)
 app.add_typer(cache_app, name="cache")
 
 

@@ -10,23 +10,42 @@ import typer
 from vcal_cli.api import ExtractOptions
 from vcal_cli.data.preprocessing import parse_floats, parse_input_size
 
-DataOpt = Annotated[str, typer.Option("--data", "-d", help="Data set: digits, svhn, cifar10, cifar100, mnist, "
-                                      "fashion-mnist, imagefolder:PATH or npz:PATH.")]
+DataOpt = Annotated[
+    str,
+    typer.Option(
+        "--data",
+        "-d",
+        help="Data set: digits, svhn, cifar10, cifar100, mnist, fashion-mnist, imagefolder:PATH or npz:PATH.",
+    ),
+]
 SplitOpt = Annotated[str, typer.Option("--split", help="train, val (10% held out of train, seed 0) or test.")]
-ArchOpt = Annotated[str | None, typer.Option("--arch", help="Architecture of a bare state dict: a timm name "
-                                             "(resnet18) or torchvision:NAME.")]
-TrustOpt = Annotated[bool, typer.Option("--trust-checkpoint", help="Allow unpickling a full nn.Module "
-                                        "(runs code from the file: only for files you trust).")]
-HeadModuleOpt = Annotated[str | None, typer.Option("--head-module", help="Dotted name of the final nn.Linear, "
-                                                   "if vcal does not find it.")]
-DataRootOpt = Annotated[str | None, typer.Option("--data-root", help="Folder holding torchvision data sets "
-                                                 "[default: $VCAL_DATA or ./data].")]
-InputSizeOpt = Annotated[str | None, typer.Option("--input-size", help="Model input C,H,W (overrides the "
-                                                  "checkpoint's), e.g. 3,224,224.")]
+ArchOpt = Annotated[
+    str | None,
+    typer.Option("--arch", help="Architecture of a bare state dict: a timm name (resnet18) or torchvision:NAME."),
+]
+TrustOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trust-checkpoint",
+        help="Allow unpickling a full nn.Module (runs code from the file: only for files you trust).",
+    ),
+]
+HeadModuleOpt = Annotated[
+    str | None, typer.Option("--head-module", help="Dotted name of the final nn.Linear, if vcal does not find it.")
+]
+DataRootOpt = Annotated[
+    str | None,
+    typer.Option("--data-root", help="Folder holding torchvision data sets \\[default: $VCAL_DATA or ./data]."),
+]
+InputSizeOpt = Annotated[
+    str | None, typer.Option("--input-size", help="Model input C,H,W (overrides the checkpoint's), e.g. 3,224,224.")
+]
 MeanOpt = Annotated[str | None, typer.Option("--mean", help="Normalisation mean per channel, e.g. 0.485,0.456,0.406.")]
 StdOpt = Annotated[str | None, typer.Option("--std", help="Normalisation std per channel.")]
-CacheDirOpt = Annotated[Path | None, typer.Option("--cache-dir", envvar="VCAL_CACHE", help="Feature cache folder "
-                                                  "[default: ~/.cache/vcal].")]
+CacheDirOpt = Annotated[
+    Path | None,
+    typer.Option("--cache-dir", envvar="VCAL_CACHE", help="Feature cache folder \\[default: ~/.cache/vcal]."),
+]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the feature cache.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")]
@@ -35,12 +54,34 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print report.json to stdo
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
 
 
-def extract_options(*, arch: str | None, trust: bool, head_module: str | None, data_root: str | None,
-                    input_size: str | None, mean: str | None, std: str | None, cache_dir: Path | None,
-                    no_cache: bool, device: str, batch_size: int, workers: int) -> ExtractOptions:
+def extract_options(
+    *,
+    arch: str | None,
+    trust: bool,
+    head_module: str | None,
+    data_root: str | None,
+    head_file: Path | None = None,
+    input_size: str | None,
+    mean: str | None,
+    std: str | None,
+    cache_dir: Path | None,
+    no_cache: bool,
+    device: str,
+    batch_size: int,
+    workers: int,
+) -> ExtractOptions:
     return ExtractOptions(
-        arch=arch, trust_checkpoint=trust, head_module=head_module, data_root=data_root,
+        arch=arch,
+        trust_checkpoint=trust,
+        head_module=head_module,
+        data_root=data_root,
+        head_file=str(head_file) if head_file else None,
         input_size=parse_input_size(input_size) if input_size else None,
-        mean=parse_floats(mean, "--mean") if mean else None, std=parse_floats(std, "--std") if std else None,
-        cache_dir=str(cache_dir) if cache_dir else None, use_cache=not no_cache, device=device,
-        batch_size=batch_size, workers=workers)
+        mean=parse_floats(mean, "--mean") if mean else None,
+        std=parse_floats(std, "--std") if std else None,
+        cache_dir=str(cache_dir) if cache_dir else None,
+        use_cache=not no_cache,
+        device=device,
+        batch_size=batch_size,
+        workers=workers,
+    )

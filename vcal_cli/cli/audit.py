@@ -9,22 +9,49 @@ import typer
 
 from vcal_cli import api
 from vcal_cli.cli._errors import handle_errors
-from vcal_cli.cli._options import (ArchOpt, BatchOpt, CacheDirOpt, DataOpt, DataRootOpt, DebugOpt, DeviceOpt,
-                                   HeadModuleOpt, InputSizeOpt, JsonOpt, MeanOpt, NoCacheOpt, SplitOpt, StdOpt,
-                                   TrustOpt, WorkersOpt, extract_options)
+from vcal_cli.cli._options import (
+    ArchOpt,
+    BatchOpt,
+    CacheDirOpt,
+    DataOpt,
+    DataRootOpt,
+    DebugOpt,
+    DeviceOpt,
+    HeadModuleOpt,
+    InputSizeOpt,
+    JsonOpt,
+    MeanOpt,
+    NoCacheOpt,
+    SplitOpt,
+    StdOpt,
+    TrustOpt,
+    WorkersOpt,
+    extract_options,
+)
 from vcal_cli.cli._output import note, out, progress
 from vcal_cli.reports import write_report
 from vcal_cli.reports.tables import audit_table
 
 
 def audit_cmd(
-    checkpoint: Annotated[Path | None, typer.Argument(help="Checkpoint: vcal .safetensors, a state dict "
-                                                      "(.pt/.pth/.bin/.safetensors) with --arch, or a pickled "
-                                                      "module with --trust-checkpoint.", show_default=False)] = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Checkpoint: vcal .safetensors, a state dict "
+            "(.pt/.pth/.bin/.safetensors) with --arch, or a pickled "
+            "module with --trust-checkpoint.",
+            show_default=False,
+        ),
+    ] = None,
     data: DataOpt = "digits",
     split: SplitOpt = "test",
-    logits: Annotated[Path | None, typer.Option("--logits", help="Audit precomputed logits or probs with labels "
-                                                "(.npz or .safetensors) instead of a checkpoint.")] = None,
+    logits: Annotated[
+        Path | None,
+        typer.Option(
+            "--logits",
+            help="Audit precomputed logits or probs with labels (.npz or .safetensors) instead of a checkpoint.",
+        ),
+    ] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Report directory.")] = Path("vcal-report"),
     bins: Annotated[int, typer.Option("--bins", min=1, help="Bins for ECE, MCE, classwise ECE, diagrams.")] = 15,
     bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Bootstrap resamples for 95% intervals.")] = 200,
@@ -32,6 +59,10 @@ def audit_cmd(
     arch: ArchOpt = None,
     trust_checkpoint: TrustOpt = False,
     head_module: HeadModuleOpt = None,
+    head_file: Annotated[
+        Path | None,
+        typer.Option("--head-file", help="Apply a head written by 'vcal retrain --head-only' to CHECKPOINT."),
+    ] = None,
     data_root: DataRootOpt = None,
     input_size: InputSizeOpt = None,
     mean: MeanOpt = None,
@@ -49,11 +80,32 @@ def audit_cmd(
     Example: vcal audit sample_checkpoints/mlp_digits.safetensors --data digits
     """
     with handle_errors(debug):
-        opts = extract_options(arch=arch, trust=trust_checkpoint, head_module=head_module, data_root=data_root,
-                               input_size=input_size, mean=mean, std=std, cache_dir=cache_dir, no_cache=no_cache,
-                               device=device, batch_size=batch_size, workers=workers)
-        report = api.audit(checkpoint, data=data, split=split, logits=logits, options=opts, n_bins=bins,
-                           n_bootstrap=bootstrap, seed=seed, progress=progress(not as_json))
+        opts = extract_options(
+            arch=arch,
+            trust=trust_checkpoint,
+            head_module=head_module,
+            data_root=data_root,
+            head_file=head_file,
+            input_size=input_size,
+            mean=mean,
+            std=std,
+            cache_dir=cache_dir,
+            no_cache=no_cache,
+            device=device,
+            batch_size=batch_size,
+            workers=workers,
+        )
+        report = api.audit(
+            checkpoint,
+            data=data,
+            split=split,
+            logits=logits,
+            options=opts,
+            n_bins=bins,
+            n_bootstrap=bootstrap,
+            seed=seed,
+            progress=progress(not as_json),
+        )
         inputs = tuple(p for p in (checkpoint, logits) if p is not None)
         write_report(report, out_dir, inputs=inputs)
         if as_json:

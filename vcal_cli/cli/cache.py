@@ -22,15 +22,25 @@ def cache_list(cache_dir: CacheDirOpt = None, as_json: JsonOpt = False) -> None:
         cache = FeatureCache(cache_dir)
         entries = cache.entries()
         if as_json:
-            print(json.dumps([{"key": e.key, "path": str(e.path), "bytes": e.size, **e.info} for e in entries], indent=2))
+            print(
+                json.dumps([{"key": e.key, "path": str(e.path), "bytes": e.size, **e.info} for e in entries], indent=2)
+            )
             return
         t = Table(title=f"feature cache {cache.root} ({len(entries)} entries)", title_justify="left")
         for col in ("key", "checkpoint", "data", "split", "n", "dim", "MB", "created"):
             t.add_column(col, justify="right" if col in ("n", "dim", "MB") else "left")
         for e in entries:
             i = e.info
-            t.add_row(e.key[:12], str(i.get("checkpoint", "?")), str(i.get("data", "?")), str(i.get("split", "?")),
-                      str(i.get("n", "?")), str(i.get("feature_dim", "?")), f"{e.size / 1e6:.2f}", str(i.get("created", "")))
+            t.add_row(
+                e.key[:12],
+                str(i.get("checkpoint", "?")),
+                str(i.get("data", "?")),
+                str(i.get("split", "?")),
+                str(i.get("n", "?")),
+                str(i.get("feature_dim", "?")),
+                f"{e.size / 1e6:.2f}",
+                str(i.get("created", "")),
+            )
         out.print(t)
 
 

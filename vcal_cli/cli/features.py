@@ -9,16 +9,32 @@ import typer
 
 from vcal_cli import api
 from vcal_cli.cli._errors import handle_errors
-from vcal_cli.cli._options import (ArchOpt, BatchOpt, CacheDirOpt, DataOpt, DataRootOpt, DebugOpt, DeviceOpt,
-                                   HeadModuleOpt, InputSizeOpt, MeanOpt, NoCacheOpt, SplitOpt, StdOpt, TrustOpt,
-                                   WorkersOpt, extract_options)
+from vcal_cli.cli._options import (
+    ArchOpt,
+    BatchOpt,
+    CacheDirOpt,
+    DataOpt,
+    DataRootOpt,
+    DebugOpt,
+    DeviceOpt,
+    HeadModuleOpt,
+    InputSizeOpt,
+    MeanOpt,
+    NoCacheOpt,
+    SplitOpt,
+    StdOpt,
+    TrustOpt,
+    WorkersOpt,
+    extract_options,
+)
 from vcal_cli.cli._output import note, progress
 
 
 def features_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint to run.", show_default=False)],
-    out_file: Annotated[Path, typer.Option("--out", "-o", help="Output .safetensors with features, logits, "
-                                           "labels.", show_default=False)],
+    out_file: Annotated[
+        Path, typer.Option("--out", "-o", help="Output .safetensors with features, logits, labels.", show_default=False)
+    ],
     data: DataOpt = "digits",
     split: SplitOpt = "test",
     arch: ArchOpt = None,
@@ -40,8 +56,19 @@ def features_cmd(
     Example: vcal features sample_checkpoints/mlp_digits.safetensors --split test --out test.safetensors
     """
     with handle_errors(debug):
-        opts = extract_options(arch=arch, trust=trust_checkpoint, head_module=head_module, data_root=data_root,
-                               input_size=input_size, mean=mean, std=std, cache_dir=cache_dir, no_cache=no_cache,
-                               device=device, batch_size=batch_size, workers=workers)
+        opts = extract_options(
+            arch=arch,
+            trust=trust_checkpoint,
+            head_module=head_module,
+            data_root=data_root,
+            input_size=input_size,
+            mean=mean,
+            std=std,
+            cache_dir=cache_dir,
+            no_cache=no_cache,
+            device=device,
+            batch_size=batch_size,
+            workers=workers,
+        )
         path = api.export_features(checkpoint, out_file, data=data, split=split, options=opts, progress=progress())
         note(f"wrote {path}")

@@ -18,5 +18,12 @@ def load_digits_split(spec: str, split: str, root: Path | None = None) -> ImageS
     images = torch.from_numpy(d.images).float().div_(16.0)[:, None]  # (1797, 1, 8, 8), pixel values 0..16
     labels = torch.from_numpy(d.target).long()
     idx = pool_split(len(labels), split)
-    return ImageSplit("digits", split, labels[idx], [str(c) for c in d.target_names], (1, 8, 8),
-                      {"source": "sklearn.load_digits", "n": len(labels)}, images=images[idx])
+    return ImageSplit(
+        "digits",
+        split,
+        labels[idx],
+        [str(c) for c in d.target_names],
+        (1, 8, 8),
+        {"source": "sklearn.load_digits", "n": len(labels)},
+        images=images[idx],
+    )

@@ -63,8 +63,15 @@ def load_npz(spec: str, split: str, root: Path | None = None) -> ImageSplit:
     names = [str(c) for c in arrays["classes"]] if "classes" in arrays else [str(i) for i in range(num_classes)]
     x, y = _pick(parts, split)
     y = check_labels(y, len(names), f"'{path}'")
-    return ImageSplit(f"npz:{path}", split, y, names, tuple(x.shape[1:]),  # type: ignore[arg-type]
-                      {"source": "npz", "sha256": sha256_file(path)}, images=x)
+    return ImageSplit(
+        f"npz:{path}",
+        split,
+        y,
+        names,
+        tuple(x.shape[1:]),  # type: ignore[arg-type]
+        {"source": "npz", "sha256": sha256_file(path)},
+        images=x,
+    )
 
 
 def _folder_files(folder: Path) -> tuple[list[Path], list[int], list[str]]:
@@ -97,7 +104,9 @@ def load_imagefolder(spec: str, split: str, root: Path | None = None) -> ImageSp
         files, labels, classes = _folder_files(path)
         idx = pool_split(len(files), split) if files else torch.arange(0)
     if not classes:
-        raise DataError(f"--data '{spec}': '{path}' has no class sub-folders", hint="lay it out as PATH/<class>/<image>")
+        raise DataError(
+            f"--data '{spec}': '{path}' has no class sub-folders", hint="lay it out as PATH/<class>/<image>"
+        )
     files = [files[i] for i in idx.tolist()]
     y = torch.tensor([labels[i] for i in idx.tolist()], dtype=torch.long)
     listing = hashlib.sha256("\n".join(f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files).encode())
@@ -116,8 +125,15 @@ def load_imagefolder(spec: str, split: str, root: Path | None = None) -> ImageSp
             out[j] = torch.from_numpy(arr.copy()).reshape(size[0], size[1], -1).permute(2, 0, 1)
         return out
 
-    return ImageSplit(f"imagefolder:{path}", split, y, classes, native,  # type: ignore[arg-type]
-                      {"source": "imagefolder", "listing": listing.hexdigest()}, load=load)
+    return ImageSplit(
+        f"imagefolder:{path}",
+        split,
+        y,
+        classes,
+        native,  # type: ignore[arg-type]
+        {"source": "imagefolder", "listing": listing.hexdigest()},
+        load=load,
+    )
 
 
 class _nullimage:  # noqa: N801 - an empty context for an empty folder (ImageSplit then reports it)

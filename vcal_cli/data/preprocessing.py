@@ -45,8 +45,12 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "checkpoint") -> Preprocessing:
-        return cls(tuple(int(v) for v in d["input_size"]), tuple(float(v) for v in d["mean"]),
-                   tuple(float(v) for v in d["std"]), source)  # type: ignore[arg-type]
+        return cls(
+            tuple(int(v) for v in d["input_size"]),
+            tuple(float(v) for v in d["mean"]),
+            tuple(float(v) for v in d["std"]),
+            source,
+        )  # type: ignore[arg-type]
 
     def to_pixels(self, images: Tensor) -> Tensor:
         """uint8 or [0, 1] float images (N, C, H, W) -> float pixels at the model's size and channels."""

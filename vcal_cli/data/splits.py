@@ -39,7 +39,7 @@ def pool_split(n: int, split: str) -> torch.Tensor:
     _check(split)
     perm = _perm(n)
     n_test, n_val = math.ceil(TEST_FRACTION * n), math.ceil(VAL_FRACTION * n)
-    part = {"test": perm[:n_test], "val": perm[n_test:n_test + n_val], "train": perm[n_test + n_val:]}[split]
+    part = {"test": perm[:n_test], "val": perm[n_test : n_test + n_val], "train": perm[n_test + n_val :]}[split]
     return part.sort().values
 
 

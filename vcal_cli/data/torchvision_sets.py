@@ -36,8 +36,10 @@ def _open(name: str, root: Path, train: bool):  # noqa: ANN202 - a torchvision V
             return cls(str(root), split="train" if train else "test", download=False)
         return cls(str(root), train=train, download=False)
     except (RuntimeError, FileNotFoundError, OSError, ValueError) as e:
-        raise DataError(f"data set '{name}' not found under --data-root '{root}' ({str(e).splitlines()[0]})",
-                        hint=f"expected {files} there; vcal never downloads") from None
+        raise DataError(
+            f"data set '{name}' not found under --data-root '{root}' ({str(e).splitlines()[0]})",
+            hint=f"expected {files} there; vcal never downloads",
+        ) from None
 
 
 def _arrays(name: str, ds) -> tuple[torch.Tensor, torch.Tensor, list[str]]:  # noqa: ANN001
@@ -57,9 +59,15 @@ def _make(name: str):  # noqa: ANN202
         if split != "test":
             idx = train_val_split(len(labels), split)
             images, labels = images[idx], labels[idx]
-        return ImageSplit(name, split, labels, classes, _SETS[name][2],
-                          {"source": f"torchvision.{_SETS[name][0]}", "root": str(root_path.resolve()),
-                           "n": len(labels)}, images=images)
+        return ImageSplit(
+            name,
+            split,
+            labels,
+            classes,
+            _SETS[name][2],
+            {"source": f"torchvision.{_SETS[name][0]}", "root": str(root_path.resolve()), "n": len(labels)},
+            images=images,
+        )
 
     return load
 

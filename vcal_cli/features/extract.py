@@ -51,8 +51,11 @@ def extract_features(
     logits: list[Tensor] = []
     n_batches = (len(data) + batch_size - 1) // batch_size
     try:
-        for images, _ in progress(data.batches(batch_size, prep.input_size[1:], workers), total=n_batches,
-                                  description=f"features {data.name}:{data.split}"):
+        for images, _ in progress(
+            data.batches(batch_size, prep.input_size[1:], workers),
+            total=n_batches,
+            description=f"features {data.name}:{data.split}",
+        ):
             x = prep.to_model_input(images.to(dev, non_blocking=True))
             logits.append(model(x).float().cpu())
     finally:
@@ -60,10 +63,14 @@ def extract_features(
         loaded.model.to("cpu")
     feats, out = torch.cat(captured), torch.cat(logits)
     if len(feats) != len(data):
-        raise DataError(f"the head '{loaded.head_name}' ran {len(feats)} times for {len(data)} images; "
-                        "it must run once per batch", hint="name the final layer with --head-module")
+        raise DataError(
+            f"the head '{loaded.head_name}' ran {len(feats)} times for {len(data)} images; it must run once per batch",
+            hint="name the final layer with --head-module",
+        )
     bad = (~torch.isfinite(out)).any(1).sum().item()
     if bad:
-        raise DataError(f"the model produced NaN/inf logits for {bad} of {len(out)} images of '{data.name}'",
-                        hint="check the checkpoint's weights and the preprocessing (--input-size, --mean, --std)")
+        raise DataError(
+            f"the model produced NaN/inf logits for {bad} of {len(out)} images of '{data.name}'",
+            hint="check the checkpoint's weights and the preprocessing (--input-size, --mean, --std)",
+        )
     return feats, out, data.labels.clone()

@@ -29,8 +29,22 @@ from vcal_cli.metrics.calibration import (
 )
 from vcal_cli.metrics.scoring import aurc_kernel, per_sample
 
-__all__ = ["Metrics", "MetricsResult", "METRIC_NAMES", "DEFAULT_N_BINS", "compute_metrics", "accuracy", "nll",
-           "brier", "ece", "ece_adaptive", "mce", "classwise_ece", "aurc", "ReliabilityBin"]
+__all__ = [
+    "Metrics",
+    "MetricsResult",
+    "METRIC_NAMES",
+    "DEFAULT_N_BINS",
+    "compute_metrics",
+    "accuracy",
+    "nll",
+    "brier",
+    "ece",
+    "ece_adaptive",
+    "mce",
+    "classwise_ece",
+    "aurc",
+    "ReliabilityBin",
+]
 
 DEFAULT_N_BOOTSTRAP = 200
 DEFAULT_SEED = 0
@@ -68,7 +82,9 @@ class MetricsResult:
     seed: int
 
 
-def _all_metrics(probs: Tensor, log_probs: Tensor, labels: Tensor, idx: Tensor | None, n_bins: int) -> dict[str, Tensor]:
+def _all_metrics(
+    probs: Tensor, log_probs: Tensor, labels: Tensor, idx: Tensor | None, n_bins: int
+) -> dict[str, Tensor]:
     """Every metric for each resample row of `idx` (R, N) of sample indices; `idx=None` is the sample itself."""
     s = per_sample(probs, log_probs, labels)
     n = len(labels)
@@ -76,7 +92,9 @@ def _all_metrics(probs: Tensor, log_probs: Tensor, labels: Tensor, idx: Tensor |
         w = torch.ones(1, n, dtype=torch.float64)
         conf, correct = s["conf"][None], s["correct"][None]
     else:
-        w = torch.zeros(len(idx), n, dtype=torch.float64).scatter_add_(1, idx, torch.ones_like(idx, dtype=torch.float64))
+        w = torch.zeros(len(idx), n, dtype=torch.float64).scatter_add_(
+            1, idx, torch.ones_like(idx, dtype=torch.float64)
+        )
         conf, correct = s["conf"][idx], s["correct"][idx]
     e, m = ece_mce_kernel(s["conf"], s["correct"], w, n_bins)
     return {
@@ -115,15 +133,24 @@ def compute_metrics(
         gen = torch.Generator().manual_seed(seed)
         n = len(y)
         step = max(1, 2_000_000 // n)
-        chunks = [_all_metrics(p, lp, y, torch.randint(0, n, (min(step, n_bootstrap - s), n), generator=gen), n_bins)
-                  for s in range(0, n_bootstrap, step)]
+        chunks = [
+            _all_metrics(p, lp, y, torch.randint(0, n, (min(step, n_bootstrap - s), n), generator=gen), n_bins)
+            for s in range(0, n_bootstrap, step)
+        ]
         for k in METRIC_NAMES:
             vals = torch.cat([c[k] for c in chunks])
             lo, hi = torch.quantile(vals, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
             intervals[k] = (lo, hi)
     s = per_sample(p, lp, y)
-    return MetricsResult(Metrics(**point), intervals, reliability_bins(s["conf"], s["correct"], n_bins),
-                         len(y), n_bins, n_bootstrap, seed)
+    return MetricsResult(
+        Metrics(**point),
+        intervals,
+        reliability_bins(s["conf"], s["correct"], n_bins),
+        len(y),
+        n_bins,
+        n_bootstrap,
+        seed,
+    )
 
 
 def _one(name: str, probs: Tensor, labels: Tensor, n_bins: int) -> float:

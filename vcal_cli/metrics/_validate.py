@@ -54,6 +54,7 @@ def from_probs(probs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         raise MetricError("probabilities must lie in [0, 1]; pass logits instead if these are scores")
     worst = (p.sum(1) - 1).abs().max().item()
     if worst > 1e-3:
-        raise MetricError(f"probability rows must sum to 1 (worst row is off by {worst:.2g}); "
-                          "pass logits instead if these are scores")
+        raise MetricError(
+            f"probability rows must sum to 1 (worst row is off by {worst:.2g}); pass logits instead if these are scores"
+        )
     return p, p.clamp_min(PROB_CLAMP).log(), check_labels(labels, len(p), p.shape[1])

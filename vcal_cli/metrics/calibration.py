@@ -64,9 +64,9 @@ def classwise_ece_kernel(probs: Tensor, labels: Tensor, w: Tensor, n_bins: int) 
     step = max(1, 20_000_000 // max(1, n * k))  # bound the (rows, N*K) scatter to ~160 MB
     flat = idx.reshape(1, -1)
     for s in range(0, r, step):
-        ww = w[s:s + step].repeat_interleave(k, dim=1)  # (r', N*K): sample weight for every class
+        ww = w[s : s + step].repeat_interleave(k, dim=1)  # (r', N*K): sample weight for every class
         _, sp, sy = _bin_sums(flat, ww, (probs.reshape(1, -1), onehot.reshape(1, -1)), k * n_bins)
-        out[s:s + step] = (sy - sp).abs().sum(1) / (w[s:s + step].sum(1) * k)
+        out[s : s + step] = (sy - sp).abs().sum(1) / (w[s : s + step].sum(1) * k)
     return out
 
 
@@ -84,6 +84,13 @@ def reliability_bins(conf: Tensor, correct: Tensor, n_bins: int) -> list[Reliabi
     w = torch.ones(1, len(conf), dtype=torch.float64)
     cnt, s_conf, s_acc = (t[0] for t in _bin_sums(bin_index(conf, n_bins), w, (conf, correct), n_bins))
     edges = torch.linspace(0.0, 1.0, n_bins + 1, dtype=torch.float64).tolist()
-    return [ReliabilityBin(edges[b], edges[b + 1], int(cnt[b]),
-                           float(s_conf[b] / cnt[b]) if cnt[b] else None,
-                           float(s_acc[b] / cnt[b]) if cnt[b] else None) for b in range(n_bins)]
+    return [
+        ReliabilityBin(
+            edges[b],
+            edges[b + 1],
+            int(cnt[b]),
+            float(s_conf[b] / cnt[b]) if cnt[b] else None,
+            float(s_acc[b] / cnt[b]) if cnt[b] else None,
+        )
+        for b in range(n_bins)
+    ]

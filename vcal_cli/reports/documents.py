@@ -1,4 +1,4 @@
-"""report.md and a self-contained report.html (PNG embedded as base64)."""
+"""report.md and a self-contained report.html (PNGs embedded as base64), from plain rows."""
 
 from __future__ import annotations
 
@@ -10,53 +10,80 @@ from vcal_cli.metrics import METRIC_NAMES
 from vcal_cli.reports.tables import metric_label
 
 
-def _rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
+def fmt_ci(iv: Any) -> str:
+    return f"[{iv[0]:.4f}, {iv[1]:.4f}]" if iv else "-"
+
+
+def metric_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Columns and rows of the metrics table: one value column (audit) or one per head (retrain)."""
     bins = report["settings"].get("bins", 15)
-    out = []
-    for name in METRIC_NAMES:
-        lo, hi = report["intervals"].get(name, (None, None))
-        out.append((metric_label(name, bins), f"{report['metrics'][name]:.4f}",
-                    f"[{lo:.4f}, {hi:.4f}]" if lo is not None else "-"))
-    return out
-
-
-def _header(report: dict[str, Any]) -> list[tuple[str, str]]:
-    ck, d, s = report["checkpoint"], report["data"], report["settings"]
-    return [
-        ("Checkpoint", f"{ck.get('path')} (sha256 {str(ck.get('sha256'))[:12]}..., arch {ck.get('arch')}, "
-                       f"{ck.get('num_classes')} classes)"),
-        ("Data", f"{d['name']}, split {d['split']}, n = {d['n']}"),
-        ("Settings", f"{s.get('bins')} bins, {s.get('bootstrap')} bootstrap resamples (seed {s.get('seed')})"),
-        ("vcal", f"{report['vcal_version']}, {report['created']}"),
+    if "heads" not in report:
+        return ["metric", "value", "95% interval"], [
+            [metric_label(n, bins), f"{report['metrics'][n]:.4f}", fmt_ci(report["intervals"].get(n))]
+            for n in METRIC_NAMES
+        ]
+    heads = report["heads"]
+    return ["metric", *heads], [
+        [metric_label(n, bins)] + [f"{h['metrics'][n]:.4f} {fmt_ci(h['intervals'].get(n))}" for h in heads.values()]
+        for n in METRIC_NAMES
     ]
 
 
-def to_markdown(report: dict[str, Any], images: dict[str, bytes]) -> str:
-    lines = ["# vcal audit report", ""]
-    lines += [f"- **{k}**: {v}" for k, v in _header(report)]
-    lines += ["", "| metric | value | 95% interval |", "| --- | ---: | ---: |"]
-    lines += [f"| {a} | {b} | {c} |" for a, b, c in _rows(report)]
+def header_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
+    ck, d, s = report["checkpoint"], report["data"], report["settings"]
+    rows = [
+        (
+            "Checkpoint",
+            f"{ck.get('path')} (sha256 {str(ck.get('sha256'))[:12]}..., arch {ck.get('arch')}, "
+            f"{ck.get('num_classes')} classes)",
+        ),
+        ("Data", f"{d['name']}, split {d['split']}, n = {d['n']}"),
+        ("Settings", f"{s.get('bins')} bins, {s.get('bootstrap')} bootstrap resamples (seed {s.get('seed')})"),
+    ]
+    for name, h in report.get("heads", {}).items():
+        if name != "original":
+            fitted = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in h["fitted"].items())
+            rows.append((f"Head {name}", f"{h['checkpoint']}" + (f" ({fitted})" if fitted else "")))
+    rows.append(("vcal", f"{report['vcal_version']}, {report['created']}"))
+    return rows
+
+
+def to_markdown(report: dict[str, Any], images: dict[str, bytes], title: str) -> str:
+    cols, rows = metric_rows(report)
+    lines = [f"# {title}", ""] + [f"- **{k}**: {v}" for k, v in header_rows(report)]
+    lines += ["", "| " + " | ".join(cols) + " |", "| --- |" + " ---: |" * (len(cols) - 1)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
     lines += [""] + [f"![{name}]({name})" for name in images] + [""]
     return "\n".join(lines)
 
 
-def to_html(report: dict[str, Any], images: dict[str, bytes]) -> str:
+def to_html(report: dict[str, Any], images: dict[str, bytes], title: str) -> str:
     e = html.escape
-    head = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in _header(report))
-    rows = "".join(f"<tr><td>{e(a)}</td><td class=n>{e(b)}</td><td class=n>{e(c)}</td></tr>"
-                   for a, b, c in _rows(report))
-    imgs = "".join(f'<figure><img alt="{e(n)}" src="data:image/png;base64,{base64.b64encode(b).decode()}">'
-                   f"<figcaption>{e(n)}</figcaption></figure>" for n, b in images.items())
+    cols, rows = metric_rows(report)
+    head = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in header_rows(report))
+    table = (
+        "<tr>"
+        + "".join(f"<th>{e(c)}</th>" for c in cols)
+        + "</tr>"
+        + "".join(
+            "<tr><td>" + e(r[0]) + "</td>" + "".join(f"<td class=n>{e(c)}</td>" for c in r[1:]) + "</tr>" for r in rows
+        )
+    )
+    imgs = "".join(
+        f'<figure><img alt="{e(n)}" src="data:image/png;base64,{base64.b64encode(b).decode()}">'
+        f"<figcaption>{e(n)}</figcaption></figure>"
+        for n, b in images.items()
+    )
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>vcal audit report</title>
+<html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>
 <style>
-body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}}
+body{{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem;color:#222}}
 table{{border-collapse:collapse;margin:1rem 0}} td,th{{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}}
 td.n{{text-align:right;font-variant-numeric:tabular-nums}} img{{max-width:100%}} figure{{display:inline-block}}
 </style></head><body>
-<h1>vcal audit report</h1>
+<h1>{e(title)}</h1>
 <table>{head}</table>
-<table><tr><th>metric</th><th>value</th><th>95% interval</th></tr>{rows}</table>
+<table>{table}</table>
 {imgs}
 </body></html>
 """

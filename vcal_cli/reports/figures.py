@@ -14,8 +14,9 @@ from matplotlib.figure import Figure  # noqa: E402
 from vcal_cli.metrics import ReliabilityBin  # noqa: E402
 
 
-def plot_reliability(bins: Sequence[ReliabilityBin], *, ece: float | None = None, title: str = "",
-                     label: str = "Output") -> Figure:
+def plot_reliability(
+    bins: Sequence[ReliabilityBin], *, ece: float | None = None, title: str = "", label: str = "Output"
+) -> Figure:
     """Reliability diagram (accuracy bars, gap bars to the diagonal) over a confidence histogram."""
     fig, (ax, hx) = plt.subplots(2, 1, figsize=(6, 7.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     width = bins[0].hi - bins[0].lo
@@ -25,13 +26,30 @@ def plot_reliability(bins: Sequence[ReliabilityBin], *, ece: float | None = None
     filled = [b.count > 0 for b in bins]
     ax.bar(centers, acc, width=width, color="#1f77b4", edgecolor="black", linewidth=0.6, label=label)
     gaps = [(c - a) if f else 0.0 for a, c, f in zip(acc, conf, filled, strict=True)]
-    ax.bar(centers, gaps, bottom=acc, width=width, color="#d62728", alpha=0.45, edgecolor="#d62728",
-           hatch="//", linewidth=0.6, label="Gap (confidence - accuracy)")
+    ax.bar(
+        centers,
+        gaps,
+        bottom=acc,
+        width=width,
+        color="#d62728",
+        alpha=0.45,
+        edgecolor="#d62728",
+        hatch="//",
+        linewidth=0.6,
+        label="Gap (confidence - accuracy)",
+    )
     ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=1, label="Perfect calibration")
     ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="Accuracy", title=title or "Reliability diagram")
     if ece is not None:
-        ax.text(0.04, 0.96, f"ECE = {ece:.4f}", transform=ax.transAxes, fontsize=12, va="top",
-                bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "grey"})
+        ax.text(
+            0.04,
+            0.96,
+            f"ECE = {ece:.4f}",
+            transform=ax.transAxes,
+            fontsize=12,
+            va="top",
+            bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "grey"},
+        )
     ax.legend(loc="upper left", bbox_to_anchor=(0.0, 0.86), fontsize=8)
     counts = [b.count for b in bins]
     total = max(1, sum(counts))
@@ -54,3 +72,25 @@ def to_png(fig: Figure, dpi: int = 120) -> bytes:
     finally:
         plt.close(fig)
     return buf.getvalue()
+
+
+def plot_reliability_overlay(curves: dict[str, tuple[Sequence[ReliabilityBin], float]], *, title: str = "") -> Figure:
+    """Reliability curves (accuracy against mean confidence per non-empty bin) of several heads on one axis."""
+    fig, ax = plt.subplots(figsize=(6, 6))
+    ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=1, label="Perfect calibration")
+    for name, (bins, ece) in curves.items():
+        pts = [(b.confidence, b.accuracy, b.count) for b in bins if b.count]
+        xs, ys, ns = zip(*pts, strict=True) if pts else ((), (), ())
+        (line,) = ax.plot(xs, ys, "-o", markersize=3, linewidth=1.5, label=f"{name} (ECE {ece:.4f})")
+        total = max(1, sum(ns))
+        ax.scatter(xs, ys, s=[400 * n / total for n in ns], color=line.get_color(), alpha=0.25)
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1),
+        xlabel="Confidence (top-label)",
+        ylabel="Accuracy",
+        title=title or "Reliability: original and retrained heads",
+    )
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig

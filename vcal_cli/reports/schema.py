@@ -26,8 +26,17 @@ from vcal_cli.errors import ReportError
 from vcal_cli.metrics import METRIC_NAMES, MetricsResult
 
 SCHEMA_VERSION = 1
-TOP_KEYS = ("schema_version", "vcal_version", "created", "checkpoint", "data", "metrics", "intervals",
-            "reliability", "settings")
+TOP_KEYS = (
+    "schema_version",
+    "vcal_version",
+    "created",
+    "checkpoint",
+    "data",
+    "metrics",
+    "intervals",
+    "reliability",
+    "settings",
+)
 
 
 @dataclass
@@ -70,11 +79,14 @@ def read_report(path: str | Path) -> dict[str, Any]:
         raise ReportError(f"report '{path}' is not valid JSON ({e})") from None
     if not isinstance(rep, dict):
         raise ReportError(f"report '{path}' is not a JSON object")
-    missing = [k for k in TOP_KEYS if k not in rep] + [f"metrics.{k}" for k in METRIC_NAMES
-                                                        if k not in rep.get("metrics", {})]
+    missing = [k for k in TOP_KEYS if k not in rep] + [
+        f"metrics.{k}" for k in METRIC_NAMES if k not in rep.get("metrics", {})
+    ]
     if missing:
         raise ReportError(f"report '{path}' lacks {', '.join(missing[:4])}", hint="is it a vcal report.json?")
     if rep["schema_version"] > SCHEMA_VERSION:
-        raise ReportError(f"report '{path}' has schema {rep['schema_version']}; this vcal reads up to "
-                          f"{SCHEMA_VERSION}", hint="upgrade vcal")
+        raise ReportError(
+            f"report '{path}' has schema {rep['schema_version']}; this vcal reads up to {SCHEMA_VERSION}",
+            hint="upgrade vcal",
+        )
     return rep

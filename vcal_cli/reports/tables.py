@@ -9,8 +9,14 @@ from rich.table import Table
 from vcal_cli.metrics import LOWER_IS_BETTER, METRIC_NAMES
 
 LABELS = {
-    "accuracy": "Accuracy", "nll": "NLL", "brier": "Brier", "ece": "ECE", "ece_adaptive": "Adaptive ECE",
-    "mce": "MCE", "classwise_ece": "Classwise ECE", "aurc": "AURC",
+    "accuracy": "Accuracy",
+    "nll": "NLL",
+    "brier": "Brier",
+    "ece": "ECE",
+    "ece_adaptive": "Adaptive ECE",
+    "mce": "MCE",
+    "classwise_ece": "Classwise ECE",
+    "aurc": "AURC",
 }
 
 
@@ -30,6 +36,10 @@ def audit_table(report: dict[str, Any]) -> Table:
         v = report["metrics"][name]
         lo, hi = report["intervals"].get(name, (None, None))
         ci = f"[{lo:.4f}, {hi:.4f}]" if lo is not None else "-"
-        t.add_row(metric_label(name, s.get("bins", 15)), f"{v:.4f}", ci,
-                  "lower is better" if LOWER_IS_BETTER[name] else "higher is better")
+        t.add_row(
+            metric_label(name, s.get("bins", 15)),
+            f"{v:.4f}",
+            ci,
+            "lower is better" if LOWER_IS_BETTER[name] else "higher is better",
+        )
     return t

@@ -1,13 +1,14 @@
-"""Write a report directory: every file atomic, everything rendered before the first write,
+"""Write a report directory: everything rendered before the first write, every file atomic,
 report.json last (its presence marks a complete report)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from vcal_cli._io import atomic_write_bytes, atomic_write_text, same_file
+from vcal_cli._io import atomic_write_bytes, same_file
 from vcal_cli.errors import ReportError
 from vcal_cli.metrics import METRIC_NAMES
 from vcal_cli.reports.documents import to_html, to_markdown
@@ -17,34 +18,58 @@ from vcal_cli.reports.schema import AuditReport
 REPORT_FILES = ("reliability.png", "metrics.csv", "report.md", "report.html", "report.json")
 
 
-def metrics_frame(report: dict) -> pd.DataFrame:
-    return pd.DataFrame([{"metric": k, "value": report["metrics"][k],
-                          "ci_low": report["intervals"].get(k, [None, None])[0],
-                          "ci_high": report["intervals"].get(k, [None, None])[1]} for k in METRIC_NAMES])
+def metrics_frame(report: dict[str, Any]) -> pd.DataFrame:
+    """One row per (head, metric): value and interval. An audit has the single head 'original'."""
+    heads = report.get("heads") or {"original": report}
+    return pd.DataFrame(
+        [
+            {
+                "head": h,
+                "metric": k,
+                "value": r["metrics"][k],
+                "ci_low": (r["intervals"].get(k) or [None, None])[0],
+                "ci_high": (r["intervals"].get(k) or [None, None])[1],
+            }
+            for h, r in heads.items()
+            for k in METRIC_NAMES
+        ]
+    )
+
+
+def write_files(out_dir: str | Path, files: dict[str, bytes | str], inputs: tuple[Path, ...] = ()) -> Path:
+    """Write `files` into `out_dir` atomically, report.json last; refuse to overwrite an input."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ReportError(f"--out '{out}' is a file, not a directory", hint="choose a directory for the report")
+    for name in files:
+        for src in inputs:
+            if same_file(src, out / name):
+                raise ReportError(f"refusing to write '{out / name}' over an input file", hint="choose another --out")
+    order = sorted(files, key=lambda n: n == "report.json")
+    try:
+        for name in order:
+            data = files[name]
+            atomic_write_bytes(out / name, data.encode("utf-8") if isinstance(data, str) else data)
+    except OSError as e:
+        raise ReportError(f"cannot write the report into '{out}' ({e.strerror})") from None
+    return out
 
 
 def write_report(report: AuditReport, out_dir: str | Path, *, inputs: tuple[Path, ...] = ()) -> Path:
     """Write reliability.png, metrics.csv, report.md, report.html and report.json into `out_dir`."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ReportError(f"--out '{out}' is a file, not a directory", hint="choose a directory for the report")
-    for name in REPORT_FILES:
-        for src in inputs:
-            if same_file(src, out / name):
-                raise ReportError(f"refusing to write '{out / name}' over an input file", hint="choose another --out")
     d = report.to_dict()
     title = f"{Path(str(d['checkpoint'].get('path'))).name} on {d['data']['name']}:{d['data']['split']}"
-    images = {"reliability.png": to_png(plot_reliability(report.result.reliability, ece=d["metrics"]["ece"],
-                                                         title=title))}
-    csv = metrics_frame(d).to_csv(index=False)
-    md, page, js = to_markdown(d, images), to_html(d, images), report.to_json()
-    try:
-        for name, data in images.items():
-            atomic_write_bytes(out / name, data)
-        atomic_write_text(out / "metrics.csv", csv)
-        atomic_write_text(out / "report.md", md)
-        atomic_write_text(out / "report.html", page)
-        atomic_write_text(out / "report.json", js)
-    except OSError as e:
-        raise ReportError(f"cannot write the report into '{out}' ({e.strerror})") from None
-    return out
+    images = {
+        "reliability.png": to_png(plot_reliability(report.result.reliability, ece=d["metrics"]["ece"], title=title))
+    }
+    return write_files(
+        out_dir,
+        {
+            **images,
+            "metrics.csv": metrics_frame(d).to_csv(index=False),
+            "report.md": to_markdown(d, images, "vcal audit report"),
+            "report.html": to_html(d, images, "vcal audit report"),
+            "report.json": report.to_json(),
+        },
+        inputs,
+    )

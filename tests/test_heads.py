@@ -1,0 +1,190 @@
+"""Every head through one contract (parametrised over the registry), plus each head's math against a
+naive reference in float64, and the temperature solver against a known temperature."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+from scipy.optimize import minimize_scalar
+
+from vcal_cli.errors import HeadError, NotFittedError, UsageError
+from vcal_cli.heads import FitData, build_module, get_head, list_heads
+from vcal_cli.heads._train import train_epochs
+
+FAST = {"ce": {"epochs": 3}, "vtst": {"epochs": 3}, "vc": {"epochs": 3}, "bayes": {"max_iter": 20}, "temperature": {}}
+
+
+def _synthetic(n: int = 240, d: int = 12, k: int = 4, seed: int = 0) -> tuple[FitData, FitData, torch.nn.Linear]:
+    g = torch.Generator().manual_seed(seed)
+    means = torch.randn(k, d, generator=g) * 2
+    y = torch.randint(0, k, (2 * n,), generator=g)
+    x = means[y] + torch.randn(2 * n, d, generator=g)
+    base = torch.nn.Linear(d, k)
+    with torch.no_grad():
+        base.weight.copy_(means * 3)  # an overconfident linear head
+        base.bias.zero_()
+        logits = base(x)
+    return FitData(x[:n], logits[:n], y[:n]), FitData(x[n:], logits[n:], y[n:]), base
+
+
+def test_registry_lists_every_head() -> None:
+    assert set(list_heads()) == {"temperature", "ce", "vtst", "vc", "bayes"}
+    with pytest.raises(UsageError, match="choose one of"):
+        get_head("vtsst")
+
+
+@pytest.mark.parametrize("name", list_heads())
+def test_head_contract(name: str) -> None:
+    train, val, base = _synthetic()
+    cls = get_head(name)
+    head = cls(cls.make_params(**FAST[name]))
+    with pytest.raises(NotFittedError):
+        head.predict_proba(val.features)
+    assert head.fit(train, val, base=base) is head
+    logp = head.predict_log_proba(val.features)
+    assert logp.shape == (len(val.labels), 4)
+    assert torch.allclose(logp.logsumexp(1), torch.zeros(len(logp)), atol=1e-5), "rows must be log probabilities"
+    assert torch.allclose(torch.softmax(head.module_(val.features), 1), head.predict_proba(val.features), atol=1e-6)
+    # the same seed gives the same bytes; another seed does not (for heads with randomness)
+    again = cls(cls.make_params(**FAST[name])).fit(train, val, base=base)
+    for (k1, v1), (k2, v2) in zip(head.module_.state_dict().items(), again.module_.state_dict().items(), strict=True):
+        assert k1 == k2 and torch.equal(v1, v2), k1
+    # rebuilt from its metadata and weights, the module predicts the same
+    rebuilt = build_module(head.info())
+    rebuilt.load_state_dict(head.module_.state_dict())
+    assert torch.equal(rebuilt.eval()(val.features), head.module_(val.features))
+    # bad inputs
+    bad = FitData(train.features.clone(), train.logits, train.labels)
+    bad.features[0, 0] = float("nan")
+    with pytest.raises(HeadError, match="NaN"):
+        cls(cls.make_params(**FAST[name])).fit(bad, val, base=base)
+    with pytest.raises(HeadError, match="first dimension"):
+        cls().fit(FitData(train.features[:-1], train.logits, train.labels), val, base=base)
+
+
+def test_flags_a_head_does_not_take_are_errors() -> None:
+    with pytest.raises(UsageError, match="--beta does not apply to head 'ce'"):
+        get_head("ce").make_params(beta=0.1)
+    assert get_head("ce").make_params(epochs=None).epochs is None  # None means "the paper's default"
+
+
+def test_temperature_recovers_a_known_temperature() -> None:
+    """peers.md 4.3: labels drawn from softmax(z / T*) with T* = 2.5; LBFGS recipes stop short."""
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(20000, 10, generator=g, dtype=torch.float64) * 4
+    y = torch.multinomial(torch.softmax(z / 2.5, 1), 1, generator=g)[:, 0]
+    from vcal_cli.heads.temperature import fit_inverse_temperature
+
+    t = 1 / fit_inverse_temperature(z, y)
+    assert abs(t - 2.5) < 0.05
+
+    # and it is the exact minimiser of the val NLL: scipy's bounded scalar search agrees to 1e-5
+    def nll(temp: float) -> float:
+        return float(torch.nn.functional.cross_entropy(z / temp, y))
+
+    ref = minimize_scalar(nll, bounds=(0.5, 10), method="bounded", options={"xatol": 1e-9}).x
+    assert abs(t - ref) < 1e-5
+
+
+def test_temperature_head_scales_the_base_logits() -> None:
+    train, val, base = _synthetic()
+    head = get_head("temperature")().fit(train, val, base=base)
+    t = head.extra_report()["temperature"]
+    assert t > 1  # the base head is overconfident
+    expected = torch.log_softmax(base(val.features) / t, 1)
+    assert torch.allclose(head.predict_log_proba(val.features), expected, atol=1e-5)
+
+
+def test_temperature_needs_the_linear_base() -> None:
+    train, val, _ = _synthetic()
+    with pytest.raises(HeadError, match="linear head"):
+        get_head("temperature")().fit(train, val, base=None)
+
+
+def test_ce_hidden_zero_is_linear() -> None:
+    train, val, base = _synthetic()
+    head = get_head("ce")(get_head("ce").make_params(hidden=0, epochs=2)).fit(train, val)
+    assert isinstance(head.module_.out, torch.nn.Linear) and head.module_.out.in_features == 12
+
+
+def test_vtst_kl_and_mc_predictive_against_naive() -> None:
+    from vcal_cli.heads.vtst import VTSTModule
+
+    torch.manual_seed(0)
+    m = VTSTModule(6, 3, 5, samples=4).double()
+    m.eps.normal_()
+    x = torch.randn(7, 6, dtype=torch.float64)
+    mu, logvar = m.encode(x)
+    ref_kl = torch.distributions.kl_divergence(
+        torch.distributions.Normal(mu, (0.5 * logvar).exp()), torch.distributions.Normal(torch.zeros_like(mu), 1.0)
+    ).sum(1)
+    assert torch.allclose(m.kl(mu, logvar), ref_kl, atol=1e-12)
+    assert (logvar <= 0).all()  # bounded variance: logsigmoid
+    naive = torch.stack([torch.softmax(m.out(mu + (0.5 * logvar).exp() * e), 1) for e in m.eps]).mean(0)
+    assert torch.allclose(m(x).exp(), naive, atol=1e-12)
+
+
+def test_vc_logits_are_gaussian_log_likelihoods() -> None:
+    from vcal_cli.heads.vc import VCModule
+
+    torch.manual_seed(0)
+    m = VCModule(6, 3, 4).double()
+    with torch.no_grad():
+        m.log_covs.normal_(0, 0.3)
+    z = torch.randn(5, 4, dtype=torch.float64)
+    ref = torch.stack(
+        [torch.distributions.Normal(m.centers[c], (0.5 * m.log_covs[c]).exp()).log_prob(z).sum(1) for c in range(3)], 1
+    ) + 2 * math.log(2 * math.pi)
+    assert torch.allclose(m.class_log_likelihood(z), ref, atol=1e-12)
+    # Bayes' rule with a uniform prior: p(y|z) = p(z|y) / sum_c p(z|c)
+    assert torch.allclose(torch.log_softmax(m.class_log_likelihood(z), 1), ref - ref.logsumexp(1, keepdim=True))
+
+
+def test_bayes_posterior_and_probit_against_naive_kronecker() -> None:
+    train, val, base = _synthetic(n=120, d=5, k=3)
+    p = get_head("bayes").make_params(tol=1e-12)
+    head = get_head("bayes")(p).fit(train, val)
+    m = head.module_
+    a = torch.cat([train.features.double(), torch.ones(len(train.labels), 1, dtype=torch.float64)], 1)
+    w = m.weight.double()
+    # the fixed point is the MAP of CE + (tau / 2 alpha) ||W||^2: its gradient vanishes
+    probs = torch.softmax(a @ w.T, 1)
+    grad = (probs - torch.nn.functional.one_hot(train.labels, 3)).T @ a + (p.prior_precision / p.step) * w
+    assert grad.abs().max() < 1e-5 * len(train.labels)
+    lam = p.prior_precision * torch.eye(6, dtype=torch.float64) + a.T @ a
+    assert torch.allclose(m.cov.double(), torch.linalg.inv(lam), atol=1e-6)
+    # predictive: the full covariance of vec(W) (row-major, K blocks) is sigma^2 I_K (x) Lambda^-1
+    cov_vec = torch.kron(torch.eye(3, dtype=torch.float64), torch.linalg.inv(lam).contiguous()) * float(m.sigma2)
+    va = torch.cat([val.features.double(), torch.ones(len(val.labels), 1, dtype=torch.float64)], 1)
+    jac = torch.stack([torch.kron(torch.eye(3, dtype=torch.float64), row[None]) for row in va])  # (N, K, K(D+1))
+    f_var = torch.einsum("nkp,pq,nkq->nk", jac, cov_vec, jac)
+    kappa = 1 / torch.sqrt(1 + math.pi / 8 * f_var)
+    ref = torch.log_softmax(kappa * (va @ w.T), 1)
+    assert torch.allclose(head.predict_log_proba(val.features).double(), ref, atol=1e-5)
+
+
+def test_divergence_is_an_error_and_names_the_fix() -> None:
+    train, val, _ = _synthetic()
+    lin = torch.nn.Linear(12, 4)
+    with pytest.raises(HeadError, match="diverged.*smaller --lr"):
+        train_epochs(
+            lin,
+            lambda x, y: (lin(x) * float("nan")).sum(),
+            train,
+            val,
+            name="ce",
+            epochs=1,
+            lr=1e-3,
+            batch_size=32,
+            progress=lambda it, **_: it,
+        )
+
+
+def test_params_are_dataclasses_with_paper_defaults() -> None:
+    assert get_head("ce").Params().lr == 1e-4 and get_head("vtst").Params().samples == 10
+    assert get_head("vc").Params().beta == 0.01
+    for name in list_heads():
+        assert dataclasses.is_dataclass(get_head(name).Params)

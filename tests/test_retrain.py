@@ -1,0 +1,112 @@
+"""`vcal retrain` on the overconfident sample: the quality bar, exact reproduction by `vcal audit`,
+the report, head-only files, and the bad inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vcal_cli import ExtractOptions, audit, load_checkpoint
+from vcal_cli.api import retrain
+from vcal_cli.cli import app
+
+from .conftest import SAMPLES
+from .helpers import one_line_error
+
+CNN = SAMPLES / "cnn_digits.safetensors"
+
+
+@pytest.fixture(scope="module")
+def all_heads(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """Every head fitted once on the cnn sample's cached digits features (defaults, seed 0)."""
+    root = tmp_path_factory.mktemp("retrain")
+    opts = ExtractOptions(cache_dir=str(root / "cache"))
+    report = retrain(CNN, ["all"], data="digits", options=opts, out_dir=root / "out", n_bootstrap=50)
+    return report, opts
+
+
+def test_every_head_lowers_ece_and_keeps_accuracy(all_heads) -> None:  # noqa: ANN001
+    report, _ = all_heads
+    orig = report.heads["original"].result.metrics
+    assert orig.ece >= 0.02
+    for name in ("temperature", "ce", "vtst", "vc", "bayes"):
+        m = report.heads[name].result.metrics
+        assert m.ece < orig.ece, (name, m.ece, orig.ece)
+        assert abs(m.accuracy - orig.accuracy) <= 0.01, (name, m.accuracy, orig.accuracy)
+
+
+def test_audit_of_the_new_checkpoint_reproduces_the_retrain_exactly(all_heads) -> None:  # noqa: ANN001
+    report, opts = all_heads
+    for name, h in report.heads.items():
+        if name == "original":
+            continue
+        rep = audit(h.checkpoint, data="digits", options=opts, n_bootstrap=50)
+        assert rep.metrics == h.result.metrics.as_dict(), name
+        assert rep.result.intervals == h.result.intervals, name
+        assert load_checkpoint(h.checkpoint).head_info["name"] == name
+
+
+def test_report_json_has_heads_with_the_audit_keys(all_heads) -> None:  # noqa: ANN001
+    report, _ = all_heads
+    d = json.loads(report.to_json())
+    assert set(d["heads"]) == {"original", "temperature", "ce", "vtst", "vc", "bayes"}
+    for name, h in d["heads"].items():
+        assert set(h["metrics"]) == set(d["metrics"]) and set(h["intervals"]) == set(d["metrics"])
+        assert h["checkpoint"] and (name == "original" or Path(h["checkpoint"]).exists())
+    assert d["heads"]["temperature"]["fitted"]["temperature"] > 1.0  # the sample is overconfident
+
+
+def test_cli_retrain_writes_report_and_head_only_round_trip(runner, tmp_path: Path) -> None:  # noqa: ANN001
+    r = runner.invoke(app, ["retrain", str(CNN), "--head", "temperature", "--head", "bayes", "-o", "rt",
+                            "--bootstrap", "20"])
+    assert r.exit_code == 0, r.output
+    assert "temperature" in r.stdout and "ECE-15" in r.stdout
+    for f in ("report.json", "report.html", "report.md", "metrics.csv", "reliability.png",
+              "reliability_compare.png", "reliability_temperature.png", "reliability_bayes.png",
+              "cnn_digits.temperature.safetensors", "cnn_digits.bayes.safetensors"):
+        assert (tmp_path / "rt" / f).stat().st_size > 0, f
+    rep = json.loads((tmp_path / "rt" / "report.json").read_text())
+    # head-only: a small file that `vcal audit BASE --head-file` applies, with the same numbers
+    r = runner.invoke(app, ["retrain", str(CNN), "--head", "bayes", "--head-only", "--out", "h.safetensors",
+                            "-o", "rt2", "--bootstrap", "20"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "h.safetensors").stat().st_size < CNN.stat().st_size
+    a = runner.invoke(app, ["audit", str(CNN), "--head-file", "h.safetensors", "--json", "--bootstrap", "20"])
+    assert a.exit_code == 0, a.output
+    assert json.loads(a.stdout)["metrics"] == rep["heads"]["bayes"]["metrics"]
+
+
+BAD = {
+    "unknown head": (["--head", "vtsst"], "unknown head 'vtsst'"),
+    "flag no head takes": (["--head", "temperature", "--beta", "0.1"], "--beta does not apply"),
+    "--out with two heads": (["--head", "temperature", "--head", "bayes", "--out", "x.safetensors"], "--out"),
+    "out over input": (["--head", "temperature", "--out", "in.safetensors"], "refusing"),
+    "no head": ([], "--head"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_retrain_bad_input(runner, tmp_path: Path, case: str) -> None:  # noqa: ANN001
+    (tmp_path / "in.safetensors").write_bytes(CNN.read_bytes())
+    args, expect = BAD[case]
+    before = {p for p in tmp_path.rglob("*") if "cache" not in p.parts}
+    line = one_line_error(runner.invoke(app, ["retrain", "in.safetensors", *args, "--bootstrap", "0"]))
+    assert expect in line, line
+    assert {p for p in tmp_path.rglob("*") if "cache" not in p.parts} == before
+
+
+def test_head_file_on_another_base_is_refused(runner, tmp_path: Path) -> None:  # noqa: ANN001
+    assert runner.invoke(app, ["retrain", str(CNN), "--head", "temperature", "--head-only", "--out",
+                               "h.safetensors", "--bootstrap", "0"]).exit_code == 0
+    line = one_line_error(runner.invoke(app, ["audit", str(SAMPLES / "mlp_digits.safetensors"), "--head-file",
+                                              "h.safetensors"]))
+    assert "fitted on another checkpoint" in line
+
+
+def test_heads_command_lists_every_head(runner) -> None:  # noqa: ANN001
+    out = json.loads(runner.invoke(app, ["heads", "--json"]).stdout)
+    assert {h["name"] for h in out} == {"temperature", "ce", "vtst", "vc", "bayes"}
+    assert all(h["paper"] and h["summary"] for h in out)
+    assert "[defaults: " in runner.invoke(app, ["retrain", "--help"]).stdout

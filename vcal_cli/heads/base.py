@@ -1,0 +1,171 @@
+"""The shared head interface and the registry every head file registers into.
+
+A head follows the scikit-learn estimator contract: `__init__` stores its params and nothing else;
+`fit(train, val)` validates, learns and returns `self`; learned state ends in `_` (`module_`).
+
+Every fitted head becomes a `module_`: an `nn.Module` mapping penultimate features (N, D) to *log
+predictive probabilities* (N, K). softmax(module(x)) is the predictive for every head, so metrics,
+the exported checkpoint and attacks all share one code path. Stochastic heads draw their Monte-Carlo
+noise once at fit time into a buffer, so the module is deterministic and a saved checkpoint
+reproduces the retrain's numbers exactly.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self
+
+import torch
+from torch import Tensor, nn
+
+from vcal_cli._registry import Registry
+from vcal_cli.errors import HeadError, NotFittedError, UsageError
+
+Track = Callable[..., Iterable[Any]]
+HEAD_FORMAT = 1
+
+
+def quiet(it: Iterable[Any], **_: Any) -> Iterable[Any]:
+    return it
+
+
+@dataclass(frozen=True)
+class FitData:
+    """Cached features and labels of one split (a `FeatureSet` without the file bookkeeping)."""
+
+    features: Tensor  # (N, D) float32
+    logits: Tensor  # (N, K) the original head's outputs
+    labels: Tensor  # (N,) int64
+
+
+@dataclass(frozen=True)
+class HeadParams:
+    """Hyperparameters every head has. Subclasses add theirs, with the paper's defaults."""
+
+    seed: int = 0  # seeds initialisation, shuffling and Monte-Carlo noise: same seed, same bytes
+
+
+class Head(abc.ABC):
+    """One recalibration method. Subclasses set the class attributes and implement `_fit`."""
+
+    name: ClassVar[str]  # registry key = CLI value = file name = report key
+    summary: ClassVar[str]  # one line for `vcal heads`
+    paper: ClassVar[str]
+    Params: ClassVar[type[HeadParams]]
+    needs_linear_base: ClassVar[bool] = False  # True if fit needs the checkpoint's own nn.Linear head
+
+    def __init__(self, params: HeadParams | None = None) -> None:
+        self.params = params or self.Params()
+
+    @classmethod
+    def make_params(cls, **overrides: Any) -> HeadParams:
+        """Params with `overrides` applied; None means "the paper's default"; unknown names are an error."""
+        names = {f.name for f in dataclasses.fields(cls.Params)}
+        given = {k: v for k, v in overrides.items() if v is not None}
+        bad = sorted(set(given) - names)
+        if bad:
+            flags = ", ".join("--" + b.replace("_", "-") for b in bad)
+            raise UsageError(
+                f"{flags} does not apply to head '{cls.name}'",
+                hint=f"it takes: {', '.join('--' + n.replace('_', '-') for n in sorted(names))}",
+            )
+        return cls.Params(**given)
+
+    def fit(self, train: FitData, val: FitData, *, base: nn.Module | None = None, progress: Track = quiet) -> Self:
+        """Fit on train features (selecting on val where the method does); returns self."""
+        check_fit_data(train, "train")
+        check_fit_data(val, "val")
+        if train.features.shape[1] != val.features.shape[1] or train.logits.shape[1] != val.logits.shape[1]:
+            raise HeadError("train and val features have different widths or class counts")
+        if self.needs_linear_base and not isinstance(base, nn.Linear):
+            raise HeadError(
+                f"head '{self.name}' needs the checkpoint's own linear head",
+                hint="retrain from the original checkpoint, not from a retrained one",
+            )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.params.seed)
+            module = self._fit(train, val, base=base, progress=progress)
+        self.module_ = module.eval()
+        for p in self.module_.parameters():
+            p.requires_grad_(False)
+        return self
+
+    @abc.abstractmethod
+    def _fit(self, train: FitData, val: FitData, *, base: nn.Module | None, progress: Track) -> nn.Module:
+        """Learn and return the module (features -> log probabilities)."""
+
+    def _check_fitted(self) -> nn.Module:
+        if not hasattr(self, "module_"):
+            raise NotFittedError(f"head '{self.name}' is not fitted yet; call fit() first")
+        return self.module_
+
+    @torch.inference_mode()
+    def predict_log_proba(self, features: Tensor, batch_size: int = 256) -> Tensor:
+        """Log predictive probabilities (N, K), applied in batches like the feature extraction."""
+        module = self._check_fitted()
+        return torch.cat([module(features[i : i + batch_size]) for i in range(0, len(features), batch_size)])
+
+    def predict_proba(self, features: Tensor) -> Tensor:
+        return self.predict_log_proba(features).exp()
+
+    def info(self) -> dict[str, Any]:
+        """What rebuilds the module from a checkpoint: head name, params and the module's constructor args."""
+        module = self._check_fitted()
+        return {
+            "name": self.name,
+            "format": HEAD_FORMAT,
+            "params": dataclasses.asdict(self.params),
+            "module": module.config(),
+        }  # type: ignore[operator]
+
+    def extra_report(self) -> dict[str, Any]:
+        """Fitted quantities worth a line in the report (e.g. the temperature)."""
+        return {}
+
+
+HEADS: Registry[type[Head]] = Registry("head")
+
+
+def register(cls: type[Head]) -> type[Head]:
+    HEADS.register(cls.name, cls.summary)(cls)
+    return cls
+
+
+def check_fit_data(d: FitData, split: str) -> None:
+    n = len(d.labels)
+    if d.features.ndim != 2 or len(d.features) != n or len(d.logits) != n:
+        raise HeadError(
+            f"{split} split: features {tuple(d.features.shape)}, logits {tuple(d.logits.shape)} and "
+            f"labels ({n},) must share their first dimension"
+        )
+    if n == 0:
+        raise HeadError(f"{split} split is empty")
+    if not torch.isfinite(d.features).all():
+        raise HeadError(f"{split} features hold NaN or inf", hint="clear the cache (vcal cache clear) and re-extract")
+    k = d.logits.shape[1]
+    if d.labels.min() < 0 or d.labels.max() >= k:
+        raise HeadError(f"{split} labels lie outside 0..{k - 1}, the checkpoint's classes")
+
+
+def build_module(info: dict[str, Any] | str) -> nn.Module:
+    """Rebuild a fitted head's module (weights not loaded) from `Head.info()` or its JSON."""
+    if isinstance(info, str):
+        info = json.loads(info)
+    cls = HEADS.get(info["name"])
+    if info.get("format", 1) > HEAD_FORMAT:
+        raise HeadError(
+            f"head '{info['name']}' was written by a newer vcal (format {info['format']})", hint="upgrade vcal"
+        )
+    return cls.Module(**info["module"])  # type: ignore[attr-defined]
+
+
+def get_head(name: str) -> type[Head]:
+    return HEADS.get(name)
+
+
+def list_heads() -> list[str]:
+    return HEADS.names()
