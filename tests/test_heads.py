@@ -13,8 +13,17 @@ from scipy.optimize import minimize_scalar
 from vcal_cli.errors import HeadError, NotFittedError, UsageError
 from vcal_cli.heads import FitData, build_module, get_head, list_heads
 from vcal_cli.heads._train import train_epochs
+from vcal_cli.hierarchy import Hierarchy
 
-FAST = {"ce": {"epochs": 3}, "vtst": {"epochs": 3}, "vc": {"epochs": 3}, "bayes": {"max_iter": 20}, "temperature": {}}
+FAST = {
+    "ce": {"epochs": 3},
+    "vtst": {"epochs": 3},
+    "vc": {"epochs": 3},
+    "bayes": {"max_iter": 20},
+    "temperature": {},
+    "haframe": {"epochs": 3},
+}
+TREE = Hierarchy(("c0", "c1", "c2", "c3"), (("a", "c0"), ("a", "c1"), ("b", "c2"), ("b", "c3")), "test")
 
 
 def _synthetic(n: int = 240, d: int = 12, k: int = 4, seed: int = 0) -> tuple[FitData, FitData, torch.nn.Linear]:
@@ -31,7 +40,7 @@ def _synthetic(n: int = 240, d: int = 12, k: int = 4, seed: int = 0) -> tuple[Fi
 
 
 def test_registry_lists_every_head() -> None:
-    assert set(list_heads()) == {"temperature", "ce", "vtst", "vc", "bayes"}
+    assert set(list_heads()) == {"temperature", "ce", "vtst", "vc", "bayes", "haframe"}
     with pytest.raises(UsageError, match="choose one of"):
         get_head("vtsst")
 
@@ -43,13 +52,13 @@ def test_head_contract(name: str) -> None:
     head = cls(cls.make_params(**FAST[name]))
     with pytest.raises(NotFittedError):
         head.predict_proba(val.features)
-    assert head.fit(train, val, base=base) is head
+    assert head.fit(train, val, base=base, hierarchy=TREE) is head
     logp = head.predict_log_proba(val.features)
     assert logp.shape == (len(val.labels), 4)
     assert torch.allclose(logp.logsumexp(1), torch.zeros(len(logp)), atol=1e-5), "rows must be log probabilities"
     assert torch.allclose(torch.softmax(head.module_(val.features), 1), head.predict_proba(val.features), atol=1e-6)
     # the same seed gives the same bytes; another seed does not (for heads with randomness)
-    again = cls(cls.make_params(**FAST[name])).fit(train, val, base=base)
+    again = cls(cls.make_params(**FAST[name])).fit(train, val, base=base, hierarchy=TREE)
     for (k1, v1), (k2, v2) in zip(head.module_.state_dict().items(), again.module_.state_dict().items(), strict=True):
         assert k1 == k2 and torch.equal(v1, v2), k1
     # rebuilt from its metadata and weights, the module predicts the same
@@ -60,9 +69,9 @@ def test_head_contract(name: str) -> None:
     bad = FitData(train.features.clone(), train.logits, train.labels)
     bad.features[0, 0] = float("nan")
     with pytest.raises(HeadError, match="NaN"):
-        cls(cls.make_params(**FAST[name])).fit(bad, val, base=base)
+        cls(cls.make_params(**FAST[name])).fit(bad, val, base=base, hierarchy=TREE)
     with pytest.raises(HeadError, match="first dimension"):
-        cls().fit(FitData(train.features[:-1], train.logits, train.labels), val, base=base)
+        cls().fit(FitData(train.features[:-1], train.logits, train.labels), val, base=base, hierarchy=TREE)
 
 
 def test_flags_a_head_does_not_take_are_errors() -> None:
@@ -188,3 +197,36 @@ def test_params_are_dataclasses_with_paper_defaults() -> None:
     assert get_head("vc").Params().beta == 0.01
     for name in list_heads():
         assert dataclasses.is_dataclass(get_head(name).Params)
+
+
+def test_haframe_frame_follows_the_hierarchy() -> None:
+    """W W^T equals the similarity matrix, and CIFAR-100 with gamma 2 gives the paper code's s_min and cosines."""
+    from vcal_cli.heads.haframe import hierarchy_frame, similarity_matrix
+    from vcal_cli.hierarchy import load_hierarchy
+
+    d = load_hierarchy("cifar100").distances()
+    s, s_min = similarity_matrix(d, 2.0)
+    assert math.isclose(s_min, -0.3001, abs_tol=1e-4)  # seeds.md 5.1, computed from the official code
+    for h, cos in zip(range(6), (1.0, 0.571, 0.284, 0.092, -0.038, -0.124), strict=True):
+        assert torch.allclose(s[d == h], torch.full_like(s[d == h], cos), atol=5e-4), h
+    w, s2 = hierarchy_frame(d, 2.0, torch.Generator().manual_seed(0))
+    assert torch.allclose(w @ w.T, s2, atol=1e-10)
+    assert torch.allclose(w.norm(dim=1), torch.ones(100, dtype=torch.float64), atol=1e-10)
+
+
+def test_haframe_needs_a_hierarchy() -> None:
+    train, val, base = _synthetic()
+    with pytest.raises(HeadError, match="needs a class hierarchy.*--hierarchy"):
+        get_head("haframe")().fit(train, val)
+
+
+def test_haframe_loss_terms_against_naive() -> None:
+    """The fitted module predicts with the fixed frame: logits = embed(x) W^T, W unchanged by training."""
+    train, val, _ = _synthetic()
+    head = get_head("haframe")(get_head("haframe").make_params(epochs=2)).fit(train, val, hierarchy=TREE)
+    m = head.module_
+    assert torch.allclose(m.frame.double(), head.frame_, atol=1e-6)
+    x = val.features[:5]
+    assert torch.allclose(m(x), torch.log_softmax(m.embed(x) @ m.frame.T, 1), atol=1e-6)
+    # siblings (c0, c1) are closer in the frame than cousins (c0, c2)
+    assert float(m.frame[0] @ m.frame[1]) > float(m.frame[0] @ m.frame[2])

@@ -52,6 +52,7 @@ def test_report_json_has_heads_with_the_audit_keys(all_heads) -> None:  # noqa: 
     report, _ = all_heads
     d = json.loads(report.to_json())
     assert set(d["heads"]) == {"original", "temperature", "ce", "vtst", "vc", "bayes"}
+    assert d["settings"]["retrain"]["skipped"] == {"haframe": "no class hierarchy"}  # digits has none
     for name, h in d["heads"].items():
         assert set(h["metrics"]) == set(d["metrics"]) and set(h["intervals"]) == set(d["metrics"])
         assert h["checkpoint"] and (name == "original" or Path(h["checkpoint"]).exists())
@@ -59,18 +60,42 @@ def test_report_json_has_heads_with_the_audit_keys(all_heads) -> None:  # noqa: 
 
 
 def test_cli_retrain_writes_report_and_head_only_round_trip(runner, tmp_path: Path) -> None:  # noqa: ANN001
-    r = runner.invoke(app, ["retrain", str(CNN), "--head", "temperature", "--head", "bayes", "-o", "rt",
-                            "--bootstrap", "20"])
+    r = runner.invoke(
+        app, ["retrain", str(CNN), "--head", "temperature", "--head", "bayes", "-o", "rt", "--bootstrap", "20"]
+    )
     assert r.exit_code == 0, r.output
     assert "temperature" in r.stdout and "ECE-15" in r.stdout
-    for f in ("report.json", "report.html", "report.md", "metrics.csv", "reliability.png",
-              "reliability_compare.png", "reliability_temperature.png", "reliability_bayes.png",
-              "cnn_digits.temperature.safetensors", "cnn_digits.bayes.safetensors"):
+    for f in (
+        "report.json",
+        "report.html",
+        "report.md",
+        "metrics.csv",
+        "reliability.png",
+        "reliability_compare.png",
+        "reliability_temperature.png",
+        "reliability_bayes.png",
+        "cnn_digits.temperature.safetensors",
+        "cnn_digits.bayes.safetensors",
+    ):
         assert (tmp_path / "rt" / f).stat().st_size > 0, f
     rep = json.loads((tmp_path / "rt" / "report.json").read_text())
     # head-only: a small file that `vcal audit BASE --head-file` applies, with the same numbers
-    r = runner.invoke(app, ["retrain", str(CNN), "--head", "bayes", "--head-only", "--out", "h.safetensors",
-                            "-o", "rt2", "--bootstrap", "20"])
+    r = runner.invoke(
+        app,
+        [
+            "retrain",
+            str(CNN),
+            "--head",
+            "bayes",
+            "--head-only",
+            "--out",
+            "h.safetensors",
+            "-o",
+            "rt2",
+            "--bootstrap",
+            "20",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert (tmp_path / "h.safetensors").stat().st_size < CNN.stat().st_size
     a = runner.invoke(app, ["audit", str(CNN), "--head-file", "h.safetensors", "--json", "--bootstrap", "20"])
@@ -84,6 +109,9 @@ BAD = {
     "--out with two heads": (["--head", "temperature", "--head", "bayes", "--out", "x.safetensors"], "--out"),
     "out over input": (["--head", "temperature", "--out", "in.safetensors"], "refusing"),
     "no head": ([], "--head"),
+    "haframe without hierarchy": (["--head", "haframe"], "needs a class hierarchy"),
+    "hierarchy that does not fit": (["--head", "haframe", "--hierarchy", "cifar100"], "does not fit the classes"),
+    "missing hierarchy file": (["--head", "haframe", "--hierarchy", "nope.csv"], "does not exist"),
 }
 
 
@@ -98,15 +126,48 @@ def test_retrain_bad_input(runner, tmp_path: Path, case: str) -> None:  # noqa: 
 
 
 def test_head_file_on_another_base_is_refused(runner, tmp_path: Path) -> None:  # noqa: ANN001
-    assert runner.invoke(app, ["retrain", str(CNN), "--head", "temperature", "--head-only", "--out",
-                               "h.safetensors", "--bootstrap", "0"]).exit_code == 0
-    line = one_line_error(runner.invoke(app, ["audit", str(SAMPLES / "mlp_digits.safetensors"), "--head-file",
-                                              "h.safetensors"]))
+    assert (
+        runner.invoke(
+            app,
+            ["retrain", str(CNN), "--head", "temperature", "--head-only", "--out", "h.safetensors", "--bootstrap", "0"],
+        ).exit_code
+        == 0
+    )
+    line = one_line_error(
+        runner.invoke(app, ["audit", str(SAMPLES / "mlp_digits.safetensors"), "--head-file", "h.safetensors"])
+    )
     assert "fitted on another checkpoint" in line
 
 
 def test_heads_command_lists_every_head(runner) -> None:  # noqa: ANN001
     out = json.loads(runner.invoke(app, ["heads", "--json"]).stdout)
-    assert {h["name"] for h in out} == {"temperature", "ce", "vtst", "vc", "bayes"}
+    assert {h["name"] for h in out} == {"temperature", "ce", "vtst", "vc", "bayes", "haframe"}
     assert all(h["paper"] and h["summary"] for h in out)
     assert "[defaults: " in runner.invoke(app, ["retrain", "--help"]).stdout
+
+
+def test_haframe_with_a_digits_hierarchy_file(runner, tmp_path: Path) -> None:  # noqa: ANN001
+    """A two-level hierarchy for digits (round vs straight strokes) in the edges format."""
+    rows = ["class,parent"] + [f"{d},{'round' if d in '0689' else 'straight'}" for d in "0123456789"]
+    (tmp_path / "h.csv").write_text("\n".join(rows) + "\n")
+    r = runner.invoke(
+        app,
+        [
+            "retrain",
+            str(CNN),
+            "--head",
+            "haframe",
+            "--hierarchy",
+            "h.csv",
+            "--epochs",
+            "5",
+            "--bootstrap",
+            "0",
+            "--json",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    ck = rep["heads"]["haframe"]["checkpoint"]
+    a = runner.invoke(app, ["audit", ck, "--json", "--bootstrap", "0", "-o", "a"])
+    assert json.loads(a.stdout)["metrics"] == rep["heads"]["haframe"]["metrics"]

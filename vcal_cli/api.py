@@ -266,6 +266,7 @@ def retrain(
     out_dir: str | Path = "vcal-report",
     out: str | Path | None = None,
     head_only: bool = False,
+    hierarchy: str | Path | None = None,
     n_bins: int = DEFAULT_N_BINS,
     n_bootstrap: int = 200,
     seed: int = 0,
@@ -275,17 +276,30 @@ def retrain(
 
     Checkpoints go to `out` (one head) or `out_dir/<stem>.<head>.safetensors`; with `head_only`, only the
     head's weights are written (tied to the base by sha256). Nothing is written if any head fails.
+    `hierarchy` (a file or built-in name; default: the data set's built-in one, if any) feeds the heads
+    that need one; `heads=["all"]` skips those when there is none.
     """
     from vcal_cli.checkpoints import save_checkpoint, save_head
     from vcal_cli.heads import FitData
 
     check_bins(n_bins)
     names = resolve_heads(heads)
-    per_head = head_params(names, {"seed": seed, **(params or {})})
     o = options or ExtractOptions()
+    loaded, train, _ = load_features(checkpoint, data, "train", o, progress=progress)
+    tree = _resolve_hierarchy(hierarchy, data, loaded, o)
+    skipped = {}
+    if tree is None:
+        needy = [n for n in names if get_head_cls(n).needs_hierarchy]
+        if needy and "all" not in heads:
+            raise UsageError(
+                f"head '{needy[0]}' needs a class hierarchy and '{data}' has no built-in one",
+                hint="pass --hierarchy FILE",
+            )
+        skipped = {n: "no class hierarchy" for n in needy}
+        names = [n for n in names if n not in skipped]
+    per_head = head_params(names, {"seed": seed, **(params or {})})
     if out is not None and len(names) > 1:
         raise UsageError("--out names one checkpoint file; with several heads use --out-dir")
-    loaded, train, _ = load_features(checkpoint, data, "train", o, progress=progress)
     stem = Path(loaded.path).name.split(".")[0] if loaded.path else "model"
     suffix = ".head.safetensors" if head_only else ".safetensors"
     paths = {n: Path(out) if out is not None else Path(out_dir) / f"{stem}.{n}{suffix}" for n in names}
@@ -301,7 +315,9 @@ def retrain(
     }
     fit = {s: FitData(f.features, f.logits, f.labels) for s, f in (("train", train), ("val", val))}
     for name in names:
-        head = get_head_cls(name)(per_head[name]).fit(fit["train"], fit["val"], base=loaded.head, progress=progress)
+        head = get_head_cls(name)(per_head[name]).fit(
+            fit["train"], fit["val"], base=loaded.head, hierarchy=tree, progress=progress
+        )
         log_probs = head.predict_log_proba(test.features, batch_size=o.batch_size)
         res = compute_metrics(test.labels, logits=log_probs, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed)
         results[name] = HeadResult(name, res, head)
@@ -319,5 +335,22 @@ def retrain(
                 inputs=inputs,
             )
         results[name].checkpoint = str(path)
-    base.settings["retrain"] = {"heads": names, "data": data, "head_only": head_only}
+    base.settings["retrain"] = {
+        "heads": names,
+        "data": data,
+        "head_only": head_only,
+        "skipped": skipped,
+        "hierarchy": tree.source if tree else None,
+    }
     return RetrainReport(base, results)
+
+
+def _resolve_hierarchy(spec: str | Path | None, data: str, loaded: LoadedModel, o: ExtractOptions):  # noqa: ANN202
+    """The hierarchy in the model's class order: `spec`, else the data set's built-in one, else None."""
+    from vcal_cli.hierarchy import builtin_for, load_hierarchy
+
+    spec = spec or builtin_for(data)
+    if spec is None:
+        return None
+    names = loaded.class_names or load_split(data, "test", root=o.data_root).classes
+    return load_hierarchy(spec).reorder(list(names))

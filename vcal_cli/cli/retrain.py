@@ -83,6 +83,16 @@ def retrain_cmd(
     ] = None,
     step: Annotated[float | None, _opt("--step", "step", "Pseudo-target step alpha.")] = None,
     max_iter: Annotated[int | None, _opt("--max-iter", "max_iter", "Solver iterations.")] = None,
+    gamma: Annotated[float | None, _opt("--gamma", "gamma", "HAFrame distance-to-cosine decay.")] = None,
+    alpha: Annotated[float | None, _opt("--alpha", "alpha", "HAFrame cosine-loss weight.")] = None,
+    hierarchy: Annotated[
+        str | None,
+        typer.Option(
+            "--hierarchy",
+            help="Class hierarchy for haframe: a .csv (class,parent or "
+            "class,level1,...) or .json file, or 'cifar100' \\[default: the data set's built-in one].",
+        ),
+    ] = None,
     bins: Annotated[int, typer.Option("--bins", min=1, help="Bins for ECE, MCE, classwise ECE, diagrams.")] = 15,
     bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Bootstrap resamples.")] = 200,
     arch: ArchOpt = None,
@@ -129,6 +139,8 @@ def retrain_cmd(
             "prior_precision": prior_precision,
             "step": step,
             "max_iter": max_iter,
+            "gamma": gamma,
+            "alpha": alpha,
         }
         report = api.retrain(
             checkpoint,
@@ -139,6 +151,7 @@ def retrain_cmd(
             out_dir=out_dir,
             out=out_file,
             head_only=head_only,
+            hierarchy=hierarchy,
             n_bins=bins,
             n_bootstrap=bootstrap,
             seed=seed,

@@ -27,6 +27,12 @@ def resolve_epochs(epochs: int | None, n: int, batch_size: int, paper_epochs: in
     return max(paper_epochs, math.ceil(PAPER_STEPS / steps_per_epoch))
 
 
+def val_error(module: nn.Module, val: FitData) -> float:
+    """Top-1 error on val (selection by best val accuracy)."""
+    with torch.no_grad():
+        return float((module(val.features).argmax(1) != val.labels).double().mean())
+
+
 def val_nll(module: nn.Module, val: FitData) -> float:
     """Mean NLL of the module's log probabilities on val (the default selection criterion)."""
     with torch.no_grad():
@@ -46,9 +52,12 @@ def train_epochs(
     param_groups: list[dict] | None = None,
     select: Callable[[nn.Module, FitData], float] = val_nll,
     after_step: Callable[[], None] | None = None,
+    optimizer: Callable[[list], torch.optim.Optimizer] | None = None,
+    schedule: Callable[[int], float] | None = None,
     progress: Track,
 ) -> nn.Module:
-    """Adam over shuffled mini-batches; keep the epoch with the lowest `select(module, val)`.
+    """Adam (or `optimizer(params)`) over shuffled mini-batches; keep the epoch with the lowest
+    `select(module, val)`. `schedule(epoch)` scales every group's learning rate.
 
     `loss_fn(features, labels)` returns the scalar loss of one batch. A NaN or inf loss stops the fit
     with a `HeadError` (nothing gets written).
@@ -57,10 +66,15 @@ def train_epochs(
         raise HeadError(
             f"head '{name}' needs --epochs >= 1, --batch-size >= 1 and --lr > 0 (got {epochs}, {batch_size}, {lr})"
         )
-    opt = torch.optim.Adam(param_groups or list(module.parameters()), lr=lr)
+    params = param_groups or list(module.parameters())
+    opt = optimizer(params) if optimizer is not None else torch.optim.Adam(params, lr=lr)
+    base_lrs = [g["lr"] for g in opt.param_groups]
     n = len(train.labels)
     best, best_state = math.inf, copy.deepcopy(module.state_dict())
     for epoch in progress(range(epochs), total=epochs, description=f"fit {name}"):
+        if schedule is not None:  # a per-epoch learning-rate factor
+            for g, base_lr in zip(opt.param_groups, base_lrs, strict=True):
+                g["lr"] = base_lr * schedule(epoch)
         module.train()
         perm = torch.randperm(n)
         for i in range(0, n, batch_size):

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from vcal_cli._registry import Registry
 from vcal_cli.errors import HeadError, NotFittedError, UsageError
+from vcal_cli.hierarchy import Hierarchy
 
 Track = Callable[..., Iterable[Any]]
 HEAD_FORMAT = 1
@@ -57,6 +58,7 @@ class Head(abc.ABC):
     paper: ClassVar[str]
     Params: ClassVar[type[HeadParams]]
     needs_linear_base: ClassVar[bool] = False  # True if fit needs the checkpoint's own nn.Linear head
+    needs_hierarchy: ClassVar[bool] = False  # True if fit needs a class hierarchy
 
     def __init__(self, params: HeadParams | None = None) -> None:
         self.params = params or self.Params()
@@ -75,8 +77,20 @@ class Head(abc.ABC):
             )
         return cls.Params(**given)
 
-    def fit(self, train: FitData, val: FitData, *, base: nn.Module | None = None, progress: Track = quiet) -> Self:
-        """Fit on train features (selecting on val where the method does); returns self."""
+    def fit(
+        self,
+        train: FitData,
+        val: FitData,
+        *,
+        base: nn.Module | None = None,
+        hierarchy: Hierarchy | None = None,
+        progress: Track = quiet,
+    ) -> Self:
+        """Fit on train features (selecting on val where the method does); returns self.
+
+        `base` is the checkpoint's own head (temperature scaling rescales it); `hierarchy` the class
+        hierarchy in the model's class order (HAFrame builds its frame from it).
+        """
         check_fit_data(train, "train")
         check_fit_data(val, "val")
         if train.features.shape[1] != val.features.shape[1] or train.logits.shape[1] != val.logits.shape[1]:
@@ -86,6 +100,16 @@ class Head(abc.ABC):
                 f"head '{self.name}' needs the checkpoint's own linear head",
                 hint="retrain from the original checkpoint, not from a retrained one",
             )
+        if self.needs_hierarchy and hierarchy is None:
+            raise HeadError(
+                f"head '{self.name}' needs a class hierarchy",
+                hint="pass --hierarchy FILE (or use a data set with a built-in one, such as cifar100)",
+            )
+        if hierarchy is not None and len(hierarchy.classes) != train.logits.shape[1]:
+            raise HeadError(
+                f"the hierarchy has {len(hierarchy.classes)} classes, the checkpoint {train.logits.shape[1]}"
+            )
+        self.hierarchy = hierarchy
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.params.seed)
             module = self._fit(train, val, base=base, progress=progress)
