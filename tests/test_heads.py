@@ -154,7 +154,7 @@ def test_vc_logits_are_gaussian_log_likelihoods() -> None:
 
 def test_bayes_posterior_and_probit_against_naive_kronecker() -> None:
     train, val, base = _synthetic(n=120, d=5, k=3)
-    p = get_head("bayes").make_params(tol=1e-12)
+    p = get_head("bayes").make_params(tol=1e-7, max_iter=1000)
     head = get_head("bayes")(p).fit(train, val)
     m = head.module_
     a = torch.cat([train.features.double(), torch.ones(len(train.labels), 1, dtype=torch.float64)], 1)

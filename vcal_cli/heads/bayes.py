@@ -9,7 +9,7 @@ On cached features a_n = [h_n; 1] (rows of A, N x (D+1)) with logits f_n = W a_n
 3. iterate 1-2 until M_N stops moving. The fixed point is the MAP of the summed cross-entropy plus
    (tau / 2 alpha) ||W||^2 (seeds.md 4.2); the plain iteration is a preconditioned gradient step and
    converges linearly, taking thousands of steps on confident fits, so vcal reaches the same fixed point
-   with L-BFGS (strong Wolfe line search, float64) and keeps the closed-form regression covariance.
+   with L-BFGS (strong Wolfe line search) and keeps the closed-form regression covariance.
 The noise scale sigma^2 is chosen on the val split by NLL over a log grid (as Laplace tunes its prior
 precision). Predictive: the probit approximation (closed form, no sampling) of the Gaussian logits
 f* ~ N(M_N a*, sigma^2 v* I_K) with v* = a*^T Lambda_N^-1 a*:
@@ -37,8 +37,8 @@ from vcal_cli.heads.base import FitData, Head, HeadParams, Track, register
 class BayesParams(HeadParams):
     prior_precision: float = 1.0  # tau: prior precision of the weights (relative to sigma^2)
     step: float = 2.0  # alpha: pseudo-target step in logit space; MAP regulariser is tau / (2 alpha)
-    max_iter: int = 500  # L-BFGS iterations towards the fixed point
-    tol: float = 1e-9  # stop when the gradient of the mean objective is below this
+    max_iter: int = 100  # L-BFGS iterations towards the fixed point
+    tol: float = 1e-6  # stop when the gradient of the mean objective is below this
 
 
 class BayesModule(nn.Module):
@@ -86,7 +86,8 @@ class BayesHead(Head):
         chol = torch.linalg.cholesky(precision)
         cov = torch.cholesky_inverse(chol)
         n = len(train.labels)
-        w = torch.zeros(k, a.shape[1], dtype=torch.float64, requires_grad=True)
+        a32 = a.float()  # the MAP solve runs in float32 (half the time); the posterior is float64
+        w = torch.zeros(k, a.shape[1], requires_grad=True)
         opt = torch.optim.LBFGS(
             [w],
             lr=1.0,
@@ -100,14 +101,14 @@ class BayesHead(Head):
 
         def closure() -> torch.Tensor:
             opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(a @ w.T, train.labels) + 0.5 * reg * w.pow(2).sum()
+            loss = torch.nn.functional.cross_entropy(a32 @ w.T, train.labels) + 0.5 * reg * w.pow(2).sum()
             loss.backward()
             return loss
 
         with torch.enable_grad():
             for _ in progress(range(1), total=1, description=f"fit {self.name}"):
                 opt.step(closure)
-        m = w.detach()
+        m = w.detach().double()
         if not torch.isfinite(m).all():
             raise HeadError("head 'bayes' diverged", hint="try a larger --prior-precision")
         self.iterations_ = int(opt.state[opt._params[0]].get("n_iter", 0))
