@@ -22,10 +22,16 @@ def laplace_with_posterior(m: torch.Tensor, cov: torch.Tensor, sigma2: float, pr
     model = nn.Sequential(nn.Identity(), nn.Linear(d1, k, bias=False)).double()
     with torch.no_grad():
         model[1].weight.copy_(m)
-    la = laplace.Laplace(model, "classification", subset_of_weights="last_layer", hessian_structure="kron",
-                         prior_precision=prior_precision / sigma2)
-    dummy = DataLoader(TensorDataset(torch.zeros(2, d1, dtype=torch.float64), torch.zeros(2, dtype=torch.long)),
-                       batch_size=2)
+    la = laplace.Laplace(
+        model,
+        "classification",
+        subset_of_weights="last_layer",
+        hessian_structure="kron",
+        prior_precision=prior_precision / sigma2,
+    )
+    dummy = DataLoader(
+        TensorDataset(torch.zeros(2, d1, dtype=torch.float64), torch.zeros(2, dtype=torch.long)), batch_size=2
+    )
     la.fit(dummy)
     ata = torch.linalg.inv(cov) - prior_precision * torch.eye(d1, dtype=torch.float64)  # A^T A
     la.H_facs = Kron([[torch.eye(k, dtype=torch.float64) / sigma2, ata]])

@@ -175,8 +175,9 @@ def test_haframe_with_a_digits_hierarchy_file(runner, tmp_path: Path) -> None:  
 
 def test_same_seed_same_checkpoint_bytes(runner, tmp_path: Path) -> None:  # noqa: ANN001
     for out in ("a", "b"):
-        r = runner.invoke(app, ["retrain", str(CNN), "--head", "ce", "--epochs", "2", "--seed", "3", "-o", out,
-                                "--bootstrap", "0"])
+        r = runner.invoke(
+            app, ["retrain", str(CNN), "--head", "ce", "--epochs", "2", "--seed", "3", "-o", out, "--bootstrap", "0"]
+        )
         assert r.exit_code == 0, r.output
     a = (tmp_path / "a" / "cnn_digits.ce.safetensors").read_bytes()
     assert a == (tmp_path / "b" / "cnn_digits.ce.safetensors").read_bytes()

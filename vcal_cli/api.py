@@ -354,3 +354,82 @@ def _resolve_hierarchy(spec: str | Path | None, data: str, loaded: LoadedModel, 
         return None
     names = loaded.class_names or load_split(data, "test", root=o.data_root).classes
     return load_hierarchy(spec).reorder(list(names))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# gate and compare
+
+
+def _gate_side(
+    spec: str | Path,
+    role: str,
+    data: str,
+    split: str,
+    o: ExtractOptions,
+    n_bins: int,
+    n_bootstrap: int,
+    seed: int,
+    progress: Track,
+) -> tuple[dict[str, Any], FeatureSet | None]:
+    """A report dict for one side of the gate; a checkpoint is audited (its features come back for pairing)."""
+    from vcal_cli.errors import ReportError
+    from vcal_cli.reports import read_report
+
+    path = Path(spec)
+    if not path.exists():
+        raise ReportError(f"{role} '{path}' does not exist", hint="give a report.json or a checkpoint")
+    if path.suffix == ".json":
+        return read_report(path), None
+    loaded, fs, _ = load_features(path, data, split, o, progress=progress)
+    rep = audit(loaded, data=data, split=split, options=o, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed)
+    return rep.to_dict(), fs
+
+
+def gate(
+    current: str | Path,
+    baseline: str | Path,
+    *,
+    rules: list[Any] | None = None,
+    data: str = "digits",
+    split: str = "test",
+    options: ExtractOptions | None = None,
+    config_dir: str | Path = ".",
+    n_bins: int = DEFAULT_N_BINS,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+    progress: Track = quiet,
+) -> Any:
+    """Check `current` against `baseline` (each a report.json or a checkpoint) and return a `GateResult`.
+
+    Rules: `rules` if given, else `[gate]` in vcal.toml / `[tool.vcal.gate]` in pyproject.toml (searched
+    from `config_dir` upwards), else the defaults (`vcal_cli.gate.DEFAULT_RULES`).
+    """
+    from vcal_cli.errors import ReportError
+    from vcal_cli.gate import DEFAULT_RULES, GateResult, evaluate, load_config, paired_deltas
+
+    o = options or ExtractOptions()
+    if not rules:
+        rules, _ = load_config(config_dir)
+    rules = list(rules or DEFAULT_RULES)
+    base, base_fs = _gate_side(baseline, "baseline", data, split, o, n_bins, n_bootstrap, seed, progress)
+    cur, cur_fs = _gate_side(current, "current", data, split, o, n_bins, n_bootstrap, seed, progress)
+    paired = None
+    method = "the two reports' 95% bootstrap intervals (difference > 1.96 combined standard errors)"
+    if base_fs is not None and cur_fs is not None:
+        if not torch.equal(base_fs.labels, cur_fs.labels):
+            raise ReportError("the two checkpoints were audited on different samples; use the same --data and --split")
+        paired = paired_deltas(
+            base_fs.logits, cur_fs.logits, cur_fs.labels, n_bins=n_bins, n_bootstrap=max(n_bootstrap, 1), seed=seed
+        )
+        method = f"paired bootstrap on the same {len(cur_fs.labels)} test samples ({max(n_bootstrap, 1)} resamples)"
+    results = evaluate(rules, base, cur, paired=paired, names=(str(baseline), str(current)))
+    return GateResult(results, method, str(baseline), str(current))
+
+
+def compare(reports: list[str | Path]) -> list[dict[str, Any]]:
+    """Read several report.json files for a side-by-side comparison (at least two)."""
+    from vcal_cli.reports import read_report
+
+    if len(reports) < 2:
+        raise UsageError("compare needs at least two reports")
+    return [read_report(r) for r in reports]
