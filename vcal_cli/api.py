@@ -117,12 +117,17 @@ def audit(
     split: str = "test",
     logits: str | Path | None = None,
     options: ExtractOptions | None = None,
+    hierarchy: str | Path | None = None,
     n_bins: int = DEFAULT_N_BINS,
     n_bootstrap: int = 200,
     seed: int = 0,
     progress: Track = quiet,
 ) -> AuditReport:
-    """Audit a checkpoint on `data:split` (or precomputed `logits`) and return the report (nothing written)."""
+    """Audit a checkpoint on `data:split` (or precomputed `logits`) and return the report (nothing written).
+
+    With a class `hierarchy` (a file or built-in name; default: the data set's built-in one, if any) the
+    report also holds mistake-severity metrics.
+    """
     check_bins(n_bins)
     if n_bootstrap < 0:
         raise UsageError(f"--bootstrap {n_bootstrap} must be 0 or more")
@@ -133,8 +138,10 @@ def audit(
     if logits is not None:
         lg, pr, labels = load_logits(logits)
         result = compute_metrics(labels, logits=lg, probs=pr, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed)
-        k = (lg if lg is not None else pr).shape[1]  # type: ignore[union-attr]
+        scores = lg if lg is not None else pr
+        k = scores.shape[1]  # type: ignore[union-attr]
         ck = {"path": str(logits), "sha256": sha256_file(logits), "arch": None, "num_classes": k, "head_module": None}
+        tree = _load_tree(hierarchy, None, [str(i) for i in range(k)])
         return AuditReport(
             ck,
             {"name": f"logits:{Path(logits).name}", "split": split, "n": result.n},
@@ -152,7 +159,14 @@ def audit(
             "options": {k: v for k, v in asdict(o).items() if v is not None},
         }
     )
-    return AuditReport(loaded.describe(), {"name": data, "split": split, "n": len(fs)}, result, settings)
+    tree = _resolve_hierarchy(hierarchy, data, loaded, o)
+    return AuditReport(
+        loaded.describe(),
+        {"name": data, "split": split, "n": len(fs)},
+        result,
+        settings,
+        _hierarchy_section(tree, fs.logits, fs.labels, n_bootstrap, seed),
+    )
 
 
 def export_features(
@@ -193,6 +207,7 @@ class HeadResult:
     result: Any  # MetricsResult on the test split
     head: Any = None  # the fitted Head (None for the original)
     checkpoint: str | None = None
+    hierarchy: dict[str, Any] | None = None  # mistake-severity metrics, when a hierarchy is known
 
 
 @dataclass
@@ -210,6 +225,7 @@ class RetrainReport:
                 "intervals": {k: list(v) for k, v in h.result.intervals.items()},
                 "reliability": [asdict(b) for b in h.result.reliability],
                 "checkpoint": h.checkpoint,
+                **({"hierarchy": h.hierarchy} if h.hierarchy else {}),
                 **({"params": asdict(h.head.params), "fitted": h.head.extra_report()} if h.head else {}),
             }
             for name, h in self.heads.items()
@@ -309,9 +325,18 @@ def retrain(
             raise UsageError(f"refusing to write '{path}' over an input file", hint="choose another --out")
     _, val, _ = load_features(loaded, data, "val", o, progress=progress)
     _, test, prep = load_features(loaded, data, "test", o, progress=progress)
-    base = audit(loaded, data=data, split="test", options=o, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed)
+    base = audit(
+        loaded,
+        data=data,
+        split="test",
+        options=o,
+        hierarchy=hierarchy,
+        n_bins=n_bins,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+    )
     results: dict[str, HeadResult] = {
-        "original": HeadResult("original", base.result, None, str(loaded.path) if loaded.path else None)
+        "original": HeadResult("original", base.result, None, str(loaded.path) if loaded.path else None, base.hierarchy)
     }
     fit = {s: FitData(f.features, f.logits, f.labels) for s, f in (("train", train), ("val", val))}
     for name in names:
@@ -320,7 +345,9 @@ def retrain(
         )
         log_probs = head.predict_log_proba(test.features, batch_size=o.batch_size)
         res = compute_metrics(test.labels, logits=log_probs, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed)
-        results[name] = HeadResult(name, res, head)
+        results[name] = HeadResult(
+            name, res, head, None, _hierarchy_section(tree, log_probs, test.labels, n_bootstrap, seed)
+        )
     for name, path in paths.items():  # every head fitted: only now is anything written
         head = results[name].head
         if head_only:
@@ -347,13 +374,32 @@ def retrain(
 
 def _resolve_hierarchy(spec: str | Path | None, data: str, loaded: LoadedModel, o: ExtractOptions):  # noqa: ANN202
     """The hierarchy in the model's class order: `spec`, else the data set's built-in one, else None."""
-    from vcal_cli.hierarchy import builtin_for, load_hierarchy
+    from vcal_cli.hierarchy import builtin_for
 
     spec = spec or builtin_for(data)
     if spec is None:
         return None
     names = loaded.class_names or load_split(data, "test", root=o.data_root).classes
-    return load_hierarchy(spec).reorder(list(names))
+    return _load_tree(spec, None, list(names))
+
+
+def _load_tree(spec: str | Path | None, data: str | None, names: list[str]):  # noqa: ANN202
+    from vcal_cli.hierarchy import builtin_for, load_hierarchy
+
+    spec = spec or (builtin_for(data) if data else None)
+    return load_hierarchy(spec).reorder(names) if spec else None
+
+
+def _hierarchy_section(tree, scores, labels, n_bootstrap: int, seed: int) -> dict[str, Any] | None:  # noqa: ANN001
+    """report.json's `hierarchy` object for a tree (None without one)."""
+    if tree is None:
+        return None
+    from vcal_cli.metrics.hierarchy import hierarchy_metrics
+
+    hm = hierarchy_metrics(
+        torch.as_tensor(scores), torch.as_tensor(labels), tree.distances(), n_bootstrap=n_bootstrap, seed=seed
+    )
+    return {"source": tree.source, "height": tree.height, **hm.to_dict()}
 
 
 # ---------------------------------------------------------------------------------------------------------------

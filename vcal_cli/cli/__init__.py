@@ -16,6 +16,7 @@ from vcal_cli.cli.cache import cache_app
 from vcal_cli.cli.features import features_cmd
 from vcal_cli.cli.gate import compare_cmd, gate_cmd
 from vcal_cli.cli.heads import heads_cmd
+from vcal_cli.cli.hierarchy import hierarchy_app
 from vcal_cli.cli.retrain import retrain_cmd
 
 
@@ -81,6 +82,7 @@ app.command("heads")(heads_cmd)
 app.command("gate")(gate_cmd)
 app.command("compare")(compare_cmd)
 app.add_typer(cache_app, name="cache")
+app.add_typer(hierarchy_app, name="hierarchy")
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ from vcal_cli.cli._options import (
 )
 from vcal_cli.cli._output import note, out, progress
 from vcal_cli.reports import write_report
-from vcal_cli.reports.tables import audit_table
+from vcal_cli.reports.tables import audit_table, hierarchy_table
 
 
 def audit_cmd(
@@ -59,6 +59,14 @@ def audit_cmd(
     arch: ArchOpt = None,
     trust_checkpoint: TrustOpt = False,
     head_module: HeadModuleOpt = None,
+    hierarchy: Annotated[
+        str | None,
+        typer.Option(
+            "--hierarchy",
+            help="Class hierarchy for mistake-severity metrics: a .csv or .json file, or "
+            "'cifar100' \\[default: the data set's built-in one].",
+        ),
+    ] = None,
     head_file: Annotated[
         Path | None,
         typer.Option("--head-file", help="Apply a head written by 'vcal retrain --head-only' to CHECKPOINT."),
@@ -101,6 +109,7 @@ def audit_cmd(
             split=split,
             logits=logits,
             options=opts,
+            hierarchy=hierarchy,
             n_bins=bins,
             n_bootstrap=bootstrap,
             seed=seed,
@@ -112,6 +121,8 @@ def audit_cmd(
             print(report.to_json(), end="")
             return
         out.print(audit_table(report.to_dict()))
+        if report.hierarchy:
+            out.print(hierarchy_table({"value": report.hierarchy}))
         cache = report.settings.get("cache", {})
         if cache:
             note("features from the cache" if cache.get("hit") else f"features cached in {cache.get('path')}")

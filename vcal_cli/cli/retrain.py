@@ -30,6 +30,7 @@ from vcal_cli.cli._options import (
 from vcal_cli.cli._output import note, out, progress
 from vcal_cli.heads import HEADS
 from vcal_cli.reports.retrain import retrain_table, write_retrain_report
+from vcal_cli.reports.tables import hierarchy_table
 
 
 def _defaults(field: str) -> str:
@@ -89,7 +90,7 @@ def retrain_cmd(
         str | None,
         typer.Option(
             "--hierarchy",
-            help="Class hierarchy for haframe: a .csv (class,parent or "
+            help="Class hierarchy for haframe and the mistake-severity metrics: a .csv (class,parent or "
             "class,level1,...) or .json file, or 'cifar100' \\[default: the data set's built-in one].",
         ),
     ] = None,
@@ -161,7 +162,10 @@ def retrain_cmd(
         if as_json:
             print(report.to_json(), end="")
             return
-        out.print(retrain_table(report.to_dict()))
+        d = report.to_dict()
+        out.print(retrain_table(d))
+        if any(h.get("hierarchy") for h in d["heads"].values()):
+            out.print(hierarchy_table({n: h.get("hierarchy") for n, h in d["heads"].items()}))
         for name, h in report.heads.items():
             if name != "original":
                 note(f"{name}: wrote {h.checkpoint}")

@@ -97,15 +97,19 @@ def _from_edges(rows: list[list[str]], source: str) -> Hierarchy:
         if child in parent and parent[child] != par:
             raise HierarchyError(f"hierarchy '{source}': '{child}' has two parents ('{parent[child]}', '{par}')")
         parent[child] = par
-    leaves = [c for c in parent if c not in set(parent.values())]
-    paths = []
-    for leaf in leaves:
-        path, node, seen = [leaf], leaf, {leaf}
+    for start in parent:  # every node must reach a root
+        node, seen = start, {start}
         while node in parent and parent[node]:
             node = parent[node]
             if node in seen:
                 raise HierarchyError(f"hierarchy '{source}' has a cycle through '{node}'")
             seen.add(node)
+    leaves = [c for c in parent if c not in set(parent.values())]
+    paths = []
+    for leaf in leaves:
+        path, node = [leaf], leaf
+        while node in parent and parent[node]:
+            node = parent[node]
             path.append(node)
         paths.append(tuple(reversed(path)))
     return _checked(leaves, paths, source)

@@ -7,7 +7,7 @@ import html
 from typing import Any
 
 from vcal_cli.metrics import METRIC_NAMES
-from vcal_cli.reports.tables import metric_label
+from vcal_cli.reports.tables import hier_label, hierarchy_rows, metric_label
 
 
 def fmt_ci(iv: Any) -> str:
@@ -15,18 +15,28 @@ def fmt_ci(iv: Any) -> str:
 
 
 def metric_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """Columns and rows of the metrics table: one value column (audit) or one per head (retrain)."""
+    """Columns and rows of the metrics table: one value column (audit) or one per head (retrain),
+    followed by the hierarchy metrics when the report has them."""
     bins = report["settings"].get("bins", 15)
     if "heads" not in report:
-        return ["metric", "value", "95% interval"], [
+        rows = [
             [metric_label(n, bins), f"{report['metrics'][n]:.4f}", fmt_ci(report["intervals"].get(n))]
             for n in METRIC_NAMES
         ]
+        if h := report.get("hierarchy"):
+            rows += [
+                [hier_label(m), "-" if v is None else f"{v:.4f}", fmt_ci(h["intervals"].get(m))]
+                for m, v in h["metrics"].items()
+            ]
+        return ["metric", "value", "95% interval"], rows
     heads = report["heads"]
-    return ["metric", *heads], [
+    rows = [
         [metric_label(n, bins)] + [f"{h['metrics'][n]:.4f} {fmt_ci(h['intervals'].get(n))}" for h in heads.values()]
         for n in METRIC_NAMES
     ]
+    if any(h.get("hierarchy") for h in heads.values()):
+        rows += hierarchy_rows({name: h.get("hierarchy") for name, h in heads.items()})
+    return ["metric", *heads], rows
 
 
 def header_rows(report: dict[str, Any]) -> list[tuple[str, str]]:

@@ -11,6 +11,8 @@ report.json (schema_version 1):
     intervals       same keys, each [low, high]: percentile bootstrap 95% interval
     reliability     list of {lo, hi, count, confidence, accuracy} per equal-width bin (null when empty)
     settings        {bins, bootstrap, seed, preprocessing, device, batch_size, cache}
+    hierarchy       (when a class hierarchy is known) {source, height, metrics: {top1_error,
+                    mistake_severity, avg_hdist_at_1, avg_hdist_at_5, avg_hdist_at_20}, intervals}
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class AuditReport:
     data: dict[str, Any]
     result: MetricsResult
     settings: dict[str, Any] = field(default_factory=dict)
+    hierarchy: dict[str, Any] | None = None  # mistake-severity metrics, when a class hierarchy is known
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
     @property
@@ -62,6 +65,7 @@ class AuditReport:
             "intervals": {k: list(v) for k, v in self.result.intervals.items()},
             "reliability": [asdict(b) for b in self.result.reliability],
             "settings": self.settings,
+            **({"hierarchy": self.hierarchy} if self.hierarchy else {}),
         }
 
     def to_json(self) -> str:

@@ -43,3 +43,40 @@ def audit_table(report: dict[str, Any]) -> Table:
             "lower is better" if LOWER_IS_BETTER[name] else "higher is better",
         )
     return t
+
+
+HIER_LABELS = {"top1_error": "Top-1 error", "mistake_severity": "Mistake severity"}
+
+
+def hier_label(name: str) -> str:
+    return HIER_LABELS.get(name) or "Avg. hier. distance @" + name.rsplit("_", 1)[1]
+
+
+def fmt(v: float | None, iv: list[float] | None = None) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.4f}" + (f" [{iv[0]:.4f}, {iv[1]:.4f}]" if iv else "")
+
+
+def hierarchy_rows(sections: dict[str, dict[str, Any] | None]) -> list[list[str]]:
+    """Rows metric x section (one column per head or report) of the hierarchy metrics."""
+    first = next(s for s in sections.values() if s)
+    return [
+        [hier_label(m)] + [fmt(s["metrics"][m], s["intervals"].get(m)) if s else "-" for s in sections.values()]
+        for m in first["metrics"]
+    ]
+
+
+def hierarchy_table(sections: dict[str, dict[str, Any] | None]) -> Table:
+    first = next(s for s in sections.values() if s)
+    t = Table(
+        title=f"mistake severity in {first['source']} (height {first['height']}; LCA heights, lower is "
+        "better; 95% intervals)",
+        title_justify="left",
+    )
+    t.add_column("metric")
+    for name in sections:
+        t.add_column(name, justify="right")
+    for row in hierarchy_rows(sections):
+        t.add_row(*row)
+    return t

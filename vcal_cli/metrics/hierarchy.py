@@ -1,0 +1,91 @@
+"""Mistake severity in a class hierarchy (the "making better mistakes" definitions used by HAFrame).
+
+With D the (K, K) matrix of LCA heights:
+- top1_error: the fraction of samples whose argmax is not the label;
+- mistake_severity: the mean of D[argmax, label] over the misclassified samples only (None if none);
+- avg_hdist_at_k: the mean over all samples of (1/k) sum_{j <= k} D[j-th most probable class, label];
+  correct top-1 predictions contribute 0 at k = 1, so avg_hdist_at_1 = top1_error x mistake_severity.
+k runs over 1, 5 and 20, capped by the class count. Intervals are percentile bootstrap 95% intervals
+over resamples of the samples, like every other metric.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from vcal_cli.errors import MetricError
+
+DEFAULT_KS = (1, 5, 20)
+
+
+@dataclass(frozen=True)
+class HierarchyMetrics:
+    metrics: dict[str, float | None]
+    intervals: dict[str, tuple[float, float] | None]
+    ks: tuple[int, ...]
+
+    def to_dict(self) -> dict:
+        return {"metrics": self.metrics, "intervals": {k: list(v) if v else None for k, v in self.intervals.items()}}
+
+
+def _per_sample(scores: Tensor, labels: Tensor, distances: Tensor, ks: tuple[int, ...]) -> dict[str, Tensor]:
+    top = scores.topk(max(ks), dim=1).indices  # (N, kmax), most probable first
+    d = distances.double()[top, labels[:, None]]  # (N, kmax): distance of each ranked class to the label
+    out = {"wrong": (top[:, 0] != labels).double(), "severity": d[:, 0]}
+    for k in ks:
+        out[f"avg_hdist_at_{k}"] = d[:, :k].mean(1)
+    return out
+
+
+def _aggregate(s: dict[str, Tensor], w: Tensor, ks: tuple[int, ...]) -> dict[str, Tensor]:
+    """Every metric for each row of resampling weights w (R, N)."""
+    n = w.sum(1)
+    wrong = w @ s["wrong"]
+    out = {
+        "top1_error": wrong / n,
+        "mistake_severity": torch.where(
+            wrong > 0,
+            (w @ (s["wrong"] * s["severity"])) / wrong.clamp_min(1e-300),
+            torch.full_like(wrong, float("nan")),
+        ),
+    }
+    for k in ks:
+        out[f"avg_hdist_at_{k}"] = (w @ s[f"avg_hdist_at_{k}"]) / n
+    return out
+
+
+def hierarchy_metrics(
+    scores: Tensor,
+    labels: Tensor,
+    distances: Tensor,
+    *,
+    ks: tuple[int, ...] = DEFAULT_KS,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+) -> HierarchyMetrics:
+    """Hierarchy metrics of class scores (probabilities or logits: only their ranking matters)."""
+    k_classes = scores.shape[1]
+    if distances.shape != (k_classes, k_classes):
+        raise MetricError(f"the hierarchy has {len(distances)} classes but the scores {k_classes}")
+    if len(labels) == 0:
+        raise MetricError("no samples to score")
+    ks = tuple(sorted({min(k, k_classes) for k in ks}))
+    s = _per_sample(scores, labels.long(), distances, ks)
+    n = len(labels)
+    point = {k: float(v[0]) for k, v in _aggregate(s, torch.ones(1, n, dtype=torch.float64), ks).items()}
+    metrics = {k: (None if v != v else v) for k, v in point.items()}  # NaN (no mistakes) -> None
+    intervals: dict[str, tuple[float, float] | None] = dict.fromkeys(metrics)
+    if n_bootstrap > 0:
+        gen = torch.Generator().manual_seed(seed)
+        idx = torch.randint(0, n, (n_bootstrap, n), generator=gen)
+        w = torch.zeros(n_bootstrap, n, dtype=torch.float64).scatter_add_(
+            1, idx, torch.ones_like(idx, dtype=torch.float64)
+        )
+        q = torch.tensor([0.025, 0.975], dtype=torch.float64)
+        for k, v in _aggregate(s, w, ks).items():
+            v = v[~torch.isnan(v)]
+            intervals[k] = tuple(torch.quantile(v, q).tolist()) if len(v) else None  # type: ignore[assignment]
+    return HierarchyMetrics(metrics, intervals, ks)
