@@ -50,6 +50,8 @@ def test_formats_agree(tmp_path: Path) -> None:
         assert torch.equal(h.distances(), TREE4.distances()), f
     cifar = load_hierarchy("cifar100")
     d = cifar.distances()
+    coarse = load_hierarchy("cifar100-coarse")
+    assert coarse.height == 2 and len({p[0] for p in coarse.paths}) == 20 and coarse.classes == cifar.classes
     assert cifar.height == 5 and [(d == i).sum().item() for i in range(6)] == [100, 400, 1050, 2100, 1800, 4550]
 
 

@@ -4,7 +4,8 @@ Formats (`load_hierarchy`):
 - CSV of one path per class: header `class,level1,level2,...`, ancestors from the top level down;
 - CSV of `class,parent` edges (any depth; nodes without a parent hang under an implicit root);
 - JSON: a nested object whose leaves are class names (lists of names or null-valued keys);
-- a built-in name: `cifar100` (the five-level tree used by HAFrame).
+- a built-in name: `cifar100` (the five-level tree used by HAFrame) or `cifar100-coarse` (CIFAR-100's
+  own two levels: the 20 superclasses, i.e. the data set's coarse labels, over the 100 classes).
 
 The distance between two classes is the height of their lowest common ancestor above the leaves (the
 "making better mistakes" convention): 0 for the same class, 1 for siblings, up to the tree's height.
@@ -28,7 +29,7 @@ class HierarchyError(VcalError):
     """A hierarchy file is malformed or does not fit the classes."""
 
 
-BUILTIN = {"cifar100": "cifar100_hierarchy.csv"}
+BUILTIN = {"cifar100": "cifar100_hierarchy.csv", "cifar100-coarse": "cifar100_hierarchy.csv"}
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,9 @@ def load_hierarchy(spec: str | Path) -> Hierarchy:
     if spec in BUILTIN:
         text = resources.files("vcal_cli.hierarchy").joinpath("data", BUILTIN[spec]).read_text(encoding="utf-8")
         source = f"built-in {spec}"
+        if spec == "cifar100-coarse":  # level4 is CIFAR-100's own superclass (coarse label)
+            rows = list(csv.reader(io.StringIO(text)))[1:]
+            return _from_paths([[r[0], r[4]] for r in rows if r], source)
     else:
         path = Path(spec)
         if not path.is_file():
