@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -54,34 +54,21 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print report.json to stdo
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
 
 
-def extract_options(
-    *,
-    arch: str | None,
-    trust: bool,
-    head_module: str | None,
-    data_root: str | None,
-    head_file: Path | None = None,
-    input_size: str | None,
-    mean: str | None,
-    std: str | None,
-    cache_dir: Path | None,
-    no_cache: bool,
-    device: str,
-    batch_size: int,
-    workers: int,
-) -> ExtractOptions:
+def extract_options(flags: dict[str, Any]) -> ExtractOptions:
+    """ExtractOptions from a command's parameters (pass `locals()`); flags a command lacks take defaults."""
+    f = flags.get
     return ExtractOptions(
-        arch=arch,
-        trust_checkpoint=trust,
-        head_module=head_module,
-        data_root=data_root,
-        head_file=str(head_file) if head_file else None,
-        input_size=parse_input_size(input_size) if input_size else None,
-        mean=parse_floats(mean, "--mean") if mean else None,
-        std=parse_floats(std, "--std") if std else None,
-        cache_dir=str(cache_dir) if cache_dir else None,
-        use_cache=not no_cache,
-        device=device,
-        batch_size=batch_size,
-        workers=workers,
+        arch=f("arch"),
+        trust_checkpoint=bool(f("trust_checkpoint")),
+        head_module=f("head_module"),
+        data_root=f("data_root"),
+        head_file=str(f("head_file")) if f("head_file") else None,
+        input_size=parse_input_size(f("input_size")) if f("input_size") else None,
+        mean=parse_floats(f("mean"), "--mean") if f("mean") else None,
+        std=parse_floats(f("std"), "--std") if f("std") else None,
+        cache_dir=str(f("cache_dir")) if f("cache_dir") else None,
+        use_cache=not f("no_cache"),
+        device=f("device") or "auto",
+        batch_size=f("batch_size") or 256,
+        workers=f("workers") or 0,
     )

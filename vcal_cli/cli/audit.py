@@ -88,21 +88,7 @@ def audit_cmd(
     Example: vcal audit sample_checkpoints/mlp_digits.safetensors --data digits
     """
     with handle_errors(debug):
-        opts = extract_options(
-            arch=arch,
-            trust=trust_checkpoint,
-            head_module=head_module,
-            data_root=data_root,
-            head_file=head_file,
-            input_size=input_size,
-            mean=mean,
-            std=std,
-            cache_dir=cache_dir,
-            no_cache=no_cache,
-            device=device,
-            batch_size=batch_size,
-            workers=workers,
-        )
+        opts = extract_options(locals())
         report = api.audit(
             checkpoint,
             data=data,

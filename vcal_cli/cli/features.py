@@ -56,19 +56,6 @@ def features_cmd(
     Example: vcal features sample_checkpoints/mlp_digits.safetensors --split test --out test.safetensors
     """
     with handle_errors(debug):
-        opts = extract_options(
-            arch=arch,
-            trust=trust_checkpoint,
-            head_module=head_module,
-            data_root=data_root,
-            input_size=input_size,
-            mean=mean,
-            std=std,
-            cache_dir=cache_dir,
-            no_cache=no_cache,
-            device=device,
-            batch_size=batch_size,
-            workers=workers,
-        )
+        opts = extract_options(locals())
         path = api.export_features(checkpoint, out_file, data=data, split=split, options=opts, progress=progress())
         note(f"wrote {path}")

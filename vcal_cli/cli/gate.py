@@ -86,20 +86,7 @@ def gate_cmd(
             )
             for t in texts or []
         ]
-        opts = extract_options(
-            arch=arch,
-            trust=trust_checkpoint,
-            head_module=None,
-            data_root=data_root,
-            input_size=None,
-            mean=None,
-            std=None,
-            cache_dir=cache_dir,
-            no_cache=False,
-            device=device,
-            batch_size=batch_size,
-            workers=0,
-        )
+        opts = extract_options(locals())
         result = api.gate(
             current,
             baseline,

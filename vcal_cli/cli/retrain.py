@@ -116,20 +116,7 @@ def retrain_cmd(
     Example: vcal retrain sample_checkpoints/cnn_digits.safetensors --data digits --head all
     """
     with handle_errors(debug):
-        opts = extract_options(
-            arch=arch,
-            trust=trust_checkpoint,
-            head_module=head_module,
-            data_root=data_root,
-            input_size=input_size,
-            mean=mean,
-            std=std,
-            cache_dir=cache_dir,
-            no_cache=no_cache,
-            device=device,
-            batch_size=batch_size,
-            workers=workers,
-        )
+        opts = extract_options(locals())
         params = {
             "epochs": epochs,
             "lr": lr,
