@@ -48,7 +48,7 @@ def laplace_predictive_time(head, test: FitData, n: int) -> tuple[float, float]:
     la = laplace_with_posterior(mod.weight, mod.cov, float(mod.sigma2), head.params.prior_precision)
     feats = torch.cat([test.features[:n].double(), torch.ones(n, 1, dtype=torch.float64)], 1)
     t = time.perf_counter()
-    ref = torch.cat([la(feats[i:i + 100], pred_type="glm", link_approx="probit") for i in range(0, n, 100)])
+    ref = torch.cat([la(feats[i : i + 100], pred_type="glm", link_approx="probit") for i in range(0, n, 100)])
     lap = (time.perf_counter() - t) / n
     diff = float((mod(test.features[:n].double()).exp() - ref).abs().max())
     head.module_.float()
@@ -64,10 +64,13 @@ def main() -> None:
     ap.add_argument("--heads", default=",".join(h for h in list_heads() if h != "haframe"))
     args = ap.parse_args()
     train, val, test, base = synthetic(args.n, args.dim, args.classes)
-    print(f"features: train {tuple(train.features.shape)}, val {len(val.labels)}, test {len(test.labels)}, "
-          f"{args.classes} classes, torch threads {torch.get_num_threads()}")
-    tree = Hierarchy(tuple(map(str, range(args.classes))),
-                     tuple((f"g{i % 2}", str(i)) for i in range(args.classes)), "synthetic")
+    print(
+        f"features: train {tuple(train.features.shape)}, val {len(val.labels)}, test {len(test.labels)}, "
+        f"{args.classes} classes, torch threads {torch.get_num_threads()}"
+    )
+    tree = Hierarchy(
+        tuple(map(str, range(args.classes))), tuple((f"g{i % 2}", str(i)) for i in range(args.classes)), "synthetic"
+    )
     times, heads = {}, {}
     for name in args.heads.split(","):
         t = time.perf_counter()
@@ -88,8 +91,10 @@ def main() -> None:
         except ImportError:
             print("laplace-torch is not installed: pip install laplace-torch")
             return
-        print(f"\nbayes predictive: vcal {1 / ours:,.0f} samples/s, laplace-torch KFAC GLM probit "
-              f"{1 / lap:,.0f} samples/s: vcal is {lap / ours:,.0f}x faster (max abs diff {diff:.1e})")
+        print(
+            f"\nbayes predictive: vcal {1 / ours:,.0f} samples/s, laplace-torch KFAC GLM probit "
+            f"{1 / lap:,.0f} samples/s: vcal is {lap / ours:,.0f}x faster (max abs diff {diff:.1e})"
+        )
 
 
 if __name__ == "__main__":
