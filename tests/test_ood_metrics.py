@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -55,4 +56,33 @@ def test_scores_hand_worked() -> None:
     assert torch.allclose(
         mahalanobis_score(torch.tensor([[1.0, 0.0], [3.0, 0.0]]), means, prec),
         torch.tensor([0.0, 4.0], dtype=torch.float64),
+    )
+
+
+def test_audit_ood_section_matches_sklearn(runner, tmp_path) -> None:  # noqa: ANN001
+    from sklearn.metrics import roc_auc_score
+
+    from vcal_cli import load_features
+    from vcal_cli.cli import app
+
+    from .conftest import SAMPLES
+    from .helpers import one_line_error
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "noise.npz", x=rng.integers(0, 256, (200, 1, 8, 8), dtype=np.uint8), y=np.zeros(200, int))
+    ck = SAMPLES / "cnn_digits.safetensors"
+    r = runner.invoke(app, ["audit", str(ck), "--ood", "npz:noise.npz", "--json", "--bootstrap", "0", "-o", "rep"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)["ood"]
+    assert {x["score"] for x in rows} == {"msp", "max_logit", "energy", "mahalanobis"}
+    assert all(set(x) == {"dataset", "score", "auroc", "aupr", "fpr95"} for x in rows)
+    assert (tmp_path / "rep" / "ood_0.png").stat().st_size > 0
+    _, id_fs, _ = load_features(ck, "digits", "test")
+    _, ood_fs, _ = load_features(ck, "npz:noise.npz", "test", check_classes=False)
+    s_id, s_ood = msp_score(id_fs.logits), msp_score(ood_fs.logits)
+    ref = roc_auc_score(np.r_[np.zeros(len(s_id)), np.ones(len(s_ood))], np.r_[s_id.numpy(), s_ood.numpy()])
+    msp = next(x for x in rows if x["score"] == "msp")
+    assert math.isclose(msp["auroc"], ref, abs_tol=1e-12)
+    assert "--ood needs a CHECKPOINT" in one_line_error(
+        runner.invoke(app, ["audit", "--logits", "l.npz", "--ood", "npz:noise.npz"])
     )

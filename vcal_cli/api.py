@@ -53,9 +53,14 @@ def load_features(
     split: str = "test",
     options: ExtractOptions | None = None,
     *,
+    check_classes: bool = True,
     progress: Track = quiet,
 ) -> tuple[LoadedModel, FeatureSet, Preprocessing]:
-    """Load a checkpoint (or take a loaded one) and return its features on `data:split` (cached)."""
+    """Load a checkpoint (or take a loaded one) and return its features on `data:split` (cached).
+
+    `options.head_file` is applied to a checkpoint given by path; a `LoadedModel` is used as it is.
+    `check_classes=False` lets the data have other classes (out-of-distribution sets).
+    """
     o = options or ExtractOptions()
     if o.batch_size < 1:
         raise UsageError(f"--batch-size {o.batch_size} must be at least 1")
@@ -67,7 +72,7 @@ def load_features(
         if isinstance(checkpoint, LoadedModel)
         else load_checkpoint(checkpoint, arch=o.arch, trust=o.trust_checkpoint, head_module=o.head_module)
     )
-    if o.head_file:
+    if o.head_file and not isinstance(checkpoint, LoadedModel):
         from vcal_cli.checkpoints import apply_head_file
 
         loaded = apply_head_file(loaded, o.head_file)
@@ -87,6 +92,7 @@ def load_features(
         device=o.device,
         batch_size=o.batch_size,
         workers=o.workers,
+        check_classes=check_classes,
         progress=progress,
     )
     return loaded, fs, prep
@@ -118,6 +124,7 @@ def audit(
     logits: str | Path | None = None,
     options: ExtractOptions | None = None,
     hierarchy: str | Path | None = None,
+    ood: list[str] | None = None,
     n_bins: int = DEFAULT_N_BINS,
     n_bootstrap: int = 200,
     seed: int = 0,
@@ -126,7 +133,8 @@ def audit(
     """Audit a checkpoint on `data:split` (or precomputed `logits`) and return the report (nothing written).
 
     With a class `hierarchy` (a file or built-in name; default: the data set's built-in one, if any) the
-    report also holds mistake-severity metrics.
+    report also holds mistake-severity metrics. `ood` names out-of-distribution data sets (any `--data`
+    form); the report then holds AUROC, AUPR and FPR95 of every OOD score against the test split.
     """
     check_bins(n_bins)
     if n_bootstrap < 0:
@@ -136,6 +144,8 @@ def audit(
     o = options or ExtractOptions()
     settings: dict[str, Any] = {"bins": n_bins, "bootstrap": n_bootstrap, "seed": seed}
     if logits is not None:
+        if ood:
+            raise UsageError("--ood needs a CHECKPOINT (features), not --logits")
         lg, pr, labels = load_logits(logits)
         result = compute_metrics(labels, logits=lg, probs=pr, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed)
         scores = lg if lg is not None else pr
@@ -160,13 +170,22 @@ def audit(
         }
     )
     tree = _resolve_hierarchy(hierarchy, data, loaded, o)
-    return AuditReport(
+    report = AuditReport(
         loaded.describe(),
         {"name": data, "split": split, "n": len(fs)},
         result,
         settings,
         _hierarchy_section(tree, fs.logits, fs.labels, n_bootstrap, seed),
     )
+    if ood:
+        from vcal_cli.evaluations.ood import ood_evaluation
+
+        _, train, _ = load_features(loaded, data, "train", o, progress=progress)
+        sets = {
+            name: load_features(loaded, name, "test", o, check_classes=False, progress=progress)[1] for name in ood
+        }
+        report.ood, report.ood_scores = ood_evaluation(fs, sets, train)
+    return report
 
 
 def export_features(

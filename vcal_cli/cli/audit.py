@@ -30,7 +30,7 @@ from vcal_cli.cli._options import (
 )
 from vcal_cli.cli._output import note, out, progress
 from vcal_cli.reports import write_report
-from vcal_cli.reports.tables import audit_table, hierarchy_table
+from vcal_cli.reports.tables import audit_table, hierarchy_table, ood_table
 
 
 def audit_cmd(
@@ -67,6 +67,14 @@ def audit_cmd(
             "'cifar100' \\[default: the data set's built-in one].",
         ),
     ] = None,
+    ood: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--ood",
+            help="Out-of-distribution data set (any --data form, repeatable): AUROC, AUPR "
+            "and FPR@95TPR of MSP, max logit, energy and Mahalanobis scores.",
+        ),
+    ] = None,
     head_file: Annotated[
         Path | None,
         typer.Option("--head-file", help="Apply a head written by 'vcal retrain --head-only' to CHECKPOINT."),
@@ -96,6 +104,7 @@ def audit_cmd(
             logits=logits,
             options=opts,
             hierarchy=hierarchy,
+            ood=ood,
             n_bins=bins,
             n_bootstrap=bootstrap,
             seed=seed,
@@ -109,6 +118,8 @@ def audit_cmd(
         out.print(audit_table(report.to_dict()))
         if report.hierarchy:
             out.print(hierarchy_table({"value": report.hierarchy}))
+        if report.ood:
+            out.print(ood_table(report.ood))
         cache = report.settings.get("cache", {})
         if cache:
             note("features from the cache" if cache.get("hit") else f"features cached in {cache.get('path')}")

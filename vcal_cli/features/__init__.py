@@ -70,10 +70,14 @@ def get_features(
     device: str = "auto",
     batch_size: int = 256,
     workers: int = 0,
+    check_classes: bool = True,
     progress: Track = quiet,
 ) -> FeatureSet:
-    """Features of `data` under `loaded`, read from the cache when an entry exists, else extracted and cached."""
-    if loaded.num_classes != data.num_classes:
+    """Features of `data` under `loaded`, read from the cache when an entry exists, else extracted and cached.
+
+    `check_classes=False` allows data with other classes (out-of-distribution sets).
+    """
+    if check_classes and loaded.num_classes != data.num_classes:
         raise DataError(
             f"the checkpoint has {loaded.num_classes} classes but data set '{data.name}' has {data.num_classes}",
             hint="audit it on a data set with the same classes",

@@ -58,11 +58,24 @@ def header_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+def ood_rows(report: dict[str, Any]) -> list[list[str]]:
+    return [
+        [r["dataset"], r["score"], f"{r['auroc']:.4f}", f"{r['aupr']:.4f}", f"{r['fpr95']:.4f}"]
+        for r in report.get("ood") or []
+    ]
+
+
+OOD_COLS = ["OOD data", "score", "AUROC", "AUPR", "FPR@95TPR"]
+
+
 def to_markdown(report: dict[str, Any], images: dict[str, bytes], title: str) -> str:
     cols, rows = metric_rows(report)
     lines = [f"# {title}", ""] + [f"- **{k}**: {v}" for k, v in header_rows(report)]
     lines += ["", "| " + " | ".join(cols) + " |", "| --- |" + " ---: |" * (len(cols) - 1)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
+    if oods := ood_rows(report):
+        lines += ["", "| " + " | ".join(OOD_COLS) + " |", "| --- | --- | ---: | ---: | ---: |"]
+        lines += ["| " + " | ".join(r) + " |" for r in oods]
     lines += [""] + [f"![{name}]({name})" for name in images] + [""]
     return "\n".join(lines)
 
@@ -79,6 +92,18 @@ def to_html(report: dict[str, Any], images: dict[str, bytes], title: str) -> str
             "<tr><td>" + e(r[0]) + "</td>" + "".join(f"<td class=n>{e(c)}</td>" for c in r[1:]) + "</tr>" for r in rows
         )
     )
+    oods = ood_rows(report)
+    ood = (
+        (
+            "<table><tr>"
+            + "".join(f"<th>{e(c)}</th>" for c in OOD_COLS)
+            + "</tr>"
+            + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in oods)
+            + "</table>"
+        )
+        if oods
+        else ""
+    )
     imgs = "".join(
         f'<figure><img alt="{e(n)}" src="data:image/png;base64,{base64.b64encode(b).decode()}">'
         f"<figcaption>{e(n)}</figcaption></figure>"
@@ -94,6 +119,7 @@ td.n{{text-align:right;font-variant-numeric:tabular-nums}} img{{max-width:100%}}
 <h1>{e(title)}</h1>
 <table>{head}</table>
 <table>{table}</table>
+{ood}
 {imgs}
 </body></html>
 """

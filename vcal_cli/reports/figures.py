@@ -94,3 +94,18 @@ def plot_reliability_overlay(curves: dict[str, tuple[Sequence[ReliabilityBin], f
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_ood_histograms(scores: dict[str, tuple], *, dataset: str, rows: list[dict]) -> Figure:
+    """In- against out-of-distribution score histograms, one panel per score (higher = more OOD)."""
+    fig, axes = plt.subplots(2, 2, figsize=(9, 6.5))
+    for ax, (name, (id_s, ood_s)) in zip(axes.flat, scores.items(), strict=False):
+        lo, hi = float(min(id_s.min(), ood_s.min())), float(max(id_s.max(), ood_s.max()))
+        bins = [lo + (hi - lo) * i / 40 for i in range(41)] if hi > lo else 10
+        ax.hist(id_s.numpy(), bins=bins, alpha=0.6, density=True, label="in-distribution (test)", color="#1f77b4")
+        ax.hist(ood_s.numpy(), bins=bins, alpha=0.6, density=True, label=f"OOD: {dataset}", color="#d62728")
+        auc = next((r["auroc"] for r in rows if r["score"] == name and r["dataset"] == dataset), None)
+        ax.set(title=f"{name} (AUROC {auc:.3f})" if auc is not None else name, xlabel="score (higher = more OOD)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -13,6 +13,7 @@ report.json (schema_version 1):
     settings        {bins, bootstrap, seed, preprocessing, device, batch_size, cache}
     hierarchy       (when a class hierarchy is known) {source, height, metrics: {top1_error,
                     mistake_severity, avg_hdist_at_1, avg_hdist_at_5, avg_hdist_at_20}, intervals}
+    ood             (with --ood) list of {dataset, score, auroc, aupr, fpr95}; OOD is the positive class
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ class AuditReport:
     result: MetricsResult
     settings: dict[str, Any] = field(default_factory=dict)
     hierarchy: dict[str, Any] | None = None  # mistake-severity metrics, when a class hierarchy is known
+    ood: list[dict[str, Any]] | None = None  # {dataset, score, auroc, aupr, fpr95} per OOD set and score
+    ood_scores: dict[str, Any] | None = field(default=None, repr=False)  # raw scores for the histograms
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
     @property
@@ -66,6 +69,7 @@ class AuditReport:
             "reliability": [asdict(b) for b in self.result.reliability],
             "settings": self.settings,
             **({"hierarchy": self.hierarchy} if self.hierarchy else {}),
+            **({"ood": self.ood} if self.ood else {}),
         }
 
     def to_json(self) -> str:

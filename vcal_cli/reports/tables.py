@@ -80,3 +80,15 @@ def hierarchy_table(sections: dict[str, dict[str, Any] | None]) -> Table:
     for row in hierarchy_rows(sections):
         t.add_row(*row)
     return t
+
+
+def ood_table(rows: list[dict[str, Any]]) -> Table:
+    t = Table(
+        title="out-of-distribution detection (OOD positive; higher AUROC/AUPR, lower FPR95 are better)",
+        title_justify="left",
+    )
+    for col in ("OOD data", "score", "AUROC", "AUPR", "FPR@95TPR"):
+        t.add_column(col, justify="right" if col in ("AUROC", "AUPR", "FPR@95TPR") else "left")
+    for r in rows:
+        t.add_row(r["dataset"], r["score"], f"{r['auroc']:.4f}", f"{r['aupr']:.4f}", f"{r['fpr95']:.4f}")
+    return t

@@ -1,0 +1,1 @@
+"""Evaluations beyond the clean test split: out-of-distribution detection (shift and attacks to come)."""
