@@ -83,6 +83,6 @@ def test_audit_ood_section_matches_sklearn(runner, tmp_path) -> None:  # noqa: A
     ref = roc_auc_score(np.r_[np.zeros(len(s_id)), np.ones(len(s_ood))], np.r_[s_id.numpy(), s_ood.numpy()])
     msp = next(x for x in rows if x["score"] == "msp")
     assert math.isclose(msp["auroc"], ref, abs_tol=1e-12)
-    assert "--ood needs a CHECKPOINT" in one_line_error(
+    assert "need a CHECKPOINT" in one_line_error(
         runner.invoke(app, ["audit", "--logits", "l.npz", "--ood", "npz:noise.npz"])
     )

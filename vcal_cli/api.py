@@ -125,6 +125,8 @@ def audit(
     options: ExtractOptions | None = None,
     hierarchy: str | Path | None = None,
     ood: list[str] | None = None,
+    adversarial: list[float] | None = None,
+    adv_limit: int = 1000,
     n_bins: int = DEFAULT_N_BINS,
     n_bootstrap: int = 200,
     seed: int = 0,
@@ -135,6 +137,7 @@ def audit(
     With a class `hierarchy` (a file or built-in name; default: the data set's built-in one, if any) the
     report also holds mistake-severity metrics. `ood` names out-of-distribution data sets (any `--data`
     form); the report then holds AUROC, AUPR and FPR95 of every OOD score against the test split.
+    `adversarial` lists L-infinity budgets (pixel units) for FGSM and PGD on the first `adv_limit` test images.
     """
     check_bins(n_bins)
     if n_bootstrap < 0:
@@ -144,8 +147,8 @@ def audit(
     o = options or ExtractOptions()
     settings: dict[str, Any] = {"bins": n_bins, "bootstrap": n_bootstrap, "seed": seed}
     if logits is not None:
-        if ood:
-            raise UsageError("--ood needs a CHECKPOINT (features), not --logits")
+        if ood or adversarial:
+            raise UsageError("--ood and --adversarial need a CHECKPOINT, not --logits")
         lg, pr, labels = load_logits(logits)
         result = compute_metrics(labels, logits=lg, probs=pr, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed)
         scores = lg if lg is not None else pr
@@ -181,10 +184,29 @@ def audit(
         from vcal_cli.evaluations.ood import ood_evaluation
 
         _, train, _ = load_features(loaded, data, "train", o, progress=progress)
-        sets = {
-            name: load_features(loaded, name, "test", o, check_classes=False, progress=progress)[1] for name in ood
-        }
+        sets = {name: load_features(loaded, name, "test", o, check_classes=False, progress=progress)[1] for name in ood}
         report.ood, report.ood_scores = ood_evaluation(fs, sets, train)
+    if adversarial:
+        from vcal_cli.evaluations.adversarial import PixelModel, adversarial_evaluation
+        from vcal_cli.features import resolve_device
+
+        if adv_limit < 1:
+            raise UsageError(f"--adv-limit {adv_limit} must be at least 1")
+        ds = load_split(data, split, root=o.data_root)
+        n = min(adv_limit, len(ds))
+        images = ds.images[:n] if ds.images is not None else ds.load(torch.arange(n), prep.input_size[1:])
+        report.adversarial = adversarial_evaluation(
+            PixelModel(loaded.model, prep.normalize),
+            prep.to_pixels(images),
+            ds.labels[:n],
+            list(adversarial),
+            batch_size=o.batch_size,
+            seed=seed,
+            device=resolve_device(o.device),
+            n_bins=n_bins,
+            progress=progress,
+        )
+        settings["adversarial"] = {"n": n, "attacks": ["fgsm", "pgd"], "pgd_steps": 10, "pgd_step": "2.5*eps/10"}
     return report
 
 

@@ -29,8 +29,9 @@ from vcal_cli.cli._options import (
     extract_options,
 )
 from vcal_cli.cli._output import note, out, progress
+from vcal_cli.evaluations.adversarial import parse_eps
 from vcal_cli.reports import write_report
-from vcal_cli.reports.tables import audit_table, hierarchy_table, ood_table
+from vcal_cli.reports.tables import adversarial_table, audit_table, hierarchy_table, ood_table
 
 
 def audit_cmd(
@@ -75,6 +76,14 @@ def audit_cmd(
             "and FPR@95TPR of MSP, max logit, energy and Mahalanobis scores.",
         ),
     ] = None,
+    adversarial: Annotated[
+        bool,
+        typer.Option(
+            "--adversarial", help="FGSM and PGD (L-inf, 10 steps, random start) in pixel space on the test split."
+        ),
+    ] = False,
+    eps: Annotated[str, typer.Option("--eps", help="Attack budgets in pixel units.")] = "1/255,2/255,4/255,8/255",
+    adv_limit: Annotated[int, typer.Option("--adv-limit", help="Attack the first N test images.")] = 1000,
     head_file: Annotated[
         Path | None,
         typer.Option("--head-file", help="Apply a head written by 'vcal retrain --head-only' to CHECKPOINT."),
@@ -105,6 +114,8 @@ def audit_cmd(
             options=opts,
             hierarchy=hierarchy,
             ood=ood,
+            adversarial=parse_eps(eps) if adversarial else None,
+            adv_limit=adv_limit,
             n_bins=bins,
             n_bootstrap=bootstrap,
             seed=seed,
@@ -120,6 +131,8 @@ def audit_cmd(
             out.print(hierarchy_table({"value": report.hierarchy}))
         if report.ood:
             out.print(ood_table(report.ood))
+        if report.adversarial:
+            out.print(adversarial_table(report.adversarial))
         cache = report.settings.get("cache", {})
         if cache:
             note("features from the cache" if cache.get("hit") else f"features cached in {cache.get('path')}")

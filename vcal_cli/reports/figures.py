@@ -109,3 +109,19 @@ def plot_ood_histograms(scores: dict[str, tuple], *, dataset: str, rows: list[di
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def plot_adversarial(rows: list[dict]) -> Figure:
+    """Accuracy and ECE against the attack budget, one line per attack."""
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    for attack in dict.fromkeys(r["attack"] for r in rows):
+        pts = sorted((r["eps"] * 255, r["accuracy"], r["ece"]) for r in rows if r["attack"] == attack)
+        xs, acc, ece = zip(*pts, strict=True)
+        a1.plot(xs, acc, "-o", label=attack)
+        a2.plot(xs, ece, "-o", label=attack)
+    a1.set(xlabel="eps (x 1/255)", ylabel="accuracy", title="Accuracy under attack", ylim=(0, 1))
+    a2.set(xlabel="eps (x 1/255)", ylabel="ECE", title="ECE under attack")
+    for ax in (a1, a2):
+        ax.legend()
+    fig.tight_layout()
+    return fig

@@ -14,6 +14,7 @@ report.json (schema_version 1):
     hierarchy       (when a class hierarchy is known) {source, height, metrics: {top1_error,
                     mistake_severity, avg_hdist_at_1, avg_hdist_at_5, avg_hdist_at_20}, intervals}
     ood             (with --ood) list of {dataset, score, auroc, aupr, fpr95}; OOD is the positive class
+    adversarial     (with --adversarial) list of {attack, eps, accuracy, ece, nll}
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class AuditReport:
     hierarchy: dict[str, Any] | None = None  # mistake-severity metrics, when a class hierarchy is known
     ood: list[dict[str, Any]] | None = None  # {dataset, score, auroc, aupr, fpr95} per OOD set and score
     ood_scores: dict[str, Any] | None = field(default=None, repr=False)  # raw scores for the histograms
+    adversarial: list[dict[str, Any]] | None = None  # {attack, eps, accuracy, ece, nll}
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
     @property
@@ -70,6 +72,7 @@ class AuditReport:
             "settings": self.settings,
             **({"hierarchy": self.hierarchy} if self.hierarchy else {}),
             **({"ood": self.ood} if self.ood else {}),
+            **({"adversarial": self.adversarial} if self.adversarial else {}),
         }
 
     def to_json(self) -> str:

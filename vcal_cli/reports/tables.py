@@ -92,3 +92,12 @@ def ood_table(rows: list[dict[str, Any]]) -> Table:
     for r in rows:
         t.add_row(r["dataset"], r["score"], f"{r['auroc']:.4f}", f"{r['aupr']:.4f}", f"{r['fpr95']:.4f}")
     return t
+
+
+def adversarial_table(rows: list[dict[str, Any]]) -> Table:
+    t = Table(title="under attack (L-inf budgets in pixel units, x 1/255)", title_justify="left")
+    for col in ("attack", "eps", "accuracy", "ECE", "NLL"):
+        t.add_column(col, justify="left" if col == "attack" else "right")
+    for r in rows:
+        t.add_row(r["attack"], f"{r['eps'] * 255:g}", f"{r['accuracy']:.4f}", f"{r['ece']:.4f}", f"{r['nll']:.4f}")
+    return t

@@ -1,0 +1,97 @@
+"""Attacks: closed-form FGSM on a linear model, PGD's constraints, and torchattacks where installed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vcal_cli.errors import UsageError
+from vcal_cli.evaluations.adversarial import PixelModel, adversarial_evaluation, fgsm, parse_eps, pgd
+
+from .conftest import SAMPLES
+
+
+def _linear() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3)).double()
+    x = torch.rand(16, 3, 2, 2, dtype=torch.float64) * 0.6 + 0.2  # away from the [0, 1] box edges
+    return model, x, torch.randint(0, 3, (16,))
+
+
+def test_fgsm_closed_form_on_a_linear_model() -> None:
+    model, x, y = _linear()
+    w = model[1].weight
+    p = torch.softmax(model(x), 1)
+    grad = ((p - F.one_hot(y, 3).double()) @ w).reshape(x.shape)  # d CE / dx, up to the 1/N of the mean
+    assert torch.equal(fgsm(model, x, y, 0.1), (x + 0.1 * grad.sign()).clamp(0, 1))
+
+
+def test_pgd_stays_in_the_ball_and_beats_the_clean_loss() -> None:
+    model, x, y = _linear()
+    adv = pgd(model, x, y, 0.05, generator=torch.Generator().manual_seed(0))
+    assert (adv - x).abs().max() <= 0.05 + 1e-12 and adv.min() >= 0 and adv.max() <= 1
+    with torch.no_grad():
+        assert F.cross_entropy(model(adv), y) > F.cross_entropy(model(fgsm(model, x, y, 0.0)), y)
+    again = pgd(model, x, y, 0.05, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(adv, again)  # a fixed seed gives the same attack
+
+
+def test_parse_eps() -> None:
+    assert parse_eps("1/255, 8/255,0.1") == [1 / 255, 8 / 255, 0.1]
+    with pytest.raises(UsageError, match="--eps"):
+        parse_eps("x/255")
+    with pytest.raises(UsageError, match="outside"):
+        parse_eps("2")
+
+
+def test_pgd_matches_torchattacks_on_the_sample() -> None:
+    """torchattacks pins requests~=2.25 (idna < 3), which conflicts with huggingface_hub's httpx2, so
+    it is not a test extra; where it is installed, adversarial accuracy agrees within 2 points."""
+    torchattacks = pytest.importorskip("torchattacks")
+    from vcal_cli import load_checkpoint, load_split
+
+    m = load_checkpoint(SAMPLES / "cnn_digits.safetensors")
+    pixels = m.preprocessing.to_pixels(load_split("digits", "test").images)
+    labels = load_split("digits", "test").labels
+    model = PixelModel(m.model, m.preprocessing.normalize).eval()
+    eps = 8 / 255
+    ours = adversarial_evaluation(model, pixels, labels, [eps], attacks=("pgd",))[0]["accuracy"]
+    atk = torchattacks.PGD(model, eps=eps, alpha=2.5 * eps / 10, steps=10, random_start=True)
+    adv = atk(pixels, labels)
+    with torch.no_grad():
+        ref = float((model(adv).argmax(1) == labels).double().mean())
+    assert abs(ours - ref) <= 0.02, (ours, ref)
+
+
+def test_audit_adversarial_section_is_reproducible(runner, tmp_path) -> None:  # noqa: ANN001
+    import json
+
+    from vcal_cli.cli import app
+
+    from .helpers import one_line_error
+
+    args = [
+        "audit",
+        str(SAMPLES / "cnn_digits.safetensors"),
+        "--adversarial",
+        "--eps",
+        "0,8/255",
+        "--adv-limit",
+        "60",
+        "--bootstrap",
+        "0",
+        "--json",
+    ]
+    a = runner.invoke(app, [*args, "-o", "a"])
+    assert a.exit_code == 0, a.output
+    rows = json.loads(a.stdout)["adversarial"]
+    assert [(r["attack"], round(r["eps"] * 255)) for r in rows] == [("fgsm", 0), ("fgsm", 8), ("pgd", 0), ("pgd", 8)]
+    clean = json.loads(a.stdout)["metrics"]
+    assert rows[0]["accuracy"] == rows[2]["accuracy"]  # eps 0: both attacks leave the images as they are
+    assert rows[1]["accuracy"] <= rows[0]["accuracy"] and rows[3]["accuracy"] <= rows[0]["accuracy"]
+    assert clean["accuracy"] > 0.9
+    b = runner.invoke(app, [*args, "-o", "b"])
+    assert json.loads(b.stdout)["adversarial"] == rows  # a fixed --seed gives the same numbers
+    assert (tmp_path / "a" / "adversarial.png").stat().st_size > 0
+    assert "--eps" in one_line_error(runner.invoke(app, [*args[:3], "--eps", "big"]))
