@@ -56,3 +56,49 @@ def test_bad_names_and_severities() -> None:
         corrupt(x, "fog", 1)
     with pytest.raises(UsageError, match="1..5"):
         corrupt(x, "contrast", 6)
+
+
+def test_audit_shift_section_cached_and_gateable(runner, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    import json
+
+    import vcal_cli.features as features_mod
+    from vcal_cli.cli import app
+
+    from .conftest import SAMPLES
+    from .helpers import one_line_error
+
+    args = [
+        "audit",
+        str(SAMPLES / "cnn_digits.safetensors"),
+        "--shift",
+        "--corruptions",
+        "contrast,gaussian_noise",
+        "--severities",
+        "1,5",
+        "--bootstrap",
+        "0",
+        "--json",
+    ]
+    r = runner.invoke(app, [*args, "-o", "a"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    assert [(x["corruption"], x["severity"]) for x in rep["shift"]] == [
+        ("contrast", 1),
+        ("contrast", 5),
+        ("gaussian_noise", 1),
+        ("gaussian_noise", 5),
+    ]
+    assert set(rep["shift_mean"]) == {"severity_1", "severity_5"}
+    assert rep["shift_mean"]["severity_5"]["accuracy"] < rep["metrics"]["accuracy"]
+    assert (tmp_path / "a" / "shift.png").stat().st_size > 0
+
+    def no_forward(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("a corrupted split was extracted again")
+
+    monkeypatch.setattr(features_mod, "extract_features", no_forward)
+    again = json.loads(runner.invoke(app, [*args, "-o", "b"]).stdout)
+    assert again["shift"] == rep["shift"]
+    g = runner.invoke(app, ["gate", "a/report.json", "-b", "a/report.json", "--max", "shift_mean.severity_5.ece=0.0"])
+    assert g.exit_code == 1
+    assert "1..5" in one_line_error(runner.invoke(app, [*args[:2], "--shift", "--severities", "0"]))
+    assert "unknown corruption 'fog'" in one_line_error(runner.invoke(app, [*args[:2], "--corruptions", "fog"]))

@@ -127,6 +127,8 @@ def audit(
     ood: list[str] | None = None,
     adversarial: list[float] | None = None,
     adv_limit: int = 1000,
+    shift: list[str] | None = None,
+    severities: tuple[int, ...] = (1, 2, 3, 4, 5),
     n_bins: int = DEFAULT_N_BINS,
     n_bootstrap: int = 200,
     seed: int = 0,
@@ -138,6 +140,7 @@ def audit(
     report also holds mistake-severity metrics. `ood` names out-of-distribution data sets (any `--data`
     form); the report then holds AUROC, AUPR and FPR95 of every OOD score against the test split.
     `adversarial` lists L-infinity budgets (pixel units) for FGSM and PGD on the first `adv_limit` test images.
+    `shift` lists corruptions (see `vcal_cli.evaluations.shift.CORRUPTIONS`) applied at `severities`.
     """
     check_bins(n_bins)
     if n_bootstrap < 0:
@@ -147,8 +150,8 @@ def audit(
     o = options or ExtractOptions()
     settings: dict[str, Any] = {"bins": n_bins, "bootstrap": n_bootstrap, "seed": seed}
     if logits is not None:
-        if ood or adversarial:
-            raise UsageError("--ood and --adversarial need a CHECKPOINT, not --logits")
+        if ood or adversarial or shift:
+            raise UsageError("--ood, --adversarial and --shift need a CHECKPOINT, not --logits")
         lg, pr, labels = load_logits(logits)
         result = compute_metrics(labels, logits=lg, probs=pr, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed)
         scores = lg if lg is not None else pr
@@ -186,6 +189,14 @@ def audit(
         _, train, _ = load_features(loaded, data, "train", o, progress=progress)
         sets = {name: load_features(loaded, name, "test", o, check_classes=False, progress=progress)[1] for name in ood}
         report.ood, report.ood_scores = ood_evaluation(fs, sets, train)
+    if shift:
+        report.shift = _shift_rows(loaded, data, split, shift, severities, o, n_bins, seed, progress)
+        settings["shift"] = {
+            "corruptions": list(shift),
+            "severities": list(severities),
+            "seed": seed,
+            "strengths": "CIFAR-10-C",
+        }
     if adversarial:
         from vcal_cli.evaluations.adversarial import PixelModel, adversarial_evaluation
         from vcal_cli.features import resolve_device
@@ -520,3 +531,37 @@ def compare(reports: list[str | Path]) -> list[dict[str, Any]]:
     if len(reports) < 2:
         raise UsageError("compare needs at least two reports")
     return [read_report(r) for r in reports]
+
+
+def _shift_rows(loaded, data, split, corruptions, severities, o, n_bins, seed, progress) -> list[dict[str, Any]]:  # noqa: ANN001
+    """report.json's `shift` rows: accuracy, NLL and ECE per corruption x severity (each split cached)."""
+    from vcal_cli.evaluations.shift import CORRUPTIONS, corrupted_split
+
+    for c in corruptions:
+        CORRUPTIONS.get(c)
+    base = load_split(data, split, root=o.data_root)
+    prep = resolve_preprocessing(
+        flags={"input_size": o.input_size, "mean": o.mean, "std": o.std},
+        checkpoint=loaded.preprocessing,
+        timm_cfg=loaded.timm_cfg,
+        model_in_chans=loaded.in_chans,
+        native_size=base.native_size,
+    )
+    rows = []
+    for c in corruptions:
+        for s in severities:
+            ds = corrupted_split(base, c, s, seed)
+            fs = get_features(
+                loaded,
+                ds,
+                prep,
+                cache_dir=o.cache_dir,
+                use_cache=o.use_cache,
+                device=o.device,
+                batch_size=o.batch_size,
+                workers=o.workers,
+                progress=progress,
+            )
+            m = compute_metrics(fs.labels, logits=fs.logits, n_bins=n_bins, n_bootstrap=0).metrics
+            rows.append({"corruption": c, "severity": s, "accuracy": m.accuracy, "nll": m.nll, "ece": m.ece})
+    return rows

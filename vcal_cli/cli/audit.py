@@ -31,7 +31,7 @@ from vcal_cli.cli._options import (
 from vcal_cli.cli._output import note, out, progress
 from vcal_cli.evaluations.adversarial import parse_eps
 from vcal_cli.reports import write_report
-from vcal_cli.reports.tables import adversarial_table, audit_table, hierarchy_table, ood_table
+from vcal_cli.reports.tables import adversarial_table, audit_table, hierarchy_table, ood_table, shift_table
 
 
 def audit_cmd(
@@ -83,6 +83,13 @@ def audit_cmd(
         ),
     ] = False,
     eps: Annotated[str, typer.Option("--eps", help="Attack budgets in pixel units.")] = "1/255,2/255,4/255,8/255",
+    shift: Annotated[
+        bool, typer.Option("--shift", help="Evaluate on corrupted test images (CIFAR-10-C strengths).")
+    ] = False,
+    corruptions: Annotated[
+        str | None, typer.Option("--corruptions", help="Comma-separated corruptions \\[default: all available].")
+    ] = None,
+    severities: Annotated[str, typer.Option("--severities", help="Comma-separated severities 1..5.")] = "1,2,3,4,5",
     adv_limit: Annotated[int, typer.Option("--adv-limit", help="Attack the first N test images.")] = 1000,
     head_file: Annotated[
         Path | None,
@@ -116,6 +123,8 @@ def audit_cmd(
             ood=ood,
             adversarial=parse_eps(eps) if adversarial else None,
             adv_limit=adv_limit,
+            shift=_corruption_list(corruptions) if shift or corruptions else None,
+            severities=_severities(severities),
             n_bins=bins,
             n_bootstrap=bootstrap,
             seed=seed,
@@ -131,9 +140,32 @@ def audit_cmd(
             out.print(hierarchy_table({"value": report.hierarchy}))
         if report.ood:
             out.print(ood_table(report.ood))
+        if report.shift:
+            out.print(shift_table(report.shift))
         if report.adversarial:
             out.print(adversarial_table(report.adversarial))
         cache = report.settings.get("cache", {})
         if cache:
             note("features from the cache" if cache.get("hit") else f"features cached in {cache.get('path')}")
         note(f"report written to {out_dir}/ (report.json, report.html, report.md, metrics.csv, reliability.png)")
+
+
+def _corruption_list(text: str | None) -> list[str]:
+    from vcal_cli.evaluations.shift import CORRUPTIONS
+
+    names = [c.strip() for c in text.split(",") if c.strip()] if text else CORRUPTIONS.names()
+    for c in names:
+        CORRUPTIONS.get(c)
+    return names
+
+
+def _severities(text: str) -> tuple[int, ...]:
+    from vcal_cli.errors import UsageError
+
+    try:
+        vals = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        vals = ()
+    if not vals or any(v not in range(1, 6) for v in vals):
+        raise UsageError(f"--severities '{text}' must be comma-separated integers in 1..5")
+    return vals

@@ -5,7 +5,8 @@ severity table taken from the benchmark's generator for 32x32 images (`make_cifa
 comes from an explicit `torch.Generator`, so a seed fixes the corrupted split. Grey images take the
 RGB formulas channel-wise where those need colour (brightness and saturation act on HSV).
 
-Groundwork for the shift evaluation: the registry below is not yet wired into `vcal audit`.
+`vcal audit --shift` applies them through `corrupted_split`. Not yet here: defocus, motion and zoom
+blur, elastic transform, the weather corruptions, and ImageNet-C strengths for large inputs.
 """
 
 from __future__ import annotations
@@ -150,3 +151,25 @@ def corrupt(x: Tensor, name: str, severity: int, seed: int = 0) -> Tensor:
     if severity not in range(1, 6):
         raise UsageError(f"--severities: {severity} is not in 1..5")
     return CORRUPTIONS.get(name)(x.float(), severity, torch.Generator().manual_seed(seed))
+
+
+def corrupted_split(split, name: str, severity: int, seed: int = 0, batch_size: int = 256):  # noqa: ANN001, ANN201
+    """A copy of an in-memory `ImageSplit` with corrupted pixels, named `data~corruption@severity`.
+
+    Corruptions act on the native pixels, before resizing and normalisation. Its identity holds the
+    corruption, severity and seed, so the feature cache keeps one entry per corrupted split.
+    """
+    import dataclasses
+
+    from vcal_cli.errors import DataError
+
+    if split.images is None:
+        raise DataError(f"--shift needs an in-memory data set; '{split.name}' is read from image files")
+    x = split.images.float() / 255.0 if split.images.dtype == torch.uint8 else split.images.float()
+    out = torch.cat([corrupt(x[i : i + batch_size], name, severity, seed + i) for i in range(0, len(x), batch_size)])
+    return dataclasses.replace(
+        split,
+        name=f"{split.name}~{name}@{severity}",
+        images=out,
+        identity={**split.identity, "corruption": name, "severity": severity, "seed": seed},
+    )

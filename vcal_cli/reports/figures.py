@@ -125,3 +125,18 @@ def plot_adversarial(rows: list[dict]) -> Figure:
         ax.legend()
     fig.tight_layout()
     return fig
+
+
+def plot_shift(means: dict[str, dict[str, float]], *, label: str = "original") -> Figure:
+    """Mean accuracy and ECE over corruptions against severity."""
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    sev = [int(k.split("_")[1]) for k in means]
+    a1.plot(sev, [v["accuracy"] for v in means.values()], "-o", label=label)
+    a2.plot(sev, [v["ece"] for v in means.values()], "-o", label=label)
+    a1.set(xlabel="severity", ylabel="accuracy", title="Accuracy under corruption (mean)", ylim=(0, 1))
+    a2.set(xlabel="severity", ylabel="ECE", title="ECE under corruption (mean)")
+    for ax in (a1, a2):
+        ax.set_xticks(sev)
+        ax.legend()
+    fig.tight_layout()
+    return fig

@@ -15,6 +15,9 @@ report.json (schema_version 1):
                     mistake_severity, avg_hdist_at_1, avg_hdist_at_5, avg_hdist_at_20}, intervals}
     ood             (with --ood) list of {dataset, score, auroc, aupr, fpr95}; OOD is the positive class
     adversarial     (with --adversarial) list of {attack, eps, accuracy, ece, nll}
+    shift           (with --shift) list of {corruption, severity, accuracy, nll, ece}
+    shift_mean      {"severity_N": {accuracy, nll, ece}}: means over corruptions (gate rules can reach
+                    them, e.g. shift_mean.severity_5.ece)
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ class AuditReport:
     ood: list[dict[str, Any]] | None = None  # {dataset, score, auroc, aupr, fpr95} per OOD set and score
     ood_scores: dict[str, Any] | None = field(default=None, repr=False)  # raw scores for the histograms
     adversarial: list[dict[str, Any]] | None = None  # {attack, eps, accuracy, ece, nll}
+    shift: list[dict[str, Any]] | None = None  # {corruption, severity, accuracy, nll, ece}
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
     @property
@@ -73,10 +77,20 @@ class AuditReport:
             **({"hierarchy": self.hierarchy} if self.hierarchy else {}),
             **({"ood": self.ood} if self.ood else {}),
             **({"adversarial": self.adversarial} if self.adversarial else {}),
+            **({"shift": self.shift, "shift_mean": shift_means(self.shift)} if self.shift else {}),
         }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2) + "\n"
+
+
+def shift_means(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Mean accuracy, NLL and ECE over corruptions, per severity."""
+    out = {}
+    for s in sorted({r["severity"] for r in rows}):
+        sel = [r for r in rows if r["severity"] == s]
+        out[f"severity_{s}"] = {k: sum(r[k] for r in sel) / len(sel) for k in ("accuracy", "nll", "ece")}
+    return out
 
 
 def read_report(path: str | Path) -> dict[str, Any]:

@@ -101,3 +101,14 @@ def adversarial_table(rows: list[dict[str, Any]]) -> Table:
     for r in rows:
         t.add_row(r["attack"], f"{r['eps'] * 255:g}", f"{r['accuracy']:.4f}", f"{r['ece']:.4f}", f"{r['nll']:.4f}")
     return t
+
+
+def shift_table(rows: list[dict[str, Any]]) -> Table:
+    from vcal_cli.reports.schema import shift_means
+
+    t = Table(title="under corruption (CIFAR-10-C strengths): mean over corruptions per severity", title_justify="left")
+    for col in ("severity", "accuracy", "NLL", "ECE"):
+        t.add_column(col, justify="right")
+    for k, v in shift_means(rows).items():
+        t.add_row(k.split("_")[1], f"{v['accuracy']:.4f}", f"{v['nll']:.4f}", f"{v['ece']:.4f}")
+    return t

@@ -12,7 +12,7 @@ from vcal_cli._io import atomic_write_bytes, same_file
 from vcal_cli.errors import ReportError
 from vcal_cli.metrics import METRIC_NAMES
 from vcal_cli.reports.documents import to_html, to_markdown
-from vcal_cli.reports.figures import plot_adversarial, plot_ood_histograms, plot_reliability, to_png
+from vcal_cli.reports.figures import plot_adversarial, plot_ood_histograms, plot_reliability, plot_shift, to_png
 from vcal_cli.reports.schema import AuditReport
 
 REPORT_FILES = ("reliability.png", "metrics.csv", "report.md", "report.html", "report.json")
@@ -62,6 +62,10 @@ def write_report(report: AuditReport, out_dir: str | Path, *, inputs: tuple[Path
     images = {
         "reliability.png": to_png(plot_reliability(report.result.reliability, ece=d["metrics"]["ece"], title=title))
     }
+    if report.shift:
+        from vcal_cli.reports.schema import shift_means
+
+        images["shift.png"] = to_png(plot_shift(shift_means(report.shift)))
     if report.adversarial:
         images["adversarial.png"] = to_png(plot_adversarial(report.adversarial))
     for i, (name, scores) in enumerate((report.ood_scores or {}).items()):
