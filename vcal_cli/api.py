@@ -18,9 +18,10 @@ from safetensors.torch import load_file
 
 from vcal_cli._io import same_file, sha256_file
 from vcal_cli.checkpoints import LoadedModel, load_checkpoint
-from vcal_cli.data import Preprocessing, load_split, resolve_preprocessing
+from vcal_cli.data import ImageSplit, Preprocessing, load_split, resolve_preprocessing
 from vcal_cli.errors import DataError, UsageError
 from vcal_cli.features import FeatureSet, Track, get_features, quiet
+from vcal_cli.heads import get_head
 from vcal_cli.metrics import DEFAULT_N_BINS, compute_metrics
 from vcal_cli.metrics._validate import check_bins
 from vcal_cli.reports.schema import AuditReport
@@ -49,7 +50,7 @@ class ExtractOptions:
 
 def load_features(
     checkpoint: str | Path | LoadedModel,
-    data: str = "digits",
+    data: str | ImageSplit = "digits",
     split: str = "test",
     options: ExtractOptions | None = None,
     *,
@@ -66,7 +67,7 @@ def load_features(
         raise UsageError(f"--batch-size {o.batch_size} must be at least 1")
     if o.workers < 0:
         raise UsageError(f"--workers {o.workers} must be 0 or more")
-    ds = load_split(data, split, root=o.data_root)
+    ds = data if isinstance(data, ImageSplit) else load_split(data, split, root=o.data_root)
     loaded = (
         checkpoint
         if isinstance(checkpoint, LoadedModel)
@@ -157,7 +158,7 @@ def audit(
         scores = lg if lg is not None else pr
         k = scores.shape[1]  # type: ignore[union-attr]
         ck = {"path": str(logits), "sha256": sha256_file(logits), "arch": None, "num_classes": k, "head_module": None}
-        tree = _load_tree(hierarchy, None, [str(i) for i in range(k)])
+        tree = _load_tree(hierarchy, [str(i) for i in range(k)])
         return AuditReport(
             ck,
             {"name": f"logits:{Path(logits).name}", "split": split, "n": result.n},
@@ -297,7 +298,7 @@ def resolve_heads(names: list[str]) -> list[str]:
     out: list[str] = []
     for n in names or []:
         for m in list_heads() if n == "all" else [n]:
-            get_head_cls(m)
+            get_head(m)
             if m not in out:
                 out.append(m)
     if not out:
@@ -305,23 +306,17 @@ def resolve_heads(names: list[str]) -> list[str]:
     return out
 
 
-def get_head_cls(name: str):  # noqa: ANN201 - returns a Head subclass
-    from vcal_cli.heads import get_head
-
-    return get_head(name)
-
-
 def head_params(names: list[str], overrides: dict[str, Any]) -> dict[str, Any]:
     """Per-head params: each flag goes to every chosen head that takes it; a flag none takes is an error."""
     import dataclasses as dc
 
     given = {k: v for k, v in overrides.items() if v is not None}
-    takes = {n: {f.name for f in dc.fields(get_head_cls(n).Params)} for n in names}
+    takes = {n: {f.name for f in dc.fields(get_head(n).Params)} for n in names}
     unused = [k for k in given if not any(k in t for t in takes.values())]
     if unused:
         flags = ", ".join("--" + k.replace("_", "-") for k in unused)
         raise UsageError(f"{flags} does not apply to head(s) {', '.join(names)}")
-    return {n: get_head_cls(n).make_params(**{k: v for k, v in given.items() if k in takes[n]}) for n in names}
+    return {n: get_head(n).make_params(**{k: v for k, v in given.items() if k in takes[n]}) for n in names}
 
 
 def retrain(
@@ -357,7 +352,7 @@ def retrain(
     tree = _resolve_hierarchy(hierarchy, data, loaded, o)
     skipped = {}
     if tree is None:
-        needy = [n for n in names if get_head_cls(n).needs_hierarchy]
+        needy = [n for n in names if get_head(n).needs_hierarchy]
         if needy and "all" not in heads:
             raise UsageError(
                 f"head '{needy[0]}' needs a class hierarchy and '{data}' has no built-in one",
@@ -392,7 +387,7 @@ def retrain(
     }
     fit = {s: FitData(f.features, f.logits, f.labels) for s, f in (("train", train), ("val", val))}
     for name in names:
-        head = get_head_cls(name)(per_head[name]).fit(
+        head = get_head(name)(per_head[name]).fit(
             fit["train"], fit["val"], base=loaded.head, hierarchy=tree, progress=progress
         )
         log_probs = head.predict_log_proba(test.features, batch_size=o.batch_size)
@@ -432,13 +427,13 @@ def _resolve_hierarchy(spec: str | Path | None, data: str, loaded: LoadedModel, 
     if spec is None:
         return None
     names = loaded.class_names or load_split(data, "test", root=o.data_root).classes
-    return _load_tree(spec, None, list(names))
+    return _load_tree(spec, list(names))
 
 
-def _load_tree(spec: str | Path | None, data: str | None, names: list[str]):  # noqa: ANN202
-    from vcal_cli.hierarchy import builtin_for, load_hierarchy
+def _load_tree(spec: str | Path | None, names: list[str]):  # noqa: ANN202
+    """The hierarchy `spec` in the order of `names`, or None without a spec."""
+    from vcal_cli.hierarchy import load_hierarchy
 
-    spec = spec or (builtin_for(data) if data else None)
     return load_hierarchy(spec).reorder(names) if spec else None
 
 
@@ -540,28 +535,10 @@ def _shift_rows(loaded, data, split, corruptions, severities, o, n_bins, seed, p
     for c in corruptions:
         CORRUPTIONS.get(c)
     base = load_split(data, split, root=o.data_root)
-    prep = resolve_preprocessing(
-        flags={"input_size": o.input_size, "mean": o.mean, "std": o.std},
-        checkpoint=loaded.preprocessing,
-        timm_cfg=loaded.timm_cfg,
-        model_in_chans=loaded.in_chans,
-        native_size=base.native_size,
-    )
     rows = []
     for c in corruptions:
         for s in severities:
-            ds = corrupted_split(base, c, s, seed)
-            fs = get_features(
-                loaded,
-                ds,
-                prep,
-                cache_dir=o.cache_dir,
-                use_cache=o.use_cache,
-                device=o.device,
-                batch_size=o.batch_size,
-                workers=o.workers,
-                progress=progress,
-            )
+            fs = load_features(loaded, corrupted_split(base, c, s, seed), options=o, progress=progress)[1]
             m = compute_metrics(fs.labels, logits=fs.logits, n_bins=n_bins, n_bootstrap=0).metrics
             rows.append({"corruption": c, "severity": s, "accuracy": m.accuracy, "nll": m.nll, "ece": m.ece})
     return rows

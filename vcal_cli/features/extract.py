@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
-
 import torch
 from torch import Tensor
 
+from vcal_cli._progress import Track, quiet
 from vcal_cli.checkpoints import LoadedModel
 from vcal_cli.data import ImageSplit, Preprocessing
 from vcal_cli.errors import DataError, UsageError
-
-Track = Callable[..., Iterable[Any]]
-
-
-def quiet(it: Iterable[Any], **_: Any) -> Iterable[Any]:
-    """The default progress callable: no output."""
-    return it
 
 
 def resolve_device(device: str) -> torch.device:

@@ -15,23 +15,18 @@ from __future__ import annotations
 import abc
 import dataclasses
 import json
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 import torch
 from torch import Tensor, nn
 
+from vcal_cli._progress import Track, quiet
 from vcal_cli._registry import Registry
 from vcal_cli.errors import HeadError, NotFittedError, UsageError
 from vcal_cli.hierarchy import Hierarchy
 
-Track = Callable[..., Iterable[Any]]
 HEAD_FORMAT = 1
-
-
-def quiet(it: Iterable[Any], **_: Any) -> Iterable[Any]:
-    return it
 
 
 @dataclass(frozen=True)
