@@ -130,6 +130,7 @@ def audit(
     adv_limit: int = 1000,
     shift: list[str] | None = None,
     severities: tuple[int, ...] = (1, 2, 3, 4, 5),
+    strengths: str | None = None,
     n_bins: int = DEFAULT_N_BINS,
     n_bootstrap: int = 200,
     seed: int = 0,
@@ -141,7 +142,8 @@ def audit(
     report also holds mistake-severity metrics. `ood` names out-of-distribution data sets (any `--data`
     form); the report then holds AUROC, AUPR and FPR95 of every OOD score against the test split.
     `adversarial` lists L-infinity budgets (pixel units) for FGSM and PGD on the first `adv_limit` test images.
-    `shift` lists corruptions (see `vcal_cli.evaluations.shift.CORRUPTIONS`) applied at `severities`.
+    `shift` lists corruptions (see `vcal_cli.evaluations.shift.CORRUPTIONS`) applied at `severities`, with the
+    `strengths` of CIFAR-10-C ('cifar') or ImageNet-C ('imagenet'); by default chosen from the image size.
     """
     check_bins(n_bins)
     if n_bootstrap < 0:
@@ -191,12 +193,14 @@ def audit(
         sets = {name: load_features(loaded, name, "test", o, check_classes=False, progress=progress)[1] for name in ood}
         report.ood, report.ood_scores = ood_evaluation(fs, sets, train)
     if shift:
-        report.shift = _shift_rows(loaded, data, split, shift, severities, o, n_bins, seed, progress)
+        from vcal_cli.evaluations.shift import STRENGTH_NAMES
+
+        report.shift, table = _shift_rows(loaded, data, split, shift, severities, strengths, o, n_bins, seed, progress)
         settings["shift"] = {
             "corruptions": list(shift),
             "severities": list(severities),
             "seed": seed,
-            "strengths": "CIFAR-10-C",
+            "strengths": STRENGTH_NAMES[table],
         }
     if adversarial:
         from vcal_cli.evaluations.adversarial import PixelModel, adversarial_evaluation
@@ -528,17 +532,25 @@ def compare(reports: list[str | Path]) -> list[dict[str, Any]]:
     return [read_report(r) for r in reports]
 
 
-def _shift_rows(loaded, data, split, corruptions, severities, o, n_bins, seed, progress) -> list[dict[str, Any]]:  # noqa: ANN001
-    """report.json's `shift` rows: accuracy, NLL and ECE per corruption x severity (each split cached)."""
-    from vcal_cli.evaluations.shift import CORRUPTIONS, corrupted_split
+def _shift_rows(loaded, data, split, corruptions, severities, strengths, o, n_bins, seed, progress):  # noqa: ANN001, ANN202
+    """report.json's `shift` rows (accuracy, NLL and ECE per corruption x severity; each split cached) and the
+    strength table used."""
+    from vcal_cli.evaluations.shift import CORRUPTIONS, STRENGTHS, corrupted_split, strengths_for
 
     for c in corruptions:
         CORRUPTIONS.get(c)
+    if strengths is not None and strengths not in STRENGTHS:
+        raise UsageError(f"--strengths '{strengths}' is not one of: auto, {', '.join(STRENGTHS)}")
     base = load_split(data, split, root=o.data_root)
+    if base.images is None:
+        raise DataError(f"--shift needs an in-memory data set; '{data}' is read from image files", hint="use an .npz")
+    table = strengths or strengths_for(*base.images.shape[-2:])
     rows = []
     for c in corruptions:
         for s in severities:
-            fs = load_features(loaded, corrupted_split(base, c, s, seed), options=o, progress=progress)[1]
+            fs = load_features(
+                loaded, corrupted_split(base, c, s, seed, strengths=table), options=o, progress=progress
+            )[1]
             m = compute_metrics(fs.labels, logits=fs.logits, n_bins=n_bins, n_bootstrap=0).metrics
             rows.append({"corruption": c, "severity": s, "accuracy": m.accuracy, "nll": m.nll, "ece": m.ece})
-    return rows
+    return rows, table

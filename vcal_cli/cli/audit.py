@@ -84,8 +84,15 @@ def audit_cmd(
     ] = False,
     eps: Annotated[str, typer.Option("--eps", help="Attack budgets in pixel units.")] = "1/255,2/255,4/255,8/255",
     shift: Annotated[
-        bool, typer.Option("--shift", help="Evaluate on corrupted test images (CIFAR-10-C strengths).")
+        bool, typer.Option("--shift", help="Evaluate on corrupted test images (CIFAR-10-C / ImageNet-C corruptions).")
     ] = False,
+    strengths: Annotated[
+        str,
+        typer.Option(
+            "--strengths",
+            help="Corruption strengths: cifar (CIFAR-10-C), imagenet (ImageNet-C), or auto by image size.",
+        ),
+    ] = "auto",
     corruptions: Annotated[
         str | None, typer.Option("--corruptions", help="Comma-separated corruptions \\[default: all available].")
     ] = None,
@@ -125,6 +132,7 @@ def audit_cmd(
             adv_limit=adv_limit,
             shift=_corruption_list(corruptions) if shift or corruptions else None,
             severities=_severities(severities),
+            strengths=None if strengths == "auto" else strengths,
             n_bins=bins,
             n_bootstrap=bootstrap,
             seed=seed,
@@ -141,7 +149,7 @@ def audit_cmd(
         if report.ood:
             out.print(ood_table(report.ood))
         if report.shift:
-            out.print(shift_table(report.shift))
+            out.print(shift_table(report.shift, report.settings["shift"]["strengths"]))
         if report.adversarial:
             out.print(adversarial_table(report.adversarial))
         cache = report.settings.get("cache", {})

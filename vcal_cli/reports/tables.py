@@ -103,10 +103,12 @@ def adversarial_table(rows: list[dict[str, Any]]) -> Table:
     return t
 
 
-def shift_table(rows: list[dict[str, Any]]) -> Table:
+def shift_table(rows: list[dict[str, Any]], strengths: str = "CIFAR-10-C") -> Table:
     from vcal_cli.reports.schema import shift_means
 
-    t = Table(title="under corruption (CIFAR-10-C strengths): mean over corruptions per severity", title_justify="left")
+    t = Table(
+        title=f"under corruption ({strengths} strengths): mean over corruptions per severity", title_justify="left"
+    )
     for col in ("severity", "accuracy", "NLL", "ECE"):
         t.add_column(col, justify="right")
     for k, v in shift_means(rows).items():
