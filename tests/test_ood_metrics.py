@@ -14,6 +14,7 @@ from vcal_cli.metrics.ood import (
     aupr,
     auroc,
     energy_score,
+    entropy_score,
     fpr_at_95_tpr,
     mahalanobis_fit,
     mahalanobis_score,
@@ -59,6 +60,16 @@ def test_scores_hand_worked() -> None:
     )
 
 
+def test_entropy_matches_scipy() -> None:
+    from scipy.stats import entropy
+
+    logits = torch.randn(50, 7, generator=torch.Generator().manual_seed(0)) * 3
+    ref = entropy(torch.softmax(logits.double(), 1).numpy(), axis=1)
+    assert np.allclose(entropy_score(logits).numpy(), ref, atol=1e-12)
+    # log-probabilities give the same entropy as the logits they came from
+    assert torch.allclose(entropy_score(torch.log_softmax(logits, 1)), entropy_score(logits), atol=1e-5)
+
+
 def test_audit_ood_section_matches_sklearn(runner, tmp_path) -> None:  # noqa: ANN001
     from sklearn.metrics import roc_auc_score
 
@@ -74,7 +85,7 @@ def test_audit_ood_section_matches_sklearn(runner, tmp_path) -> None:  # noqa: A
     r = runner.invoke(app, ["audit", str(ck), "--ood", "npz:noise.npz", "--json", "--bootstrap", "0", "-o", "rep"])
     assert r.exit_code == 0, r.output
     rows = json.loads(r.stdout)["ood"]
-    assert {x["score"] for x in rows} == {"msp", "max_logit", "energy", "mahalanobis"}
+    assert {x["score"] for x in rows} == {"msp", "entropy", "max_logit", "energy", "mahalanobis"}
     assert all(set(x) == {"dataset", "score", "auroc", "aupr", "fpr95"} for x in rows)
     assert (tmp_path / "rep" / "ood_0.png").stat().st_size > 0
     _, id_fs, _ = load_features(ck, "digits", "test")

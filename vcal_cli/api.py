@@ -20,11 +20,12 @@ from vcal_cli._io import same_file, sha256_file
 from vcal_cli.checkpoints import LoadedModel, load_checkpoint
 from vcal_cli.data import ImageSplit, Preprocessing, load_split, resolve_preprocessing
 from vcal_cli.errors import DataError, UsageError
+from vcal_cli.evaluations.robustness import RobustnessOptions
 from vcal_cli.features import FeatureSet, Track, get_features, quiet
 from vcal_cli.heads import get_head
 from vcal_cli.metrics import DEFAULT_N_BINS, compute_metrics
 from vcal_cli.metrics._validate import check_bins
-from vcal_cli.reports.schema import AuditReport
+from vcal_cli.reports.schema import AuditReport, robustness_dict
 
 __all__ = ["ExtractOptions", "load_features", "audit", "export_features", "load_logits"]
 
@@ -125,12 +126,7 @@ def audit(
     logits: str | Path | None = None,
     options: ExtractOptions | None = None,
     hierarchy: str | Path | None = None,
-    ood: list[str] | None = None,
-    adversarial: list[float] | None = None,
-    adv_limit: int = 1000,
-    shift: list[str] | None = None,
-    severities: tuple[int, ...] = (1, 2, 3, 4, 5),
-    strengths: str | None = None,
+    robustness: RobustnessOptions | None = None,
     n_bins: int = DEFAULT_N_BINS,
     n_bootstrap: int = 200,
     seed: int = 0,
@@ -139,11 +135,9 @@ def audit(
     """Audit a checkpoint on `data:split` (or precomputed `logits`) and return the report (nothing written).
 
     With a class `hierarchy` (a file or built-in name; default: the data set's built-in one, if any) the
-    report also holds mistake-severity metrics. `ood` names out-of-distribution data sets (any `--data`
-    form); the report then holds AUROC, AUPR and FPR95 of every OOD score against the test split.
-    `adversarial` lists L-infinity budgets (pixel units) for FGSM and PGD on the first `adv_limit` test images.
-    `shift` lists corruptions (see `vcal_cli.evaluations.shift.CORRUPTIONS`) applied at `severities`, with the
-    `strengths` of CIFAR-10-C ('cifar') or ImageNet-C ('imagenet'); by default chosen from the image size.
+    report also holds mistake-severity metrics. `robustness` asks for out-of-distribution detection (AUROC,
+    AUPR and FPR95 of every OOD score), FGSM/PGD attacks and corrupted test splits (CIFAR-10-C or ImageNet-C
+    strengths); see `vcal_cli.evaluations.robustness.RobustnessOptions`.
     """
     check_bins(n_bins)
     if n_bootstrap < 0:
@@ -153,7 +147,7 @@ def audit(
     o = options or ExtractOptions()
     settings: dict[str, Any] = {"bins": n_bins, "bootstrap": n_bootstrap, "seed": seed}
     if logits is not None:
-        if ood or adversarial or shift:
+        if robustness:
             raise UsageError("--ood, --adversarial and --shift need a CHECKPOINT, not --logits")
         lg, pr, labels = load_logits(logits)
         result = compute_metrics(labels, logits=lg, probs=pr, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed)
@@ -186,43 +180,23 @@ def audit(
         settings,
         _hierarchy_section(tree, fs.logits, fs.labels, n_bootstrap, seed),
     )
-    if ood:
-        from vcal_cli.evaluations.ood import ood_evaluation
+    if robustness:
+        from vcal_cli.evaluations.robustness import Variant, evaluate
 
-        _, train, _ = load_features(loaded, data, "train", o, progress=progress)
-        sets = {name: load_features(loaded, name, "test", o, check_classes=False, progress=progress)[1] for name in ood}
-        report.ood, report.ood_scores = ood_evaluation(fs, sets, train)
-    if shift:
-        from vcal_cli.evaluations.shift import STRENGTH_NAMES
-
-        report.shift, table = _shift_rows(loaded, data, split, shift, severities, strengths, o, n_bins, seed, progress)
-        settings["shift"] = {
-            "corruptions": list(shift),
-            "severities": list(severities),
-            "seed": seed,
-            "strengths": STRENGTH_NAMES[table],
-        }
-    if adversarial:
-        from vcal_cli.evaluations.adversarial import PixelModel, adversarial_evaluation
-        from vcal_cli.features import resolve_device
-
-        if adv_limit < 1:
-            raise UsageError(f"--adv-limit {adv_limit} must be at least 1")
-        ds = load_split(data, split, root=o.data_root)
-        n = min(adv_limit, len(ds))
-        images = ds.images[:n] if ds.images is not None else ds.load(torch.arange(n), prep.input_size[1:])
-        report.adversarial = adversarial_evaluation(
-            PixelModel(loaded.model, prep.normalize),
-            prep.to_pixels(images),
-            ds.labels[:n],
-            list(adversarial),
-            batch_size=o.batch_size,
-            seed=seed,
-            device=resolve_device(o.device),
+        sections, extra = evaluate(
+            [Variant("original", loaded)],
+            robustness,
+            data=data,
+            split=split,
+            test=fs,
+            prep=prep,
+            options=o,
             n_bins=n_bins,
+            seed=seed,
             progress=progress,
         )
-        settings["adversarial"] = {"n": n, "attacks": ["fgsm", "pgd"], "pgd_steps": 10, "pgd_step": "2.5*eps/10"}
+        report.set_robustness(sections["original"])
+        settings.update(extra)
     return report
 
 
@@ -265,6 +239,7 @@ class HeadResult:
     head: Any = None  # the fitted Head (None for the original)
     checkpoint: str | None = None
     hierarchy: dict[str, Any] | None = None  # mistake-severity metrics, when a hierarchy is known
+    robustness: dict[str, Any] | None = None  # ood / shift / adversarial sections (see RobustnessOptions)
 
 
 @dataclass
@@ -284,6 +259,7 @@ class RetrainReport:
                 "checkpoint": h.checkpoint,
                 **({"hierarchy": h.hierarchy} if h.hierarchy else {}),
                 **({"params": asdict(h.head.params), "fitted": h.head.extra_report()} if h.head else {}),
+                **robustness_dict(h.robustness or {}),
             }
             for name, h in self.heads.items()
         }
@@ -334,6 +310,7 @@ def retrain(
     out: str | Path | None = None,
     head_only: bool = False,
     hierarchy: str | Path | None = None,
+    robustness: RobustnessOptions | None = None,
     n_bins: int = DEFAULT_N_BINS,
     n_bootstrap: int = 200,
     seed: int = 0,
@@ -344,7 +321,8 @@ def retrain(
     Checkpoints go to `out` (one head) or `out_dir/<stem>.<head>.safetensors`; with `head_only`, only the
     head's weights are written (tied to the base by sha256). Nothing is written if any head fails.
     `hierarchy` (a file or built-in name; default: the data set's built-in one, if any) feeds the heads
-    that need one; `heads=["all"]` skips those when there is none.
+    that need one; `heads=["all"]` skips those when there is none. `robustness` adds the shift, OOD and
+    adversarial evaluations for the original and every head, on the same cached features.
     """
     from vcal_cli.checkpoints import save_checkpoint, save_head
     from vcal_cli.heads import FitData
@@ -352,6 +330,10 @@ def retrain(
     check_bins(n_bins)
     names = resolve_heads(heads)
     o = options or ExtractOptions()
+    if robustness:
+        from vcal_cli.evaluations.robustness import check_options
+
+        check_options(robustness, o.data_root)  # a bad corruption or OOD set fails before any fitting
     loaded, train, _ = load_features(checkpoint, data, "train", o, progress=progress)
     tree = _resolve_hierarchy(hierarchy, data, loaded, o)
     skipped = {}
@@ -399,6 +381,26 @@ def retrain(
         results[name] = HeadResult(
             name, res, head, None, _hierarchy_section(tree, log_probs, test.labels, n_bootstrap, seed)
         )
+    if robustness:
+        from vcal_cli.evaluations.robustness import Variant, evaluate
+
+        variants = [Variant("original", loaded)] + [Variant(n, loaded, results[n].head.module_) for n in names]
+        sections, extra = evaluate(
+            variants,
+            robustness,
+            data=data,
+            split="test",
+            test=test,
+            prep=prep,
+            options=o,
+            n_bins=n_bins,
+            seed=seed,
+            progress=progress,
+        )
+        base.set_robustness(sections["original"])
+        base.settings.update(extra)
+        for n, sec in sections.items():
+            results[n].robustness = sec
     for name, path in paths.items():  # every head fitted: only now is anything written
         head = results[name].head
         if head_only:
@@ -530,27 +532,3 @@ def compare(reports: list[str | Path]) -> list[dict[str, Any]]:
     if len(reports) < 2:
         raise UsageError("compare needs at least two reports")
     return [read_report(r) for r in reports]
-
-
-def _shift_rows(loaded, data, split, corruptions, severities, strengths, o, n_bins, seed, progress):  # noqa: ANN001, ANN202
-    """report.json's `shift` rows (accuracy, NLL and ECE per corruption x severity; each split cached) and the
-    strength table used."""
-    from vcal_cli.evaluations.shift import CORRUPTIONS, STRENGTHS, corrupted_split, strengths_for
-
-    for c in corruptions:
-        CORRUPTIONS.get(c)
-    if strengths is not None and strengths not in STRENGTHS:
-        raise UsageError(f"--strengths '{strengths}' is not one of: auto, {', '.join(STRENGTHS)}")
-    base = load_split(data, split, root=o.data_root)
-    if base.images is None:
-        raise DataError(f"--shift needs an in-memory data set; '{data}' is read from image files", hint="use an .npz")
-    table = strengths or strengths_for(*base.images.shape[-2:])
-    rows = []
-    for c in corruptions:
-        for s in severities:
-            fs = load_features(
-                loaded, corrupted_split(base, c, s, seed, strengths=table), options=o, progress=progress
-            )[1]
-            m = compute_metrics(fs.labels, logits=fs.logits, n_bins=n_bins, n_bootstrap=0).metrics
-            rows.append({"corruption": c, "severity": s, "accuracy": m.accuracy, "nll": m.nll, "ece": m.ece})
-    return rows, table

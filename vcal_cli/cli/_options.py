@@ -9,6 +9,7 @@ import typer
 
 from vcal_cli.api import ExtractOptions
 from vcal_cli.data.preprocessing import parse_floats, parse_input_size
+from vcal_cli.evaluations.robustness import RobustnessOptions
 
 DataOpt = Annotated[
     str,
@@ -72,3 +73,72 @@ def extract_options(flags: dict[str, Any]) -> ExtractOptions:
         batch_size=f("batch_size") or 256,
         workers=f("workers") or 0,
     )
+
+
+# robustness evaluations (audit and retrain)
+OodOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--ood",
+        help="Out-of-distribution data set (any --data form, repeatable): AUROC, AUPR and FPR@95TPR of MSP, "
+        "entropy, max logit, energy, Mahalanobis and the heads' own uncertainty scores.",
+    ),
+]
+AdversarialOpt = Annotated[
+    bool,
+    typer.Option(
+        "--adversarial", help="FGSM and PGD (L-inf, 10 steps, random start) in pixel space on the test split."
+    ),
+]
+EpsOpt = Annotated[str, typer.Option("--eps", help="Attack budgets in pixel units.")]
+AdvLimitOpt = Annotated[int, typer.Option("--adv-limit", help="Attack the first N test images.")]
+ShiftOpt = Annotated[
+    bool, typer.Option("--shift", help="Evaluate on corrupted test images (CIFAR-10-C / ImageNet-C corruptions).")
+]
+CorruptionsOpt = Annotated[
+    str | None, typer.Option("--corruptions", help="Comma-separated corruptions \\[default: all available].")
+]
+SeveritiesOpt = Annotated[str, typer.Option("--severities", help="Comma-separated severities 1..5.")]
+StrengthsOpt = Annotated[
+    str,
+    typer.Option(
+        "--strengths", help="Corruption strengths: cifar (CIFAR-10-C), imagenet (ImageNet-C), or auto by image size."
+    ),
+]
+
+
+def robustness_options(flags: dict[str, Any]) -> RobustnessOptions:
+    """RobustnessOptions from a command's parameters (pass `locals()`)."""
+    from vcal_cli.evaluations.adversarial import parse_eps
+
+    f = flags.get
+    shift = f("shift") or f("corruptions")
+    return RobustnessOptions(
+        ood=tuple(f("ood") or ()),
+        adversarial=tuple(parse_eps(f("eps"))) if f("adversarial") else (),
+        adv_limit=f("adv_limit"),
+        shift=tuple(_corruption_list(f("corruptions"))) if shift else (),
+        severities=_severities(f("severities")),
+        strengths=None if f("strengths") == "auto" else f("strengths"),
+    )
+
+
+def _corruption_list(text: str | None) -> list[str]:
+    from vcal_cli.evaluations.shift import CORRUPTIONS
+
+    names = [c.strip() for c in text.split(",") if c.strip()] if text else CORRUPTIONS.names()
+    for c in names:
+        CORRUPTIONS.get(c)
+    return names
+
+
+def _severities(text: str) -> tuple[int, ...]:
+    from vcal_cli.errors import UsageError
+
+    try:
+        vals = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        vals = ()
+    if not vals or any(v not in range(1, 6) for v in vals):
+        raise UsageError(f"--severities '{text}' must be comma-separated integers in 1..5")
+    return vals

@@ -10,26 +10,34 @@ import typer
 from vcal_cli import api
 from vcal_cli.cli._errors import handle_errors
 from vcal_cli.cli._options import (
+    AdversarialOpt,
+    AdvLimitOpt,
     ArchOpt,
     BatchOpt,
     CacheDirOpt,
+    CorruptionsOpt,
     DataOpt,
     DataRootOpt,
     DebugOpt,
     DeviceOpt,
+    EpsOpt,
     HeadModuleOpt,
     InputSizeOpt,
     JsonOpt,
     MeanOpt,
     NoCacheOpt,
+    OodOpt,
+    SeveritiesOpt,
+    ShiftOpt,
     SplitOpt,
     StdOpt,
+    StrengthsOpt,
     TrustOpt,
     WorkersOpt,
     extract_options,
+    robustness_options,
 )
 from vcal_cli.cli._output import note, out, progress
-from vcal_cli.evaluations.adversarial import parse_eps
 from vcal_cli.reports import write_report
 from vcal_cli.reports.tables import adversarial_table, audit_table, hierarchy_table, ood_table, shift_table
 
@@ -68,36 +76,14 @@ def audit_cmd(
             "'cifar100' \\[default: the data set's built-in one].",
         ),
     ] = None,
-    ood: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--ood",
-            help="Out-of-distribution data set (any --data form, repeatable): AUROC, AUPR "
-            "and FPR@95TPR of MSP, max logit, energy and Mahalanobis scores.",
-        ),
-    ] = None,
-    adversarial: Annotated[
-        bool,
-        typer.Option(
-            "--adversarial", help="FGSM and PGD (L-inf, 10 steps, random start) in pixel space on the test split."
-        ),
-    ] = False,
-    eps: Annotated[str, typer.Option("--eps", help="Attack budgets in pixel units.")] = "1/255,2/255,4/255,8/255",
-    shift: Annotated[
-        bool, typer.Option("--shift", help="Evaluate on corrupted test images (CIFAR-10-C / ImageNet-C corruptions).")
-    ] = False,
-    strengths: Annotated[
-        str,
-        typer.Option(
-            "--strengths",
-            help="Corruption strengths: cifar (CIFAR-10-C), imagenet (ImageNet-C), or auto by image size.",
-        ),
-    ] = "auto",
-    corruptions: Annotated[
-        str | None, typer.Option("--corruptions", help="Comma-separated corruptions \\[default: all available].")
-    ] = None,
-    severities: Annotated[str, typer.Option("--severities", help="Comma-separated severities 1..5.")] = "1,2,3,4,5",
-    adv_limit: Annotated[int, typer.Option("--adv-limit", help="Attack the first N test images.")] = 1000,
+    ood: OodOpt = None,
+    adversarial: AdversarialOpt = False,
+    eps: EpsOpt = "1/255,2/255,4/255,8/255",
+    adv_limit: AdvLimitOpt = 1000,
+    shift: ShiftOpt = False,
+    corruptions: CorruptionsOpt = None,
+    severities: SeveritiesOpt = "1,2,3,4,5",
+    strengths: StrengthsOpt = "auto",
     head_file: Annotated[
         Path | None,
         typer.Option("--head-file", help="Apply a head written by 'vcal retrain --head-only' to CHECKPOINT."),
@@ -127,12 +113,7 @@ def audit_cmd(
             logits=logits,
             options=opts,
             hierarchy=hierarchy,
-            ood=ood,
-            adversarial=parse_eps(eps) if adversarial else None,
-            adv_limit=adv_limit,
-            shift=_corruption_list(corruptions) if shift or corruptions else None,
-            severities=_severities(severities),
-            strengths=None if strengths == "auto" else strengths,
+            robustness=robustness_options(locals()),
             n_bins=bins,
             n_bootstrap=bootstrap,
             seed=seed,
@@ -156,24 +137,3 @@ def audit_cmd(
         if cache:
             note("features from the cache" if cache.get("hit") else f"features cached in {cache.get('path')}")
         note(f"report written to {out_dir}/ (report.json, report.html, report.md, metrics.csv, reliability.png)")
-
-
-def _corruption_list(text: str | None) -> list[str]:
-    from vcal_cli.evaluations.shift import CORRUPTIONS
-
-    names = [c.strip() for c in text.split(",") if c.strip()] if text else CORRUPTIONS.names()
-    for c in names:
-        CORRUPTIONS.get(c)
-    return names
-
-
-def _severities(text: str) -> tuple[int, ...]:
-    from vcal_cli.errors import UsageError
-
-    try:
-        vals = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        vals = ()
-    if not vals or any(v not in range(1, 6) for v in vals):
-        raise UsageError(f"--severities '{text}' must be comma-separated integers in 1..5")
-    return vals

@@ -10,27 +10,36 @@ import typer
 from vcal_cli import api
 from vcal_cli.cli._errors import handle_errors
 from vcal_cli.cli._options import (
+    AdversarialOpt,
+    AdvLimitOpt,
     ArchOpt,
     BatchOpt,
     CacheDirOpt,
+    CorruptionsOpt,
     DataOpt,
     DataRootOpt,
     DebugOpt,
     DeviceOpt,
+    EpsOpt,
     HeadModuleOpt,
     InputSizeOpt,
     JsonOpt,
     MeanOpt,
     NoCacheOpt,
+    OodOpt,
+    SeveritiesOpt,
+    ShiftOpt,
     StdOpt,
+    StrengthsOpt,
     TrustOpt,
     WorkersOpt,
     extract_options,
+    robustness_options,
 )
 from vcal_cli.cli._output import note, out, progress
 from vcal_cli.heads import HEADS
 from vcal_cli.reports.retrain import retrain_table, write_retrain_report
-from vcal_cli.reports.tables import hierarchy_table
+from vcal_cli.reports.tables import hierarchy_table, robustness_rows, robustness_table
 
 
 def _defaults(field: str) -> str:
@@ -94,6 +103,14 @@ def retrain_cmd(
             "class,level1,...) or .json file, or 'cifar100' \\[default: the data set's built-in one].",
         ),
     ] = None,
+    ood: OodOpt = None,
+    adversarial: AdversarialOpt = False,
+    eps: EpsOpt = "1/255,2/255,4/255,8/255",
+    adv_limit: AdvLimitOpt = 1000,
+    shift: ShiftOpt = False,
+    corruptions: CorruptionsOpt = None,
+    severities: SeveritiesOpt = "1,2,3,4,5",
+    strengths: StrengthsOpt = "auto",
     bins: Annotated[int, typer.Option("--bins", min=1, help="Bins for ECE, MCE, classwise ECE, diagrams.")] = 15,
     bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Bootstrap resamples.")] = 200,
     arch: ArchOpt = None,
@@ -140,6 +157,7 @@ def retrain_cmd(
             out=out_file,
             head_only=head_only,
             hierarchy=hierarchy,
+            robustness=robustness_options(locals()),
             n_bins=bins,
             n_bootstrap=bootstrap,
             seed=seed,
@@ -153,6 +171,8 @@ def retrain_cmd(
         out.print(retrain_table(d))
         if any(h.get("hierarchy") for h in d["heads"].values()):
             out.print(hierarchy_table({n: h.get("hierarchy") for n, h in d["heads"].items()}))
+        if robustness_rows(d["heads"]):
+            out.print(robustness_table(d["heads"]))
         for name, h in report.heads.items():
             if name != "original":
                 note(f"{name}: wrote {h.checkpoint}")

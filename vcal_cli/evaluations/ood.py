@@ -10,6 +10,7 @@ from vcal_cli.metrics.ood import (
     aupr,
     auroc,
     energy_score,
+    entropy_score,
     fpr_at_95_tpr,
     mahalanobis_fit,
     mahalanobis_score,
@@ -17,34 +18,41 @@ from vcal_cli.metrics.ood import (
     msp_score,
 )
 
-SCORES = ("msp", "max_logit", "energy", "mahalanobis")
+SCORES = ("msp", "entropy", "max_logit", "energy", "mahalanobis")  # then each head's own (see Variant.uncertainty)
 
 
-def ood_scores(logits: Tensor, features: Tensor, means: Tensor, precision: Tensor) -> dict[str, Tensor]:
-    """Every score (higher = more OOD) for one set of samples."""
-    return {
-        "msp": msp_score(logits),
-        "max_logit": max_logit_score(logits),
-        "energy": energy_score(logits),
-        "mahalanobis": mahalanobis_score(features, means, precision),
-    }
+def ood_scores(variant: Any, fs: Any, maha: tuple[Tensor, Tensor] | None) -> dict[str, Tensor]:
+    """Every score (higher = more OOD) of one head on one FeatureSet.
+
+    MSP and predictive entropy for every head; max logit and energy only for a head that outputs logits
+    (vcal's heads output log-probabilities, whose energy is 0); Mahalanobis on the features (`maha`: class
+    means and tied precision, or None to skip); and the head's own uncertainty where it has one.
+    """
+    scores = variant.scores(fs)
+    out = {"msp": msp_score(scores), "entropy": entropy_score(scores)}
+    if variant.raw_logits:
+        out |= {"max_logit": max_logit_score(scores), "energy": energy_score(scores)}
+    if maha is not None:
+        out["mahalanobis"] = mahalanobis_score(fs.features, *maha)
+    return out | variant.uncertainty(fs.features)
 
 
 def ood_evaluation(
-    id_test: Any, ood_sets: dict[str, Any], train: Any
+    id_test: Any, ood_sets: dict[str, Any], train: Any, variant: Any, *, mahalanobis: bool = True
 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, tuple[Tensor, Tensor]]]]:
     """report.json's `ood` rows ({dataset, score, auroc, aupr, fpr95}) and the raw scores for histograms.
 
-    `id_test`, `train` and each OOD set are FeatureSets of the same model; Mahalanobis uses the class
-    means and tied covariance of the train features.
+    `id_test`, `train` and each OOD set are FeatureSets of the same backbone; `variant` the head scored
+    (`vcal_cli.evaluations.robustness.Variant`). Mahalanobis uses the class means and tied covariance of
+    the train features; it does not depend on the head, so a retrain reports it once, for the original.
     """
-    means, precision = mahalanobis_fit(train.features, train.labels, train.logits.shape[1])
-    id_s = ood_scores(id_test.logits, id_test.features, means, precision)
+    maha = mahalanobis_fit(train.features, train.labels, train.logits.shape[1]) if mahalanobis else None
+    id_s = ood_scores(variant, id_test, maha)
     rows, raw = [], {}
     for name, fs in ood_sets.items():
-        o_s = ood_scores(fs.logits, fs.features, means, precision)
-        raw[name] = {k: (id_s[k], o_s[k]) for k in SCORES}
-        for k in SCORES:
+        o_s = ood_scores(variant, fs, maha)
+        raw[name] = {k: (id_s[k], o_s[k]) for k in id_s}
+        for k in id_s:
             rows.append(
                 {
                     "dataset": name,

@@ -60,6 +60,11 @@ class BayesModule(nn.Module):
         mean, var = self.mean_and_var(features)
         return torch.log_softmax(mean / torch.sqrt(1 + math.pi / 8 * var)[:, None], dim=1)
 
+    def uncertainty(self, features: Tensor) -> dict[str, Tensor]:
+        """The head's own OOD score: the posterior logit variance sigma^2 v* (an epistemic feature-space
+        distance; higher = further from the training features)."""
+        return {"logit_var": self.mean_and_var(features)[1]}
+
     def config(self) -> dict[str, Any]:
         return {"in_features": self.in_features, "num_classes": self.num_classes}
 

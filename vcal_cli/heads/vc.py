@@ -59,6 +59,11 @@ class VCModule(nn.Module):
     def forward(self, features: Tensor) -> Tensor:
         return torch.log_softmax(self.class_log_likelihood(self.encoder(features)), dim=1)
 
+    def uncertainty(self, features: Tensor) -> dict[str, Tensor]:
+        """The head's own OOD score (higher = more OOD): minus the best class-conditional log-likelihood
+        max_c log N(z; mu_c, sigma_c^2) of the latent (research notes section 6, 'for Gaussian heads')."""
+        return {"latent_nll": -self.class_log_likelihood(self.encoder(features)).amax(1)}
+
     def config(self) -> dict[str, Any]:
         return {"in_features": self.in_features, "num_classes": self.num_classes, "hidden": self.hidden}
 

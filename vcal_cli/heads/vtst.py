@@ -59,11 +59,23 @@ class VTSTModule(nn.Module):
         """KL(N(mu, sigma^2) || N(0, I)) summed over latent dims; (N,)."""
         return 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1).sum(1)
 
-    def forward(self, features: Tensor) -> Tensor:
+    def sample_log_probs(self, features: Tensor) -> Tensor:
+        """log p(y | z_m) for the M stored noise draws; (M, N, K)."""
         mu, logvar = self.encode(features)
         z = mu[None] + (0.5 * logvar).exp()[None] * self.eps[:, None, :]  # (M, N, Z)
-        logp = torch.log_softmax(self.out(z), dim=-1)
-        return torch.logsumexp(logp, dim=0) - math.log(self.samples)
+        return torch.log_softmax(self.out(z), dim=-1)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return torch.logsumexp(self.sample_log_probs(features), dim=0) - math.log(self.samples)
+
+    def uncertainty(self, features: Tensor) -> dict[str, Tensor]:
+        """The head's own OOD scores (higher = more uncertain): the mutual information between y and z (the
+        epistemic part of the predictive entropy, BALD) and the KL rate of q(z|h) from the prior."""
+        logp = self.sample_log_probs(features)
+        mean = torch.logsumexp(logp, 0) - math.log(self.samples)
+        entropy = -(mean.exp() * mean).sum(-1)
+        expected = -(logp.exp() * logp).sum(-1).mean(0)
+        return {"mutual_info": entropy - expected, "kl_rate": self.kl(*self.encode(features))}
 
     def config(self) -> dict[str, Any]:
         return {

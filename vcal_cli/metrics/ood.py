@@ -19,6 +19,12 @@ def msp_score(logits: Tensor) -> Tensor:
     return -torch.softmax(logits.double(), 1).amax(1)
 
 
+def entropy_score(logits: Tensor) -> Tensor:
+    """Entropy of the predictive softmax(logits), in nats (logits may be log-probabilities)."""
+    logp = torch.log_softmax(logits.double(), 1)
+    return -(logp.exp() * logp).sum(1)
+
+
 def max_logit_score(logits: Tensor) -> Tensor:
     return -logits.double().amax(1)
 

@@ -96,9 +96,13 @@ def plot_reliability_overlay(curves: dict[str, tuple[Sequence[ReliabilityBin], f
     return fig
 
 
-def plot_ood_histograms(scores: dict[str, tuple], *, dataset: str, rows: list[dict]) -> Figure:
+def plot_ood_histograms(scores: dict[str, tuple], *, dataset: str, rows: list[dict], head: str = "") -> Figure:
     """In- against out-of-distribution score histograms, one panel per score (higher = more OOD)."""
-    fig, axes = plt.subplots(2, 2, figsize=(9, 6.5))
+    cols = 3
+    n_rows = -(-len(scores) // cols)
+    fig, axes = plt.subplots(n_rows, cols, figsize=(12, 3.3 * n_rows), squeeze=False)
+    for ax in axes.flat[len(scores) :]:
+        ax.axis("off")
     for ax, (name, (id_s, ood_s)) in zip(axes.flat, scores.items(), strict=False):
         lo, hi = float(min(id_s.min(), ood_s.min())), float(max(id_s.max(), ood_s.max()))
         bins = [lo + (hi - lo) * i / 40 for i in range(41)] if hi > lo else 10
@@ -107,36 +111,42 @@ def plot_ood_histograms(scores: dict[str, tuple], *, dataset: str, rows: list[di
         auc = next((r["auroc"] for r in rows if r["score"] == name and r["dataset"] == dataset), None)
         ax.set(title=f"{name} (AUROC {auc:.3f})" if auc is not None else name, xlabel="score (higher = more OOD)")
         ax.legend(fontsize=7)
+    if head:
+        fig.suptitle(f"head: {head}")
     fig.tight_layout()
     return fig
 
 
-def plot_adversarial(rows: list[dict]) -> Figure:
-    """Accuracy and ECE against the attack budget, one line per attack."""
+def plot_adversarial(rows_by_head: dict[str, list[dict]]) -> Figure:
+    """Accuracy and ECE against the attack budget: one colour per head, solid PGD, dashed FGSM."""
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-    for attack in dict.fromkeys(r["attack"] for r in rows):
-        pts = sorted((r["eps"] * 255, r["accuracy"], r["ece"]) for r in rows if r["attack"] == attack)
-        xs, acc, ece = zip(*pts, strict=True)
-        a1.plot(xs, acc, "-o", label=attack)
-        a2.plot(xs, ece, "-o", label=attack)
+    for i, (head, rows) in enumerate(rows_by_head.items()):
+        for attack in dict.fromkeys(r["attack"] for r in rows):
+            pts = sorted((r["eps"] * 255, r["accuracy"], r["ece"]) for r in rows if r["attack"] == attack)
+            xs, acc, ece = zip(*pts, strict=True)
+            style = dict(color=f"C{i}", ls="-" if attack == "pgd" else "--", marker="o", ms=4)
+            label = f"{head}: {attack}" if len(rows_by_head) > 1 else attack
+            a1.plot(xs, acc, label=label, **style)
+            a2.plot(xs, ece, label=label, **style)
     a1.set(xlabel="eps (x 1/255)", ylabel="accuracy", title="Accuracy under attack", ylim=(0, 1))
     a2.set(xlabel="eps (x 1/255)", ylabel="ECE", title="ECE under attack")
     for ax in (a1, a2):
-        ax.legend()
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
 
-def plot_shift(means: dict[str, dict[str, float]], *, label: str = "original") -> Figure:
-    """Mean accuracy and ECE over corruptions against severity."""
+def plot_shift(means_by_head: dict[str, dict[str, dict[str, float]]]) -> Figure:
+    """Mean accuracy and ECE over corruptions against severity, one line per head."""
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-    sev = [int(k.split("_")[1]) for k in means]
-    a1.plot(sev, [v["accuracy"] for v in means.values()], "-o", label=label)
-    a2.plot(sev, [v["ece"] for v in means.values()], "-o", label=label)
+    for i, (head, means) in enumerate(means_by_head.items()):
+        sev = [int(k.split("_")[1]) for k in means]
+        a1.plot(sev, [v["accuracy"] for v in means.values()], "-o", color=f"C{i}", label=head)
+        a2.plot(sev, [v["ece"] for v in means.values()], "-o", color=f"C{i}", label=head)
     a1.set(xlabel="severity", ylabel="accuracy", title="Accuracy under corruption (mean)", ylim=(0, 1))
     a2.set(xlabel="severity", ylabel="ECE", title="ECE under corruption (mean)")
     for ax in (a1, a2):
         ax.set_xticks(sev)
-        ax.legend()
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

@@ -11,7 +11,7 @@ from vcal_cli.metrics import LOWER_IS_BETTER, METRIC_NAMES
 from vcal_cli.reports.documents import to_html, to_markdown
 from vcal_cli.reports.figures import plot_reliability, plot_reliability_overlay, to_png
 from vcal_cli.reports.tables import metric_label
-from vcal_cli.reports.writer import metrics_frame, write_files
+from vcal_cli.reports.writer import metrics_frame, robustness_images, write_files
 
 
 def retrain_table(report: dict[str, Any]) -> Table:
@@ -51,6 +51,7 @@ def write_retrain_report(report: Any, out_dir: str | Path, *, inputs: tuple[Path
         )
         curves[name] = (h.result.reliability, h.result.metrics.ece)
     images = {"reliability_compare.png": to_png(plot_reliability_overlay(curves)), **images}
+    images |= robustness_images({n: h.robustness or {} for n, h in report.heads.items()})
     title = "vcal retrain report"
     return write_files(
         out_dir,

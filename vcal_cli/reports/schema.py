@@ -14,7 +14,9 @@ report.json (schema_version 1):
     hierarchy       (when a class hierarchy is known) {source, height, metrics: {top1_error,
                     mistake_severity, avg_hdist_at_1, avg_hdist_at_5, avg_hdist_at_20}, intervals}
     ood             (with --ood) list of {dataset, score, auroc, aupr, fpr95}; OOD is the positive class
+    ood_summary     the same keyed {dataset: {score: {auroc, aupr, fpr95}}} (for gate rules)
     adversarial     (with --adversarial) list of {attack, eps, accuracy, ece, nll}
+    adversarial_summary  the same keyed {attack: {"8/255": {accuracy, ece, nll}}} (for gate rules)
     shift           (with --shift) list of {corruption, severity, accuracy, nll, ece}
     shift_mean      {"severity_N": {accuracy, nll, ece}}: means over corruptions (gate rules can reach
                     them, e.g. shift_mean.severity_5.ece)
@@ -63,6 +65,15 @@ class AuditReport:
     def metrics(self) -> dict[str, float]:
         return self.result.metrics.as_dict()
 
+    def robustness_sections(self) -> dict[str, Any]:
+        return {"ood": self.ood, "ood_scores": self.ood_scores, "adversarial": self.adversarial, "shift": self.shift}
+
+    def set_robustness(self, sections: dict[str, Any]) -> None:
+        """Take the `ood`, `ood_scores`, `adversarial` and `shift` sections of a robustness evaluation."""
+        for k in ("ood", "ood_scores", "adversarial", "shift"):
+            if k in sections:
+                setattr(self, k, sections[k])
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema_version": SCHEMA_VERSION,
@@ -75,13 +86,39 @@ class AuditReport:
             "reliability": [asdict(b) for b in self.result.reliability],
             "settings": self.settings,
             **({"hierarchy": self.hierarchy} if self.hierarchy else {}),
-            **({"ood": self.ood} if self.ood else {}),
-            **({"adversarial": self.adversarial} if self.adversarial else {}),
-            **({"shift": self.shift, "shift_mean": shift_means(self.shift)} if self.shift else {}),
+            **robustness_dict(self.robustness_sections()),
         }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2) + "\n"
+
+
+def eps_key(eps: float) -> str:
+    """A budget as report keys spell it: 8/255."""
+    return f"{round(eps * 255, 4):g}/255"
+
+
+def robustness_dict(sections: dict[str, Any]) -> dict[str, Any]:
+    """The report.json keys of the robustness sections: the row lists the issue specifies, plus the same
+    numbers keyed by name so gate rules can address them (`shift_mean.severity_5.ece`,
+    `adversarial_summary.pgd.8/255.accuracy`, `ood_summary.svhn.msp.auroc`)."""
+    out: dict[str, Any] = {}
+    if sections.get("ood"):
+        out["ood"] = sections["ood"]
+        summary: dict[str, Any] = {}
+        for r in sections["ood"]:
+            summary.setdefault(r["dataset"], {})[r["score"]] = {k: r[k] for k in ("auroc", "aupr", "fpr95")}
+        out["ood_summary"] = summary
+    if sections.get("adversarial"):
+        out["adversarial"] = sections["adversarial"]
+        adv: dict[str, Any] = {}
+        for r in sections["adversarial"]:
+            adv.setdefault(r["attack"], {})[eps_key(r["eps"])] = {k: r[k] for k in ("accuracy", "ece", "nll")}
+        out["adversarial_summary"] = adv
+    if sections.get("shift"):
+        out["shift"] = sections["shift"]
+        out["shift_mean"] = shift_means(sections["shift"])
+    return out
 
 
 def shift_means(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:

@@ -114,3 +114,42 @@ def shift_table(rows: list[dict[str, Any]], strengths: str = "CIFAR-10-C") -> Ta
     for k, v in shift_means(rows).items():
         t.add_row(k.split("_")[1], f"{v['accuracy']:.4f}", f"{v['nll']:.4f}", f"{v['ece']:.4f}")
     return t
+
+
+def robustness_rows(heads: dict[str, dict[str, Any]]) -> list[list[str]]:
+    """One row per robustness figure, one column per head: shift means per severity, attacks per budget, and
+    the OOD AUROC of every score (a head's own scores are blank for the others)."""
+
+    def cells(*path: str) -> list[str]:
+        out = []
+        for h in heads.values():
+            node: Any = h
+            for key in path:
+                node = node.get(key) if isinstance(node, dict) else None
+            out.append(f"{node:.4f}" if isinstance(node, int | float) else "")
+        return out
+
+    first = next(iter(heads.values()))
+    rows: list[list[str]] = []
+    metrics = (("accuracy", "accuracy"), ("ece", "ECE"))
+    for sev in first.get("shift_mean", {}):
+        rows += [[f"shift {sev.replace('_', ' ')}: {lab}", *cells("shift_mean", sev, m)] for m, lab in metrics]
+    for attack, budgets in first.get("adversarial_summary", {}).items():
+        for eps in budgets:
+            rows += [[f"{attack} {eps}: {lab}", *cells("adversarial_summary", attack, eps, m)] for m, lab in metrics]
+    scores: dict[tuple[str, str], None] = {}
+    for h in heads.values():
+        for ds, by_score in h.get("ood_summary", {}).items():
+            scores.update(dict.fromkeys((ds, sc) for sc in by_score))
+    rows += [[f"OOD {ds} {sc}: AUROC", *cells("ood_summary", ds, sc, "auroc")] for ds, sc in scores]
+    return rows
+
+
+def robustness_table(heads: dict[str, dict[str, Any]]) -> Table:
+    t = Table(title="robustness per head (shift: mean over corruptions; OOD: OOD positive)", title_justify="left")
+    t.add_column("figure", no_wrap=True)
+    for name in heads:
+        t.add_column(name, justify="right")
+    for row in robustness_rows(heads):
+        t.add_row(*row)
+    return t

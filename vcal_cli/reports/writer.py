@@ -55,6 +55,26 @@ def write_files(out_dir: str | Path, files: dict[str, bytes | str], inputs: tupl
     return out
 
 
+def robustness_images(sections: dict[str, dict[str, Any]]) -> dict[str, bytes]:
+    """shift.png and adversarial.png (one line per head) and OOD histograms per data set and head, from each
+    head's robustness sections (`shift`, `adversarial`, `ood`, `ood_scores`)."""
+    from vcal_cli.reports.schema import shift_means
+
+    images = {}
+    shift = {h: shift_means(r["shift"]) for h, r in sections.items() if r.get("shift")}
+    if shift:
+        images["shift.png"] = to_png(plot_shift(shift))
+    adv = {h: r["adversarial"] for h, r in sections.items() if r.get("adversarial")}
+    if adv:
+        images["adversarial.png"] = to_png(plot_adversarial(adv))
+    for head, r in sections.items():
+        for i, (name, scores) in enumerate((r.get("ood_scores") or {}).items()):
+            fname = f"ood_{i}.png" if head == "original" else f"ood_{i}_{head}.png"
+            label = head if len(sections) > 1 else ""
+            images[fname] = to_png(plot_ood_histograms(scores, dataset=name, rows=r.get("ood") or [], head=label))
+    return images
+
+
 def write_report(report: AuditReport, out_dir: str | Path, *, inputs: tuple[Path, ...] = ()) -> Path:
     """Write reliability.png, metrics.csv, report.md, report.html and report.json into `out_dir`."""
     d = report.to_dict()
@@ -62,14 +82,7 @@ def write_report(report: AuditReport, out_dir: str | Path, *, inputs: tuple[Path
     images = {
         "reliability.png": to_png(plot_reliability(report.result.reliability, ece=d["metrics"]["ece"], title=title))
     }
-    if report.shift:
-        from vcal_cli.reports.schema import shift_means
-
-        images["shift.png"] = to_png(plot_shift(shift_means(report.shift)))
-    if report.adversarial:
-        images["adversarial.png"] = to_png(plot_adversarial(report.adversarial))
-    for i, (name, scores) in enumerate((report.ood_scores or {}).items()):
-        images[f"ood_{i}.png"] = to_png(plot_ood_histograms(scores, dataset=name, rows=report.ood or []))
+    images |= robustness_images({"original": report.robustness_sections()})
     return write_files(
         out_dir,
         {

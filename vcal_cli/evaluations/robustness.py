@@ -1,0 +1,186 @@
+"""Shift, OOD and adversarial evaluations for the original head and any retrained ones, in one pass.
+
+The backbone's features of every split (test, train, each OOD set, each corrupted test split) are
+extracted once and cached; every head is then applied to the same cached features, so comparing six
+heads under 60 corrupted splits costs one extraction per split, not six. Attacks are the exception:
+they differentiate through the whole model, so each head is attacked with its own backbone copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from vcal_cli._progress import Track, quiet
+from vcal_cli.errors import DataError, UsageError
+
+
+@dataclass(frozen=True)
+class RobustnessOptions:
+    """What to evaluate beyond clean test data (empty: nothing)."""
+
+    ood: tuple[str, ...] = ()  # OOD data sets, any --data form
+    adversarial: tuple[float, ...] = ()  # L-infinity budgets in pixel units
+    adv_limit: int = 1000  # attack the first N test images
+    shift: tuple[str, ...] = ()  # corruption names
+    severities: tuple[int, ...] = (1, 2, 3, 4, 5)
+    strengths: str | None = None  # 'cifar' | 'imagenet' | None (by image size)
+
+    def __bool__(self) -> bool:
+        return bool(self.ood or self.adversarial or self.shift)
+
+
+@dataclass
+class Variant:
+    """One head to evaluate: the checkpoint itself (`module` None: its cached logits) or a fitted vcal head."""
+
+    name: str
+    model: Any  # LoadedModel with this head in place (attacks run through it)
+    module: nn.Module | None = None
+
+    @property
+    def head(self) -> nn.Module:
+        return self.module if self.module is not None else self.model.head
+
+    @property
+    def raw_logits(self) -> bool:
+        """True when the head outputs logits (max-logit and energy are meaningful), not vcal's log-probabilities."""
+        return self.module is None and self.model.head_info is None
+
+    @torch.inference_mode()
+    def scores(self, fs: Any, batch_size: int = 1024) -> Tensor:
+        if self.module is None:
+            return fs.logits
+        f = fs.features
+        return torch.cat([self.module(f[i : i + batch_size]) for i in range(0, len(f), batch_size)])
+
+    @torch.inference_mode()
+    def uncertainty(self, features: Tensor, batch_size: int = 1024) -> dict[str, Tensor]:
+        fn = getattr(self.head, "uncertainty", None)
+        if fn is None:
+            return {}
+        parts = [fn(features[i : i + batch_size]) for i in range(0, len(features), batch_size)]
+        return {k: torch.cat([p[k] for p in parts]).double() for k in parts[0]} if parts else {}
+
+
+def check_options(r: RobustnessOptions, data_root: str | None = None) -> None:
+    """Fail fast on a bad corruption, strength, budget count or OOD data set (before any fitting)."""
+    from vcal_cli.data import load_split
+    from vcal_cli.evaluations.shift import CORRUPTIONS, STRENGTHS
+
+    for c in r.shift:
+        CORRUPTIONS.get(c)
+    if r.strengths is not None and r.strengths not in STRENGTHS:
+        raise UsageError(f"--strengths '{r.strengths}' is not one of: auto, {', '.join(STRENGTHS)}")
+    if r.adversarial and r.adv_limit < 1:
+        raise UsageError(f"--adv-limit {r.adv_limit} must be at least 1")
+    for name in r.ood:
+        try:
+            load_split(name, "test", root=data_root)
+        except DataError as e:
+            raise DataError(str(e).replace("--data", "--ood", 1)) from None
+
+
+def evaluate(
+    variants: list[Variant],
+    r: RobustnessOptions,
+    *,
+    data: str,
+    split: str,
+    test: Any,
+    prep: Any,
+    options: Any,
+    n_bins: int,
+    seed: int,
+    progress: Track = quiet,
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Per variant name: {"ood", "ood_scores", "shift", "adversarial"} (those asked for), and the settings."""
+    check_options(r, options.data_root)
+    out: dict[str, dict[str, Any]] = {v.name: {} for v in variants}
+    settings: dict[str, Any] = {}
+    loaded = variants[0].model
+    if r.ood:
+        from vcal_cli.api import load_features
+        from vcal_cli.evaluations.ood import ood_evaluation
+
+        o = options
+        train = load_features(loaded, data, "train", o, progress=progress)[1]
+        sets = {n: load_features(loaded, n, "test", o, check_classes=False, progress=progress)[1] for n in r.ood}
+        for i, v in enumerate(variants):
+            out[v.name]["ood"], out[v.name]["ood_scores"] = ood_evaluation(test, sets, train, v, mahalanobis=i == 0)
+    if r.shift:
+        rows, table = _shift(variants, r, data, split, options, n_bins, seed, progress)
+        for v in variants:
+            out[v.name]["shift"] = rows[v.name]
+        from vcal_cli.evaluations.shift import STRENGTH_NAMES
+
+        settings["shift"] = {
+            "corruptions": list(r.shift),
+            "severities": list(r.severities),
+            "seed": seed,
+            "strengths": STRENGTH_NAMES[table],
+        }
+    if r.adversarial:
+        n = _adversarial(variants, r, data, split, prep, options, n_bins, seed, progress, out)
+        settings["adversarial"] = {
+            "n": n,
+            "attacks": ["fgsm", "pgd"],
+            "pgd_steps": 10,
+            "pgd_step": "2.5*eps/10",
+            "stochastic_heads": "attacked through their stored Monte-Carlo draws (what the checkpoint computes)",
+        }
+    return out, settings
+
+
+def _shift(variants, r, data, split, o, n_bins, seed, progress):  # noqa: ANN001, ANN202
+    from vcal_cli.api import load_features
+    from vcal_cli.data import load_split
+    from vcal_cli.evaluations.shift import corrupted_split, strengths_for
+    from vcal_cli.metrics import compute_metrics
+
+    base = load_split(data, split, root=o.data_root)
+    if base.images is None:
+        raise DataError(
+            f"--shift needs an in-memory data set; '{data}' is read from image files", hint="export it to an .npz"
+        )
+    table = r.strengths or strengths_for(*base.images.shape[-2:])
+    rows: dict[str, list[dict[str, Any]]] = {v.name: [] for v in variants}
+    for c in r.shift:
+        for s in r.severities:
+            fs = load_features(
+                variants[0].model, corrupted_split(base, c, s, seed, strengths=table), options=o, progress=progress
+            )[1]
+            for v in variants:
+                m = compute_metrics(fs.labels, logits=v.scores(fs), n_bins=n_bins, n_bootstrap=0).metrics
+                rows[v.name].append(
+                    {"corruption": c, "severity": s, "accuracy": m.accuracy, "nll": m.nll, "ece": m.ece}
+                )
+    return rows, table
+
+
+def _adversarial(variants, r, data, split, prep, o, n_bins, seed, progress, out) -> int:  # noqa: ANN001
+    from vcal_cli.data import load_split
+    from vcal_cli.evaluations.adversarial import PixelModel, adversarial_evaluation
+    from vcal_cli.features import resolve_device
+
+    ds = load_split(data, split, root=o.data_root)
+    n = min(r.adv_limit, len(ds))
+    images = ds.images[:n] if ds.images is not None else ds.load(torch.arange(n), prep.input_size[1:])
+    pixels = prep.to_pixels(images)
+    for v in variants:
+        model = v.model.model if v.module is None else v.model.with_head(v.module, {"name": v.name}).model
+        out[v.name]["adversarial"] = adversarial_evaluation(
+            PixelModel(model, prep.normalize),
+            pixels,
+            ds.labels[:n],
+            list(r.adversarial),
+            batch_size=o.batch_size,
+            seed=seed,
+            device=resolve_device(o.device),
+            n_bins=n_bins,
+            progress=progress,
+        )
+    return n
