@@ -365,10 +365,12 @@ def corrupt(x: Tensor, name: str, severity: int, seed: int = 0, strengths: str |
 def corrupted_split(
     split, name: str, severity: int, seed: int = 0, batch_size: int = 256, strengths: str | None = None
 ):  # noqa: ANN001, ANN201
-    """A copy of an in-memory `ImageSplit` with corrupted pixels, named `data~corruption@severity`.
+    """A copy of an in-memory `ImageSplit` whose pixels are corrupted, named `data~corruption@severity`.
 
-    Corruptions act on the native pixels, before resizing and normalisation. Its identity holds the
-    corruption, severity, strengths and seed, so the feature cache keeps one entry per corrupted split.
+    Corruptions act on the native pixels, before resizing and normalisation, in chunks of `batch_size`
+    seeded `seed + offset` (so the result does not depend on the extraction's batch size). The pixels are
+    computed on first use: a split whose features are already cached is never corrupted. Its identity holds
+    the corruption, severity, strengths and seed, so the feature cache keeps one entry per corrupted split.
     """
     import dataclasses
 
@@ -376,14 +378,21 @@ def corrupted_split(
 
     if split.images is None:
         raise DataError(f"--shift needs an in-memory data set; '{split.name}' is read from image files")
-    x = split.images.float() / 255.0 if split.images.dtype == torch.uint8 else split.images.float()
-    table = strengths or strengths_for(*x.shape[-2:])
-    out = torch.cat(
-        [corrupt(x[i : i + batch_size], name, severity, seed + i, table) for i in range(0, len(x), batch_size)]
-    )
+    table = strengths or strengths_for(*split.images.shape[-2:])
+    corrupt(split.images[:1].float(), name, severity, seed, table)  # validate name, severity and table now
+    memo: list[Tensor] = []
+
+    def pixels() -> Tensor:
+        if not memo:
+            x = split.images.float() / 255.0 if split.images.dtype == torch.uint8 else split.images.float()
+            chunks = range(0, len(x), batch_size)
+            memo.append(torch.cat([corrupt(x[i : i + batch_size], name, severity, seed + i, table) for i in chunks]))
+        return memo[0]
+
     return dataclasses.replace(
         split,
         name=f"{split.name}~{name}@{severity}",
-        images=out,
+        images=None,
+        load=lambda idx, size: pixels()[idx],
         identity={**split.identity, "corruption": name, "severity": severity, "seed": seed, "strengths": table},
     )
