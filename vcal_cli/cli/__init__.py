@@ -14,6 +14,7 @@ from vcal_cli._version import __version__
 from vcal_cli.cli.audit import audit_cmd
 from vcal_cli.cli.cache import cache_app
 from vcal_cli.cli.features import features_cmd
+from vcal_cli.cli.frontier import frontier_cmd
 from vcal_cli.cli.gate import compare_cmd, gate_cmd
 from vcal_cli.cli.heads import heads_cmd
 from vcal_cli.cli.hierarchy import hierarchy_app
@@ -78,6 +79,7 @@ def _root(
 app.command("audit")(audit_cmd)
 app.command("retrain")(retrain_cmd)
 app.command("features")(features_cmd)
+app.command("frontier")(frontier_cmd)
 app.command("heads")(heads_cmd)
 app.command("gate")(gate_cmd)
 app.command("compare")(compare_cmd)

@@ -150,3 +150,49 @@ def plot_shift(means_by_head: dict[str, dict[str, dict[str, float]]]) -> Figure:
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def plot_frontier(rows: list[dict]) -> Figure:
+    """The rate-classification curve coloured by test ECE, distortion against rate, and ECE (with accuracy on a
+    second axis) against beta; one line per lambda, the selected point ringed."""
+    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(15, 4.3))
+    lams = list(dict.fromkeys(r["lam"] for r in rows))
+    eces = [r["test_ece"] for r in rows]
+    norm = plt.Normalize(min(eces), max(eces) if max(eces) > min(eces) else min(eces) + 1e-9)
+    for i, lam in enumerate(lams):
+        pts = sorted((r for r in rows if r["lam"] == lam), key=lambda r: r["beta"])
+        label = f"lambda={lam:g}"
+        a1.plot(
+            [r["rate"] for r in pts], [r["classification"] for r in pts], "-", color=f"C{i}", alpha=0.5, label=label
+        )
+        sc = a1.scatter([r["rate"] for r in pts], [r["classification"] for r in pts], c=[r["test_ece"] for r in pts],
+                        cmap="viridis", norm=norm, zorder=3)  # fmt: skip
+        a2.plot([r["rate"] for r in pts], [r["distortion"] for r in pts], "-o", color=f"C{i}", label=label)
+        xs = [r["beta"] for r in pts]
+        a3.plot(xs, [r["test_ece"] for r in pts], "-o", color=f"C{i}", label=f"ECE, {label}")
+    fig.colorbar(sc, ax=a1, label="test ECE")
+    sel = next((r for r in rows if r.get("selected")), None)
+    if sel is not None:
+        ring = dict(s=160, facecolors="none", edgecolors="red", linewidths=2, zorder=4, label="selected")
+        a1.scatter([sel["rate"]], [sel["classification"]], **ring)
+        a2.scatter([sel["rate"]], [sel["distortion"]], **ring)
+        a3.scatter([sel["beta"]], [sel["test_ece"]], **ring)
+    a1.set(xlabel="rate R (nats)", ylabel="classification loss C (nats)", title="Rate-classification curve")
+    a2.set(xlabel="rate R (nats)", ylabel="distortion D (nats)", title="Distortion against rate")
+    positive = [r["beta"] for r in rows if r["beta"] > 0]
+    if len(positive) == len(rows):
+        a3.set_xscale("log")
+    elif positive:  # beta = 0 on a log-like axis
+        a3.set_xscale("symlog", linthresh=min(positive))
+    a3.set(xlabel="beta (weight of R)", ylabel="test ECE", title="ECE and accuracy against beta")
+    twin = a3.twinx()
+    for i, lam in enumerate(lams):
+        pts = sorted((r for r in rows if r["lam"] == lam), key=lambda r: r["beta"])
+        twin.plot([r["beta"] for r in pts], [r["test_accuracy"] for r in pts], "--s", color=f"C{i}",
+                  alpha=0.6, ms=4, label=f"accuracy, lambda={lam:g}")  # fmt: skip
+    twin.set_ylabel("test accuracy (dashed)")
+    for ax in (a1, a2):
+        ax.legend(fontsize=7)
+    a3.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig

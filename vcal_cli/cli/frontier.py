@@ -1,0 +1,108 @@
+"""`vcal frontier`: trace the rate-distortion-classification surface of a variational head and pick a point."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vcal_cli.cli._errors import handle_errors
+from vcal_cli.cli._options import (
+    ArchOpt,
+    BatchOpt,
+    CacheDirOpt,
+    DataOpt,
+    DataRootOpt,
+    DebugOpt,
+    DeviceOpt,
+    HeadModuleOpt,
+    InputSizeOpt,
+    JsonOpt,
+    MeanOpt,
+    NoCacheOpt,
+    StdOpt,
+    TrustOpt,
+    WorkersOpt,
+    extract_options,
+)
+from vcal_cli.cli._output import note, out, progress
+
+
+def frontier_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="The checkpoint whose features to use.", show_default=False)],
+    data: DataOpt = "digits",
+    head: Annotated[str, typer.Option("--head", help="Variational head to sweep: vtst.")] = "vtst",
+    betas: Annotated[
+        str | None, typer.Option("--betas", help="Weights of the rate R \\[default: 1e-4,1e-3,1e-2,0.1,1,10].")
+    ] = None,
+    lambdas: Annotated[
+        str | None, typer.Option("--lambdas", help="Weights of the distortion D \\[default: 0].")
+    ] = None,
+    tolerance: Annotated[
+        float, typer.Option("--tolerance", help="Accuracy points below the best val accuracy a point may be.")
+    ] = 0.5,
+    select: Annotated[str, typer.Option("--select", help="Pick the lowest val: ece, rate or nll.")] = "ece",
+    write_best: Annotated[
+        Path | None, typer.Option("--write-best", help="Write the selected head's checkpoint here.")
+    ] = None,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Report directory.")] = Path("vcal-frontier"),
+    hidden: Annotated[
+        int | None, typer.Option("--hidden", help="Latent size Z \\[default: 128 for <= 10 classes, else 512].")
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", help="Epochs per point \\[default: ~6,000 Adam steps].")
+    ] = None,
+    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 1e-4,
+    seed: Annotated[int, typer.Option("--seed", help="Seeds every fit (same initial weights at every point).")] = 0,
+    arch: ArchOpt = None,
+    trust_checkpoint: TrustOpt = False,
+    head_module: HeadModuleOpt = None,
+    data_root: DataRootOpt = None,
+    input_size: InputSizeOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    cache_dir: CacheDirOpt = None,
+    no_cache: NoCacheOpt = False,
+    device: DeviceOpt = "auto",
+    batch_size: BatchOpt = 256,
+    workers: WorkersOpt = 0,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Fit a variational head per (beta, lambda), draw the rate-classification curves, pick a head on val.
+
+    Example: vcal frontier sample_checkpoints/cnn_digits.safetensors --head vtst --write-best best.safetensors
+    """
+    with handle_errors(debug):
+        from vcal_cli.frontier import DEFAULT_BETAS, frontier, parse_grid
+        from vcal_cli.reports.frontier import frontier_table, write_frontier_report
+
+        opts = extract_options(locals())
+        result = frontier(
+            checkpoint,
+            data=data,
+            head=head,
+            betas=parse_grid(betas, "--betas", DEFAULT_BETAS),
+            lambdas=parse_grid(lambdas, "--lambdas", (0.0,)),
+            tolerance=tolerance / 100,
+            select=select,
+            hidden=hidden,
+            epochs=epochs,
+            lr=lr,
+            options=opts,
+            seed=seed,
+            write_best=write_best,
+            progress=progress(not as_json),
+        )
+        write_frontier_report(result, out_dir, inputs=(checkpoint,))
+        if as_json:
+            import json
+
+            print(json.dumps(result.to_dict(), indent=2))
+            return
+        out.print(frontier_table(result))
+        note(f"selected: {result.reason}")
+        if result.written:
+            note(f"wrote {result.written}")
+        note(f"report written to {out_dir}/ (frontier.csv, frontier.png, frontier.json)")
