@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import Tensor
 
-from vcal_cli.metrics._validate import DEFAULT_N_BINS, check_bins, from_logits, from_probs
+from vcal_cli.metrics._validate import DEFAULT_N_BINS, check_bins, from_logits, from_probs, top_label
 from vcal_cli.metrics.calibration import (
     ReliabilityBin,
     adaptive_ece_kernel,
@@ -159,7 +159,7 @@ def _one(name: str, probs: Tensor, labels: Tensor, n_bins: int) -> float:
 
 
 def accuracy(probs: Tensor, labels: Tensor) -> float:
-    return _one("accuracy", probs, labels, DEFAULT_N_BINS)
+    return float(top_label(probs, labels)[1].mean())
 
 
 def nll(logits: Tensor, labels: Tensor) -> float:
@@ -172,16 +172,24 @@ def brier(probs: Tensor, labels: Tensor) -> float:
     return _one("brier", probs, labels, DEFAULT_N_BINS)
 
 
+def _ece_mce(probs: Tensor, labels: Tensor, n_bins: int) -> tuple[float, float]:
+    """Top-label ECE and MCE from the confidences alone (single metrics skip the (N, C) float64 work)."""
+    conf, correct = top_label(probs, labels)
+    e, m = ece_mce_kernel(conf, correct, torch.ones(1, len(conf), dtype=torch.float64), check_bins(n_bins))
+    return float(e[0]), float(m[0])
+
+
 def ece(probs: Tensor, labels: Tensor, *, n_bins: int = DEFAULT_N_BINS) -> float:
-    return _one("ece", probs, labels, n_bins)
+    return _ece_mce(probs, labels, n_bins)[0]
 
 
 def ece_adaptive(probs: Tensor, labels: Tensor, *, n_bins: int = DEFAULT_N_BINS) -> float:
-    return _one("ece_adaptive", probs, labels, n_bins)
+    conf, correct = top_label(probs, labels)
+    return float(adaptive_ece_kernel(conf[None], correct[None], check_bins(n_bins))[0])
 
 
 def mce(probs: Tensor, labels: Tensor, *, n_bins: int = DEFAULT_N_BINS) -> float:
-    return _one("mce", probs, labels, n_bins)
+    return _ece_mce(probs, labels, n_bins)[1]
 
 
 def classwise_ece(probs: Tensor, labels: Tensor, *, n_bins: int = DEFAULT_N_BINS) -> float:
@@ -189,4 +197,5 @@ def classwise_ece(probs: Tensor, labels: Tensor, *, n_bins: int = DEFAULT_N_BINS
 
 
 def aurc(probs: Tensor, labels: Tensor) -> float:
-    return _one("aurc", probs, labels, DEFAULT_N_BINS)
+    conf, correct = top_label(probs, labels)
+    return float(aurc_kernel(conf[None], correct[None])[0])

@@ -42,19 +42,35 @@ def from_logits(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]
     return log_probs.exp(), log_probs, check_labels(labels, len(logits), logits.shape[1])
 
 
-def from_probs(probs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """-> (probs, log_probs, labels) in float64 from probabilities (N, C) whose rows sum to 1."""
+def check_probs(probs: Tensor) -> Tensor:
+    """Probabilities (N, C) whose rows sum to 1, checked in their own dtype (no float64 copy of the matrix)."""
     probs = torch.as_tensor(probs)
     if probs.ndim != 2 or probs.shape[0] == 0:
         raise MetricError(f"probabilities must have shape (N, C) with N >= 1, got {tuple(probs.shape)}")
-    p = probs.double()
-    if not torch.isfinite(p).all():
-        raise MetricError(f"probabilities hold NaN or inf in {(~torch.isfinite(p)).any(1).sum().item()} rows")
-    if (p < 0).any() or (p > 1).any():
+    rows = probs.sum(1)  # one pass: a NaN or inf anywhere makes its row sum non-finite
+    if not torch.isfinite(rows).all():
+        raise MetricError(f"probabilities hold NaN or inf in {(~torch.isfinite(rows)).sum().item()} rows")
+    lo, hi = torch.aminmax(probs)
+    if lo < 0 or hi > 1:
         raise MetricError("probabilities must lie in [0, 1]; pass logits instead if these are scores")
-    worst = (p.sum(1) - 1).abs().max().item()
+    worst = (rows.double() - 1).abs().max().item()
     if worst > 1e-3:
         raise MetricError(
             f"probability rows must sum to 1 (worst row is off by {worst:.2g}); pass logits instead if these are scores"
         )
+    return probs
+
+
+def top_label(probs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Validated top-label confidence and correctness (N,) float64: what ECE, MCE and AURC need. The max of
+    float32 values is exact, so this equals the float64 path bit for bit."""
+    probs = check_probs(probs)
+    y = check_labels(labels, len(probs), probs.shape[1])
+    conf, pred = probs.max(1)
+    return conf.double(), (pred == y).double()
+
+
+def from_probs(probs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """-> (probs, log_probs, labels) in float64 from probabilities (N, C) whose rows sum to 1."""
+    p = check_probs(probs).double()
     return p, p.clamp_min(PROB_CLAMP).log(), check_labels(labels, len(p), p.shape[1])
