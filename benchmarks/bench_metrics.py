@@ -10,18 +10,9 @@ then vcal's full `compute_metrics` without bootstrap (all eight metrics). Wall-c
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
-
-
-def best_of(fn, n: int = 3) -> tuple[float, object]:  # noqa: ANN001
-    out, best = None, float("inf")
-    for _ in range(n):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
+from _timing import best_of
 
 
 def main() -> None:

@@ -21,20 +21,12 @@ import time
 
 import numpy as np
 import torch
+from _timing import best_of
 from PIL import Image
 from scipy import ndimage
 
 from vcal_cli import ExtractOptions, load_checkpoint, load_split
 from vcal_cli.evaluations.shift import CORRUPTIONS, STRENGTHS, corrupted_split, disk_kernel, motion_kernel
-
-
-def best_of(fn, n: int = 3) -> float:  # noqa: ANN001
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def baseline(name: str, img: np.ndarray, p, rng: np.random.Generator) -> np.ndarray:  # noqa: ANN001
@@ -137,7 +129,7 @@ def main() -> None:
     )
     nocache = ExtractOptions(use_cache=False)
     load_features(loaded, split, options=nocache)  # warm-up
-    t_fwd = best_of(lambda: load_features(loaded, split, options=nocache))
+    t_fwd = best_of(lambda: load_features(loaded, split, options=nocache))[0]
     print(f"forward pass over the clean split (vcal extraction, no cache): {t_fwd * 1000:.1f} ms\n")
     print(
         f"{'corruption':<18} {'corrupt ms':>10} {'forward ms':>10} {'metrics ms':>10} {'baseline ms':>11} {'ratio':>6}"
@@ -148,13 +140,13 @@ def main() -> None:
     for name in CORRUPTIONS.names():
         c = f = m = b = 0.0
         for s in severities:
-            c += best_of(lambda: corrupted_split(split, name, s).load(None, None))  # noqa: B023
+            c += best_of(lambda: corrupted_split(split, name, s).load(None, None))[0]  # noqa: B023
             cs = corrupted_split(split, name, s)
-            f += best_of(lambda: load_features(loaded, cs, options=nocache))  # noqa: B023
+            f += best_of(lambda: load_features(loaded, cs, options=nocache))[0]  # noqa: B023
             fs = load_features(loaded, cs, options=nocache)[1]
-            m += best_of(lambda: compute_metrics(fs.labels, logits=fs.logits, n_bootstrap=0))  # noqa: B023
+            m += best_of(lambda: compute_metrics(fs.labels, logits=fs.logits, n_bootstrap=0))[0]  # noqa: B023
             p, rng = STRENGTHS["cifar"][name][s - 1], np.random.default_rng(0)
-            b += best_of(lambda: [baseline(name, im, p, rng) for im in imgs], 1) * n / len(imgs)  # noqa: B023
+            b += best_of(lambda: [baseline(name, im, p, rng) for im in imgs], 1)[0] * n / len(imgs)  # noqa: B023
         tot["corrupt"] += c
         tot["forward"] += f
         tot["metrics"] += m

@@ -20,7 +20,7 @@ from vcal_cli._io import same_file, sha256_file
 from vcal_cli.checkpoints import LoadedModel, load_checkpoint
 from vcal_cli.data import ImageSplit, Preprocessing, load_split, resolve_preprocessing
 from vcal_cli.errors import DataError, UsageError
-from vcal_cli.evaluations.robustness import RobustnessOptions
+from vcal_cli.evaluations.robustness import RobustnessOptions, Variant, check_options
 from vcal_cli.features import FeatureSet, Track, get_features, quiet
 from vcal_cli.heads import get_head
 from vcal_cli.metrics import DEFAULT_N_BINS, compute_metrics
@@ -161,6 +161,8 @@ def audit(
             result,
             {**settings, "input": "probs" if lg is None else "logits"},
         )
+    if robustness:
+        check_options(robustness, o.data_root)  # a bad corruption or OOD set fails before any extraction
     loaded, fs, prep = load_features(checkpoint, data, split, o, progress=progress)
     result = compute_metrics(fs.labels, logits=fs.logits, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed)
     settings.update(
@@ -181,22 +183,7 @@ def audit(
         _hierarchy_section(tree, fs.logits, fs.labels, n_bootstrap, seed),
     )
     if robustness:
-        from vcal_cli.evaluations.robustness import Variant, evaluate
-
-        sections, extra = evaluate(
-            [Variant("original", loaded)],
-            robustness,
-            data=data,
-            split=split,
-            test=fs,
-            prep=prep,
-            options=o,
-            n_bins=n_bins,
-            seed=seed,
-            progress=progress,
-        )
-        report.set_robustness(sections["original"])
-        settings.update(extra)
+        _robustness(report, [Variant("original", loaded)], robustness, data, split, fs, prep, o, n_bins, seed, progress)
     return report
 
 
@@ -331,8 +318,6 @@ def retrain(
     names = resolve_heads(heads)
     o = options or ExtractOptions()
     if robustness:
-        from vcal_cli.evaluations.robustness import check_options
-
         check_options(robustness, o.data_root)  # a bad corruption or OOD set fails before any fitting
     loaded, train, _ = load_features(checkpoint, data, "train", o, progress=progress)
     tree = _resolve_hierarchy(hierarchy, data, loaded, o)
@@ -382,23 +367,8 @@ def retrain(
             name, res, head, None, _hierarchy_section(tree, log_probs, test.labels, n_bootstrap, seed)
         )
     if robustness:
-        from vcal_cli.evaluations.robustness import Variant, evaluate
-
         variants = [Variant("original", loaded)] + [Variant(n, loaded, results[n].head.module_) for n in names]
-        sections, extra = evaluate(
-            variants,
-            robustness,
-            data=data,
-            split="test",
-            test=test,
-            prep=prep,
-            options=o,
-            n_bins=n_bins,
-            seed=seed,
-            progress=progress,
-        )
-        base.set_robustness(sections["original"])
-        base.settings.update(extra)
+        sections = _robustness(base, variants, robustness, data, "test", test, prep, o, n_bins, seed, progress)
         for n, sec in sections.items():
             results[n].robustness = sec
     for name, path in paths.items():  # every head fitted: only now is anything written
@@ -423,6 +393,19 @@ def retrain(
         "hierarchy": tree.source if tree else None,
     }
     return RetrainReport(base, results)
+
+
+def _robustness(report, variants, r, data, split, test, prep, o, n_bins, seed, progress) -> dict[str, Any]:  # noqa: ANN001
+    """Run the robustness evaluations; the original head's sections and the settings go into `report`."""
+    from vcal_cli.evaluations.robustness import evaluate
+
+    sections, extra = evaluate(
+        variants, r, data=data, split=split, test=test, prep=prep, options=o, n_bins=n_bins, seed=seed,
+        progress=progress,
+    )  # fmt: skip
+    report.set_robustness(sections["original"])
+    report.settings.update(extra)
+    return sections
 
 
 def _resolve_hierarchy(spec: str | Path | None, data: str, loaded: LoadedModel, o: ExtractOptions):  # noqa: ANN202

@@ -119,9 +119,8 @@ def parse_grid(text: str | None, flag: str, default: tuple[float, ...]) -> tuple
 def measure(model: _Model, features: Tensor, labels: Tensor, mean: Tensor, std: Tensor) -> dict[str, float]:
     """R, D, MSE and C of `model` on one split (averages over samples and the stored draws)."""
     head = model.head
-    mu, logvar = head.encode(features)
+    z, mu, logvar = head.sample_latents(features)  # z: (M, N, Z)
     rate = head.kl(mu, logvar).mean()
-    z = mu[None] + (0.5 * logvar).exp()[None] * head.eps[:, None, :]  # (M, N, Z)
     target = (features - mean) / std
     sq = (target[None] - model.decoder(z)).pow(2).sum(-1)  # (M, N)
     d = target.shape[1]

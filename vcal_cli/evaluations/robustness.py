@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from vcal_cli._progress import Track, quiet
+from vcal_cli.data import load_split
 from vcal_cli.errors import DataError, UsageError
 
 
@@ -68,7 +69,6 @@ class Variant:
 
 def check_options(r: RobustnessOptions, data_root: str | None = None) -> None:
     """Fail fast on a bad corruption, strength, budget count or OOD data set (before any fitting)."""
-    from vcal_cli.data import load_split
     from vcal_cli.evaluations.shift import CORRUPTIONS, STRENGTHS
 
     for c in r.shift:
@@ -97,8 +97,10 @@ def evaluate(
     seed: int,
     progress: Track = quiet,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """Per variant name: {"ood", "ood_scores", "shift", "adversarial"} (those asked for), and the settings."""
-    check_options(r, options.data_root)
+    """Per variant name: {"ood", "ood_scores", "shift", "adversarial"} (those asked for), and the settings.
+
+    The caller checks `r` first (`check_options`), before any extraction or fitting.
+    """
     out: dict[str, dict[str, Any]] = {v.name: {} for v in variants}
     settings: dict[str, Any] = {}
     loaded = variants[0].model
@@ -111,8 +113,9 @@ def evaluate(
         sets = {n: load_features(loaded, n, "test", o, check_classes=False, progress=progress)[1] for n in r.ood}
         for i, v in enumerate(variants):
             out[v.name]["ood"], out[v.name]["ood_scores"] = ood_evaluation(test, sets, train, v, mahalanobis=i == 0)
+    images = load_split(data, split, root=options.data_root) if r.shift or r.adversarial else None
     if r.shift:
-        rows, table = _shift(variants, r, data, split, options, n_bins, seed, progress)
+        rows, table = _shift(variants, r, images, data, options, n_bins, seed, progress)
         for v in variants:
             out[v.name]["shift"] = rows[v.name]
         from vcal_cli.evaluations.shift import STRENGTH_NAMES
@@ -124,7 +127,9 @@ def evaluate(
             "strengths": STRENGTH_NAMES[table],
         }
     if r.adversarial:
-        n = _adversarial(variants, r, data, split, prep, options, n_bins, seed, progress, out)
+        n = min(r.adv_limit, len(images))
+        for name, rows in _adversarial(variants, r, images, n, prep, options, n_bins, seed, progress).items():
+            out[name]["adversarial"] = rows
         settings["adversarial"] = {
             "n": n,
             "attacks": ["fgsm", "pgd"],
@@ -135,13 +140,11 @@ def evaluate(
     return out, settings
 
 
-def _shift(variants, r, data, split, o, n_bins, seed, progress):  # noqa: ANN001, ANN202
+def _shift(variants, r, base, data, o, n_bins, seed, progress):  # noqa: ANN001, ANN202
     from vcal_cli.api import load_features
-    from vcal_cli.data import load_split
     from vcal_cli.evaluations.shift import corrupted_split, strengths_for
     from vcal_cli.metrics import compute_metrics
 
-    base = load_split(data, split, root=o.data_root)
     if base.images is None:
         raise DataError(
             f"--shift needs an in-memory data set; '{data}' is read from image files", hint="export it to an .npz"
@@ -161,18 +164,17 @@ def _shift(variants, r, data, split, o, n_bins, seed, progress):  # noqa: ANN001
     return rows, table
 
 
-def _adversarial(variants, r, data, split, prep, o, n_bins, seed, progress, out) -> int:  # noqa: ANN001
-    from vcal_cli.data import load_split
+def _adversarial(variants, r, ds, n, prep, o, n_bins, seed, progress) -> dict[str, list[dict[str, Any]]]:  # noqa: ANN001
+    """Rows per variant for the first `n` images of the split `ds`."""
     from vcal_cli.evaluations.adversarial import PixelModel, adversarial_evaluation
     from vcal_cli.features import resolve_device
 
-    ds = load_split(data, split, root=o.data_root)
-    n = min(r.adv_limit, len(ds))
     images = ds.images[:n] if ds.images is not None else ds.load(torch.arange(n), prep.input_size[1:])
     pixels = prep.to_pixels(images)
+    out = {}
     for v in variants:
         model = v.model.model if v.module is None else v.model.with_head(v.module, {"name": v.name}).model
-        out[v.name]["adversarial"] = adversarial_evaluation(
+        out[v.name] = adversarial_evaluation(
             PixelModel(model, prep.normalize),
             pixels,
             ds.labels[:n],
@@ -183,4 +185,4 @@ def _adversarial(variants, r, data, split, prep, o, n_bins, seed, progress, out)
             n_bins=n_bins,
             progress=progress,
         )
-    return n
+    return out

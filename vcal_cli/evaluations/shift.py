@@ -107,11 +107,12 @@ def border_index(i: Tensor, n: int, mode: str) -> Tensor:
     raise ValueError(f"unknown border mode {mode!r}")
 
 
-def _pad(x: Tensor, p: int, mode: str) -> Tensor:
-    h, w = x.shape[-2:]
-    rows = border_index(torch.arange(-p, h + p), h, mode)
-    cols = border_index(torch.arange(-p, w + p), w, mode)
-    return x.index_select(-2, rows.to(x.device)).index_select(-1, cols.to(x.device))
+def _pad(x: Tensor, p: int, mode: str, dims: tuple[int, ...] = (-2, -1)) -> Tensor:
+    """Pad `p` pixels on both sides of each of `dims`, borders by `mode`."""
+    for d in dims:
+        n = x.shape[d]
+        x = x.index_select(d, border_index(torch.arange(-p, n + p), n, mode).to(x.device))
+    return x
 
 
 def _filter2d(x: Tensor, kernel: Tensor, mode: str) -> Tensor:
@@ -129,11 +130,8 @@ def _gaussian_1d(sigma: float, radius: int) -> Tensor:
 def _separable(x: Tensor, k: Tensor, mode: str) -> Tensor:
     r, c = len(k) // 2, x.shape[1]
     k = k.to(x)
-    h, w = x.shape[-2:]
-    y = x.index_select(-1, border_index(torch.arange(-r, w + r), w, mode).to(x.device))
-    y = F.conv2d(y, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    y = y.index_select(-2, border_index(torch.arange(-r, h + r), h, mode).to(x.device))
-    return F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    y = F.conv2d(_pad(x, r, mode, (-1,)), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(_pad(y, r, mode, (-2,)), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
 def bilinear(x: Tensor, rows: Tensor, cols: Tensor, mode: str) -> Tensor:

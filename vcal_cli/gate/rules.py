@@ -112,15 +112,12 @@ def resolve(report: dict[str, Any], metric: str, source: str) -> float:
     if "." not in metric:
         return float(report["metrics"][metric])
     node: Any = report
-    parts, i = metric.split("."), 0
-    while i < len(parts):  # the longest key first, so keys holding dots (a budget of 7.65/255) are reachable
-        key = next(
-            (k for j in range(len(parts), i, -1) if isinstance(node, dict) and (k := ".".join(parts[i:j])) in node),
-            None,
-        )
-        if key is None:
+    parts = metric.split(".")
+    while parts:  # the longest key first, so keys holding dots (a budget of 7.65/255) are reachable
+        j = next((j for j in range(len(parts), 0, -1) if isinstance(node, dict) and ".".join(parts[:j]) in node), 0)
+        if not j:
             raise GateRuleError(f"report '{source}' has no figure '{metric}'")
-        node, i = node[key], i + key.count(".") + 1
+        node, parts = node[".".join(parts[:j])], parts[j:]
     if not isinstance(node, int | float):
         raise GateRuleError(f"'{metric}' in report '{source}' is not a number")
     return float(node)

@@ -59,11 +59,14 @@ class VTSTModule(nn.Module):
         """KL(N(mu, sigma^2) || N(0, I)) summed over latent dims; (N,)."""
         return 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1).sum(1)
 
+    def sample_latents(self, features: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """z_m = mu + sigma * eps_m for the M stored noise draws (M, N, Z), with mu and log sigma^2 (N, Z)."""
+        mu, logvar = self.encode(features)
+        return mu[None] + (0.5 * logvar).exp()[None] * self.eps[:, None, :], mu, logvar
+
     def sample_log_probs(self, features: Tensor) -> Tensor:
         """log p(y | z_m) for the M stored noise draws; (M, N, K)."""
-        mu, logvar = self.encode(features)
-        z = mu[None] + (0.5 * logvar).exp()[None] * self.eps[:, None, :]  # (M, N, Z)
-        return torch.log_softmax(self.out(z), dim=-1)
+        return torch.log_softmax(self.out(self.sample_latents(features)[0]), dim=-1)
 
     def forward(self, features: Tensor) -> Tensor:
         return torch.logsumexp(self.sample_log_probs(features), dim=0) - math.log(self.samples)
@@ -71,11 +74,12 @@ class VTSTModule(nn.Module):
     def uncertainty(self, features: Tensor) -> dict[str, Tensor]:
         """The head's own OOD scores (higher = more uncertain): the mutual information between y and z (the
         epistemic part of the predictive entropy, BALD) and the KL rate of q(z|h) from the prior."""
-        logp = self.sample_log_probs(features)
+        z, mu, logvar = self.sample_latents(features)
+        logp = torch.log_softmax(self.out(z), dim=-1)
         mean = torch.logsumexp(logp, 0) - math.log(self.samples)
         entropy = -(mean.exp() * mean).sum(-1)
         expected = -(logp.exp() * logp).sum(-1).mean(0)
-        return {"mutual_info": entropy - expected, "kl_rate": self.kl(*self.encode(features))}
+        return {"mutual_info": entropy - expected, "kl_rate": self.kl(mu, logvar)}
 
     def config(self) -> dict[str, Any]:
         return {

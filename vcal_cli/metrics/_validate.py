@@ -47,7 +47,8 @@ def check_probs(probs: Tensor) -> Tensor:
     probs = torch.as_tensor(probs)
     if probs.ndim != 2 or probs.shape[0] == 0:
         raise MetricError(f"probabilities must have shape (N, C) with N >= 1, got {tuple(probs.shape)}")
-    rows = probs.sum(1)  # one pass: a NaN or inf anywhere makes its row sum non-finite
+    # one pass, in at least float32: a NaN or inf anywhere makes its row sum non-finite
+    rows = probs.sum(1, dtype=torch.float64 if probs.dtype == torch.float64 else torch.float32)
     if not torch.isfinite(rows).all():
         raise MetricError(f"probabilities hold NaN or inf in {(~torch.isfinite(rows)).sum().item()} rows")
     lo, hi = torch.aminmax(probs)
