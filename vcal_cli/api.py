@@ -47,6 +47,10 @@ class ExtractOptions:
     device: str = "auto"
     batch_size: int = 256
     workers: int = 0
+    precision: str = "fp32"  # fp32, or bf16 / fp16 autocast
+    channels_last: bool | None = None  # None: on for CUDA, off on the CPU
+    cache_dtype: str = "float32"  # how features are stored: float32, float16 or bfloat16
+    shard_size: int = 8192  # rows per cache shard (the unit of resuming and of spreading over ranks)
 
 
 def load_features(
@@ -94,6 +98,10 @@ def load_features(
         device=o.device,
         batch_size=o.batch_size,
         workers=o.workers,
+        precision=o.precision,
+        channels_last=o.channels_last,
+        cache_dtype_name=o.cache_dtype,
+        shard_size=o.shard_size,
         check_classes=check_classes,
         progress=progress,
     )

@@ -42,17 +42,22 @@ class ImageSplit:
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def batches(self, batch_size: int, size: tuple[int, int], workers: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
-        """Yield (images, labels) in order; `size` is the (H, W) disk-backed sets decode to.
+    def batches(
+        self, batch_size: int, size: tuple[int, int], workers: int = 0, start: int = 0, stop: int | None = None
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """Yield (images, labels) of rows `start:stop` in order; `size` is the (H, W) disk-backed sets decode to.
 
-        With `workers > 0`, disk-backed sets decode up to `workers` batches ahead in threads.
+        In-memory sets yield views (no copy). With `workers > 0`, disk-backed sets decode up to `workers`
+        batches ahead in threads.
         """
-        ranges = [torch.arange(s, min(s + batch_size, len(self))) for s in range(0, len(self), batch_size)]
+        stop = len(self) if stop is None else min(stop, len(self))
+        bounds = [(s, min(s + batch_size, stop)) for s in range(start, stop, batch_size)]
         if self.images is not None:
-            for idx in ranges:
-                yield self.images[idx], self.labels[idx]
+            for s, e in bounds:
+                yield self.images[s:e], self.labels[s:e]
             return
         assert self.load is not None  # an ImageSplit holds images or a loader
+        ranges = [torch.arange(s, e) for s, e in bounds]
         if workers <= 0:
             for idx in ranges:
                 yield self.load(idx, size), self.labels[idx]

@@ -1,23 +1,24 @@
-"""The feature cache: one safetensors file per (checkpoint, data set, split, preprocessing).
+"""The feature cache: one safetensors file per (checkpoint, data set, split, preprocessing, storage).
 
-Files are written atomically (temp file + rename), so an interrupted run leaves either a complete
-entry or none. An unreadable entry is treated as a miss and rebuilt.
+Entries are written atomically (temp file + rename), so an interrupted run leaves either a complete
+entry or none, plus the finished shards it can resume from (`<key>.parts/`, see `store`). An
+unreadable entry is treated as a miss and rebuilt.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from safetensors import safe_open
-
 from vcal_cli._io import sha256_json
+from vcal_cli.features.store import read_header
 
-CACHE_FORMAT = "1"
+CACHE_FORMAT = "2"  # 2: sharded build, vcal's own tensor order, cache dtype in the key
 
 
 def default_cache_dir() -> Path:
@@ -52,21 +53,27 @@ class FeatureCache:
         out = []
         for p in sorted(self.root.glob("*.safetensors")) if self.root.is_dir() else []:
             try:
-                with safe_open(p, "pt") as f:
-                    info = json.loads((f.metadata() or {}).get("vcal_cache", "{}"))
+                info = json.loads((read_header(p)[0].get("__metadata__") or {}).get("vcal_cache", "{}"))
             except Exception:  # noqa: BLE001 - a foreign or broken file is listed, not fatal
                 info = {"error": "unreadable"}
-            out.append(CacheEntry(p, p.stem, p.stat().st_size, info))
+            st = p.stat()
+            created = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(st.st_mtime))
+            out.append(CacheEntry(p, p.stem, st.st_size, {**info, "created": created}))
         return out
 
     def clear(self) -> int:
-        """Delete every entry (and stray temp files); return how many entries were removed."""
+        """Delete every entry, unfinished shards and stray temp files; return how many entries were removed."""
+        if not self.root.is_dir():
+            return 0
         n = 0
-        for p in list(self.root.glob("*.safetensors")) + list(self.root.glob(".*.tmp")) if self.root.is_dir() else []:
+        for p in list(self.root.glob("*.safetensors")) + list(self.root.glob(".*.tmp")):
             p.unlink(missing_ok=True)
             n += p.suffix == ".safetensors"
+        for d in self.root.glob("*.parts"):
+            shutil.rmtree(d, ignore_errors=True)
         return n
 
 
 def cache_info(**fields: Any) -> dict[str, str]:
-    return {"vcal_cache": json.dumps({**fields, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})}
+    """The entry's metadata; no timestamp (the file's mtime tells), so equal extractions give equal bytes."""
+    return {"vcal_cache": json.dumps(fields, sort_keys=True)}

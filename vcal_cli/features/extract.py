@@ -1,6 +1,17 @@
-"""The single forward loop: run the model over a split and capture the head's input."""
+"""The single forward loop: run the model over rows of a split and capture the head's input.
+
+The loop is what a hand-written `torch.inference_mode()` loop would do, plus a forward pre-hook on the
+head: images are sliced (in-memory sets) or decoded ahead in threads (`workers`), pinned and copied
+asynchronously on CUDA, fed channels-last to convolutional models, and run under autocast when
+`precision` asks for it. Captured rows stay on the device until a shard is complete (one copy back
+per shard, not per batch).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -10,10 +21,17 @@ from vcal_cli.checkpoints import LoadedModel
 from vcal_cli.data import ImageSplit, Preprocessing
 from vcal_cli.errors import DataError, UsageError
 
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
 
 def resolve_device(device: str) -> torch.device:
+    """`auto` is CUDA when available (under torchrun: this rank's GPU, cuda:LOCAL_RANK), else the CPU."""
+    import os
+
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise UsageError(f"--device '{device}' is not a device; choose one of: auto, cpu, cuda")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -21,7 +39,115 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-@torch.inference_mode()
+def check_precision(precision: str, dev: torch.device) -> torch.dtype | None:
+    if precision not in PRECISIONS:
+        raise UsageError(f"--precision '{precision}' is not supported; choose one of: {', '.join(PRECISIONS)}")
+    if precision == "fp16" and dev.type != "cuda":
+        raise UsageError("--precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
+    return PRECISIONS[precision]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How the forward pass runs. `channels_last=None` means: on for CUDA, off on the CPU (measured in
+    benchmarks/bench_extract.py: on this 2-core CPU channels-last was slower for timm's ResNets)."""
+
+    device: str = "auto"
+    batch_size: int = 256
+    workers: int = 0
+    precision: str = "fp32"
+    channels_last: bool | None = None
+
+    def check(self) -> torch.device:
+        if self.batch_size < 1:
+            raise UsageError(f"--batch-size {self.batch_size} must be at least 1")
+        if self.workers < 0:
+            raise UsageError(f"--workers {self.workers} must be 0 or more")
+        dev = resolve_device(self.device)
+        check_precision(self.precision, dev)
+        return dev
+
+    def use_channels_last(self, dev: torch.device) -> bool:
+        return dev.type == "cuda" if self.channels_last is None else self.channels_last
+
+
+class Forward:
+    """The model on its device, in eval mode, with the head's input captured by a pre-hook."""
+
+    def __init__(self, loaded: LoadedModel, prep: Preprocessing, runtime: Runtime) -> None:
+        self.loaded, self.prep, self.runtime = loaded, prep, runtime
+        self.dev = runtime.check()
+        self.autocast = check_precision(runtime.precision, self.dev)
+        self.channels_last = runtime.use_channels_last(self.dev)
+        self.model = loaded.model.to(self.dev).eval()
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.captured: list[Tensor] = []
+        self._hook = loaded.head.register_forward_pre_hook(lambda _m, inp: self.captured.append(inp[0].flatten(1)))
+
+    def close(self) -> None:
+        self._hook.remove()
+        self.loaded.model.to("cpu", memory_format=torch.contiguous_format)
+
+    def __enter__(self) -> Forward:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __call__(self, images: Tensor) -> Tensor:
+        """Logits of one batch of raw images; the head's input is appended to `captured`."""
+        if self.dev.type == "cuda":
+            images = images.pin_memory().to(self.dev, non_blocking=True)
+        x = self.prep.to_model_input(images)
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        ctx = torch.autocast(self.dev.type, dtype=self.autocast) if self.autocast is not None else nullcontext()
+        with ctx:
+            return self.model(x)
+
+    @torch.inference_mode()
+    def rows(
+        self, data: ImageSplit, start: int, stop: int, *, advance: Callable[[], None] = lambda: None
+    ) -> tuple[Tensor, Tensor]:
+        """(features (n, D), logits (n, K)) float32 on the CPU for rows `start:stop` of `data`."""
+        self.captured.clear()
+        logits = []
+        bs = self.runtime.batch_size
+        for images, _ in data.batches(bs, self.prep.input_size[1:], self.runtime.workers, start, stop):
+            logits.append(self(images))
+            advance()
+        feats, out = torch.cat(self.captured).float().cpu(), torch.cat(logits).float().cpu()
+        self.captured.clear()
+        if len(feats) != stop - start:
+            raise DataError(
+                f"the head '{self.loaded.head_name}' ran {len(feats)} times for {stop - start} images; "
+                "it must run once per batch",
+                hint="name the final layer with --head-module",
+            )
+        bad = (~torch.isfinite(out)).any(1).sum().item()
+        if bad:
+            raise DataError(
+                f"the model produced NaN/inf logits for {bad} of {len(out)} images of '{data.name}'",
+                hint="check the checkpoint's weights and the preprocessing (--input-size, --mean, --std)",
+            )
+        return feats, out
+
+
+def batch_ticks(progress: Track, total: int, description: str) -> tuple[Callable[[], None], Callable[[], None]]:
+    """(advance, finish) callables driving `progress` over `total` batches from inside a loop."""
+    it: Iterator[object] = iter(progress(range(total), total=total, description=description))
+
+    def advance() -> None:
+        next(it, None)
+
+    def finish() -> None:
+        for _ in it:
+            pass
+
+    return advance, finish
+
+
 def extract_features(
     loaded: LoadedModel,
     data: ImageSplit,
@@ -30,38 +156,15 @@ def extract_features(
     device: str = "auto",
     batch_size: int = 256,
     workers: int = 0,
+    precision: str = "fp32",
+    channels_last: bool | None = None,
     progress: Track = quiet,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Return (features (N, D), logits (N, K), labels (N,)) as float32/int64 CPU tensors."""
-    if batch_size < 1:
-        raise UsageError(f"--batch-size {batch_size} must be at least 1")
-    dev = resolve_device(device)
-    model = loaded.model.to(dev).eval()
-    captured: list[Tensor] = []
-    hook = loaded.head.register_forward_pre_hook(lambda _m, inp: captured.append(inp[0].flatten(1).float().cpu()))
-    logits: list[Tensor] = []
-    n_batches = (len(data) + batch_size - 1) // batch_size
-    try:
-        for images, _ in progress(
-            data.batches(batch_size, prep.input_size[1:], workers),
-            total=n_batches,
-            description=f"features {data.name}:{data.split}",
-        ):
-            x = prep.to_model_input(images.to(dev, non_blocking=True))
-            logits.append(model(x).float().cpu())
-    finally:
-        hook.remove()
-        loaded.model.to("cpu")
-    feats, out = torch.cat(captured), torch.cat(logits)
-    if len(feats) != len(data):
-        raise DataError(
-            f"the head '{loaded.head_name}' ran {len(feats)} times for {len(data)} images; it must run once per batch",
-            hint="name the final layer with --head-module",
-        )
-    bad = (~torch.isfinite(out)).any(1).sum().item()
-    if bad:
-        raise DataError(
-            f"the model produced NaN/inf logits for {bad} of {len(out)} images of '{data.name}'",
-            hint="check the checkpoint's weights and the preprocessing (--input-size, --mean, --std)",
-        )
-    return feats, out, data.labels.clone()
+    """Return (features (N, D), logits (N, K), labels (N,)) as float32/int64 CPU tensors, all in memory."""
+    rt = Runtime(device, batch_size, workers, precision, channels_last)
+    total = -(-len(data) // batch_size)
+    advance, finish = batch_ticks(progress, total, f"features {data.name}:{data.split}")
+    with Forward(loaded, prep, rt) as fwd:
+        feats, logits = fwd.rows(data, 0, len(data), advance=advance)
+    finish()
+    return feats, logits, data.labels.clone()

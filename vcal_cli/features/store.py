@@ -1,0 +1,227 @@
+"""Feature files on disk: shards written as they are produced, merged by streaming, read memory-mapped.
+
+A cache entry is one safetensors file holding `labels` (N,) int64, `logits` (N, K) float32 and
+`features` (N, D) in the cache dtype (float32, float16 or bfloat16), in that order so every tensor
+starts aligned. vcal writes the header itself (sorted keys, padded to 8 bytes), so the same tensors
+give the same bytes whoever wrote them; any safetensors reader can open it.
+
+While an entry is built its rows live in `<key>.parts/`: `plan.json` (how the rows are cut) and one
+`shard-NNNNNN.safetensors` per finished shard, each written atomically. A killed run leaves the finished
+shards behind and the next run with the same plan extracts only the missing ones. The merge copies the
+shards into the entry block by block, so peak memory does not grow with the data set.
+
+Reads map the file (copy-on-write: a tensor may be changed in memory, never on disk). `MappedFile.release()`
+drops the pages read so far from this process (they stay in the OS page cache), which keeps the resident
+set bounded while a loop walks over a cache larger than memory.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import shutil
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from vcal_cli._io import atomic_write, atomic_write_json, safetensors_bytes
+from vcal_cli.errors import CacheError
+
+CACHE_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_ST = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.int64: "I64"}
+_FROM_ST = {v: k for k, v in _ST.items()}
+_NP = {torch.float32: np.float32, torch.float16: np.float16, torch.bfloat16: np.uint16, torch.int64: np.int64}
+ORDER = ("labels", "logits", "features")  # int64 first, then 4-byte, then 2/4-byte: every tensor starts aligned
+_BLOCK = 16 << 20  # bytes copied at a time when merging
+
+
+def cache_dtype(name: str) -> torch.dtype:
+    from vcal_cli.errors import UsageError
+
+    if name not in CACHE_DTYPES:
+        raise UsageError(f"--cache-dtype '{name}' is not supported; choose one of: {', '.join(CACHE_DTYPES)}")
+    return CACHE_DTYPES[name]
+
+
+def read_header(path: str | Path) -> tuple[dict[str, Any], int]:
+    """(header, byte offset where the data starts) of a safetensors file."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise CacheError(f"'{path}' is not a safetensors file (too short)")
+        (n,) = struct.unpack("<Q", head)
+        if n > 100 << 20:
+            raise CacheError(f"'{path}' is not a safetensors file (header of {n} bytes)")
+        header = json.loads(f.read(n))
+    return header, 8 + n
+
+
+def _nbytes(dtype: torch.dtype, shape: tuple[int, ...]) -> int:
+    return int(np.prod(shape, dtype=np.int64)) * torch.empty(0, dtype=dtype).element_size()
+
+
+def header_bytes(specs: dict[str, tuple[torch.dtype, tuple[int, ...]]], metadata: dict[str, str]) -> bytes:
+    """The 8-byte length and JSON header for tensors laid out in `ORDER` (then any others by name)."""
+    names = [n for n in ORDER if n in specs] + sorted(set(specs) - set(ORDER))
+    header: dict[str, Any] = {"__metadata__": metadata} if metadata else {}
+    off = 0
+    for name in names:
+        dtype, shape = specs[name]
+        size = _nbytes(dtype, shape)
+        header[name] = {"dtype": _ST[dtype], "shape": list(shape), "data_offsets": [off, off + size]}
+        off += size
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text
+
+
+class MappedFile:
+    """The tensors of one safetensors file, mapped copy-on-write into memory."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.header, start = read_header(self.path)
+        self.metadata: dict[str, str] = self.header.get("__metadata__") or {}
+        size = self.path.stat().st_size
+        with open(self.path, "rb") as f:
+            self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY) if size else None
+        self.tensors: dict[str, Tensor] = {}
+        for name, spec in self.header.items():
+            if name == "__metadata__":
+                continue
+            dtype, shape = _FROM_ST.get(spec["dtype"]), tuple(spec["shape"])
+            lo, hi = spec["data_offsets"]
+            if dtype is None or start + hi > size or hi - lo != _nbytes(dtype, shape):
+                raise CacheError(f"'{self.path}' has a bad entry for tensor '{name}'")
+            count = (hi - lo) // np.dtype(_NP[dtype]).itemsize
+            arr = np.frombuffer(self._mm, _NP[dtype], count, start + lo) if count else np.empty(0, _NP[dtype])
+            t = torch.from_numpy(arr.reshape(shape))
+            self.tensors[name] = t.view(torch.bfloat16) if dtype == torch.bfloat16 else t
+
+    def release(self) -> None:
+        """Drop this file's pages from the process (re-read from the page cache on the next touch)."""
+        if self._mm is not None and hasattr(self._mm, "madvise"):
+            self._mm.madvise(mmap.MADV_DONTNEED)
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """How N rows are cut into shards of `rows` (a multiple of the batch size, so batches never straddle)."""
+
+    n: int
+    rows: int
+    batch_size: int
+
+    @classmethod
+    def make(cls, n: int, shard_size: int, batch_size: int) -> ShardPlan:
+        rows = max(batch_size, -(-shard_size // batch_size) * batch_size)
+        return cls(n, rows, batch_size)
+
+    def __len__(self) -> int:
+        return -(-self.n // self.rows)
+
+    def bounds(self, i: int) -> tuple[int, int]:
+        return i * self.rows, min((i + 1) * self.rows, self.n)
+
+
+class Parts:
+    """The shards of an entry being built, in `<entry>.parts/`."""
+
+    def __init__(self, entry: Path, plan: ShardPlan, identity: dict[str, Any]) -> None:
+        self.entry, self.plan = entry, plan
+        self.dir = entry.with_name(entry.stem + ".parts")
+        self.spec = {"plan": {"n": plan.n, "rows": plan.rows, "batch_size": plan.batch_size}, **identity}
+
+    def prepare(self) -> int:
+        """Create the folder; shards of a different plan are dropped. Returns the number of finished shards."""
+        plan_file = self.dir / "plan.json"
+        if plan_file.exists():
+            try:
+                same = json.loads(plan_file.read_text()) == json.loads(json.dumps(self.spec))
+            except (OSError, ValueError):
+                same = False
+            if not same:
+                shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if not plan_file.exists():
+            atomic_write_json(plan_file, self.spec)
+        return sum(self.done(i) for i in range(len(self.plan)))
+
+    def shard(self, i: int) -> Path:
+        return self.dir / f"shard-{i:06d}.safetensors"
+
+    def done(self, i: int) -> bool:
+        return self.shard(i).exists()
+
+    def missing(self) -> list[int]:
+        return [i for i in range(len(self.plan)) if not self.done(i)]
+
+    def write(self, i: int, tensors: dict[str, Tensor]) -> None:
+        atomic_write(self.shard(i), lambda tmp: tmp.write_bytes(safetensors_bytes(tensors)))
+
+    def merge(self, metadata: dict[str, str]) -> Path:
+        """Stream every shard into the entry (atomically), then remove the parts folder."""
+        missing = self.missing()
+        if missing:
+            raise CacheError(f"cannot merge '{self.dir}': {len(missing)} shards are missing (first: {missing[0]})")
+        heads = [read_header(self.shard(i)) for i in range(len(self.plan))]
+        first = heads[0][0]
+        specs = {
+            name: (_FROM_ST[first[name]["dtype"]], (self.plan.n, *first[name]["shape"][1:]))
+            for name in ORDER
+            if name in first
+        }
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as out:
+                out.write(header_bytes(specs, metadata))
+                for name in [n for n in ORDER if n in specs]:
+                    for i, (h, start) in enumerate(heads):
+                        lo, hi = h[name]["data_offsets"]
+                        with open(self.shard(i), "rb") as src:
+                            src.seek(start + lo)
+                            _copy(src, out, hi - lo)
+
+        atomic_write(self.entry, write)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return self.entry
+
+
+def _copy(src: Any, dst: Any, n: int) -> None:
+    while n > 0:
+        block = src.read(min(_BLOCK, n))
+        if not block:
+            raise CacheError("a shard ended early while merging the feature cache")
+        dst.write(block)
+        n -= len(block)
+
+
+def write_entry(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> Path:
+    """Write in-memory tensors as one entry in vcal's layout (used for exports and small sets)."""
+    specs = {k: (v.dtype, tuple(v.shape)) for k, v in tensors.items()}
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as out:
+            out.write(header_bytes(specs, metadata))
+            for name in [n for n in ORDER if n in specs] + sorted(set(specs) - set(ORDER)):
+                t = tensors[name].contiguous()
+                out.write((t.view(torch.int16) if t.dtype == torch.bfloat16 else t).numpy().data)
+
+    return atomic_write(path, write)
+
+
+def row_chunks(n: int, row_elems: int, max_elems: int = 1 << 24) -> Iterator[tuple[int, int]]:
+    """(start, stop) row ranges of at most `max_elems` elements each (at least one row)."""
+    step = max(1, max_elems // max(1, row_elems))
+    for s in range(0, n, step):
+        yield s, min(s + step, n)
+
+
+def remove_parts(entry: Path) -> None:
+    shutil.rmtree(entry.with_name(entry.stem + ".parts"), ignore_errors=True)
