@@ -22,6 +22,7 @@ from vcal_cli.data import ImageSplit, Preprocessing, load_split, resolve_preproc
 from vcal_cli.errors import DataError, UsageError
 from vcal_cli.evaluations.robustness import RobustnessOptions, Variant, check_options
 from vcal_cli.features import FeatureSet, Track, get_features, quiet
+from vcal_cli.features.distributed import release_workers
 from vcal_cli.heads import get_head
 from vcal_cli.metrics import DEFAULT_N_BINS, compute_metrics
 from vcal_cli.metrics._validate import check_bins
@@ -172,6 +173,7 @@ def audit(
     if robustness:
         check_options(robustness, o.data_root)  # a bad corruption or OOD set fails before any extraction
     loaded, fs, prep = load_features(checkpoint, data, split, o, progress=progress)
+    release_workers()  # under torchrun: the ranks shared the extraction; the audit runs on rank 0
     result = compute_metrics(fs.labels, logits=fs.logits, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed)
     settings.update(
         {
@@ -203,14 +205,17 @@ def export_features(
     split: str = "test",
     options: ExtractOptions | None = None,
     progress: Track = quiet,
-) -> Path:
-    """Write `features`, `logits` and `labels` of `data:split` to `out` (.safetensors), via the cache."""
+) -> FeatureSet:
+    """Write `features`, `logits` and `labels` of `data:split` to `out` (.safetensors), via the cache.
+
+    Returns the split's FeatureSet (`resumed` tells how many shards an interrupted run had finished)."""
     out = Path(out)
     if out.suffix != ".safetensors":
         raise UsageError(f"--out '{out}' must end in .safetensors")
     if same_file(checkpoint, out):
         raise UsageError(f"refusing to write '{out}' over the checkpoint", hint="choose another --out")
     loaded, fs, prep = load_features(checkpoint, data, split, options, progress=progress)
+    release_workers()
     meta = {
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": loaded.sha256,
@@ -218,7 +223,8 @@ def export_features(
         "split": split,
         "preprocessing": str(prep.to_dict()),
     }
-    return fs.save(out, meta)
+    fs.save(out, meta)
+    return fs
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -351,6 +357,7 @@ def retrain(
             raise UsageError(f"refusing to write '{path}' over an input file", hint="choose another --out")
     _, val, _ = load_features(loaded, data, "val", o, progress=progress)
     _, test, prep = load_features(loaded, data, "test", o, progress=progress)
+    release_workers()  # under torchrun: the ranks shared the three extractions; fitting runs on rank 0
     base = audit(
         loaded,
         data=data,

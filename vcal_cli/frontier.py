@@ -233,6 +233,7 @@ def frontier(
     """Fit one variational head per (beta, lambda) on the cached features, measure R, D, C and the metrics,
     select a point on val, and optionally write its checkpoint (as `vcal retrain` does)."""
     from vcal_cli.api import ExtractOptions, load_features
+    from vcal_cli.features.distributed import release_workers
     from vcal_cli.heads import FitData
     from vcal_cli.heads._train import resolve_epochs
     from vcal_cli.heads.ce import default_latent
@@ -250,6 +251,7 @@ def frontier(
         raise UsageError(f"refusing to write '{write_best}' over the checkpoint", hint="choose another --write-best")
     _, va, _ = load_features(loaded, data, "val", o, progress=progress)
     _, te, prep = load_features(loaded, data, "test", o, progress=progress)
+    release_workers()  # under torchrun: the ranks shared the extractions; the sweep runs on rank 0
     train, val = FitData(tr.features, tr.logits, tr.labels), FitData(va.features, va.logits, va.labels)
     mean, std = tr.features.mean(0), tr.features.std(0).clamp_min(1e-6)
     k = tr.logits.shape[1]

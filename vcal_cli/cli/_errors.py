@@ -25,11 +25,17 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 @contextmanager
 def handle_errors(debug: bool = False) -> Iterator[None]:
     """Inside a command: a VcalError becomes one line and its exit code; other exceptions are bugs."""
+    from vcal_cli.features.distributed import WorkerFinished
+
     try:
         yield
+    except WorkerFinished:  # a torchrun rank > 0 whose share of the extraction is done: rank 0 reports
+        return
     except VcalError as e:
         if debug_enabled(debug):
             raise
         raise fail(str(e), e.exit_code) from None
     except KeyboardInterrupt:
-        raise fail("interrupted; nothing partial was written", 130) from None
+        raise fail(
+            "interrupted; nothing partial was written (finished feature shards are kept for the next run)", 130
+        ) from None

@@ -51,6 +51,21 @@ NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Neither read nor w
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")]
 WorkersOpt = Annotated[int, typer.Option("--workers", min=0, help="Threads decoding image files ahead.")]
+PrecisionOpt = Annotated[
+    str, typer.Option("--precision", help="fp32, or autocast to bf16 / fp16 (fp16 on CUDA only) for the forward pass.")
+]
+ChannelsLastOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--channels-last/--no-channels-last", help="Feed the model channels-last images \\[default: on for CUDA]."
+    ),
+]
+CacheDtypeOpt = Annotated[
+    str, typer.Option("--cache-dtype", help="Store cached features as float32, float16 or bfloat16 (logits: float32).")
+]
+ShardSizeOpt = Annotated[
+    int, typer.Option("--shard-size", min=1, help="Rows per cache shard: the unit of resuming and of torchrun ranks.")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print report.json to stdout instead of the table.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
 
@@ -72,6 +87,10 @@ def extract_options(flags: dict[str, Any]) -> ExtractOptions:
         device=f("device") or "auto",
         batch_size=f("batch_size") or 256,
         workers=f("workers") or 0,
+        precision=f("precision") or "fp32",
+        channels_last=f("channels_last"),
+        cache_dtype=f("cache_dtype") or "float32",
+        shard_size=f("shard_size") or 8192,
     )
 
 

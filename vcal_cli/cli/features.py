@@ -13,6 +13,8 @@ from vcal_cli.cli._options import (
     ArchOpt,
     BatchOpt,
     CacheDirOpt,
+    CacheDtypeOpt,
+    ChannelsLastOpt,
     DataOpt,
     DataRootOpt,
     DebugOpt,
@@ -21,6 +23,8 @@ from vcal_cli.cli._options import (
     InputSizeOpt,
     MeanOpt,
     NoCacheOpt,
+    PrecisionOpt,
+    ShardSizeOpt,
     SplitOpt,
     StdOpt,
     TrustOpt,
@@ -49,6 +53,10 @@ def features_cmd(
     device: DeviceOpt = "auto",
     batch_size: BatchOpt = 256,
     workers: WorkersOpt = 0,
+    precision: PrecisionOpt = "fp32",
+    channels_last: ChannelsLastOpt = None,
+    cache_dtype: CacheDtypeOpt = "float32",
+    shard_size: ShardSizeOpt = 8192,
     debug: DebugOpt = False,
 ) -> None:
     """Export features, logits and labels of one split (read from the cache when present).
@@ -57,5 +65,7 @@ def features_cmd(
     """
     with handle_errors(debug):
         opts = extract_options(locals())
-        path = api.export_features(checkpoint, out_file, data=data, split=split, options=opts, progress=progress())
-        note(f"wrote {path}")
+        fs = api.export_features(checkpoint, out_file, data=data, split=split, options=opts, progress=progress())
+        if fs.resumed:
+            note(f"resumed an interrupted extraction: {fs.resumed} finished shards reused")
+        note(f"wrote {out_file} ({len(fs)} rows, features from the cache)" if fs.from_cache else f"wrote {out_file}")

@@ -20,6 +20,11 @@ import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
 TIMEOUT = timedelta(hours=2)  # a rank may wait this long at a barrier for the slowest rank's shards
+_released = False  # set once the workers have left: rank 0 then goes on as a single process
+
+
+class WorkerFinished(Exception):  # noqa: N818 - not an error: the normal end of a rank > 0
+    """Raised on ranks > 0 when their share of the work is done; the CLI exits 0 on it."""
 
 
 @dataclass(frozen=True)
@@ -55,12 +60,28 @@ class World:
 def world() -> World:
     """This process's rank and the world size; joins the process group on first use under torchrun."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size <= 1:
+    if size <= 1 or _released:
         return World()
     if not dist.is_initialized():
         dist.init_process_group("gloo", timeout=TIMEOUT)
         atexit.register(_leave)
     return World(dist.get_rank(), dist.get_world_size())
+
+
+def release_workers() -> None:
+    """End the distributed part of a command: ranks > 0 raise `WorkerFinished`, rank 0 goes on alone.
+
+    Commands call this once the splits every rank helps extract are in the cache; what follows (metrics,
+    head fitting, robustness evaluations, writing) runs on rank 0.
+    """
+    global _released
+    if _released or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
+    w = world()
+    w.barrier()
+    _released = True
+    if not w.main:
+        raise WorkerFinished
 
 
 def is_main() -> bool:

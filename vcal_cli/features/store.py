@@ -141,15 +141,13 @@ class Parts:
     def prepare(self) -> int:
         """Create the folder; shards of a different plan are dropped. Returns the number of finished shards."""
         plan_file = self.dir / "plan.json"
-        if plan_file.exists():
-            try:
-                same = json.loads(plan_file.read_text()) == json.loads(json.dumps(self.spec))
-            except (OSError, ValueError):
-                same = False
-            if not same:
-                shutil.rmtree(self.dir, ignore_errors=True)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        if not plan_file.exists():
+        try:
+            same = json.loads(plan_file.read_text()) == json.loads(json.dumps(self.spec))
+        except (OSError, ValueError):  # no plan (or a broken one): shards of unknown cut are not trusted
+            same = False
+        if not same:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir.mkdir(parents=True, exist_ok=True)
             atomic_write_json(plan_file, self.spec)
         return sum(self.done(i) for i in range(len(self.plan)))
 

@@ -1,0 +1,187 @@
+"""Caches larger than memory: shards, memory-mapped reads, resume after a kill, torchrun ranks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.helpers import tiny_mlp
+from vcal_cli.data import load_split
+from vcal_cli.features import FeatureSet, extract_features, get_features
+from vcal_cli.features.distributed import World
+from vcal_cli.features.store import MappedFile, Parts, ShardPlan, write_entry
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "sample_checkpoints" / "cnn_digits.safetensors"
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    return {**env, "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]), **extra}
+
+
+def _entries(cache: Path) -> list[Path]:
+    return sorted(cache.glob("*.safetensors"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_entry_round_trip_mapped_and_readable_by_safetensors(tmp_path: Path, dtype: torch.dtype) -> None:
+    g = torch.Generator().manual_seed(0)
+    t = {
+        "features": torch.randn(37, 5, generator=g).to(dtype),
+        "logits": torch.randn(37, 3, generator=g),
+        "labels": torch.randint(0, 3, (37,), generator=g),
+    }
+    path = write_entry(tmp_path / "e.safetensors", t, {"vcal_cache": "{}"})
+    m = MappedFile(path)
+    other = load_file(str(path))  # any safetensors reader opens vcal's layout
+    for k, v in t.items():
+        assert m.tensors[k].dtype == v.dtype and torch.equal(m.tensors[k], v)
+        assert torch.equal(other[k], v)
+    m.tensors["features"][0, 0] = 7  # copy-on-write: memory only, never the file
+    m.release()
+    assert torch.equal(MappedFile(path).tensors["features"], t["features"])
+
+
+def test_shard_plan_cuts_whole_batches() -> None:
+    p = ShardPlan.make(1000, 100, 32)
+    assert p.rows == 128 and len(p) == 8 and p.bounds(7) == (896, 1000)
+    assert ShardPlan.make(10, 1, 32).rows == 32
+
+
+def test_parts_merge_streams_shards_and_a_changed_plan_starts_over(tmp_path: Path) -> None:
+    entry = tmp_path / "k.safetensors"
+    plan = ShardPlan.make(10, 4, 2)
+    parts = Parts(entry, plan, {"entry": "k"})
+    assert parts.prepare() == 0
+    full = {"features": torch.arange(40.0).view(10, 4), "logits": torch.ones(10, 2), "labels": torch.arange(10)}
+    for i in range(len(plan)):
+        s, e = plan.bounds(i)
+        parts.write(i, {k: v[s:e].contiguous() for k, v in full.items()})
+    assert Parts(entry, plan, {"entry": "k"}).prepare() == 3  # same plan: finished shards are kept
+    parts.merge({"vcal_cache": "{}"})
+    assert not parts.dir.exists()
+    m = MappedFile(entry).tensors
+    assert all(torch.equal(m[k], v) for k, v in full.items())
+    Parts(entry, plan, {"entry": "k"}).write(0, {k: v[:4].contiguous() for k, v in full.items()})
+    assert Parts(entry, ShardPlan.make(10, 6, 2), {"entry": "k"}).prepare() == 0  # other plan: shards dropped
+
+
+def test_distributed_sampler_splits_shards_without_repeats() -> None:
+    got = [World(r, 3).shards(7) for r in range(3)]
+    assert got == [[0, 3, 6], [1, 4], [2, 5]]
+    assert [World(r, 4).shards(2) for r in range(4)] == [[0], [1], [], []]
+
+
+@pytest.mark.parametrize("cache_dtype", ["float32", "float16"])
+def test_sharded_cache_equals_one_forward_pass(tmp_path: Path, cache_dtype: str) -> None:
+    model, data = tiny_mlp(), load_split("digits", "train")
+    prep = model.preprocessing
+    ref_f, ref_l, ref_y = extract_features(model, data, prep, device="cpu", batch_size=32)
+    kw = {"device": "cpu", "batch_size": 32, "cache_dir": tmp_path, "cache_dtype_name": cache_dtype}
+    fs = get_features(model, data, prep, shard_size=100, **kw)
+    assert fs.mapped is not None and fs.features.dtype == getattr(torch, cache_dtype)
+    assert torch.equal(fs.features, ref_f.to(fs.features.dtype))
+    assert torch.equal(fs.logits, ref_l) and torch.equal(fs.labels, ref_y)
+    assert not list(tmp_path.glob("*.parts"))
+    again = get_features(model, data, prep, shard_size=100, **kw)
+    assert again.from_cache and torch.equal(again.features, fs.features)
+
+
+def test_a_broken_entry_is_rebuilt(tmp_path: Path) -> None:
+    model, data = tiny_mlp(), load_split("digits", "test")
+    kw = {"device": "cpu", "cache_dir": tmp_path}
+    fs = get_features(model, data, model.preprocessing, **kw)
+    fs.path.write_bytes(b"garbage")
+    again = get_features(model, data, model.preprocessing, **kw)
+    assert not again.from_cache and torch.equal(again.logits, FeatureSet.load(again.path).logits)
+
+
+def test_torchrun_two_ranks_write_the_same_cache_bit_for_bit(tmp_path: Path) -> None:
+    """`torchrun --nproc-per-node 2 -m vcal_cli features` on gloo equals one process, byte for byte."""
+    args = [str(SAMPLE), "--split", "train", "--device", "cpu", "--batch-size", "32", "--shard-size", "96"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    r1 = subprocess.run(
+        [sys.executable, "-m", "vcal_cli", "features", *args, "--out", str(tmp_path / "a.safetensors"),
+         "--cache-dir", str(one)],
+        env=_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r1.returncode == 0, r1.stderr
+    r2 = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "vcal_cli",
+         "features", *args, "--out", str(tmp_path / "b.safetensors"), "--cache-dir", str(two)],
+        env=_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r2.returncode == 0, r2.stderr
+    (a,), (b,) = _entries(one), _entries(two)
+    assert a.name == b.name and a.read_bytes() == b.read_bytes()
+    assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
+    assert r2.stdout.count("wrote") <= 1  # only rank 0 reports
+
+
+SLOW_MODULE = """
+import time
+import torch
+from torch import nn
+
+
+class SlowNet(nn.Module):
+    '''An MLP on 8x8 digits that sleeps in every forward, so a test can kill it mid-extraction.'''
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU())
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        time.sleep(0.04)
+        return self.fc(self.body(x))
+"""
+
+
+def test_a_killed_extraction_resumes_from_its_finished_shards(tmp_path: Path) -> None:
+    (tmp_path / "slowmod.py").write_text(textwrap.dedent(SLOW_MODULE))
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import slowmod
+
+        torch.manual_seed(0)
+        torch.save(slowmod.SlowNet().eval(), tmp_path / "slow.pt")
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("slowmod", None)
+    env = _env(PYTHONPATH=os.pathsep.join([str(ROOT), str(tmp_path)]))
+    cmd = [sys.executable, "-m", "vcal_cli", "features", str(tmp_path / "slow.pt"), "--trust-checkpoint",
+           "--split", "train", "--device", "cpu", "--batch-size", "16", "--shard-size", "64"]  # fmt: skip
+    cache = tmp_path / "cache"
+    proc = subprocess.Popen([*cmd, "--cache-dir", str(cache), "--out", str(tmp_path / "x.safetensors")], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while len(list(cache.glob("*.parts/shard-*.safetensors"))) < 3:
+        assert proc.poll() is None, proc.communicate()[1].decode()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not _entries(cache) and not (tmp_path / "x.safetensors").exists()
+    finished = len(list(cache.glob("*.parts/shard-*.safetensors")))
+    assert 3 <= finished < 17  # 1,077 rows in shards of 64: 17 shards; it died part-way
+    resumed = subprocess.run([*cmd, "--cache-dir", str(cache), "--out", str(tmp_path / "x.safetensors")], env=env,
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{finished} finished shards reused" in resumed.stderr
+    straight = subprocess.run([*cmd, "--cache-dir", str(tmp_path / "ref"), "--out", str(tmp_path / "y.safetensors")],
+                              env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert straight.returncode == 0, straight.stderr
+    (a,), (b,) = _entries(cache), _entries(tmp_path / "ref")
+    assert a.read_bytes() == b.read_bytes()
+    assert not list(cache.glob("*.parts"))
