@@ -179,19 +179,36 @@ def test_bootstrap_is_seeded_and_brackets_the_estimate() -> None:
     assert 0.0 <= a.intervals["accuracy"][0] <= a.intervals["accuracy"][1] <= 1.0
 
 
-def test_bootstrap_weights_equal_explicit_resample() -> None:
-    """The weighted kernels must give exactly what recomputing on a materialised resample gives."""
-    from vcal_cli.metrics import _all_metrics
-    from vcal_cli.metrics._validate import from_logits
+@pytest.mark.parametrize("k", [4, 40])
+def test_bootstrap_weights_equal_explicit_resample(k: int) -> None:
+    """Every metric of a weighted resample (classwise ECE's GEMM + sparse-bin path included) equals
+    recomputing on the materialised resample."""
+    from vcal_cli.metrics import evaluate_scores, make_scores
 
-    logits, labels = _case(5, n=300, k=4)
-    p, lp, y = from_logits(logits, labels)
-    idx = torch.randint(0, 300, (3, 300), generator=torch.Generator().manual_seed(0))
-    batched = _all_metrics(p, lp, y, idx, 15)
+    logits, labels = _case(5, n=300, k=k)
+    src, y = make_scores(labels, logits, None)
+    ((vals, _),) = evaluate_scores([src], y, n_bins=15, n_bootstrap=3, seed=7)
+    idx = torch.randint(0, 300, (3, 300), generator=torch.Generator().manual_seed(7))  # the same draws
     for r in range(3):
-        direct = _all_metrics(p[idx[r]], lp[idx[r]], y[idx[r]], None, 15)
-        for k in direct:
-            assert math.isclose(float(batched[k][r]), float(direct[k][0]), abs_tol=1e-10), k
+        direct = compute_metrics(labels[idx[r]], logits=logits[idx[r]], n_bootstrap=0).metrics.as_dict()
+        for name, v in direct.items():
+            assert math.isclose(float(vals[name][1 + r]), v, abs_tol=1e-10), name
+
+
+def test_metrics_stream_over_row_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunked reading (as for a memory-mapped cache) gives the same numbers as one chunk."""
+    import vcal_cli.metrics as m
+
+    logits, labels = _case(3, n=500, k=12)
+    whole = compute_metrics(labels, logits=logits.float(), n_bootstrap=20)
+    monkeypatch.setattr(m, "ROW_CHUNK_ELEMS", 7 * 12)  # 7 rows at a time
+    chunked = compute_metrics(labels, logits=logits.float(), n_bootstrap=20)
+    for name, v in whole.metrics.as_dict().items():
+        assert math.isclose(getattr(chunked.metrics, name), v, abs_tol=1e-12), name
+        assert all(
+            math.isclose(a, b, abs_tol=1e-12)
+            for a, b in zip(whole.intervals[name], chunked.intervals[name], strict=True)
+        )
 
 
 @pytest.mark.parametrize(

@@ -111,21 +111,13 @@ def paired_deltas(
     seed: int,
 ) -> dict[str, tuple[float, float]]:
     """95% percentile interval of (current - baseline) for every metric, resampling the same samples for both."""
-    from vcal_cli.metrics import _all_metrics
-    from vcal_cli.metrics._validate import from_logits
+    from vcal_cli.metrics import evaluate_scores, make_scores
 
-    a, b = from_logits(base_logits, labels), from_logits(cur_logits, labels)
-    n = len(labels)
-    gen = torch.Generator().manual_seed(seed)
-    step = max(1, 2_000_000 // n)
-    deltas: dict[str, list[torch.Tensor]] = {k: [] for k in METRIC_NAMES}
-    for s in range(0, n_bootstrap, step):
-        idx = torch.randint(0, n, (min(step, n_bootstrap - s), n), generator=gen)
-        ma, mb = _all_metrics(*a, idx, n_bins), _all_metrics(*b, idx, n_bins)
-        for k in METRIC_NAMES:
-            deltas[k].append(mb[k] - ma[k])
+    a, y = make_scores(labels, base_logits, None)
+    b, _ = make_scores(labels, cur_logits, None)
+    (va, _), (vb, _) = evaluate_scores([a, b], y, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed)
     q = torch.tensor([0.025, 0.975], dtype=torch.float64)
-    return {k: tuple(torch.quantile(torch.cat(v), q).tolist()) for k, v in deltas.items()}  # type: ignore[misc]
+    return {k: tuple(torch.quantile(vb[k][1:] - va[k][1:], q).tolist()) for k in METRIC_NAMES}  # type: ignore[misc]
 
 
 def evaluate(

@@ -1,6 +1,7 @@
 """Calibration and accuracy metrics, named by their report keys.
 
-All computation is in float64 on the CPU. Definitions (see the README for the conventions):
+All computation is in float64 on the CPU, over row chunks of the (N, C) scores (which may be a
+memory-mapped cache larger than memory). Definitions (see the README for the conventions):
 
 - accuracy: mean of argmax == label (ties go to the lowest class index).
 - nll: mean negative log-likelihood, log-softmax of the logits (probabilities: log(max(p, 1e-7))).
@@ -14,20 +15,22 @@ All computation is in float64 on the CPU. Definitions (see the README for the co
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 
 import torch
 from torch import Tensor
 
-from vcal_cli.metrics._validate import DEFAULT_N_BINS, check_bins, from_logits, from_probs, top_label
+from vcal_cli.errors import MetricError
+from vcal_cli.metrics._validate import DEFAULT_N_BINS, check_bins, check_labels, check_probs, top_label
 from vcal_cli.metrics.calibration import (
     ReliabilityBin,
     adaptive_ece_kernel,
-    classwise_ece_kernel,
+    bin_index,
     ece_mce_kernel,
     reliability_bins,
 )
-from vcal_cli.metrics.scoring import aurc_kernel, per_sample
+from vcal_cli.metrics.scoring import aurc_kernel, chunk_stats
 
 __all__ = [
     "Metrics",
@@ -82,31 +85,125 @@ class MetricsResult:
     seed: int
 
 
-def _all_metrics(
-    probs: Tensor, log_probs: Tensor, labels: Tensor, idx: Tensor | None, n_bins: int
-) -> dict[str, Tensor]:
-    """Every metric for each resample row of `idx` (R, N) of sample indices; `idx=None` is the sample itself."""
-    s = per_sample(probs, log_probs, labels)
-    n = len(labels)
-    if idx is None:
-        w = torch.ones(1, n, dtype=torch.float64)
-        conf, correct = s["conf"][None], s["correct"][None]
-    else:
-        w = torch.zeros(len(idx), n, dtype=torch.float64).scatter_add_(
-            1, idx, torch.ones_like(idx, dtype=torch.float64)
-        )
-        conf, correct = s["conf"][idx], s["correct"][idx]
-    e, m = ece_mce_kernel(s["conf"], s["correct"], w, n_bins)
-    return {
-        "accuracy": (w @ s["correct"]) / n,
-        "nll": (w @ s["nll"]) / n,
-        "brier": (w @ s["brier"]) / n,
-        "ece": e,
-        "ece_adaptive": adaptive_ece_kernel(conf, correct, n_bins),
-        "mce": m,
-        "classwise_ece": classwise_ece_kernel(probs, labels, w, n_bins),
-        "aurc": aurc_kernel(conf, correct),
-    }
+ROW_CHUNK_ELEMS = 1 << 22  # rows of scores converted to float64 at a time: 32 MB, whatever N
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Logits or probabilities (N, K) in any float dtype, possibly memory-mapped: read in row chunks."""
+
+    values: Tensor
+    is_logits: bool
+
+    def chunks(self, labels: Tensor, rows: int) -> Iterator[tuple[int, Tensor, dict[str, Tensor]]]:
+        """(start, probs, per-sample values) in float64 for consecutive row chunks, validated as read."""
+        for a in range(0, len(self.values), rows):
+            x = self.values[a : a + rows]
+            if self.is_logits and not torch.isfinite(x).all():
+                bad = (~torch.isfinite(x)).any(1).sum().item()
+                raise MetricError(f"logits hold NaN or inf in {bad} rows (rows {a}..{a + len(x) - 1})")
+            if not self.is_logits:
+                check_probs(x)
+            p, stats = chunk_stats(x, labels[a : a + len(x)], self.is_logits)
+            yield a, p, stats
+
+
+def make_scores(labels: Tensor, logits: Tensor | None, probs: Tensor | None) -> tuple[Scores, Tensor]:
+    """Shape-checked scores and labels (values are checked chunk by chunk as they are read)."""
+    if (logits is None) == (probs is None):
+        raise ValueError("give exactly one of logits or probs")
+    x = torch.as_tensor(logits if logits is not None else probs)
+    what = "logits" if logits is not None else "probabilities"
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise MetricError(f"{what} must have shape (N, C) with N >= 1, got {tuple(x.shape)}")
+    return Scores(x, logits is not None), check_labels(labels, len(x), x.shape[1])
+
+
+def resample_counts(n: int, n_bootstrap: int, seed: int) -> Tensor:
+    """(1 + R, N) int16: row 0 all ones (the sample itself), row r how often each sample is in resample r.
+
+    Resample r draws N indices with replacement from a generator seeded with `seed`; the draws are made
+    a few rows at a time, so the largest allocation is this matrix (2 bytes per sample and resample).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    counts = torch.ones(1 + n_bootstrap, n, dtype=torch.int16)
+    step = max(1, 2_000_000 // n)
+    for s in range(0, n_bootstrap, step):
+        idx = torch.randint(0, n, (min(step, n_bootstrap - s), n), generator=gen)
+        rows = counts[1 + s : 1 + s + len(idx)]
+        rows.zero_().scatter_add_(1, idx, torch.ones_like(idx, dtype=torch.int16))
+    return counts
+
+
+def _scalar_metrics(s: dict[str, Tensor], counts: Tensor, n_bins: int) -> dict[str, Tensor]:
+    """Every metric but classwise ECE, for each row of `counts` (R, N), from the per-sample values."""
+    n = len(s["conf"])
+    out: dict[str, list[Tensor]] = {}
+    step = max(1, 2_000_000 // n)  # rows of float64 weights at a time
+    for a in range(0, len(counts), step):
+        w = counts[a : a + step].double()
+        e, m = ece_mce_kernel(s["conf"], s["correct"], w, n_bins)
+        vals = {
+            "accuracy": (w @ s["correct"]) / n,
+            "nll": (w @ s["nll"]) / n,
+            "brier": (w @ s["brier"]) / n,
+            "ece": e,
+            "ece_adaptive": adaptive_ece_kernel(s["conf"], s["correct"], w, n_bins),
+            "mce": m,
+            "aurc": aurc_kernel(s["conf"], s["correct"], w),
+        }
+        for k, v in vals.items():
+            out.setdefault(k, []).append(v)
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def evaluate_scores(
+    sources: list[Scores], labels: Tensor, *, n_bins: int, n_bootstrap: int, seed: int
+) -> list[tuple[dict[str, Tensor], dict[str, Tensor]]]:
+    """For each source: (every metric (1 + R,): the sample then each resample, per-sample values (N,)).
+
+    Every source is resampled with the same rows (the paired bootstrap of `vcal gate`). Each source's
+    (N, K) scores are read once, in row chunks, so they may be memory-mapped and larger than memory;
+    the largest allocation is the (1 + R, N) int16 resample counts.
+    """
+    counts = resample_counts(len(labels), n_bootstrap, seed)
+    out = []
+    for src in sources:
+        stats, cw = _one_pass(src, labels, counts, n_bins)
+        out.append(({**_scalar_metrics(stats, counts, n_bins), "classwise_ece": cw}, stats))
+    return out
+
+
+def _one_pass(scores: Scores, labels: Tensor, counts: Tensor, n_bins: int) -> tuple[dict[str, Tensor], Tensor]:
+    """Per-sample values (N,) and classwise ECE for each row of `counts` (1 + R,), in one pass over the rows.
+
+    Slot (c, b) sums d = 1[y = c] - p_c over the samples whose p_c falls in bin b. Most of the N x K
+    probabilities fall in bin 0 (p < 1/B), so each row chunk adds its few entries of bins >= 1 one by
+    one and gets bin 0 as the class total minus those: the class totals are one dense product of the
+    resample counts with the probabilities, so the cost is a GEMM, not a scatter of R x N x K.
+    """
+    n, k = scores.values.shape
+    r = len(counts)
+    stats = {name: torch.empty(n, dtype=torch.float64) for name in ("conf", "correct", "nll", "brier")}
+    totals = torch.zeros(r, k, dtype=torch.float64)
+    upper = torch.zeros(r, k * n_bins, dtype=torch.float64)  # slots of bins >= 1 (bin-0 columns stay 0)
+    first_edge = 1.0 / n_bins
+    for a, p, st in scores.chunks(labels, max(1, ROW_CHUNK_ELEMS // max(k, r))):
+        b = a + len(p)
+        for name, v in st.items():
+            stats[name][a:b] = v
+        w = counts[:, a:b].double()
+        y = labels[a:b]
+        totals.index_add_(1, y, w)  # sum of w * 1[y = c]
+        totals.sub_(w @ p)  # minus sum of w * p_c
+        rows, cols = (p >= first_edge).nonzero(as_tuple=True)
+        if len(rows):
+            pv = p[rows, cols]
+            d = (y[rows] == cols).double() - pv
+            upper.index_add_(1, cols * n_bins + bin_index(pv, n_bins), w[:, rows] * d)
+    slots = upper.view(r, k, n_bins)
+    slots[:, :, 0] = totals - slots[:, :, 1:].sum(2)
+    return stats, slots.abs().sum((1, 2)) / (counts.sum(1, dtype=torch.float64) * k)
 
 
 def compute_metrics(
@@ -121,30 +218,17 @@ def compute_metrics(
     """All metrics, their percentile-bootstrap 95% intervals, and the reliability bins.
 
     Give exactly one of `logits` (preferred: exact NLL) or `probs`. The bootstrap draws `n_bootstrap`
-    resamples of the N samples with replacement from a generator seeded with `seed`.
+    resamples of the N samples with replacement from a generator seeded with `seed`. The scores are
+    read in row chunks (never copied whole to float64), so a memory-mapped cache larger than memory works.
     """
     check_bins(n_bins)
-    if (logits is None) == (probs is None):
-        raise ValueError("give exactly one of logits or probs")
-    p, lp, y = from_logits(logits, labels) if logits is not None else from_probs(probs, labels)  # type: ignore[arg-type]
-    point = {k: float(v[0]) for k, v in _all_metrics(p, lp, y, None, n_bins).items()}
-    intervals: dict[str, tuple[float, float]] = {}
-    if n_bootstrap > 0:
-        gen = torch.Generator().manual_seed(seed)
-        n = len(y)
-        step = max(1, 2_000_000 // n)
-        chunks = [
-            _all_metrics(p, lp, y, torch.randint(0, n, (min(step, n_bootstrap - s), n), generator=gen), n_bins)
-            for s in range(0, n_bootstrap, step)
-        ]
-        for k in METRIC_NAMES:
-            vals = torch.cat([c[k] for c in chunks])
-            lo, hi = torch.quantile(vals, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
-            intervals[k] = (lo, hi)
-    s = per_sample(p, lp, y)
+    src, y = make_scores(labels, logits, probs)
+    ((vals, s),) = evaluate_scores([src], y, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed)
+    q = torch.tensor([0.025, 0.975], dtype=torch.float64)
+    intervals = {k: tuple(torch.quantile(vals[k][1:], q).tolist()) for k in METRIC_NAMES} if n_bootstrap > 0 else {}
     return MetricsResult(
-        Metrics(**point),
-        intervals,
+        Metrics(**{k: float(vals[k][0]) for k in METRIC_NAMES}),
+        intervals,  # type: ignore[arg-type]
         reliability_bins(s["conf"], s["correct"], n_bins),
         len(y),
         n_bins,
@@ -153,9 +237,10 @@ def compute_metrics(
     )
 
 
-def _one(name: str, probs: Tensor, labels: Tensor, n_bins: int) -> float:
-    p, lp, y = from_probs(probs, labels)
-    return float(_all_metrics(p, lp, y, None, check_bins(n_bins))[name][0])
+def _one(name: str, scores: Tensor, labels: Tensor, n_bins: int, *, is_logits: bool = False) -> float:
+    src, y = make_scores(labels, scores if is_logits else None, None if is_logits else scores)
+    ((vals, _),) = evaluate_scores([src], y, n_bins=check_bins(n_bins), n_bootstrap=0, seed=0)
+    return float(vals[name][0])
 
 
 def accuracy(probs: Tensor, labels: Tensor) -> float:
@@ -164,8 +249,7 @@ def accuracy(probs: Tensor, labels: Tensor) -> float:
 
 def nll(logits: Tensor, labels: Tensor) -> float:
     """Mean negative log-likelihood of the labels under softmax(logits)."""
-    p, lp, y = from_logits(logits, labels)
-    return float(_all_metrics(p, lp, y, None, DEFAULT_N_BINS)["nll"][0])
+    return _one("nll", logits, labels, DEFAULT_N_BINS, is_logits=True)
 
 
 def brier(probs: Tensor, labels: Tensor) -> float:
@@ -185,7 +269,9 @@ def ece(probs: Tensor, labels: Tensor, *, n_bins: int = DEFAULT_N_BINS) -> float
 
 def ece_adaptive(probs: Tensor, labels: Tensor, *, n_bins: int = DEFAULT_N_BINS) -> float:
     conf, correct = top_label(probs, labels)
-    return float(adaptive_ece_kernel(conf[None], correct[None], check_bins(n_bins))[0])
+    return float(
+        adaptive_ece_kernel(conf, correct, torch.ones(1, len(conf), dtype=torch.float64), check_bins(n_bins))[0]
+    )
 
 
 def mce(probs: Tensor, labels: Tensor, *, n_bins: int = DEFAULT_N_BINS) -> float:
@@ -198,4 +284,4 @@ def classwise_ece(probs: Tensor, labels: Tensor, *, n_bins: int = DEFAULT_N_BINS
 
 def aurc(probs: Tensor, labels: Tensor) -> float:
     conf, correct = top_label(probs, labels)
-    return float(aurc_kernel(conf[None], correct[None])[0])
+    return float(aurc_kernel(conf, correct, torch.ones(1, len(conf), dtype=torch.float64))[0])

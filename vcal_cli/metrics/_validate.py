@@ -30,18 +30,6 @@ def check_labels(labels: Tensor, n: int, num_classes: int) -> Tensor:
     return labels
 
 
-def from_logits(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """-> (probs, log_probs, labels) in float64 from logits (N, C); NaN or inf raise."""
-    logits = torch.as_tensor(logits)
-    if logits.ndim != 2 or logits.shape[0] == 0:
-        raise MetricError(f"logits must have shape (N, C) with N >= 1, got {tuple(logits.shape)}")
-    if not torch.isfinite(logits).all():
-        bad = (~torch.isfinite(logits)).any(1).sum().item()
-        raise MetricError(f"logits hold NaN or inf in {bad} of {len(logits)} rows")
-    log_probs = torch.log_softmax(logits.double(), dim=1)
-    return log_probs.exp(), log_probs, check_labels(labels, len(logits), logits.shape[1])
-
-
 def check_probs(probs: Tensor) -> Tensor:
     """Probabilities (N, C) whose rows sum to 1, checked in their own dtype (no float64 copy of the matrix)."""
     probs = torch.as_tensor(probs)
@@ -69,9 +57,3 @@ def top_label(probs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     y = check_labels(labels, len(probs), probs.shape[1])
     conf, pred = probs.max(1)
     return conf.double(), (pred == y).double()
-
-
-def from_probs(probs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """-> (probs, log_probs, labels) in float64 from probabilities (N, C) whose rows sum to 1."""
-    p = check_probs(probs).double()
-    return p, p.clamp_min(PROB_CLAMP).log(), check_labels(labels, len(p), p.shape[1])

@@ -40,34 +40,29 @@ def ece_mce_kernel(conf: Tensor, correct: Tensor, w: Tensor, n_bins: int) -> tup
     return ece, mce
 
 
-def adaptive_ece_kernel(conf: Tensor, correct: Tensor, n_bins: int) -> Tensor:
-    """Equal-count ECE: sort by confidence (stable), split into n_bins chunks like `torch.tensor_split`.
+def adaptive_ece_kernel(conf: Tensor, correct: Tensor, w: Tensor, n_bins: int) -> Tensor:
+    """Equal-count ECE for each resample row of `w` (R, N); (R,).
 
-    `conf` and `correct` are (R, N): one row per (re)sample, already gathered.
+    The resample, sorted by confidence (stable), is cut into n_bins chunks like `torch.tensor_split`.
+    A sample drawn w times fills w consecutive places of that sorted sequence, so each chunk's sums are
+    differences of the weighted prefix sums at its ends, and a sample that straddles an end is split
+    across the two chunks: exactly what sorting the materialised resample gives (ties between distinct
+    samples aside, which keep their index order here).
     """
-    n = conf.shape[1]
-    order = torch.sort(conf, dim=1, stable=True).indices
-    c, a = conf.gather(1, order), correct.gather(1, order)
-    sizes = [n // n_bins + (1 if i < n % n_bins else 0) for i in range(n_bins)]
-    sizes = [s for s in sizes if s > 0]
-    gaps = [(ca - cc).sum(1).abs() for cc, ca in zip(c.split(sizes, 1), a.split(sizes, 1), strict=True)]
-    return torch.stack(gaps, 1).sum(1) / n
+    n = conf.shape[0]
+    order = torch.sort(conf, stable=True).indices
+    ww = w[:, order]
+    ends = torch.cumsum(ww, 1)  # sorted place after each sample's run
+    sc, sa = torch.cumsum(ww * conf[order], 1), torch.cumsum(ww * correct[order], 1)
+    sizes = torch.tensor([n // n_bins + (1 if i < n % n_bins else 0) for i in range(n_bins)], dtype=torch.float64)
+    cuts = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(sizes, 0)]).expand(len(w), -1).contiguous()
+    j = torch.searchsorted(ends, cuts).clamp_(max=n - 1)  # the sample whose run holds place `cut`
 
+    def prefix(s: Tensor, v: Tensor) -> Tensor:  # sum of the first `cut` places
+        return s.gather(1, j) - (ends.gather(1, j) - cuts) * v[order][j]
 
-def classwise_ece_kernel(probs: Tensor, labels: Tensor, w: Tensor, n_bins: int) -> Tensor:
-    """Mean over classes of the binary ECE of p[:, c] against 1[y = c] (Kull et al. 2019); (R,)."""
-    n, k = probs.shape
-    idx = bin_index(probs, n_bins) + torch.arange(k) * n_bins  # (N, K) flat (class, bin) slot
-    onehot = torch.nn.functional.one_hot(labels, k).double()
-    r = w.shape[0]
-    out = torch.empty(r, dtype=torch.float64)
-    step = max(1, 20_000_000 // max(1, n * k))  # bound the (rows, N*K) scatter to ~160 MB
-    flat = idx.reshape(1, -1)
-    for s in range(0, r, step):
-        ww = w[s : s + step].repeat_interleave(k, dim=1)  # (r', N*K): sample weight for every class
-        _, sp, sy = _bin_sums(flat, ww, (probs.reshape(1, -1), onehot.reshape(1, -1)), k * n_bins)
-        out[s : s + step] = (sy - sp).abs().sum(1) / (w[s : s + step].sum(1) * k)
-    return out
+    fc, fa = prefix(sc, conf), prefix(sa, correct)
+    return ((fa[:, 1:] - fa[:, :-1]) - (fc[:, 1:] - fc[:, :-1])).abs().sum(1) / n
 
 
 @dataclass(frozen=True)

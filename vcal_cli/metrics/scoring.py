@@ -1,33 +1,58 @@
-"""Per-sample scores (accuracy, NLL, Brier) and the area under the risk-coverage curve."""
+"""Per-sample scores (accuracy, NLL, Brier) from row chunks, and the area under the risk-coverage curve."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-
-def per_sample(probs: Tensor, log_probs: Tensor, labels: Tensor) -> dict[str, Tensor]:
-    """Per-sample top-label confidence, correctness, NLL and Brier term; each (N,) float64."""
-    conf, pred = probs.max(1)
-    onehot = torch.nn.functional.one_hot(labels, probs.shape[1]).double()
-    return {
-        "conf": conf,
-        "correct": (pred == labels).double(),
-        "nll": -log_probs.gather(1, labels[:, None])[:, 0],
-        "brier": ((probs - onehot) ** 2).sum(1),  # sum over classes, range [0, 2]
-    }
+from vcal_cli.metrics._validate import PROB_CLAMP
 
 
-def aurc_kernel(conf: Tensor, correct: Tensor) -> Tensor:
-    """AURC for each row of (R, N): risk at coverage k/N of the k most confident, trapezoid, / (1 - 1/N).
+def chunk_stats(x: Tensor, labels: Tensor, is_logits: bool) -> tuple[Tensor, dict[str, Tensor]]:
+    """(probs (n, K) float64, per-sample conf, correct, nll, brier (n,) float64) of a chunk of logits or probs.
 
-    This is torch-uncertainty's definition (scores sorted descending, no tie handling). N < 2 gives NaN.
+    From logits: softmax by exp(x - max) / s, so conf = 1/s and nll = log s + max - x_y (log-sum-exp).
+    brier = sum_c p_c^2 - 2 p_y + 1: the sum over classes of (p - onehot)^2 without a one-hot matrix.
     """
-    n = conf.shape[1]
+    y = labels[:, None]
+    if is_logits:
+        x = x.to(torch.float64, copy=True)  # changed in place below
+        m, pred = x.max(1)
+        x_y = x.gather(1, y)[:, 0]
+        p = x.sub_(m[:, None]).exp_()  # in place: x is this chunk's own float64 copy
+        s = p.sum(1)
+        p.div_(s[:, None])
+        conf, nll = s.reciprocal(), s.log() + m - x_y
+    else:
+        p = x.double()
+        conf, pred = p.max(1)
+        nll = -p.gather(1, y)[:, 0].clamp_min(PROB_CLAMP).log()
+    p_y = p.gather(1, y)[:, 0]
+    brier = (p * p).sum(1) - 2 * p_y + 1
+    return p, {"conf": conf, "correct": (pred == labels).double(), "nll": nll, "brier": brier}
+
+
+def aurc_kernel(conf: Tensor, correct: Tensor, w: Tensor) -> Tensor:
+    """AURC for each resample row of `w` (R, N): risk at coverage k/N of the k most confident, trapezoid,
+    / (1 - 1/N). torch-uncertainty's definition (scores sorted descending, stable). N < 2 gives NaN.
+
+    A sample drawn w times holds w consecutive places of the descending order; over its run the risk is
+    (E + i e) / k for places k, so the run's sum of risks takes harmonic numbers H instead of a loop.
+    """
+    n = conf.shape[0]
     if n < 2:
-        return torch.full((conf.shape[0],), float("nan"), dtype=torch.float64)
-    order = torch.sort(conf, dim=1, descending=True, stable=True).indices
-    err = 1.0 - correct.gather(1, order)
-    risk = err.cumsum(1) / torch.arange(1, n + 1, dtype=torch.float64)
-    area = ((risk[:, 1:] + risk[:, :-1]) / 2).sum(1) / n
-    return area / (1.0 - 1.0 / n)
+        return torch.full((w.shape[0],), float("nan"), dtype=torch.float64)
+    order = torch.sort(conf, descending=True, stable=True).indices
+    err = 1.0 - correct[order]
+    ww = w[:, order]
+    end = torch.cumsum(ww, 1)
+    start = end - ww
+    e_before = torch.cumsum(ww * err, 1) - ww * err
+    h = torch.cat(
+        [torch.zeros(1, dtype=torch.float64), torch.cumsum(1.0 / torch.arange(1, n + 1, dtype=torch.float64), 0)]
+    )
+    dh = h[end.long()] - h[start.long()]  # sum of 1/k over the run's places
+    total = (e_before * dh + err * (ww - start * dh)).sum(1)  # sum over k = 1..N of risk_k
+    first = err[(ww > 0).long().argmax(1)]  # risk at k = 1: the most confident sample drawn
+    last = (ww * err).sum(1) / n  # risk at k = N
+    return (total - (first + last) / 2) / n / (1.0 - 1.0 / n)
