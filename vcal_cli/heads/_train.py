@@ -28,15 +28,23 @@ def resolve_epochs(epochs: int | None, n: int, batch_size: int, paper_epochs: in
 
 
 def val_error(module: nn.Module, val: FitData) -> float:
-    """Top-1 error on val (selection by best val accuracy)."""
+    """Top-1 error on val (selection by best val accuracy), in row blocks."""
     with torch.no_grad():
-        return float((module(val.features).argmax(1) != val.labels).double().mean())
+        wrong = sum(int((module(x).argmax(1) != val.labels[a : a + len(x)]).sum()) for a, x in val.feature_batches())
+    return wrong / len(val.labels)
 
 
 def val_nll(module: nn.Module, val: FitData) -> float:
-    """Mean NLL of the module's log probabilities on val (the default selection criterion)."""
+    """Mean NLL of the module's log probabilities on val (the default selection criterion), in row blocks."""
     with torch.no_grad():
-        return float(-module(val.features).gather(1, val.labels[:, None]).mean())
+        total = sum(
+            float(module(x).gather(1, val.labels[a : a + len(x), None]).double().sum())
+            for a, x in val.feature_batches()
+        )
+    return -total / len(val.labels)
+
+
+RELEASE_BYTES = 256 << 20  # release a memory-mapped training set's pages after touching about this much
 
 
 def train_epochs(
@@ -70,6 +78,9 @@ def train_epochs(
     opt = optimizer(params) if optimizer is not None else torch.optim.Adam(params, lr=lr)
     base_lrs = [g["lr"] for g in opt.param_groups]
     n = len(train.labels)
+    # a row read at random touches at least one 4 KiB page: release the pages of a mapped cache regularly
+    row_bytes = max(4096, train.features.shape[1] * train.features.element_size())
+    release_every = max(1, RELEASE_BYTES // (batch_size * row_bytes))
     best, best_state = math.inf, copy.deepcopy(module.state_dict())
     for epoch in progress(range(epochs), total=epochs, description=f"fit {name}"):
         if schedule is not None:  # a per-epoch learning-rate factor
@@ -77,9 +88,9 @@ def train_epochs(
                 g["lr"] = base_lr * schedule(epoch)
         module.train()
         perm = torch.randperm(n)
-        for i in range(0, n, batch_size):
+        for step, i in enumerate(range(0, n, batch_size)):
             idx = perm[i : i + batch_size]
-            loss = loss_fn(train.features[idx], train.labels[idx])
+            loss = loss_fn(train.features[idx].float(), train.labels[idx])
             if not torch.isfinite(loss):
                 raise HeadError(
                     f"head '{name}' diverged to {loss.item()} at epoch {epoch + 1} (lr={lr})", hint="try a smaller --lr"
@@ -89,6 +100,9 @@ def train_epochs(
             opt.step()
             if after_step is not None:
                 after_step()
+            if step % release_every == release_every - 1:
+                train.release()
+        train.release()
         module.eval()
         score = select(module, val)
         if not math.isfinite(score):

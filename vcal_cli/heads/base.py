@@ -15,7 +15,8 @@ from __future__ import annotations
 import abc
 import dataclasses
 import json
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
 import torch
@@ -31,11 +32,25 @@ HEAD_FORMAT = 1
 
 @dataclass(frozen=True)
 class FitData:
-    """Cached features and labels of one split (a `FeatureSet` without the file bookkeeping)."""
+    """Cached features and labels of one split (a `FeatureSet` without the file bookkeeping).
 
-    features: Tensor  # (N, D) float32
+    Features may be float16/bfloat16 and memory-mapped (a cache larger than memory): heads read them in
+    batches converted to float32, and loops call `release()` now and then so the pages they touched do
+    not pile up in the process.
+    """
+
+    features: Tensor  # (N, D) float32, float16 or bfloat16
     logits: Tensor  # (N, K) the original head's outputs
     labels: Tensor  # (N,) int64
+    release: Callable[[], None] = field(default=lambda: None, repr=False, compare=False)
+
+    def feature_batches(self, batch_size: int = 8192) -> Iterator[tuple[int, Tensor]]:
+        """(start, float32 features) of consecutive row blocks; pages are released after the last."""
+        try:
+            for a in range(0, len(self.labels), batch_size):
+                yield a, self.features[a : a + batch_size].float()
+        finally:
+            self.release()
 
 
 @dataclass(frozen=True)
@@ -126,7 +141,7 @@ class Head(abc.ABC):
     def predict_log_proba(self, features: Tensor, batch_size: int = 256) -> Tensor:
         """Log predictive probabilities (N, K), applied in batches like the feature extraction."""
         module = self._check_fitted()
-        return torch.cat([module(features[i : i + batch_size]) for i in range(0, len(features), batch_size)])
+        return torch.cat([module(features[i : i + batch_size].float()) for i in range(0, len(features), batch_size)])
 
     def predict_proba(self, features: Tensor) -> Tensor:
         return self.predict_log_proba(features).exp()
@@ -163,7 +178,7 @@ def check_fit_data(d: FitData, split: str) -> None:
         )
     if n == 0:
         raise HeadError(f"{split} split is empty")
-    if not torch.isfinite(d.features).all():
+    if not all(torch.isfinite(x).all() for _, x in d.feature_batches()):
         raise HeadError(f"{split} features hold NaN or inf", hint="clear the cache (vcal cache clear) and re-extract")
     k = d.logits.shape[1]
     if d.labels.min() < 0 or d.labels.max() >= k:

@@ -139,7 +139,9 @@ def _scalar_metrics(s: dict[str, Tensor], counts: Tensor, n_bins: int) -> dict[s
     """Every metric but classwise ECE, for each row of `counts` (R, N), from the per-sample values."""
     n = len(s["conf"])
     out: dict[str, list[Tensor]] = {}
-    step = max(1, 2_000_000 // n)  # rows of float64 weights at a time
+    step = max(1, 8_000_000 // n)  # rows of float64 weights at a time
+    up = torch.sort(s["conf"], stable=True).indices
+    down = torch.sort(s["conf"], descending=True, stable=True).indices
     for a in range(0, len(counts), step):
         w = counts[a : a + step].double()
         e, m = ece_mce_kernel(s["conf"], s["correct"], w, n_bins)
@@ -148,9 +150,9 @@ def _scalar_metrics(s: dict[str, Tensor], counts: Tensor, n_bins: int) -> dict[s
             "nll": (w @ s["nll"]) / n,
             "brier": (w @ s["brier"]) / n,
             "ece": e,
-            "ece_adaptive": adaptive_ece_kernel(s["conf"], s["correct"], w, n_bins),
+            "ece_adaptive": adaptive_ece_kernel(s["conf"], s["correct"], w, n_bins, up),
             "mce": m,
-            "aurc": aurc_kernel(s["conf"], s["correct"], w),
+            "aurc": aurc_kernel(s["conf"], s["correct"], w, down),
         }
         for k, v in vals.items():
             out.setdefault(k, []).append(v)

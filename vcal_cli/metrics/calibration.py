@@ -40,7 +40,7 @@ def ece_mce_kernel(conf: Tensor, correct: Tensor, w: Tensor, n_bins: int) -> tup
     return ece, mce
 
 
-def adaptive_ece_kernel(conf: Tensor, correct: Tensor, w: Tensor, n_bins: int) -> Tensor:
+def adaptive_ece_kernel(conf: Tensor, correct: Tensor, w: Tensor, n_bins: int, order: Tensor | None = None) -> Tensor:
     """Equal-count ECE for each resample row of `w` (R, N); (R,).
 
     The resample, sorted by confidence (stable), is cut into n_bins chunks like `torch.tensor_split`.
@@ -50,7 +50,8 @@ def adaptive_ece_kernel(conf: Tensor, correct: Tensor, w: Tensor, n_bins: int) -
     samples aside, which keep their index order here).
     """
     n = conf.shape[0]
-    order = torch.sort(conf, stable=True).indices
+    if order is None:  # the ascending stable order of conf; callers looping over resamples pass it in
+        order = torch.sort(conf, stable=True).indices
     ww = w[:, order]
     ends = torch.cumsum(ww, 1)  # sorted place after each sample's run
     sc, sa = torch.cumsum(ww * conf[order], 1), torch.cumsum(ww * correct[order], 1)

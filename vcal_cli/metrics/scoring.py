@@ -32,7 +32,7 @@ def chunk_stats(x: Tensor, labels: Tensor, is_logits: bool) -> tuple[Tensor, dic
     return p, {"conf": conf, "correct": (pred == labels).double(), "nll": nll, "brier": brier}
 
 
-def aurc_kernel(conf: Tensor, correct: Tensor, w: Tensor) -> Tensor:
+def aurc_kernel(conf: Tensor, correct: Tensor, w: Tensor, order: Tensor | None = None) -> Tensor:
     """AURC for each resample row of `w` (R, N): risk at coverage k/N of the k most confident, trapezoid,
     / (1 - 1/N). torch-uncertainty's definition (scores sorted descending, stable). N < 2 gives NaN.
 
@@ -42,7 +42,8 @@ def aurc_kernel(conf: Tensor, correct: Tensor, w: Tensor) -> Tensor:
     n = conf.shape[0]
     if n < 2:
         return torch.full((w.shape[0],), float("nan"), dtype=torch.float64)
-    order = torch.sort(conf, descending=True, stable=True).indices
+    if order is None:  # the descending stable order of conf; callers looping over resamples pass it in
+        order = torch.sort(conf, descending=True, stable=True).indices
     err = 1.0 - correct[order]
     ww = w[:, order]
     end = torch.cumsum(ww, 1)
