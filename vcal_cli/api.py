@@ -371,7 +371,7 @@ def retrain(
     results: dict[str, HeadResult] = {
         "original": HeadResult("original", base.result, None, str(loaded.path) if loaded.path else None, base.hierarchy)
     }
-    fit = {s: FitData(f.features, f.logits, f.labels, f.release) for s, f in (("train", train), ("val", val))}
+    fit = {s: FitData(f.features, f.logits, f.labels) for s, f in (("train", train), ("val", val))}
     for name in names:
         head = get_head(name)(per_head[name]).fit(
             fit["train"], fit["val"], base=loaded.head, hierarchy=tree, progress=progress

@@ -74,6 +74,9 @@ def _root(
     ),
 ) -> None:
     """Audit and recalibrate image-classifier checkpoints."""
+    from vcal_cli._memory import return_freed_memory
+
+    return_freed_memory()  # big temporaries go back to the OS when freed (see vcal_cli/_memory.py)
 
 
 app.command("audit")(audit_cmd)

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from vcal_cli.errors import HeadError
+from vcal_cli.features.store import take_rows
 from vcal_cli.heads.base import FitData, Track
 
 PAPER_STEPS = 6000  # the two-stage papers' budget: 40 epochs x ~157 batches of 256 (CIFAR-10, 40k train)
@@ -44,9 +45,6 @@ def val_nll(module: nn.Module, val: FitData) -> float:
     return -total / len(val.labels)
 
 
-RELEASE_BYTES = 256 << 20  # release a memory-mapped training set's pages after touching about this much
-
-
 def train_epochs(
     module: nn.Module,
     loss_fn: Callable[[Tensor, Tensor], Tensor],
@@ -78,9 +76,6 @@ def train_epochs(
     opt = optimizer(params) if optimizer is not None else torch.optim.Adam(params, lr=lr)
     base_lrs = [g["lr"] for g in opt.param_groups]
     n = len(train.labels)
-    # a row read at random touches at least one 4 KiB page: release the pages of a mapped cache regularly
-    row_bytes = max(4096, train.features.shape[1] * train.features.element_size())
-    release_every = max(1, RELEASE_BYTES // (batch_size * row_bytes))
     best, best_state = math.inf, copy.deepcopy(module.state_dict())
     for epoch in progress(range(epochs), total=epochs, description=f"fit {name}"):
         if schedule is not None:  # a per-epoch learning-rate factor
@@ -88,9 +83,9 @@ def train_epochs(
                 g["lr"] = base_lr * schedule(epoch)
         module.train()
         perm = torch.randperm(n)
-        for step, i in enumerate(range(0, n, batch_size)):
+        for i in range(0, n, batch_size):
             idx = perm[i : i + batch_size]
-            loss = loss_fn(train.features[idx].float(), train.labels[idx])
+            loss = loss_fn(take_rows(train.features, idx).float(), train.labels[idx])
             if not torch.isfinite(loss):
                 raise HeadError(
                     f"head '{name}' diverged to {loss.item()} at epoch {epoch + 1} (lr={lr})", hint="try a smaller --lr"
@@ -100,9 +95,6 @@ def train_epochs(
             opt.step()
             if after_step is not None:
                 after_step()
-            if step % release_every == release_every - 1:
-                train.release()
-        train.release()
         module.eval()
         score = select(module, val)
         if not math.isfinite(score):

@@ -15,8 +15,8 @@ from __future__ import annotations
 import abc
 import dataclasses
 import json
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 import torch
@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from vcal_cli._progress import Track, quiet
 from vcal_cli._registry import Registry
 from vcal_cli.errors import HeadError, NotFittedError, UsageError
+from vcal_cli.features.store import release_pages
 from vcal_cli.hierarchy import Hierarchy
 
 HEAD_FORMAT = 1
@@ -35,22 +36,20 @@ class FitData:
     """Cached features and labels of one split (a `FeatureSet` without the file bookkeeping).
 
     Features may be float16/bfloat16 and memory-mapped (a cache larger than memory): heads read them in
-    batches converted to float32, and loops call `release()` now and then so the pages they touched do
-    not pile up in the process.
+    batches converted to float32 and release the pages they are done with (`release_pages`).
     """
 
     features: Tensor  # (N, D) float32, float16 or bfloat16
     logits: Tensor  # (N, K) the original head's outputs
     labels: Tensor  # (N,) int64
-    release: Callable[[], None] = field(default=lambda: None, repr=False, compare=False)
 
     def feature_batches(self, batch_size: int = 8192) -> Iterator[tuple[int, Tensor]]:
-        """(start, float32 features) of consecutive row blocks; pages are released after the last."""
-        try:
-            for a in range(0, len(self.labels), batch_size):
-                yield a, self.features[a : a + batch_size].float()
-        finally:
-            self.release()
+        """(start, float32 features) of consecutive row blocks, each block's pages released once read."""
+        for a in range(0, len(self.labels), batch_size):
+            block = self.features[a : a + batch_size]
+            x = block.float()
+            release_pages(block)
+            yield a, x
 
 
 @dataclass(frozen=True)

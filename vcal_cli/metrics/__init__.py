@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from vcal_cli.errors import MetricError
+from vcal_cli.features.store import release_pages
 from vcal_cli.metrics._validate import DEFAULT_N_BINS, check_bins, check_labels, check_probs, top_label
 from vcal_cli.metrics.calibration import (
     ReliabilityBin,
@@ -85,7 +86,7 @@ class MetricsResult:
     seed: int
 
 
-ROW_CHUNK_ELEMS = 1 << 22  # rows of scores converted to float64 at a time: 32 MB, whatever N
+ROW_CHUNK_ELEMS = 1 << 20  # elements per float64 temporary (8 MB), whatever N: memory stays flat
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ class Scores:
             if not self.is_logits:
                 check_probs(x)
             p, stats = chunk_stats(x, labels[a : a + len(x)], self.is_logits)
+            release_pages(x)  # a memory-mapped cache: this block's pages leave the process
             yield a, p, stats
 
 
@@ -120,18 +122,21 @@ def make_scores(labels: Tensor, logits: Tensor | None, probs: Tensor | None) -> 
 
 
 def resample_counts(n: int, n_bootstrap: int, seed: int) -> Tensor:
-    """(1 + R, N) int16: row 0 all ones (the sample itself), row r how often each sample is in resample r.
+    """(1 + R, N) uint8: row 0 all ones (the sample itself), row r how often each sample is in resample r.
 
     Resample r draws N indices with replacement from a generator seeded with `seed`; the draws are made
-    a few rows at a time, so the largest allocation is this matrix (2 bytes per sample and resample).
+    a few rows at a time, so the largest allocation is this matrix (one byte per sample and resample;
+    int16 in the astronomically unlikely case that a sample is drawn more than 255 times).
     """
     gen = torch.Generator().manual_seed(seed)
-    counts = torch.ones(1 + n_bootstrap, n, dtype=torch.int16)
+    counts = torch.ones(1 + n_bootstrap, n, dtype=torch.uint8)
     step = max(1, 2_000_000 // n)
     for s in range(0, n_bootstrap, step):
         idx = torch.randint(0, n, (min(step, n_bootstrap - s), n), generator=gen)
-        rows = counts[1 + s : 1 + s + len(idx)]
-        rows.zero_().scatter_add_(1, idx, torch.ones_like(idx, dtype=torch.int16))
+        c = torch.zeros(len(idx), n, dtype=torch.int16).scatter_add_(1, idx, torch.ones_like(idx, dtype=torch.int16))
+        if counts.dtype == torch.uint8 and c.max() > 255:
+            counts = counts.to(torch.int16)
+        counts[1 + s : 1 + s + len(idx)] = c.to(counts.dtype)
     return counts
 
 
@@ -139,7 +144,7 @@ def _scalar_metrics(s: dict[str, Tensor], counts: Tensor, n_bins: int) -> dict[s
     """Every metric but classwise ECE, for each row of `counts` (R, N), from the per-sample values."""
     n = len(s["conf"])
     out: dict[str, list[Tensor]] = {}
-    step = max(1, 8_000_000 // n)  # rows of float64 weights at a time
+    step = max(1, ROW_CHUNK_ELEMS // n)  # rows of float64 weights at a time (8 MB per temporary)
     up = torch.sort(s["conf"], stable=True).indices
     down = torch.sort(s["conf"], descending=True, stable=True).indices
     for a in range(0, len(counts), step):
@@ -166,7 +171,7 @@ def evaluate_scores(
 
     Every source is resampled with the same rows (the paired bootstrap of `vcal gate`). Each source's
     (N, K) scores are read once, in row chunks, so they may be memory-mapped and larger than memory;
-    the largest allocation is the (1 + R, N) int16 resample counts.
+    the largest allocation is the (1 + R, N) uint8 resample counts.
     """
     counts = resample_counts(len(labels), n_bootstrap, seed)
     out = []
@@ -205,7 +210,7 @@ def _one_pass(scores: Scores, labels: Tensor, counts: Tensor, n_bins: int) -> tu
             upper.index_add_(1, cols * n_bins + bin_index(pv, n_bins), w[:, rows] * d)
     slots = upper.view(r, k, n_bins)
     slots[:, :, 0] = totals - slots[:, :, 1:].sum(2)
-    return stats, slots.abs().sum((1, 2)) / (counts.sum(1, dtype=torch.float64) * k)
+    return stats, slots.abs().sum((1, 2)) / (n * k)  # every row of counts sums to n
 
 
 def compute_metrics(

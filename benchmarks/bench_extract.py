@@ -1,0 +1,105 @@
+"""Feature extraction against the plain loop: vcal's overhead (hooks, shards, cache writes) in one run.
+
+    python benchmarks/bench_extract.py [--arch resnet18] [--n 1024] [--size 96] [--batch-size 64]
+
+The images are already decoded (uint8 in memory). The baseline is the loop a user would write:
+`torch.no_grad()`, normalise each slice, call the model, keep the logits. vcal's run is
+`get_features` with a fresh cache folder each time, so every run really extracts: forward pass,
+pre-hook capture of the penultimate features, float16/float32 shards written as they fill, and the
+streamed merge into one cache entry. Also measured, each against its own plain loop: inference mode
+instead of no_grad, channels-last, bf16 autocast (CPU), and on CUDA (when present) pinned memory and
+fp16/bf16 autocast (`--precision`). Wall-clock seconds, best of 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from contextlib import nullcontext
+
+import torch
+from _timing import best_of
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arch", default="resnet18")
+    ap.add_argument("--n", type=int, default=1024)
+    ap.add_argument("--size", type=int, default=96)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3)
+    a = ap.parse_args()
+    import timm
+
+    from vcal_cli.checkpoints import LoadedModel, find_head
+    from vcal_cli.data import ImageSplit, Preprocessing
+    from vcal_cli.features import get_features
+
+    torch.manual_seed(0)
+    model = timm.create_model(a.arch, pretrained=False, num_classes=10).eval()
+    loaded = LoadedModel(model, find_head(model, 10), a.arch, 10, "bench")
+    images = torch.randint(0, 256, (a.n, 3, a.size, a.size), dtype=torch.uint8)
+    labels = torch.randint(0, 10, (a.n,))
+    data = ImageSplit("bench", "test", labels, [str(i) for i in range(10)], (3, a.size, a.size), {"n": a.n}, images)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    prep = Preprocessing((3, a.size, a.size), mean, std)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+    def plain(device: str, mode: str = "no_grad", channels_last: bool = False, autocast: torch.dtype | None = None):
+        m = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        mu = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+        sd = torch.tensor(std, device=device).view(1, 3, 1, 1)
+
+        def run() -> torch.Tensor:
+            out = []
+            ctx = torch.no_grad() if mode == "no_grad" else torch.inference_mode()
+            amp = torch.autocast(device, dtype=autocast) if autocast else nullcontext()
+            with ctx, amp:
+                for i in range(0, a.n, a.batch_size):
+                    x = images[i : i + a.batch_size]
+                    x = x.pin_memory().to(device, non_blocking=True) if device == "cuda" else x
+                    x = (x.float() / 255 - mu) / sd
+                    if channels_last:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    out.append(m(x).float().cpu())
+            return torch.cat(out)
+
+        return run
+
+    def vcal(device: str, **kw):  # noqa: ANN003
+        def run():  # noqa: ANN202
+            with tempfile.TemporaryDirectory() as d:
+                return get_features(loaded, data, prep, cache_dir=d, device=device, batch_size=a.batch_size, **kw)
+
+        return run
+
+    threads = torch.get_num_threads()
+    print(f"{a.arch}, {a.n} decoded images of {a.size}x{a.size}, batch {a.batch_size}, {threads} threads")
+    rows = []
+    for dev in devices:
+        cases = [
+            ("fp32", plain(dev), vcal(dev, channels_last=False)),
+            ("fp32, float16 cache", plain(dev), vcal(dev, channels_last=False, cache_dtype_name="float16")),
+            ("fp32, inference_mode", plain(dev, "inference"), vcal(dev, channels_last=False)),
+            ("fp32, channels-last", plain(dev, channels_last=True), vcal(dev, channels_last=True)),
+            ("bf16 autocast", plain(dev, autocast=torch.bfloat16), vcal(dev, precision="bf16", channels_last=False)),
+        ]
+        if dev == "cuda":
+            cases.append(("fp16 autocast", plain(dev, autocast=torch.float16), vcal(dev, precision="fp16")))
+        for name, base_fn, vcal_fn in cases:
+            base_fn()  # warm up (allocator, oneDNN / cuDNN kernel choice)
+            t_base, _ = best_of(base_fn, a.repeats)
+            t_vcal, _ = best_of(vcal_fn, a.repeats)
+            rows.append((dev, name, t_base, t_vcal))
+            ratio = t_vcal / t_base
+            print(f"{dev:<5} {name:<22} plain {t_base:7.3f} s   vcal {t_vcal:7.3f} s   vcal/plain {ratio:5.3f}")
+    ref = {d: t for d, n, t, _ in rows if n == "fp32"}
+    print("speed of each plain variant against the plain fp32 no_grad loop:")
+    for dev, name, t_base, _ in rows:
+        print(f"  {dev:<5} {name:<22} {ref[dev] / t_base:5.2f}x")
+    worst = max(t_v / t_b for *_, t_b, t_v in rows)
+    print(f"largest vcal overhead: {100 * (worst - 1):+.1f}% ({'within' if worst <= 1.10 else 'OVER'} the 10% budget)")
+
+
+if __name__ == "__main__":
+    main()
