@@ -49,7 +49,7 @@ class ExtractOptions:
     batch_size: int = 256
     workers: int = 0
     precision: str = "fp32"  # fp32, or bf16 / fp16 autocast
-    channels_last: bool | None = None  # None: on for CUDA, off on the CPU
+    channels_last: bool | None = None  # None: on (faster convolutions on CPU and CUDA)
     cache_dtype: str = "float32"  # how features are stored: float32, float16 or bfloat16
     shard_size: int = 8192  # rows per cache shard (the unit of resuming and of spreading over ranks)
 

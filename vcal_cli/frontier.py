@@ -252,6 +252,8 @@ def frontier(
     _, va, _ = load_features(loaded, data, "val", o, progress=progress)
     _, te, prep = load_features(loaded, data, "test", o, progress=progress)
     release_workers()  # under torchrun: the ranks shared the extractions; the sweep runs on rank 0
+    for fs in (tr, va, te):  # the sweep holds the splits in memory, as fresh float32 (aligned) tensors
+        fs.features = fs.features.to(torch.float32, copy=True)
     train, val = FitData(tr.features, tr.logits, tr.labels), FitData(va.features, va.logits, va.labels)
     mean, std = tr.features.mean(0), tr.features.std(0).clamp_min(1e-6)
     k = tr.logits.shape[1]

@@ -56,9 +56,7 @@ PrecisionOpt = Annotated[
 ]
 ChannelsLastOpt = Annotated[
     bool | None,
-    typer.Option(
-        "--channels-last/--no-channels-last", help="Feed the model channels-last images \\[default: on for CUDA]."
-    ),
+    typer.Option("--channels-last/--no-channels-last", help="Run the model on channels-last images \\[default: on]."),
 ]
 CacheDtypeOpt = Annotated[
     str, typer.Option("--cache-dtype", help="Store cached features as float32, float16 or bfloat16 (logits: float32).")

@@ -47,7 +47,7 @@ class FitData:
         """(start, float32 features) of consecutive row blocks, each block's pages released once read."""
         for a in range(0, len(self.labels), batch_size):
             block = self.features[a : a + batch_size]
-            x = block.float()
+            x = block.to(torch.float32, copy=True)
             release_pages(block)
             yield a, x
 
@@ -140,7 +140,14 @@ class Head(abc.ABC):
     def predict_log_proba(self, features: Tensor, batch_size: int = 256) -> Tensor:
         """Log predictive probabilities (N, K), applied in batches like the feature extraction."""
         module = self._check_fitted()
-        return torch.cat([module(features[i : i + batch_size].float()) for i in range(0, len(features), batch_size)])
+        # a fresh float32 copy of each batch: a mapped cache's rows sit at arbitrary byte offsets, and BLAS
+        # kernels may round differently on unaligned memory than on the model's own (aligned) activations
+        return torch.cat(
+            [
+                module(features[i : i + batch_size].to(torch.float32, copy=True))
+                for i in range(0, len(features), batch_size)
+            ]
+        )
 
     def predict_proba(self, features: Tensor) -> Tensor:
         return self.predict_log_proba(features).exp()
