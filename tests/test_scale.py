@@ -128,6 +128,29 @@ def test_torchrun_two_ranks_write_the_same_cache_bit_for_bit(tmp_path: Path) -> 
     assert r2.stdout.count("wrote") <= 1  # only rank 0 reports
 
 
+def test_audit_under_torchrun_reports_once_and_matches_one_process(tmp_path: Path) -> None:
+    """`vcal audit` under torchrun: the ranks share the extraction, rank 0 alone writes the same report."""
+    import json
+
+    args = ["audit", str(SAMPLE), "--device", "cpu", "--batch-size", "32", "--shard-size", "64", "--bootstrap", "20"]
+    one = subprocess.run(
+        [sys.executable, "-m", "vcal_cli", *args, "--out", str(tmp_path / "one"), "--cache-dir", str(tmp_path / "c1")],
+        env=_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "vcal_cli",
+         *args, "--out", str(tmp_path / "two"), "--cache-dir", str(tmp_path / "c2")],
+        env=_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert two.returncode == 0, two.stderr
+    assert two.stdout.count("ece") == one.stdout.count("ece")  # one table, from rank 0 only
+    r1, r2 = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("one", "two"))
+    assert r1["metrics"] == r2["metrics"] and r1["intervals"] == r2["intervals"]
+    (a,), (b,) = _entries(tmp_path / "c1"), _entries(tmp_path / "c2")
+    assert a.read_bytes() == b.read_bytes()
+
+
 SLOW_MODULE = """
 import time
 import torch
