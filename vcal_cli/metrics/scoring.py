@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from vcal_cli.errors import MetricError
 from vcal_cli.metrics._validate import PROB_CLAMP
 
 
@@ -17,6 +18,9 @@ def chunk_stats(x: Tensor, labels: Tensor, is_logits: bool) -> tuple[Tensor, dic
     y = labels[:, None]
     if is_logits:
         x = x.to(torch.float64, copy=True)  # changed in place below
+        bad = ~torch.isfinite(x.sum(1))  # a NaN or inf anywhere in a row makes its float64 sum non-finite
+        if bad.any():
+            raise MetricError(f"logits hold NaN or inf in {int(bad.sum())} rows")
         m, pred = x.max(1)
         x_y = x.gather(1, y)[:, 0]
         p = x.sub_(m[:, None]).exp_()  # in place: x is this chunk's own float64 copy
