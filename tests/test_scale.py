@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.helpers import tiny_mlp
+from tests.helpers import one_line_error, tiny_mlp
 from vcal_cli.data import load_split
 from vcal_cli.features import FeatureSet, extract_features, get_features
 from vcal_cli.features.distributed import World
@@ -208,3 +208,28 @@ def test_a_killed_extraction_resumes_from_its_finished_shards(tmp_path: Path) ->
     (a,), (b,) = _entries(cache), _entries(tmp_path / "ref")
     assert a.read_bytes() == b.read_bytes()
     assert not list(cache.glob("*.parts"))
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--cache-dtype", "float64"], "--cache-dtype 'float64'"),
+        (["--precision", "fp16", "--device", "cpu"], "--precision fp16 needs a CUDA device"),
+        (["--precision", "int8"], "--precision 'int8'"),
+    ],
+)
+def test_bad_scale_flags_are_one_line_errors(runner, flags: list[str], words: str) -> None:  # noqa: ANN001
+    from vcal_cli.cli import app
+
+    result = runner.invoke(app, ["audit", str(SAMPLE), *flags])
+    assert words in one_line_error(result)
+
+
+def test_cache_list_shows_the_storage_dtype(runner, tmp_path: Path) -> None:  # noqa: ANN001
+    from vcal_cli.cli import app
+
+    cache = str(tmp_path / "c")
+    assert runner.invoke(app, ["audit", str(SAMPLE), "--cache-dir", cache, "--cache-dtype", "float16"]).exit_code == 0
+    listed = runner.invoke(app, ["cache", "list", "--cache-dir", cache, "--json"])
+    (entry,) = __import__("json").loads(listed.stdout)
+    assert entry["cache_dtype"] == "float16" and entry["n"] == 540 and "created" in entry

@@ -27,7 +27,7 @@ def cache_list(cache_dir: CacheDirOpt = None, as_json: JsonOpt = False) -> None:
             )
             return
         t = Table(title=f"feature cache {cache.root} ({len(entries)} entries)", title_justify="left")
-        for col in ("key", "checkpoint", "data", "split", "n", "dim", "MB", "created"):
+        for col in ("key", "checkpoint", "data", "split", "n", "dim", "dtype", "MB", "created"):
             t.add_column(col, justify="right" if col in ("n", "dim", "MB") else "left")
         for e in entries:
             i = e.info
@@ -38,6 +38,7 @@ def cache_list(cache_dir: CacheDirOpt = None, as_json: JsonOpt = False) -> None:
                 str(i.get("split", "?")),
                 str(i.get("n", "?")),
                 str(i.get("feature_dim", "?")),
+                str(i.get("cache_dtype", "float32")),
                 f"{e.size / 1e6:.2f}",
                 str(i.get("created", "")),
             )
