@@ -151,6 +151,43 @@ def test_audit_under_torchrun_reports_once_and_matches_one_process(tmp_path: Pat
     assert a.read_bytes() == b.read_bytes()
 
 
+def test_retrain_under_torchrun_writes_the_same_head_as_one_process(tmp_path: Path) -> None:
+    """`vcal retrain` under torchrun: train, val and test extracted across ranks, one fit on rank 0."""
+    import json
+
+    args = [
+        "retrain",
+        str(SAMPLE),
+        "--head",
+        "temperature",
+        "--device",
+        "cpu",
+        "--shard-size",
+        "128",
+        "--bootstrap",
+        "0",
+    ]
+    runs = {}
+    for name, launcher in (
+        ("one", [sys.executable, "-m", "vcal_cli"]),
+        (
+            "two",
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "vcal_cli"],
+        ),
+    ):
+        r = subprocess.run(
+            [*launcher, *args, "--out-dir", str(tmp_path / name), "--cache-dir", str(tmp_path / f"c-{name}")],
+            env=_env(), capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        runs[name] = json.loads((tmp_path / name / "report.json").read_text())
+    assert runs["one"]["heads"]["temperature"]["metrics"] == runs["two"]["heads"]["temperature"]["metrics"]
+    assert len(_entries(tmp_path / "c-two")) == 3  # train, val and test, each merged once
+    one, two = (tmp_path / d / "cnn_digits.temperature.safetensors" for d in ("one", "two"))
+    assert load_file(str(one)).keys() == load_file(str(two)).keys()
+    assert all(torch.equal(v, load_file(str(two))[k]) for k, v in load_file(str(one)).items())
+
+
 SLOW_MODULE = """
 import time
 import torch
