@@ -270,7 +270,7 @@ def _copy(src: Any, dst: Any, n: int) -> None:
 
 
 def write_entry(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> Path:
-    """Write in-memory tensors as one entry in vcal's layout (used for exports and small sets)."""
+    """Write tensors (in memory or mapped) as one entry in vcal's layout, 16 MB at a time (exports)."""
     specs = {k: (v.dtype, tuple(v.shape)) for k, v in tensors.items()}
 
     def write(tmp: Path) -> None:
@@ -278,7 +278,12 @@ def write_entry(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str]
             out.write(header_bytes(specs, metadata))
             for name in [n for n in ORDER if n in specs] + sorted(set(specs) - set(ORDER)):
                 t = tensors[name].contiguous()
-                out.write((t.view(torch.int16) if t.dtype == torch.bfloat16 else t).numpy().data)
+                t = t.view(torch.int16) if t.dtype == torch.bfloat16 else t
+                rows = max(1, _BLOCK // max(1, t[0].numel() * t.element_size())) if t.ndim else 1
+                for a in range(0, max(1, len(t)) if t.ndim else 1, rows):
+                    block = t[a : a + rows] if t.ndim else t
+                    out.write(block.numpy().data)
+                    release_pages(block)  # a mapped source leaves the process block by block
 
     return atomic_write(path, write)
 
