@@ -3,6 +3,7 @@
 The command line (`vcal ...`) is a thin layer over these functions.
 """
 
+from vcal_cli._memory import return_freed_memory
 from vcal_cli._version import __version__
 from vcal_cli.api import ExtractOptions, audit, export_features, load_features
 from vcal_cli.checkpoints import LoadedModel, load_checkpoint, save_checkpoint
@@ -33,4 +34,5 @@ __all__ = [
     "write_report",
     "read_report",
     "VcalError",
+    "return_freed_memory",
 ]
