@@ -27,11 +27,12 @@ from vcal_cli.metrics._validate import DEFAULT_N_BINS, check_bins, check_labels,
 from vcal_cli.metrics.calibration import (
     ReliabilityBin,
     adaptive_ece_kernel,
+    adaptive_ece_prepare,
     bin_index,
     ece_mce_kernel,
     reliability_bins,
 )
-from vcal_cli.metrics.scoring import aurc_kernel, chunk_stats
+from vcal_cli.metrics.scoring import aurc_kernel, aurc_prepare, chunk_stats
 
 __all__ = [
     "Metrics",
@@ -142,11 +143,13 @@ def _scalar_metrics(s: dict[str, Tensor], counts: Tensor, n_bins: int) -> dict[s
     n = len(s["conf"])
     out: dict[str, list[Tensor]] = {}
     step = max(1, ROW_CHUNK_ELEMS // n)  # rows of float64 weights at a time (8 MB per temporary)
-    up = torch.sort(s["conf"], stable=True).indices
-    down = torch.sort(s["conf"], descending=True, stable=True).indices
+    # what depends on the samples alone is computed once, not per resample
+    bins = bin_index(s["conf"], n_bins)
+    up = adaptive_ece_prepare(s["conf"], s["correct"], n_bins)
+    down = aurc_prepare(s["conf"], s["correct"])
     for a in range(0, len(counts), step):
         w = counts[a : a + step].double()
-        e, m = ece_mce_kernel(s["conf"], s["correct"], w, n_bins)
+        e, m = ece_mce_kernel(s["conf"], s["correct"], w, n_bins, bins)
         vals = {
             "accuracy": (w @ s["correct"]) / n,
             "nll": (w @ s["nll"]) / n,

@@ -31,16 +31,31 @@ def _bin_sums(idx: Tensor, w: Tensor, values: tuple[Tensor, ...], n_bins: int) -
     return tuple(out)
 
 
-def ece_mce_kernel(conf: Tensor, correct: Tensor, w: Tensor, n_bins: int) -> tuple[Tensor, Tensor]:
-    """Top-label ECE and MCE for each resample row of `w`; each (R,)."""
-    cnt, s_conf, s_acc = _bin_sums(bin_index(conf, n_bins), w, (conf, correct), n_bins)
+def ece_mce_kernel(
+    conf: Tensor, correct: Tensor, w: Tensor, n_bins: int, bins: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Top-label ECE and MCE for each resample row of `w`; each (R,). `bins`: `bin_index(conf)`, if known."""
+    bins = bin_index(conf, n_bins) if bins is None else bins
+    cnt, s_conf, s_acc = _bin_sums(bins, w, (conf, correct), n_bins)
     gap = (s_acc - s_conf).abs()
     ece = gap.sum(1) / w.sum(1)
     mce = torch.where(cnt > 0, gap / cnt.clamp_min(1e-300), torch.zeros_like(gap)).amax(1)
     return ece, mce
 
 
-def adaptive_ece_kernel(conf: Tensor, correct: Tensor, w: Tensor, n_bins: int, order: Tensor | None = None) -> Tensor:
+def adaptive_ece_prepare(conf: Tensor, correct: Tensor, n_bins: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """What adaptive ECE needs of the samples alone: the ascending stable order, conf and correct in that
+    order, and the chunk ends (places) of `torch.tensor_split` into n_bins. Loops over resamples reuse it."""
+    n = conf.shape[0]
+    order = torch.sort(conf, stable=True).indices
+    sizes = torch.tensor([n // n_bins + (1 if i < n % n_bins else 0) for i in range(n_bins)], dtype=torch.float64)
+    cuts = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(sizes, 0)])
+    return order, conf[order], correct[order], cuts
+
+
+def adaptive_ece_kernel(
+    conf: Tensor, correct: Tensor, w: Tensor, n_bins: int, prepared: tuple[Tensor, ...] | None = None
+) -> Tensor:
     """Equal-count ECE for each resample row of `w` (R, N); (R,).
 
     The resample, sorted by confidence (stable), is cut into n_bins chunks like `torch.tensor_split`.
@@ -50,19 +65,18 @@ def adaptive_ece_kernel(conf: Tensor, correct: Tensor, w: Tensor, n_bins: int, o
     samples aside, which keep their index order here).
     """
     n = conf.shape[0]
-    if order is None:  # the ascending stable order of conf; callers looping over resamples pass it in
-        order = torch.sort(conf, stable=True).indices
+    order, cs, ca, cuts = prepared or adaptive_ece_prepare(conf, correct, n_bins)
     ww = w[:, order]
-    ends = torch.cumsum(ww, 1)  # sorted place after each sample's run
-    sc, sa = torch.cumsum(ww * conf[order], 1), torch.cumsum(ww * correct[order], 1)
-    sizes = torch.tensor([n // n_bins + (1 if i < n % n_bins else 0) for i in range(n_bins)], dtype=torch.float64)
-    cuts = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(sizes, 0)]).expand(len(w), -1).contiguous()
-    j = torch.searchsorted(ends, cuts).clamp_(max=n - 1)  # the sample whose run holds place `cut`
+    ends = ww.cumsum(1)  # sorted place after each sample's run
+    sc, sa = (ww * cs).cumsum_(1), ww.mul_(ca).cumsum_(1)  # ww is this call's own copy
+    cut = cuts.expand(len(w), -1).contiguous()
+    j = torch.searchsorted(ends, cut).clamp_(max=n - 1)  # the sample whose run holds place `cut`
+    past = ends.gather(1, j).sub_(cut)  # places of that run beyond the cut
 
     def prefix(s: Tensor, v: Tensor) -> Tensor:  # sum of the first `cut` places
-        return s.gather(1, j) - (ends.gather(1, j) - cuts) * v[order][j]
+        return s.gather(1, j) - past * v[j]
 
-    fc, fa = prefix(sc, conf), prefix(sa, correct)
+    fc, fa = prefix(sc, cs), prefix(sa, ca)
     return ((fa[:, 1:] - fa[:, :-1]) - (fc[:, 1:] - fc[:, :-1])).abs().sum(1) / n
 
 

@@ -36,7 +36,17 @@ def chunk_stats(x: Tensor, labels: Tensor, is_logits: bool) -> tuple[Tensor, dic
     return p, {"conf": conf, "correct": (pred == labels).double(), "nll": nll, "brier": brier}
 
 
-def aurc_kernel(conf: Tensor, correct: Tensor, w: Tensor, order: Tensor | None = None) -> Tensor:
+def aurc_prepare(conf: Tensor, correct: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """What AURC needs of the samples alone: the descending stable order, the errors in that order, and
+    the harmonic numbers H_0..H_N. Loops over resamples reuse it."""
+    n = conf.shape[0]
+    order = torch.sort(conf, descending=True, stable=True).indices
+    h = torch.zeros(n + 1, dtype=torch.float64)
+    torch.cumsum(1.0 / torch.arange(1, n + 1, dtype=torch.float64), 0, out=h[1:])
+    return order, 1.0 - correct[order], h
+
+
+def aurc_kernel(conf: Tensor, correct: Tensor, w: Tensor, prepared: tuple[Tensor, ...] | None = None) -> Tensor:
     """AURC for each resample row of `w` (R, N): risk at coverage k/N of the k most confident, trapezoid,
     / (1 - 1/N). torch-uncertainty's definition (scores sorted descending, stable). N < 2 gives NaN.
 
@@ -46,18 +56,14 @@ def aurc_kernel(conf: Tensor, correct: Tensor, w: Tensor, order: Tensor | None =
     n = conf.shape[0]
     if n < 2:
         return torch.full((w.shape[0],), float("nan"), dtype=torch.float64)
-    if order is None:  # the descending stable order of conf; callers looping over resamples pass it in
-        order = torch.sort(conf, descending=True, stable=True).indices
-    err = 1.0 - correct[order]
+    order, err, h = prepared or aurc_prepare(conf, correct)
     ww = w[:, order]
-    end = torch.cumsum(ww, 1)
-    start = end - ww
-    e_before = torch.cumsum(ww * err, 1) - ww * err
-    h = torch.cat(
-        [torch.zeros(1, dtype=torch.float64), torch.cumsum(1.0 / torch.arange(1, n + 1, dtype=torch.float64), 0)]
-    )
-    dh = h[end.long()] - h[start.long()]  # sum of 1/k over the run's places
-    total = (e_before * dh + err * (ww - start * dh)).sum(1)  # sum over k = 1..N of risk_k
     first = err[(ww > 0).long().argmax(1)]  # risk at k = 1: the most confident sample drawn
-    last = (ww * err).sum(1) / n  # risk at k = N
+    we = ww * err
+    last = we.sum(1) / n  # risk at k = N
+    end = ww.cumsum(1)
+    start = end - ww
+    dh = h[end.long()].sub_(h[start.long()])  # sum of 1/k over the run's places
+    e_before = we.cumsum(1).sub_(we)
+    total = e_before.mul_(dh).sum(1) + ww.sub_(start.mul_(dh)).mul_(err).sum(1)  # sum over k of risk_k
     return (total - (first + last) / 2) / n / (1.0 - 1.0 / n)
