@@ -98,12 +98,15 @@ class Scores:
     is_logits: bool
 
     def chunks(self, labels: Tensor, rows: int) -> Iterator[tuple[int, Tensor, dict[str, Tensor]]]:
-        """(start, probs, per-sample values) in float64 for consecutive row chunks, validated as read."""
+        """(start, probs, per-sample values) in float64 for consecutive row chunks, validated as read.
+
+        The probabilities of a chunk live in one reused buffer: use them before asking for the next chunk."""
+        buffer = torch.empty(min(rows, len(self.values)) * self.values.shape[1], dtype=torch.float64)
         for a in range(0, len(self.values), rows):
             x = self.values[a : a + rows]
             if not self.is_logits:
                 check_probs(x)
-            p, stats = chunk_stats(x, labels[a : a + len(x)], self.is_logits)
+            p, stats = chunk_stats(x, labels[a : a + len(x)], self.is_logits, buffer)
             release_pages(x)  # a memory-mapped cache: this block's pages leave the process
             yield a, p, stats
 

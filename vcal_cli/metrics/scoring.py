@@ -9,15 +9,21 @@ from vcal_cli.errors import MetricError
 from vcal_cli.metrics._validate import PROB_CLAMP
 
 
-def chunk_stats(x: Tensor, labels: Tensor, is_logits: bool) -> tuple[Tensor, dict[str, Tensor]]:
+def chunk_stats(
+    x: Tensor, labels: Tensor, is_logits: bool, buffer: Tensor | None = None
+) -> tuple[Tensor, dict[str, Tensor]]:
     """(probs (n, K) float64, per-sample conf, correct, nll, brier (n,) float64) of a chunk of logits or probs.
 
     From logits: softmax by exp(x - max) / s, so conf = 1/s and nll = log s + max - x_y (log-sum-exp).
     brier = sum_c p_c^2 - 2 p_y + 1: the sum over classes of (p - onehot)^2 without a one-hot matrix.
+    `buffer` (float64, at least n * K elements) receives the float64 copy, so a loop over chunks reuses
+    one allocation; the returned probabilities live in it until the next call.
     """
     y = labels[:, None]
+    if buffer is not None:
+        x = buffer[: x.numel()].view(x.shape).copy_(x)
     if is_logits:
-        x = x.to(torch.float64, copy=True)  # changed in place below
+        x = x if buffer is not None else x.to(torch.float64, copy=True)  # changed in place below
         bad = ~torch.isfinite(x.sum(1))  # a NaN or inf anywhere in a row makes its float64 sum non-finite
         if bad.any():
             raise MetricError(f"logits hold NaN or inf in {int(bad.sum())} rows")
@@ -28,11 +34,11 @@ def chunk_stats(x: Tensor, labels: Tensor, is_logits: bool) -> tuple[Tensor, dic
         p.div_(s[:, None])
         conf, nll = s.reciprocal(), s.log() + m - x_y
     else:
-        p = x.double()
+        p = x.double()  # no copy when x is already the float64 buffer
         conf, pred = p.max(1)
         nll = -p.gather(1, y)[:, 0].clamp_min(PROB_CLAMP).log()
     p_y = p.gather(1, y)[:, 0]
-    brier = (p * p).sum(1) - 2 * p_y + 1
+    brier = torch.bmm(p[:, None, :], p[:, :, None])[:, 0, 0] - 2 * p_y + 1  # row dot products, no (n, K) temporary
     return p, {"conf": conf, "correct": (pred == labels).double(), "nll": nll, "brier": brier}
 
 
