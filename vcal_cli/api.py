@@ -21,7 +21,7 @@ from vcal_cli.checkpoints import LoadedModel, load_checkpoint
 from vcal_cli.data import ImageSplit, Preprocessing, load_split, resolve_preprocessing
 from vcal_cli.errors import DataError, UsageError
 from vcal_cli.evaluations.robustness import RobustnessOptions, Variant, check_options
-from vcal_cli.features import FeatureSet, Track, get_features, quiet
+from vcal_cli.features import DEFAULT_SHARD_SIZE, FeatureSet, Track, get_features, quiet
 from vcal_cli.features.distributed import release_workers
 from vcal_cli.heads import get_head
 from vcal_cli.metrics import DEFAULT_N_BINS, compute_metrics
@@ -51,7 +51,7 @@ class ExtractOptions:
     precision: str = "fp32"  # fp32, or bf16 / fp16 autocast
     channels_last: bool | None = None  # None: on (faster convolutions on CPU and CUDA)
     cache_dtype: str = "float32"  # how features are stored: float32, float16 or bfloat16
-    shard_size: int = 8192  # rows per cache shard (the unit of resuming and of spreading over ranks)
+    shard_size: int = DEFAULT_SHARD_SIZE  # rows per cache shard (the unit of resuming and of spreading over ranks)
 
 
 def load_features(

@@ -36,8 +36,8 @@ DEFAULT_SHARD_SIZE = 8192  # rows per shard: 32 MB of 2048-wide float16 features
 class FeatureSet:
     """features (N, D), logits (N, K), labels (N,) of one split, with where they came from.
 
-    Read from the cache, the tensors are memory-mapped: they cost no memory until touched, and
-    `release()` drops the pages touched so far (loops over a cache larger than memory call it).
+    Read from the cache, the tensors are memory-mapped (`mapped`): they cost no memory until touched,
+    and loops over a cache larger than memory drop the pages they are done with (`store.release_pages`).
     """
 
     features: Tensor
@@ -52,17 +52,10 @@ class FeatureSet:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def release(self) -> None:
-        if self.mapped is not None:
-            self.mapped.release()
-
     def save(self, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
         """Write features, logits and labels as one safetensors file (atomically)."""
         tensors = {"features": self.features, "logits": self.logits, "labels": self.labels}
-        try:
-            return write_entry(Path(path), tensors, metadata or {})
-        finally:
-            self.release()
+        return write_entry(Path(path), tensors, metadata or {})
 
     @classmethod
     def load(cls, path: str | Path) -> FeatureSet:
@@ -113,7 +106,7 @@ def get_features(
             hint="audit it on a data set with the same classes",
         )
     rt = Runtime(device, batch_size, workers, precision, channels_last)
-    dev = rt.check()  # a bad --device or --precision fails before any work, cached or not
+    rt.check()  # a bad --device or --precision fails before any work, cached or not
     dtype = cache_dtype(cache_dtype_name)
     if shard_size < 1:
         raise UsageError(f"--shard-size {shard_size} must be at least 1")
@@ -127,7 +120,7 @@ def get_features(
         "preprocessing": prep.to_dict(),
         "cache_dtype": cache_dtype_name,
         "precision": precision,
-        "channels_last": rt.use_channels_last(dev),
+        "channels_last": rt.use_channels_last,
     }
     w = world()
     if not use_cache:

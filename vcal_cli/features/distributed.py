@@ -84,11 +84,6 @@ def release_workers() -> None:
         raise WorkerFinished
 
 
-def is_main() -> bool:
-    """True on rank 0 (and in a plain single-process run): the process that prints and writes outputs."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def _leave() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -9,6 +9,7 @@ per shard, not per batch).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -26,8 +27,6 @@ PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat1
 
 def resolve_device(device: str) -> torch.device:
     """`auto` is CUDA when available (under torchrun: this rank's GPU, cuda:LOCAL_RANK), else the CPU."""
-    import os
-
     if device == "auto":
         if not torch.cuda.is_available():
             return torch.device("cpu")
@@ -67,7 +66,8 @@ class Runtime:
         check_precision(self.precision, dev)
         return dev
 
-    def use_channels_last(self, dev: torch.device) -> bool:
+    @property
+    def use_channels_last(self) -> bool:
         return True if self.channels_last is None else self.channels_last
 
 
@@ -77,8 +77,8 @@ class Forward:
     def __init__(self, loaded: LoadedModel, prep: Preprocessing, runtime: Runtime) -> None:
         self.loaded, self.prep, self.runtime = loaded, prep, runtime
         self.dev = runtime.check()
-        self.autocast = check_precision(runtime.precision, self.dev)
-        self.channels_last = runtime.use_channels_last(self.dev)
+        self.autocast = PRECISIONS[runtime.precision]
+        self.channels_last = runtime.use_channels_last
         self.model = loaded.model.to(self.dev).eval()
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)

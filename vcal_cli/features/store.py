@@ -24,7 +24,6 @@ import os
 import shutil
 import struct
 import weakref
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -286,14 +285,3 @@ def write_entry(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str]
                     release_pages(block)  # a mapped source leaves the process block by block
 
     return atomic_write(path, write)
-
-
-def row_chunks(n: int, row_elems: int, max_elems: int = 1 << 24) -> Iterator[tuple[int, int]]:
-    """(start, stop) row ranges of at most `max_elems` elements each (at least one row)."""
-    step = max(1, max_elems // max(1, row_elems))
-    for s in range(0, n, step):
-        yield s, min(s + step, n)
-
-
-def remove_parts(entry: Path) -> None:
-    shutil.rmtree(entry.with_name(entry.stem + ".parts"), ignore_errors=True)

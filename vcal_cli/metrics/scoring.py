@@ -20,21 +20,20 @@ def chunk_stats(
     one allocation; the returned probabilities live in it until the next call.
     """
     y = labels[:, None]
-    if buffer is not None:
-        x = buffer[: x.numel()].view(x.shape).copy_(x)
+    # this chunk's own float64 copy (changed in place below)
+    x = buffer[: x.numel()].view(x.shape).copy_(x) if buffer is not None else x.to(torch.float64, copy=True)
     if is_logits:
-        x = x if buffer is not None else x.to(torch.float64, copy=True)  # changed in place below
         bad = ~torch.isfinite(x.sum(1))  # a NaN or inf anywhere in a row makes its float64 sum non-finite
         if bad.any():
             raise MetricError(f"logits hold NaN or inf in {int(bad.sum())} rows")
         m, pred = x.max(1)
         x_y = x.gather(1, y)[:, 0]
-        p = x.sub_(m[:, None]).exp_()  # in place: x is this chunk's own float64 copy
+        p = x.sub_(m[:, None]).exp_()
         s = p.sum(1)
         p.div_(s[:, None])
         conf, nll = s.reciprocal(), s.log() + m - x_y
     else:
-        p = x.double()  # no copy when x is already the float64 buffer
+        p = x
         conf, pred = p.max(1)
         nll = -p.gather(1, y)[:, 0].clamp_min(PROB_CLAMP).log()
     p_y = p.gather(1, y)[:, 0]
