@@ -60,7 +60,12 @@ def test_report_numbers_match_references_on_exported_logits(runner, sample_mlp: 
     """The issue's 'done when': report.json agrees with torchmetrics and scikit-learn on the exported logits."""
     from sklearn.metrics import log_loss
 
-    assert runner.invoke(app, ["features", str(sample_mlp), "--split", "test", "--out", "t.safetensors"]).exit_code == 0
+    assert (
+        runner.invoke(
+            app, ["features", str(sample_mlp), "--split", "test", "--features-out", "t.safetensors"]
+        ).exit_code
+        == 0
+    )
     t = load_file(str(tmp_path / "t.safetensors"))
     assert set(t) == {"features", "logits", "labels"} and t["features"].shape == (540, 1024)
     r = _audit(runner, str(sample_mlp), "--json", "--bootstrap", "0")
@@ -143,8 +148,8 @@ BAD = {
     "both inputs": (["audit", "mlp.safetensors", "--logits", "l.npz"], "not both"),
     "bad logits file": (["audit", "--logits", "junk.pt"], "--logits"),
     "missing data root": (["audit", "mlp.safetensors", "--data", "svhn", "--data-root", "nowhere"], "train_32x32.mat"),
-    "features out suffix": (["features", "mlp.safetensors", "--out", "x.npz"], "must end in .safetensors"),
-    "features over input": (["features", "mlp.safetensors", "--out", "mlp.safetensors"], "refusing"),
+    "features out suffix": (["features", "mlp.safetensors", "--features-out", "x.npz"], "must end in .safetensors"),
+    "features over input": (["features", "mlp.safetensors", "--features-out", "mlp.safetensors"], "refusing"),
 }
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from vcal_cli.data import load_split, resolve_preprocessing
+from vcal_cli.checkpoints.hints import Hints
+from vcal_cli.data import load_split, probe_candidates, resolve_preprocessing
 from vcal_cli.data.preprocessing import Preprocessing
 from vcal_cli.errors import DataError, UsageError
 
@@ -169,15 +170,27 @@ def test_preprocessing_resolution_order() -> None:
     ck = Preprocessing((1, 8, 8), (0.5,), (0.5,))
     timm_cfg = {"input_size": (3, 224, 224), "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
     assert resolve_preprocessing(checkpoint=ck, timm_cfg=timm_cfg, native_size=(1, 8, 8)) == ck
-    t = resolve_preprocessing(timm_cfg=timm_cfg, native_size=(1, 8, 8))
-    assert t.input_size == (3, 224, 224) and t.source == "timm"
-    grey = resolve_preprocessing(timm_cfg=timm_cfg, model_in_chans=1, native_size=(1, 8, 8))
+    # nothing said: no silent guess (the caller probes the candidates, timm's config among them)
+    assert resolve_preprocessing(timm_cfg=timm_cfg, native_size=(1, 8, 8)) is None
+    t = resolve_preprocessing(flags={"std": (0.5,)}, timm_cfg=timm_cfg, native_size=(1, 8, 8))
+    assert t.input_size == (3, 224, 224) and t.mean == (0.485, 0.456, 0.406) and t.std == (0.5,) * 3
+    assert t.source == "timm's arch config + flags"
+    cands = probe_candidates(timm_cfg, 1, (1, 8, 8), ((0.3,), (0.4,)))
+    assert [c.source for c in cands] == ["native, data stats", "timm's arch config", "native, mean 0, std 1"]
+    grey = cands[1]
     assert grey.input_size == (1, 224, 224) and len(grey.mean) == 1
+    assert cands[0].input_size == (1, 8, 8) and cands[0].mean == (0.3,)
+    hinted = resolve_preprocessing(
+        hints=Hints(("timm train.py args",), input_size=(1, 28, 28), mean=(0.286,)), timm_cfg=timm_cfg,
+        model_in_chans=1, native_size=(1, 28, 28),
+    )  # fmt: skip
+    assert hinted.input_size == (1, 28, 28) and hinted.mean == (0.286,) and hinted.std == (0.226,)
+    assert hinted.source == "from timm train.py args, the rest from timm's arch config"
     f = resolve_preprocessing(
         flags={"input_size": (3, 32, 32), "mean": (0.5,), "std": (0.25,)}, checkpoint=ck, native_size=(1, 8, 8)
     )
     assert f.input_size == (3, 32, 32) and f.mean == (0.5, 0.5, 0.5) and f.source == "flags"
-    d = resolve_preprocessing(native_size=(3, 6, 5))
+    d = resolve_preprocessing(flags={"mean": (0.0,)}, native_size=(3, 6, 5))
     assert d.input_size == (3, 6, 5) and d.mean == (0.0,) * 3 and d.std == (1.0,) * 3
 
 

@@ -149,8 +149,8 @@ def test_gate_bad_input(runner, tmp_path: Path, case: str) -> None:  # noqa: ANN
 def test_compare_table_and_png(runner, overconfident: Path, tmp_path: Path) -> None:  # noqa: ANN001
     assert runner.invoke(app, ["audit", str(CNN), "-o", "a", "--bootstrap", "0"]).exit_code == 0
     assert runner.invoke(app, ["audit", str(overconfident), "-o", "b", "--bootstrap", "0"]).exit_code == 0
-    r = runner.invoke(app, ["compare", "a/report.json", "b/report.json", "-o", "cmp.png"])
+    r = runner.invoke(app, ["compare", "a/report.json", "b/report.json", "-o", "cmp"])
     assert r.exit_code == 0, r.output
     assert "a/report.json" in r.stdout and "ECE-15" in r.stdout
-    assert (tmp_path / "cmp.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "cmp" / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "at least two" in one_line_error(runner.invoke(app, ["compare", "a/report.json"]))

@@ -88,7 +88,7 @@ def test_cli_retrain_writes_report_and_head_only_round_trip(runner, tmp_path: Pa
             "--head",
             "bayes",
             "--head-only",
-            "--out",
+            "--checkpoint-out",
             "h.safetensors",
             "-o",
             "rt2",
@@ -107,7 +107,11 @@ BAD = {
     "unknown head": (["--head", "vtsst"], "unknown head 'vtsst'"),
     "flag no head takes": (["--head", "temperature", "--beta", "0.1"], "--beta does not apply"),
     "--out with two heads": (["--head", "temperature", "--head", "bayes", "--out", "x.safetensors"], "--out"),
-    "out over input": (["--head", "temperature", "--out", "in.safetensors"], "refusing"),
+    "--checkpoint-out with two heads": (
+        ["--head", "temperature", "--head", "bayes", "--checkpoint-out", "x.safetensors"],
+        "--checkpoint-out names one",
+    ),
+    "out over input": (["--head", "temperature", "--checkpoint-out", "in.safetensors"], "refusing"),
     "no head": ([], "--head"),
     "haframe without hierarchy": (["--head", "haframe"], "needs a class hierarchy"),
     "hierarchy that does not fit": (["--head", "haframe", "--hierarchy", "cifar100"], "does not fit the classes"),
@@ -129,7 +133,17 @@ def test_head_file_on_another_base_is_refused(runner, tmp_path: Path) -> None:  
     assert (
         runner.invoke(
             app,
-            ["retrain", str(CNN), "--head", "temperature", "--head-only", "--out", "h.safetensors", "--bootstrap", "0"],
+            [
+                "retrain",
+                str(CNN),
+                "--head",
+                "temperature",
+                "--head-only",
+                "--checkpoint-out",
+                "h.safetensors",
+                "--bootstrap",
+                "0",
+            ],
         ).exit_code
         == 0
     )

@@ -111,14 +111,14 @@ def test_torchrun_two_ranks_write_the_same_cache_bit_for_bit(tmp_path: Path) -> 
     args = [str(SAMPLE), "--split", "train", "--device", "cpu", "--batch-size", "32", "--shard-size", "96"]
     one, two = tmp_path / "one", tmp_path / "two"
     r1 = subprocess.run(
-        [sys.executable, "-m", "vcal_cli", "features", *args, "--out", str(tmp_path / "a.safetensors"),
+        [sys.executable, "-m", "vcal_cli", "features", *args, "--features-out", str(tmp_path / "a.safetensors"),
          "--cache-dir", str(one)],
         env=_env(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert r1.returncode == 0, r1.stderr
     r2 = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "vcal_cli",
-         "features", *args, "--out", str(tmp_path / "b.safetensors"), "--cache-dir", str(two)],
+         "features", *args, "--features-out", str(tmp_path / "b.safetensors"), "--cache-dir", str(two)],
         env=_env(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert r2.returncode == 0, r2.stderr
@@ -176,7 +176,7 @@ def test_retrain_under_torchrun_writes_the_same_head_as_one_process(tmp_path: Pa
         ),
     ):
         r = subprocess.run(
-            [*launcher, *args, "--out-dir", str(tmp_path / name), "--cache-dir", str(tmp_path / f"c-{name}")],
+            [*launcher, *args, "--out", str(tmp_path / name), "--cache-dir", str(tmp_path / f"c-{name}")],
             env=_env(), capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         assert r.returncode == 0, r.stderr
@@ -221,9 +221,12 @@ def test_a_killed_extraction_resumes_from_its_finished_shards(tmp_path: Path) ->
         sys.modules.pop("slowmod", None)
     env = _env(PYTHONPATH=os.pathsep.join([str(ROOT), str(tmp_path)]))
     cmd = [sys.executable, "-m", "vcal_cli", "features", str(tmp_path / "slow.pt"), "--trust-checkpoint",
-           "--split", "train", "--device", "cpu", "--batch-size", "16", "--shard-size", "64"]  # fmt: skip
+           "--data", "digits", "--split", "train", "--device", "cpu", "--batch-size", "16",
+           "--shard-size", "64"]  # fmt: skip
+    x_out = ["--features-out", str(tmp_path / "x.safetensors")]
+    y_out = ["--features-out", str(tmp_path / "y.safetensors")]
     cache = tmp_path / "cache"
-    proc = subprocess.Popen([*cmd, "--cache-dir", str(cache), "--out", str(tmp_path / "x.safetensors")], env=env,
+    proc = subprocess.Popen([*cmd, "--cache-dir", str(cache), *x_out], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     deadline = time.monotonic() + 120
     while len(list(cache.glob("*.parts/shard-*.safetensors"))) < 3:
@@ -235,11 +238,11 @@ def test_a_killed_extraction_resumes_from_its_finished_shards(tmp_path: Path) ->
     assert not _entries(cache) and not (tmp_path / "x.safetensors").exists()
     finished = len(list(cache.glob("*.parts/shard-*.safetensors")))
     assert 3 <= finished < 17  # 1,077 rows in shards of 64: 17 shards; it died part-way
-    resumed = subprocess.run([*cmd, "--cache-dir", str(cache), "--out", str(tmp_path / "x.safetensors")], env=env,
+    resumed = subprocess.run([*cmd, "--cache-dir", str(cache), *x_out], env=env,
                              capture_output=True, text=True, timeout=300)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
     assert f"{finished} finished shards reused" in resumed.stderr
-    straight = subprocess.run([*cmd, "--cache-dir", str(tmp_path / "ref"), "--out", str(tmp_path / "y.safetensors")],
+    straight = subprocess.run([*cmd, "--cache-dir", str(tmp_path / "ref"), *y_out],
                               env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert straight.returncode == 0, straight.stderr
     (a,), (b,) = _entries(cache), _entries(tmp_path / "ref")

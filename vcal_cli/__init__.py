@@ -1,38 +1,46 @@
 """vcal: audit and recalibrate image-classifier checkpoints.
 
-The command line (`vcal ...`) is a thin layer over these functions.
+The command line (`vcal ...`) is a thin layer over these functions. They are imported on first use
+(PEP 562), so `import vcal_cli` and `vcal --help` do not load torch.
 """
 
-from vcal_cli._memory import return_freed_memory
-from vcal_cli._version import __version__
-from vcal_cli.api import ExtractOptions, audit, export_features, load_features
-from vcal_cli.checkpoints import LoadedModel, load_checkpoint, save_checkpoint
-from vcal_cli.data import load_split
-from vcal_cli.errors import VcalError
-from vcal_cli.features import FeatureSet, get_features
-from vcal_cli.metrics import METRIC_NAMES, Metrics, compute_metrics
-from vcal_cli.reports import AuditReport, read_report, write_report
+from __future__ import annotations
 
-__all__ = [
-    "__version__",
+import importlib
+from typing import Any
+
+from vcal_cli._version import __version__
+
+_EXPORTS = {
     # commands, as functions
-    "audit",
-    "export_features",
-    "load_features",
-    "ExtractOptions",
+    "audit": "vcal_cli.api",
+    "export_features": "vcal_cli.api",
+    "load_features": "vcal_cli.api",
+    "ExtractOptions": "vcal_cli.api",
     # building blocks
-    "load_checkpoint",
-    "save_checkpoint",
-    "LoadedModel",
-    "load_split",
-    "get_features",
-    "FeatureSet",
-    "compute_metrics",
-    "Metrics",
-    "METRIC_NAMES",
-    "AuditReport",
-    "write_report",
-    "read_report",
-    "VcalError",
-    "return_freed_memory",
-]
+    "load_checkpoint": "vcal_cli.checkpoints",
+    "save_checkpoint": "vcal_cli.checkpoints",
+    "LoadedModel": "vcal_cli.checkpoints",
+    "load_split": "vcal_cli.data",
+    "get_features": "vcal_cli.features",
+    "FeatureSet": "vcal_cli.features",
+    "compute_metrics": "vcal_cli.metrics",
+    "Metrics": "vcal_cli.metrics",
+    "METRIC_NAMES": "vcal_cli.metrics",
+    "AuditReport": "vcal_cli.reports",
+    "write_report": "vcal_cli.reports",
+    "read_report": "vcal_cli.reports",
+    "VcalError": "vcal_cli.errors",
+    "return_freed_memory": "vcal_cli._memory",
+}
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'vcal_cli' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -7,7 +7,7 @@ print(report.metrics["ece"])
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +18,16 @@ from safetensors.torch import load_file
 
 from vcal_cli._io import same_file, sha256_file
 from vcal_cli.checkpoints import LoadedModel, load_checkpoint
-from vcal_cli.data import ImageSplit, Preprocessing, load_split, resolve_preprocessing
-from vcal_cli.errors import DataError, UsageError
+from vcal_cli.data import ImageSplit, Preprocessing, load_split, probe_candidates, resolve_preprocessing
+from vcal_cli.errors import DataError, UsageError, VcalError
 from vcal_cli.evaluations.robustness import RobustnessOptions, Variant, check_options
-from vcal_cli.features import DEFAULT_SHARD_SIZE, FeatureSet, Track, get_features, quiet
+from vcal_cli.features import DEFAULT_SHARD_SIZE, FeatureSet, Runtime, Track, get_features, quiet
 from vcal_cli.features.distributed import release_workers
+from vcal_cli.features.probe import probe_preprocessing
 from vcal_cli.heads import get_head
 from vcal_cli.metrics import DEFAULT_N_BINS, compute_metrics
 from vcal_cli.metrics._validate import check_bins
+from vcal_cli.metrics.sanity import audit_warnings, val_warning
 from vcal_cli.reports.schema import AuditReport, robustness_dict
 
 __all__ = ["ExtractOptions", "load_features", "audit", "export_features", "load_logits"]
@@ -52,11 +54,42 @@ class ExtractOptions:
     channels_last: bool | None = None  # None: on (faster convolutions on CPU and CUDA)
     cache_dtype: str = "float32"  # how features are stored: float32, float16 or bfloat16
     shard_size: int = DEFAULT_SHARD_SIZE  # rows per cache shard (the unit of resuming and of spreading over ranks)
+    val_from: str = "train"  # where `val` comes from: 10% of the official train part, or half of its test part
+
+
+def open_checkpoint(checkpoint: str | Path | LoadedModel, options: ExtractOptions | None = None) -> LoadedModel:
+    """Load a checkpoint by path with the options' loading flags (and `head_file` applied); a `LoadedModel`
+    is returned as it is."""
+    if isinstance(checkpoint, LoadedModel):
+        return checkpoint
+    o = options or ExtractOptions()
+    loaded = load_checkpoint(checkpoint, arch=o.arch, trust=o.trust_checkpoint, head_module=o.head_module)
+    if o.head_file:
+        from vcal_cli.checkpoints import apply_head_file
+
+        loaded = apply_head_file(loaded, o.head_file)
+    return loaded
+
+
+def default_data(loaded: LoadedModel, data: str | None) -> str:
+    """`data`, else the data set a vcal checkpoint records it was trained on; else `--data` is required."""
+    if data:
+        return data
+    meta = loaded.metadata
+    recorded = meta.get("data") or meta.get("trained_on", "").split(":")[0]
+    if recorded:
+        return recorded
+    from vcal_cli.data import data_names
+
+    raise UsageError(
+        f"name the data set with --data: '{loaded.path or 'the checkpoint'}' does not record the one it was trained on",
+        hint=f"choose one of: {', '.join(data_names())}",
+    )
 
 
 def load_features(
     checkpoint: str | Path | LoadedModel,
-    data: str | ImageSplit = "digits",
+    data: str | ImageSplit | None = None,
     split: str = "test",
     options: ExtractOptions | None = None,
     *,
@@ -73,23 +106,11 @@ def load_features(
         raise UsageError(f"--batch-size {o.batch_size} must be at least 1")
     if o.workers < 0:
         raise UsageError(f"--workers {o.workers} must be 0 or more")
-    ds = data if isinstance(data, ImageSplit) else load_split(data, split, root=o.data_root)
-    loaded = (
-        checkpoint
-        if isinstance(checkpoint, LoadedModel)
-        else load_checkpoint(checkpoint, arch=o.arch, trust=o.trust_checkpoint, head_module=o.head_module)
-    )
-    if o.head_file and not isinstance(checkpoint, LoadedModel):
-        from vcal_cli.checkpoints import apply_head_file
-
-        loaded = apply_head_file(loaded, o.head_file)
-    prep = resolve_preprocessing(
-        flags={"input_size": o.input_size, "mean": o.mean, "std": o.std},
-        checkpoint=loaded.preprocessing,
-        timm_cfg=loaded.timm_cfg,
-        model_in_chans=loaded.in_chans,
-        native_size=ds.native_size,
-    )
+    loaded = open_checkpoint(checkpoint, o)
+    if not isinstance(data, ImageSplit):
+        data = default_data(loaded, data)
+    ds = data if isinstance(data, ImageSplit) else load_split(data, split, root=o.data_root, val_from=o.val_from)
+    prep = model_preprocessing(loaded, data, ds, o, probe=check_classes)
     fs = get_features(
         loaded,
         ds,
@@ -107,6 +128,40 @@ def load_features(
         progress=progress,
     )
     return loaded, fs, prep
+
+
+def model_preprocessing(
+    loaded: LoadedModel, data: str | ImageSplit, ds: ImageSplit, o: ExtractOptions, *, probe: bool = True
+) -> Preprocessing:
+    """The model's preprocessing: from what was said (flags, metadata, the checkpoint's own training record),
+    else probed on the val split of `data` (once per model: OOD sets and later splits reuse it)."""
+    flags = {"input_size": o.input_size, "mean": o.mean, "std": o.std}
+    said = resolve_preprocessing(
+        flags=flags, checkpoint=loaded.preprocessing, hints=loaded.hints, timm_cfg=loaded.timm_cfg,
+        model_in_chans=loaded.in_chans, native_size=ds.native_size,
+    )  # fmt: skip
+    if said is not None:
+        return said
+    if "probed" in loaded.resolved:
+        return loaded.resolved["probed"]
+    candidates = probe_candidates(loaded.timm_cfg, loaded.in_chans, ds.native_size, ((0.0,), (1.0,)))
+    if not probe:  # an OOD set's labels cannot score candidates: the first in order, said as such
+        return replace(candidates[0], source=f"{candidates[0].source} (not probed: no in-distribution split yet)")
+    if isinstance(data, ImageSplit):
+        val = data
+    else:
+        try:
+            val = load_split(data, "val", root=o.data_root, val_from=o.val_from)
+        except VcalError:
+            val = ds
+    rt = Runtime(o.device, o.batch_size, 0, o.precision, o.channels_last)
+    loaded.resolved["probed"] = probe_preprocessing(loaded, val, rt, o.cache_dir, o.use_cache)
+    return loaded.resolved["probed"]
+
+
+def describe_preprocessing(d: dict[str, Any]) -> str:
+    """report.json's `settings.preprocessing` as one line (see `Preprocessing.describe`)."""
+    return Preprocessing.from_dict(d, d.get("source", "?")).describe()
 
 
 def load_logits(path: str | Path) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
@@ -130,7 +185,7 @@ def load_logits(path: str | Path) -> tuple[torch.Tensor | None, torch.Tensor | N
 def audit(
     checkpoint: str | Path | LoadedModel | None = None,
     *,
-    data: str = "digits",
+    data: str | None = None,
     split: str = "test",
     logits: str | Path | None = None,
     options: ExtractOptions | None = None,
@@ -169,15 +224,23 @@ def audit(
             {"name": f"logits:{Path(logits).name}", "split": split, "n": result.n},
             result,
             {**settings, "input": "probs" if lg is None else "logits"},
+            _hierarchy_section(tree, scores, labels, n_bootstrap, seed),
+            warnings=audit_warnings(torch.as_tensor(scores), torch.as_tensor(labels)),
         )
+    loaded = open_checkpoint(checkpoint, o)
+    data = default_data(loaded, data)
     if robustness:
         check_options(robustness, o.data_root)  # a bad corruption or OOD set fails before any extraction
-    loaded, fs, prep = load_features(checkpoint, data, split, o, progress=progress)
+    loaded, fs, prep = load_features(loaded, data, split, o, progress=progress)
     release_workers()  # under torchrun: the ranks shared the extraction; the audit runs on rank 0
     result = compute_metrics(fs.labels, logits=fs.logits, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed)
     settings.update(
         {
-            "preprocessing": {**prep.to_dict(), "source": prep.source},
+            "preprocessing": {
+                **prep.to_dict(),
+                "source": prep.source,
+                **({"probe": list(prep.probe)} if prep.probe else {}),
+            },  # fmt: skip
             "device": o.device,
             "batch_size": o.batch_size,
             "cache": {"hit": fs.from_cache, "path": str(fs.path) if fs.path else None},
@@ -191,6 +254,7 @@ def audit(
         result,
         settings,
         _hierarchy_section(tree, fs.logits, fs.labels, n_bootstrap, seed),
+        warnings=audit_warnings(fs.logits, fs.labels),
     )
     if robustness:
         _robustness(report, [Variant("original", loaded)], robustness, data, split, fs, prep, o, n_bins, seed, progress)
@@ -201,7 +265,7 @@ def export_features(
     checkpoint: str | Path,
     out: str | Path,
     *,
-    data: str = "digits",
+    data: str | None = None,
     split: str = "test",
     options: ExtractOptions | None = None,
     progress: Track = quiet,
@@ -214,7 +278,9 @@ def export_features(
         raise UsageError(f"--out '{out}' must end in .safetensors")
     if same_file(checkpoint, out):
         raise UsageError(f"refusing to write '{out}' over the checkpoint", hint="choose another --out")
-    loaded, fs, prep = load_features(checkpoint, data, split, options, progress=progress)
+    loaded = open_checkpoint(checkpoint, options)
+    data = default_data(loaded, data)
+    loaded, fs, prep = load_features(loaded, data, split, options, progress=progress)
     release_workers()
     meta = {
         "checkpoint": str(checkpoint),
@@ -304,7 +370,7 @@ def retrain(
     checkpoint: str | Path | LoadedModel,
     heads: list[str],
     *,
-    data: str = "digits",
+    data: str | None = None,
     options: ExtractOptions | None = None,
     params: dict[str, Any] | None = None,
     out_dir: str | Path = "vcal-report",
@@ -331,9 +397,11 @@ def retrain(
     check_bins(n_bins)
     names = resolve_heads(heads)
     o = options or ExtractOptions()
+    loaded = open_checkpoint(checkpoint, o)
+    data = default_data(loaded, data)
     if robustness:
         check_options(robustness, o.data_root)  # a bad corruption or OOD set fails before any fitting
-    loaded, train, _ = load_features(checkpoint, data, "train", o, progress=progress)
+    loaded, train, _ = load_features(loaded, data, "train", o, progress=progress)
     tree = _resolve_hierarchy(hierarchy, data, loaded, o)
     skipped = {}
     if tree is None:
@@ -347,7 +415,7 @@ def retrain(
         names = [n for n in names if n not in skipped]
     per_head = head_params(names, {"seed": seed, **(params or {})})
     if out is not None and len(names) > 1:
-        raise UsageError("--out names one checkpoint file; with several heads use --out-dir")
+        raise UsageError("--checkpoint-out names one checkpoint file; with several heads, checkpoints go into --out")
     stem = Path(loaded.path).name.split(".")[0] if loaded.path else "model"
     suffix = ".head.safetensors" if head_only else ".safetensors"
     paths = {n: Path(out) if out is not None else Path(out_dir) / f"{stem}.{n}{suffix}" for n in names}
@@ -368,6 +436,9 @@ def retrain(
         n_bootstrap=n_bootstrap,
         seed=seed,
     )
+    warning = val_warning((train.logits, train.labels), (val.logits, val.labels), (test.logits, test.labels))
+    if warning:
+        base.warnings.append(warning)
     results: dict[str, HeadResult] = {
         "original": HeadResult("original", base.result, None, str(loaded.path) if loaded.path else None, base.hierarchy)
     }
@@ -391,7 +462,11 @@ def retrain(
         if head_only:
             save_head(head.module_, head.info(), loaded, path)
         else:
-            meta = {"retrained_from": loaded.sha256, "retrained_on": f"{data}:train (selected on val)"}
+            meta = {
+                "retrained_from": loaded.sha256,
+                "retrained_on": f"{data}:train (selected on val{', val from test' if o.val_from == 'test' else ''})",
+                "data": data,
+            }
             save_checkpoint(
                 loaded.with_head(head.module_, head.info()),
                 path,
@@ -460,7 +535,7 @@ def _hierarchy_section(tree, scores, labels, n_bootstrap: int, seed: int) -> dic
 def _gate_side(
     spec: str | Path,
     role: str,
-    data: str,
+    data: str | None,
     split: str,
     o: ExtractOptions,
     n_bins: int,
@@ -477,7 +552,9 @@ def _gate_side(
         raise ReportError(f"{role} '{path}' does not exist", hint="give a report.json or a checkpoint")
     if path.suffix == ".json":
         return read_report(path), None
-    loaded, fs, _ = load_features(path, data, split, o, progress=progress)
+    loaded = open_checkpoint(path, o)
+    data = default_data(loaded, data)
+    loaded, fs, _ = load_features(loaded, data, split, o, progress=progress)
     rep = audit(loaded, data=data, split=split, options=o, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed)
     return rep.to_dict(), fs
 
@@ -487,7 +564,7 @@ def gate(
     baseline: str | Path,
     *,
     rules: list[Any] | None = None,
-    data: str = "digits",
+    data: str | None = None,
     split: str = "test",
     options: ExtractOptions | None = None,
     config_dir: str | Path = ".",
@@ -519,8 +596,32 @@ def gate(
             base_fs.logits, cur_fs.logits, cur_fs.labels, n_bins=n_bins, n_bootstrap=max(n_bootstrap, 1), seed=seed
         )
         method = f"paired bootstrap on the same {len(cur_fs.labels)} test samples ({max(n_bootstrap, 1)} resamples)"
+    check_comparable(base, cur, str(baseline), str(current))
     results = evaluate(rules, base, cur, paired=paired, names=(str(baseline), str(current)))
-    return GateResult(results, method, str(baseline), str(current))
+    warnings = [f"{role} {name}: {w}" for role, name, rep in (("baseline", baseline, base), ("current", current, cur))
+                for w in rep.get("warnings") or []]  # fmt: skip
+    return GateResult(results, method, str(baseline), str(current), warnings)
+
+
+def check_comparable(base: dict[str, Any], cur: dict[str, Any], base_name: str, cur_name: str) -> None:
+    """The gate compares like with like: the same data set, split, sample count and bins, or it stops."""
+    from vcal_cli.errors import ReportError
+
+    facts = {
+        "data set": lambda r: r["data"].get("name"),
+        "split": lambda r: r["data"].get("split"),
+        "sample count": lambda r: r["data"].get("n"),
+        "bins": lambda r: r["settings"].get("bins"),
+        "calibration split": lambda r: (r["settings"].get("options") or {}).get("val_from", "train"),
+    }
+    for what, get in facts.items():
+        b, c = get(base), get(cur)
+        if b != c:
+            raise ReportError(
+                f"the baseline '{base_name}' and the current '{cur_name}' differ in {what} ({b} vs {c}); "
+                "the gate compares like with like",
+                hint="audit both on the same --data, --split and --bins",
+            )
 
 
 def compare(reports: list[str | Path]) -> list[dict[str, Any]]:

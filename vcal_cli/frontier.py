@@ -70,6 +70,7 @@ class FrontierResult:
     settings: dict[str, Any]
     checkpoint: dict[str, Any]
     written: str | None = None
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
     def rows(self) -> list[dict[str, Any]]:
         return [
@@ -84,6 +85,7 @@ class FrontierResult:
             "vcal_version": __version__,
             "checkpoint": self.checkpoint,
             "settings": self.settings,
+            "warnings": list(self.warnings),
             "points": self.rows(),
             "selected": {"index": self.selected, "reason": self.reason, **self.rows()[self.selected]},
             "written": self.written,
@@ -213,7 +215,7 @@ def select_point(points: list[FrontierPoint], tolerance: float, by: str, n_val: 
 def frontier(
     checkpoint: Any,
     *,
-    data: str = "digits",
+    data: str | None = None,
     head: str = "vtst",
     betas: tuple[float, ...] = DEFAULT_BETAS,
     lambdas: tuple[float, ...] = (0.0,),
@@ -232,7 +234,7 @@ def frontier(
 ) -> FrontierResult:
     """Fit one variational head per (beta, lambda) on the cached features, measure R, D, C and the metrics,
     select a point on val, and optionally write its checkpoint (as `vcal retrain` does)."""
-    from vcal_cli.api import ExtractOptions, load_features
+    from vcal_cli.api import ExtractOptions, default_data, load_features, open_checkpoint
     from vcal_cli.features.distributed import release_workers
     from vcal_cli.heads import FitData
     from vcal_cli.heads._train import resolve_epochs
@@ -246,12 +248,17 @@ def frontier(
     if select not in SELECT:
         raise UsageError(f"--select '{select}' is not one of: {', '.join(SELECT)}")
     o = options or ExtractOptions()
-    loaded, tr, _ = load_features(checkpoint, data, "train", o, progress=progress)
+    loaded = open_checkpoint(checkpoint, o)
+    data = default_data(loaded, data)
+    loaded, tr, _ = load_features(loaded, data, "train", o, progress=progress)
     if write_best is not None and loaded.path and Path(write_best).resolve() == Path(loaded.path).resolve():
         raise UsageError(f"refusing to write '{write_best}' over the checkpoint", hint="choose another --write-best")
     _, va, _ = load_features(loaded, data, "val", o, progress=progress)
     _, te, prep = load_features(loaded, data, "test", o, progress=progress)
     release_workers()  # under torchrun: the ranks shared the extractions; the sweep runs on rank 0
+    from vcal_cli.metrics.sanity import val_warning
+
+    warning = val_warning((tr.logits, tr.labels), (va.logits, va.labels), (te.logits, te.labels))
     for fs in (tr, va, te):  # the sweep holds the splits in memory, as fresh float32 (aligned) tensors
         fs.features = fs.features.to(torch.float32, copy=True)
     train, val = FitData(tr.features, tr.logits, tr.labels), FitData(va.features, va.logits, va.labels)
@@ -305,6 +312,8 @@ def frontier(
         "split_for_selection": "val",
     }
     result = FrontierResult(points, i, reason, settings, loaded.describe())
+    if warning:
+        result.warnings.append(warning)
     if write_best is not None:
         result.written = str(_write(loaded, points[i], settings, prep, write_best, data))
     return result

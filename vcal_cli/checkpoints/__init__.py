@@ -7,7 +7,12 @@ Forms read (`load_checkpoint`):
 - a state dict in `.pt/.pth/.bin/.safetensors` plus `arch` (timm name, `torchvision:NAME` or
   `vcal:mlp`), also nested under `state_dict` / `model` / `model_state_dict` and with `module.` or
   `model.` prefixes;
-- a full pickled `nn.Module`, only with `trust=True` (unpickling runs code).
+- a full pickled `nn.Module`, only with `trust=True` (unpickling runs code);
+- a folder as the HF Trainer or hub writes it (`model.safetensors` or `pytorch_model.bin` beside
+  `config.json`).
+
+What a checkpoint says about its own training (timm `args`, Lightning `hyper_parameters`, a `config.json`
+beside the weights: see `hints`) names the arch when `--arch` is not given and feeds the preprocessing.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
@@ -28,6 +33,7 @@ from vcal_cli._io import atomic_write_bytes, safetensors_bytes, same_file, sha25
 from vcal_cli._version import __version__
 from vcal_cli.checkpoints.arch import build_arch
 from vcal_cli.checkpoints.head_finder import find_head
+from vcal_cli.checkpoints.hints import Hints, beside, from_checkpoint_dict
 from vcal_cli.checkpoints.state_dict import load_into, torch_load_safe, unwrap_state_dict
 from vcal_cli.data.preprocessing import Preprocessing
 from vcal_cli.errors import CheckpointError
@@ -63,6 +69,8 @@ class LoadedModel:
     timm_cfg: dict[str, Any] | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     head_info: dict[str, Any] | None = None  # a retrained vcal head (name, params, module config), if any
+    hints: Hints = field(default_factory=Hints)  # what the file says about its own training
+    resolved: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)  # preprocessing per data set
 
     @property
     def head(self) -> nn.Module:
@@ -77,13 +85,16 @@ class LoadedModel:
             "num_classes": self.num_classes,
             "head_module": self.head_name,
             "head": self.head_info["name"] if self.head_info else "original",
+            **({"head_file": self.metadata["head_file"]} if "head_file" in self.metadata else {}),
         }
 
     def with_head(self, module: nn.Module, info: dict[str, Any], sha256: str | None = None) -> LoadedModel:
         """A copy of this model whose head module is replaced by a fitted vcal head."""
         model = copy.deepcopy(self.model)
         model.set_submodule(self.head_name, copy.deepcopy(module))
-        return dataclasses.replace(self, model=model.eval(), head_info=info, sha256=sha256 or self.sha256, path=None)
+        return dataclasses.replace(
+            self, model=model.eval(), head_info=info, sha256=sha256 or self.sha256, path=None, resolved={}
+        )
 
 
 def _meta_model(arch: str, num_classes: int, in_chans: int, kwargs: dict[str, Any]) -> nn.Module:
@@ -145,6 +156,28 @@ def _from_vcal_safetensors(path: Path, meta: dict[str, str], sha: str, head_modu
     )
 
 
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors", "model.pt", "model.pth")
+
+
+def _weights_in(folder: Path) -> Path:
+    """The weights file of an HF Trainer / hub folder."""
+    for name in WEIGHT_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    found = sorted(p for p in folder.iterdir() if p.suffix in SUFFIXES and p.is_file())
+    if len(found) == 1:
+        return found[0]
+    raise CheckpointError(
+        f"checkpoint folder '{folder}' holds {'no' if not found else len(found)} weight files",
+        hint=f"give the file itself, or a folder with one of {', '.join(WEIGHT_FILES[:2])}",
+    )
+
+
+def _arch_name(arch: str) -> str:
+    """timm's hub spelling (`timm/resnet18.a1_in1k`) names the same architecture as `resnet18`."""
+    return arch.removeprefix("hf-hub:").removeprefix("hf_hub:").removeprefix("timm/")
+
+
 def load_checkpoint(
     path: str | Path,
     *,
@@ -153,22 +186,28 @@ def load_checkpoint(
     head_module: str | None = None,
     num_classes: int | None = None,
 ) -> LoadedModel:
-    """Load any supported checkpoint form into a `LoadedModel` (weights on the CPU, eval mode)."""
+    """Load any supported checkpoint form into a `LoadedModel` (weights on the CPU, eval mode).
+
+    `arch` may be left out when the checkpoint names its own (timm `args.model`, Lightning
+    `hyper_parameters`, `config.json`); the flag wins when both are there.
+    """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint '{path}' does not exist")
-    if not path.is_file():
+    weights = _weights_in(path) if path.is_dir() else path
+    if not weights.is_file():
         raise CheckpointError(f"checkpoint '{path}' is not a file")
-    sha = sha256_file(path)
+    sha = sha256_file(weights)
+    hints = beside(weights) if weights.name in WEIGHT_FILES or path.is_dir() else Hints()
     sd: dict[str, torch.Tensor]
-    if path.suffix == ".safetensors":
+    if weights.suffix == ".safetensors":
         try:
-            with safe_open(path, "pt") as f:
+            with safe_open(weights, "pt") as f:
                 meta = f.metadata() or {}
-        except (SafetensorError, OSError, Exception) as e:  # noqa: BLE001 - any parse failure means a bad file
+        except Exception as e:  # noqa: BLE001 - any parse failure means a bad file
             raise CheckpointError(
-                f"'{path}' is not a readable safetensors file (truncated or not a checkpoint): "
-                f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                f"'{weights}' is not a readable safetensors file (truncated or not a checkpoint)",
+                hint="rerun with --debug to see why",
             ) from e
         if "vcal_format" in meta:
             if arch and arch != meta.get("arch"):
@@ -176,38 +215,39 @@ def load_checkpoint(
                     f"--arch '{arch}' contradicts the checkpoint's own arch '{meta.get('arch')}'",
                     hint="drop --arch for vcal checkpoints",
                 )
-            return _from_vcal_safetensors(path, meta, sha, head_module)
-        sd = unwrap_state_dict(load_file(path), path)
+            return _from_vcal_safetensors(weights, meta, sha, head_module)
+        sd = unwrap_state_dict(load_file(weights), weights)
     else:
-        obj = torch_load_safe(path, trust=trust)
+        obj = torch_load_safe(weights, trust=trust)
         if isinstance(obj, nn.Module):
             model = obj.eval()
             head = find_head(model, num_classes, head_module)
             k = model.get_submodule(head).out_features
+            first = next((p for p in model.parameters() if p.ndim == 4), None)
             return LoadedModel(
-                model,
-                head,
-                arch or f"pickled:{type(model).__name__}",
-                k,
-                sha,
-                path,
+                model, head, arch or f"pickled:{type(model).__name__}", k, sha, weights,
+                in_chans=int(first.shape[1]) if first is not None else None,
                 timm_cfg=getattr(model, "pretrained_cfg", None),
-            )
+            )  # fmt: skip
         if not isinstance(obj, dict):
-            raise CheckpointError(f"'{path}' holds a {type(obj).__name__}, not a state dict or a model")
-        sd = unwrap_state_dict(obj, path)
+            raise CheckpointError(f"'{weights}' holds a {type(obj).__name__}, not a state dict or a model")
+        hints = from_checkpoint_dict(obj).merge(hints)
+        sd = unwrap_state_dict(obj, weights)
+    arch = arch or (_arch_name(hints.arch) if hints.arch else None)
     if not arch:
         raise CheckpointError(
-            f"'{path}' is a bare state dict; name its architecture with --arch",
+            f"'{weights}' is a bare state dict and names no architecture; name it with --arch",
             hint="a timm model name such as resnet18, or torchvision:resnet18",
         )
     k, in_chans = _infer_shape_args(arch, sd, num_classes, head_module)
     model = build_arch(arch, k, in_chans=in_chans)
-    load_into(model, sd, path=path, arch=arch)
+    load_into(model, sd, path=weights, arch=arch)
     head = find_head(model, k, head_module)
+    names = list(hints.class_names) if hints.class_names and len(hints.class_names) == k else None
     return LoadedModel(
-        model.eval(), head, arch, k, sha, path, None, None, {}, in_chans, getattr(model, "pretrained_cfg", None)
-    )
+        model.eval(), head, arch, k, sha, weights, names, None, {}, in_chans, getattr(model, "pretrained_cfg", None),
+        hints=hints,
+    )  # fmt: skip
 
 
 def save_checkpoint(
@@ -236,6 +276,7 @@ def save_checkpoint(
         **({"class_names": json.dumps(names)} if names else {}),
         **({"preprocessing": json.dumps(prep.to_dict())} if prep else {}),
         **({"vcal_head": json.dumps(loaded.head_info)} if loaded.head_info else {}),
+        **{k: loaded.metadata[k] for k in ("trained_on", "data") if k in loaded.metadata},  # what it was trained on
         **(extra_metadata or {}),
     }
     # clone: safetensors refuses tensors that share storage (tied weights); copies load back fine
@@ -284,4 +325,5 @@ def apply_head_file(base: LoadedModel, path: str | Path) -> LoadedModel:
     info = json.loads(meta["vcal_head"])
     module = build_module(info)
     module.load_state_dict(tensors)
-    return base.with_head(module, info, sha256=sha256_file(path))
+    applied = base.with_head(module, info, sha256=sha256_file(path))
+    return dataclasses.replace(applied, path=base.path, metadata={**base.metadata, "head_file": str(path)})

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+import pathlib
 import pickle
+import pickletools
+import warnings
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,7 +20,16 @@ from vcal_cli.errors import CheckpointError
 # Keys under which common trainers nest the weights (Lightning, timm, HF Trainer, plain scripts).
 _NESTED_KEYS = ("state_dict", "model_state_dict", "model", "state_dict_ema", "model_ema", "net", "module")
 # Wrapper prefixes: DDP / DataParallel, torch.compile, Lightning modules that hold `self.model`.
-_PREFIXES = ("module.", "_orig_mod.", "model.")
+# transformers' TimmWrapperForImageClassification keeps the timm model as `timm_model`.
+_PREFIXES = ("module.", "_orig_mod.", "model.", "timm_model.")
+
+# Types that trainers save beside the weights and that are safe to rebuild, allowed through torch's own
+# weights-only allowlist (nothing else is; a refused file runs nothing):
+# - argparse.Namespace: timm train.py's `args`. Unpickling makes an empty Namespace and sets its attributes
+#   from a dict (object's default __setstate__); its constructor and methods touch nothing outside the object.
+# - pathlib.PurePosixPath / PosixPath / PureWindowsPath: paths in Lightning `hyper_parameters` and trainer
+#   args (dirs, data roots). They rebuild from strings alone (`PosixPath('a', 'b')`); making one does no I/O.
+SAFE_TYPES: list[type] = [argparse.Namespace, pathlib.PurePosixPath, pathlib.PosixPath, pathlib.PureWindowsPath]
 
 TRUST_HINT = "re-run with --trust-checkpoint only if you trust its source, or save model.state_dict() and pass --arch"
 
@@ -49,35 +63,79 @@ def unwrap_state_dict(obj: Any, path: Path) -> dict[str, Tensor]:
     return sd
 
 
+def pickle_globals(path: Path) -> list[str]:
+    """The callables a pickle asks for (`module.name`), read from its opcodes without unpickling anything.
+
+    Works on torch's zip format (`data.pkl`), on the legacy format (several pickles in a row) and on plain
+    pickles; returns what it could read before any malformed byte.
+    """
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                pkl = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
+                data = z.read(pkl) if pkl else b""
+        else:
+            data = path.read_bytes()
+    except (OSError, zipfile.BadZipFile):
+        return []
+    import io
+
+    names: list[str] = []
+    f = io.BytesIO(data)
+    try:
+        while f.tell() < len(data):
+            strings: list[str] = []
+            for op, arg, _ in pickletools.genops(f):
+                if op.name == "GLOBAL":
+                    names.append(str(arg).replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    names.append(f"{strings[-2]}.{strings[-1]}")
+                elif isinstance(arg, str):
+                    strings.append(arg)
+    except Exception:  # noqa: BLE001 - junk after the last readable opcode
+        pass
+    return list(dict.fromkeys(names))
+
+
+def _unsafe_globals(path: Path) -> list[str]:
+    """The callables in `path` that neither torch's weights-only allowlist nor SAFE_TYPES admit."""
+    ours = {f"{t.__module__}.{t.__qualname__}" for t in SAFE_TYPES}
+    try:  # torch's own answer for its zip format
+        with torch.serialization.safe_globals(SAFE_TYPES):
+            return [n for n in torch.serialization.get_unsafe_globals_in_checkpoint(path) if n not in ours]
+    except Exception:  # noqa: BLE001 - a legacy or plain pickle: read its opcodes, drop torch's own rebuilders
+        return [n for n in pickle_globals(path) if n not in ours and not n.startswith(("torch.", "collections."))]
+
+
 def torch_load_safe(path: Path, *, trust: bool) -> Any:
-    """`torch.load` with `weights_only=True`; a pickle that needs code is refused unless `trust`."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if "weights_only" not in str(e) and "Weights only" not in str(e):
-            raise CheckpointError(
-                f"'{path}' is not a readable checkpoint (truncated or not a torch file): {str(e).splitlines()[0]}"
-            ) from e
+    """`torch.load(weights_only=True)` with SAFE_TYPES allowed; a pickle that needs other code is refused
+    unless `trust`, naming the callables it asked for. torch's warnings never reach the user."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         try:
-            names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-        except Exception:  # noqa: BLE001 - not even a well-formed pickle
-            names = []
+            with torch.serialization.safe_globals(SAFE_TYPES):
+                return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - torch.load fails on junk with many exception types
+            error = e
+        names = _unsafe_globals(path)
+        if not names and isinstance(error, pickle.UnpicklingError) and "GLOBAL" in str(error):
+            names = [str(error).split("GLOBAL ", 1)[1].split(" ", 1)[0]]
         if not names:
-            raise CheckpointError(f"'{path}' is not a readable checkpoint (truncated or not a torch file)") from None
-        if not trust:
-            shown = f"{', '.join(names[:3])}{', ...' if len(names) > 3 else ''}"
             raise CheckpointError(
-                f"'{path}' is a pickle that needs code to load ({shown}); unpickling it runs that code", hint=TRUST_HINT
+                f"'{path}' is not a readable checkpoint (truncated, or not a file torch.save wrote)",
+                hint="rerun with --debug to see why",
+            ) from error
+        if not trust:
+            shown = f"{', '.join(names[:4])}{f', and {len(names) - 4} more' if len(names) > 4 else ''}"
+            raise CheckpointError(
+                f"'{path}' is a pickle that asks to run {shown} (unpickling it runs that code); "
+                "vcal refused it and ran nothing",
+                hint=TRUST_HINT,
             ) from None
-    except Exception as e:  # noqa: BLE001 - torch.load fails on junk with many exception types
-        raise CheckpointError(
-            f"'{path}' is not a readable checkpoint (truncated or not a torch file): "
-            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
-        ) from e
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any failure of trusted unpickling is the file's problem
-        raise CheckpointError(f"'{path}' could not be unpickled: {type(e).__name__}: {e}") from e
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001 - any failure of trusted unpickling is the file's problem
+            raise CheckpointError(f"'{path}' could not be unpickled: {type(e).__name__}: {e}") from e
 
 
 def load_into(model: nn.Module, sd: dict[str, Tensor], *, path: Path, arch: str) -> None:

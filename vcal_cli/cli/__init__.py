@@ -1,28 +1,75 @@
-"""The `vcal` command line: typer commands over `vcal_cli.api`."""
+"""The `vcal` command line: typer commands over `vcal_cli.api`.
+
+Start-up imports typer and rich only; torch, timm, matplotlib and pandas load inside the commands that
+need them (`vcal --help` stays fast: benchmarks/bench_startup.py).
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 import typer
-from typer._click import exceptions as click_exc
 from typer.core import TyperGroup
 
 from vcal_cli._version import __version__
-from vcal_cli.cli.audit import audit_cmd
-from vcal_cli.cli.cache import cache_app
-from vcal_cli.cli.features import features_cmd
-from vcal_cli.cli.frontier import frontier_cmd
-from vcal_cli.cli.gate import compare_cmd, gate_cmd
-from vcal_cli.cli.heads import heads_cmd
-from vcal_cli.cli.hierarchy import hierarchy_app
-from vcal_cli.cli.retrain import retrain_cmd
+
+# name: (module, function or typer app, one-line help). Modules load when their command runs, so
+# `vcal --help` imports neither torch nor the heads.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "audit": ("audit", "audit_cmd", "Audit a classifier's calibration and write a report."),
+    "retrain": ("retrain", "retrain_cmd", "Retrain only the head on cached features and compare it with the original."),
+    "features": ("features", "features_cmd", "Export features, logits and labels of one split."),
+    "frontier": (
+        "frontier",
+        "frontier_cmd",
+        "Sweep V-TST's rate-distortion-classification frontier on cached features.",
+    ),
+    "heads": ("heads", "heads_cmd", "List the heads vcal can fit, their papers and defaults."),
+    "gate": ("gate", "gate_cmd", "Fail (exit 1) when calibration regressed against a baseline beyond noise."),
+    "compare": ("gate", "compare_cmd", "Side-by-side table of reports, reliability diagrams overlaid."),
+    "cache": ("cache", "cache_app", "List or clear the feature cache."),
+    "hierarchy": ("hierarchy", "hierarchy_app", "Show a class hierarchy."),
+}
+
+
+def _build(name: str) -> Any:
+    """The click command for `name`, built by typer from its module on first use."""
+    module, attr, _ = COMMANDS[name]
+    obj = getattr(importlib.import_module(f"vcal_cli.cli.{module}"), attr)
+    if isinstance(obj, typer.Typer):
+        cmd = typer.main.get_group(obj)  # a group even with one subcommand (`vcal hierarchy show`)
+    else:
+        sub = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
+        sub.command(name)(obj)
+        cmd = typer.main.get_command(sub)
+    cmd.name = name
+    return cmd
+
+
+_ABORTS = tuple({typer.Abort, getattr(typer.core, "Abort", typer.Abort)})  # one class or two, by typer version
 
 
 class VcalGroup(TyperGroup):
-    """Prints typer's own usage errors as one `error:` line (exit 2) instead of a boxed panel."""
+    """Loads each command on first use, and prints typer's own usage errors as one `error:` line (exit 2)
+    instead of a boxed panel."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: Any, name: str) -> Any:
+        if name not in COMMANDS:
+            return None
+        if name not in self.commands:
+            self.commands[name] = _build(name)
+        return self.commands[name]
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        """The command list from the table above: no command module is imported to show it."""
+        with formatter.section("Commands"):
+            formatter.write_dl([(n, h) for n, (_, _, h) in COMMANDS.items()])
 
     def main(
         self,
@@ -34,14 +81,16 @@ class VcalGroup(TyperGroup):
     ) -> Any:
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click_exc.ClickException as e:
+        except typer.TyperException as e:  # click's exceptions (usage errors, bad parameters) derive from it
             if not standalone_mode:
                 raise
-            where = f"{e.ctx.command_path}: " if getattr(e, "ctx", None) is not None else ""
-            hint = " (see --help)" if isinstance(e, click_exc.UsageError) else ""
-            print(f"error: {where}{e.format_message()}{hint}".replace("\n", " "), file=sys.stderr)
-            sys.exit(e.exit_code)
-        except click_exc.Abort:
+            ctx = getattr(e, "ctx", None)
+            where = f"{ctx.command_path}: " if ctx is not None else ""
+            hint = " (see --help)" if ctx is not None else ""
+            message = e.format_message() if hasattr(e, "format_message") else str(e)
+            print(f"error: {where}{message}{hint}".replace("\n", " "), file=sys.stderr)
+            sys.exit(getattr(e, "exit_code", 2))
+        except _ABORTS:
             if not standalone_mode:
                 raise
             print("error: aborted", file=sys.stderr)
@@ -54,6 +103,7 @@ class VcalGroup(TyperGroup):
 app = typer.Typer(
     name="vcal",
     cls=VcalGroup,
+    rich_markup_mode=None,  # click's plain top-level help: it lists COMMANDS without building them
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
@@ -77,17 +127,6 @@ def _root(
     from vcal_cli._memory import return_freed_memory
 
     return_freed_memory()  # big temporaries go back to the OS when freed (see vcal_cli/_memory.py)
-
-
-app.command("audit")(audit_cmd)
-app.command("retrain")(retrain_cmd)
-app.command("features")(features_cmd)
-app.command("frontier")(frontier_cmd)
-app.command("heads")(heads_cmd)
-app.command("gate")(gate_cmd)
-app.command("compare")(compare_cmd)
-app.add_typer(cache_app, name="cache")
-app.add_typer(hierarchy_app, name="hierarchy")
 
 
 def main() -> None:

@@ -1,4 +1,8 @@
-"""Map errors to one line on stderr and an exit code; `--debug` or VCAL_DEBUG=1 shows the traceback."""
+"""Map errors to one line on stderr and an exit code; `--debug` or VCAL_DEBUG=1 shows the traceback.
+
+A `VcalError` (bad input) exits 2 with its message; any other exception is a bug in vcal or a library
+and exits 1 as `internal error: TYPE: message; rerun with --debug`. Only typer's public API is used.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from contextlib import contextmanager
 
 import typer
 
-from vcal_cli.errors import VcalError
+from vcal_cli.errors import VcalError, WorkerFinished
 
 
 def debug_enabled(flag: bool = False) -> bool:
@@ -25,12 +29,12 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 @contextmanager
 def handle_errors(debug: bool = False) -> Iterator[None]:
     """Inside a command: a VcalError becomes one line and its exit code; other exceptions are bugs."""
-    from vcal_cli.features.distributed import WorkerFinished
-
     try:
         yield
+    except (typer.Exit, typer.Abort):
+        raise
     except WorkerFinished:  # a torchrun rank > 0 whose share of the extraction is done: rank 0 reports
-        return
+        raise typer.Exit(0) from None
     except VcalError as e:
         if debug_enabled(debug):
             raise
@@ -39,3 +43,8 @@ def handle_errors(debug: bool = False) -> Iterator[None]:
         raise fail(
             "interrupted; nothing partial was written (finished feature shards are kept for the next run)", 130
         ) from None
+    except Exception as e:
+        if debug_enabled(debug):
+            raise
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise fail(f"internal error: {type(e).__name__}: {first}; rerun with --debug", 1) from None

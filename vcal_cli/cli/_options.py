@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from vcal_cli.api import ExtractOptions
-from vcal_cli.data.preprocessing import parse_floats, parse_input_size
-from vcal_cli.evaluations.robustness import RobustnessOptions
+if TYPE_CHECKING:  # the CLI imports torch only when a command runs
+    from vcal_cli.api import ExtractOptions
+    from vcal_cli.evaluations.robustness import RobustnessOptions
 
 DataOpt = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--data",
         "-d",
-        help="Data set: digits, svhn, cifar10, cifar100, mnist, fashion-mnist, imagefolder:PATH or npz:PATH.",
+        help="Data set: digits, svhn, cifar10, cifar100, mnist, fashion-mnist, imagefolder:PATH or npz:PATH "
+        "\\[default: the one a vcal checkpoint was trained on; required otherwise].",
+        show_default=False,
+    ),
+]
+ValFromOpt = Annotated[
+    str,
+    typer.Option(
+        "--val-from",
+        help="Where the calibration split val comes from: train (10% held out of the official train part) or "
+        "test (one fixed half of the test part, for models trained on the whole train part).",
     ),
 ]
 SplitOpt = Annotated[str, typer.Option("--split", help="train, val (10% held out of train, seed 0) or test.")]
@@ -70,6 +80,9 @@ DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback
 
 def extract_options(flags: dict[str, Any]) -> ExtractOptions:
     """ExtractOptions from a command's parameters (pass `locals()`); flags a command lacks take defaults."""
+    from vcal_cli.api import ExtractOptions
+    from vcal_cli.data.preprocessing import parse_floats, parse_input_size
+
     f = flags.get
     return ExtractOptions(
         arch=f("arch"),
@@ -89,6 +102,7 @@ def extract_options(flags: dict[str, Any]) -> ExtractOptions:
         channels_last=f("channels_last"),
         cache_dtype=f("cache_dtype") or "float32",
         shard_size=f("shard_size") or 8192,
+        val_from=f("val_from") or "train",
     )
 
 
@@ -127,6 +141,7 @@ StrengthsOpt = Annotated[
 def robustness_options(flags: dict[str, Any]) -> RobustnessOptions:
     """RobustnessOptions from a command's parameters (pass `locals()`)."""
     from vcal_cli.evaluations.adversarial import parse_eps
+    from vcal_cli.evaluations.robustness import RobustnessOptions
 
     f = flags.get
     shift = f("shift") or f("corruptions")

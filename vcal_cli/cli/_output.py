@@ -1,22 +1,65 @@
-"""Two streams: stdout for results (tables, --json), stderr for progress, notes and errors."""
+"""Two streams: stdout for results (tables, --json), stderr for progress, notes, warnings and errors.
+
+Off a terminal (a CI log) the consoles are wide, so tables are not cut to 80 columns, and progress is a
+plain line every ~15 s instead of a live bar.
+"""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Iterable
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from rich.console import Console
-from rich.progress import track
 
-out = Console()
-err = Console(stderr=True)
+LOG_WIDTH = 160  # columns for tables written to a file or a log
+LOG_EVERY_S = 15.0  # a progress line at least this often in a log
+
+out = Console(width=None if sys.stdout.isatty() else LOG_WIDTH)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else LOG_WIDTH)
+
+
+def _log_track(
+    it: Iterable[Any], *, total: float | None = None, description: str = "working", **_: Any
+) -> Iterator[Any]:
+    """A plain `description: i/total (p%), t s` line on stderr at the start, every LOG_EVERY_S and at the end."""
+    if total is None and hasattr(it, "__len__"):
+        total = len(it)  # type: ignore[arg-type]
+    t0 = last = time.monotonic()
+    i = 0
+    of = f"/{int(total)}" if total else ""
+    print(f"{description}: started ({int(total) if total else '?'} steps)", file=sys.stderr, flush=True)
+    for i, x in enumerate(it, 1):
+        yield x
+        now = time.monotonic()
+        if now - last >= LOG_EVERY_S:
+            pct = f" ({i / total:.0%})" if total else ""
+            print(f"{description}: {i}{of}{pct}, {now - t0:.0f} s", file=sys.stderr, flush=True)
+            last = now
+    print(f"{description}: done, {i}{of} in {time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
 
 
 def progress(enabled: bool = True) -> Callable[..., Iterable[Any]]:
-    """A `rich.progress.track` bound to stderr; off under --json or when stderr is not a terminal."""
-    return functools.partial(track, console=err, transient=True, disable=not (enabled and err.is_terminal))
+    """A `rich.progress.track` on a terminal, plain periodic lines in a log; silent when not `enabled` (--json)."""
+    if not enabled:
+        from vcal_cli._progress import quiet
+
+        return quiet
+    if not err.is_terminal:
+        return _log_track
+    from rich.progress import track
+
+    def live(it: Iterable[Any], **kw: Any) -> Iterable[Any]:
+        return track(it, console=err, transient=True, **kw)
+
+    return live
 
 
 def note(message: str) -> None:
-    err.print(f"[dim]{message}[/dim]", highlight=False)
+    err.print(f"[dim]{message}[/dim]", highlight=False, soft_wrap=True)
+
+
+def warn(message: str) -> None:
+    """A loud line: numbers that look impossible, data that looks wrong."""
+    err.print(f"[bold red]warning:[/bold red] [red]{message}[/red]", highlight=False, soft_wrap=True)

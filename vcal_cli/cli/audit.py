@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from vcal_cli import api
 from vcal_cli.cli._errors import handle_errors
 from vcal_cli.cli._options import (
     AdversarialOpt,
@@ -37,13 +36,12 @@ from vcal_cli.cli._options import (
     StdOpt,
     StrengthsOpt,
     TrustOpt,
+    ValFromOpt,
     WorkersOpt,
     extract_options,
     robustness_options,
 )
-from vcal_cli.cli._output import note, out, progress
-from vcal_cli.reports import write_report
-from vcal_cli.reports.tables import adversarial_table, audit_table, hierarchy_table, ood_table, shift_table
+from vcal_cli.cli._output import note, out, progress, warn
 
 
 def audit_cmd(
@@ -56,7 +54,8 @@ def audit_cmd(
             show_default=False,
         ),
     ] = None,
-    data: DataOpt = "digits",
+    data: DataOpt = None,
+    val_from: ValFromOpt = "train",
     split: SplitOpt = "test",
     logits: Annotated[
         Path | None,
@@ -113,6 +112,10 @@ def audit_cmd(
     Example: vcal audit sample_checkpoints/mlp_digits.safetensors --data digits
     """
     with handle_errors(debug):
+        from vcal_cli import api
+        from vcal_cli.reports import write_report
+        from vcal_cli.reports.tables import adversarial_table, audit_table, hierarchy_table, ood_table, shift_table
+
         opts = extract_options(locals())
         report = api.audit(
             checkpoint,
@@ -127,11 +130,15 @@ def audit_cmd(
             seed=seed,
             progress=progress(not as_json),
         )
-        inputs = tuple(p for p in (checkpoint, logits) if p is not None)
+        inputs = tuple(p for p in (checkpoint, logits, head_file) if p is not None)
         write_report(report, out_dir, inputs=inputs)
+        for w in report.warnings:
+            warn(w)
         if as_json:
             print(report.to_json(), end="")
             return
+        if prep := report.settings.get("preprocessing"):
+            note(f"preprocessing: {api.describe_preprocessing(prep)}")
         out.print(audit_table(report.to_dict()))
         if report.hierarchy:
             out.print(hierarchy_table({"value": report.hierarchy}))
@@ -142,6 +149,10 @@ def audit_cmd(
         if report.adversarial:
             out.print(adversarial_table(report.adversarial))
         cache = report.settings.get("cache", {})
-        if cache:
-            note("features from the cache" if cache.get("hit") else f"features cached in {cache.get('path')}")
+        if cache.get("hit"):
+            note("features from the cache")
+        elif cache.get("path"):
+            note(f"features cached in {cache['path']}")
         note(f"report written to {out_dir}/ (report.json, report.html, report.md, metrics.csv, reliability.png)")
+        for w in report.warnings:  # again under the table, where the eye ends
+            warn(w)

@@ -28,6 +28,7 @@ from vcal_cli.cli._options import (
     SplitOpt,
     StdOpt,
     TrustOpt,
+    ValFromOpt,
     WorkersOpt,
     extract_options,
 )
@@ -37,9 +38,11 @@ from vcal_cli.cli._output import note, progress
 def features_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint to run.", show_default=False)],
     out_file: Annotated[
-        Path, typer.Option("--out", "-o", help="Output .safetensors with features, logits, labels.", show_default=False)
+        Path,
+        typer.Option("--features-out", help="Output .safetensors with features, logits, labels.", show_default=False),
     ],
-    data: DataOpt = "digits",
+    data: DataOpt = None,
+    val_from: ValFromOpt = "train",
     split: SplitOpt = "test",
     arch: ArchOpt = None,
     trust_checkpoint: TrustOpt = False,
@@ -61,7 +64,7 @@ def features_cmd(
 ) -> None:
     """Export features, logits and labels of one split (read from the cache when present).
 
-    Example: vcal features sample_checkpoints/mlp_digits.safetensors --split test --out test.safetensors
+    Example: vcal features sample_checkpoints/mlp_digits.safetensors --split test --features-out test.safetensors
     """
     with handle_errors(debug):
         opts = extract_options(locals())

@@ -27,6 +27,7 @@ from vcal_cli.cli._options import (
     ShardSizeOpt,
     StdOpt,
     TrustOpt,
+    ValFromOpt,
     WorkersOpt,
     extract_options,
 )
@@ -35,7 +36,8 @@ from vcal_cli.cli._output import note, out, progress
 
 def frontier_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="The checkpoint whose features to use.", show_default=False)],
-    data: DataOpt = "digits",
+    data: DataOpt = None,
+    val_from: ValFromOpt = "train",
     head: Annotated[str, typer.Option("--head", help="Variational head to sweep: vtst.")] = "vtst",
     betas: Annotated[
         str | None, typer.Option("--betas", help="Weights of the rate R \\[default: 1e-4,1e-3,1e-2,0.1,1,10].")

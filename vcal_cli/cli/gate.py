@@ -9,24 +9,33 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from vcal_cli import api
 from vcal_cli._io import atomic_write_bytes, atomic_write_text
 from vcal_cli.cli._errors import handle_errors
 from vcal_cli.cli._options import (
     ArchOpt,
     BatchOpt,
     CacheDirOpt,
+    CacheDtypeOpt,
+    ChannelsLastOpt,
     DataOpt,
     DataRootOpt,
     DebugOpt,
     DeviceOpt,
+    HeadModuleOpt,
+    InputSizeOpt,
     JsonOpt,
+    MeanOpt,
+    NoCacheOpt,
+    PrecisionOpt,
+    ShardSizeOpt,
     SplitOpt,
+    StdOpt,
     TrustOpt,
+    ValFromOpt,
+    WorkersOpt,
     extract_options,
 )
-from vcal_cli.cli._output import note, out, progress
-from vcal_cli.gate import parse_rule, to_junit, to_markdown
+from vcal_cli.cli._output import note, out, progress, warn
 
 RuleOpt = list[str] | None
 
@@ -54,16 +63,27 @@ def gate_cmd(
     markdown: Annotated[
         Path | None, typer.Option("--markdown", help="Write a markdown summary (e.g. $GITHUB_STEP_SUMMARY).")
     ] = None,
-    data: DataOpt = "digits",
+    data: DataOpt = None,
+    val_from: ValFromOpt = "train",
     split: SplitOpt = "test",
     bootstrap: Annotated[int, typer.Option("--bootstrap", min=1, help="Bootstrap resamples.")] = 200,
     seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
     arch: ArchOpt = None,
     trust_checkpoint: TrustOpt = False,
+    head_module: HeadModuleOpt = None,
     data_root: DataRootOpt = None,
+    input_size: InputSizeOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
     cache_dir: CacheDirOpt = None,
+    no_cache: NoCacheOpt = False,
     device: DeviceOpt = "auto",
     batch_size: BatchOpt = 256,
+    workers: WorkersOpt = 0,
+    precision: PrecisionOpt = "fp32",
+    channels_last: ChannelsLastOpt = None,
+    cache_dtype: CacheDtypeOpt = "float32",
+    shard_size: ShardSizeOpt = 8192,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -76,6 +96,9 @@ def gate_cmd(
     Example: vcal gate new.safetensors --baseline baseline/report.json --junit gate.xml
     """
     with handle_errors(debug):
+        from vcal_cli import api
+        from vcal_cli.gate import parse_rule, to_junit, to_markdown
+
         rules = [
             parse_rule(t, kind)
             for kind, texts in (
@@ -104,6 +127,8 @@ def gate_cmd(
         ):
             if path:
                 atomic_write_text(path, text)
+        for w in result.warnings:
+            warn(w)
         if as_json:
             print(json.dumps(result.to_dict(), indent=2))
         else:
@@ -127,14 +152,14 @@ def gate_cmd(
             out.print(t)
             failed = [r.rule.label for r in result.results if not r.passed]
             note("gate passed" if not failed else f"gate failed: {', '.join(failed)}")
-    raise typer.Exit(result.exit_code)
+        raise typer.Exit(result.exit_code)
 
 
 def compare_cmd(
     reports: Annotated[list[Path], typer.Argument(help="Two or more report.json files.", show_default=False)],
-    out_file: Annotated[Path, typer.Option("--out", "-o", help="PNG with the overlaid reliability diagrams.")] = Path(
-        "compare.png"
-    ),
+    out_dir: Annotated[
+        Path, typer.Option("--out", "-o", help="Report directory: compare.png, the overlaid reliability diagrams.")
+    ] = Path("vcal-compare"),
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -147,7 +172,14 @@ def compare_cmd(
     from vcal_cli.reports.tables import metric_label
 
     with handle_errors(debug):
+        from vcal_cli import api
+
         reps = api.compare(reports)
+        out_file = out_dir / "compare.png"
+        if out_dir.exists() and not out_dir.is_dir():
+            from vcal_cli.errors import UsageError
+
+            raise UsageError(f"--out '{out_dir}' is a file; it names the report directory", hint="choose a directory")
         names = [str(p) for p in reports]
         curves = {
             n: ([ReliabilityBin(**b) for b in r["reliability"]], r["metrics"]["ece"])

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from vcal_cli import api
 from vcal_cli.cli._errors import handle_errors
 from vcal_cli.cli._options import (
     AdversarialOpt,
@@ -36,14 +35,13 @@ from vcal_cli.cli._options import (
     StdOpt,
     StrengthsOpt,
     TrustOpt,
+    ValFromOpt,
     WorkersOpt,
     extract_options,
     robustness_options,
 )
-from vcal_cli.cli._output import note, out, progress
+from vcal_cli.cli._output import note, out, progress, warn
 from vcal_cli.heads import HEADS
-from vcal_cli.reports.retrain import retrain_table, write_retrain_report
-from vcal_cli.reports.tables import hierarchy_table, robustness_rows, robustness_table
 
 
 def _defaults(field: str) -> str:
@@ -70,11 +68,14 @@ def retrain_cmd(
             "--head", help=f"Head(s) to fit, repeatable, or 'all': {', '.join(HEADS.names())} (see 'vcal heads')."
         ),
     ],
-    data: DataOpt = "digits",
+    data: DataOpt = None,
+    val_from: ValFromOpt = "train",
     out_dir: Annotated[
-        Path, typer.Option("--out-dir", "-o", help="Report directory; checkpoints go here too unless --out.")
+        Path, typer.Option("--out", "-o", help="Report directory; checkpoints go here too unless --checkpoint-out.")
     ] = Path("vcal-report"),
-    out_file: Annotated[Path | None, typer.Option("--out", help="Checkpoint file to write (one head only).")] = None,
+    out_file: Annotated[
+        Path | None, typer.Option("--checkpoint-out", help="Checkpoint file to write (one head only).")
+    ] = None,
     head_only: Annotated[
         bool,
         typer.Option("--head-only", help="Write only the head's weights (apply with 'vcal audit BASE --head-file')."),
@@ -141,6 +142,17 @@ def retrain_cmd(
     Example: vcal retrain sample_checkpoints/cnn_digits.safetensors --data digits --head all
     """
     with handle_errors(debug):
+        from vcal_cli import api
+        from vcal_cli.reports.retrain import retrain_table, write_retrain_report
+        from vcal_cli.reports.tables import hierarchy_table, robustness_rows, robustness_table
+
+        if out_dir.suffix in (".safetensors", ".pt", ".pth"):
+            from vcal_cli.errors import UsageError
+
+            raise UsageError(
+                f"--out '{out_dir}' names the report directory, not a checkpoint file",
+                hint=f"write one head's checkpoint with --checkpoint-out {out_dir}",
+            )
         opts = extract_options(locals())
         params = {
             "epochs": epochs,
@@ -172,6 +184,8 @@ def retrain_cmd(
             progress=progress(not as_json),
         )
         write_retrain_report(report, out_dir, inputs=(checkpoint,))
+        for w in report.base.warnings:
+            warn(w)
         if as_json:
             print(report.to_json(), end="")
             return
@@ -185,3 +199,5 @@ def retrain_cmd(
             if name != "original":
                 note(f"{name}: wrote {h.checkpoint}")
         note(f"report written to {out_dir}/")
+        for w in report.base.warnings:  # again under the table, where the eye ends
+            warn(w)

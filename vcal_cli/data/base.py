@@ -42,6 +42,31 @@ class ImageSplit:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    def subset(self, idx: Tensor, split: str, identity: dict[str, Any]) -> ImageSplit:
+        """The rows `idx` of this split, renamed `split`, with `identity` added to its own."""
+        loader = self.load
+        return ImageSplit(
+            self.name, split, self.labels[idx], self.classes, self.native_size, {**self.identity, **identity},
+            images=self.images[idx] if self.images is not None else None,
+            load=(lambda rows, size: loader(idx[rows], size)) if loader is not None else None,  # type: ignore[misc]
+        )  # fmt: skip
+
+    @staticmethod
+    def concat(a: ImageSplit, b: ImageSplit, split: str, identity: dict[str, Any]) -> ImageSplit:
+        """`a`'s rows then `b`'s, as one split (both of the same data set and native size)."""
+        ident = {"parts": [a.identity, b.identity], **identity}
+        labels = torch.cat([a.labels, b.labels])
+        if a.images is not None and b.images is not None:
+            return ImageSplit(a.name, split, labels, a.classes, a.native_size, ident, torch.cat([a.images, b.images]))
+        n_a = len(a)
+
+        def load(rows: Tensor, size: tuple[int, int]) -> Tensor:
+            out = [s.images[r] if s.images is not None else s.load(r, size)  # type: ignore[misc]
+                   for s, r in ((a, rows[rows < n_a]), (b, rows[rows >= n_a] - n_a)) if len(r)]  # fmt: skip
+            return torch.cat(out)
+
+        return ImageSplit(a.name, split, labels, a.classes, a.native_size, ident, load=load)
+
     def batches(
         self, batch_size: int, size: tuple[int, int], workers: int = 0, start: int = 0, stop: int | None = None
     ) -> Iterator[tuple[Tensor, Tensor]]:

@@ -5,9 +5,11 @@ them to the checkpoint's input size, converts grey <-> RGB when the channel coun
 normalises with the checkpoint's mean and std. The pixel-space step and the normalisation are kept
 apart so that attacks and corruptions can work on pixels.
 
-Resolution order (`resolve_preprocessing`): flags the user gave explicitly, then the checkpoint's own
-metadata, then timm's pretrained config for the architecture, then the data set's native size with
-mean 0 and std 1.
+Resolution order (`resolve_preprocessing`), field by field: flags the user gave explicitly, then vcal's
+own metadata in the checkpoint, then what the checkpoint says about its training (`Hints`: timm `args`,
+Lightning `hyper_parameters`, a `config.json` beside the weights), then, for fields still unset when one
+of those spoke, timm's config for the architecture. When none of them says anything the caller probes the
+candidates (`probe_candidates`) on a few val images instead of guessing.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from torch import Tensor
 
 from vcal_cli.errors import UsageError
 
+_MODES = ("bilinear", "bicubic", "nearest")
+
 
 @dataclass(frozen=True)
 class Preprocessing:
@@ -29,7 +33,10 @@ class Preprocessing:
     input_size: tuple[int, int, int]  # (C, H, W)
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    source: str = field(default="default", compare=False)  # flags | checkpoint | timm | default
+    source: str = field(default="default", compare=False)  # where it came from, in words
+    interpolation: str = "bilinear"  # bilinear | bicubic | nearest
+    crop_pct: float = 1.0  # timm's eval transform: resize the short side to size / crop_pct, centre-crop
+    probe: tuple[dict[str, Any], ...] = field(default=(), compare=False)  # candidates tried, when probed
 
     def __post_init__(self) -> None:
         c = self.input_size[0]
@@ -39,18 +46,39 @@ class Preprocessing:
             raise UsageError(f"mean {self.mean} and std {self.std} need {c} values, one per input channel")
         if any(s <= 0 for s in self.std):
             raise UsageError(f"std {self.std} must be positive")
+        if self.interpolation not in _MODES:
+            raise UsageError(f"interpolation '{self.interpolation}' is not one of: {', '.join(_MODES)}")
+        if not 0 < self.crop_pct <= 1:
+            raise UsageError(f"crop_pct {self.crop_pct} must lie in (0, 1]")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"input_size": list(self.input_size), "mean": list(self.mean), "std": list(self.std)}
+        d: dict[str, Any] = {"input_size": list(self.input_size), "mean": list(self.mean), "std": list(self.std)}
+        if self.interpolation != "bilinear":  # only when set: equal settings keep equal cache keys across versions
+            d["interpolation"] = self.interpolation
+        if self.crop_pct != 1.0:
+            d["crop_pct"] = self.crop_pct
+        return d
+
+    def describe(self) -> str:
+        """One line: `1x28x28, mean 0.286, std 0.353 (from timm train.py args)`."""
+        f = lambda v: ",".join(f"{x:.3g}" for x in v)  # noqa: E731
+        extra = (f", {self.interpolation}" if self.interpolation != "bilinear" else "") + (
+            f", crop {self.crop_pct:g}" if self.crop_pct != 1.0 else ""
+        )
+        size = "x".join(str(v) for v in self.input_size)
+        return f"{size}, mean {f(self.mean)}, std {f(self.std)}{extra} ({self.source})"
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "checkpoint") -> Preprocessing:
+        interp = str(d.get("interpolation") or "bilinear")
         return cls(
-            tuple(int(v) for v in d["input_size"]),
+            tuple(int(v) for v in d["input_size"]),  # type: ignore[arg-type]
             tuple(float(v) for v in d["mean"]),
             tuple(float(v) for v in d["std"]),
             source,
-        )  # type: ignore[arg-type]
+            interp if interp in _MODES else "bilinear",
+            float(d.get("crop_pct") or 1.0),
+        )
 
     def to_pixels(self, images: Tensor) -> Tensor:
         """uint8 or [0, 1] float images (N, C, H, W) -> float pixels at the model's size and channels."""
@@ -63,9 +91,19 @@ class Preprocessing:
                 x = (x * x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
             else:
                 raise UsageError(f"images have {x.shape[1]} channels but the model takes {c}; set --input-size")
+        if self.crop_pct < 1.0:  # timm's eval transform: resize to size / crop_pct, then the centre crop
+            scale = max(h, w) / self.crop_pct / min(x.shape[-2:])
+            x = self._resize(x, (round(x.shape[-2] * scale), round(x.shape[-1] * scale)))
+            top, left = (x.shape[-2] - h) // 2, (x.shape[-1] - w) // 2
+            x = x[..., top : top + h, left : left + w]
         if x.shape[-2:] != (h, w):
-            x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+            x = self._resize(x, (h, w))
         return x
+
+    def _resize(self, x: Tensor, size: tuple[int, int]) -> Tensor:
+        if self.interpolation == "nearest":
+            return F.interpolate(x, size=size, mode="nearest")
+        return F.interpolate(x, size=size, mode=self.interpolation, align_corners=False, antialias=True).clamp_(0, 1)
 
     def normalize(self, pixels: Tensor) -> Tensor:
         mean = pixels.new_tensor(self.mean).view(1, -1, 1, 1)
@@ -93,36 +131,100 @@ def parse_input_size(text: str) -> tuple[int, int, int]:
     return vals  # type: ignore[return-value]
 
 
+# Pixel statistics of the known data sets' train parts, the "data set's own" mean and std of the probe.
+DATA_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "mnist": ((0.1307,), (0.3081,)),
+    "fashion-mnist": ((0.2860,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "svhn": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
+}
+
+
+def _timm_base(timm_cfg: dict[str, Any] | None, c: int | None) -> dict[str, Any] | None:
+    """timm's pretrained config as preprocessing fields, its RGB statistics averaged for other channel counts."""
+    if not (timm_cfg and timm_cfg.get("input_size") and timm_cfg.get("mean") and timm_cfg.get("std")):
+        return None
+    base: dict[str, Any] = {k: list(timm_cfg[k]) for k in ("input_size", "mean", "std")}
+    c = c or base["input_size"][0]
+    if c != len(base["mean"]):  # a timm arch built with in_chans != 3: average the RGB statistics
+        base["mean"] = [sum(base["mean"]) / len(base["mean"])] * c
+        base["std"] = [sum(base["std"]) / len(base["std"])] * c
+        base["input_size"] = [c, *base["input_size"][1:]]
+    if timm_cfg.get("interpolation") in _MODES:
+        base["interpolation"] = timm_cfg["interpolation"]
+    if isinstance(timm_cfg.get("crop_pct"), int | float):
+        base["crop_pct"] = float(timm_cfg["crop_pct"])
+    return base
+
+
+def _spread(d: dict[str, Any]) -> dict[str, Any]:
+    """A single mean or std value given for a multi-channel model applies to every channel."""
+    c = d["input_size"][0]
+    for k in ("mean", "std"):
+        if len(d[k]) == 1 and c > 1:
+            d[k] = list(d[k]) * c
+    return d
+
+
 def resolve_preprocessing(
     *,
     flags: dict[str, Any] | None = None,
     checkpoint: Preprocessing | None = None,
+    hints: Any = None,
     timm_cfg: dict[str, Any] | None = None,
     model_in_chans: int | None = None,
     native_size: tuple[int, int, int],
-) -> Preprocessing:
-    """Pick preprocessing: explicit flags > checkpoint metadata > timm pretrained cfg > native size.
+) -> Preprocessing | None:
+    """Preprocessing from what was said about it, field by field; None when nothing was (probe then).
 
-    `flags` may hold any of input_size, mean, std; unset entries fall through to the next source.
+    Order: explicit `flags` (input_size, mean, std) > vcal's `checkpoint` metadata > the checkpoint's
+    `hints` about its training (a `vcal_cli.checkpoints.hints.Hints`) > timm's config for the arch > the
+    data's native size with mean 0, std 1.
     """
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    said: dict[str, Any] = {}
+    if hints is not None:
+        said = {k: getattr(hints, k) for k in ("input_size", "mean", "std", "interpolation", "crop_pct")}
+        said = {k: v for k, v in said.items() if v is not None}
+    if not flags and checkpoint is None and not any(k in said for k in ("input_size", "mean", "std")):
+        return None
+    c = model_in_chans or native_size[0]
     if checkpoint is not None:
         base, source = checkpoint.to_dict(), "checkpoint"
-    elif timm_cfg and timm_cfg.get("input_size") and timm_cfg.get("mean") and timm_cfg.get("std"):
-        base, source = {k: list(timm_cfg[k]) for k in ("input_size", "mean", "std")}, "timm"
-        c = model_in_chans or base["input_size"][0]
-        if c != len(base["mean"]):  # a timm arch built with in_chans != 3: average the RGB statistics
-            base["mean"] = [sum(base["mean"]) / len(base["mean"])] * c
-            base["std"] = [sum(base["std"]) / len(base["std"])] * c
-            base["input_size"] = [c, *base["input_size"][1:]]
     else:
-        c = model_in_chans or native_size[0]
-        base, source = {"input_size": [c, *native_size[1:]], "mean": [0.0] * c, "std": [1.0] * c}, "default"
+        timm = _timm_base(timm_cfg, model_in_chans)
+        base = timm or {"input_size": [c, *native_size[1:]], "mean": [0.0] * c, "std": [1.0] * c}
+        source = f"timm's {timm_cfg.get('architecture', 'arch')} config" if timm else "native size, mean 0, std 1"
+        if said:
+            if "input_size" not in said and not timm:  # the data's own size, as the model was trained on it
+                base["input_size"] = [c, *native_size[1:]]
+            base.update({k: list(v) if isinstance(v, tuple) else v for k, v in said.items()})
+            rest = "" if {"input_size", "mean", "std"} <= set(said) else f", the rest from {source}"
+            source = f"from {hints.sources[0]}{rest}" if hints.sources else f"from the checkpoint{rest}"
     if flags:
-        source = "flags" if set(flags) >= {"input_size", "mean", "std"} else f"{source}+flags"
+        source = "flags" if set(flags) >= {"input_size", "mean", "std"} else f"{source} + flags"
         base.update({k: list(v) for k, v in flags.items()})
-        c = base["input_size"][0]
-        for k in ("mean", "std"):  # a single value given for a multi-channel model applies to every channel
-            if len(base[k]) == 1 and c > 1:
-                base[k] = base[k] * c
-    return Preprocessing.from_dict(base, source)
+    return Preprocessing.from_dict(_spread(base), source)
+
+
+def probe_candidates(
+    timm_cfg: dict[str, Any] | None, model_in_chans: int | None, native_size: tuple[int, int, int], stats: Any
+) -> list[Preprocessing]:
+    """What a model with no word on its preprocessing may have been trained with, in order of preference:
+    the data's native size with the data set's own mean and std, timm's config for the arch, native size with
+    mean 0 and std 1. `stats` is (mean, std) of the data set."""
+    c = model_in_chans or native_size[0]
+    native = [c, *native_size[1:]]
+    mean, std = stats
+    if len(mean) != c:
+        mean, std = [sum(mean) / len(mean)] * c, [sum(std) / len(std)] * c
+    out = [Preprocessing.from_dict({"input_size": native, "mean": list(mean), "std": list(std)}, "native, data stats")]
+    timm = _timm_base(timm_cfg, model_in_chans)
+    if timm:
+        arch = (timm_cfg or {}).get("architecture", "arch")
+        out.append(Preprocessing.from_dict(timm, f"timm's {arch} config"))
+    out.append(
+        Preprocessing.from_dict({"input_size": native, "mean": [0.0] * c, "std": [1.0] * c}, "native, mean 0, std 1")
+    )
+    return out

@@ -1,4 +1,4 @@
-"""SVHN, CIFAR-10/100, MNIST and Fashion-MNIST through torchvision, from local files only.
+"""SVHN and CIFAR-10/100 through torchvision, from local files only (MNIST and Fashion-MNIST: `idx.py`).
 
 vcal never downloads: each class is built with `download=False` under `--data-root`, and a missing
 data set gets a message naming the files torchvision expects.
@@ -20,8 +20,6 @@ _SETS: dict[str, tuple[str, str, tuple[int, int, int]]] = {
     "svhn": ("SVHN", "train_32x32.mat and test_32x32.mat", (3, 32, 32)),
     "cifar10": ("CIFAR10", "cifar-10-batches-py/ (data_batch_1..5, test_batch, batches.meta)", (3, 32, 32)),
     "cifar100": ("CIFAR100", "cifar-100-python/ (train, test, meta)", (3, 32, 32)),
-    "mnist": ("MNIST", "MNIST/raw/ (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-*)", (1, 28, 28)),
-    "fashion-mnist": ("FashionMNIST", "FashionMNIST/raw/ (train-images-idx3-ubyte, ..., t10k-*)", (1, 28, 28)),
 }
 _SVHN_CLASSES = [str(i) for i in range(10)]
 
@@ -35,9 +33,9 @@ def _open(name: str, root: Path, train: bool):  # noqa: ANN202 - a torchvision V
         if name == "svhn":
             return cls(str(root), split="train" if train else "test", download=False)
         return cls(str(root), train=train, download=False)
-    except (RuntimeError, FileNotFoundError, OSError, ValueError) as e:
+    except (RuntimeError, FileNotFoundError, OSError, ValueError):  # torchvision's message offers to download
         raise DataError(
-            f"data set '{name}' not found under --data-root '{root}' ({str(e).splitlines()[0]})",
+            f"data set '{name}' not found under --data-root '{root}'",
             hint=f"expected {files} there; vcal never downloads",
         ) from None
 
@@ -45,8 +43,8 @@ def _open(name: str, root: Path, train: bool):  # noqa: ANN202 - a torchvision V
 def _arrays(name: str, ds) -> tuple[torch.Tensor, torch.Tensor, list[str]]:  # noqa: ANN001
     if name == "svhn":  # data (N, 3, 32, 32) uint8; labels 0..9 (torchvision maps the .mat's 10 to 0)
         return torch.from_numpy(np.ascontiguousarray(ds.data)), torch.as_tensor(ds.labels), _SVHN_CLASSES
-    data = ds.data if isinstance(ds.data, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(ds.data))
-    images = data[:, None] if data.ndim == 3 else data.permute(0, 3, 1, 2)  # MNIST (N,H,W); CIFAR (N,H,W,C)
+    data = torch.from_numpy(np.ascontiguousarray(ds.data))
+    images = data.permute(0, 3, 1, 2)  # CIFAR (N,H,W,C)
     return images.contiguous(), torch.as_tensor(ds.targets), list(ds.classes)
 
 

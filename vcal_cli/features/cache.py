@@ -66,7 +66,11 @@ class FeatureCache:
         if not self.root.is_dir():
             return 0
         n = 0
-        for p in list(self.root.glob("*.safetensors")) + list(self.root.glob(".*.tmp")):
+        for p in (
+            list(self.root.glob("*.safetensors"))
+            + list(self.root.glob(".*.tmp"))
+            + list(self.root.glob("*.probe.json"))
+        ):
             p.unlink(missing_ok=True)
             n += p.suffix == ".safetensors"
         for d in self.root.glob("*.parts"):

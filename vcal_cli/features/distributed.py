@@ -19,12 +19,10 @@ from typing import Any
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
+from vcal_cli.errors import WorkerFinished  # raised here, caught by the CLI
+
 TIMEOUT = timedelta(hours=2)  # a rank may wait this long at a barrier for the slowest rank's shards
 _released = False  # set once the workers have left: rank 0 then goes on as a single process
-
-
-class WorkerFinished(Exception):  # noqa: N818 - not an error: the normal end of a rank > 0
-    """Raised on ranks > 0 when their share of the work is done; the CLI exits 0 on it."""
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import html
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from xml.etree import ElementTree as ET
 
@@ -67,6 +67,7 @@ class GateResult:
     method: str  # how noise was judged
     baseline: str
     current: str
+    warnings: list[str] = field(default_factory=list)  # sanity warnings of either report
 
     @property
     def passed(self) -> bool:
@@ -82,6 +83,7 @@ class GateResult:
             "method": self.method,
             "baseline": self.baseline,
             "current": self.current,
+            "warnings": list(self.warnings),
             "rules": [
                 {
                     "rule": r.rule.label,

@@ -48,6 +48,7 @@ def header_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
             f"{ck.get('num_classes')} classes)",
         ),
         ("Data", f"{d['name']}, split {d['split']}, n = {d['n']}"),
+        *([("Preprocessing", _prep_line(s["preprocessing"]))] if s.get("preprocessing") else []),
         ("Settings", f"{s.get('bins')} bins, {s.get('bootstrap')} bootstrap resamples (seed {s.get('seed')})"),
     ]
     for name, h in report.get("heads", {}).items():
@@ -56,6 +57,12 @@ def header_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
             rows.append((f"Head {name}", f"{h['checkpoint']}" + (f" ({fitted})" if fitted else "")))
     rows.append(("vcal", f"{report['vcal_version']}, {report['created']}"))
     return rows
+
+
+def _prep_line(p: dict[str, Any]) -> str:
+    size = "x".join(str(v) for v in p.get("input_size", []))
+    f = lambda v: ",".join(f"{x:.3g}" for x in v)  # noqa: E731
+    return f"{size}, mean {f(p.get('mean', []))}, std {f(p.get('std', []))} ({p.get('source', '?')})"
 
 
 def ood_rows(report: dict[str, Any]) -> list[list[str]]:
@@ -70,7 +77,9 @@ OOD_COLS = ["OOD data", "score", "AUROC", "AUPR", "FPR@95TPR"]
 
 def to_markdown(report: dict[str, Any], images: dict[str, bytes], title: str) -> str:
     cols, rows = metric_rows(report)
-    lines = [f"# {title}", ""] + [f"- **{k}**: {v}" for k, v in header_rows(report)]
+    lines = [f"# {title}", ""]
+    lines += [f"> **Warning:** {w}" + "\n" for w in report.get("warnings") or []]
+    lines += [f"- **{k}**: {v}" for k, v in header_rows(report)]
     lines += ["", "| " + " | ".join(cols) + " |", "| --- |" + " ---: |" * (len(cols) - 1)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     if oods := ood_rows(report):
@@ -115,8 +124,10 @@ def to_html(report: dict[str, Any], images: dict[str, bytes], title: str) -> str
 body{{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem;color:#222}}
 table{{border-collapse:collapse;margin:1rem 0}} td,th{{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}}
 td.n{{text-align:right;font-variant-numeric:tabular-nums}} img{{max-width:100%}} figure{{display:inline-block}}
+.warn{{color:#a00;background:#fee;border:1px solid #d88;padding:.5rem .8rem}}
 </style></head><body>
 <h1>{e(title)}</h1>
+{"".join(f"<p class=warn role=alert><strong>Warning:</strong> {e(w)}</p>" for w in report.get("warnings") or [])}
 <table>{head}</table>
 <table>{table}</table>
 {ood}

@@ -10,6 +10,7 @@ import pandas as pd
 from rich.table import Table
 
 from vcal_cli.reports.figures import plot_frontier, to_png
+from vcal_cli.reports.tables import readable
 from vcal_cli.reports.writer import write_files
 
 COLUMNS = (  # every column, with the NLLs, is in frontier.csv
@@ -36,7 +37,7 @@ def frontier_table(result: Any) -> Table:
     for row in result.rows():
         cells = [format(row[k], f) for k, _, f in COLUMNS]
         t.add_row(*cells, style="bold green" if row["selected"] else None)
-    return t
+    return readable(t)
 
 
 def write_frontier_report(result: Any, out_dir: str | Path, *, inputs: tuple[Path, ...] = ()) -> Path:

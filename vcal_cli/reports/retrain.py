@@ -10,7 +10,7 @@ from rich.table import Table
 from vcal_cli.metrics import LOWER_IS_BETTER, METRIC_NAMES
 from vcal_cli.reports.documents import to_html, to_markdown
 from vcal_cli.reports.figures import plot_reliability, plot_reliability_overlay, to_png
-from vcal_cli.reports.tables import metric_label
+from vcal_cli.reports.tables import metric_label, readable
 from vcal_cli.reports.writer import metrics_frame, robustness_images, write_files
 
 
@@ -34,7 +34,7 @@ def retrain_table(report: dict[str, Any]) -> Table:
             ci = f"\n[dim][{lo:.4f}, {hi:.4f}][/dim]" if lo is not None else ""
             cells.append(f"[{color}]{v:.4f}[/{color}]{ci}" if color else f"{v:.4f}{ci}")
         t.add_row(metric_label(m, s.get("bins", 15)), *cells)
-    return t
+    return readable(t)
 
 
 def write_retrain_report(report: Any, out_dir: str | Path, *, inputs: tuple[Path, ...] = ()) -> Path:

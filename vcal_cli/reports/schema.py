@@ -10,7 +10,10 @@ report.json (schema_version 1):
     metrics         {accuracy, nll, brier, ece, ece_adaptive, mce, classwise_ece, aurc}
     intervals       same keys, each [low, high]: percentile bootstrap 95% interval
     reliability     list of {lo, hi, count, confidence, accuracy} per equal-width bin (null when empty)
-    settings        {bins, bootstrap, seed, preprocessing, device, batch_size, cache}
+    settings        {bins, bootstrap, seed, preprocessing, device, batch_size, cache}; preprocessing holds
+                    {input_size, mean, std, source} and, when probed, `probe`: the candidates and their accuracy
+    warnings        list of str: numbers that look impossible (chance-level accuracy, collapsed predictions,
+                    a val split that looks like training data); empty when all is well
     hierarchy       (when a class hierarchy is known) {source, height, metrics: {top1_error,
                     mistake_severity, avg_hdist_at_1, avg_hdist_at_5, avg_hdist_at_20}, intervals}
     ood             (with --ood) list of {dataset, score, auroc, aupr, fpr95}; OOD is the positive class
@@ -59,6 +62,7 @@ class AuditReport:
     ood_scores: dict[str, Any] | None = field(default=None, repr=False)  # raw scores for the histograms
     adversarial: list[dict[str, Any]] | None = None  # {attack, eps, accuracy, ece, nll}
     shift: list[dict[str, Any]] | None = None  # {corruption, severity, accuracy, nll, ece}
+    warnings: list[str] = field(default_factory=list)  # see vcal_cli.metrics.sanity
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
     @property
@@ -85,6 +89,7 @@ class AuditReport:
             "intervals": {k: list(v) for k, v in self.result.intervals.items()},
             "reliability": [asdict(b) for b in self.result.reliability],
             "settings": self.settings,
+            "warnings": list(self.warnings),
             **({"hierarchy": self.hierarchy} if self.hierarchy else {}),
             **robustness_dict(self.robustness_sections()),
         }

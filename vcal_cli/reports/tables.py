@@ -20,13 +20,27 @@ LABELS = {
 }
 
 
+def readable(t: Table) -> Table:
+    """Numbers never shrink to `0…` on a narrow terminal: numeric (right-aligned) columns keep their width,
+    text columns fold onto more lines instead of being cut."""
+    for col in t.columns:
+        if col.justify == "right":
+            col.no_wrap, col.overflow = True, "ignore"
+        else:
+            col.overflow = "fold"
+    return t
+
+
 def metric_label(name: str, n_bins: int) -> str:
     return f"{LABELS[name]}-{n_bins}" if name in ("ece", "ece_adaptive", "mce", "classwise_ece") else LABELS[name]
 
 
 def audit_table(report: dict[str, Any]) -> Table:
     ck, data, s = report["checkpoint"], report["data"], report["settings"]
-    title = f"{ck.get('path') or '?'}  on  {data['name']}:{data['split']}  (n={data['n']})"
+    where = ck.get("path") or "precomputed logits"
+    if ck.get("head_file"):
+        where += f" + head {ck['head_file']}"
+    title = f"{where}  on  {data['name']}:{data['split']}  (n={data['n']})"
     t = Table(title=title, title_justify="left")
     t.add_column("metric")
     t.add_column("value", justify="right")
@@ -42,7 +56,7 @@ def audit_table(report: dict[str, Any]) -> Table:
             ci,
             "lower is better" if LOWER_IS_BETTER[name] else "higher is better",
         )
-    return t
+    return readable(t)
 
 
 HIER_LABELS = {"top1_error": "Top-1 error", "mistake_severity": "Mistake severity"}
@@ -79,7 +93,7 @@ def hierarchy_table(sections: dict[str, dict[str, Any] | None]) -> Table:
         t.add_column(name, justify="right")
     for row in hierarchy_rows(sections):
         t.add_row(*row)
-    return t
+    return readable(t)
 
 
 def ood_table(rows: list[dict[str, Any]]) -> Table:
@@ -91,7 +105,7 @@ def ood_table(rows: list[dict[str, Any]]) -> Table:
         t.add_column(col, justify="right" if col in ("AUROC", "AUPR", "FPR@95TPR") else "left")
     for r in rows:
         t.add_row(r["dataset"], r["score"], f"{r['auroc']:.4f}", f"{r['aupr']:.4f}", f"{r['fpr95']:.4f}")
-    return t
+    return readable(t)
 
 
 def adversarial_table(rows: list[dict[str, Any]]) -> Table:
@@ -100,7 +114,7 @@ def adversarial_table(rows: list[dict[str, Any]]) -> Table:
         t.add_column(col, justify="left" if col == "attack" else "right")
     for r in rows:
         t.add_row(r["attack"], f"{r['eps'] * 255:g}", f"{r['accuracy']:.4f}", f"{r['ece']:.4f}", f"{r['nll']:.4f}")
-    return t
+    return readable(t)
 
 
 def shift_table(rows: list[dict[str, Any]], strengths: str = "CIFAR-10-C") -> Table:
@@ -113,7 +127,7 @@ def shift_table(rows: list[dict[str, Any]], strengths: str = "CIFAR-10-C") -> Ta
         t.add_column(col, justify="right")
     for k, v in shift_means(rows).items():
         t.add_row(k.split("_")[1], f"{v['accuracy']:.4f}", f"{v['nll']:.4f}", f"{v['ece']:.4f}")
-    return t
+    return readable(t)
 
 
 def robustness_rows(heads: dict[str, dict[str, Any]]) -> list[list[str]]:
@@ -152,4 +166,4 @@ def robustness_table(heads: dict[str, dict[str, Any]]) -> Table:
         t.add_column(name, justify="right")
     for row in robustness_rows(heads):
         t.add_row(*row)
-    return t
+    return readable(t)

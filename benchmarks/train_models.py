@@ -1,0 +1,113 @@
+"""Train the real Fashion-MNIST models the calibration benchmark audits (once; later runs reuse them).
+
+Each model is timm's `resnet18` (`in_chans=1`, 10 classes) at the native 28x28, trained from scratch with
+Adam and a cosine schedule, seeded, and saved the way timm's `train.py` saves: a dict with `epoch`, `arch`,
+`state_dict`, `optimizer`, `version` and `args` (an `argparse.Namespace` carrying `model`, `num_classes`,
+`in_chans`, `input_size`, `mean`, `std`, `interpolation`, `crop_pct`). vcal must read all of it with
+nothing but the file.
+
+- `early.pth.tar`: vcal's `train` split (val and test held out), stopped after 2 epochs;
+- `overfit.pth.tar`: the same run continued to 16 epochs, far past fitting (train accuracy >= 99.5%);
+- `whole.pth.tar`: the whole official train part (vcal's train + val, what most users do), 8 epochs; audit
+  it with `--val-from test`.
+
+    python benchmarks/train_models.py [--out ~/.cache/vcal-bench/models] [--root /usr/share/datasets/fashion-mnist]
+
+Needs Debian's `dataset-fashion-mnist` (or the four gzipped idx files under --root). About a minute per
+epoch on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+
+from vcal_cli.data import load_split
+
+MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST's train-part pixel statistics
+DEFAULT_OUT = Path("~/.cache/vcal-bench/models").expanduser()
+DEFAULT_ROOT = "/usr/share/datasets/fashion-mnist"
+
+
+def _args(epochs: int, seed: int) -> argparse.Namespace:
+    """What timm's train.py records in `args` (the fields vcal reads, plus a few others it must ignore)."""
+    return argparse.Namespace(
+        model="resnet18", num_classes=10, in_chans=1, input_size=[1, 28, 28], img_size=None, mean=[MEAN], std=[STD],
+        interpolation="bilinear", crop_pct=1.0, epochs=epochs, lr=1e-3, opt="adam", sched="cosine", seed=seed,
+        batch_size=128, dataset="fashion-mnist", pretrained=False,
+    )  # fmt: skip
+
+
+def _tensors(split: str, root: str) -> tuple[torch.Tensor, torch.Tensor]:
+    s = load_split("fashion-mnist", split, root=root)
+    assert s.images is not None
+    return s.images, s.labels
+
+
+def _save(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, epoch: int, args: argparse.Namespace) -> None:
+    state = {"epoch": epoch, "arch": args.model, "state_dict": model.state_dict(), "optimizer": opt.state_dict(),
+             "version": 2, "args": args, "metric": None}  # fmt: skip
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+    print(f"wrote {path}", flush=True)
+
+
+def _accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    model.eval()
+    with torch.inference_mode():
+        hits = sum(
+            (model((x[i : i + 1000].float() / 255 - MEAN) / STD).argmax(1) == y[i : i + 1000]).sum().item()
+            for i in range(0, len(y), 1000)
+        )
+    return hits / len(y)
+
+
+def train(x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int, snapshots: dict[int, Path]) -> None:
+    torch.manual_seed(seed)
+    model = timm.create_model("resnet18", pretrained=False, num_classes=10, in_chans=1)
+    model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    steps = epochs * -(-len(y) // 128)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=steps, pct_start=0.1)
+    g = torch.Generator().manual_seed(seed)
+    for epoch in range(epochs):
+        model.train()
+        t0, total = time.perf_counter(), 0.0
+        for idx in torch.randperm(len(y), generator=g).split(128):
+            xb = ((x[idx].float() / 255 - MEAN) / STD).contiguous(memory_format=torch.channels_last)
+            loss = F.cross_entropy(model(xb), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+        print(f"epoch {epoch + 1}/{epochs}: loss {total / len(y):.4f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        if epoch + 1 in snapshots:
+            print(f"  train accuracy {_accuracy(model, x, y):.4f}", flush=True)
+            _save(snapshots[epoch + 1], model, opt, epoch, _args(epochs, seed))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--root", default=DEFAULT_ROOT)
+    p.add_argument("--only", choices=["split", "whole"], default=None)
+    a = p.parse_args()
+    a.out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(2)
+    if a.only in (None, "split") and not (a.out / "overfit.pth.tar").exists():
+        x, y = _tensors("train", a.root)
+        train(x, y, 16, 0, {2: a.out / "early.pth.tar", 16: a.out / "overfit.pth.tar"})
+    if a.only in (None, "whole") and not (a.out / "whole.pth.tar").exists():
+        (xt, yt), (xv, yv) = _tensors("train", a.root), _tensors("val", a.root)
+        train(torch.cat([xt, xv]), torch.cat([yt, yv]), 8, 1, {8: a.out / "whole.pth.tar"})
+
+
+if __name__ == "__main__":
+    main()
