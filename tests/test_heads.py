@@ -15,14 +15,8 @@ from vcal_cli.heads import FitData, build_module, get_head, list_heads
 from vcal_cli.heads._train import train_epochs
 from vcal_cli.hierarchy import Hierarchy
 
-FAST = {
-    "ce": {"epochs": 3},
-    "vtst": {"epochs": 3},
-    "vc": {"epochs": 3},
-    "bayes": {"max_iter": 20},
-    "temperature": {},
-    "haframe": {"epochs": 3},
-}
+FAST = {name: get_head(name).fast_params for name in list_heads()}  # each head declares its quick params
+STOCHASTIC = {"ce", "vtst", "vc", "haframe"}  # heads whose fit draws random numbers (init, shuffling, noise)
 TREE = Hierarchy(("c0", "c1", "c2", "c3"), (("a", "c0"), ("a", "c1"), ("b", "c2"), ("b", "c3")), "test")
 
 
@@ -40,7 +34,10 @@ def _synthetic(n: int = 240, d: int = 12, k: int = 4, seed: int = 0) -> tuple[Fi
 
 
 def test_registry_lists_every_head() -> None:
-    assert set(list_heads()) == {"temperature", "ce", "vtst", "vc", "bayes", "haframe"}
+    seeds = {"temperature", "ce", "vtst", "vc", "bayes", "haframe"}
+    baselines = {"vector", "matrix", "dirichlet", "isotonic", "histogram"}
+    assert seeds | baselines <= set(list_heads())
+    assert get_head("vtst+temperature").name == "vtst+temperature"
     with pytest.raises(UsageError, match="choose one of"):
         get_head("vtsst")
 
@@ -61,6 +58,12 @@ def test_head_contract(name: str) -> None:
     again = cls(cls.make_params(**FAST[name])).fit(train, val, base=base, hierarchy=TREE)
     for (k1, v1), (k2, v2) in zip(head.module_.state_dict().items(), again.module_.state_dict().items(), strict=True):
         assert k1 == k2 and torch.equal(v1, v2), k1
+    if name in STOCHASTIC:
+        other = cls(cls.make_params(**{**FAST[name], "seed": 1})).fit(train, val, base=base, hierarchy=TREE)
+        assert not all(
+            torch.equal(a, b)
+            for a, b in zip(head.module_.state_dict().values(), other.module_.state_dict().values(), strict=True)
+        ), "another seed must give another fit"
     # rebuilt from its metadata and weights, the module predicts the same
     rebuilt = build_module(head.info())
     rebuilt.load_state_dict(head.module_.state_dict())

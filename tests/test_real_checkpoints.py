@@ -403,3 +403,16 @@ def test_error_paths_on_the_oldest_and_newest_typer(tmp_path: Path, version: str
     v = subprocess.run([sys.executable, "-c", "import typer; print(typer.__version__)"], capture_output=True,
                        text=True, env=env)  # fmt: skip
     assert v.stdout.strip() == version
+
+
+def test_tables_stay_readable_at_80_columns() -> None:
+    from rich.console import Console
+
+    from vcal_cli.reports.tables import audit_table
+
+    rep = audit(CNN, data="digits", n_bootstrap=20).to_dict()
+    rep["checkpoint"]["path"] = "/a/very/long/path/" * 6 + "model.safetensors"
+    console = Console(width=80, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    console.print(audit_table(rep))
+    text = console.export_text()
+    assert "…" not in text and f"{rep['metrics']['ece']:.4f}" in text and "model.safetensors" in text.replace("\n", "")

@@ -9,10 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from vcal_cli.errors import CacheError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -85,3 +88,16 @@ def safetensors_bytes(tensors: dict[str, Any], metadata: dict[str, str] | None =
     if len(canon) > n:  # cannot happen for serde's compact JSON; keep the original rather than guess
         return raw
     return raw[:8] + canon + b" " * (n - len(canon)) + raw[8 + n :]
+
+
+def read_header(path: str | Path) -> tuple[dict[str, Any], int]:
+    """(header, byte offset where the data starts) of a safetensors file."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise CacheError(f"'{path}' is not a safetensors file (too short)")
+        (n,) = struct.unpack("<Q", head)
+        if n > 100 << 20:
+            raise CacheError(f"'{path}' is not a safetensors file (header of {n} bytes)")
+        header = json.loads(f.read(n))
+    return header, 8 + n

@@ -7,7 +7,7 @@ print(report.metrics["ece"])
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -297,6 +297,26 @@ def export_features(
 # retrain
 
 
+def head_verdicts(
+    base_logits: torch.Tensor, logp: torch.Tensor, labels: torch.Tensor, n_bins: int, n_bootstrap: int, seed: int
+) -> dict[str, dict[str, Any]]:
+    """Per metric: the head's change against `base` on the same test samples, its paired-bootstrap 95%
+    interval (as `vcal gate` computes it) and a verdict: better / no different / worse beyond noise."""
+    from vcal_cli.gate import paired_deltas
+    from vcal_cli.metrics import LOWER_IS_BETTER, compute_metrics
+
+    iv = paired_deltas(base_logits, logp, labels, n_bins=n_bins, n_bootstrap=max(n_bootstrap, 20), seed=seed)
+    a = compute_metrics(labels, logits=base_logits, n_bins=n_bins, n_bootstrap=0).metrics.as_dict()
+    b = compute_metrics(labels, logits=logp, n_bins=n_bins, n_bootstrap=0).metrics.as_dict()
+    out = {}
+    for k, (lo, hi) in iv.items():
+        sign = 1 if LOWER_IS_BETTER[k] else -1
+        verdict = "better" if sign * hi < 0 and sign * lo < 0 else "worse" if sign * lo > 0 and sign * hi > 0 else (
+            "no different")  # fmt: skip
+        out[k] = {"delta": b[k] - a[k], "interval": [lo, hi], "verdict": verdict}
+    return out
+
+
 @dataclass
 class HeadResult:
     """One head of a retrain: its fitted estimator, test metrics and the files written for it."""
@@ -307,6 +327,8 @@ class HeadResult:
     checkpoint: str | None = None
     hierarchy: dict[str, Any] | None = None  # mistake-severity metrics, when a hierarchy is known
     robustness: dict[str, Any] | None = None  # ood / shift / adversarial sections (see RobustnessOptions)
+    verdicts: dict[str, Any] | None = None  # against the original and temperature scaling (see head_verdicts)
+    log_probs: Any = field(default=None, repr=False)  # test log-probabilities (not written)
 
 
 @dataclass
@@ -326,6 +348,7 @@ class RetrainReport:
                 "checkpoint": h.checkpoint,
                 **({"hierarchy": h.hierarchy} if h.hierarchy else {}),
                 **({"params": asdict(h.head.params), "fitted": h.head.extra_report()} if h.head else {}),
+                **({"verdicts": h.verdicts} if h.verdicts else {}),
                 **robustness_dict(h.robustness or {}),
             }
             for name, h in self.heads.items()
@@ -339,9 +362,15 @@ class RetrainReport:
 
 
 def resolve_heads(names: list[str]) -> list[str]:
-    """`all` expands to every registered head (in registry order); duplicates are dropped."""
+    """`all` expands to every registered head (in registry order); `auto` to the candidates of the automatic
+    choice (`vcal_cli.heads.select.AUTO`), and stands alone; duplicates are dropped."""
     from vcal_cli.heads import list_heads
+    from vcal_cli.heads.select import AUTO
 
+    if "auto" in (names or []):
+        if len(set(names)) > 1:
+            raise UsageError("--head auto picks one head itself; do not combine it with other --head values")
+        return list(AUTO)
     out: list[str] = []
     for n in names or []:
         for m in list_heads() if n == "all" else [n]:
@@ -349,7 +378,7 @@ def resolve_heads(names: list[str]) -> list[str]:
             if m not in out:
                 out.append(m)
     if not out:
-        raise UsageError("name at least one --head", hint=f"choose from: all, {', '.join(list_heads())}")
+        raise UsageError("name at least one --head", hint=f"choose from: auto, all, {', '.join(list_heads())}")
     return out
 
 
@@ -378,6 +407,7 @@ def retrain(
     head_only: bool = False,
     hierarchy: str | Path | None = None,
     robustness: RobustnessOptions | None = None,
+    select: str = "nll",
     n_bins: int = DEFAULT_N_BINS,
     n_bootstrap: int = 200,
     seed: int = 0,
@@ -395,6 +425,7 @@ def retrain(
     from vcal_cli.heads import FitData
 
     check_bins(n_bins)
+    auto = "auto" in heads
     names = resolve_heads(heads)
     o = options or ExtractOptions()
     loaded = open_checkpoint(checkpoint, o)
@@ -414,11 +445,15 @@ def retrain(
         skipped = {n: "no class hierarchy" for n in needy}
         names = [n for n in names if n not in skipped]
     per_head = head_params(names, {"seed": seed, **(params or {})})
-    if out is not None and len(names) > 1:
+    if out is not None and len(names) > 1 and not auto:
         raise UsageError("--checkpoint-out names one checkpoint file; with several heads, checkpoints go into --out")
     stem = Path(loaded.path).name.split(".")[0] if loaded.path else "model"
     suffix = ".head.safetensors" if head_only else ".safetensors"
     paths = {n: Path(out) if out is not None else Path(out_dir) / f"{stem}.{n}{suffix}" for n in names}
+    if auto:  # the pick (maybe NAME+temperature) is known only after fitting; every candidate's path is checked
+        paths.update({f"{n}+temperature": Path(out_dir) / f"{stem}.{n}+temperature{suffix}" for n in names})
+        if out is not None:
+            paths = {n: Path(out) for n in paths}
     inputs = tuple(Path(p) for p in (loaded.path, o.head_file) if p)
     for path in paths.values():  # fail before fitting, not after
         if any(same_file(src, path) for src in inputs):
@@ -443,15 +478,47 @@ def retrain(
         "original": HeadResult("original", base.result, None, str(loaded.path) if loaded.path else None, base.hierarchy)
     }
     fit = {s: FitData(f.features, f.logits, f.labels) for s, f in (("train", train), ("val", val))}
-    for name in names:
-        head = get_head(name)(per_head[name]).fit(
-            fit["train"], fit["val"], base=loaded.head, hierarchy=tree, progress=progress
-        )
+    fitted: list[Any] = []
+    if auto:
+        from vcal_cli.heads.select import select_head
+
+        selection = select_head(
+            fit["train"], fit["val"], candidates=tuple(names), params=per_head, base=loaded.head, hierarchy=tree,
+            select=select, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed, progress=progress,
+        )  # fmt: skip
+        fitted = [selection.picked]
+        names = [selection.picked.name]
+        paths = {names[0]: paths[names[0]]}
+        auto_info = {**selection.to_dict(), "reason": selection.reason()}
+    else:
+        for name in names:
+            fitted.append(
+                get_head(name)(per_head[name]).fit(
+                    fit["train"], fit["val"], base=loaded.head, hierarchy=tree, progress=progress
+                )
+            )
+    reference = None  # temperature scaling's test predictions: every head's verdict is also against it
+    for head in fitted:
+        name = head.name
         log_probs = head.predict_log_proba(test.features, batch_size=o.batch_size)
+        if name == "temperature":
+            reference = log_probs
         res = compute_metrics(test.labels, logits=log_probs, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed)
         results[name] = HeadResult(
             name, res, head, None, _hierarchy_section(tree, log_probs, test.labels, n_bootstrap, seed)
         )
+        results[name].log_probs = log_probs
+    if reference is None and isinstance(loaded.head, torch.nn.Linear):
+        t = get_head("temperature")(get_head("temperature").Params(seed=seed)).fit(
+            fit["train"], fit["val"], base=loaded.head
+        )
+        reference = t.predict_log_proba(test.features, batch_size=o.batch_size)
+    for name, r in results.items():
+        if name == "original":
+            continue
+        r.verdicts = {"original": head_verdicts(test.logits, r.log_probs, test.labels, n_bins, n_bootstrap, seed)}
+        if reference is not None:
+            r.verdicts["temperature"] = head_verdicts(reference, r.log_probs, test.labels, n_bins, n_bootstrap, seed)
     if robustness:
         variants = [Variant("original", loaded)] + [Variant(n, loaded, results[n].head.module_) for n in names]
         sections = _robustness(base, variants, robustness, data, "test", test, prep, o, n_bins, seed, progress)
@@ -476,6 +543,7 @@ def retrain(
             )
         results[name].checkpoint = str(path)
     base.settings["retrain"] = {
+        **({"auto": auto_info} if auto else {}),
         "heads": names,
         "data": data,
         "head_only": head_only,

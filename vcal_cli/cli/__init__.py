@@ -95,6 +95,14 @@ class VcalGroup(TyperGroup):
                 raise
             print("error: aborted", file=sys.stderr)
             sys.exit(1)
+        except Exception as e:  # a bug outside any command's handler (building a command, parsing)
+            from vcal_cli.cli._errors import debug_enabled
+
+            if not standalone_mode or debug_enabled("--debug" in (args or sys.argv)):
+                raise
+            first = (str(e).strip().splitlines() or [""])[0]
+            print(f"error: internal error: {type(e).__name__}: {first}; rerun with --debug", file=sys.stderr)
+            sys.exit(1)
         if not standalone_mode:
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Annotated
 
@@ -43,21 +44,61 @@ from vcal_cli.cli._options import (
 from vcal_cli.cli._output import note, out, progress, warn
 from vcal_cli.heads import HEADS
 
+# Flag names where a head's field name would collide with a shared flag; help for the known fields. A new
+# hyperparameter needs neither: it becomes --FIELD-NAME with a generic help line listing its defaults.
+FLAG_NAMES = {"batch_size": "--train-batch-size"}
+HELP = {
+    "epochs": "Training epochs (auto: 40, raised on small splits until ~6,000 Adam steps run).",
+    "lr": "Learning rate.",
+    "batch_size": "Mini-batch size.",
+    "hidden": "Latent size Z (auto: 128 for <= 10 classes, else 512; 0 = linear head for ce).",
+    "beta": "KL / prior weight (vtst auto = 1/Z).",
+    "samples": "Monte-Carlo samples of the predictive.",
+    "prior_precision": "Weight prior precision tau.",
+    "step": "Bayes pseudo-target step alpha.",
+    "max_iter": "Solver iterations.",
+    "gamma": "HAFrame distance-to-cosine decay.",
+    "alpha": "HAFrame cosine-loss weight.",
+    "odir": "Dirichlet ODIR weight lambda = mu (auto: 5-fold cross-validation on val).",
+    "hist_bins": "Histogram-binning bins per map.",
+    "map_mode": "ovr (one-vs-rest) or top (top-label) maps for isotonic and histogram.",
+}
 
-def _defaults(field: str) -> str:
-    """'[defaults: ce 40, vtst 40]' from the registry, so --help shows each head's paper default."""
+
+def verdict_line(verdicts: dict) -> str:
+    """`vs original: ECE better (-0.021), NLL better (-0.017), ...; vs temperature: ...` (95% paired bootstrap)."""
+    parts = []
+    for against, v in verdicts.items():
+        names = {"ece": "ECE", "nll": "NLL", "brier": "Brier", "aurc": "AURC", "accuracy": "accuracy"}
+        cells = [f"{label} {v[k]['verdict']} ({v[k]['delta']:+.4f})" for k, label in names.items() if k in v]
+        parts.append(f"vs {against}: " + ", ".join(cells))
+    return "; ".join(parts) + " (test, 95% paired bootstrap)"
+
+
+def head_fields() -> dict[str, tuple[type, list[str]]]:
+    """Every head hyperparameter (but the shared seed): field name -> (type, 'head default' strings)."""
     import dataclasses
+    import typing
 
-    vals = []
+    fields: dict[str, tuple[type, list[str]]] = {}
     for n in HEADS.names():
-        for f in dataclasses.fields(HEADS.get(n).Params):
-            if f.name == field:
-                vals.append(f"{n} {'auto' if f.default is None else f.default}")
-    return f"\\[defaults: {', '.join(vals)}]"
+        params = HEADS.get(n).Params
+        hints = typing.get_type_hints(params)
+        for f in dataclasses.fields(params):
+            if f.name == "seed":
+                continue
+            base = next((t for t in typing.get_args(hints[f.name]) if t is not type(None)), hints[f.name])
+            fields.setdefault(f.name, (base, []))[1].append(f"{n} {'auto' if f.default is None else f.default}")
+    return fields
 
 
-def _opt(flag: str, field: str, text: str):  # noqa: ANN202 - a typer.Option
-    return typer.Option(flag, help=f"{text} {_defaults(field)}", show_default=False)
+def _head_option(name: str, kind: type, defaults: list[str]) -> inspect.Parameter:
+    flag = FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+    text = HELP.get(name, f"Head parameter {name}.")
+    opt = typer.Option(flag, help=f"{text} \\[defaults: {', '.join(defaults)}]", show_default=False)
+    return inspect.Parameter(
+        f"head_{name}", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind | None, opt]
+    )
 
 
 def retrain_cmd(
@@ -65,7 +106,9 @@ def retrain_cmd(
     head: Annotated[
         list[str],
         typer.Option(
-            "--head", help=f"Head(s) to fit, repeatable, or 'all': {', '.join(HEADS.names())} (see 'vcal heads')."
+            "--head",
+            help=f"Head(s) to fit, repeatable; 'auto' (fit the candidates, keep the best on val), 'all', "
+            f"{', '.join(HEADS.names())}, or NAME+temperature (see 'vcal heads').",
         ),
     ],
     data: DataOpt = None,
@@ -81,25 +124,9 @@ def retrain_cmd(
         typer.Option("--head-only", help="Write only the head's weights (apply with 'vcal audit BASE --head-file')."),
     ] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seeds every head and the bootstrap.")] = 0,
-    epochs: Annotated[
-        int | None,
-        _opt("--epochs", "epochs", "Training epochs (auto: 40, raised on small splits until ~6,000 Adam steps run)."),
-    ] = None,
-    lr: Annotated[float | None, _opt("--lr", "lr", "Adam learning rate.")] = None,
-    train_batch_size: Annotated[int | None, _opt("--train-batch-size", "batch_size", "Mini-batch size.")] = None,
-    hidden: Annotated[
-        int | None,
-        _opt("--hidden", "hidden", "Latent size Z (auto: 128 for <= 10 classes, else 512; 0 = linear head for ce)."),
-    ] = None,
-    beta: Annotated[float | None, _opt("--beta", "beta", "KL / prior weight (vtst auto = 1/Z).")] = None,
-    samples: Annotated[int | None, _opt("--samples", "samples", "Monte-Carlo samples of the predictive.")] = None,
-    prior_precision: Annotated[
-        float | None, _opt("--prior-precision", "prior_precision", "Weight prior precision tau.")
-    ] = None,
-    step: Annotated[float | None, _opt("--step", "step", "Pseudo-target step alpha.")] = None,
-    max_iter: Annotated[int | None, _opt("--max-iter", "max_iter", "Solver iterations.")] = None,
-    gamma: Annotated[float | None, _opt("--gamma", "gamma", "HAFrame distance-to-cosine decay.")] = None,
-    alpha: Annotated[float | None, _opt("--alpha", "alpha", "HAFrame cosine-loss weight.")] = None,
+    select: Annotated[
+        str, typer.Option("--select", help="With --head auto: pick the lowest val nll, ece or brier.")
+    ] = "nll",
     hierarchy: Annotated[
         str | None,
         typer.Option(
@@ -136,6 +163,7 @@ def retrain_cmd(
     shard_size: ShardSizeOpt = 8192,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
+    **head_params: object,
 ) -> None:
     """Retrain only the head on cached features and compare it with the original.
 
@@ -154,19 +182,7 @@ def retrain_cmd(
                 hint=f"write one head's checkpoint with --checkpoint-out {out_dir}",
             )
         opts = extract_options(locals())
-        params = {
-            "epochs": epochs,
-            "lr": lr,
-            "batch_size": train_batch_size,
-            "hidden": hidden,
-            "beta": beta,
-            "samples": samples,
-            "prior_precision": prior_precision,
-            "step": step,
-            "max_iter": max_iter,
-            "gamma": gamma,
-            "alpha": alpha,
-        }
+        params = {k: head_params.get(f"head_{k}") for k in head_fields()}
         report = api.retrain(
             checkpoint,
             head,
@@ -178,6 +194,7 @@ def retrain_cmd(
             head_only=head_only,
             hierarchy=hierarchy,
             robustness=robustness_options(locals()),
+            select=select,
             n_bins=bins,
             n_bootstrap=bootstrap,
             seed=seed,
@@ -195,9 +212,25 @@ def retrain_cmd(
             out.print(hierarchy_table({n: h.get("hierarchy") for n, h in d["heads"].items()}))
         if robustness_rows(d["heads"]):
             out.print(robustness_table(d["heads"]))
+        if auto := report.base.settings["retrain"].get("auto"):
+            note(f"--head auto: {auto['reason']}")
         for name, h in report.heads.items():
             if name != "original":
+                note(f"{name}: {verdict_line(h.verdicts or {})}")
                 note(f"{name}: wrote {h.checkpoint}")
         note(f"report written to {out_dir}/")
         for w in report.base.warnings:  # again under the table, where the eye ends
             warn(w)
+
+
+def _with_head_flags(fn):  # noqa: ANN001, ANN202
+    """Give `fn` one keyword-only option per head hyperparameter, generated from the heads' Params."""
+    sig = inspect.signature(fn, eval_str=True)  # the module's annotations are strings (PEP 563)
+    plain = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    extra = [_head_option(n, t, d) for n, (t, d) in head_fields().items()]
+    fn.__signature__ = sig.replace(parameters=[*plain, *extra])
+    fn.__annotations__ = {p.name: p.annotation for p in [*plain, *extra]} | {"return": None}
+    return fn
+
+
+retrain_cmd = _with_head_flags(retrain_cmd)

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vcal_cli._io import sha256_json
-from vcal_cli.features.store import read_header
+from vcal_cli._io import read_header, sha256_json
 
 CACHE_FORMAT = "2"  # 2: sharded build, vcal's own tensor order, cache dtype in the key
 

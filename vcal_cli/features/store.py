@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vcal_cli._io import atomic_write, atomic_write_json, safetensors_bytes
+from vcal_cli._io import atomic_write, atomic_write_json, read_header, safetensors_bytes
 from vcal_cli.errors import CacheError
 
 CACHE_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -49,19 +49,6 @@ def cache_dtype(name: str) -> torch.dtype:
     if name not in CACHE_DTYPES:
         raise UsageError(f"--cache-dtype '{name}' is not supported; choose one of: {', '.join(CACHE_DTYPES)}")
     return CACHE_DTYPES[name]
-
-
-def read_header(path: str | Path) -> tuple[dict[str, Any], int]:
-    """(header, byte offset where the data starts) of a safetensors file."""
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise CacheError(f"'{path}' is not a safetensors file (too short)")
-        (n,) = struct.unpack("<Q", head)
-        if n > 100 << 20:
-            raise CacheError(f"'{path}' is not a safetensors file (header of {n} bytes)")
-        header = json.loads(f.read(n))
-    return header, 8 + n
 
 
 def _nbytes(dtype: torch.dtype, shape: tuple[int, ...]) -> int:

@@ -68,6 +68,8 @@ class Head(abc.ABC):
     Params: ClassVar[type[HeadParams]]
     needs_linear_base: ClassVar[bool] = False  # True if fit needs the checkpoint's own nn.Linear head
     needs_hierarchy: ClassVar[bool] = False  # True if fit needs a class hierarchy
+    fits_on: ClassVar[str] = "train"  # train: fitted on train, selected on val; val: fitted on val (post-hoc)
+    fast_params: ClassVar[dict[str, Any]] = {}  # params that make the fit quick, for the tests
 
     def __init__(self, params: HeadParams | None = None) -> None:
         self.params = params or self.Params()
@@ -166,6 +168,11 @@ class Head(abc.ABC):
         """Fitted quantities worth a line in the report (e.g. the temperature)."""
         return {}
 
+    def refit_params(self) -> HeadParams:
+        """Params for refitting this head on part of the data (cross-fitting): its own, with anything it chose
+        by an inner search fixed at the choice (Dirichlet's lambda)."""
+        return self.params
+
 
 HEADS: Registry[type[Head]] = Registry("head")
 
@@ -195,7 +202,7 @@ def build_module(info: dict[str, Any] | str) -> nn.Module:
     """Rebuild a fitted head's module (weights not loaded) from `Head.info()` or its JSON."""
     if isinstance(info, str):
         info = json.loads(info)
-    cls = HEADS.get(info["name"])
+    cls = get_head(info["name"])
     if info.get("format", 1) > HEAD_FORMAT:
         raise HeadError(
             f"head '{info['name']}' was written by a newer vcal (format {info['format']})", hint="upgrade vcal"
@@ -204,7 +211,10 @@ def build_module(info: dict[str, Any] | str) -> nn.Module:
 
 
 def get_head(name: str) -> type[Head]:
-    return HEADS.get(name)
+    """A registered head, or `NAME+temperature` (any head followed by temperature scaling on val)."""
+    from vcal_cli.heads.compose import resolve
+
+    return resolve(name)
 
 
 def list_heads() -> list[str]:

@@ -79,6 +79,7 @@ class BayesHead(Head):
     paper = "Kurle et al., arXiv:2411.12102 (last-layer reconstruction)"
     Params = BayesParams
     Module = BayesModule
+    fast_params = {"max_iter": 20}
 
     def _fit(self, train: FitData, val: FitData, *, base: nn.Module | None, progress: Track) -> nn.Module:
         p: BayesParams = self.params  # type: ignore[assignment]

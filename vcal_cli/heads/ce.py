@@ -67,6 +67,7 @@ class CEHead(Head):
     paper = "Jordahn & Olmos, ICML 2024, arXiv:2405.01196"
     Params = CEParams
     Module = MLPHead
+    fast_params = {"epochs": 3}
 
     def _fit(self, train: FitData, val: FitData, *, base: nn.Module | None, progress: Track) -> nn.Module:
         p: CEParams = self.params  # type: ignore[assignment]

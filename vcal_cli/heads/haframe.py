@@ -110,6 +110,7 @@ class HAFrameHead(Head):
     paper = "Liang & Davis, ICCV 2023, arXiv:2303.05689"
     Params = HAFrameParams
     Module = HAFrameModule
+    fast_params = {"epochs": 3}
     needs_hierarchy = True
 
     def _fit(self, train: FitData, val: FitData, *, base: nn.Module | None, progress: Track) -> nn.Module:

@@ -75,6 +75,7 @@ class VCHead(Head):
     paper = "Dhuliawala et al., TMLR 2024, arXiv:2305.10406"
     Params = VCParams
     Module = VCModule
+    fast_params = {"epochs": 3}
 
     def _fit(self, train: FitData, val: FitData, *, base: nn.Module | None, progress: Track) -> nn.Module:
         p: VCParams = self.params  # type: ignore[assignment]

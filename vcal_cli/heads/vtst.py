@@ -97,6 +97,7 @@ class VTSTHead(Head):
     paper = "Jordahn & Olmos, ICML 2024, arXiv:2405.01196"
     Params = VTSTParams
     Module = VTSTModule
+    fast_params = {"epochs": 3}
 
     def _fit(self, train: FitData, val: FitData, *, base: nn.Module | None, progress: Track) -> nn.Module:
         p: VTSTParams = self.params  # type: ignore[assignment]

@@ -1,0 +1,186 @@
+"""The baselines users compare with, each against an independent reference on the same inputs:
+vector / matrix scaling and Dirichlet-ODIR against SciPy's L-BFGS-B on a NumPy objective, isotonic
+regression against scikit-learn's CalibratedClassifierCV, histogram binning against netcal; the
+compositions `X+temperature` and `--head auto`'s cross-fitted selection."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import minimize
+from scipy.special import log_softmax
+
+from vcal_cli.heads import FitData, build_module, get_head
+from vcal_cli.heads.select import select_head
+
+
+def _miscalibrated(n: int = 1500, k: int = 4, seed: int = 0) -> tuple[FitData, FitData, torch.nn.Linear]:
+    """Noisy features whose original head is over-confident and biased per class (vector scaling helps)."""
+    g = torch.Generator().manual_seed(seed)
+    d = 6
+    means = torch.randn(k, d, generator=g)
+    y = torch.randint(0, k, (2 * n,), generator=g)
+    x = means[y] + 1.2 * torch.randn(2 * n, d, generator=g)
+    base = torch.nn.Linear(d, k)
+    with torch.no_grad():
+        base.weight.copy_(means * 4 * torch.linspace(0.5, 2, k)[:, None])
+        base.bias.copy_(torch.linspace(-1, 1, k))
+        logits = base(x)
+    return FitData(x[:n], logits[:n], y[:n]), FitData(x[n:], logits[n:], y[n:]), base
+
+
+def _scipy_map(z: np.ndarray, y: np.ndarray, kind: str, lam: float = 0.0) -> tuple[np.ndarray, float]:
+    """An independent fit: the same objective in NumPy, minimised by SciPy's L-BFGS-B (numerical gradients)."""
+    k = z.shape[1]
+    x = log_softmax(z, axis=1) if kind == "dirichlet" else z
+    off = ~np.eye(k, dtype=bool)
+
+    def unpack(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return (t[:k], t[k:]) if kind == "vector" else (t[: k * k].reshape(k, k), t[k * k :])
+
+    def f(t: np.ndarray) -> float:
+        w, b = unpack(t)
+        out = (x * w if kind == "vector" else x @ w.T) + b
+        nll = -log_softmax(out, axis=1)[np.arange(len(y)), y].mean()
+        if kind == "dirichlet":
+            nll += lam * (w[off] ** 2).mean() + lam * (b**2).mean()
+        return nll
+
+    t0 = np.concatenate([np.ones(k) if kind == "vector" else np.eye(k).ravel(), np.zeros(k)])
+    r = minimize(f, t0, method="L-BFGS-B", options={"maxiter": 5000, "ftol": 1e-15, "gtol": 1e-10})
+    return r.x, float(r.fun)
+
+
+@pytest.mark.parametrize("name", ["vector", "matrix", "dirichlet"])
+def test_logit_maps_match_scipy(name: str) -> None:
+    train, val, base = _miscalibrated()
+    cls = get_head(name)
+    head = cls(cls.make_params(**({"odir": 0.01} if name == "dirichlet" else {}))).fit(train, val, base=base)
+    z, y = val.logits.double().numpy(), val.labels.numpy()
+    ref_params, ref_loss = _scipy_map(z, y, name, 0.01)
+    assert head.val_loss_ == pytest.approx(ref_loss, abs=1e-7)  # tolerance: the optimum's objective, 1e-7
+    m = head.module_
+    ours = np.concatenate([m.weight.detach().double().numpy().ravel(), m.bias.detach().double().numpy()])
+    assert np.abs(ours - ref_params).max() < 2e-3  # parameters: flat directions (softmax shift) kept small
+    temp = get_head("temperature")().fit(train, val, base=base)
+    nll = lambda h: float(-h.predict_log_proba(val.features).gather(1, val.labels[:, None]).mean())  # noqa: E731
+    assert nll(head) < nll(temp)  # per-class miscalibration: more freedom than one T fits val better
+
+
+def test_dirichlet_cross_validates_its_penalty() -> None:
+    train, val, base = _miscalibrated(n=300, k=6, seed=1)
+    head = get_head("dirichlet")().fit(train, val, base=base)
+    assert head.lambda_ in head.cv_ and head.cv_[head.lambda_] == min(head.cv_.values())
+
+
+def _frozen(probs: np.ndarray):  # noqa: ANN202
+    """A fitted scikit-learn classifier whose predict_proba returns given probabilities (indexed by row id)."""
+    from sklearn.base import BaseEstimator, ClassifierMixin
+
+    class Given(ClassifierMixin, BaseEstimator):
+        def __init__(self, probs: np.ndarray | None = None) -> None:
+            self.probs = probs
+
+        def fit(self, x, y):  # noqa: ANN001, ANN202
+            self.classes_ = np.arange(self.probs.shape[1])
+            return self
+
+        def predict_proba(self, x: np.ndarray) -> np.ndarray:
+            return self.probs[x[:, 0].astype(int)]
+
+        def predict(self, x: np.ndarray) -> np.ndarray:
+            return self.predict_proba(x).argmax(1)
+
+    return Given(probs).fit(None, None)
+
+
+def test_isotonic_ovr_matches_scikit_learn() -> None:
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.frozen import FrozenEstimator
+
+    train, val, base = _miscalibrated()
+    head = get_head("isotonic")().fit(train, val, base=base)
+    pv = torch.softmax(val.logits.double(), 1).numpy()
+    pt = torch.softmax(train.logits.double(), 1).numpy()
+    both = np.concatenate([pv, pt])
+    ids_val, ids_test = np.arange(len(pv))[:, None], np.arange(len(pv), len(both))[:, None]
+    ref = CalibratedClassifierCV(FrozenEstimator(_frozen(both)), method="isotonic").fit(ids_val, val.labels.numpy())
+    expect = ref.predict_proba(ids_test)
+    got = head.module_.calibrated_probs(torch.from_numpy(pt)).numpy()
+    assert np.abs(got - expect).max() < 1e-9
+
+
+def test_histogram_ovr_matches_netcal() -> None:
+    from netcal.binning import HistogramBinning
+
+    train, val, base = _miscalibrated()
+    head = get_head("histogram")().fit(train, val, base=base)
+    pv = torch.softmax(val.logits.double(), 1).numpy()
+    pt = torch.softmax(train.logits.double(), 1).numpy()
+    expect = HistogramBinning(bins=10).fit(pv, val.labels.numpy()).transform(pt)
+    got = head.module_.calibrated_probs(torch.from_numpy(pt)).numpy()
+    assert np.abs(got - expect).max() < 1e-9
+
+
+@pytest.mark.parametrize("name", ["isotonic", "histogram"])
+def test_top_label_maps_the_confidence_and_keeps_a_distribution(name: str) -> None:
+    train, val, base = _miscalibrated()
+    head = get_head(name)(get_head(name).make_params(map_mode="top")).fit(train, val, base=base)
+    p = torch.softmax(train.logits.double(), 1)
+    q = head.module_.calibrated_probs(p)
+    assert torch.allclose(q.sum(1), torch.ones(len(q), dtype=torch.float64), atol=1e-12)
+    conf, top = p.max(1)
+    expect = head.module_._apply_map(0, conf).clamp(0, 1)
+    assert torch.allclose(q.gather(1, top[:, None])[:, 0], expect, atol=1e-12)
+    # the others keep their proportions
+    other = (top + 1) % p.shape[1]
+    rest = p.scatter(1, top[:, None], 0.0).sum(1)
+    keep = rest > 1e-12
+    ratio = q.gather(1, other[:, None])[:, 0] / p.gather(1, other[:, None])[:, 0]
+    assert torch.allclose(ratio[keep], ((1 - expect) / rest)[keep], rtol=1e-9)
+
+
+def test_any_head_then_temperature() -> None:
+    train, val, base = _miscalibrated()
+    cls = get_head("ce+temperature")
+    head = cls(cls.make_params(epochs=3)).fit(train, val, base=base)
+    inner = head.inner_.predict_log_proba(val.features)
+    t = head.temperature_
+    assert torch.allclose(head.predict_log_proba(val.features), torch.log_softmax(inner / t, 1), atol=1e-6)
+    rebuilt = build_module(head.info())
+    rebuilt.load_state_dict(head.module_.state_dict())
+    assert torch.equal(rebuilt.eval()(val.features), head.module_(val.features))
+    assert get_head("vector+temperature").fits_on == "val"
+
+
+def test_auto_scores_heads_fitted_on_val_by_cross_fitting() -> None:
+    train, val, base = _miscalibrated(n=400)
+    sel = select_head(train, val, candidates=("temperature", "isotonic", "vector"), base=base, n_bootstrap=50)
+    iso = sel.heads["isotonic"]
+    in_sample = float(-iso.predict_log_proba(val.features).gather(1, val.labels[:, None]).mean())
+    assert sel.scores["isotonic"]["nll"] > in_sample  # judged on folds it did not see, not on val it fitted
+    best = min(sel.scores, key=lambda n: sel.scores[n]["nll"])
+    assert sel.picked.name == best and sel.runner_up in sel.scores and sel.interval is not None
+    assert "picked" in sel.reason() and sel.runner_up in sel.reason()
+
+
+def test_cli_head_auto_picks_and_says_why(runner, tmp_path: Path) -> None:
+    from vcal_cli.cli import app
+
+    from .conftest import SAMPLES
+
+    r = runner.invoke(app, ["retrain", str(SAMPLES / "cnn_digits.safetensors"), "--head", "auto", "--epochs", "3",
+                            "--bootstrap", "20", "--out", "auto"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    rep = json.loads(Path("auto/report.json").read_text())
+    auto = rep["settings"]["retrain"]["auto"]
+    assert auto["picked"] in rep["heads"] and len(auto["candidates"]) >= 9
+    assert "picked " + auto["picked"] in r.stderr
+    for name, h in rep["heads"].items():
+        if name != "original":
+            assert set(h["verdicts"]) == {"original", "temperature"}
+            assert h["verdicts"]["original"]["nll"]["verdict"] in ("better", "no different", "worse")

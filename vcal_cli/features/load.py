@@ -1,0 +1,172 @@
+"""Penultimate features, logits and labels of a split: from the cache, else from one forward pass."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from vcal_cli.checkpoints import LoadedModel
+from vcal_cli.data import ImageSplit, Preprocessing
+from vcal_cli.errors import CacheError, DataError, UsageError
+from vcal_cli.features.cache import FeatureCache, cache_info, cache_key
+from vcal_cli.features.distributed import World, world
+from vcal_cli.features.extract import Forward, Runtime, Track, batch_ticks, extract_features, quiet
+from vcal_cli.features.store import MappedFile, Parts, ShardPlan, cache_dtype, read_header, write_entry
+
+DEFAULT_SHARD_SIZE = 8192  # rows per shard: 32 MB of 2048-wide float16 features; the unit of resuming
+
+
+@dataclass
+class FeatureSet:
+    """features (N, D), logits (N, K), labels (N,) of one split, with where they came from.
+
+    Read from the cache, the tensors are memory-mapped (`mapped`): they cost no memory until touched,
+    and loops over a cache larger than memory drop the pages they are done with (`store.release_pages`).
+    """
+
+    features: Tensor
+    logits: Tensor
+    labels: Tensor
+    info: dict[str, Any] = field(default_factory=dict)
+    from_cache: bool = False
+    path: Path | None = None
+    resumed: int = 0  # shards found finished from an interrupted run
+    mapped: MappedFile | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def save(self, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+        """Write features, logits and labels as one safetensors file (atomically)."""
+        tensors = {"features": self.features, "logits": self.logits, "labels": self.labels}
+        return write_entry(Path(path), tensors, metadata or {})
+
+    @classmethod
+    def load(cls, path: str | Path) -> FeatureSet:
+        m = MappedFile(path)
+        t = m.tensors
+        if not {"features", "logits", "labels"} <= set(t):
+            raise CacheError(f"'{path}' holds {sorted(t)}; a feature file needs features, logits and labels")
+        info = json.loads(m.metadata.get("vcal_cache", "{}"))
+        return cls(t["features"], t["logits"], t["labels"], info, True, Path(path), mapped=m)
+
+
+def _entry_ok(path: Path, n: int) -> bool:
+    """True if `path` is a complete entry of n rows (anything else is rebuilt, never trusted)."""
+    try:
+        header, _ = read_header(path)
+        return all(header[k]["shape"][0] == n for k in ("features", "logits", "labels"))
+    except Exception:  # noqa: BLE001 - a missing, broken or foreign file is a miss
+        return False
+
+
+def get_features(
+    loaded: LoadedModel,
+    data: ImageSplit,
+    prep: Preprocessing,
+    *,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+    device: str = "auto",
+    batch_size: int = 256,
+    workers: int = 0,
+    precision: str = "fp32",
+    channels_last: bool | None = None,
+    cache_dtype_name: str = "float32",
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    check_classes: bool = True,
+    progress: Track = quiet,
+) -> FeatureSet:
+    """Features of `data` under `loaded`, read from the cache when an entry exists, else extracted and cached.
+
+    Extraction writes shards of `shard_size` rows as they are produced (an interrupted run resumes from
+    the finished ones) and merges them into one entry; under torchrun the shards are spread over the
+    ranks. Features are stored as `cache_dtype_name` (logits always as float32). `check_classes=False`
+    allows data with other classes (out-of-distribution sets).
+    """
+    if check_classes and loaded.num_classes != data.num_classes:
+        raise DataError(
+            f"the checkpoint has {loaded.num_classes} classes but data set '{data.name}' has {data.num_classes}",
+            hint="audit it on a data set with the same classes",
+        )
+    rt = Runtime(device, batch_size, workers, precision, channels_last)
+    rt.check()  # a bad --device or --precision fails before any work, cached or not
+    dtype = cache_dtype(cache_dtype_name)
+    if shard_size < 1:
+        raise UsageError(f"--shard-size {shard_size} must be at least 1")
+    info = {
+        "checkpoint": str(loaded.path) if loaded.path else None,
+        "checkpoint_sha256": loaded.sha256,
+        "arch": loaded.arch,
+        "data": data.name,
+        "split": data.split,
+        "n": len(data),
+        "preprocessing": prep.to_dict(),
+        "cache_dtype": cache_dtype_name,
+        "precision": precision,
+        "channels_last": rt.use_channels_last,
+    }
+    w = world()
+    if not use_cache:
+        if w.size > 1:
+            raise UsageError("--no-cache cannot run under torchrun: the ranks hand their features over in the cache")
+        feats, logits, labels = extract_features(
+            loaded, data, prep, device=device, batch_size=batch_size, workers=workers, precision=precision,
+            channels_last=channels_last, progress=progress,
+        )  # fmt: skip
+        # clone outside inference mode: inference tensors cannot enter autograd (head training)
+        return FeatureSet(feats.clone(), logits.clone(), labels.clone(), {**info, "feature_dim": feats.shape[1]})
+    parts = {
+        "checkpoint": loaded.sha256,
+        "arch": loaded.arch,
+        "head": loaded.head_name,
+        "data": data.name,
+        "data_identity": data.identity,
+        "split": data.split,
+        "preprocessing": prep.to_dict(),
+        **{k: info[k] for k in ("cache_dtype", "precision", "channels_last")},
+    }
+    path = FeatureCache(cache_dir).path(cache_key(parts))
+    if w.broadcast(_entry_ok(path, len(data))):
+        return FeatureSet.load(path)
+    try:
+        resumed = _build(loaded, data, prep, rt, dtype, ShardPlan.make(len(data), shard_size, batch_size), path, info,
+                         w, progress)  # fmt: skip
+    except OSError as e:
+        raise CacheError(
+            f"cannot write the feature cache '{path}' ({e.strerror})",
+            hint="set --cache-dir or VCAL_CACHE to a writable directory",
+        ) from None
+    fs = FeatureSet.load(path)
+    fs.from_cache, fs.resumed = False, resumed
+    return fs
+
+
+def _build(loaded, data, prep, rt, dtype, plan, path, info, w: World, progress: Track) -> int:  # noqa: ANN001
+    """Extract this rank's missing shards, then (rank 0) merge them into the entry; returns shards resumed."""
+    parts = Parts(path, plan, {"entry": path.name})
+    resumed = w.broadcast(parts.prepare() if w.main else 0)
+    mine = [i for i in w.shards(len(plan)) if not parts.done(i)]
+    total = sum(-(-(plan.bounds(i)[1] - plan.bounds(i)[0]) // plan.batch_size) for i in mine)
+    label = f"features {data.name}:{data.split}" + (
+        f" (resuming: {resumed}/{len(plan)} shards done)" if resumed else ""
+    )
+    advance, finish = batch_ticks(progress if w.main else quiet, total, label)
+    if mine:
+        with Forward(loaded, prep, rt) as fwd:
+            for i in mine:
+                start, stop = plan.bounds(i)
+                feats, logits = fwd.rows(data, start, stop, advance=advance)
+                labels = data.labels[start:stop].long().contiguous()
+                parts.write(i, {"features": feats.to(dtype), "logits": logits, "labels": labels})
+    finish()
+    w.barrier()
+    if w.main:
+        dim = read_header(parts.shard(0))[0]["features"]["shape"][1]
+        parts.merge(cache_info(**info, feature_dim=dim))
+    w.barrier()
+    return resumed

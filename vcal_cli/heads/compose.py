@@ -1,0 +1,94 @@
+"""Any head followed by temperature scaling on val: `--head vtst+temperature`.
+
+The inner head is fitted as usual (train, selecting on val); one temperature T then rescales its log
+predictive probabilities, log_softmax(log p(y|x) / T), with T minimising the val NLL (the same solver as
+`temperature`). Heads whose own selection leaves them over- or under-confident on val get the cheapest
+fix on top; the composition is a head like any other (registry name `NAME+temperature`, checkpoint,
+report column).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from vcal_cli.heads.base import HEADS, FitData, Head, Track, build_module
+from vcal_cli.heads.temperature import fit_inverse_temperature
+
+SUFFIX = "+temperature"
+
+
+class TemperedModule(nn.Module):
+    """log_softmax(inner(features) / T) around any head's module."""
+
+    def __init__(self, inner: dict[str, Any]) -> None:
+        super().__init__()
+        self.inner_info = inner
+        self.inner = build_module(inner)
+        self.register_buffer("temperature", torch.ones(()))
+
+    def forward(self, features: Tensor) -> Tensor:
+        return torch.log_softmax(self.inner(features) / self.temperature, dim=1)
+
+    def uncertainty(self, features: Tensor) -> dict[str, Tensor]:
+        return self.inner.uncertainty(features)
+
+    def config(self) -> dict[str, Any]:
+        return {"inner": self.inner_info}
+
+
+@functools.cache
+def tempered(inner: type[Head]) -> type[Head]:
+    """The head class `inner` + temperature scaling (one class per inner head)."""
+
+    class Tempered(Head):
+        name = inner.name + SUFFIX
+        summary = f"{inner.name}, then temperature scaling of its predictive on val"
+        paper = f"{inner.paper}; Guo et al., ICML 2017"
+        Params = inner.Params
+        Module = TemperedModule
+        needs_linear_base = inner.needs_linear_base
+        needs_hierarchy = inner.needs_hierarchy
+        fits_on = "train+val" if inner.fits_on == "train" else "val"
+        fast_params = inner.fast_params
+
+        def _fit(self, train: FitData, val: FitData, *, base: nn.Module | None, progress: Track) -> nn.Module:
+            head = inner(self.params).fit(train, val, base=base, hierarchy=self.hierarchy, progress=progress)
+            return self._on(head, val)
+
+        def _on(self, head: Head, val: FitData) -> nn.Module:
+            """Temperature-scale an already fitted inner head on val."""
+            self.inner_ = head
+            logp = head.predict_log_proba(val.features)
+            self.temperature_ = 1.0 / fit_inverse_temperature(logp, val.labels)
+            module = TemperedModule(head.info())
+            module.inner.load_state_dict(head.module_.state_dict())
+            module.temperature.fill_(self.temperature_)
+            return module
+
+        def extra_report(self) -> dict[str, Any]:
+            return {**self.inner_.extra_report(), "temperature": self.temperature_}
+
+    Tempered.__name__ = Tempered.__qualname__ = f"{inner.__name__}Tempered"
+    return Tempered
+
+
+def temper(head: Head, val: FitData) -> Head:
+    """`head` (fitted) followed by temperature scaling on val, without refitting `head`."""
+    out = tempered(type(head))(head.params)
+    out.hierarchy = getattr(head, "hierarchy", None)
+    with torch.no_grad():
+        out.module_ = out._on(head, val).eval()  # type: ignore[attr-defined]
+    for p in out.module_.parameters():
+        p.requires_grad_(False)
+    return out
+
+
+def resolve(name: str) -> type[Head]:
+    """A registered head, or `NAME+temperature` for any registered NAME."""
+    if name.endswith(SUFFIX) and name != SUFFIX:
+        return tempered(HEADS.get(name.removesuffix(SUFFIX)))
+    return HEADS.get(name)

@@ -1,0 +1,75 @@
+"""Histogram binning of the original probabilities, fitted on val: one-vs-rest or top-label.
+
+One-vs-rest (`--map-mode ovr`, the default; netcal's `HistogramBinning` for multi-class inputs): for each class k,
+`--hist-bins` equal-width bins of p_k on [0, 1]; a bin's value is the frequency of y = k among the val samples in
+it (samples assigned as scipy's `binned_statistic_dd` does, bins closed on the left), an empty bin takes
+its centre; a new sample takes the value of its bin (closed on the right, as netcal's `np.digitize(...,
+right=True)`), and the K values are normalised. Top-label (`--map-mode top`): one histogram of the top
+class's confidence against correctness; the other classes share the rest in proportion.
+
+Caveats as for `isotonic`: piecewise-constant maps tie confidences and can reorder samples; probabilities
+are floored at 1e-6 and renormalised so NLL stays finite.
+
+Zadrozny & Elkan. Obtaining calibrated probability estimates from decision trees and naive Bayesian
+classifiers. ICML 2001.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from vcal_cli.heads._posthoc import OneDimMaps, one_dim_targets, set_tables
+from vcal_cli.heads.base import FitData, Head, HeadParams, Track, register
+from vcal_cli.heads.isotonic import check_mode
+
+
+@dataclass(frozen=True)
+class HistogramParams(HeadParams):
+    hist_bins: int = 10  # equal-width bins per map (netcal's default)
+    map_mode: str = "ovr"  # ovr (one-vs-rest, netcal) or top (top-label)
+
+
+def histogram_table(x: torch.Tensor, y: torch.Tensor, bins: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(edges (B+1,), values (B+1,), the last unused) of one equal-width histogram map."""
+    eps = torch.finfo(torch.float64).eps
+    x = x.double().clamp(eps, 1 - eps)
+    edges = torch.linspace(0.0, 1.0, bins + 1, dtype=torch.float64)
+    idx = (torch.searchsorted(edges, x, right=True) - 1).clamp(0, bins - 1)
+    count = torch.bincount(idx, minlength=bins).double()
+    hits = torch.bincount(idx, weights=y.double(), minlength=bins)
+    centre = 0.5 * (edges[:-1] + edges[1:])
+    values = torch.where(count > 0, hits / count.clamp_min(1), centre)
+    return edges, torch.cat([values, values[-1:]])
+
+
+@register
+class HistogramHead(Head):
+    name = "histogram"
+    summary = "histogram binning of the probabilities (one-vs-rest or top-label), fitted on val (post-hoc)"
+    paper = "Zadrozny & Elkan, ICML 2001"
+    Params = HistogramParams
+    Module = OneDimMaps
+    needs_linear_base = True
+    fits_on = "val"
+
+    def _fit(self, train: FitData, val: FitData, *, base: nn.Module | None, progress: Track) -> nn.Module:
+        assert isinstance(base, nn.Linear)
+        p: HistogramParams = self.params  # type: ignore[assignment]
+        check_mode(p.map_mode)
+        if p.hist_bins < 1:
+            from vcal_cli.errors import UsageError
+
+            raise UsageError(f"--hist-bins {p.hist_bins} must be at least 1")
+        probs = torch.softmax(val.logits.double(), dim=1)
+        tables = [histogram_table(x, y, p.hist_bins) for x, y in one_dim_targets(probs, val.labels, p.map_mode)]
+        module = OneDimMaps(base.in_features, base.out_features, len(tables), p.hist_bins + 1, p.map_mode, "bins")
+        module.linear.load_state_dict(base.state_dict())
+        set_tables(module, tables)
+        return module
+
+    def extra_report(self) -> dict[str, Any]:
+        return {"mode": self.params.map_mode, "bins": self.params.hist_bins}  # type: ignore[attr-defined]

@@ -1,0 +1,141 @@
+"""`--head auto`: fit the candidates, score each on val without judging it on the samples it was fitted
+to, and pick the best by `--select nll|ece|brier`.
+
+A head fitted on train (ce, vtst, bayes, ...) is scored on val directly (its epoch selection on val is
+the only optimism). A head fitted on val (temperature, vector, matrix, dirichlet, isotonic, histogram)
+would look best simply for having seen val, so it is cross-fitted: val is cut into 5 fixed folds and each
+fold is predicted by the head refitted on the other four. `X+temperature` keeps X (fitted on train) and
+cross-fits only its temperature. The winner's margin over the runner-up comes with the paired-bootstrap
+interval on val, as `vcal gate` computes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from vcal_cli._progress import Track, quiet
+from vcal_cli.errors import UsageError
+from vcal_cli.heads.base import FitData, Head, get_head
+from vcal_cli.heads.compose import SUFFIX, temper
+from vcal_cli.heads.temperature import fit_inverse_temperature
+
+# The candidates of `--head auto`, in order of preference on ties: the cheap post-hoc maps first.
+AUTO = ("temperature", "vector", "dirichlet", "matrix", "isotonic", "histogram", "bayes", "ce", "vtst")
+SELECT = ("nll", "ece", "brier")
+FOLDS = 5
+
+
+@dataclass
+class Selection:
+    picked: Head
+    scores: dict[str, dict[str, float]]  # candidate -> {nll, ece, brier} on val (cross-fitted where fitted there)
+    select: str
+    runner_up: str | None
+    delta: float | None = None  # picked - runner-up in the selected metric
+    interval: tuple[float, float] | None = None  # its paired-bootstrap 95% interval on val
+    verdict: str = ""
+    heads: dict[str, Head] = field(default_factory=dict, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "picked": self.picked.name,
+            "select": self.select,
+            "scored_on": "val (heads fitted on val: 5-fold cross-fitted)",
+            "runner_up": self.runner_up,
+            "delta": self.delta,
+            "interval": list(self.interval) if self.interval else None,
+            "verdict": self.verdict,
+            "candidates": self.scores,
+        }
+
+    def reason(self) -> str:
+        s = self.scores[self.picked.name][self.select]
+        if self.runner_up is None:
+            return f"{self.picked.name}: the only candidate (val {self.select} {s:.4f})"
+        r = self.scores[self.runner_up][self.select]
+        lo, hi = self.interval or (float("nan"), float("nan"))
+        return (
+            f"picked {self.picked.name}: lowest val {self.select} {s:.4f} of {len(self.scores)} candidates, "
+            f"{self.runner_up} next at {r:.4f} (difference {self.delta:+.4f}, 95% paired interval "
+            f"[{lo:+.4f}, {hi:+.4f}]: {self.verdict})"
+        )
+
+
+def _val_log_probs(head: Head, cls: type[Head], train: FitData, val: FitData, base: nn.Module | None,
+                   hierarchy: Any, seed: int) -> Tensor:  # fmt: skip
+    """Val log-probabilities of a fitted head, cross-fitted over FOLDS where the head fits val."""
+    if head.fits_on == "train":
+        return head.predict_log_proba(val.features)
+    n = len(val.labels)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    out = torch.empty(n, val.logits.shape[1])
+    if head.name.endswith(SUFFIX) and head.fits_on != "val":  # X+temperature: only the temperature saw val
+        inner = head.inner_.predict_log_proba(val.features)  # type: ignore[attr-defined]
+    for f in range(FOLDS):
+        held = perm[f::FOLDS].sort().values
+        keep = torch.cat([perm[g::FOLDS] for g in range(FOLDS) if g != f]).sort().values
+        if head.name.endswith(SUFFIX) and head.fits_on != "val":
+            s = fit_inverse_temperature(inner[keep], val.labels[keep])
+            out[held] = torch.log_softmax(inner[held] * s, dim=1).float()
+            continue
+        sub = FitData(val.features[keep], val.logits[keep], val.labels[keep])
+        fold = cls(head.refit_params()).fit(train, sub, base=base, hierarchy=hierarchy)
+        out[held] = fold.predict_log_proba(val.features[held])
+    return out
+
+
+def _metrics(logp: Tensor, labels: Tensor, n_bins: int) -> dict[str, float]:
+    from vcal_cli.metrics import compute_metrics
+
+    m = compute_metrics(labels, logits=logp, n_bins=n_bins, n_bootstrap=0).metrics
+    return {"nll": m.nll, "ece": m.ece, "brier": m.brier, "accuracy": m.accuracy}
+
+
+def select_head(
+    train: FitData,
+    val: FitData,
+    *,
+    candidates: tuple[str, ...] = AUTO,
+    params: dict[str, Any] | None = None,
+    base: nn.Module | None = None,
+    hierarchy: Any = None,
+    select: str = "nll",
+    n_bins: int = 15,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+    progress: Track = quiet,
+) -> Selection:
+    """Fit every candidate (and `X+temperature` for each X fitted on train), score them on val, pick one."""
+    if select not in SELECT:
+        raise UsageError(f"--select '{select}' is not one of: {', '.join(SELECT)}")
+    params = params or {}
+    fitted: dict[str, Head] = {}
+    logps: dict[str, Tensor] = {}
+    for name in candidates:
+        cls = get_head(name)
+        head = cls(params.get(name) or cls.Params(seed=seed)).fit(
+            train, val, base=base, hierarchy=hierarchy, progress=progress
+        )
+        fitted[name] = head
+        logps[name] = _val_log_probs(head, cls, train, val, base, hierarchy, seed)
+        if head.fits_on == "train":
+            tempered = temper(head, val)
+            fitted[tempered.name] = tempered
+            logps[tempered.name] = _val_log_probs(tempered, type(tempered), train, val, base, hierarchy, seed)
+    scores = {n: _metrics(lp, val.labels, n_bins) for n, lp in logps.items()}
+    order = sorted(scores, key=lambda n: scores[n][select])
+    picked, runner = order[0], (order[1] if len(order) > 1 else None)
+    sel = Selection(fitted[picked], scores, select, runner, heads=fitted)
+    if runner is not None:
+        from vcal_cli.gate import paired_deltas
+
+        iv = paired_deltas(logps[runner], logps[picked], val.labels, n_bins=n_bins,
+                           n_bootstrap=max(n_bootstrap, 1), seed=seed)[select]  # fmt: skip
+        sel.delta = scores[picked][select] - scores[runner][select]
+        sel.interval = (float(iv[0]), float(iv[1]))
+        sel.verdict = "better beyond noise" if iv[1] < 0 else "no different beyond noise"
+    return sel
