@@ -102,6 +102,15 @@ def test_audit_logits_file_npz_and_safetensors(runner, tmp_path: Path) -> None:
 def test_bins_flag_changes_every_binned_metric(runner, sample_mlp: Path) -> None:
     rep = json.loads(_audit(runner, str(sample_mlp), "--bins", "10", "--json", "--bootstrap", "0").stdout)
     assert len(rep["reliability"]) == 10 and rep["settings"]["bins"] == 10
+    # the cnn sample spreads its confidences over more bins than the mlp (whose mass sits in the top bin)
+    cnn = str(sample_mlp.parent / "cnn_digits.safetensors")
+    ten, three = (
+        json.loads(_audit(runner, cnn, "--bins", b, "--json", "--bootstrap", "0").stdout) for b in ("10", "3")
+    )
+    assert len(three["reliability"]) == 3
+    for k in ("ece", "mce", "classwise_ece", "ece_adaptive"):  # every binned metric moves with the bin count
+        assert abs(ten["metrics"][k] - three["metrics"][k]) > 1e-5, k
+    assert ten["metrics"]["nll"] == three["metrics"]["nll"]  # an unbinned one does not
 
 
 def test_cache_list_clear_and_cache_dir(runner, sample_mlp: Path, tmp_path: Path) -> None:
@@ -175,8 +184,12 @@ def test_bad_input_exits_2_with_one_line(runner, tmp_path: Path, mlp_ckpt: Path,
 
 
 def test_debug_shows_traceback(runner) -> None:
+    from vcal_cli.errors import CheckpointError
+
     r = runner.invoke(app, ["audit", "nope.safetensors", "--debug"])
-    assert r.exit_code != 0 and r.exception is not None
+    assert isinstance(r.exception, CheckpointError)  # raised through, so its traceback is shown
+    plain = runner.invoke(app, ["audit", "nope.safetensors"])
+    assert isinstance(plain.exception, SystemExit) and plain.exit_code == 2  # without --debug: one line, exit 2
 
 
 def test_help_and_module_entry_point() -> None:

@@ -416,3 +416,17 @@ def test_tables_stay_readable_at_80_columns() -> None:
     console.print(audit_table(rep))
     text = console.export_text()
     assert "…" not in text and f"{rep['metrics']['ece']:.4f}" in text and "model.safetensors" in text.replace("\n", "")
+
+
+def test_audit_of_logits_keeps_the_hierarchy(runner, tmp_path: Path) -> None:
+    """Regression: `vcal audit --logits FILE --hierarchy H` built the tree and dropped it."""
+    from vcal_cli.api import load_features
+
+    _, fs, _ = load_features(str(CNN), "digits", "test")
+    np.savez(tmp_path / "l.npz", logits=fs.logits.numpy(), labels=fs.labels.numpy())
+    rows = ["class,parent"] + [f"{d},{'round' if d in '0689' else 'straight'}" for d in "0123456789"]
+    (tmp_path / "h.csv").write_text("\n".join(rows) + "\n")
+    r = runner.invoke(app, ["audit", "--logits", "l.npz", "--hierarchy", "h.csv", "--json", "--bootstrap", "0"])
+    assert r.exit_code == 0, r.output
+    h = json.loads(r.stdout)["hierarchy"]
+    assert h["height"] == 2 and h["metrics"]["mistake_severity"] is not None

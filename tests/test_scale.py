@@ -276,3 +276,15 @@ def test_cache_list_shows_the_storage_dtype(runner, tmp_path: Path) -> None:  # 
     listed = runner.invoke(app, ["cache", "list", "--cache-dir", cache, "--json"])
     (entry,) = __import__("json").loads(listed.stdout)
     assert entry["cache_dtype"] == "float16" and entry["n"] == 540 and "created" in entry
+
+
+def test_gate_on_two_checkpoints_under_torchrun(tmp_path: Path) -> None:
+    """Regression: ranks above 0 died with UnboundLocalError after the shared extraction."""
+    r = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "vcal_cli",
+         "gate", str(SAMPLE), "--baseline", str(SAMPLE), "--device", "cpu", "--bootstrap", "20",
+         "--cache-dir", str(tmp_path / "c")],
+        env=_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "UnboundLocalError" not in r.stderr and "gate passed" in r.stderr

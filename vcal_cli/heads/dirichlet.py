@@ -51,7 +51,7 @@ class DirichletHead(VectorHead):
                     m = LogitMap(val.logits.shape[1], val.logits.shape[1], "dirichlet")
                     fit_logit_map(m, val.logits[rows], val.labels[rows], off_diagonal=lam, bias=lam,
                                   max_iter=p.max_iter)  # fmt: skip
-                    return lambda held: torch.log_softmax(m.calibrate(val.logits[held].double()), 1)
+                    return lambda held: torch.log_softmax(m.calibrate(val.logits[held].double()), 1).detach()
 
                 scores[lam] = float(cross_fitted_nll(fit, len(val.labels), val.labels, seed=p.seed).mean())
             self.lambda_ = min(scores, key=lambda k: (scores[k], -k))  # ties: the stronger penalty
