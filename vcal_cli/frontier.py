@@ -234,8 +234,8 @@ def frontier(
 ) -> FrontierResult:
     """Fit one variational head per (beta, lambda) on the cached features, measure R, D, C and the metrics,
     select a point on val, and optionally write its checkpoint (as `vcal retrain` does)."""
-    from vcal_cli.api import ExtractOptions, default_data, load_features, open_checkpoint
     from vcal_cli.features.distributed import release_workers
+    from vcal_cli.features.options import ExtractOptions, default_data, load_features, open_checkpoint
     from vcal_cli.heads import FitData
     from vcal_cli.heads._train import resolve_epochs
     from vcal_cli.heads.ce import default_latent

@@ -37,6 +37,7 @@ from vcal_cli.checkpoints.hints import Hints, beside, from_checkpoint_dict
 from vcal_cli.checkpoints.state_dict import load_into, torch_load_safe, unwrap_state_dict
 from vcal_cli.data.preprocessing import Preprocessing
 from vcal_cli.errors import CheckpointError
+from vcal_cli.heads import build_module
 
 FORMAT_VERSION = "1"
 SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
@@ -131,8 +132,6 @@ def _from_vcal_safetensors(path: Path, meta: dict[str, str], sha: str, head_modu
     model = build_arch(arch, num_classes, in_chans=in_chans, kwargs=kwargs)
     head_info = None
     if "vcal_head" in meta:  # a retrained head replaces the arch's linear layer before the weights load
-        from vcal_cli.heads import build_module
-
         head_info = json.loads(meta["vcal_head"])
         head = meta["head_module"]
         model.set_submodule(head, build_module(head_info))
@@ -320,8 +319,6 @@ def apply_head_file(base: LoadedModel, path: str | Path) -> LoadedModel:
             f"(sha256 {meta.get('base_sha256', '?')[:12]}..., this one {base.sha256[:12]}...)",
             hint="apply it to the checkpoint it was retrained from",
         )
-    from vcal_cli.heads import build_module
-
     info = json.loads(meta["vcal_head"])
     module = build_module(info)
     module.load_state_dict(tensors)

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:  # the CLI imports torch only when a command runs
-    from vcal_cli.api import ExtractOptions
     from vcal_cli.evaluations.robustness import RobustnessOptions
+    from vcal_cli.features.options import ExtractOptions
 
 DataOpt = Annotated[
     str | None,
@@ -80,8 +80,8 @@ DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback
 
 def extract_options(flags: dict[str, Any]) -> ExtractOptions:
     """ExtractOptions from a command's parameters (pass `locals()`); flags a command lacks take defaults."""
-    from vcal_cli.api import ExtractOptions
     from vcal_cli.data.preprocessing import parse_floats, parse_input_size
+    from vcal_cli.features.options import ExtractOptions
 
     f = flags.get
     return ExtractOptions(

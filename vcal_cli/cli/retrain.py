@@ -60,6 +60,7 @@ HELP = {
     "gamma": "HAFrame distance-to-cosine decay.",
     "alpha": "HAFrame cosine-loss weight.",
     "odir": "Dirichlet ODIR weight lambda = mu (auto: 5-fold cross-validation on val).",
+    "ridge": "Vector/matrix scaling pull towards the original logits (auto: 5-fold CV on val; 0: none).",
     "hist_bins": "Histogram-binning bins per map.",
     "map_mode": "ovr (one-vs-rest) or top (top-label) maps for isotonic and histogram.",
 }

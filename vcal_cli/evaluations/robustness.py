@@ -105,8 +105,8 @@ def evaluate(
     settings: dict[str, Any] = {}
     loaded = variants[0].model
     if r.ood:
-        from vcal_cli.api import load_features
         from vcal_cli.evaluations.ood import ood_evaluation
+        from vcal_cli.features.options import load_features
 
         o = options
         train = load_features(loaded, data, "train", o, progress=progress)[1]
@@ -141,8 +141,8 @@ def evaluate(
 
 
 def _shift(variants, r, base, data, o, n_bins, seed, progress):  # noqa: ANN001, ANN202
-    from vcal_cli.api import load_features
     from vcal_cli.evaluations.shift import corrupted_split, strengths_for
+    from vcal_cli.features.options import load_features
     from vcal_cli.metrics import compute_metrics
 
     if base.images is None:

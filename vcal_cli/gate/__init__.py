@@ -15,10 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from xml.etree import ElementTree as ET
 
-import torch
-
 from vcal_cli.gate.rules import DEFAULT_RULES, GateRuleError, Rule, interval, load_config, parse_rule, resolve
-from vcal_cli.metrics import METRIC_NAMES
+from vcal_cli.metrics.paired import paired_deltas  # the gate's noise model (re-exported)
 
 __all__ = [
     "Rule",
@@ -101,25 +99,6 @@ class GateResult:
                 for r in self.results
             ],
         }
-
-
-def paired_deltas(
-    base_logits: torch.Tensor,
-    cur_logits: torch.Tensor,
-    labels: torch.Tensor,
-    *,
-    n_bins: int,
-    n_bootstrap: int,
-    seed: int,
-) -> dict[str, tuple[float, float]]:
-    """95% percentile interval of (current - baseline) for every metric, resampling the same samples for both."""
-    from vcal_cli.metrics import evaluate_scores, make_scores
-
-    a, y = make_scores(labels, base_logits, None)
-    b, _ = make_scores(labels, cur_logits, None)
-    (va, _), (vb, _) = evaluate_scores([a, b], y, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed)
-    q = torch.tensor([0.025, 0.975], dtype=torch.float64)
-    return {k: tuple(torch.quantile(vb[k][1:] - va[k][1:], q).tolist()) for k in METRIC_NAMES}  # type: ignore[misc]
 
 
 def evaluate(

@@ -13,6 +13,7 @@ from vcal_cli.heads import (  # noqa: F401  (each registers its head)
     vector,
     vtst,
 )
-from vcal_cli.heads.base import HEADS, FitData, Head, HeadParams, build_module, get_head, list_heads
+from vcal_cli.heads.base import HEADS, FitData, Head, HeadParams, list_heads
+from vcal_cli.heads.compose import build_module, get_head
 
 __all__ = ["HEADS", "FitData", "Head", "HeadParams", "build_module", "get_head", "list_heads"]

@@ -53,10 +53,11 @@ class LogitMap(nn.Module):
 
 def fit_logit_map(
     module: LogitMap, logits: Tensor, labels: Tensor, *, off_diagonal: float = 0.0, bias: float = 0.0,
-    max_iter: int = 500,
+    ridge: float = 0.0, max_iter: int = 500,
 ) -> float:  # fmt: skip
-    """Minimise mean NLL + off_diagonal * mean_{i != j} W_ij^2 + bias * mean_j b_j^2 (Kull et al.'s ODIR; zero
-    for vector and matrix scaling) over the map's parameters, full batch, L-BFGS in float64. Returns the loss."""
+    """Minimise mean NLL + off_diagonal * mean_{i != j} W_ij^2 + bias * mean_j b_j^2 (Kull et al.'s ODIR)
+    + ridge * mean (W - I)^2 (a pull towards the original logits) over the map's parameters, full batch,
+    L-BFGS in float64. Returns the loss."""
     z = logits.double()
     y = labels.long()
     k = z.shape[1]
@@ -64,6 +65,7 @@ def fit_logit_map(
     b = module.bias.detach().double().clone().requires_grad_(True)
     off = ~torch.eye(k, dtype=torch.bool) if module.kind != "vector" else None
     x = torch.log_softmax(z, dim=1) if module.kind == "dirichlet" else z
+    w0 = torch.ones(k, dtype=torch.float64) if module.kind == "vector" else torch.eye(k, dtype=torch.float64)
 
     def objective() -> Tensor:
         out = (x * w if module.kind == "vector" else x @ w.T) + b
@@ -72,6 +74,8 @@ def fit_logit_map(
             loss = loss + off_diagonal * w[off].pow(2).mean()
         if bias > 0:
             loss = loss + bias * b.pow(2).mean()
+        if ridge > 0:
+            loss = loss + ridge * (w - w0).pow(2).mean()
         return loss
 
     opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, tolerance_grad=1e-10, tolerance_change=1e-14,

@@ -9,8 +9,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from vcal_cli._mapped import take_rows
 from vcal_cli.errors import HeadError
-from vcal_cli.features.store import take_rows
 from vcal_cli.heads.base import FitData, Track
 
 PAPER_STEPS = 6000  # the two-stage papers' budget: 40 epochs x ~157 batches of 256 (CIFAR-10, 40k train)

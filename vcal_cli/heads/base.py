@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
@@ -22,10 +21,10 @@ from typing import Any, ClassVar, Self
 import torch
 from torch import Tensor, nn
 
+from vcal_cli._mapped import release_pages
 from vcal_cli._progress import Track, quiet
 from vcal_cli._registry import Registry
 from vcal_cli.errors import HeadError, NotFittedError, UsageError
-from vcal_cli.features.store import release_pages
 from vcal_cli.hierarchy import Hierarchy
 
 HEAD_FORMAT = 1
@@ -196,25 +195,6 @@ def check_fit_data(d: FitData, split: str) -> None:
     k = d.logits.shape[1]
     if d.labels.min() < 0 or d.labels.max() >= k:
         raise HeadError(f"{split} labels lie outside 0..{k - 1}, the checkpoint's classes")
-
-
-def build_module(info: dict[str, Any] | str) -> nn.Module:
-    """Rebuild a fitted head's module (weights not loaded) from `Head.info()` or its JSON."""
-    if isinstance(info, str):
-        info = json.loads(info)
-    cls = get_head(info["name"])
-    if info.get("format", 1) > HEAD_FORMAT:
-        raise HeadError(
-            f"head '{info['name']}' was written by a newer vcal (format {info['format']})", hint="upgrade vcal"
-        )
-    return cls.Module(**info["module"])  # type: ignore[attr-defined]
-
-
-def get_head(name: str) -> type[Head]:
-    """A registered head, or `NAME+temperature` (any head followed by temperature scaling on val)."""
-    from vcal_cli.heads.compose import resolve
-
-    return resolve(name)
 
 
 def list_heads() -> list[str]:

@@ -1,4 +1,5 @@
-"""Any head followed by temperature scaling on val: `--head vtst+temperature`.
+"""Any head followed by temperature scaling on val (`--head vtst+temperature`), and the lookups that know
+about it: `get_head(name)` and `build_module(info)`.
 
 The inner head is fitted as usual (train, selecting on val); one temperature T then rescales its log
 predictive probabilities, log_softmax(log p(y|x) / T), with T minimising the val NLL (the same solver as
@@ -10,12 +11,14 @@ report column).
 from __future__ import annotations
 
 import functools
+import json
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from vcal_cli.heads.base import HEADS, FitData, Head, Track, build_module
+from vcal_cli.errors import HeadError
+from vcal_cli.heads.base import HEAD_FORMAT, HEADS, FitData, Head, Track
 from vcal_cli.heads.temperature import fit_inverse_temperature
 
 SUFFIX = "+temperature"
@@ -87,8 +90,20 @@ def temper(head: Head, val: FitData) -> Head:
     return out
 
 
-def resolve(name: str) -> type[Head]:
-    """A registered head, or `NAME+temperature` for any registered NAME."""
+def build_module(info: dict[str, Any] | str) -> nn.Module:
+    """Rebuild a fitted head's module (weights not loaded) from `Head.info()` or its JSON."""
+    if isinstance(info, str):
+        info = json.loads(info)
+    cls = get_head(info["name"])
+    if info.get("format", 1) > HEAD_FORMAT:
+        raise HeadError(
+            f"head '{info['name']}' was written by a newer vcal (format {info['format']})", hint="upgrade vcal"
+        )
+    return cls.Module(**info["module"])  # type: ignore[attr-defined]
+
+
+def get_head(name: str) -> type[Head]:
+    """A registered head, or `NAME+temperature` (any head followed by temperature scaling on val)."""
     if name.endswith(SUFFIX) and name != SUFFIX:
         return tempered(HEADS.get(name.removesuffix(SUFFIX)))
     return HEADS.get(name)

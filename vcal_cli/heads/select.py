@@ -19,9 +19,11 @@ from torch import Tensor, nn
 
 from vcal_cli._progress import Track, quiet
 from vcal_cli.errors import UsageError
-from vcal_cli.heads.base import FitData, Head, get_head
-from vcal_cli.heads.compose import SUFFIX, temper
+from vcal_cli.heads.base import FitData, Head
+from vcal_cli.heads.compose import SUFFIX, get_head, temper
 from vcal_cli.heads.temperature import fit_inverse_temperature
+from vcal_cli.metrics import compute_metrics
+from vcal_cli.metrics.paired import paired_deltas
 
 # The candidates of `--head auto`, in order of preference on ties: the cheap post-hoc maps first.
 AUTO = ("temperature", "vector", "dirichlet", "matrix", "isotonic", "histogram", "bayes", "ce", "vtst")
@@ -89,8 +91,6 @@ def _val_log_probs(head: Head, cls: type[Head], train: FitData, val: FitData, ba
 
 
 def _metrics(logp: Tensor, labels: Tensor, n_bins: int) -> dict[str, float]:
-    from vcal_cli.metrics import compute_metrics
-
     m = compute_metrics(labels, logits=logp, n_bins=n_bins, n_bootstrap=0).metrics
     return {"nll": m.nll, "ece": m.ece, "brier": m.brier, "accuracy": m.accuracy}
 
@@ -131,8 +131,6 @@ def select_head(
     picked, runner = order[0], (order[1] if len(order) > 1 else None)
     sel = Selection(fitted[picked], scores, select, runner, heads=fitted)
     if runner is not None:
-        from vcal_cli.gate import paired_deltas
-
         iv = paired_deltas(logps[runner], logps[picked], val.labels, n_bins=n_bins,
                            n_bootstrap=max(n_bootstrap, 1), seed=seed)[select]  # fmt: skip
         sel.delta = scores[picked][select] - scores[runner][select]

@@ -1,25 +1,35 @@
 """Vector scaling: a per-class scale and bias of the original logits, fitted on val by NLL.
 
 log p(y|x) = log_softmax(w * z + b), z the checkpoint's logits, w and b in R^K; full-batch L-BFGS in float64
-on the val NLL (no regularisation, as in the paper). K + K parameters: between temperature scaling (1)
-and matrix scaling (K^2 + K). It can change the predicted class.
+on the val NLL. K + K parameters: between temperature scaling (1) and matrix scaling (K^2 + K); it can
+change the predicted class. Difference from the paper (measured): Guo et al. fit it unregularised; on a
+val split the original head classifies almost without error (the shipped digits sample: 180 images)
+the unregularised map scales the logits without bound and the test NLL explodes (37 on the sample, against
+0.14 for the original). vcal adds `ridge * mean((w - 1)^2) + ridge * mean(b^2)`, a pull towards the
+original logits, with `ridge` chosen from a grid by 5-fold cross-validation of the val NLL (`--ridge 0`
+gives the paper's method).
 
 Guo, Pleiss, Sun, Weinberger. On Calibration of Modern Neural Networks. ICML 2017. arXiv:1706.04599.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import torch
 from torch import nn
 
-from vcal_cli.heads._posthoc import LogitMap, fit_logit_map
+from vcal_cli.heads._posthoc import LogitMap, cross_fitted_nll, fit_logit_map
 from vcal_cli.heads.base import FitData, Head, HeadParams, Track, register
+
+GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # penalty weights the cross-validation chooses from
 
 
 @dataclass(frozen=True)
 class VectorParams(HeadParams):
+    ridge: float | None = None  # pull towards the original logits; None: chosen by 5-fold CV on val; 0: none
     max_iter: int = 500  # L-BFGS iterations
 
 
@@ -33,17 +43,39 @@ class VectorHead(Head):
     needs_linear_base = True
     fits_on = "val"
     kind: ClassVar[str] = "vector"
+    penalty: ClassVar[str] = "ridge"  # the Params field holding the penalty weight
+
+    def _reg(self, lam: float) -> dict[str, float]:
+        return {"ridge": lam, "bias": lam}
 
     def _fit(self, train: FitData, val: FitData, *, base: nn.Module | None, progress: Track) -> nn.Module:
         assert isinstance(base, nn.Linear)
+        chosen = getattr(self.params, self.penalty)
+        self.cv_: dict[float, float] = {}
+        if chosen is None:
+            for lam in progress(GRID, total=len(GRID), description=f"{self.name}: choosing the penalty"):
+                self.cv_[lam] = self._cv(val, lam)
+            chosen = min(self.cv_, key=lambda k: (self.cv_[k], -k))  # ties: the stronger penalty
+        self.lambda_ = chosen
         module = LogitMap(base.in_features, base.out_features, self.kind)
         module.linear.load_state_dict(base.state_dict())
-        for _ in progress(range(1), total=1, description=f"fit {self.name}"):
-            self.val_loss_ = fit_logit_map(module, val.logits, val.labels, **self._reg(), max_iter=self.params.max_iter)
+        self.val_loss_ = fit_logit_map(module, val.logits, val.labels, **self._reg(chosen),
+                                       max_iter=self.params.max_iter)  # type: ignore[attr-defined]  # fmt: skip
         return module
 
-    def _reg(self) -> dict[str, float]:
-        return {}
+    def _cv(self, val: FitData, lam: float) -> float:
+        k = val.logits.shape[1]
+
+        def fit(rows: torch.Tensor):  # noqa: ANN202
+            m = LogitMap(k, k, self.kind)
+            fit_logit_map(m, val.logits[rows], val.labels[rows], **self._reg(lam),
+                          max_iter=self.params.max_iter)  # type: ignore[attr-defined]  # fmt: skip
+            return lambda held: torch.log_softmax(m.calibrate(val.logits[held].double()), 1).detach()
+
+        return float(cross_fitted_nll(fit, len(val.labels), val.labels, seed=self.params.seed).mean())
+
+    def refit_params(self) -> HeadParams:
+        return dataclasses.replace(self.params, **{self.penalty: self.lambda_})  # type: ignore[type-var]
 
     def extra_report(self) -> dict[str, Any]:
-        return {"val_loss": self.val_loss_}
+        return {self.penalty: self.lambda_, "val_loss": self.val_loss_}

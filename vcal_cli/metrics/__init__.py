@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import Tensor
 
+from vcal_cli._mapped import release_pages
 from vcal_cli.errors import MetricError
-from vcal_cli.features.store import release_pages
 from vcal_cli.metrics._validate import DEFAULT_N_BINS, check_bins, check_labels, check_probs, top_label
 from vcal_cli.metrics.calibration import (
     ReliabilityBin,

@@ -1,0 +1,97 @@
+"""The package's layers, checked from the source: every vcal_cli import points down (or across one
+layer), and the module graph has no cycle. The README's Development section draws the same layers."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[1] / "vcal_cli"
+
+# Bottom to top. A module may import modules of its own layer or of any layer below, never above.
+LAYERS: list[set[str]] = [
+    {"errors", "_version"},
+    {"_io", "_registry", "_progress", "_memory"},
+    {"_mapped"},  # memory-mapped arrays (torch, NumPy)
+    {"hierarchy", "metrics"},  # metrics: torch only
+    {"heads"},  # the heads' maths, on cached features
+    {"data"},
+    {"checkpoints"},  # rebuilds retrained heads, so above heads
+    {"features"},  # extraction, cache, ExtractOptions and load_features
+    {"evaluations", "frontier", "gate", "reports"},
+    {"api"},  # the command functions
+    {"cli", "__main__"},
+]
+LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
+
+
+def _module(path: Path) -> str:
+    parts = list(path.relative_to(PKG.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports() -> dict[str, set[str]]:
+    """vcal_cli module -> the vcal_cli modules it imports (anywhere in the file, functions included)."""
+    out: dict[str, set[str]] = {}
+    for path in PKG.rglob("*.py"):
+        mod, deps = _module(path), set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("vcal_cli"):
+                deps.add(node.module)
+                deps.update(f"{node.module}.{a.name}" for a in node.names)  # `from pkg import module`
+            elif isinstance(node, ast.Import):
+                deps.update(a.name for a in node.names if a.name.startswith("vcal_cli"))
+        out[mod] = deps
+    known = set(out)
+    return {m: {d for d in deps if d in known and d != m} for m, deps in out.items()}
+
+
+def _area(mod: str) -> str:
+    parts = mod.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def test_every_module_has_a_layer() -> None:
+    areas = {_area(m) for m in _imports()} - {""}
+    assert areas <= set(LAYER), f"give these a layer: {sorted(areas - set(LAYER))}"
+
+
+def test_no_upward_import() -> None:
+    bad = [
+        f"{m} -> {d}"
+        for m, deps in _imports().items()
+        if _area(m)
+        for d in deps
+        if _area(d) and LAYER[_area(d)] > LAYER[_area(m)]
+    ]
+    assert not bad, "upward imports:\n" + "\n".join(sorted(bad))
+
+
+def test_no_import_cycle() -> None:
+    graph = _imports()
+    graph = {m: {d for d in deps if not _is_package_of(d, m)} for m, deps in graph.items()}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> None:
+        state[m] = 1
+        stack.append(m)
+        for d in sorted(graph.get(m, ())):
+            if state.get(d) == 1:
+                pytest.fail("import cycle: " + " -> ".join(stack[stack.index(d) :] + [d]))
+            if d not in state:
+                visit(d)
+        stack.pop()
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)
+
+
+def _is_package_of(pkg: str, mod: str) -> bool:
+    """`vcal_cli.heads` imported by `vcal_cli.heads.ce` is the package's own __init__ running first, not a
+    cycle we can act on; only module-to-module edges count."""
+    return mod.startswith(pkg + ".")

@@ -1,0 +1,143 @@
+"""Load a checkpoint and get its features on a split, with one set of options for every command.
+
+`ExtractOptions` holds every loading, preprocessing and extraction flag; `load_features` resolves the
+checkpoint, the data set and the preprocessing (read from the checkpoint, else probed on val) and returns
+the split's cached features. Every command above this layer (audit, retrain, gate, frontier, the
+robustness evaluations) goes through it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from vcal_cli.checkpoints import LoadedModel, apply_head_file, load_checkpoint
+from vcal_cli.data import ImageSplit, Preprocessing, data_names, load_split, probe_candidates, resolve_preprocessing
+from vcal_cli.errors import UsageError, VcalError
+from vcal_cli.features.extract import Runtime, Track, quiet
+from vcal_cli.features.load import DEFAULT_SHARD_SIZE, FeatureSet, get_features
+from vcal_cli.features.probe import probe_preprocessing
+
+__all__ = ["ExtractOptions", "default_data", "load_features", "model_preprocessing", "open_checkpoint"]
+
+
+@dataclass(frozen=True)
+class ExtractOptions:
+    """How to load a checkpoint and run it over data; `None` means the checkpoint's or vcal's default."""
+
+    arch: str | None = None
+    trust_checkpoint: bool = False
+    head_module: str | None = None
+    head_file: str | None = None  # a head written by `vcal retrain --head-only`, applied to the checkpoint
+    data_root: str | None = None
+    input_size: tuple[int, int, int] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    cache_dir: str | None = None
+    use_cache: bool = True
+    device: str = "auto"
+    batch_size: int = 256
+    workers: int = 0
+    precision: str = "fp32"  # fp32, or bf16 / fp16 autocast
+    channels_last: bool | None = None  # None: on (faster convolutions on CPU and CUDA)
+    cache_dtype: str = "float32"  # how features are stored: float32, float16 or bfloat16
+    shard_size: int = DEFAULT_SHARD_SIZE  # rows per cache shard (the unit of resuming and of spreading over ranks)
+    val_from: str = "train"  # where `val` comes from: 10% of the official train part, or half of its test part
+
+
+def open_checkpoint(checkpoint: str | Path | LoadedModel, options: ExtractOptions | None = None) -> LoadedModel:
+    """Load a checkpoint by path with the options' loading flags (and `head_file` applied); a `LoadedModel`
+    is returned as it is."""
+    if isinstance(checkpoint, LoadedModel):
+        return checkpoint
+    o = options or ExtractOptions()
+    loaded = load_checkpoint(checkpoint, arch=o.arch, trust=o.trust_checkpoint, head_module=o.head_module)
+    if o.head_file:
+        loaded = apply_head_file(loaded, o.head_file)
+    return loaded
+
+
+def default_data(loaded: LoadedModel, data: str | None) -> str:
+    """`data`, else the data set a vcal checkpoint records it was trained on; else `--data` is required."""
+    if data:
+        return data
+    meta = loaded.metadata
+    recorded = meta.get("data") or meta.get("trained_on", "").split(":")[0]
+    if recorded:
+        return recorded
+    raise UsageError(
+        f"name the data set with --data: '{loaded.path or 'the checkpoint'}' does not record the one it was trained on",
+        hint=f"choose one of: {', '.join(data_names())}",
+    )
+
+
+def load_features(
+    checkpoint: str | Path | LoadedModel,
+    data: str | ImageSplit | None = None,
+    split: str = "test",
+    options: ExtractOptions | None = None,
+    *,
+    check_classes: bool = True,
+    progress: Track = quiet,
+) -> tuple[LoadedModel, FeatureSet, Preprocessing]:
+    """Load a checkpoint (or take a loaded one) and return its features on `data:split` (cached).
+
+    `options.head_file` is applied to a checkpoint given by path; a `LoadedModel` is used as it is.
+    `check_classes=False` lets the data have other classes (out-of-distribution sets).
+    """
+    o = options or ExtractOptions()
+    if o.batch_size < 1:
+        raise UsageError(f"--batch-size {o.batch_size} must be at least 1")
+    if o.workers < 0:
+        raise UsageError(f"--workers {o.workers} must be 0 or more")
+    loaded = open_checkpoint(checkpoint, o)
+    if not isinstance(data, ImageSplit):
+        data = default_data(loaded, data)
+    ds = data if isinstance(data, ImageSplit) else load_split(data, split, root=o.data_root, val_from=o.val_from)
+    prep = model_preprocessing(loaded, data, ds, o, probe=check_classes)
+    fs = get_features(
+        loaded,
+        ds,
+        prep,
+        cache_dir=o.cache_dir,
+        use_cache=o.use_cache,
+        device=o.device,
+        batch_size=o.batch_size,
+        workers=o.workers,
+        precision=o.precision,
+        channels_last=o.channels_last,
+        cache_dtype_name=o.cache_dtype,
+        shard_size=o.shard_size,
+        check_classes=check_classes,
+        progress=progress,
+    )
+    return loaded, fs, prep
+
+
+def model_preprocessing(
+    loaded: LoadedModel, data: str | ImageSplit, ds: ImageSplit, o: ExtractOptions, *, probe: bool = True
+) -> Preprocessing:
+    """The model's preprocessing: from what was said (flags, metadata, the checkpoint's own training record),
+    else probed on the val split of `data` (once per model: OOD sets and later splits reuse it)."""
+    flags = {"input_size": o.input_size, "mean": o.mean, "std": o.std}
+    said = resolve_preprocessing(
+        flags=flags, checkpoint=loaded.preprocessing, hints=loaded.hints, timm_cfg=loaded.timm_cfg,
+        model_in_chans=loaded.in_chans, native_size=ds.native_size,
+    )  # fmt: skip
+    if said is not None:
+        return said
+    if "probed" in loaded.resolved:
+        return loaded.resolved["probed"]
+    candidates = probe_candidates(loaded.timm_cfg, loaded.in_chans, ds.native_size, ((0.0,), (1.0,)))
+    if not probe:  # an OOD set's labels cannot score candidates: the first in order, said as such
+        return replace(candidates[0], source=f"{candidates[0].source} (not probed: no in-distribution split yet)")
+    if isinstance(data, ImageSplit):
+        val = data
+    else:
+        try:
+            val = load_split(data, "val", root=o.data_root, val_from=o.val_from)
+        except VcalError:
+            val = ds
+    rt = Runtime(o.device, o.batch_size, 0, o.precision, o.channels_last)
+    loaded.resolved["probed"] = probe_preprocessing(loaded, val, rt, o.cache_dir, o.use_cache)
+    return loaded.resolved["probed"]
