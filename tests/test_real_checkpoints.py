@@ -283,18 +283,18 @@ def test_val_from_test_on_a_pool_and_in_the_cache_key(tmp_path: Path) -> None:
 def test_retrain_warns_when_val_looks_like_training_data(runner) -> None:
     """cnn_digits was trained on digits:train. Handing it train as val (a model trained on everything)
     must be flagged; its honest held-out val must not."""
-    import vcal_cli.api as api
+    import vcal_cli.features.options as options
 
     r = runner.invoke(app, ["retrain", str(CNN), "--data", "digits", "--head", "temperature", "--bootstrap", "0"])
     assert r.exit_code == 0, r.output
     assert "val looks like training data" not in r.stderr
-    real = api.load_split
+    real = options.load_split
 
     def val_is_train(data, split="test", *, root=None, val_from="train"):  # noqa: ANN001, ANN202
         return real(data, "train" if split == "val" else split, root=root, val_from=val_from)
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(api, "load_split", val_is_train)
+    mp.setattr(options, "load_split", val_is_train)
     try:
         r = runner.invoke(app, ["retrain", str(CNN), "--data", "digits", "--head", "temperature", "--bootstrap", "0",
                                 "--out", "seen"])  # fmt: skip

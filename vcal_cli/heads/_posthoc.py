@@ -17,6 +17,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -56,45 +57,56 @@ def fit_logit_map(
     ridge: float = 0.0, max_iter: int = 500,
 ) -> float:  # fmt: skip
     """Minimise mean NLL + off_diagonal * mean_{i != j} W_ij^2 + bias * mean_j b_j^2 (Kull et al.'s ODIR)
-    + ridge * mean (W - I)^2 (a pull towards the original logits) over the map's parameters, full batch,
-    L-BFGS in float64. Returns the loss."""
-    z = logits.double()
-    y = labels.long()
-    k = z.shape[1]
-    w = module.weight.detach().double().clone().requires_grad_(True)
-    b = module.bias.detach().double().clone().requires_grad_(True)
-    off = ~torch.eye(k, dtype=torch.bool) if module.kind != "vector" else None
-    x = torch.log_softmax(z, dim=1) if module.kind == "dirichlet" else z
-    w0 = torch.ones(k, dtype=torch.float64) if module.kind == "vector" else torch.eye(k, dtype=torch.float64)
+    + ridge * mean (W - I)^2 (a pull towards the original logits) over the map's parameters, full batch:
+    SciPy's L-BFGS-B on the analytic gradient in float64 (NumPy: microseconds per step on val-sized
+    inputs). Returns the loss at the optimum."""
+    from scipy.optimize import minimize
 
-    def objective() -> Tensor:
-        out = (x * w if module.kind == "vector" else x @ w.T) + b
-        loss = torch.nn.functional.cross_entropy(out, y)
+    z = logits.double().numpy()
+    y = labels.long().numpy()
+    n, k = z.shape
+    x = z
+    if module.kind == "dirichlet":  # log softmax (a shift of the logits leaves it unchanged)
+        x = z - z.max(1, keepdims=True)
+        x = x - np.log(np.exp(x).sum(1, keepdims=True))
+    onehot = np.zeros((n, k))
+    onehot[np.arange(n), y] = 1.0
+    vector = module.kind == "vector"
+    w0 = np.ones(k) if vector else np.eye(k)
+    off = None if vector else ~np.eye(k, dtype=bool)
+    n_off = max(k * (k - 1), 1)
+
+    def f(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w = theta[:k] if vector else theta[: k * k].reshape(k, k)
+        b = theta[-k:]
+        out = (x * w if vector else x @ w.T) + b
+        out = out - out.max(1, keepdims=True)
+        lse = np.log(np.exp(out).sum(1))
+        loss = float((lse - out[np.arange(n), y]).mean())
+        g_out = (np.exp(out - lse[:, None]) - onehot) / n
+        gw = (g_out * x).sum(0) if vector else g_out.T @ x
+        gb = g_out.sum(0)
         if off is not None and off_diagonal > 0 and k > 1:
-            loss = loss + off_diagonal * w[off].pow(2).mean()
+            loss += off_diagonal * float((w[off] ** 2).sum()) / n_off
+            gw = gw + np.where(off, 2 * off_diagonal * w / n_off, 0.0)
         if bias > 0:
-            loss = loss + bias * b.pow(2).mean()
+            loss += bias * float((b**2).mean())
+            gb = gb + 2 * bias * b / k
         if ridge > 0:
-            loss = loss + ridge * (w - w0).pow(2).mean()
-        return loss
+            d = w - w0
+            loss += ridge * float((d**2).mean())
+            gw = gw + 2 * ridge * d / d.size
+        return loss, np.concatenate([gw.ravel(), gb])
 
-    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, tolerance_grad=1e-10, tolerance_change=1e-14,
-                            history_size=20, line_search_fn="strong_wolfe")  # fmt: skip
-
-    def closure() -> Tensor:
-        opt.zero_grad()
-        loss = objective()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    with torch.no_grad():
-        final = float(objective())
+    theta0 = np.concatenate([module.weight.detach().double().numpy().ravel(), module.bias.detach().double().numpy()])
+    r = minimize(f, theta0, jac=True, method="L-BFGS-B",
+                 options={"maxiter": max_iter, "ftol": 1e-15, "gtol": 1e-9, "maxcor": 20})  # fmt: skip
+    final = float(r.fun)
     if not math.isfinite(final):
         raise HeadError(f"{module.kind} scaling diverged on val (loss {final})")
     with torch.no_grad():
-        module.weight.copy_(w.float())
-        module.bias.copy_(b.float())
+        module.weight.copy_(torch.from_numpy(r.x[:-k].reshape(module.weight.shape)).float())
+        module.bias.copy_(torch.from_numpy(r.x[-k:]).float())
     return final
 
 
