@@ -5,7 +5,7 @@ hierarchy digits lacks; defaults, seed 0) and the frontier's figures, as markdow
 are byte-for-byte reproducible with the same seed, the same torch build and the same number of threads
 (`torch.get_num_threads()` is printed); another thread count can change the last digits of sums.
 
-    python scripts/readme_figures.py [--out DIR]
+    python scripts/readme_figures.py [--out DIR] [--frontier]
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ SAMPLE = Path(__file__).resolve().parents[1] / "sample_checkpoints" / "cnn_digit
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path(tempfile.mkdtemp(prefix="vcal-readme-")))
+    p.add_argument("--frontier", action="store_true", help="also the frontier's figures (minutes: 6 full fits)")
     a = p.parse_args()
     o = ExtractOptions(cache_dir=str(a.out / "cache"))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
@@ -42,6 +43,8 @@ def main() -> None:
         fitted = h.head.extra_report() if h.head else {}
         shown = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in fitted.items())
         print(f"| {name} | {mm.accuracy:.4f} | {mm.ece:.4f} | {mm.nll:.4f} | {shown} |")
+    if not a.frontier:
+        return
     fr = frontier(SAMPLE, data="digits", options=o)
     pts = fr.points
     print(f"\nfrontier: {fr.settings['epochs']} epochs per point; R {pts[0].rate:.3g} nats at beta {pts[0].beta:g} "

@@ -191,6 +191,12 @@ def test_whole_pickled_module_audits_with_trust(runner, tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     rep = json.loads(Path("vcal-report/report.json").read_text())
     assert rep["metrics"]["accuracy"] > 0.9 and rep["warnings"] == []
+    # with nothing but the file: a pickled module says nothing of its preprocessing, so it is probed
+    r = runner.invoke(app, ["audit", str(path), "--trust-checkpoint", "--data", "digits", "--bootstrap", "0"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(Path("vcal-report/report.json").read_text())
+    assert rep["settings"]["preprocessing"]["source"].startswith("probed")
+    assert rep["metrics"]["accuracy"] > 0.9 and rep["warnings"] == []
 
 
 def test_probe_picks_the_preprocessing_a_bare_state_dict_was_trained_with(tmp_path: Path, cnn_weights) -> None:
