@@ -20,11 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
-from vcal_cli.heads._posthoc import OneDimMaps, one_dim_targets, set_tables
-from vcal_cli.heads.base import FitData, Head, HeadParams, Track, register
-from vcal_cli.heads.isotonic import check_mode
+from vcal_cli.errors import UsageError
+from vcal_cli.heads.base import HeadParams, register
+from vcal_cli.heads.isotonic import MapHead
 
 
 @dataclass(frozen=True)
@@ -47,29 +46,18 @@ def histogram_table(x: torch.Tensor, y: torch.Tensor, bins: int) -> tuple[torch.
 
 
 @register
-class HistogramHead(Head):
+class HistogramHead(MapHead):
     name = "histogram"
     summary = "histogram binning of the probabilities (one-vs-rest or top-label), fitted on val (post-hoc)"
     paper = "Zadrozny & Elkan, ICML 2001"
     Params = HistogramParams
-    Module = OneDimMaps
-    needs_linear_base = True
-    fits_on = "val"
+    interp = "bins"
 
-    def _fit(self, train: FitData, val: FitData, *, base: nn.Module | None, progress: Track) -> nn.Module:
-        assert isinstance(base, nn.Linear)
-        p: HistogramParams = self.params  # type: ignore[assignment]
-        check_mode(p.map_mode)
-        if p.hist_bins < 1:
-            from vcal_cli.errors import UsageError
-
-            raise UsageError(f"--hist-bins {p.hist_bins} must be at least 1")
-        probs = torch.softmax(val.logits.double(), dim=1)
-        tables = [histogram_table(x, y, p.hist_bins) for x, y in one_dim_targets(probs, val.labels, p.map_mode)]
-        module = OneDimMaps(base.in_features, base.out_features, len(tables), p.hist_bins + 1, p.map_mode, "bins")
-        module.linear.load_state_dict(base.state_dict())
-        set_tables(module, tables)
-        return module
+    def _table(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        bins = self.params.hist_bins  # type: ignore[attr-defined]
+        if bins < 1:
+            raise UsageError(f"--hist-bins {bins} must be at least 1")
+        return histogram_table(x, y, bins)
 
     def extra_report(self) -> dict[str, Any]:
         return {"mode": self.params.map_mode, "bins": self.params.hist_bins}  # type: ignore[attr-defined]

@@ -36,33 +36,44 @@ def check_mode(mode: str) -> None:
         raise UsageError(f"--map-mode '{mode}' is not one of: ovr, top")
 
 
-@register
-class IsotonicHead(Head):
-    name = "isotonic"
-    summary = "isotonic regression of the probabilities (one-vs-rest or top-label), fitted on val (post-hoc)"
-    paper = "Zadrozny & Elkan, KDD 2002"
-    Params = IsotonicParams
+class MapHead(Head):
+    """What isotonic regression and histogram binning share: one 1-D table per map, fitted on val from the
+    original probabilities (per class, or the top-label confidence), kept in a `OneDimMaps` module."""
+
     Module = OneDimMaps
     needs_linear_base = True
     fits_on = "val"
+    interp: str = "linear"
+
+    def _table(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
 
     def _fit(self, train: FitData, val: FitData, *, base: nn.Module | None, progress: Track) -> nn.Module:
-        from sklearn.isotonic import IsotonicRegression
-
         assert isinstance(base, nn.Linear)
         mode = self.params.map_mode  # type: ignore[attr-defined]
         check_mode(mode)
         probs = torch.softmax(val.logits.double(), dim=1)
-        tables = []
-        for x, y in one_dim_targets(probs, val.labels, mode):
-            iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(x.numpy(), y.numpy())
-            tables.append((torch.from_numpy(iso.X_thresholds_.copy()), torch.from_numpy(iso.y_thresholds_.copy())))
-        module = OneDimMaps(base.in_features, base.out_features, len(tables), max(len(t[0]) for t in tables), mode,
-                            "linear")  # fmt: skip
+        tables = [self._table(x, y) for x, y in one_dim_targets(probs, val.labels, mode)]
+        knots = max(len(t[0]) for t in tables)
+        module = OneDimMaps(base.in_features, base.out_features, len(tables), knots, mode, self.interp)
         module.linear.load_state_dict(base.state_dict())
         set_tables(module, tables)
-        self.knots_ = [len(t[0]) for t in tables]
+        self.knots_ = knots
         return module
 
+
+@register
+class IsotonicHead(MapHead):
+    name = "isotonic"
+    summary = "isotonic regression of the probabilities (one-vs-rest or top-label), fitted on val (post-hoc)"
+    paper = "Zadrozny & Elkan, KDD 2002"
+    Params = IsotonicParams
+
+    def _table(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from sklearn.isotonic import IsotonicRegression
+
+        iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(x.numpy(), y.numpy())
+        return torch.from_numpy(iso.X_thresholds_.copy()), torch.from_numpy(iso.y_thresholds_.copy())
+
     def extra_report(self) -> dict[str, Any]:
-        return {"mode": self.params.map_mode, "knots": max(self.knots_)}  # type: ignore[attr-defined]
+        return {"mode": self.params.map_mode, "knots": self.knots_}  # type: ignore[attr-defined]
