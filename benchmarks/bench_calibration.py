@@ -24,9 +24,10 @@ from typing import Any
 
 import torch
 
-from vcal_cli.api import ExtractOptions, head_verdicts, load_features
+from vcal_cli.api import ExtractOptions, load_features
 from vcal_cli.heads import FitData, get_head, list_heads
 from vcal_cli.metrics import compute_metrics
+from vcal_cli.metrics.paired import verdicts
 
 MODELS = {  # file: (what it is, where val comes from)
     "early.pth.tar": ("resnet18, 2 epochs on vcal's train split (train acc. ~88%)", "train"),
@@ -82,9 +83,10 @@ def bench_model(path: Path, val_from: str, heads: list[str], n_bootstrap: int, s
         r = compute_metrics(te.labels, logits=lp, n_bootstrap=n_bootstrap, seed=seed)
         row: dict[str, Any] = {"metrics": r.metrics.as_dict(), "intervals": r.intervals, "fit_s": times[name]}
         if name != "original":
-            row["vs_original"] = head_verdicts(te.logits, lp, te.labels, 15, n_bootstrap, seed)
+            kw = {"n_bins": 15, "n_bootstrap": n_bootstrap, "seed": seed}
+            row["vs_original"] = verdicts(te.logits, lp, te.labels, **kw)
             if "temperature" in preds and name != "temperature":
-                row["vs_temperature"] = head_verdicts(preds["temperature"], lp, te.labels, 15, n_bootstrap, seed)
+                row["vs_temperature"] = verdicts(preds["temperature"], lp, te.labels, **kw)
         rows[name] = row
     return {"n_test": len(te.labels), "train_accuracy": acc["train"], "val_accuracy": acc["val"],
             "preprocessing": prep.describe(), "rows": rows}  # fmt: skip

@@ -209,3 +209,19 @@ def test_cli_head_auto_picks_and_says_why(runner, tmp_path: Path) -> None:
         if name != "original":
             assert set(h["verdicts"]) == {"original", "temperature"}
             assert h["verdicts"]["original"]["nll"]["verdict"] in ("better", "no different", "worse")
+
+
+def test_verdict_deltas_are_the_metric_differences() -> None:
+    """The verdict's change comes from the paired pass itself; it equals the two metrics computed apart."""
+    from vcal_cli.metrics import compute_metrics
+    from vcal_cli.metrics.paired import verdicts
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 5, (500,), generator=g)
+    a = torch.randn(500, 5, generator=g)
+    v = verdicts(a, a * 2, y, n_bins=15, n_bootstrap=50, seed=0)
+    ma = compute_metrics(y, logits=a, n_bootstrap=0).metrics.as_dict()
+    mb = compute_metrics(y, logits=a * 2, n_bootstrap=0).metrics.as_dict()
+    for k, row in v.items():
+        assert row["delta"] == pytest.approx(mb[k] - ma[k], abs=1e-12), k
+        assert row["verdict"] in ("better", "no different", "worse")

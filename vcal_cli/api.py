@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from vcal_cli._io import same_file, sha256_file
 from vcal_cli.checkpoints import LoadedModel
-from vcal_cli.data import Preprocessing, load_split
+from vcal_cli.data import load_split
 from vcal_cli.errors import DataError, UsageError
 from vcal_cli.evaluations.robustness import RobustnessOptions, Variant, check_options
 from vcal_cli.features import FeatureSet, Track, quiet
@@ -27,6 +27,7 @@ from vcal_cli.features.options import ExtractOptions, default_data, load_feature
 from vcal_cli.heads import get_head
 from vcal_cli.metrics import DEFAULT_N_BINS, compute_metrics
 from vcal_cli.metrics._validate import check_bins
+from vcal_cli.metrics.paired import paired_deltas, verdicts
 from vcal_cli.metrics.sanity import audit_warnings, val_warning
 from vcal_cli.reports.schema import AuditReport, robustness_dict
 
@@ -43,11 +44,6 @@ __all__ = [  # ExtractOptions .. open_checkpoint: re-exported from the features 
     "gate",
     "compare",
 ]
-
-
-def describe_preprocessing(d: dict[str, Any]) -> str:
-    """report.json's `settings.preprocessing` as one line (see `Preprocessing.describe`)."""
-    return Preprocessing.from_dict(d, d.get("source", "?")).describe()
 
 
 def load_logits(path: str | Path) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
@@ -183,26 +179,6 @@ def export_features(
 # retrain
 
 
-def head_verdicts(
-    base_logits: torch.Tensor, logp: torch.Tensor, labels: torch.Tensor, n_bins: int, n_bootstrap: int, seed: int
-) -> dict[str, dict[str, Any]]:
-    """Per metric: the head's change against `base` on the same test samples, its paired-bootstrap 95%
-    interval (as `vcal gate` computes it) and a verdict: better / no different / worse beyond noise."""
-    from vcal_cli.gate import paired_deltas
-    from vcal_cli.metrics import LOWER_IS_BETTER, compute_metrics
-
-    iv = paired_deltas(base_logits, logp, labels, n_bins=n_bins, n_bootstrap=max(n_bootstrap, 20), seed=seed)
-    a = compute_metrics(labels, logits=base_logits, n_bins=n_bins, n_bootstrap=0).metrics.as_dict()
-    b = compute_metrics(labels, logits=logp, n_bins=n_bins, n_bootstrap=0).metrics.as_dict()
-    out = {}
-    for k, (lo, hi) in iv.items():
-        sign = 1 if LOWER_IS_BETTER[k] else -1
-        verdict = "better" if sign * hi < 0 and sign * lo < 0 else "worse" if sign * lo > 0 and sign * hi > 0 else (
-            "no different")  # fmt: skip
-        out[k] = {"delta": b[k] - a[k], "interval": [lo, hi], "verdict": verdict}
-    return out
-
-
 @dataclass
 class HeadResult:
     """One head of a retrain: its fitted estimator, test metrics and the files written for it."""
@@ -213,7 +189,7 @@ class HeadResult:
     checkpoint: str | None = None
     hierarchy: dict[str, Any] | None = None  # mistake-severity metrics, when a hierarchy is known
     robustness: dict[str, Any] | None = None  # ood / shift / adversarial sections (see RobustnessOptions)
-    verdicts: dict[str, Any] | None = None  # against the original and temperature scaling (see head_verdicts)
+    verdicts: dict[str, Any] | None = None  # against the original and temperature scaling (metrics.paired)
     log_probs: Any = field(default=None, repr=False)  # test log-probabilities (not written)
 
 
@@ -402,9 +378,11 @@ def retrain(
     for name, r in results.items():
         if name == "original":
             continue
-        r.verdicts = {"original": head_verdicts(test.logits, r.log_probs, test.labels, n_bins, n_bootstrap, seed)}
-        if reference is not None:
-            r.verdicts["temperature"] = head_verdicts(reference, r.log_probs, test.labels, n_bins, n_bootstrap, seed)
+        against = {"original": test.logits, **({"temperature": reference} if reference is not None else {})}
+        r.verdicts = {
+            who: verdicts(ref, r.log_probs, test.labels, n_bins=n_bins, n_bootstrap=max(n_bootstrap, 20), seed=seed)
+            for who, ref in against.items()
+        }
     if robustness:
         variants = [Variant("original", loaded)] + [Variant(n, loaded, results[n].head.module_) for n in names]
         sections = _robustness(base, variants, robustness, data, "test", test, prep, o, n_bins, seed, progress)
@@ -533,7 +511,7 @@ def gate(
     from `config_dir` upwards), else the defaults (`vcal_cli.gate.DEFAULT_RULES`).
     """
     from vcal_cli.errors import ReportError
-    from vcal_cli.gate import DEFAULT_RULES, GateResult, evaluate, load_config, paired_deltas
+    from vcal_cli.gate import DEFAULT_RULES, GateResult, evaluate, load_config
 
     o = options or ExtractOptions()
     if not rules:

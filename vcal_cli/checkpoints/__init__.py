@@ -71,7 +71,7 @@ class LoadedModel:
     metadata: dict[str, str] = field(default_factory=dict)
     head_info: dict[str, Any] | None = None  # a retrained vcal head (name, params, module config), if any
     hints: Hints = field(default_factory=Hints)  # what the file says about its own training
-    resolved: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)  # preprocessing per data set
+    probed: Preprocessing | None = field(default=None, repr=False, compare=False)  # found by the probe, once
 
     @property
     def head(self) -> nn.Module:
@@ -93,9 +93,7 @@ class LoadedModel:
         """A copy of this model whose head module is replaced by a fitted vcal head."""
         model = copy.deepcopy(self.model)
         model.set_submodule(self.head_name, copy.deepcopy(module))
-        return dataclasses.replace(
-            self, model=model.eval(), head_info=info, sha256=sha256 or self.sha256, path=None, resolved={}
-        )
+        return dataclasses.replace(self, model=model.eval(), head_info=info, sha256=sha256 or self.sha256, path=None)
 
 
 def _meta_model(arch: str, num_classes: int, in_chans: int, kwargs: dict[str, Any]) -> nn.Module:

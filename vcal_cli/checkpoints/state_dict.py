@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import pathlib
 import pickle
 import pickletools
@@ -78,8 +79,6 @@ def pickle_globals(path: Path) -> list[str]:
             data = path.read_bytes()
     except (OSError, zipfile.BadZipFile):
         return []
-    import io
-
     names: list[str] = []
     f = io.BytesIO(data)
     try:

@@ -114,6 +114,7 @@ def audit_cmd(
     with handle_errors(debug):
         from vcal_cli import api
         from vcal_cli.reports import write_report
+        from vcal_cli.reports.documents import prep_line
         from vcal_cli.reports.tables import adversarial_table, audit_table, hierarchy_table, ood_table, shift_table
 
         opts = extract_options(locals())
@@ -138,7 +139,7 @@ def audit_cmd(
             print(report.to_json(), end="")
             return
         if prep := report.settings.get("preprocessing"):
-            note(f"preprocessing: {api.describe_preprocessing(prep)}")
+            note(f"preprocessing: {prep_line(prep)}")
         out.print(audit_table(report.to_dict()))
         if report.hierarchy:
             out.print(hierarchy_table({"value": report.hierarchy}))

@@ -126,11 +126,11 @@ def model_preprocessing(
     )  # fmt: skip
     if said is not None:
         return said
-    if "probed" in loaded.resolved:
-        return loaded.resolved["probed"]
-    candidates = probe_candidates(loaded.timm_cfg, loaded.in_chans, ds.native_size, ((0.0,), (1.0,)))
-    if not probe:  # an OOD set's labels cannot score candidates: the first in order, said as such
-        return replace(candidates[0], source=f"{candidates[0].source} (not probed: no in-distribution split yet)")
+    if loaded.probed is not None:
+        return loaded.probed
+    if not probe:  # an OOD set's labels cannot score candidates: the data's native size, unnormalised, said so
+        plain = probe_candidates(loaded.timm_cfg, loaded.in_chans, ds.native_size, ((0.0,), (1.0,)))[-1]
+        return replace(plain, source=f"{plain.source} (not probed: no in-distribution split yet)")
     if isinstance(data, ImageSplit):
         val = data
     else:
@@ -139,5 +139,5 @@ def model_preprocessing(
         except VcalError:
             val = ds
     rt = Runtime(o.device, o.batch_size, 0, o.precision, o.channels_last)
-    loaded.resolved["probed"] = probe_preprocessing(loaded, val, rt, o.cache_dir, o.use_cache)
-    return loaded.resolved["probed"]
+    loaded.probed = probe_preprocessing(loaded, val, rt, o.cache_dir, o.use_cache)
+    return loaded.probed

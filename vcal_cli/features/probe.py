@@ -33,13 +33,14 @@ def _subset(data: ImageSplit) -> ImageSplit:
     return data.subset(idx, data.split, {"probe": n})
 
 
-def _stats(data: ImageSplit, c: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The data set's own pixel mean and std: the published figures for the known sets, else measured."""
-    if data.name in DATA_STATS and len(DATA_STATS[data.name][0]) == data.native_size[0]:
-        return DATA_STATS[data.name]
-    native = Preprocessing((data.native_size[0], *data.native_size[1:]), (0.0,) * data.native_size[0],
-                           (1.0,) * data.native_size[0])  # fmt: skip
-    px = torch.cat([native.to_pixels(x) for x, _ in data.batches(64, data.native_size[1:])])
+def _stats(sub: ImageSplit) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The data set's own pixel mean and std: the published figures for the known sets, else measured on the
+    probe's images (never a pass over the whole split)."""
+    c = sub.native_size[0]
+    if sub.name in DATA_STATS and len(DATA_STATS[sub.name][0]) == c:
+        return DATA_STATS[sub.name]
+    native = Preprocessing(sub.native_size, (0.0,) * c, (1.0,) * c)
+    px = torch.cat([native.to_pixels(x) for x, _ in sub.batches(64, sub.native_size[1:])])
     return tuple(px.mean((0, 2, 3)).tolist()), tuple(px.std((0, 2, 3)).clamp_min(1e-3).tolist())
 
 
@@ -57,8 +58,7 @@ def probe_preprocessing(
 ) -> Preprocessing:
     """The candidate with the best accuracy on a fixed subset of `data` (the val split), with every result."""
     sub = _subset(data)
-    c = loaded.in_chans or data.native_size[0]
-    cands = probe_candidates(loaded.timm_cfg, loaded.in_chans, data.native_size, _stats(data, c))
+    cands = probe_candidates(loaded.timm_cfg, loaded.in_chans, data.native_size, _stats(sub))
     key = cache_key({"probe": PROBE_N, "checkpoint": loaded.sha256, "head": loaded.head_name,
                      "data": sub.identity, "candidates": [p.to_dict() for p in cands]})  # fmt: skip
     path = FeatureCache(cache_dir).root / f"{key}.probe.json"

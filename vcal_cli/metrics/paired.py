@@ -9,7 +9,39 @@ from __future__ import annotations
 
 import torch
 
-from vcal_cli.metrics import METRIC_NAMES, evaluate_scores, make_scores
+from vcal_cli.metrics import LOWER_IS_BETTER, METRIC_NAMES, evaluate_scores, make_scores
+
+
+def _paired(
+    base_logits: torch.Tensor, cur_logits: torch.Tensor, labels: torch.Tensor, n_bins: int, n_bootstrap: int, seed: int
+) -> dict[str, tuple[float, float, float]]:
+    """Per metric: (current - baseline on the sample, the 2.5% and the 97.5% percentile of the resampled
+    differences), both predictors resampled with the same rows."""
+    a, y = make_scores(labels, base_logits, None)
+    b, _ = make_scores(labels, cur_logits, None)
+    (va, _), (vb, _) = evaluate_scores([a, b], y, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed)
+    q = torch.tensor([0.025, 0.975], dtype=torch.float64)
+    out = {}
+    for k in METRIC_NAMES:
+        d = (vb[k] - va[k]).double()
+        lo, hi = torch.quantile(d[1:], q).tolist()
+        out[k] = (float(d[0]), lo, hi)
+    return out
+
+
+def verdicts(
+    base_logits: torch.Tensor, cur_logits: torch.Tensor, labels: torch.Tensor, *, n_bins: int, n_bootstrap: int,
+    seed: int,
+) -> dict[str, dict[str, object]]:  # fmt: skip
+    """Per metric: the change against `base` on the same samples, its paired-bootstrap 95% interval and a
+    verdict: better / no different / worse beyond noise (the interval excludes 0)."""
+    out: dict[str, dict[str, object]] = {}
+    for k, (delta, lo, hi) in _paired(base_logits, cur_logits, labels, n_bins, n_bootstrap, seed).items():
+        sign = 1 if LOWER_IS_BETTER[k] else -1
+        verdict = "better" if sign * hi < 0 and sign * lo < 0 else "worse" if sign * lo > 0 and sign * hi > 0 else (
+            "no different")  # fmt: skip
+        out[k] = {"delta": delta, "interval": [lo, hi], "verdict": verdict}
+    return out
 
 
 def paired_deltas(
@@ -22,8 +54,6 @@ def paired_deltas(
     seed: int,
 ) -> dict[str, tuple[float, float]]:
     """95% percentile interval of (current - baseline) for every metric, resampling the same samples for both."""
-    a, y = make_scores(labels, base_logits, None)
-    b, _ = make_scores(labels, cur_logits, None)
-    (va, _), (vb, _) = evaluate_scores([a, b], y, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed)
-    q = torch.tensor([0.025, 0.975], dtype=torch.float64)
-    return {k: tuple(torch.quantile(vb[k][1:] - va[k][1:], q).tolist()) for k in METRIC_NAMES}  # type: ignore[misc]
+    return {
+        k: (lo, hi) for k, (_, lo, hi) in _paired(base_logits, cur_logits, labels, n_bins, n_bootstrap, seed).items()
+    }

@@ -6,6 +6,7 @@ import base64
 import html
 from typing import Any
 
+from vcal_cli.data.preprocessing import Preprocessing
 from vcal_cli.metrics import METRIC_NAMES
 from vcal_cli.reports.tables import hier_label, hierarchy_rows, metric_label
 
@@ -48,7 +49,7 @@ def header_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
             f"{ck.get('num_classes')} classes)",
         ),
         ("Data", f"{d['name']}, split {d['split']}, n = {d['n']}"),
-        *([("Preprocessing", _prep_line(s["preprocessing"]))] if s.get("preprocessing") else []),
+        *([("Preprocessing", prep_line(s["preprocessing"]))] if s.get("preprocessing") else []),
         ("Settings", f"{s.get('bins')} bins, {s.get('bootstrap')} bootstrap resamples (seed {s.get('seed')})"),
     ]
     for name, h in report.get("heads", {}).items():
@@ -59,10 +60,9 @@ def header_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def _prep_line(p: dict[str, Any]) -> str:
-    size = "x".join(str(v) for v in p.get("input_size", []))
-    f = lambda v: ",".join(f"{x:.3g}" for x in v)  # noqa: E731
-    return f"{size}, mean {f(p.get('mean', []))}, std {f(p.get('std', []))} ({p.get('source', '?')})"
+def prep_line(p: dict[str, Any]) -> str:
+    """report.json's `settings.preprocessing` as one line (`Preprocessing.describe`)."""
+    return Preprocessing.from_dict(p, p.get("source", "?")).describe()
 
 
 def ood_rows(report: dict[str, Any]) -> list[list[str]]:
