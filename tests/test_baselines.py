@@ -67,7 +67,16 @@ def test_logit_maps_match_scipy(name: str) -> None:
     assert head.val_loss_ == pytest.approx(ref_loss, abs=1e-7)  # tolerance: the optimum's objective, 1e-7
     m = head.module_
     ours = np.concatenate([m.weight.detach().double().numpy().ravel(), m.bias.detach().double().numpy()])
-    assert np.abs(ours - ref_params).max() < 2e-3  # parameters: flat directions (softmax shift) kept small
+    # the maps, not the raw parameters: the objective is nearly flat along a softmax shift, where two solvers
+    # stop 3e-3 apart (more or less with the BLAS thread count); the predictions they give agree to 1e-3
+    k = z.shape[1]
+    x = log_softmax(z, axis=1) if name == "dirichlet" else z
+
+    def predict(t: np.ndarray) -> np.ndarray:
+        w, b = (t[:k], t[k:]) if name == "vector" else (t[: k * k].reshape(k, k), t[k * k :])
+        return np.exp(log_softmax((x * w if name == "vector" else x @ w.T) + b, axis=1))
+
+    assert np.abs(predict(ours) - predict(ref_params)).max() < 1e-3
     temp = get_head("temperature")().fit(train, val, base=base)
     nll = lambda h: float(-h.predict_log_proba(val.features).gather(1, val.labels[:, None]).mean())  # noqa: E731
     assert nll(head) < nll(temp)  # per-class miscalibration: more freedom than one T fits val better

@@ -19,17 +19,19 @@ from safetensors.torch import load_file
 from vcal_cli._io import same_file, sha256_file
 from vcal_cli.checkpoints import LoadedModel
 from vcal_cli.data import load_split
-from vcal_cli.errors import DataError, UsageError
+from vcal_cli.errors import DataError, UsageError, VcalError
 from vcal_cli.evaluations.robustness import RobustnessOptions, Variant, check_options
 from vcal_cli.features import FeatureSet, Track, quiet
 from vcal_cli.features.distributed import release_workers
 from vcal_cli.features.options import ExtractOptions, default_data, load_features, model_preprocessing, open_checkpoint
 from vcal_cli.heads import get_head
+from vcal_cli.heads.temperature import fit_inverse_temperature
 from vcal_cli.metrics import DEFAULT_N_BINS, compute_metrics
 from vcal_cli.metrics._validate import check_bins
 from vcal_cli.metrics.paired import paired_deltas, verdicts
 from vcal_cli.metrics.sanity import audit_warnings, val_warning
 from vcal_cli.reports.schema import AuditReport, robustness_dict
+from vcal_cli.reports.summary import audit_summary, retrain_summary
 
 __all__ = [  # ExtractOptions .. open_checkpoint: re-exported from the features layer (`vcal_cli.features.options`)
     "ExtractOptions",
@@ -64,6 +66,23 @@ def load_logits(path: str | Path) -> tuple[torch.Tensor | None, torch.Tensor | N
     return arrays.get("logits"), arrays.get("probs") if "logits" not in arrays else None, arrays["labels"]
 
 
+def _suggest(
+    loaded: LoadedModel, data: str, split: str, test: FeatureSet, o: ExtractOptions, n_bins: int, progress: Track
+) -> dict[str, Any]:
+    """Temperature scaling fitted on val and scored on `test` (the cheapest fix), or why it could not be."""
+    where = str(loaded.path) if loaded.path else "MODEL"
+    command = f"vcal retrain {where} --data {data} --head auto"
+    if split != "test":
+        return {"reason": f"the audited split is {split}, not test", "command": command}
+    try:
+        _, val, _ = load_features(loaded, data, "val", o, progress=progress)
+    except VcalError as e:
+        return {"reason": f"no val split to fit temperature scaling on ({e})", "command": command}
+    s = fit_inverse_temperature(val.logits, val.labels)
+    m = compute_metrics(test.labels, logits=test.logits.double() * s, n_bins=n_bins, n_bootstrap=0, with_details=False)
+    return {"temperature": 1 / s, "ece": m.metrics.ece, "nll": m.metrics.nll, "command": command}
+
+
 def audit(
     checkpoint: str | Path | LoadedModel | None = None,
     *,
@@ -76,6 +95,7 @@ def audit(
     n_bins: int = DEFAULT_N_BINS,
     n_bootstrap: int = 200,
     seed: int = 0,
+    suggest: bool = True,
     progress: Track = quiet,
 ) -> AuditReport:
     """Audit a checkpoint on `data:split` (or precomputed `logits`) and return the report (nothing written).
@@ -83,7 +103,9 @@ def audit(
     With a class `hierarchy` (a file or built-in name; default: the data set's built-in one, if any) the
     report also holds mistake-severity metrics. `robustness` asks for out-of-distribution detection (AUROC,
     AUPR and FPR95 of every OOD score), FGSM/PGD attacks and corrupted test splits (CIFAR-10-C or ImageNet-C
-    strengths); see `vcal_cli.evaluations.robustness.RobustnessOptions`.
+    strengths); see `vcal_cli.evaluations.robustness.RobustnessOptions`. With `suggest` (and `split` test)
+    the val split is loaded too (extracted once, then cached for `vcal retrain`) and temperature scaling
+    fitted on it is scored on the test split: the report's suggested fix.
     """
     check_bins(n_bins)
     if n_bootstrap < 0:
@@ -114,6 +136,7 @@ def audit(
     if robustness:
         check_options(robustness, o.data_root)  # a bad corruption or OOD set fails before any extraction
     loaded, fs, prep = load_features(loaded, data, split, o, progress=progress)
+    suggestion = _suggest(loaded, data, split, fs, o, n_bins, progress) if suggest else None
     release_workers()  # under torchrun: the ranks shared the extraction; the audit runs on rank 0
     result = compute_metrics(fs.labels, logits=fs.logits, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed)
     settings.update(
@@ -137,6 +160,8 @@ def audit(
         settings,
         _hierarchy_section(tree, fs.logits, fs.labels, n_bootstrap, seed),
         warnings=audit_warnings(fs.logits, fs.labels),
+        class_names=loaded.class_names,
+        suggestion=suggestion,
     )
     if robustness:
         _robustness(report, [Variant("original", loaded)], robustness, data, split, fs, prep, o, n_bins, seed, progress)
@@ -201,7 +226,7 @@ class RetrainReport:
     heads: dict[str, HeadResult]
 
     def to_dict(self) -> dict[str, Any]:
-        d = self.base.to_dict()
+        d = self.base._dict()
         d["heads"] = {
             name: {
                 "metrics": h.result.metrics.as_dict(),
@@ -212,9 +237,13 @@ class RetrainReport:
                 **({"params": asdict(h.head.params), "fitted": h.head.extra_report()} if h.head else {}),
                 **({"verdicts": h.verdicts} if h.verdicts else {}),
                 **robustness_dict(h.robustness or {}),
+                **({"details": h.result.details.to_dict()} if h.result.details else {}),
             }
             for name, h in self.heads.items()
         }
+        d.pop("suggestion", None)  # the retrain itself is the fix
+        d["summary"] = retrain_summary(d)
+        d["summary"]["lines"] += audit_summary(d)["lines"][:2]  # the original's verdict, where and by how much
         return d
 
     def to_json(self) -> str:

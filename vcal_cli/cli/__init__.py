@@ -130,10 +130,20 @@ def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
+    threads: int | None = typer.Option(
+        None,
+        "--threads",
+        help="CPU threads for torch [default: $VCAL_THREADS, else the cores not busy when vcal starts].",
+        show_default=False,
+    ),
 ) -> None:
     """Audit and recalibrate image-classifier checkpoints."""
     from vcal_cli._memory import return_freed_memory
+    from vcal_cli._threads import apply_threads
+    from vcal_cli.cli._errors import handle_errors
 
+    with handle_errors("--debug" in sys.argv):
+        apply_threads(threads)
     return_freed_memory()  # big temporaries go back to the OS when freed (see vcal_cli/_memory.py)
 
 

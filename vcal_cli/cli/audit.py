@@ -104,6 +104,13 @@ def audit_cmd(
     channels_last: ChannelsLastOpt = None,
     cache_dtype: CacheDtypeOpt = "float32",
     shard_size: ShardSizeOpt = 8192,
+    suggest: Annotated[
+        bool,
+        typer.Option(
+            "--suggest/--no-suggest",
+            help="Also load the val split and score temperature scaling fitted on it (the suggested fix).",
+        ),
+    ] = True,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -115,7 +122,14 @@ def audit_cmd(
         from vcal_cli import api
         from vcal_cli.reports import write_report
         from vcal_cli.reports.documents import prep_line
-        from vcal_cli.reports.tables import adversarial_table, audit_table, hierarchy_table, ood_table, shift_table
+        from vcal_cli.reports.tables import (
+            adversarial_table,
+            audit_table,
+            hierarchy_table,
+            ood_table,
+            shift_table,
+            summary_panel,
+        )
 
         opts = extract_options(locals())
         report = api.audit(
@@ -129,6 +143,7 @@ def audit_cmd(
             n_bins=bins,
             n_bootstrap=bootstrap,
             seed=seed,
+            suggest=suggest,
             progress=progress(not as_json),
         )
         inputs = tuple(p for p in (checkpoint, logits, head_file) if p is not None)
@@ -140,7 +155,9 @@ def audit_cmd(
             return
         if prep := report.settings.get("preprocessing"):
             note(f"preprocessing: {prep_line(prep)}")
-        out.print(audit_table(report.to_dict()))
+        d = report.to_dict()
+        out.print(summary_panel(d["summary"]))
+        out.print(audit_table(d))
         if report.hierarchy:
             out.print(hierarchy_table({"value": report.hierarchy}))
         if report.ood:

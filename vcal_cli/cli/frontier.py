@@ -59,6 +59,17 @@ def frontier_cmd(
     epochs: Annotated[
         int | None, typer.Option("--epochs", help="Epochs per point \\[default: ~6,000 Adam steps].")
     ] = None,
+    warm_epochs: Annotated[
+        int | None,
+        typer.Option("--warm-epochs", help="Epochs of each warm-started point \\[default: a quarter of --epochs]."),
+    ] = None,
+    cold: Annotated[
+        bool, typer.Option("--cold", help="Fit every point from scratch instead of from its neighbour.")
+    ] = False,
+    iso_c: Annotated[
+        float | None,
+        typer.Option("--iso-c", help="Iso-classification: per beta, the lambda whose val C is this many nats."),
+    ] = None,
     lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 1e-4,
     seed: Annotated[int, typer.Option("--seed", help="Seeds every fit (same initial weights at every point).")] = 0,
     arch: ArchOpt = None,
@@ -99,6 +110,9 @@ def frontier_cmd(
             select=select,
             hidden=hidden,
             epochs=epochs,
+            warm_epochs=warm_epochs,
+            warm=not cold,
+            iso_c=iso_c,
             lr=lr,
             options=opts,
             seed=seed,

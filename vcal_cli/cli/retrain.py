@@ -51,6 +51,7 @@ HELP = {
     "epochs": "Training epochs (auto: 40, raised on small splits until ~6,000 Adam steps run).",
     "lr": "Learning rate.",
     "batch_size": "Mini-batch size.",
+    "patience": "Stop after this many epochs without a better val score (auto: max(5, epochs/8); 0: run all).",
     "hidden": "Latent size Z (auto: 128 for <= 10 classes, else 512; 0 = linear head for ce).",
     "beta": "KL / prior weight (vtst auto = 1/Z).",
     "samples": "Monte-Carlo samples of the predictive.",

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from vcal_cli._progress import Track, quiet
 from vcal_cli.data import load_split
 from vcal_cli.errors import DataError, UsageError
+from vcal_cli.heads.base import HeadModule
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class Variant:
 
     name: str
     model: Any  # LoadedModel with this head in place (attacks run through it)
-    module: nn.Module | None = None
+    module: HeadModule | None = None
 
     @property
     def head(self) -> nn.Module:
@@ -60,10 +61,9 @@ class Variant:
 
     @torch.inference_mode()
     def uncertainty(self, features: Tensor, batch_size: int = 1024) -> dict[str, Tensor]:
-        fn = getattr(self.head, "uncertainty", None)
-        if fn is None:
+        if self.module is None:  # the checkpoint's own head: no scores of its own
             return {}
-        parts = [fn(features[i : i + batch_size]) for i in range(0, len(features), batch_size)]
+        parts = [self.module.uncertainty(features[i : i + batch_size]) for i in range(0, len(features), batch_size)]
         return {k: torch.cat([p[k] for p in parts]).double() for k in parts[0]} if parts else {}
 
 

@@ -22,11 +22,12 @@ import torch
 from torch import Tensor, nn
 
 from vcal_cli.errors import HeadError
+from vcal_cli.heads.base import HeadModule
 
 PROB_FLOOR = 1e-6  # calibrated probabilities below this are raised to it (then renormalised): NLL stays finite
 
 
-class LogitMap(nn.Module):
+class LogitMap(HeadModule):
     """log_softmax(A(x) + b) with x = linear(features) (vector, matrix) or log_softmax of it (dirichlet);
     A is diag(w) (vector) or a full K x K matrix (matrix, dirichlet)."""
 
@@ -110,7 +111,7 @@ def fit_logit_map(
     return final
 
 
-class OneDimMaps(nn.Module):
+class OneDimMaps(HeadModule):
     """Per-class (one-vs-rest) or top-label 1-D maps of probabilities, as tables: knots `xs` (T,) per map and
     values `ys`, interpolated linearly (isotonic) or looked up by equal-width bin (histogram)."""
 

@@ -1,19 +1,39 @@
-"""The shared mini-batch loop: shuffling from the seeded RNG, a NaN guard, and epoch selection on val."""
+"""Heads trained by mini-batch gradient descent on cached features: shared params, one loop, one `_fit`.
+
+`SGDHead` holds what the four trained heads (`ce`, `vtst`, `vc`, `haframe`) share: the `epochs`, `lr`,
+`batch_size` and `patience` params, shuffling from the seeded RNG, a NaN guard, and keeping the epoch with the
+best val score (NLL unless the head says otherwise), stopping once that score has not improved for `patience`
+epochs. A head gives only its maths: `build` (the module), `loss` (one batch's scalar objective) and, where
+it differs from Adam at a constant rate, `optimizer`, `schedule` and `after_step`.
+"""
 
 from __future__ import annotations
 
+import abc
 import copy
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from vcal_cli._mapped import take_rows
 from vcal_cli.errors import HeadError
-from vcal_cli.heads.base import FitData, Track
+from vcal_cli.heads.base import FitData, Head, HeadModule, HeadParams, Track
 
 PAPER_STEPS = 6000  # the two-stage papers' budget: 40 epochs x ~157 batches of 256 (CIFAR-10, 40k train)
+
+
+@dataclass(frozen=True)
+class SGDParams(HeadParams):
+    """What every mini-batch-trained head takes (each head file sets its paper's defaults)."""
+
+    epochs: int | None = None  # None: 40, or more on small splits so that ~6,000 steps run
+    lr: float = 1e-4
+    batch_size: int = 256
+    patience: int | None = None  # epochs without a better val score before stopping; None: max(5, epochs/8); 0: all
 
 
 def resolve_epochs(epochs: int | None, n: int, batch_size: int, paper_epochs: int = 40) -> int:
@@ -26,6 +46,16 @@ def resolve_epochs(epochs: int | None, n: int, batch_size: int, paper_epochs: in
         return epochs
     steps_per_epoch = max(1, math.ceil(n / batch_size))
     return max(paper_epochs, math.ceil(PAPER_STEPS / steps_per_epoch))
+
+
+def resolve_patience(patience: int | None, epochs: int) -> int:
+    """`None` -> max(5, epochs / 8): five of the papers' 40 epochs, an eighth of a longer small-split schedule.
+    0 runs the whole schedule (the papers' protocol: every epoch scored, the best kept)."""
+    if patience is None:
+        return max(5, epochs // 8)
+    if patience < 0:
+        raise HeadError(f"--patience {patience} must be >= 0 (0 runs every epoch)")
+    return patience
 
 
 def val_error(module: nn.Module, val: FitData) -> float:
@@ -45,8 +75,24 @@ def val_nll(module: nn.Module, val: FitData) -> float:
     return -total / len(val.labels)
 
 
+@dataclass(frozen=True)
+class FitLog:
+    """What the loop did: the kept epoch (1-based), the epochs run, the schedule's length and the kept score."""
+
+    best_epoch: int
+    epochs_run: int
+    epochs: int
+    best_score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"best_epoch": self.best_epoch, "epochs_run": self.epochs_run, "epochs": self.epochs}
+
+
+M = TypeVar("M", bound=nn.Module)
+
+
 def train_epochs(
-    module: nn.Module,
+    module: M,
     loss_fn: Callable[[Tensor, Tensor], Tensor],
     train: FitData,
     val: FitData,
@@ -55,15 +101,16 @@ def train_epochs(
     epochs: int,
     lr: float,
     batch_size: int,
-    param_groups: list[dict] | None = None,
-    select: Callable[[nn.Module, FitData], float] = val_nll,
+    patience: int = 0,
+    select: Callable[[M, FitData], float] = val_nll,
     after_step: Callable[[], None] | None = None,
-    optimizer: Callable[[list], torch.optim.Optimizer] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
     schedule: Callable[[int], float] | None = None,
     progress: Track,
-) -> nn.Module:
-    """Adam (or `optimizer(params)`) over shuffled mini-batches; keep the epoch with the lowest
-    `select(module, val)`. `schedule(epoch)` scales every group's learning rate.
+) -> tuple[M, FitLog]:
+    """Adam (or `optimizer`) over shuffled mini-batches; keep the epoch with the lowest `select(module, val)`,
+    stopping after `patience` epochs without a new best (0: run all). `schedule(epoch)` scales every group's
+    learning rate.
 
     `loss_fn(features, labels)` returns the scalar loss of one batch. A NaN or inf loss stops the fit
     with a `HeadError` (nothing gets written).
@@ -72,11 +119,11 @@ def train_epochs(
         raise HeadError(
             f"head '{name}' needs --epochs >= 1, --batch-size >= 1 and --lr > 0 (got {epochs}, {batch_size}, {lr})"
         )
-    params = param_groups or list(module.parameters())
-    opt = optimizer(params) if optimizer is not None else torch.optim.Adam(params, lr=lr)
+    opt = optimizer if optimizer is not None else torch.optim.Adam(module.parameters(), lr=lr)
     base_lrs = [g["lr"] for g in opt.param_groups]
     n = len(train.labels)
-    best, best_state = math.inf, copy.deepcopy(module.state_dict())
+    best, best_epoch, best_state = math.inf, 0, copy.deepcopy(module.state_dict())
+    run = 0
     for epoch in progress(range(epochs), total=epochs, description=f"fit {name}"):
         if schedule is not None:  # a per-epoch learning-rate factor
             for g, base_lr in zip(opt.param_groups, base_lrs, strict=True):
@@ -96,12 +143,76 @@ def train_epochs(
             if after_step is not None:
                 after_step()
         module.eval()
+        run = epoch + 1
         score = select(module, val)
         if not math.isfinite(score):
             raise HeadError(
                 f"head '{name}' gave a non-finite val score at epoch {epoch + 1} (lr={lr})", hint="try a smaller --lr"
             )
         if score < best:
-            best, best_state = score, copy.deepcopy(module.state_dict())
+            best, best_epoch, best_state = score, epoch + 1, copy.deepcopy(module.state_dict())
+        elif patience and epoch + 1 - best_epoch >= patience:
+            break
     module.load_state_dict(best_state)
-    return module.eval()
+    return module.eval(), FitLog(best_epoch, run, epochs, best)
+
+
+P = TypeVar("P", bound=SGDParams)
+HM = TypeVar("HM", bound=HeadModule)
+
+
+class SGDHead(Head[P], Generic[P, HM]):
+    """A head trained by mini-batch gradient descent on train features, its epoch chosen on val."""
+
+    paper_epochs: int = 40  # `epochs=None` resolves to this, raised on small splits (see `resolve_epochs`)
+
+    @abc.abstractmethod
+    def build(self, train: FitData) -> HM:
+        """A freshly initialised module for these features (the RNG is already seeded)."""
+
+    @abc.abstractmethod
+    def loss(self, module: HM, x: Tensor, y: Tensor) -> Tensor:
+        """The scalar training objective of one batch."""
+
+    def optimizer(self, module: HM) -> torch.optim.Optimizer:
+        return torch.optim.Adam(module.parameters(), lr=self.params.lr)
+
+    def schedule(self, epochs: int) -> Callable[[int], float] | None:
+        """A per-epoch learning-rate factor, or None for a constant rate."""
+        return None
+
+    def after_step(self, module: HM) -> None:
+        """Called after every optimizer step (VC's discriminator takes its own step here)."""
+
+    def label(self) -> str:
+        """What the progress line calls this fit."""
+        return self.name
+
+    def select(self, module: HM, val: FitData) -> float:
+        """The val score the kept epoch minimises: NLL (the two-stage papers' rule)."""
+        return val_nll(module, val)
+
+    def _fit(self, train: FitData, val: FitData, *, base: nn.Module | None, progress: Track) -> HM:
+        p = self.params
+        epochs = resolve_epochs(p.epochs, len(train.labels), p.batch_size, self.paper_epochs)
+        module = self.build(train)
+        module, self.fit_log_ = train_epochs(
+            module,
+            lambda x, y: self.loss(module, x, y),
+            train,
+            val,
+            name=self.label(),
+            epochs=epochs,
+            lr=p.lr,
+            batch_size=p.batch_size,
+            patience=resolve_patience(p.patience, epochs),
+            select=self.select,
+            optimizer=self.optimizer(module),
+            schedule=self.schedule(epochs),
+            after_step=lambda: self.after_step(module),
+            progress=progress,
+        )
+        return module
+
+    def extra_report(self) -> dict[str, Any]:
+        return self.fit_log_.to_dict()

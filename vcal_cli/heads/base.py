@@ -16,7 +16,7 @@ import abc
 import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Generic, Self, TypeVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -58,23 +58,49 @@ class HeadParams:
     seed: int = 0  # seeds initialisation, shuffling and Monte-Carlo noise: same seed, same bytes
 
 
-class Head(abc.ABC):
+class HeadModule(nn.Module, abc.ABC):
+    """What a fitted head becomes: penultimate features (N, D) -> log predictive probabilities (N, K).
+
+    `Head.Module(**module.config())` rebuilds it (the weights come from the checkpoint's state dict);
+    `uncertainty` gives the head's own OOD scores, if it has any.
+    """
+
+    @abc.abstractmethod
+    def forward(self, features: Tensor) -> Tensor:
+        """Log predictive probabilities (N, K)."""
+
+    @abc.abstractmethod
+    def config(self) -> dict[str, Any]:
+        """The constructor's keyword arguments (JSON-serialisable)."""
+
+    def uncertainty(self, features: Tensor) -> dict[str, Tensor]:
+        """The head's own OOD scores, name -> (N,), higher = more uncertain; none by default."""
+        return {}
+
+
+P = TypeVar("P", bound=HeadParams)
+
+
+class Head(abc.ABC, Generic[P]):
     """One recalibration method. Subclasses set the class attributes and implement `_fit`."""
 
     name: ClassVar[str]  # registry key = CLI value = file name = report key
     summary: ClassVar[str]  # one line for `vcal heads`
     paper: ClassVar[str]
-    Params: ClassVar[type[HeadParams]]
+    Params: ClassVar[type[HeadParams]]  # the P of Head[P]
+    Module: ClassVar[type[HeadModule]]  # what `_fit` returns and `build_module` rebuilds
     needs_linear_base: ClassVar[bool] = False  # True if fit needs the checkpoint's own nn.Linear head
     needs_hierarchy: ClassVar[bool] = False  # True if fit needs a class hierarchy
     fits_on: ClassVar[str] = "train"  # train: fitted on train, selected on val; val: fitted on val (post-hoc)
     fast_params: ClassVar[dict[str, Any]] = {}  # params that make the fit quick, for the tests
+    hierarchy: Hierarchy | None = None  # set by fit: the class hierarchy it was given
+    module_: HeadModule  # set by fit
 
-    def __init__(self, params: HeadParams | None = None) -> None:
-        self.params = params or self.Params()
+    def __init__(self, params: P | None = None) -> None:
+        self.params: P = params if params is not None else cast(P, self.Params())
 
     @classmethod
-    def make_params(cls, **overrides: Any) -> HeadParams:
+    def make_params(cls, **overrides: Any) -> Any:
         """Params with `overrides` applied; None means "the paper's default"; unknown names are an error."""
         names = {f.name for f in dataclasses.fields(cls.Params)}
         given = {k: v for k, v in overrides.items() if v is not None}
@@ -129,10 +155,10 @@ class Head(abc.ABC):
         return self
 
     @abc.abstractmethod
-    def _fit(self, train: FitData, val: FitData, *, base: nn.Module | None, progress: Track) -> nn.Module:
+    def _fit(self, train: FitData, val: FitData, *, base: nn.Module | None, progress: Track) -> HeadModule:
         """Learn and return the module (features -> log probabilities)."""
 
-    def _check_fitted(self) -> nn.Module:
+    def _check_fitted(self) -> HeadModule:
         if not hasattr(self, "module_"):
             raise NotFittedError(f"head '{self.name}' is not fitted yet; call fit() first")
         return self.module_
@@ -161,13 +187,13 @@ class Head(abc.ABC):
             "format": HEAD_FORMAT,
             "params": dataclasses.asdict(self.params),
             "module": module.config(),
-        }  # type: ignore[operator]
+        }
 
     def extra_report(self) -> dict[str, Any]:
         """Fitted quantities worth a line in the report (e.g. the temperature)."""
         return {}
 
-    def refit_params(self) -> HeadParams:
+    def refit_params(self) -> P:
         """Params for refitting this head on part of the data (cross-fitting): its own, with anything it chose
         by an inner search fixed at the choice (Dirichlet's lambda)."""
         return self.params

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from vcal_cli.errors import HeadError
-from vcal_cli.heads.base import FitData, Head, HeadParams, Track, register
+from vcal_cli.heads.base import FitData, Head, HeadModule, HeadParams, Track, register
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class BayesParams(HeadParams):
     tol: float = 1e-6  # stop when the gradient of the mean objective is below this
 
 
-class BayesModule(nn.Module):
+class BayesModule(HeadModule):
     """Probit predictive of a matrix-normal last layer; returns log probabilities."""
 
     def __init__(self, in_features: int, num_classes: int) -> None:
@@ -73,7 +73,7 @@ SIGMA2_GRID = torch.logspace(-4, 6, 51, dtype=torch.float64)
 
 
 @register
-class BayesHead(Head):
+class BayesHead(Head[BayesParams]):
     name = "bayes"
     summary = "BALI-style Bayesian last layer: matrix-normal posterior, closed-form probit predictive"
     paper = "Kurle et al., arXiv:2411.12102 (last-layer reconstruction)"
@@ -81,8 +81,8 @@ class BayesHead(Head):
     Module = BayesModule
     fast_params = {"max_iter": 20}
 
-    def _fit(self, train: FitData, val: FitData, *, base: nn.Module | None, progress: Track) -> nn.Module:
-        p: BayesParams = self.params  # type: ignore[assignment]
+    def _fit(self, train: FitData, val: FitData, *, base: nn.Module | None, progress: Track) -> HeadModule:
+        p = self.params
         if p.prior_precision <= 0 or p.step <= 0:
             raise HeadError("head 'bayes' needs --prior-precision > 0 and --step > 0")
         a = torch.cat([train.features.double(), torch.ones(len(train.labels), 1, dtype=torch.float64)], 1)

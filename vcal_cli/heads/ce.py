@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vcal_cli.heads._train import resolve_epochs, train_epochs
-from vcal_cli.heads.base import FitData, Head, HeadParams, Track, register
+from vcal_cli.heads._train import SGDHead, SGDParams
+from vcal_cli.heads.base import FitData, HeadModule, register
 
 
 def default_latent(num_classes: int) -> int:
@@ -30,14 +30,11 @@ def default_latent(num_classes: int) -> int:
 
 
 @dataclass(frozen=True)
-class CEParams(HeadParams):
+class CEParams(SGDParams):
     hidden: int | None = None  # latent size Z; None: 128 for K <= 10, else 512; 0: a plain linear head
-    epochs: int | None = None  # None: 40, or more on small splits so that ~6,000 Adam steps run
-    lr: float = 1e-4  # Adam
-    batch_size: int = 256
 
 
-class MLPHead(nn.Module):
+class MLPHead(HeadModule):
     """Linear(D, 3Z) -> ReLU -> Linear(3Z, Z) -> Linear(Z, K), returning log-softmax."""
 
     def __init__(self, in_features: int, num_classes: int, hidden: int) -> None:
@@ -61,7 +58,7 @@ class MLPHead(nn.Module):
 
 
 @register
-class CEHead(Head):
+class CEHead(SGDHead[CEParams, MLPHead]):
     name = "ce"
     summary = "TST: fresh D-3Z-Z-K head, cross-entropy on frozen features, epoch by val NLL"
     paper = "Jordahn & Olmos, ICML 2024, arXiv:2405.01196"
@@ -69,19 +66,10 @@ class CEHead(Head):
     Module = MLPHead
     fast_params = {"epochs": 3}
 
-    def _fit(self, train: FitData, val: FitData, *, base: nn.Module | None, progress: Track) -> nn.Module:
-        p: CEParams = self.params  # type: ignore[assignment]
+    def build(self, train: FitData) -> MLPHead:
         k = train.logits.shape[1]
-        z = default_latent(k) if p.hidden is None else p.hidden
-        module = MLPHead(train.features.shape[1], k, z)
-        return train_epochs(
-            module,
-            lambda x, y: F.cross_entropy(module.logits(x), y),
-            train,
-            val,
-            name=self.name,
-            epochs=resolve_epochs(p.epochs, len(train.labels), p.batch_size),
-            lr=p.lr,
-            batch_size=p.batch_size,
-            progress=progress,
-        )
+        z = default_latent(k) if self.params.hidden is None else self.params.hidden
+        return MLPHead(train.features.shape[1], k, z)
+
+    def loss(self, module: MLPHead, x: Tensor, y: Tensor) -> Tensor:
+        return F.cross_entropy(module.logits(x), y)

@@ -18,13 +18,13 @@ import torch
 from torch import Tensor, nn
 
 from vcal_cli.errors import HeadError
-from vcal_cli.heads.base import HEAD_FORMAT, HEADS, FitData, Head, Track
+from vcal_cli.heads.base import HEAD_FORMAT, HEADS, FitData, Head, HeadModule, Track
 from vcal_cli.heads.temperature import fit_inverse_temperature
 
 SUFFIX = "+temperature"
 
 
-class TemperedModule(nn.Module):
+class TemperedModule(HeadModule):
     """log_softmax(inner(features) / T) around any head's module."""
 
     def __init__(self, inner: dict[str, Any]) -> None:
@@ -43,37 +43,44 @@ class TemperedModule(nn.Module):
         return {"inner": self.inner_info}
 
 
+class TemperedHead(Head):
+    """What every `NAME+temperature` class shares: temperature scaling of a fitted inner head on val."""
+
+    Module = TemperedModule
+    inner_: Head
+    temperature_: float
+
+    def _on(self, head: Head, val: FitData) -> TemperedModule:
+        """Temperature-scale an already fitted inner head on val."""
+        self.inner_ = head
+        logp = head.predict_log_proba(val.features)
+        self.temperature_ = 1.0 / fit_inverse_temperature(logp, val.labels)
+        module = TemperedModule(head.info())
+        module.inner.load_state_dict(head.module_.state_dict())
+        module.temperature.fill_(self.temperature_)
+        return module
+
+    def extra_report(self) -> dict[str, Any]:
+        return {**self.inner_.extra_report(), "temperature": self.temperature_}
+
+
 @functools.cache
-def tempered(inner: type[Head]) -> type[Head]:
+def tempered(inner: type[Head]) -> type[TemperedHead]:
     """The head class `inner` + temperature scaling (one class per inner head)."""
 
-    class Tempered(Head):
+    class Tempered(TemperedHead):
         name = inner.name + SUFFIX
         summary = f"{inner.name}, then temperature scaling of its predictive on val"
         paper = f"{inner.paper}; Guo et al., ICML 2017"
         Params = inner.Params
-        Module = TemperedModule
         needs_linear_base = inner.needs_linear_base
         needs_hierarchy = inner.needs_hierarchy
         fits_on = "train+val" if inner.fits_on == "train" else "val"
         fast_params = inner.fast_params
 
-        def _fit(self, train: FitData, val: FitData, *, base: nn.Module | None, progress: Track) -> nn.Module:
+        def _fit(self, train: FitData, val: FitData, *, base: nn.Module | None, progress: Track) -> HeadModule:
             head = inner(self.params).fit(train, val, base=base, hierarchy=self.hierarchy, progress=progress)
             return self._on(head, val)
-
-        def _on(self, head: Head, val: FitData) -> nn.Module:
-            """Temperature-scale an already fitted inner head on val."""
-            self.inner_ = head
-            logp = head.predict_log_proba(val.features)
-            self.temperature_ = 1.0 / fit_inverse_temperature(logp, val.labels)
-            module = TemperedModule(head.info())
-            module.inner.load_state_dict(head.module_.state_dict())
-            module.temperature.fill_(self.temperature_)
-            return module
-
-        def extra_report(self) -> dict[str, Any]:
-            return {**self.inner_.extra_report(), "temperature": self.temperature_}
 
     Tempered.__name__ = Tempered.__qualname__ = f"{inner.__name__}Tempered"
     return Tempered
@@ -82,15 +89,15 @@ def tempered(inner: type[Head]) -> type[Head]:
 def temper(head: Head, val: FitData) -> Head:
     """`head` (fitted) followed by temperature scaling on val, without refitting `head`."""
     out = tempered(type(head))(head.params)
-    out.hierarchy = getattr(head, "hierarchy", None)
+    out.hierarchy = head.hierarchy
     with torch.no_grad():
-        out.module_ = out._on(head, val).eval()  # type: ignore[attr-defined]
+        out.module_ = out._on(head, val).eval()
     for p in out.module_.parameters():
         p.requires_grad_(False)
     return out
 
 
-def build_module(info: dict[str, Any] | str) -> nn.Module:
+def build_module(info: dict[str, Any] | str) -> HeadModule:
     """Rebuild a fitted head's module (weights not loaded) from `Head.info()` or its JSON."""
     if isinstance(info, str):
         info = json.loads(info)
@@ -99,7 +106,7 @@ def build_module(info: dict[str, Any] | str) -> nn.Module:
         raise HeadError(
             f"head '{info['name']}' was written by a newer vcal (format {info['format']})", hint="upgrade vcal"
         )
-    return cls.Module(**info["module"])  # type: ignore[attr-defined]
+    return cls.Module(**info["module"])
 
 
 def get_head(name: str) -> type[Head]:

@@ -18,18 +18,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vcal_cli.heads.base import HeadParams, register
-from vcal_cli.heads.vector import VectorHead
+from vcal_cli.heads.base import register
+from vcal_cli.heads.vector import LogitMapParams, VectorHead
 
 
 @dataclass(frozen=True)
-class DirichletParams(HeadParams):
+class DirichletParams(LogitMapParams):
     odir: float | None = None  # lambda = mu; None: chosen by 5-fold cross-validation on val
-    max_iter: int = 500  # L-BFGS iterations
 
 
 @register
-class DirichletHead(VectorHead):
+class DirichletHead(VectorHead[DirichletParams]):
     name = "dirichlet"
     summary = "Dirichlet calibration (ODIR): affine map of the log-probabilities, fitted on val (post-hoc)"
     paper = "Kull et al., NeurIPS 2019, arXiv:1910.12656"

@@ -20,6 +20,7 @@ ICCV 2023. arXiv:2303.05689.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,17 +29,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vcal_cli.errors import HeadError
-from vcal_cli.heads._train import train_epochs, val_error
-from vcal_cli.heads.base import FitData, Head, HeadParams, Track, register
+from vcal_cli.heads._train import SGDHead, SGDParams, val_error
+from vcal_cli.heads.base import FitData, HeadModule, register
 
 
 @dataclass(frozen=True)
-class HAFrameParams(HeadParams):
+class HAFrameParams(SGDParams):
     gamma: float = 2.0  # distance-to-cosine decay (CIFAR-100: 2, FGVC: 1, iNat19: 5, tiered: 3)
     alpha: float = 0.4  # weight of the cosine loss; cross-entropy gets 1 - alpha
-    epochs: int = 100
+    epochs: int | None = 100
     lr: float = 0.01  # SGD, cosine-annealed to 0
     batch_size: int = 64
+    patience: int | None = 0  # the cosine schedule runs to its end (its last epochs are the best)
 
 
 def similarity_matrix(distances: Tensor, gamma: float) -> tuple[Tensor, float]:
@@ -83,7 +85,7 @@ class _Residual(nn.Module):
         return x + self.block(x)
 
 
-class HAFrameModule(nn.Module):
+class HAFrameModule(HeadModule):
     def __init__(self, in_features: int, num_classes: int) -> None:
         super().__init__()
         self.in_features, self.num_classes = in_features, num_classes
@@ -104,7 +106,7 @@ class HAFrameModule(nn.Module):
 
 
 @register
-class HAFrameHead(Head):
+class HAFrameHead(SGDHead[HAFrameParams, HAFrameModule]):
     name = "haframe"
     summary = "HAFrame: fixed hierarchy-aware frame, learned transformation, CE + cosine loss (needs a hierarchy)"
     paper = "Liang & Davis, ICCV 2023, arXiv:2303.05689"
@@ -113,33 +115,30 @@ class HAFrameHead(Head):
     fast_params = {"epochs": 3}
     needs_hierarchy = True
 
-    def _fit(self, train: FitData, val: FitData, *, base: nn.Module | None, progress: Track) -> nn.Module:
-        p: HAFrameParams = self.params  # type: ignore[assignment]
-        assert self.hierarchy is not None
-        k = train.logits.shape[1]
-        frame, sim = hierarchy_frame(self.hierarchy.distances(), p.gamma, torch.Generator().manual_seed(p.seed))
-        module = HAFrameModule(train.features.shape[1], k)
-        module.frame.copy_(frame)
-        frame32, sim32 = module.frame, sim.float()
-        self.frame_, self.similarity_ = frame, sim
-
-        def loss(x: Tensor, y: Tensor) -> Tensor:
-            z = module.embed(x)
-            cos = F.normalize(z, dim=1) @ frame32.T  # rows of W are unit vectors
-            cos_loss = (cos - sim32[y]).pow(2).sum(1).mean()
-            return (1 - p.alpha) * F.cross_entropy(z @ frame32.T, y) + p.alpha * cos_loss
-
-        return train_epochs(
-            module,
-            loss,
-            train,
-            val,
-            name=self.name,
-            epochs=p.epochs,
-            lr=p.lr,
-            batch_size=p.batch_size,
-            optimizer=lambda params: torch.optim.SGD(params, lr=p.lr, momentum=0.9, weight_decay=5e-4),
-            schedule=lambda e: 0.5 * (1 + math.cos(math.pi * e / p.epochs)),
-            select=val_error,
-            progress=progress,
+    def build(self, train: FitData) -> HAFrameModule:
+        assert self.hierarchy is not None  # Head.fit checks needs_hierarchy
+        frame, sim = hierarchy_frame(
+            self.hierarchy.distances(), self.params.gamma, torch.Generator().manual_seed(self.params.seed)
         )
+        module = HAFrameModule(train.features.shape[1], train.logits.shape[1])
+        module.frame.copy_(frame)
+        self.frame_, self.similarity_ = frame, sim
+        self.sim32 = sim.float()
+        return module
+
+    def loss(self, module: HAFrameModule, x: Tensor, y: Tensor) -> Tensor:
+        """(1 - alpha) CE(x W^T, y) + alpha * mean_i sum_c (cos(w_c, x_i) - S_{c, y_i})^2."""
+        z = module.embed(x)
+        cos = F.normalize(z, dim=1) @ module.frame.T  # rows of W are unit vectors
+        cos_loss = (cos - self.sim32[y]).pow(2).sum(1).mean()
+        return (1 - self.params.alpha) * F.cross_entropy(z @ module.frame.T, y) + self.params.alpha * cos_loss
+
+    def optimizer(self, module: HAFrameModule) -> torch.optim.Optimizer:
+        return torch.optim.SGD(module.parameters(), lr=self.params.lr, momentum=0.9, weight_decay=5e-4)
+
+    def schedule(self, epochs: int) -> Callable[[int], float]:
+        return lambda e: 0.5 * (1 + math.cos(math.pi * e / epochs))
+
+    def select(self, module: HAFrameModule, val: FitData) -> float:
+        """Top-1 error on val: the paper keeps the epoch with the best val accuracy."""
+        return val_error(module, val)

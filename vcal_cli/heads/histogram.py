@@ -22,14 +22,13 @@ from typing import Any
 import torch
 
 from vcal_cli.errors import UsageError
-from vcal_cli.heads.base import HeadParams, register
-from vcal_cli.heads.isotonic import MapHead
+from vcal_cli.heads.base import register
+from vcal_cli.heads.isotonic import MapHead, MapParams
 
 
 @dataclass(frozen=True)
-class HistogramParams(HeadParams):
+class HistogramParams(MapParams):
     hist_bins: int = 10  # equal-width bins per map (netcal's default)
-    map_mode: str = "ovr"  # ovr (one-vs-rest, netcal) or top (top-label)
 
 
 def histogram_table(x: torch.Tensor, y: torch.Tensor, bins: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,7 +45,7 @@ def histogram_table(x: torch.Tensor, y: torch.Tensor, bins: int) -> tuple[torch.
 
 
 @register
-class HistogramHead(MapHead):
+class HistogramHead(MapHead[HistogramParams]):
     name = "histogram"
     summary = "histogram binning of the probabilities (one-vs-rest or top-label), fitted on val (post-hoc)"
     paper = "Zadrozny & Elkan, ICML 2001"
@@ -54,10 +53,10 @@ class HistogramHead(MapHead):
     interp = "bins"
 
     def _table(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        bins = self.params.hist_bins  # type: ignore[attr-defined]
+        bins = self.params.hist_bins
         if bins < 1:
             raise UsageError(f"--hist-bins {bins} must be at least 1")
         return histogram_table(x, y, bins)
 
     def extra_report(self) -> dict[str, Any]:
-        return {"mode": self.params.map_mode, "bins": self.params.hist_bins}  # type: ignore[attr-defined]
+        return {"mode": self.params.map_mode, "bins": self.params.hist_bins}

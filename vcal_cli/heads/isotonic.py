@@ -16,19 +16,27 @@ Zadrozny & Elkan. Transforming classifier scores into accurate multiclass probab
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
 from vcal_cli.errors import UsageError
 from vcal_cli.heads._posthoc import OneDimMaps, one_dim_targets, set_tables
-from vcal_cli.heads.base import FitData, Head, HeadParams, Track, register
+from vcal_cli.heads.base import FitData, Head, HeadModule, HeadParams, Track, register
 
 
 @dataclass(frozen=True)
-class IsotonicParams(HeadParams):
-    map_mode: str = "ovr"  # ovr (one-vs-rest, scikit-learn) or top (top-label)
+class MapParams(HeadParams):
+    map_mode: str = "ovr"  # ovr (one-vs-rest, as scikit-learn and netcal) or top (top-label)
+
+
+@dataclass(frozen=True)
+class IsotonicParams(MapParams):
+    pass
+
+
+MP = TypeVar("MP", bound=MapParams)
 
 
 def check_mode(mode: str) -> None:
@@ -36,7 +44,7 @@ def check_mode(mode: str) -> None:
         raise UsageError(f"--map-mode '{mode}' is not one of: ovr, top")
 
 
-class MapHead(Head):
+class MapHead(Head[MP]):
     """What isotonic regression and histogram binning share: one 1-D table per map, fitted on val from the
     original probabilities (per class, or the top-label confidence), kept in a `OneDimMaps` module."""
 
@@ -48,9 +56,9 @@ class MapHead(Head):
     def _table(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
-    def _fit(self, train: FitData, val: FitData, *, base: nn.Module | None, progress: Track) -> nn.Module:
+    def _fit(self, train: FitData, val: FitData, *, base: nn.Module | None, progress: Track) -> HeadModule:
         assert isinstance(base, nn.Linear)
-        mode = self.params.map_mode  # type: ignore[attr-defined]
+        mode = self.params.map_mode
         check_mode(mode)
         probs = torch.softmax(val.logits.double(), dim=1)
         tables = [self._table(x, y) for x, y in one_dim_targets(probs, val.labels, mode)]
@@ -63,7 +71,7 @@ class MapHead(Head):
 
 
 @register
-class IsotonicHead(MapHead):
+class IsotonicHead(MapHead[IsotonicParams]):
     name = "isotonic"
     summary = "isotonic regression of the probabilities (one-vs-rest or top-label), fitted on val (post-hoc)"
     paper = "Zadrozny & Elkan, KDD 2002"
@@ -76,4 +84,4 @@ class IsotonicHead(MapHead):
         return torch.from_numpy(iso.X_thresholds_.copy()), torch.from_numpy(iso.y_thresholds_.copy())
 
     def extra_report(self) -> dict[str, Any]:
-        return {"mode": self.params.map_mode, "knots": self.knots_}  # type: ignore[attr-defined]
+        return {"mode": self.params.map_mode, "knots": self.knots_}

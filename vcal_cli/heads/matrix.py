@@ -13,18 +13,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vcal_cli.heads.base import HeadParams, register
-from vcal_cli.heads.vector import VectorHead
+from vcal_cli.heads.base import register
+from vcal_cli.heads.vector import LogitMapParams, VectorHead
 
 
 @dataclass(frozen=True)
-class MatrixParams(HeadParams):
+class MatrixParams(LogitMapParams):
     ridge: float | None = None  # pull towards the identity; None: chosen by 5-fold CV on val; 0: none
-    max_iter: int = 500  # L-BFGS iterations
 
 
 @register
-class MatrixHead(VectorHead):
+class MatrixHead(VectorHead[MatrixParams]):
     name = "matrix"
     summary = "matrix scaling: full affine map W z + b of the original logits, fitted on val (post-hoc)"
     paper = "Guo et al., ICML 2017, arXiv:1706.04599"

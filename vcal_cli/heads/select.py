@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from vcal_cli._progress import Track, quiet
 from vcal_cli.errors import UsageError
 from vcal_cli.heads.base import FitData, Head
-from vcal_cli.heads.compose import get_head, temper
+from vcal_cli.heads.compose import TemperedHead, get_head, temper
 from vcal_cli.heads.temperature import fit_inverse_temperature
 from vcal_cli.metrics import compute_metrics
 from vcal_cli.metrics.paired import paired_deltas
@@ -75,13 +75,13 @@ def _val_log_probs(head: Head, cls: type[Head], train: FitData, val: FitData, ba
     n = len(val.labels)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     out = torch.empty(n, val.logits.shape[1])
-    tempered = head.fits_on == "train+val"  # X+temperature, X fitted on train: only the temperature saw val
-    if tempered:
-        inner = head.inner_.predict_log_proba(val.features)  # type: ignore[attr-defined]
+    inner = None  # X+temperature with X fitted on train: only the temperature saw val
+    if isinstance(head, TemperedHead) and head.fits_on == "train+val":
+        inner = head.inner_.predict_log_proba(val.features)
     for f in range(FOLDS):
         held = perm[f::FOLDS].sort().values
         keep = torch.cat([perm[g::FOLDS] for g in range(FOLDS) if g != f]).sort().values
-        if tempered:
+        if inner is not None:
             s = fit_inverse_temperature(inner[keep], val.labels[keep])
             out[held] = torch.log_softmax(inner[held] * s, dim=1).float()
             continue

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from vcal_cli.errors import HeadError
-from vcal_cli.heads.base import FitData, Head, HeadParams, Track, register
+from vcal_cli.heads.base import FitData, Head, HeadModule, HeadParams, Track, register
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class TemperatureParams(HeadParams):
     max_iter: int = 100  # Newton/bisection steps; convergence to 1e-10 in log T takes ~10
 
 
-class TemperatureModule(nn.Module):
+class TemperatureModule(HeadModule):
     """log_softmax((W f + b) / T): the checkpoint's own linear head, scaled."""
 
     def __init__(self, in_features: int, num_classes: int) -> None:
@@ -81,7 +81,7 @@ def fit_inverse_temperature(logits: Tensor, labels: Tensor, max_iter: int = 100)
 
 
 @register
-class TemperatureHead(Head):
+class TemperatureHead(Head[TemperatureParams]):
     name = "temperature"
     summary = "post-hoc temperature scaling of the original logits, fitted on val (the baseline)"
     paper = "Guo et al., ICML 2017, arXiv:1706.04599"
@@ -89,9 +89,9 @@ class TemperatureHead(Head):
     Module = TemperatureModule
     needs_linear_base = True
 
-    def _fit(self, train: FitData, val: FitData, *, base: nn.Module | None, progress: Track) -> nn.Module:
+    def _fit(self, train: FitData, val: FitData, *, base: nn.Module | None, progress: Track) -> HeadModule:
         assert isinstance(base, nn.Linear)
-        p: TemperatureParams = self.params  # type: ignore[assignment]
+        p = self.params
         s = fit_inverse_temperature(val.logits, val.labels, p.max_iter)
         module = TemperatureModule(base.in_features, base.out_features)
         module.linear.load_state_dict(base.state_dict())

@@ -28,22 +28,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vcal_cli.heads._train import resolve_epochs, train_epochs
-from vcal_cli.heads.base import FitData, Head, HeadParams, Track, register
+from vcal_cli.heads._train import SGDHead, SGDParams
+from vcal_cli.heads.base import FitData, HeadModule, register
 
 
 @dataclass(frozen=True)
-class VCParams(HeadParams):
+class VCParams(SGDParams):
     hidden: int = 32  # latent size Z (vcal's choice: see the module docstring)
     beta: float = 0.01  # weight of the class-conditional NLL and of the KL (discriminator) term
     gaussian_lr_ratio: float = 0.1  # the Gaussians' learning rate relative to --lr (official: 0.1)
     disc_lr: float = 1e-3  # AdamW learning rate of the discriminator (torch default, as the official code)
-    epochs: int | None = None  # None: 40, or more on small splits so that ~6,000 Adam steps run
-    lr: float = 1e-4
-    batch_size: int = 256
 
 
-class VCModule(nn.Module):
+class VCModule(HeadModule):
     def __init__(self, in_features: int, num_classes: int, hidden: int) -> None:
         super().__init__()
         self.in_features, self.num_classes, self.hidden = in_features, num_classes, hidden
@@ -68,8 +65,20 @@ class VCModule(nn.Module):
         return {"in_features": self.in_features, "num_classes": self.num_classes, "hidden": self.hidden}
 
 
+class Discriminator(nn.Module):
+    """T(z, y) = w_y . z + b_y, the class-indexed density-ratio estimator of KL(q(z|y) || p(z|y))."""
+
+    def __init__(self, num_classes: int, hidden: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(num_classes, hidden))
+        self.bias = nn.Parameter(torch.zeros(num_classes))
+
+    def forward(self, z: Tensor, y: Tensor) -> Tensor:
+        return (self.weight[y] * z).sum(1) + self.bias[y]
+
+
 @register
-class VCHead(Head):
+class VCHead(SGDHead[VCParams, VCModule]):
     name = "vc"
     summary = "Variational Classification: class-conditional Gaussian latent, Bayes-rule softmax, ELBO_VC"
     paper = "Dhuliawala et al., TMLR 2024, arXiv:2305.10406"
@@ -77,51 +86,40 @@ class VCHead(Head):
     Module = VCModule
     fast_params = {"epochs": 3}
 
-    def _fit(self, train: FitData, val: FitData, *, base: nn.Module | None, progress: Track) -> nn.Module:
-        p: VCParams = self.params  # type: ignore[assignment]
+    def build(self, train: FitData) -> VCModule:
         k = train.logits.shape[1]
-        z_dim = p.hidden
-        module = VCModule(train.features.shape[1], k, z_dim)
-        disc_w = torch.randn(k, z_dim, requires_grad=True)  # T(z, y) = w_y . z + b_y
-        disc_b = torch.zeros(k, requires_grad=True)
-        disc_opt = torch.optim.AdamW([disc_w, disc_b], lr=p.disc_lr)
-        last: dict[str, Tensor] = {}
+        module = VCModule(train.features.shape[1], k, self.params.hidden)
+        self.disc = Discriminator(k, self.params.hidden)  # fit-time only: not part of the exported module
+        self.disc_opt = torch.optim.AdamW(self.disc.parameters(), lr=self.params.disc_lr)
+        return module
 
-        def disc(z: Tensor, y: Tensor) -> Tensor:
-            return (disc_w[y] * z).sum(1) + disc_b[y]
+    def loss(self, module: VCModule, x: Tensor, y: Tensor) -> Tensor:
+        """CE(p(y|z), y) + beta * mean(-log N(z; mu_y, sigma_y^2)) + beta * mean(T(z, y))."""
+        p = self.params
+        z = module.encoder(x)
+        ll = module.class_log_likelihood(z)
+        self.last = z.detach(), y
+        return F.cross_entropy(ll, y) + p.beta * (-ll.gather(1, y[:, None])).mean() + p.beta * self.disc(z, y).mean()
 
-        def loss(x: Tensor, y: Tensor) -> Tensor:
-            z = module.encoder(x)
-            ll = module.class_log_likelihood(z)
-            last["z"], last["y"] = z.detach(), y
-            return F.cross_entropy(ll, y) + p.beta * (-ll.gather(1, y[:, None])).mean() + p.beta * disc(z, y).mean()
-
-        def disc_step() -> None:
-            z, y = last["z"], last["y"]
-            with torch.no_grad():
-                fake = module.centers[y] + (0.5 * module.log_covs[y]).exp() * torch.randn_like(z)
-            real_t, fake_t = disc(z, y), disc(fake, y)
-            d_loss = F.binary_cross_entropy_with_logits(
-                real_t, torch.ones_like(real_t)
-            ) + F.binary_cross_entropy_with_logits(fake_t, torch.zeros_like(fake_t))
-            disc_opt.zero_grad(set_to_none=True)
-            d_loss.backward()
-            disc_opt.step()
-
-        groups = [
-            {"params": list(module.encoder.parameters())},
-            {"params": [module.centers, module.log_covs], "lr": p.lr * p.gaussian_lr_ratio},
-        ]
-        return train_epochs(
-            module,
-            loss,
-            train,
-            val,
-            name=self.name,
-            epochs=resolve_epochs(p.epochs, len(train.labels), p.batch_size),
+    def optimizer(self, module: VCModule) -> torch.optim.Optimizer:
+        """Adam; the Gaussians learn at `gaussian_lr_ratio` times the encoder's rate."""
+        p = self.params
+        return torch.optim.Adam(
+            [
+                {"params": list(module.encoder.parameters())},
+                {"params": [module.centers, module.log_covs], "lr": p.lr * p.gaussian_lr_ratio},
+            ],
             lr=p.lr,
-            batch_size=p.batch_size,
-            param_groups=groups,
-            after_step=disc_step,
-            progress=progress,
         )
+
+    def after_step(self, module: VCModule) -> None:
+        """The discriminator's own AdamW step: BCE(T(z, y), 1) + BCE(T(z', y), 0), z' ~ p(z|y)."""
+        z, y = self.last
+        with torch.no_grad():
+            fake = module.centers[y] + (0.5 * module.log_covs[y]).exp() * torch.randn_like(z)
+        real_t, fake_t = self.disc(z, y), self.disc(fake, y)
+        d_loss = F.binary_cross_entropy_with_logits(real_t, torch.ones_like(real_t))
+        d_loss = d_loss + F.binary_cross_entropy_with_logits(fake_t, torch.zeros_like(fake_t))
+        self.disc_opt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.disc_opt.step()

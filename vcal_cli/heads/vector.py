@@ -15,26 +15,36 @@ Guo, Pleiss, Sun, Weinberger. On Calibration of Modern Neural Networks. ICML 201
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
 
 from vcal_cli.heads._posthoc import LogitMap, cross_fitted_nll, fit_logit_map
-from vcal_cli.heads.base import FitData, Head, HeadParams, Track, register
+from vcal_cli.heads.base import FitData, Head, HeadModule, HeadParams, Track, register
 
 GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # penalty weights the cross-validation chooses from
 
 
 @dataclass(frozen=True)
-class VectorParams(HeadParams):
-    ridge: float | None = None  # pull towards the original logits; None: chosen by 5-fold CV on val; 0: none
+class LogitMapParams(HeadParams):
+    """What the logit-map heads share; each adds its penalty weight (the field named by `penalty`)."""
+
     max_iter: int = 500  # L-BFGS iterations
 
 
+@dataclass(frozen=True)
+class VectorParams(LogitMapParams):
+    ridge: float | None = None  # pull towards the original logits; None: chosen by 5-fold CV on val; 0: none
+
+
+LP = TypeVar("LP", bound=LogitMapParams)
+
+
 @register
-class VectorHead(Head):
+class VectorHead(Head[LP]):
     name = "vector"
     summary = "vector scaling: per-class scale and bias of the original logits, fitted on val (post-hoc)"
     paper = "Guo et al., ICML 2017, arXiv:1706.04599"
@@ -48,7 +58,7 @@ class VectorHead(Head):
     def _reg(self, lam: float) -> dict[str, float]:
         return {"ridge": lam, "bias": lam}
 
-    def _fit(self, train: FitData, val: FitData, *, base: nn.Module | None, progress: Track) -> nn.Module:
+    def _fit(self, train: FitData, val: FitData, *, base: nn.Module | None, progress: Track) -> HeadModule:
         assert isinstance(base, nn.Linear)
         chosen = getattr(self.params, self.penalty)
         self.cv_: dict[float, float] = {}
@@ -60,22 +70,22 @@ class VectorHead(Head):
         module = LogitMap(base.in_features, base.out_features, self.kind)
         module.linear.load_state_dict(base.state_dict())
         self.val_loss_ = fit_logit_map(module, val.logits, val.labels, **self._reg(chosen),
-                                       max_iter=self.params.max_iter)  # type: ignore[attr-defined]  # fmt: skip
+                                       max_iter=self.params.max_iter)  # fmt: skip
         return module
 
     def _cv(self, val: FitData, lam: float) -> float:
         k = val.logits.shape[1]
 
-        def fit(rows: torch.Tensor):  # noqa: ANN202
+        def fit(rows: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
             m = LogitMap(k, k, self.kind)
             fit_logit_map(m, val.logits[rows], val.labels[rows], **self._reg(lam),
-                          max_iter=self.params.max_iter)  # type: ignore[attr-defined]  # fmt: skip
+                          max_iter=self.params.max_iter)  # fmt: skip
             return lambda held: torch.log_softmax(m.calibrate(val.logits[held].double()), 1).detach()
 
         return float(cross_fitted_nll(fit, len(val.labels), val.labels, seed=self.params.seed).mean())
 
-    def refit_params(self) -> HeadParams:
-        return dataclasses.replace(self.params, **{self.penalty: self.lambda_})  # type: ignore[type-var]
+    def refit_params(self) -> LP:
+        return dataclasses.replace(self.params, **{self.penalty: self.lambda_})
 
     def extra_report(self) -> dict[str, Any]:
         return {self.penalty: self.lambda_, "val_loss": self.val_loss_}

@@ -26,22 +26,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vcal_cli.heads._train import resolve_epochs, train_epochs
-from vcal_cli.heads.base import FitData, Head, HeadParams, Track, register
+from vcal_cli.heads._train import SGDHead, SGDParams
+from vcal_cli.heads.base import FitData, HeadModule, register
 from vcal_cli.heads.ce import default_latent
 
 
 @dataclass(frozen=True)
-class VTSTParams(HeadParams):
+class VTSTParams(SGDParams):
     hidden: int | None = None  # latent size Z; None: 128 for K <= 10, else 512
     beta: float | None = None  # KL weight on the summed KL; None: 1/Z as in the official code
     samples: int = 10  # Monte-Carlo samples M of the predictive
-    epochs: int | None = None  # None: 40, or more on small splits so that ~6,000 Adam steps run
-    lr: float = 1e-4
-    batch_size: int = 256
 
 
-class VTSTModule(nn.Module):
+class VTSTModule(HeadModule):
     def __init__(self, in_features: int, num_classes: int, hidden: int, samples: int) -> None:
         super().__init__()
         self.in_features, self.num_classes, self.hidden, self.samples = in_features, num_classes, hidden, samples
@@ -91,7 +88,7 @@ class VTSTModule(nn.Module):
 
 
 @register
-class VTSTHead(Head):
+class VTSTHead(SGDHead[VTSTParams, VTSTModule]):
     name = "vtst"
     summary = "V-TST: Gaussian latent with N(0,I) prior, ELBO (CE + KL/Z), MC-averaged predictive"
     paper = "Jordahn & Olmos, ICML 2024, arXiv:2405.01196"
@@ -99,31 +96,25 @@ class VTSTHead(Head):
     Module = VTSTModule
     fast_params = {"epochs": 3}
 
-    def _fit(self, train: FitData, val: FitData, *, base: nn.Module | None, progress: Track) -> nn.Module:
-        p: VTSTParams = self.params  # type: ignore[assignment]
+    def build(self, train: FitData) -> VTSTModule:
+        p = self.params
         k = train.logits.shape[1]
         z = default_latent(k) if p.hidden is None else p.hidden
-        beta = 1.0 / z if p.beta is None else p.beta
+        self.beta_ = 1.0 / z if p.beta is None else p.beta
         module = VTSTModule(train.features.shape[1], k, z, p.samples)
         module.eps.copy_(torch.randn(p.samples, z))
+        return module
 
-        def loss(x: Tensor, y: Tensor) -> Tensor:
-            mu, logvar = module.encode(x)
-            sample = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
-            return F.cross_entropy(module.out(sample), y) + beta * module.kl(mu, logvar).mean()
+    def terms(self, module: VTSTModule, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The one-sample ELBO's parts: CE(Linear(z), y), mean KL(q(z|h) || N(0, I)), and z = mu + sigma * eps."""
+        mu, logvar = module.encode(x)
+        z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
+        return F.cross_entropy(module.out(z), y), module.kl(mu, logvar).mean(), z
 
-        self.beta_ = beta
-        return train_epochs(
-            module,
-            loss,
-            train,
-            val,
-            name=self.name,
-            epochs=resolve_epochs(p.epochs, len(train.labels), p.batch_size),
-            lr=p.lr,
-            batch_size=p.batch_size,
-            progress=progress,
-        )
+    def loss(self, module: VTSTModule, x: Tensor, y: Tensor) -> Tensor:
+        """The one-sample ELBO: CE(Linear(mu + sigma * eps), y) + beta * KL(q(z|h) || N(0, I))."""
+        ce, kl, _ = self.terms(module, x, y)
+        return ce + self.beta_ * kl
 
     def extra_report(self) -> dict[str, Any]:
-        return {"beta": self.beta_}
+        return {"beta": self.beta_, **super().extra_report()}

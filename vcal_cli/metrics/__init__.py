@@ -32,6 +32,7 @@ from vcal_cli.metrics.calibration import (
     ece_mce_kernel,
     reliability_bins,
 )
+from vcal_cli.metrics.details import Details, details
 from vcal_cli.metrics.scoring import aurc_kernel, aurc_prepare, chunk_stats
 
 __all__ = [
@@ -85,6 +86,7 @@ class MetricsResult:
     n_bins: int
     n_bootstrap: int
     seed: int
+    details: Details | None = None  # gap, smooth ECE, selective accuracy, per class (compute_metrics)
 
 
 ROW_CHUNK_ELEMS = 1 << 20  # elements per float64 temporary (8 MB), whatever N: memory stays flat
@@ -194,7 +196,7 @@ def _one_pass(scores: Scores, labels: Tensor, counts: Tensor, n_bins: int) -> tu
     """
     n, k = scores.values.shape
     r = len(counts)
-    stats = {name: torch.empty(n, dtype=torch.float64) for name in ("conf", "correct", "nll", "brier")}
+    stats = {name: torch.empty(n, dtype=torch.float64) for name in ("conf", "correct", "nll", "brier", "pred")}
     totals = torch.zeros(r, k, dtype=torch.float64)
     upper = torch.zeros(r, k * n_bins, dtype=torch.float64)  # slots of bins >= 1 (bin-0 columns stay 0)
     first_edge = 1.0 / n_bins
@@ -213,6 +215,7 @@ def _one_pass(scores: Scores, labels: Tensor, counts: Tensor, n_bins: int) -> tu
             upper.index_add_(1, cols * n_bins + bin_index(pv, n_bins), w[:, rows] * d)
     slots = upper.view(r, k, n_bins)
     slots[:, :, 0] = totals - slots[:, :, 1:].sum(2)
+    stats["class_ece"] = slots[0].abs().sum(1) / n  # (K,): each class's binary ECE on the sample itself
     return stats, slots.abs().sum((1, 2)) / (n * k)  # every row of counts sums to n
 
 
@@ -224,6 +227,7 @@ def compute_metrics(
     n_bins: int = DEFAULT_N_BINS,
     n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
     seed: int = DEFAULT_SEED,
+    with_details: bool = True,
 ) -> MetricsResult:
     """All metrics, their percentile-bootstrap 95% intervals, and the reliability bins.
 
@@ -233,17 +237,23 @@ def compute_metrics(
     """
     check_bins(n_bins)
     src, y = make_scores(labels, logits, probs)
-    ((vals, s),) = evaluate_scores([src], y, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed)
+    counts = resample_counts(len(y), n_bootstrap, seed)
+    stats, cw = _one_pass(src, y, counts, n_bins)
+    vals = {**_scalar_metrics(stats, counts, n_bins), "classwise_ece": cw}
     q = torch.tensor([0.025, 0.975], dtype=torch.float64)
-    intervals = {k: tuple(torch.quantile(vals[k][1:], q).tolist()) for k in METRIC_NAMES} if n_bootstrap > 0 else {}
+    intervals: dict[str, tuple[float, float]] = {}
+    for k in METRIC_NAMES if n_bootstrap > 0 else ():
+        lo, hi = torch.quantile(vals[k][1:], q).tolist()
+        intervals[k] = (lo, hi)
     return MetricsResult(
         Metrics(**{k: float(vals[k][0]) for k in METRIC_NAMES}),
-        intervals,  # type: ignore[arg-type]
-        reliability_bins(s["conf"], s["correct"], n_bins),
+        intervals,
+        reliability_bins(stats["conf"], stats["correct"], n_bins),
         len(y),
         n_bins,
         n_bootstrap,
         seed,
+        details(stats, y, stats["class_ece"], counts) if with_details else None,
     )
 
 

@@ -38,7 +38,7 @@ def chunk_stats(
         nll = -p.gather(1, y)[:, 0].clamp_min(PROB_CLAMP).log()
     p_y = p.gather(1, y)[:, 0]
     brier = torch.bmm(p[:, None, :], p[:, :, None])[:, 0, 0] - 2 * p_y + 1  # row dot products, no (n, K) temporary
-    return p, {"conf": conf, "correct": (pred == labels).double(), "nll": nll, "brier": brier}
+    return p, {"conf": conf, "correct": (pred == labels).double(), "nll": nll, "brier": brier, "pred": pred.double()}
 
 
 def aurc_prepare(conf: Tensor, correct: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -6,9 +6,11 @@ import io
 from collections.abc import Sequence
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.colors import PowerNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from vcal_cli.metrics import ReliabilityBin  # noqa: E402
@@ -24,7 +26,11 @@ def plot_reliability(
     acc = [b.accuracy or 0.0 for b in bins]
     conf = [b.confidence if b.confidence is not None else c for b, c in zip(bins, centers, strict=True)]
     filled = [b.count > 0 for b in bins]
-    ax.bar(centers, acc, width=width, color="#1f77b4", edgecolor="black", linewidth=0.6, label=label)
+    colors = ["#1f77b4" if b.count >= SMALL_BIN else "#b8cfe6" for b in bins]
+    ax.bar(centers, acc, width=width, color=colors, edgecolor="black", linewidth=0.6, label=label)
+    for b, c in zip(bins, centers, strict=True):
+        if 0 < b.count < SMALL_BIN:  # too few samples for the bar to mean much
+            ax.text(c, 0.02, f"n={b.count}", rotation=90, fontsize=7, ha="center", va="bottom", color="#555")
     gaps = [(c - a) if f else 0.0 for a, c, f in zip(acc, conf, filled, strict=True)]
     ax.bar(
         centers,
@@ -60,6 +66,100 @@ def plot_reliability(
     hx.axvline(mean_conf, color="#d62728", linestyle="--", linewidth=1.2, label=f"avg. confidence {mean_conf:.3f}")
     hx.set(xlabel="Confidence (top-label)", ylabel="Fraction", xlim=(0, 1))
     hx.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+SMALL_BIN = 20  # bins with fewer samples are drawn pale and labelled with their count
+
+
+def plot_smooth_reliability(curves: dict[str, dict], *, title: str = "") -> Figure:
+    """Kernel-smoothed reliability curves (Blasiok & Nakkiran's smooth ECE), one small panel per head, with the
+    confidence density below each curve as a shaded band. `curves[name]` holds confidence, accuracy, density
+    (report.json's `details.smooth_curve`) and `smece`, `sigma`."""
+    n = len(curves)
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 4.2 * rows), squeeze=False, sharex=True, sharey=True)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    for ax, (name, c) in zip(axes.flat, curves.items(), strict=False):
+        x, acc, dens = c["confidence"], c["accuracy"], c["density"]
+        top = max(dens) or 1.0
+        ax.fill_between(x, 0, [0.25 * d / top for d in dens], color="#7f7f7f", alpha=0.3, lw=0, label="density")
+        ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
+        ax.plot(x, acc, color="#d62728", lw=2, label=f"smooth ECE {c['smece']:.4f}")
+        ax.set(xlim=(0, 1), ylim=(0, 1), title=f"{name} (bandwidth {c['sigma']:.3f})")
+        ax.legend(loc="upper left", fontsize=8)
+    for ax in axes[-1]:
+        ax.set_xlabel("Confidence (top-label)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("Accuracy (kernel regression)")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_reliability_grid(curves: dict[str, tuple[Sequence[ReliabilityBin], float]], *, title: str = "") -> Figure:
+    """Small multiples: one binned reliability panel per head, bins under SMALL_BIN samples drawn pale."""
+    n = len(curves)
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 4 * rows), squeeze=False, sharex=True, sharey=True)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    for ax, (name, (bins, ece)) in zip(axes.flat, curves.items(), strict=False):
+        width = bins[0].hi - bins[0].lo
+        centers = [(b.lo + b.hi) / 2 for b in bins]
+        colors = ["#1f77b4" if b.count >= SMALL_BIN else "#b8cfe6" for b in bins]
+        ax.bar(centers, [b.accuracy or 0.0 for b in bins], width=width, color=colors, edgecolor="black", lw=0.5)
+        ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
+        ax.set(xlim=(0, 1), ylim=(0, 1), title=f"{name}: ECE {ece:.4f}")
+    for ax in axes[-1]:
+        ax.set_xlabel("Confidence")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("Accuracy")
+    fig.suptitle(title or f"Reliability per head (pale: bins under {SMALL_BIN} samples)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_risk_coverage(curves: dict[str, list], *, title: str = "") -> Figure:
+    """Selective risk (error among the most confident) against coverage, one line per head."""
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for i, (name, pts) in enumerate(curves.items()):
+        xs, ys = zip(*pts, strict=True)
+        ax.plot(xs, ys, color=f"C{i}", lw=1.6, ls=["-", "--", "-.", ":"][i % 4], label=name)
+    for c in (0.9, 0.95, 0.99):
+        ax.axvline(c, color="#bbb", lw=0.8, zorder=0)
+    ax.set(xlim=(0, 1), ylim=(0, None), xlabel="Coverage (fraction of samples kept, most confident first)",
+           ylabel="Selective risk (error rate)", title=title or "Risk-coverage")  # fmt: skip
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion(matrix: list[list[int]], names: list[str] | None = None, *, title: str = "") -> Figure:
+    """The confusion matrix, rows normalised (true class), log-ish colour so rare mistakes stay visible."""
+    m = np.asarray(matrix, dtype=float)
+    k = len(m)
+    norm = m / np.maximum(m.sum(1, keepdims=True), 1)
+    size = min(12.0, 3 + 0.35 * k)
+    fig, ax = plt.subplots(figsize=(size, size * 0.9))
+    im = ax.imshow(norm, cmap="Blues", norm=PowerNorm(0.4, vmin=0, vmax=1))
+    fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of the true class")
+    labels = names if names and len(names) == k else [str(i) for i in range(k)]
+    if k <= 30:
+        ax.set_xticks(range(k), labels, rotation=90, fontsize=8)
+        ax.set_yticks(range(k), labels, fontsize=8)
+    if k <= 12:
+        for i in range(k):
+            for j in range(k):
+                if m[i, j]:
+                    ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center", fontsize=7,
+                            color="white" if norm[i, j] > 0.5 else "black")  # fmt: skip
+    ax.set(xlabel="predicted", ylabel="true", title=title or "Confusion matrix")
     fig.tight_layout()
     return fig
 
@@ -124,7 +224,8 @@ def plot_adversarial(rows_by_head: dict[str, list[dict]]) -> Figure:
         for attack in dict.fromkeys(r["attack"] for r in rows):
             pts = sorted((r["eps"] * 255, r["accuracy"], r["ece"]) for r in rows if r["attack"] == attack)
             xs, acc, ece = zip(*pts, strict=True)
-            style = dict(color=f"C{i}", ls="-" if attack == "pgd" else "--", marker="o", ms=4)
+            pgd = attack == "pgd"
+            style = dict(color=f"C{i}", ls="-" if pgd else "--", marker="o" if pgd else "s", ms=4)
             label = f"{head}: {attack}" if len(rows_by_head) > 1 else attack
             a1.plot(xs, acc, label=label, **style)
             a2.plot(xs, ece, label=label, **style)

@@ -9,9 +9,9 @@ from rich.table import Table
 
 from vcal_cli.metrics import LOWER_IS_BETTER, METRIC_NAMES
 from vcal_cli.reports.documents import to_html, to_markdown
-from vcal_cli.reports.figures import plot_reliability, plot_reliability_overlay, to_png
+from vcal_cli.reports.figures import plot_reliability, plot_reliability_grid, to_png
 from vcal_cli.reports.tables import metric_label, readable
-from vcal_cli.reports.writer import metrics_frame, robustness_images, write_files
+from vcal_cli.reports.writer import detail_images, metrics_frame, robustness_images, write_files
 
 
 def retrain_table(report: dict[str, Any]) -> Table:
@@ -50,7 +50,9 @@ def write_retrain_report(report: Any, out_dir: str | Path, *, inputs: tuple[Path
             )
         )
         curves[name] = (h.result.reliability, h.result.metrics.ece)
-    images = {"reliability_compare.png": to_png(plot_reliability_overlay(curves)), **images}
+    images = {"reliability_compare.png": to_png(plot_reliability_grid(curves)), **images}
+    pick = (d.get("summary") or {}).get("pick")
+    images |= detail_images(d, ("original", pick) if pick else ("original",))
     images |= robustness_images({n: h.robustness or {} for n, h in report.heads.items()})
     title = "vcal retrain report"
     return write_files(

@@ -23,6 +23,15 @@ report.json (schema_version 1):
     shift           (with --shift) list of {corruption, severity, accuracy, nll, ece}
     shift_mean      {"severity_N": {accuracy, nll, ece}}: means over corruptions (gate rules can reach
                     them, e.g. shift_mean.severity_5.ece)
+    details         {gap, gap_interval, smooth: {smece, sigma}, smooth_curve, selective: {coverage_0.90, ...},
+                    risk_coverage: [[coverage, risk]], per_class: [{index, count, accuracy, confidence, ece}]
+                    worst first, confusion: [true][predicted] counts (<= 100 classes, else null)}
+    class_names     the checkpoint's class names, when it has them
+    suggestion      {temperature, ece, nll, command} (temperature scaling fitted on val, scored on test) or
+                    {reason, command} when val was not at hand
+    summary         {verdict, lines}: the verdict in words (see vcal_cli.reports.summary)
+
+Added fields never break an older reader; `read_report` fills what an older report lacks where it can.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ from typing import Any
 from vcal_cli._version import __version__
 from vcal_cli.errors import ReportError
 from vcal_cli.metrics import METRIC_NAMES, MetricsResult
+from vcal_cli.reports.summary import audit_summary
 
 SCHEMA_VERSION = 1
 TOP_KEYS = (
@@ -63,6 +73,8 @@ class AuditReport:
     adversarial: list[dict[str, Any]] | None = None  # {attack, eps, accuracy, ece, nll}
     shift: list[dict[str, Any]] | None = None  # {corruption, severity, accuracy, nll, ece}
     warnings: list[str] = field(default_factory=list)  # see vcal_cli.metrics.sanity
+    class_names: list[str] | None = None
+    suggestion: dict[str, Any] | None = None  # see vcal_cli.reports.summary
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
     @property
@@ -79,6 +91,11 @@ class AuditReport:
                 setattr(self, k, sections[k])
 
     def to_dict(self) -> dict[str, Any]:
+        d = self._dict()
+        d["summary"] = audit_summary(d)
+        return d
+
+    def _dict(self) -> dict[str, Any]:
         return {
             "schema_version": SCHEMA_VERSION,
             "vcal_version": __version__,
@@ -92,6 +109,9 @@ class AuditReport:
             "warnings": list(self.warnings),
             **({"hierarchy": self.hierarchy} if self.hierarchy else {}),
             **robustness_dict(self.robustness_sections()),
+            **({"details": self.result.details.to_dict()} if self.result.details else {}),
+            **({"class_names": self.class_names} if self.class_names else {}),
+            **({"suggestion": self.suggestion} if self.suggestion else {}),
         }
 
     def to_json(self) -> str:

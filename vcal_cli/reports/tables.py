@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.panel import Panel
 from rich.table import Table
 
 from vcal_cli.metrics import LOWER_IS_BETTER, METRIC_NAMES
@@ -167,3 +168,26 @@ def robustness_table(heads: dict[str, dict[str, Any]]) -> Table:
     for row in robustness_rows(heads):
         t.add_row(*row)
     return readable(t)
+
+
+def summary_panel(summary: dict[str, Any]) -> Panel:
+    """The verdict in words, above every table."""
+    verdict = summary.get("verdict") or (f"use {summary['pick']}" if summary.get("pick") else "verdict")
+    color = {"over-confident": "red", "under-confident": "yellow", "calibrated within noise": "green"}.get(
+        verdict, "cyan"
+    )
+    return Panel("\n".join(summary.get("lines") or ["(no summary)"]), title=verdict, title_align="left",
+                 border_style=color, expand=False)  # fmt: skip
+
+
+def per_class_rows(details: dict[str, Any], names: list[str] | None, top: int | None = None) -> list[list[str]]:
+    """The per-class table, worst classwise ECE first: class, count, accuracy, mean confidence, ECE."""
+    rows = details.get("per_class") or []
+    return [
+        [names[r["index"]] if names else str(r["index"]), str(r["count"]), f"{r['accuracy']:.4f}",
+         f"{r['confidence']:.4f}", f"{r['ece']:.4f}"]
+        for r in rows[:top]
+    ]  # fmt: skip
+
+
+PER_CLASS_COLS = ["class", "n", "accuracy", "mean confidence", "ECE (one-vs-rest)"]

@@ -1,0 +1,112 @@
+"""The verdict a report opens with: what the numbers mean and what to do, in words and numbers.
+
+An audit: over- or under-confident (mean confidence minus accuracy, with its 95% interval; "within noise"
+when the interval holds 0), where (the confidence range holding most of the ECE, the classes with the worst
+binary ECE), and the fix (temperature scaling fitted on val, scored on this test split, when val was at
+hand). A retrain: the head to use, and each head's paired verdicts against the original and temperature
+scaling. Everything comes from report.json's own keys, so an older report gets a summary too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+VERDICT_METRICS = {"nll": "NLL", "ece": "ECE", "brier": "Brier", "aurc": "AURC", "accuracy": "accuracy"}
+
+
+def _where(reliability: list[dict[str, Any]], ece: float) -> str | None:
+    """The narrowest run of adjacent bins holding at least half of the ECE, as 'confidence 0.80-1.00 (71%)'."""
+    n = sum(b["count"] for b in reliability)
+    if not n or ece <= 0:
+        return None
+    share = [b["count"] / n * abs(b["accuracy"] - b["confidence"]) if b["count"] else 0.0 for b in reliability]
+    best = None
+    for i in range(len(share)):
+        total = 0.0
+        for j in range(i, len(share)):
+            total += share[j]
+            if total >= 0.5 * ece:
+                if best is None or (j - i, -total) < (best[1] - best[0], -best[2]):
+                    best = (i, j, total)
+                break
+    if best is None:
+        return None
+    i, j, total = best
+    return f"confidence {reliability[i]['lo']:.2f}-{reliability[j]['hi']:.2f} ({total / ece:.0%} of the ECE)"
+
+
+def _classes(per_class: list[dict[str, Any]], names: list[str] | None, top: int = 3) -> str:
+    rows = per_class[:top]
+    label = (lambda r: names[r["index"]]) if names else (lambda r: f"class {r['index']}")
+    return ", ".join(
+        f"{label(r)} (ECE {r['ece']:.3f}, accuracy {r['accuracy']:.3f}, confidence {r['confidence']:.3f})" for r in rows
+    )
+
+
+def audit_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """`summary` of an audit report.json: {verdict, gap, gap_interval, lines}."""
+    m, det = report["metrics"], report.get("details")
+    bins = report.get("settings", {}).get("bins", 15)
+    lines: list[str] = []
+    verdict = "unknown"
+    if det:
+        gap, iv = det["gap"], det.get("gap_interval")
+        conf = m["accuracy"] + gap
+        if iv and iv[0] > 0:
+            verdict = "over-confident"
+        elif iv and iv[1] < 0:
+            verdict = "under-confident"
+        elif iv:
+            verdict = "calibrated within noise"
+        else:
+            verdict = "over-confident" if gap > 0 else "under-confident" if gap < 0 else "calibrated"
+        ci = f", 95% interval [{iv[0]:+.4f}, {iv[1]:+.4f}]" if iv else ""
+        lines.append(
+            f"{verdict.capitalize()}: mean confidence {conf:.4f} against accuracy {m['accuracy']:.4f} "
+            f"(gap {gap:+.4f}{ci}); ECE-{bins} {m['ece']:.4f}, smooth ECE {det['smooth']['smece']:.4f}."
+        )
+        where = _where(report.get("reliability") or [], m["ece"])
+        if where and verdict != "calibrated within noise":
+            lines.append(f"Where: {where}; worst classes: {_classes(det['per_class'], report.get('class_names'))}.")
+    s = report.get("suggestion")
+    if s and s.get("temperature") is not None:
+        lines.append(
+            f"Temperature scaling fitted on val (T = {s['temperature']:.3f}) changes test ECE from {m['ece']:.4f} "
+            f"to {s['ece']:.4f} and NLL from {m['nll']:.4f} to {s['nll']:.4f}: `{s['command']}`."
+        )
+    elif s:
+        lines.append(f"{s['reason']}; to recalibrate: `{s['command']}`.")
+    return {"verdict": verdict, "lines": lines}
+
+
+def retrain_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """`summary` of a retrain report.json: the head to use (lowest test NLL among the heads not worse than the
+    original on NLL or accuracy beyond noise), why, and every head's verdicts."""
+    heads = report["heads"]
+    lines: list[str] = []
+    fitted = {n: h for n, h in heads.items() if n != "original"}
+    if not fitted:
+        return {"pick": None, "lines": lines}
+
+    def ok(h: dict[str, Any]) -> bool:
+        v = (h.get("verdicts") or {}).get("original") or {}
+        return all((v.get(k) or {}).get("verdict") != "worse" for k in ("nll", "accuracy"))
+
+    safe = {n: h for n, h in fitted.items() if ok(h)}
+    pick = min(safe or fitted, key=lambda n: (fitted[n]["metrics"]["nll"], n))
+    h, o = fitted[pick], heads["original"]["metrics"]
+    lines.append(
+        f"Use {pick}: lowest test NLL ({h['metrics']['nll']:.4f}, original {o['nll']:.4f}) "
+        + ("among the heads not worse than the original on NLL or accuracy" if safe else "(every head is worse "
+           "than the original on NLL or accuracy beyond noise: keep the original)")
+        + f"; ECE {o['ece']:.4f} -> {h['metrics']['ece']:.4f}."
+    )  # fmt: skip
+    for name, hd in fitted.items():
+        for against, v in (hd.get("verdicts") or {}).items():
+            cells = [
+                f"{label} {v[k]['verdict']} ({v[k]['delta']:+.4f})" for k, label in VERDICT_METRICS.items() if k in v
+            ]
+            lines.append(f"{name} vs {against}: " + ", ".join(cells) + ".")
+    lines.append("Verdicts: 95% paired bootstrap on the test split; picking on test is optimistic, `--head auto` "
+                 "picks on val.")  # fmt: skip
+    return {"pick": pick, "lines": lines}
