@@ -243,7 +243,7 @@ class RetrainReport:
         }
         d.pop("suggestion", None)  # the retrain itself is the fix
         d["summary"] = retrain_summary(d)
-        d["summary"]["lines"] += audit_summary(d)["lines"][:2]  # the original's verdict, where and by how much
+        d["summary"]["lines"] += [f"Original head: {x}" for x in audit_summary(d)["lines"][:2]]  # verdict, where
         return d
 
     def to_json(self) -> str:

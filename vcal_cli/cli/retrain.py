@@ -67,16 +67,6 @@ HELP = {
 }
 
 
-def verdict_line(verdicts: dict) -> str:
-    """`vs original: ECE better (-0.021), NLL better (-0.017), ...; vs temperature: ...` (95% paired bootstrap)."""
-    parts = []
-    for against, v in verdicts.items():
-        names = {"ece": "ECE", "nll": "NLL", "brier": "Brier", "aurc": "AURC", "accuracy": "accuracy"}
-        cells = [f"{label} {v[k]['verdict']} ({v[k]['delta']:+.4f})" for k, label in names.items() if k in v]
-        parts.append(f"vs {against}: " + ", ".join(cells))
-    return "; ".join(parts) + " (test, 95% paired bootstrap)"
-
-
 def head_fields() -> dict[str, tuple[type, list[str]]]:
     """Every head hyperparameter (but the shared seed): field name -> (type, 'head default' strings)."""
     import dataclasses
@@ -174,7 +164,8 @@ def retrain_cmd(
     with handle_errors(debug):
         from vcal_cli import api
         from vcal_cli.reports.retrain import retrain_table, write_retrain_report
-        from vcal_cli.reports.tables import hierarchy_table, robustness_rows, robustness_table
+        from vcal_cli.reports.summary import verdict_line
+        from vcal_cli.reports.tables import hierarchy_table, robustness_rows, robustness_table, summary_panel
 
         if out_dir.suffix in (".safetensors", ".pt", ".pth"):
             from vcal_cli.errors import UsageError
@@ -209,16 +200,15 @@ def retrain_cmd(
             print(report.to_json(), end="")
             return
         d = report.to_dict()
+        out.print(summary_panel(d["summary"]))
         out.print(retrain_table(d))
         if any(h.get("hierarchy") for h in d["heads"].values()):
             out.print(hierarchy_table({n: h.get("hierarchy") for n, h in d["heads"].items()}))
         if robustness_rows(d["heads"]):
             out.print(robustness_table(d["heads"]))
-        if auto := report.base.settings["retrain"].get("auto"):
-            note(f"--head auto: {auto['reason']}")
         for name, h in report.heads.items():
             if name != "original":
-                note(f"{name}: {verdict_line(h.verdicts or {})}")
+                note(f"{name}: {verdict_line(h.verdicts or {}, name)} (test, 95% paired bootstrap)")
                 note(f"{name}: wrote {h.checkpoint}")
         note(f"report written to {out_dir}/")
         for w in report.base.warnings:  # again under the table, where the eye ends

@@ -16,6 +16,7 @@ from typing import Any
 
 from vcal_cli.data.preprocessing import Preprocessing
 from vcal_cli.metrics import METRIC_NAMES
+from vcal_cli.reports.summary import VERDICT_METRICS
 from vcal_cli.reports.tables import PER_CLASS_COLS, hier_label, hierarchy_rows, metric_label, per_class_rows
 
 TableSpec = tuple[str, list[str], list[list[str]]]  # caption, columns, rows
@@ -200,6 +201,18 @@ def _adversarial(report: dict[str, Any]) -> list[TableSpec]:
     return [("Under attack (pixel space)", cols, rows)] if rows else []
 
 
+def _verdicts(report: dict[str, Any]) -> list[TableSpec]:
+    rows = [
+        [name, against] + [f"{v[k]['verdict']} ({v[k]['delta']:+.4f})" if k in v else "-" for k in VERDICT_METRICS]
+        for name, h in report.get("heads", {}).items()
+        for against, v in (h.get("verdicts") or {}).items()
+        if against != name
+    ]
+    cols = ["head", "against", *VERDICT_METRICS.values()]
+    caption = "Each head against the original and temperature scaling: change on test, 95% paired bootstrap"
+    return [(caption, cols, rows)] if rows else []
+
+
 @dataclass(frozen=True)
 class Section:
     key: str  # the HTML anchor
@@ -210,6 +223,7 @@ class Section:
 
 SECTIONS: list[Section] = [
     Section("metrics", "Metrics", _metrics),
+    Section("verdicts", "Verdicts per head", _verdicts),
     Section("reliability", "Reliability", _reliability, ("reliability", "smooth")),
     Section("selective", "Risk and coverage", _selective, ("risk_coverage",)),
     Section("per-class", "Per class", _per_class, ("confusion",)),
@@ -254,7 +268,8 @@ CSS = """
 body{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem;color:#222;line-height:1.4}
 table{border-collapse:collapse;margin:.5rem 0 1rem} td,th{border:1px solid #ccc;padding:.25rem .55rem;text-align:left}
 th{background:#f4f4f4} td.n{text-align:right;font-variant-numeric:tabular-nums} caption{text-align:left;
-font-style:italic;padding:.3rem 0;white-space:nowrap} img{max-width:100%;height:auto} figure{display:inline-block;margin:.5rem}
+font-style:italic;padding:.3rem 0;white-space:nowrap}
+img{max-width:100%;height:auto} figure{display:inline-block;margin:.5rem}
 .warn{color:#a00;background:#fee;border:1px solid #d88;padding:.5rem .8rem}
 .verdict{border-left:.35rem solid #36c;background:#f3f6fc;padding:.4rem 1rem} nav ol{columns:2}
 section{margin-top:1.5rem} .scroll{overflow-x:auto}

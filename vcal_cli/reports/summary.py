@@ -79,6 +79,16 @@ def audit_summary(report: dict[str, Any]) -> dict[str, Any]:
     return {"verdict": verdict, "lines": lines}
 
 
+def verdict_cells(v: dict[str, Any]) -> list[str]:
+    """'NLL better (-0.0320)', ... for one comparison's verdicts."""
+    return [f"{label} {v[k]['verdict']} ({v[k]['delta']:+.4f})" for k, label in VERDICT_METRICS.items() if k in v]
+
+
+def verdict_line(verdicts: dict[str, Any], name: str = "") -> str:
+    """'vs original: NLL better (-0.0320), ...; vs temperature: ...', leaving out a head against itself."""
+    return "; ".join(f"vs {a}: " + ", ".join(verdict_cells(v)) for a, v in verdicts.items() if a != name)
+
+
 def retrain_summary(report: dict[str, Any]) -> dict[str, Any]:
     """`summary` of a retrain report.json: the head to use (lowest test NLL among the heads not worse than the
     original on NLL or accuracy beyond noise), why, and every head's verdicts."""
@@ -101,12 +111,10 @@ def retrain_summary(report: dict[str, Any]) -> dict[str, Any]:
            "than the original on NLL or accuracy beyond noise: keep the original)")
         + f"; ECE {o['ece']:.4f} -> {h['metrics']['ece']:.4f}."
     )  # fmt: skip
-    for name, hd in fitted.items():
-        for against, v in (hd.get("verdicts") or {}).items():
-            cells = [
-                f"{label} {v[k]['verdict']} ({v[k]['delta']:+.4f})" for k, label in VERDICT_METRICS.items() if k in v
-            ]
-            lines.append(f"{name} vs {against}: " + ", ".join(cells) + ".")
+    if h.get("verdicts"):
+        lines.append(f"{pick}: {verdict_line(h['verdicts'], pick)}.")
+    if auto := (report.get("settings", {}).get("retrain") or {}).get("auto"):
+        lines.append(f"--head auto: {auto['reason']}.")
     lines.append("Verdicts: 95% paired bootstrap on the test split; picking on test is optimistic, `--head auto` "
                  "picks on val.")  # fmt: skip
     return {"pick": pick, "lines": lines}
