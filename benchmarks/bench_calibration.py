@@ -26,13 +26,14 @@ import torch
 
 from vcal_cli.api import ExtractOptions, load_features
 from vcal_cli.heads import FitData, get_head, list_heads
+from vcal_cli.heads._train import SGDHead
 from vcal_cli.metrics import compute_metrics
 from vcal_cli.metrics.paired import verdicts
 
 MODELS = {  # file: (what it is, where val comes from)
     "early.pth.tar": ("resnet18, 2 epochs on vcal's train split (train acc. ~88%)", "train"),
-    "overfit.pth.tar": ("resnet18, 16 epochs on vcal's train split, far past fitting", "train"),
-    "whole.pth.tar": ("resnet18, 8 epochs on the whole official train part; val from test", "test"),
+    "overfit.pth.tar": ("resnet18, 12 epochs on vcal's train split, far past fitting", "train"),
+    "whole.pth.tar": ("resnet18, 5 epochs on the whole official train part; val from test", "test"),
 }
 ROOT = "/usr/share/datasets/fashion-mnist"
 DEFAULT_HEADS = ["temperature", "vector", "matrix", "dirichlet", "isotonic", "histogram", "bayes", "ce",
@@ -56,7 +57,9 @@ def laplace_reference(train: FitData, test_features: torch.Tensor, base: torch.n
     return probs.clamp_min(1e-12).log()
 
 
-def bench_model(path: Path, val_from: str, heads: list[str], n_bootstrap: int, seed: int) -> dict[str, Any]:
+def bench_model(
+    path: Path, val_from: str, heads: list[str], n_bootstrap: int, seed: int, full: bool = False
+) -> dict[str, Any]:
     o = ExtractOptions(data_root=ROOT, val_from=val_from)
     loaded, tr, _ = load_features(str(path), "fashion-mnist", "train", o)
     _, va, _ = load_features(loaded, "fashion-mnist", "val", o)
@@ -69,10 +72,21 @@ def bench_model(path: Path, val_from: str, heads: list[str], n_bootstrap: int, s
     for name in heads:
         cls = get_head(name)
         t0 = time.perf_counter()
-        head = cls(cls.Params(seed=seed)).fit(train, val, base=loaded.head)
+        head = cls(cls.make_params(seed=seed)).fit(train, val, base=loaded.head)
         times[name] = time.perf_counter() - t0
         preds[name] = head.predict_log_proba(te.features)
-        print(f"  {name}: fitted in {times[name]:.1f} s", flush=True)
+        log = getattr(head, "fit_log_", None)
+        kept = f" (epoch {log.best_epoch} kept, {log.epochs_run} of {log.epochs} run)" if log else ""
+        print(f"  {name}: fitted in {times[name]:.1f} s{kept}", flush=True)
+        if full and isinstance(head, SGDHead):  # the papers' full schedule, against the early stop
+            t0 = time.perf_counter()
+            whole = cls(cls.make_params(seed=seed, patience=0)).fit(train, val, base=loaded.head)
+            t_full = time.perf_counter() - t0
+            v = verdicts(head.predict_log_proba(te.features), whole.predict_log_proba(te.features), te.labels,
+                         n_bins=15, n_bootstrap=n_bootstrap, seed=seed)  # fmt: skip
+            print(f"  {name} full schedule: {t_full:.1f} s (epoch {whole.fit_log_.best_epoch} kept); full minus early "
+                  f"stop on test: NLL {v['nll']['delta']:+.4f} {v['nll']['interval']}, ECE {v['ece']['delta']:+.4f} "
+                  f"{v['ece']['interval']} ({v['nll']['verdict']} / {v['ece']['verdict']})", flush=True)  # fmt: skip
     try:
         t0 = time.perf_counter()
         preds["laplace-torch (LL KFAC, marglik)"] = laplace_reference(train, te.features, loaded.head)
@@ -118,6 +132,7 @@ def main() -> None:
     p.add_argument("--bootstrap", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--full", action="store_true", help="also fit the trained heads' full schedule (patience 0)")
     a = p.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)  # laplace-torch's notes on its defaults
     heads = [h for h in a.heads.split(",") if h]
@@ -132,7 +147,7 @@ def main() -> None:
             print(f"{file}: not found in {a.models} (run benchmarks/train_models.py)")
             continue
         print(f"\n## {file}: {what} (--val-from {val_from})", flush=True)
-        res = bench_model(path, val_from, heads, a.bootstrap, a.seed)
+        res = bench_model(path, val_from, heads, a.bootstrap, a.seed, a.full)
         out[file] = res
         print(f"train accuracy {res['train_accuracy']:.4f}, val accuracy {res['val_accuracy']:.4f}, "
               f"{res['n_test']} test images; preprocessing {res['preprocessing']}")  # fmt: skip

@@ -1,7 +1,11 @@
-"""Fit every head on cached features of realistic size and time it against temperature scaling;
-time the `bayes` closed-form predictive against laplace-torch's KFAC GLM probit on the same posterior.
+"""Fit every head on cached features of realistic size, time it against temperature scaling, and say how
+close each comes to the machine's limit: the FLOPs its fit performs (torch's FlopCounterMode on one training
+step, times the steps run, plus the val scoring; the whole fit for the closed-form and post-hoc heads), the
+achieved GFLOP/s, and the machine's float32 matmul peak measured by a plain `torch.mm` loop in the same run.
+The trained heads also run the papers' full schedule (`patience=0`) for the kept epoch and test NLL/ECE the
+early stop gives up; `bayes`'s predictive is timed against laplace-torch's KFAC GLM probit.
 
-    python benchmarks/bench_heads.py [--n 50000] [--dim 640] [--classes 10] [--laplace-n 2000]
+    python benchmarks/bench_heads.py [--n 50000] [--dim 640] [--classes 10] [--laplace-n 2000] [--full]
 
 Synthetic features: Gaussian class clusters with an overconfident linear head (its logits are the
 cached "original" logits). Times are wall-clock seconds on this machine, one run each.
@@ -13,9 +17,50 @@ import argparse
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from vcal_cli.heads import FitData, get_head, list_heads
+from vcal_cli.heads._train import SGDHead
 from vcal_cli.hierarchy import Hierarchy
+from vcal_cli.metrics import compute_metrics
+
+
+def matmul_peak(n: int = 2048, seconds: float = 2.0) -> float:
+    """float32 GFLOP/s of a plain torch.mm loop on n x n matrices (best of a few-second run)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best, t_end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        t = time.perf_counter()
+        torch.mm(a, b)
+        best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+def sgd_flops(head: SGDHead, train: FitData, val: FitData) -> float:
+    """FLOPs of an SGD head's fit: one step (forward, backward) x the steps run + the val scoring per epoch."""
+    p, log = head.params, head.fit_log_
+    module = head.build(train)
+    x, y = train.features[: p.batch_size].float(), train.labels[: p.batch_size]
+    with FlopCounterMode(display=False) as fc:
+        head.loss(module, x, y).backward()
+    step = fc.get_total_flops()
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        head.select(module, val)
+    steps = log.epochs_run * -(-len(train.labels) // p.batch_size)
+    return step * steps + fc.get_total_flops() * log.epochs_run
+
+
+def fit(name: str, train: FitData, val: FitData, base: torch.nn.Linear, tree: Hierarchy, **params: object):  # noqa: ANN201
+    cls = get_head(name)
+    t = time.perf_counter()
+    head = cls(cls.make_params(**params)).fit(train, val, base=base, hierarchy=tree)
+    return head, time.perf_counter() - t
+
+
+def scores(head, test: FitData) -> tuple[float, float, float]:  # noqa: ANN001
+    m = compute_metrics(test.labels, logits=head.predict_log_proba(test.features), n_bootstrap=0, with_details=False)
+    return m.metrics.accuracy, m.metrics.nll, m.metrics.ece
 
 
 def synthetic(n: int, d: int, k: int, seed: int = 0) -> tuple[FitData, FitData, FitData, torch.nn.Linear]:
@@ -62,8 +107,10 @@ def main() -> None:
     ap.add_argument("--classes", type=int, default=10)
     ap.add_argument("--laplace-n", type=int, default=2000)
     ap.add_argument("--heads", default=",".join(h for h in list_heads() if h != "haframe"))
+    ap.add_argument("--full", action="store_true", help="also run the trained heads' full schedule (patience 0)")
     args = ap.parse_args()
     train, val, test, base = synthetic(args.n, args.dim, args.classes)
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # torch's first optimizer imports torch._dynamo (~4 s)
     print(
         f"features: train {tuple(train.features.shape)}, val {len(val.labels)}, test {len(test.labels)}, "
         f"{args.classes} classes, torch threads {torch.get_num_threads()}"
@@ -71,13 +118,32 @@ def main() -> None:
     tree = Hierarchy(
         tuple(map(str, range(args.classes))), tuple((f"g{i % 2}", str(i)) for i in range(args.classes)), "synthetic"
     )
+    peak = matmul_peak()
+    print(f"machine peak: {peak:,.0f} GFLOP/s (float32 torch.mm 2048 x 2048, {torch.get_num_threads()} threads)\n")
+    cols = f"{'head':12s} {'fit s':>8s} {'GFLOP':>9s} {'GFLOP/s':>8s} {'of peak':>7s}"
+    print(cols + "  epochs kept/run  test acc / NLL / ECE")
     times, heads = {}, {}
     for name in args.heads.split(","):
-        t = time.perf_counter()
-        heads[name] = get_head(name)().fit(train, val, base=base, hierarchy=tree)
-        times[name] = time.perf_counter() - t
-        acc = float((heads[name].predict_log_proba(test.features).argmax(1) == test.labels).double().mean())
-        print(f"{name:12s} fit {times[name]:8.2f} s   test acc {acc:.4f}", flush=True)
+        heads[name], times[name] = fit(name, train, val, base, tree)
+        h = heads[name]
+        if isinstance(h, SGDHead):
+            flops, log = sgd_flops(h, train, val), h.fit_log_
+            epochs = f"{log.best_epoch:>4d}/{log.epochs_run:<4d} of {log.epochs}"
+        else:
+            with FlopCounterMode(display=False) as fc:
+                fit(name, train, val, base, tree)
+            flops, epochs = fc.get_total_flops(), ""
+        rate = flops / times[name] / 1e9
+        acc, nll, ece = scores(h, test)
+        print(f"{name:12s} {times[name]:8.2f} {flops / 1e9:9.1f} {rate:8.1f} {rate / peak:7.1%}  {epochs:16s} "
+              f"{acc:.4f} / {nll:.4f} / {ece:.4f}", flush=True)  # fmt: skip
+        if args.full and isinstance(h, SGDHead):
+            full, t_full = fit(name, train, val, base, tree, patience=0)
+            facc, fnll, fece = scores(full, test)
+            print(f"{'  full':12s} {t_full:8.2f} {'':9s} {'':8s} {'':7s}  "
+                  f"{full.fit_log_.best_epoch:>4d}/{full.fit_log_.epochs_run:<4d} of {full.fit_log_.epochs}  "
+                  f"{facc:.4f} / {fnll:.4f} / {fece:.4f}   early stop: {t_full / times[name]:.1f}x faster, "
+                  f"test NLL {nll - fnll:+.4f}, ECE {ece - fece:+.4f}", flush=True)  # fmt: skip
     ref = times.get("temperature")
     if ref:
         print("\nratio to temperature: " + ", ".join(f"{n} {t / ref:.0f}x" for n, t in times.items()))

@@ -68,9 +68,7 @@ def _accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float
     return hits / len(y)
 
 
-def train(
-    x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int, snapshots: dict[int, Path]
-) -> None:
+def train(x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int, snapshots: dict[int, Path]) -> None:
     """Adam with a one-cycle schedule over `epochs`; snapshot at the given epochs."""
     torch.manual_seed(seed)
     model = timm.create_model("resnet18", pretrained=False, num_classes=10, in_chans=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from vcal_cli import ExtractOptions, audit
 from vcal_cli.api import retrain
@@ -96,3 +97,45 @@ def test_cli_writes_csv_plots_and_json(runner, tmp_path) -> None:  # noqa: ANN00
     assert "--tolerance" in one_line_error(runner.invoke(app, ["frontier", str(CNN), "--tolerance", "200"]))
     line = one_line_error(runner.invoke(app, ["frontier", str(CNN), "--write-best", str(CNN), "--epochs", "1"]))
     assert "refusing" in line
+
+
+@pytest.fixture(scope="module")
+def digits_fit(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    from vcal_cli.features.options import load_features
+    from vcal_cli.heads import FitData
+
+    o = ExtractOptions(cache_dir=str(tmp_path_factory.mktemp("fw")))
+    loaded, tr, _ = load_features(str(CNN), "digits", "train", o)
+    _, va, _ = load_features(loaded, "digits", "val", o)
+    train, val = (FitData(f.features.float().clone(), f.logits, f.labels) for f in (tr, va))
+    return train, val, train.features.mean(0), train.features.std(0).clamp_min(1e-6)
+
+
+def test_warm_walk_starts_where_the_cold_one_does_and_moves_on(digits_fit) -> None:  # noqa: ANN001
+    from vcal_cli.evaluations.frontier import Settings, walk
+
+    train, val, mean, std = digits_fit
+    s = Settings(hidden=16, samples=4, epochs=30, warm_epochs=10, lr=1e-3, batch_size=256, seed=0)
+    cold = walk(train, val, (1e-3, 1e-1), (0.0,), s, mean, std, warm=False)
+    warm = walk(train, val, (1e-1, 1e-3), (0.0,), s, mean, std, warm=True)  # sorted: the same order
+    assert [(b, lam) for b, lam, _ in warm] == [(1e-3, 0.0), (1e-1, 0.0)]
+    first_c, first_w = cold[0][2].state_dict(), warm[0][2].state_dict()
+    assert all(torch.equal(first_c[k], first_w[k]) for k in first_c)  # the first point is a cold fit
+    second_c, second_w = cold[1][2].state_dict(), warm[1][2].state_dict()
+    assert not all(torch.equal(second_c[k], second_w[k]) for k in second_c)  # the second started elsewhere
+
+
+def test_iso_classification_finds_lambdas_of_equal_val_c(digits_fit) -> None:  # noqa: ANN001
+    from vcal_cli.evaluations.frontier import Settings, iso_classification, measure
+
+    train, val, mean, std = digits_fit
+    s = Settings(hidden=16, samples=4, epochs=40, warm_epochs=10, lr=1e-3, batch_size=256, seed=0)
+    out = iso_classification(train, val, (1e-2, 1e-1), 0.3, s, mean, std, steps=4)
+    assert [b for b, *_ in out] == [1e-2, 1e-1]
+    cs = [measure(m, val.features, val.labels, mean, std)["classification"] for _, _, m, _ in out]
+    assert all(1e-4 <= lam <= 10 for _, lam, _, _ in out)
+    # beta 0.01: every lambda keeps C below 0.3 (not reached, the closest returned); beta 0.1 brackets it
+    assert [r for *_, r in out] == [False, True]
+    assert cs[0] < 0.3 and abs(cs[1] - 0.3) < 0.02, cs
+    with pytest.raises(UsageError, match="--iso-c"):
+        frontier(CNN, data="digits", iso_c=-1.0)

@@ -129,7 +129,7 @@ def frontier(
     samples: int = 10,
     epochs: int | None = None,
     warm_epochs: int | None = None,
-    warm: bool = True,
+    warm: bool = False,
     iso_c: float | None = None,
     lr: float = 1e-4,
     batch_size: int = 256,
@@ -139,10 +139,10 @@ def frontier(
     write_best: str | Path | None = None,
     progress: Track = quiet,
 ) -> FrontierResult:
-    """Walk V-TST's (beta, lambda) surface on the cached features (each point warm-started from its neighbour;
-    `warm=False` fits each from scratch), measure R, D, C and the metrics, select a point on val, and
-    optionally write its checkpoint (as `vcal retrain` does). `iso_c` traces the iso-classification process
-    instead: for each beta the lambda whose val C is `iso_c`."""
+    """Fit V-TST's (beta, lambda) surface on the cached features (each point from scratch; `warm=True` starts
+    each from its neighbour's fit, see `vcal_cli.evaluations.frontier`), measure R, D, C and the metrics,
+    select a point on val, and optionally write its checkpoint (as `vcal retrain` does). `iso_c` traces the
+    iso-classification process instead: for each beta the lambda whose val C is `iso_c`."""
     if head not in FRONTIER_HEADS:
         raise UsageError(f"--head '{head}' has no frontier; choose one of: {', '.join(FRONTIER_HEADS)}")
     if not 0 <= tolerance < 1:

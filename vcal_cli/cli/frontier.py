@@ -63,8 +63,12 @@ def frontier_cmd(
         int | None,
         typer.Option("--warm-epochs", help="Epochs of each warm-started point \\[default: a quarter of --epochs]."),
     ] = None,
-    cold: Annotated[
-        bool, typer.Option("--cold", help="Fit every point from scratch instead of from its neighbour.")
+    warm: Annotated[
+        bool,
+        typer.Option(
+            "--warm",
+            help="Start each point from its neighbour's fit (faster; may settle in a worse optimum).",
+        ),
     ] = False,
     iso_c: Annotated[
         float | None,
@@ -111,7 +115,7 @@ def frontier_cmd(
             hidden=hidden,
             epochs=epochs,
             warm_epochs=warm_epochs,
-            warm=not cold,
+            warm=warm,
             iso_c=iso_c,
             lr=lr,
             options=opts,

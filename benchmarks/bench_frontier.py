@@ -1,0 +1,81 @@
+"""`vcal frontier`'s warm-started walk against independent fits of every point, on the shipped sample.
+
+Times the default sweep (6 betas, lambda 0) three ways: independent fits on the full schedule (what vcal did
+before the walk), independent fits with early stopping, and the warm-started walk (each point from its
+neighbour, a quarter of the schedule). For every point it prints the val free energy C + beta R + lambda D of
+the walk and of the independent fit, and the seed-to-seed spread of independent fits (the noise the two
+are compared against).
+
+    python benchmarks/bench_frontier.py [--epochs N] [--warm-epochs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from vcal_cli.evaluations.frontier import Settings, measure, walk
+from vcal_cli.features.options import ExtractOptions, load_features
+from vcal_cli.frontier import DEFAULT_BETAS
+from vcal_cli.heads import FitData
+from vcal_cli.heads._train import resolve_epochs
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_checkpoints" / "cnn_digits.safetensors"
+
+
+def splits(cache: str) -> tuple[FitData, FitData]:
+    o = ExtractOptions(cache_dir=cache)
+    loaded, tr, _ = load_features(str(SAMPLE), "digits", "train", o)
+    _, va, _ = load_features(loaded, "digits", "val", o)
+    return tuple(FitData(f.features.float().clone(), f.logits, f.labels) for f in (tr, va))  # type: ignore[return-value]
+
+
+def energies(points, val: FitData, mean, std) -> list[float]:  # noqa: ANN001
+    out = []
+    for b, lam, m in points:
+        r = measure(m, val.features, val.labels, mean, std)
+        out.append(r["classification"] + b * r["rate"] + lam * r["distortion"])
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--warm-epochs", type=int, default=None)
+    ap.add_argument("--cache", default=str(Path("~/.cache/vcal-bench/cache").expanduser()))
+    a = ap.parse_args()
+    train, val = splits(a.cache)
+    mean, std = train.features.mean(0), train.features.std(0).clamp_min(1e-6)
+    epochs = resolve_epochs(a.epochs, len(train.labels), 256)
+    base = dict(hidden=128, samples=10, epochs=epochs, warm_epochs=a.warm_epochs or max(1, epochs // 4), lr=1e-4,
+                batch_size=256)  # fmt: skip
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # torch's first optimizer imports torch._dynamo
+    runs = {
+        "independent, full schedule": (Settings(**base, seed=0, patience=0), False),
+        "independent, early stop": (Settings(**base, seed=0), False),
+        "independent, early stop, seed 1": (Settings(**base, seed=1), False),
+        "warm-started walk": (Settings(**base, seed=0), True),
+    }
+    times, f = {}, {}
+    for name, (s, warm) in runs.items():
+        t = time.perf_counter()
+        pts = walk(train, val, DEFAULT_BETAS, (0.0,), s, mean, std, warm=warm)
+        times[name] = time.perf_counter() - t
+        f[name] = energies(pts, val, mean, std)
+        print(f"{name}: {times[name]:.1f} s", flush=True)
+    ref = times["independent, full schedule"]
+    walk_s = times["warm-started walk"]
+    print(f"\nwalk speed-up: {ref / walk_s:.1f}x against independent full-schedule fits, "
+          f"{times['independent, early stop'] / walk_s:.1f}x against independent early-stopped fits")  # fmt: skip
+    print("\nbeta      F walk   F indep. (full)   F indep. (early)   seed spread   walk - indep.")
+    for i, b in enumerate(sorted(DEFAULT_BETAS)):
+        full, w = f["independent, full schedule"][i], f["warm-started walk"][i]
+        es, s1 = f["independent, early stop"][i], f["independent, early stop, seed 1"][i]
+        print(f"{b:<8g} {w:8.4f}   {full:15.4f}   {es:16.4f}   {abs(es - s1):11.4f}   {w - full:+.4f}")
+
+
+if __name__ == "__main__":
+    main()
