@@ -68,8 +68,8 @@ def main() -> None:
 
         return run
 
-    def vcal(device: str, **kw):  # noqa: ANN003
-        def run():  # noqa: ANN202
+    def vcal(device: str, **kw):
+        def run():
             with tempfile.TemporaryDirectory() as d:
                 return get_features(loaded, data, prep, cache_dir=d, device=device, batch_size=a.batch_size, **kw)
 
@@ -107,7 +107,7 @@ def main() -> None:
     print(f"largest vcal overhead: {100 * (worst - 1):+.1f}% ({'within' if worst <= 1.10 else 'OVER'} the 10% budget)")
 
 
-def folder_cases(a, loaded, prep, model, mean, std) -> list:  # noqa: ANN001
+def folder_cases(a, loaded, prep, model, mean, std) -> list:
     """Image files (JPEG, an image folder): decoding joins the loop; `--workers` decode ahead in threads."""
     import numpy as np
     from PIL import Image
@@ -132,7 +132,7 @@ def folder_cases(a, loaded, prep, model, mean, std) -> list:  # noqa: ANN001
         sd = torch.tensor(std).view(1, 3, 1, 1)
         m = model.to("cpu", memory_format=torch.channels_last)
 
-        def plain():  # noqa: ANN202 - the loop a user writes: decode a batch with PIL, then run it
+        def plain():  # the loop a user writes: decode a batch with PIL, then run it
             out = []
             with torch.inference_mode():
                 for s in range(0, len(data), a.batch_size):
@@ -141,8 +141,8 @@ def folder_cases(a, loaded, prep, model, mean, std) -> list:  # noqa: ANN001
                     out.append(m(x))
             return torch.cat(out)
 
-        def vcal(workers: int):  # noqa: ANN202
-            def run():  # noqa: ANN202
+        def vcal(workers: int):
+            def run():
                 with tempfile.TemporaryDirectory() as d:
                     kw = {"cache_dir": d, "device": "cpu", "batch_size": a.batch_size, "workers": workers}
                     return get_features(loaded, data, prep, **kw)

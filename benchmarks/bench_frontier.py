@@ -33,7 +33,7 @@ def splits(cache: str) -> tuple[FitData, FitData]:
     return tuple(FitData(f.features.float().clone(), f.logits, f.labels) for f in (tr, va))  # type: ignore[return-value]
 
 
-def energies(points, val: FitData, mean, std) -> list[float]:  # noqa: ANN001
+def energies(points, val: FitData, mean, std) -> list[float]:
     out = []
     for b, lam, m in points:
         r = measure(m, val.features, val.labels, mean, std)

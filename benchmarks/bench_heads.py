@@ -51,14 +51,14 @@ def sgd_flops(head: SGDHead, train: FitData, val: FitData) -> float:
     return step * steps + fc.get_total_flops() * log.epochs_run
 
 
-def fit(name: str, train: FitData, val: FitData, base: torch.nn.Linear, tree: Hierarchy, **params: object):  # noqa: ANN201
+def fit(name: str, train: FitData, val: FitData, base: torch.nn.Linear, tree: Hierarchy, **params: object):
     cls = get_head(name)
     t = time.perf_counter()
     head = cls(cls.make_params(**params)).fit(train, val, base=base, hierarchy=tree)
     return head, time.perf_counter() - t
 
 
-def scores(head, test: FitData) -> tuple[float, float, float]:  # noqa: ANN001
+def scores(head, test: FitData) -> tuple[float, float, float]:
     m = compute_metrics(test.labels, logits=head.predict_log_proba(test.features), n_bootstrap=0, with_details=False)
     return m.metrics.accuracy, m.metrics.nll, m.metrics.ece
 
@@ -81,7 +81,7 @@ def synthetic(n: int, d: int, k: int, seed: int = 0) -> tuple[FitData, FitData, 
     return (*(FitData(x[a:b], logits[a:b], y[a:b]) for a, b in parts), base)
 
 
-def laplace_predictive_time(head, test: FitData, n: int) -> tuple[float, float]:  # noqa: ANN001
+def laplace_predictive_time(head, test: FitData, n: int) -> tuple[float, float]:
     """Seconds per sample for laplace-torch's KFAC GLM probit predictive on the same posterior, and max diff."""
     import sys
     from pathlib import Path

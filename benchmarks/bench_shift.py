@@ -29,7 +29,7 @@ from vcal_cli import ExtractOptions, load_checkpoint, load_split
 from vcal_cli.evaluations.shift import CORRUPTIONS, STRENGTHS, corrupted_split, disk_kernel, motion_kernel
 
 
-def baseline(name: str, img: np.ndarray, p, rng: np.random.Generator) -> np.ndarray:  # noqa: ANN001
+def baseline(name: str, img: np.ndarray, p, rng: np.random.Generator) -> np.ndarray:
     """One image (H, W, C) in [0, 1] the way the generators do it: NumPy, SciPy and PIL, image by image."""
     if name == "gaussian_noise":
         return np.clip(img + rng.normal(size=img.shape, scale=p), 0, 1)

@@ -32,7 +32,7 @@ def tiny_mlp(seed: int = 0, num_classes: int = 10) -> LoadedModel:
 PROGRESS = re.compile(r"^[\w:. -]+: (started \(|done, |\d+(/\d+)? )")  # the plain progress lines of a log
 
 
-def one_line_error(result) -> str:  # noqa: ANN001 - a typer Result
+def one_line_error(result) -> str:  # a typer Result
     """Assert the CLI failed with exit 2 and exactly one `error:` line and no traceback; return the line.
 
     Progress lines (stderr is not a terminal under CliRunner, so long steps print plain lines) may precede it."""

@@ -97,7 +97,7 @@ def test_pgd_matches_torchattacks_on_the_sample() -> None:
     assert abs(ours - ref) <= 0.02, (ours, ref)
 
 
-def test_audit_adversarial_section_is_reproducible(runner, tmp_path) -> None:  # noqa: ANN001
+def test_audit_adversarial_section_is_reproducible(runner, tmp_path) -> None:
     import json
 
     from vcal_cli.cli import app

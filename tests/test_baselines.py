@@ -110,7 +110,7 @@ def test_ridge_keeps_vector_scaling_finite_on_a_separable_val() -> None:
     assert nll(held) < 2 * original, (nll(held), original, held.lambda_)
 
 
-def _frozen(probs: np.ndarray):  # noqa: ANN202
+def _frozen(probs: np.ndarray):
     """A fitted scikit-learn classifier whose predict_proba returns given probabilities (indexed by row id)."""
     from sklearn.base import BaseEstimator, ClassifierMixin
 
@@ -118,7 +118,7 @@ def _frozen(probs: np.ndarray):  # noqa: ANN202
         def __init__(self, probs: np.ndarray | None = None) -> None:
             self.probs = probs
 
-        def fit(self, x, y):  # noqa: ANN001, ANN202
+        def fit(self, x, y):
             self.classes_ = np.arange(self.probs.shape[1])
             return self
 
@@ -134,7 +134,7 @@ def _frozen(probs: np.ndarray):  # noqa: ANN202
 def test_isotonic_ovr_matches_scikit_learn() -> None:
     from sklearn.calibration import CalibratedClassifierCV
 
-    FrozenEstimator = pytest.importorskip("sklearn.frozen").FrozenEstimator  # scikit-learn >= 1.6  # noqa: N806
+    FrozenEstimator = pytest.importorskip("sklearn.frozen").FrozenEstimator  # scikit-learn >= 1.6
 
     train, val, base = _miscalibrated()
     head = get_head("isotonic")().fit(train, val, base=base)

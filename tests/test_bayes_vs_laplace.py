@@ -13,7 +13,7 @@ from vcal_cli.heads import FitData, get_head
 laplace = pytest.importorskip("laplace")
 
 
-def laplace_with_posterior(m: torch.Tensor, cov: torch.Tensor, sigma2: float, prior_precision: float):  # noqa: ANN201
+def laplace_with_posterior(m: torch.Tensor, cov: torch.Tensor, sigma2: float, prior_precision: float):
     """A KronLLLaplace on a bias-free Linear over [h, 1] whose posterior precision is
     (I_K / sigma^2) (x) (A^T A + tau I), i.e. the `bayes` head's posterior (cov = (A^T A + tau I)^-1)."""
     from laplace.utils.matrix import Kron

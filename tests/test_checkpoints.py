@@ -17,7 +17,7 @@ from vcal_cli.errors import CheckpointError
 from .helpers import tiny_mlp
 
 
-def _logits_and_features(loaded, x):  # noqa: ANN001, ANN202
+def _logits_and_features(loaded, x):
     feats = []
     h = loaded.head.register_forward_pre_hook(lambda _m, inp: feats.append(inp[0].flatten(1)))
     with torch.no_grad():
@@ -147,7 +147,7 @@ class _Evil:
     def __init__(self, marker: str) -> None:
         self.marker = marker
 
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self):
         return (os.system, (f"touch {self.marker}",))
 
 

@@ -22,7 +22,7 @@ from vcal_cli.reports import REPORT_FILES
 from .helpers import one_line_error, tiny_mlp
 
 
-def _audit(runner, *args: str):  # noqa: ANN001, ANN202
+def _audit(runner, *args: str):
     return runner.invoke(app, ["audit", *args])
 
 
@@ -45,7 +45,7 @@ def test_audit_writes_report_and_reuses_cache(
     html = (tmp_path / "rep" / "report.html").read_text()
     assert "data:image/png;base64," in html
 
-    def no_forward(*a, **k):  # noqa: ANN002, ANN003, ANN202
+    def no_forward(*a, **k):
         raise AssertionError("a forward pass ran although the features are cached")
 
     monkeypatch.setattr(features_mod, "extract_features", no_forward)
@@ -114,17 +114,21 @@ def test_bins_flag_changes_every_binned_metric(runner, sample_mlp: Path) -> None
 
 
 def test_cache_list_clear_and_cache_dir(runner, sample_mlp: Path, tmp_path: Path) -> None:
-    assert _audit(runner, str(sample_mlp), "--cache-dir", "cc", "--bootstrap", "0").exit_code == 0
+    assert _audit(runner, str(sample_mlp), "--cache-dir", "cc", "--bootstrap", "0", "--no-suggest").exit_code == 0
     listed = runner.invoke(app, ["cache", "list", "--cache-dir", "cc", "--json"])
     entries = json.loads(listed.stdout)
     assert len(entries) == 1 and entries[0]["data"] == "digits" and entries[0]["n"] == 540
     assert "1 entries" in runner.invoke(app, ["cache", "list", "--cache-dir", "cc"]).stdout
+    # by default the audit also loads val, to score temperature scaling fitted on it: a second entry
+    assert _audit(runner, str(sample_mlp), "--cache-dir", "cc", "--bootstrap", "0").exit_code == 0
+    entries = json.loads(runner.invoke(app, ["cache", "list", "--cache-dir", "cc", "--json"]).stdout)
+    assert sorted(e["n"] for e in entries) == [180, 540]
     assert runner.invoke(app, ["cache", "clear", "--cache-dir", "cc"]).exit_code == 0
     assert json.loads(runner.invoke(app, ["cache", "list", "--cache-dir", "cc", "--json"]).stdout) == []
 
 
 def test_broken_cache_entry_is_rebuilt(runner, sample_mlp: Path, tmp_path: Path) -> None:
-    assert _audit(runner, str(sample_mlp), "--bootstrap", "0").exit_code == 0
+    assert _audit(runner, str(sample_mlp), "--bootstrap", "0", "--no-suggest").exit_code == 0
     (entry,) = (tmp_path / "cache").glob("*.safetensors")
     entry.write_bytes(entry.read_bytes()[:100])
     r = _audit(runner, str(sample_mlp), "--bootstrap", "0", "--json")

@@ -21,7 +21,7 @@ EPOCHS = 100
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def sweep(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("frontier")
     opts = ExtractOptions(cache_dir=str(root / "cache"))
     res = frontier(
@@ -35,7 +35,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     return res, opts, root
 
 
-def test_rate_is_non_negative_and_falls_as_beta_rises(sweep) -> None:  # noqa: ANN001
+def test_rate_is_non_negative_and_falls_as_beta_rises(sweep) -> None:
     res, _, _ = sweep
     rates = [p.rate for p in res.points]
     assert all(r >= 0 for r in rates)
@@ -45,13 +45,13 @@ def test_rate_is_non_negative_and_falls_as_beta_rises(sweep) -> None:  # noqa: A
     assert res.points[-1].distortion > res.points[0].distortion
 
 
-def test_near_zero_beta_matches_ce_accuracy(sweep, tmp_path) -> None:  # noqa: ANN001
+def test_near_zero_beta_matches_ce_accuracy(sweep, tmp_path) -> None:
     res, opts, _ = sweep
     ce = retrain(CNN, ["ce"], data="digits", options=opts, params={"epochs": EPOCHS}, out_dir=tmp_path, n_bootstrap=0)
     assert abs(res.points[0].test_accuracy - ce.heads["ce"].result.metrics.accuracy) <= 0.01
 
 
-def test_selected_point_satisfies_the_tolerance_and_audit_reproduces_it(sweep) -> None:  # noqa: ANN001
+def test_selected_point_satisfies_the_tolerance_and_audit_reproduces_it(sweep) -> None:
     res, opts, root = sweep
     best_val = max(p.val_accuracy for p in res.points)
     sel = res.points[res.selected]
@@ -80,7 +80,7 @@ def test_selection_rule_by_hand() -> None:
         parse_grid("a,b", "--betas", ())
 
 
-def test_cli_writes_csv_plots_and_json(runner, tmp_path) -> None:  # noqa: ANN001
+def test_cli_writes_csv_plots_and_json(runner, tmp_path) -> None:
     args = ["frontier", str(CNN), "--betas", "0.001,1", "--lambdas", "0,0.01", "--epochs", "20", "-o", "fr"]
     r = runner.invoke(app, [*args, "--json", "--write-best", "best.safetensors"])
     assert r.exit_code == 0, r.output
@@ -100,7 +100,7 @@ def test_cli_writes_csv_plots_and_json(runner, tmp_path) -> None:  # noqa: ANN00
 
 
 @pytest.fixture(scope="module")
-def digits_fit(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def digits_fit(tmp_path_factory: pytest.TempPathFactory):
     from vcal_cli.features.options import load_features
     from vcal_cli.heads import FitData
 
@@ -111,7 +111,7 @@ def digits_fit(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     return train, val, train.features.mean(0), train.features.std(0).clamp_min(1e-6)
 
 
-def test_warm_walk_starts_where_the_cold_one_does_and_moves_on(digits_fit) -> None:  # noqa: ANN001
+def test_warm_walk_starts_where_the_cold_one_does_and_moves_on(digits_fit) -> None:
     from vcal_cli.evaluations.frontier import Settings, walk
 
     train, val, mean, std = digits_fit
@@ -125,7 +125,7 @@ def test_warm_walk_starts_where_the_cold_one_does_and_moves_on(digits_fit) -> No
     assert not all(torch.equal(second_c[k], second_w[k]) for k in second_c)  # the second started elsewhere
 
 
-def test_iso_classification_finds_lambdas_of_equal_val_c(digits_fit) -> None:  # noqa: ANN001
+def test_iso_classification_finds_lambdas_of_equal_val_c(digits_fit) -> None:
     from vcal_cli.evaluations.frontier import Settings, iso_classification, measure
 
     train, val, mean, std = digits_fit

@@ -63,7 +63,7 @@ def test_paired_deltas_of_a_model_with_itself_are_zero() -> None:
     assert d2["nll"][0] > 0  # sharpening random logits makes NLL worse in every resample
 
 
-def test_gate_checkpoint_against_itself_passes(runner) -> None:  # noqa: ANN001
+def test_gate_checkpoint_against_itself_passes(runner) -> None:
     r = runner.invoke(app, ["gate", str(CNN), "--baseline", str(CNN), "--bootstrap", "50"])
     assert r.exit_code == 0, r.output
     assert "paired bootstrap" in r.stdout and "FAIL" not in r.stdout
@@ -71,7 +71,7 @@ def test_gate_checkpoint_against_itself_passes(runner) -> None:  # noqa: ANN001
 
 def test_gate_overconfident_checkpoint_fails_and_writes_junit_and_markdown(
     runner, overconfident: Path, tmp_path: Path
-) -> None:  # noqa: ANN001
+) -> None:
     r = runner.invoke(
         app,
         [
@@ -97,7 +97,7 @@ def test_gate_overconfident_checkpoint_fails_and_writes_junit_and_markdown(
     assert "**failed**" in md and "| `max-increase nll=0.02` |" in md
 
 
-def test_gate_between_reports_and_rules_from_flags_and_config(runner, overconfident: Path, tmp_path: Path) -> None:  # noqa: ANN001
+def test_gate_between_reports_and_rules_from_flags_and_config(runner, overconfident: Path, tmp_path: Path) -> None:
     assert runner.invoke(app, ["audit", str(CNN), "-o", "base"]).exit_code == 0
     assert runner.invoke(app, ["audit", str(overconfident), "-o", "new"]).exit_code == 0
     r = runner.invoke(app, ["gate", "new/report.json", "-b", "base/report.json", "--json"])
@@ -127,7 +127,7 @@ def test_config_files(tmp_path: Path) -> None:
     "case",
     ["malformed report", "missing baseline", "unknown metric", "bad rule value", "missing dotted figure", "not json"],
 )
-def test_gate_bad_input(runner, tmp_path: Path, case: str) -> None:  # noqa: ANN001
+def test_gate_bad_input(runner, tmp_path: Path, case: str) -> None:
     assert runner.invoke(app, ["audit", str(CNN), "-o", "base", "--bootstrap", "0"]).exit_code == 0
     (tmp_path / "bad.json").write_text(json.dumps({"schema_version": 1, "metrics": {"ece": 0.1}}))
     (tmp_path / "junk.json").write_text("{not json")
@@ -146,7 +146,7 @@ def test_gate_bad_input(runner, tmp_path: Path, case: str) -> None:  # noqa: ANN
     assert expect in line, line
 
 
-def test_compare_table_and_png(runner, overconfident: Path, tmp_path: Path) -> None:  # noqa: ANN001
+def test_compare_table_and_png(runner, overconfident: Path, tmp_path: Path) -> None:
     assert runner.invoke(app, ["audit", str(CNN), "-o", "a", "--bootstrap", "0"]).exit_code == 0
     assert runner.invoke(app, ["audit", str(overconfident), "-o", "b", "--bootstrap", "0"]).exit_code == 0
     r = runner.invoke(app, ["compare", "a/report.json", "b/report.json", "-o", "cmp"])

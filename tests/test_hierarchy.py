@@ -75,14 +75,14 @@ def test_mismatched_class_names_are_named() -> None:
         TREE4.reorder(["c0", "c1", "c2", "dog"])
 
 
-def test_hierarchy_show(runner, tmp_path: Path) -> None:  # noqa: ANN001
+def test_hierarchy_show(runner, tmp_path: Path) -> None:
     r = runner.invoke(app, ["hierarchy", "show", "cifar100"])
     assert r.exit_code == 0 and "height 5" in r.stdout and "maple_tree" in r.stdout
     (tmp_path / "cyc.csv").write_text("class,parent\na,b\nb,a\nc,d\n")
     assert "cycle" in one_line_error(runner.invoke(app, ["hierarchy", "show", "cyc.csv"]))
 
 
-def test_audit_with_a_hierarchy(runner, tmp_path: Path) -> None:  # noqa: ANN001
+def test_audit_with_a_hierarchy(runner, tmp_path: Path) -> None:
     rows = ["class,parent"] + [f"{d},{'round' if d in '0689' else 'straight'}" for d in "0123456789"]
     (tmp_path / "h.csv").write_text("\n".join(rows) + "\n")
     r = runner.invoke(
@@ -106,7 +106,7 @@ def test_audit_with_a_hierarchy(runner, tmp_path: Path) -> None:  # noqa: ANN001
     )
 
 
-def _synthetic_hierarchical(seed: int = 0, d: int = 64, noise: float = 1.8):  # noqa: ANN202
+def _synthetic_hierarchical(seed: int = 0, d: int = 64, noise: float = 1.8):
     """24 classes in a 3-level tree (2 groups x 3 superclasses x 4 classes); siblings' means lie closer
     than cousins', with enough noise that about 10% of test images are misclassified."""
     g = torch.Generator().manual_seed(seed)

@@ -95,3 +95,25 @@ def _is_package_of(pkg: str, mod: str) -> bool:
     """`vcal_cli.heads` imported by `vcal_cli.heads.ce` is the package's own __init__ running first, not a
     cycle we can act on; only module-to-module edges count."""
     return mod.startswith(pkg + ".")
+
+
+# Imports inside functions: the CLI's command modules (so `vcal --help` imports nothing heavy) and the
+# optional or heavy third-party packages a code path may never need; never a vcal_cli module or the stdlib.
+LAZY_OK = ("safetensors", "timm", "torchvision", "sklearn", "scipy", "PIL", "rich", "laplace")
+
+
+def test_no_imports_inside_functions_below_the_cli() -> None:
+    bad = []
+    for path in PKG.rglob("*.py"):
+        mod = _module(path)
+        if mod.startswith("vcal_cli.cli"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for sub in ast.walk(node):
+                if isinstance(sub, ast.Import | ast.ImportFrom):
+                    name = sub.module if isinstance(sub, ast.ImportFrom) else sub.names[0].name
+                    if not (name or "").startswith(LAZY_OK):
+                        bad.append(f"{mod}:{sub.lineno} imports {name}")
+    assert not bad, "\n".join(bad)

@@ -44,11 +44,11 @@ def _case(seed: int, n: int = 2000, k: int = 10, scale: float = 3.0) -> tuple[to
 CASES = [(s, k) for s in (0, 1) for k in (3, 10)]
 
 
-def _reference_torchmetrics_ece(probs, labels, n_bins, norm="l1"):  # noqa: ANN001, ANN202
+def _reference_torchmetrics_ece(probs, labels, n_bins, norm="l1"):
     return float(tmf.multiclass_calibration_error(probs.float(), labels, probs.shape[1], n_bins=n_bins, norm=norm))
 
 
-def _reference_netcal(metric: str, probs, labels, n_bins):  # noqa: ANN001, ANN202
+def _reference_netcal(metric: str, probs, labels, n_bins):
     from netcal.metrics import ECE, MCE
 
     cls = {"ece": ECE, "mce": MCE}[metric]

@@ -70,7 +70,7 @@ def test_entropy_matches_scipy() -> None:
     assert torch.allclose(entropy_score(torch.log_softmax(logits, 1)), entropy_score(logits), atol=1e-5)
 
 
-def test_audit_ood_section_matches_sklearn(runner, tmp_path) -> None:  # noqa: ANN001
+def test_audit_ood_section_matches_sklearn(runner, tmp_path) -> None:
     from sklearn.metrics import roc_auc_score
 
     from vcal_cli import load_features

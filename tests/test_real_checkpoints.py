@@ -144,12 +144,12 @@ def test_torchvision_ddp_module_prefix(tmp_path: Path) -> None:
 
 
 class _Opens:
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self):
         return (builtins.open, (str(Path(os.environ["VCAL_CACHE"]).parent / "pwned"), "w"))
 
 
 class _Shell:
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self):
         return (os.system, ("touch pwned-by-system",))
 
 
@@ -213,7 +213,7 @@ def test_probe_picks_the_preprocessing_a_bare_state_dict_was_trained_with(tmp_pa
     assert again.settings["preprocessing"] == p
 
 
-def _opts(**kw: object):  # noqa: ANN202
+def _opts(**kw: object):
     from vcal_cli.api import ExtractOptions
 
     return ExtractOptions(**kw)  # type: ignore[arg-type]
@@ -296,7 +296,7 @@ def test_retrain_warns_when_val_looks_like_training_data(runner) -> None:
     assert "val looks like training data" not in r.stderr
     real = options.load_split
 
-    def val_is_train(data, split="test", *, root=None, val_from="train"):  # noqa: ANN001, ANN202
+    def val_is_train(data, split="test", *, root=None, val_from="train"):
         return real(data, "train" if split == "val" else split, root=root, val_from=val_from)
 
     mp = pytest.MonkeyPatch()
@@ -353,7 +353,7 @@ def test_out_is_the_report_directory_everywhere(runner, tmp_path: Path) -> None:
 def test_unexpected_error_is_one_line_and_debug_shows_it(runner, monkeypatch: pytest.MonkeyPatch) -> None:
     import vcal_cli.api as api
 
-    def boom(*a, **k):  # noqa: ANN002, ANN003, ANN202
+    def boom(*a, **k):
         raise AttributeError("module 'x' has no attribute 'Abort'")
 
     monkeypatch.setattr(api, "audit", boom)
@@ -418,7 +418,7 @@ def test_tables_stay_readable_at_80_columns() -> None:
 
     rep = audit(CNN, data="digits", n_bootstrap=20).to_dict()
     rep["checkpoint"]["path"] = "/a/very/long/path/" * 6 + "model.safetensors"
-    console = Console(width=80, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    console = Console(width=80, record=True, file=open(os.devnull, "w"))
     console.print(audit_table(rep))
     text = console.export_text()
     assert "…" not in text and f"{rep['metrics']['ece']:.4f}" in text and "model.safetensors" in text.replace("\n", "")

@@ -20,7 +20,7 @@ CNN = SAMPLES / "cnn_digits.safetensors"
 
 
 @pytest.fixture(scope="module")
-def all_heads(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def all_heads(tmp_path_factory: pytest.TempPathFactory):
     """Every head fitted once on the cnn sample's cached digits features (defaults, seed 0)."""
     root = tmp_path_factory.mktemp("retrain")
     opts = ExtractOptions(cache_dir=str(root / "cache"))
@@ -28,7 +28,7 @@ def all_heads(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     return report, opts
 
 
-def test_every_head_lowers_ece_and_keeps_accuracy(all_heads) -> None:  # noqa: ANN001
+def test_every_head_lowers_ece_and_keeps_accuracy(all_heads) -> None:
     report, _ = all_heads
     orig = report.heads["original"].result.metrics
     assert orig.ece >= 0.02
@@ -38,7 +38,7 @@ def test_every_head_lowers_ece_and_keeps_accuracy(all_heads) -> None:  # noqa: A
         assert abs(m.accuracy - orig.accuracy) <= 0.01, (name, m.accuracy, orig.accuracy)
 
 
-def test_audit_of_the_new_checkpoint_reproduces_the_retrain_exactly(all_heads) -> None:  # noqa: ANN001
+def test_audit_of_the_new_checkpoint_reproduces_the_retrain_exactly(all_heads) -> None:
     report, opts = all_heads
     for name, h in report.heads.items():
         if name == "original":
@@ -49,7 +49,7 @@ def test_audit_of_the_new_checkpoint_reproduces_the_retrain_exactly(all_heads) -
         assert load_checkpoint(h.checkpoint).head_info["name"] == name
 
 
-def test_report_json_has_heads_with_the_audit_keys(all_heads) -> None:  # noqa: ANN001
+def test_report_json_has_heads_with_the_audit_keys(all_heads) -> None:
     report, _ = all_heads
     d = json.loads(report.to_json())
     assert set(d["heads"]) == {"original", *list_heads()} - {"haframe"}
@@ -60,7 +60,7 @@ def test_report_json_has_heads_with_the_audit_keys(all_heads) -> None:  # noqa: 
     assert d["heads"]["temperature"]["fitted"]["temperature"] > 1.0  # the sample is overconfident
 
 
-def test_cli_retrain_writes_report_and_head_only_round_trip(runner, tmp_path: Path) -> None:  # noqa: ANN001
+def test_cli_retrain_writes_report_and_head_only_round_trip(runner, tmp_path: Path) -> None:
     r = runner.invoke(
         app, ["retrain", str(CNN), "--head", "temperature", "--head", "bayes", "-o", "rt", "--bootstrap", "20"]
     )
@@ -121,7 +121,7 @@ BAD = {
 
 
 @pytest.mark.parametrize("case", list(BAD))
-def test_retrain_bad_input(runner, tmp_path: Path, case: str) -> None:  # noqa: ANN001
+def test_retrain_bad_input(runner, tmp_path: Path, case: str) -> None:
     (tmp_path / "in.safetensors").write_bytes(CNN.read_bytes())
     args, expect = BAD[case]
     before = {p for p in tmp_path.rglob("*") if "cache" not in p.parts}
@@ -130,7 +130,7 @@ def test_retrain_bad_input(runner, tmp_path: Path, case: str) -> None:  # noqa: 
     assert {p for p in tmp_path.rglob("*") if "cache" not in p.parts} == before
 
 
-def test_head_file_on_another_base_is_refused(runner, tmp_path: Path) -> None:  # noqa: ANN001
+def test_head_file_on_another_base_is_refused(runner, tmp_path: Path) -> None:
     assert (
         runner.invoke(
             app,
@@ -154,14 +154,14 @@ def test_head_file_on_another_base_is_refused(runner, tmp_path: Path) -> None:  
     assert "fitted on another checkpoint" in line
 
 
-def test_heads_command_lists_every_head(runner) -> None:  # noqa: ANN001
+def test_heads_command_lists_every_head(runner) -> None:
     out = json.loads(runner.invoke(app, ["heads", "--json"]).stdout)
     assert {h["name"] for h in out} == set(list_heads())
     assert all(h["paper"] and h["summary"] for h in out)
     assert "[defaults: " in runner.invoke(app, ["retrain", "--help"]).stdout
 
 
-def test_haframe_with_a_digits_hierarchy_file(runner, tmp_path: Path) -> None:  # noqa: ANN001
+def test_haframe_with_a_digits_hierarchy_file(runner, tmp_path: Path) -> None:
     """A two-level hierarchy for digits (round vs straight strokes) in the edges format."""
     rows = ["class,parent"] + [f"{d},{'round' if d in '0689' else 'straight'}" for d in "0123456789"]
     (tmp_path / "h.csv").write_text("\n".join(rows) + "\n")
@@ -188,7 +188,7 @@ def test_haframe_with_a_digits_hierarchy_file(runner, tmp_path: Path) -> None:  
     assert json.loads(a.stdout)["metrics"] == rep["heads"]["haframe"]["metrics"]
 
 
-def test_same_seed_same_checkpoint_bytes(runner, tmp_path: Path) -> None:  # noqa: ANN001
+def test_same_seed_same_checkpoint_bytes(runner, tmp_path: Path) -> None:
     for out in ("a", "b"):
         r = runner.invoke(
             app, ["retrain", str(CNN), "--head", "ce", "--epochs", "2", "--seed", "3", "-o", out, "--bootstrap", "0"]

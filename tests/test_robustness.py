@@ -36,12 +36,12 @@ ROBUST = [
 
 
 @pytest.fixture
-def noise(tmp_path) -> None:  # noqa: ANN001
+def noise(tmp_path) -> None:
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "noise.npz", x=rng.integers(0, 256, (150, 1, 8, 8), dtype=np.uint8), y=np.zeros(150, int))
 
 
-def test_retrain_compares_every_head_on_shift_attacks_and_ood(runner, tmp_path, noise) -> None:  # noqa: ANN001
+def test_retrain_compares_every_head_on_shift_attacks_and_ood(runner, tmp_path, noise) -> None:
     args = ["retrain", CNN, "--head", "temperature", "--head", "vtst", "--epochs", "3", "--bootstrap", "0"]
     r = runner.invoke(app, [*args, *ROBUST, "--json", "-o", "rt"])
     assert r.exit_code == 0, r.output
@@ -82,7 +82,7 @@ def test_retrain_compares_every_head_on_shift_attacks_and_ood(runner, tmp_path, 
     assert g.exit_code == 1 and "4/255" in g.output
 
 
-def test_bad_corruption_fails_before_any_fitting(runner, noise) -> None:  # noqa: ANN001
+def test_bad_corruption_fails_before_any_fitting(runner, noise) -> None:
     line = one_line_error(runner.invoke(app, ["retrain", CNN, "--head", "vtst", "--shift", "--corruptions", "fog"]))
     assert "fog" in line and "elastic_transform" in line and "motion_blur" in line
     line = one_line_error(runner.invoke(app, ["retrain", CNN, "--head", "vtst", "--ood", "npz:missing.npz"]))

@@ -261,14 +261,14 @@ def test_a_killed_extraction_resumes_from_its_finished_shards(tmp_path: Path) ->
         (["--precision", "int8"], "--precision 'int8'"),
     ],
 )
-def test_bad_scale_flags_are_one_line_errors(runner, flags: list[str], words: str) -> None:  # noqa: ANN001
+def test_bad_scale_flags_are_one_line_errors(runner, flags: list[str], words: str) -> None:
     from vcal_cli.cli import app
 
     result = runner.invoke(app, ["audit", str(SAMPLE), *flags])
     assert words in one_line_error(result)
 
 
-def test_cache_list_shows_the_storage_dtype(runner, tmp_path: Path) -> None:  # noqa: ANN001
+def test_cache_list_shows_the_storage_dtype(runner, tmp_path: Path) -> None:
     from vcal_cli.cli import app
 
     cache = str(tmp_path / "c")

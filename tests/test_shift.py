@@ -72,7 +72,7 @@ def test_bad_names_and_severities() -> None:
         corrupt(x, "contrast", 6)
 
 
-def test_audit_shift_section_cached_and_gateable(runner, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+def test_audit_shift_section_cached_and_gateable(runner, tmp_path, monkeypatch) -> None:
     import json
 
     import vcal_cli.features as features_mod
@@ -106,7 +106,7 @@ def test_audit_shift_section_cached_and_gateable(runner, tmp_path, monkeypatch) 
     assert rep["shift_mean"]["severity_5"]["accuracy"] < rep["metrics"]["accuracy"]
     assert (tmp_path / "a" / "shift.png").stat().st_size > 0
 
-    def no_forward(*a, **k):  # noqa: ANN002, ANN003, ANN202
+    def no_forward(*a, **k):
         raise AssertionError("a corrupted split was extracted again")
 
     monkeypatch.setattr(features_mod, "extract_features", no_forward)

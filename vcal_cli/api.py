@@ -7,6 +7,8 @@ print(report.metrics["ece"])
 
 from __future__ import annotations
 
+import dataclasses as dc
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,19 +19,26 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from vcal_cli._io import same_file, sha256_file
-from vcal_cli.checkpoints import LoadedModel
+from vcal_cli.checkpoints import LoadedModel, save_checkpoint, save_head
 from vcal_cli.data import load_split
-from vcal_cli.errors import DataError, UsageError, VcalError
+from vcal_cli.errors import DataError, ReportError, UsageError, VcalError
 from vcal_cli.evaluations.robustness import RobustnessOptions, Variant, check_options
+from vcal_cli.evaluations.robustness import evaluate as evaluate_robustness
 from vcal_cli.features import FeatureSet, Track, quiet
 from vcal_cli.features.distributed import release_workers
 from vcal_cli.features.options import ExtractOptions, default_data, load_features, model_preprocessing, open_checkpoint
-from vcal_cli.heads import get_head
+from vcal_cli.gate import DEFAULT_RULES, GateResult, load_config
+from vcal_cli.gate import evaluate as evaluate_rules
+from vcal_cli.heads import FitData, get_head, list_heads
+from vcal_cli.heads.select import AUTO, select_head
 from vcal_cli.heads.temperature import fit_inverse_temperature
+from vcal_cli.hierarchy import builtin_for, load_hierarchy
 from vcal_cli.metrics import DEFAULT_N_BINS, compute_metrics
 from vcal_cli.metrics._validate import check_bins
+from vcal_cli.metrics.hierarchy import hierarchy_metrics
 from vcal_cli.metrics.paired import paired_deltas, verdicts
 from vcal_cli.metrics.sanity import audit_warnings, val_warning
+from vcal_cli.reports import read_report
 from vcal_cli.reports.schema import AuditReport, robustness_dict
 from vcal_cli.reports.summary import audit_summary, retrain_summary
 
@@ -59,7 +68,7 @@ def load_logits(path: str | Path) -> tuple[torch.Tensor | None, torch.Tensor | N
         else:
             with np.load(path, allow_pickle=False) as z:
                 arrays = {k: torch.from_numpy(np.asarray(z[k])) for k in z.files}
-    except (SafetensorError, ValueError, OSError, EOFError, Exception) as e:  # noqa: BLE001 - a bad file
+    except (SafetensorError, ValueError, OSError, EOFError, Exception) as e:  # a bad file
         raise DataError(f"--logits '{path}' is not a readable .npz or .safetensors file ({e})") from None
     if "labels" not in arrays or not ({"logits", "probs"} & set(arrays)):
         raise DataError(f"--logits '{path}' holds {sorted(arrays)}; it needs 'labels' and 'logits' or 'probs'")
@@ -247,7 +256,6 @@ class RetrainReport:
         return d
 
     def to_json(self) -> str:
-        import json
 
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
@@ -255,8 +263,6 @@ class RetrainReport:
 def resolve_heads(names: list[str]) -> list[str]:
     """`all` expands to every registered head (in registry order); `auto` to the candidates of the automatic
     choice (`vcal_cli.heads.select.AUTO`), and stands alone; duplicates are dropped."""
-    from vcal_cli.heads import list_heads
-    from vcal_cli.heads.select import AUTO
 
     if "auto" in (names or []):
         if len(set(names)) > 1:
@@ -275,7 +281,6 @@ def resolve_heads(names: list[str]) -> list[str]:
 
 def head_params(names: list[str], overrides: dict[str, Any]) -> dict[str, Any]:
     """Per-head params: each flag goes to every chosen head that takes it; a flag none takes is an error."""
-    import dataclasses as dc
 
     given = {k: v for k, v in overrides.items() if v is not None}
     takes = {n: {f.name for f in dc.fields(get_head(n).Params)} for n in names}
@@ -312,8 +317,6 @@ def retrain(
     that need one; `heads=["all"]` skips those when there is none. `robustness` adds the shift, OOD and
     adversarial evaluations for the original and every head, on the same cached features.
     """
-    from vcal_cli.checkpoints import save_checkpoint, save_head
-    from vcal_cli.heads import FitData
 
     check_bins(n_bins)
     auto = "auto" in heads
@@ -371,8 +374,6 @@ def retrain(
     fit = {s: FitData(f.features, f.logits, f.labels) for s, f in (("train", train), ("val", val))}
     fitted: list[Any] = []
     if auto:
-        from vcal_cli.heads.select import select_head
-
         selection = select_head(
             fit["train"], fit["val"], candidates=tuple(names), params=per_head, base=loaded.head, hierarchy=tree,
             select=select, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed, progress=progress,
@@ -446,11 +447,10 @@ def retrain(
     return RetrainReport(base, results)
 
 
-def _robustness(report, variants, r, data, split, test, prep, o, n_bins, seed, progress) -> dict[str, Any]:  # noqa: ANN001
+def _robustness(report, variants, r, data, split, test, prep, o, n_bins, seed, progress) -> dict[str, Any]:
     """Run the robustness evaluations; the original head's sections and the settings go into `report`."""
-    from vcal_cli.evaluations.robustness import evaluate
 
-    sections, extra = evaluate(
+    sections, extra = evaluate_robustness(
         variants, r, data=data, split=split, test=test, prep=prep, options=o, n_bins=n_bins, seed=seed,
         progress=progress,
     )  # fmt: skip
@@ -459,9 +459,8 @@ def _robustness(report, variants, r, data, split, test, prep, o, n_bins, seed, p
     return sections
 
 
-def _resolve_hierarchy(spec: str | Path | None, data: str, loaded: LoadedModel, o: ExtractOptions):  # noqa: ANN202
+def _resolve_hierarchy(spec: str | Path | None, data: str, loaded: LoadedModel, o: ExtractOptions):
     """The hierarchy in the model's class order: `spec`, else the data set's built-in one, else None."""
-    from vcal_cli.hierarchy import builtin_for
 
     spec = spec or builtin_for(data)
     if spec is None:
@@ -470,18 +469,16 @@ def _resolve_hierarchy(spec: str | Path | None, data: str, loaded: LoadedModel, 
     return _load_tree(spec, list(names))
 
 
-def _load_tree(spec: str | Path | None, names: list[str]):  # noqa: ANN202
+def _load_tree(spec: str | Path | None, names: list[str]):
     """The hierarchy `spec` in the order of `names`, or None without a spec."""
-    from vcal_cli.hierarchy import load_hierarchy
 
     return load_hierarchy(spec).reorder(names) if spec else None
 
 
-def _hierarchy_section(tree, scores, labels, n_bootstrap: int, seed: int) -> dict[str, Any] | None:  # noqa: ANN001
+def _hierarchy_section(tree, scores, labels, n_bootstrap: int, seed: int) -> dict[str, Any] | None:
     """report.json's `hierarchy` object for a tree (None without one)."""
     if tree is None:
         return None
-    from vcal_cli.metrics.hierarchy import hierarchy_metrics
 
     hm = hierarchy_metrics(
         torch.as_tensor(scores), torch.as_tensor(labels), tree.distances(), n_bootstrap=n_bootstrap, seed=seed
@@ -505,8 +502,6 @@ def _gate_side(
     progress: Track,
 ) -> tuple[dict[str, Any], FeatureSet | None]:
     """A report dict for one side of the gate; a checkpoint is audited (its features come back for pairing)."""
-    from vcal_cli.errors import ReportError
-    from vcal_cli.reports import read_report
 
     path = Path(spec)
     if not path.exists():
@@ -539,8 +534,6 @@ def gate(
     Rules: `rules` if given, else `[gate]` in vcal.toml / `[tool.vcal.gate]` in pyproject.toml (searched
     from `config_dir` upwards), else the defaults (`vcal_cli.gate.DEFAULT_RULES`).
     """
-    from vcal_cli.errors import ReportError
-    from vcal_cli.gate import DEFAULT_RULES, GateResult, evaluate, load_config
 
     o = options or ExtractOptions()
     if not rules:
@@ -558,7 +551,7 @@ def gate(
         )
         method = f"paired bootstrap on the same {len(cur_fs.labels)} test samples ({max(n_bootstrap, 1)} resamples)"
     check_comparable(base, cur, str(baseline), str(current))
-    results = evaluate(rules, base, cur, paired=paired, names=(str(baseline), str(current)))
+    results = evaluate_rules(rules, base, cur, paired=paired, names=(str(baseline), str(current)))
     warnings = [f"{role} {name}: {w}" for role, name, rep in (("baseline", baseline, base), ("current", current, cur))
                 for w in rep.get("warnings") or []]  # fmt: skip
     return GateResult(results, method, str(baseline), str(current), warnings)
@@ -566,7 +559,6 @@ def gate(
 
 def check_comparable(base: dict[str, Any], cur: dict[str, Any], base_name: str, cur_name: str) -> None:
     """The gate compares like with like: the same data set, split, sample count and bins, or it stops."""
-    from vcal_cli.errors import ReportError
 
     facts = {
         "data set": lambda r: r["data"].get("name"),
@@ -587,7 +579,6 @@ def check_comparable(base: dict[str, Any], cur: dict[str, Any], base_name: str, 
 
 def compare(reports: list[str | Path]) -> list[dict[str, Any]]:
     """Read several report.json files for a side-by-side comparison (at least two)."""
-    from vcal_cli.reports import read_report
 
     if len(reports) < 2:
         raise UsageError("compare needs at least two reports")

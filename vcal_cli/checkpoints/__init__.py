@@ -201,7 +201,7 @@ def load_checkpoint(
         try:
             with safe_open(weights, "pt") as f:
                 meta = f.metadata() or {}
-        except Exception as e:  # noqa: BLE001 - any parse failure means a bad file
+        except Exception as e:  # any parse failure means a bad file
             raise CheckpointError(
                 f"'{weights}' is not a readable safetensors file (truncated or not a checkpoint)",
                 hint="rerun with --debug to see why",
@@ -307,7 +307,7 @@ def apply_head_file(base: LoadedModel, path: str | Path) -> LoadedModel:
         with safe_open(path, "pt") as f:
             meta = f.metadata() or {}
         tensors = load_file(path)
-    except Exception as e:  # noqa: BLE001 - any parse failure means a bad file
+    except Exception as e:  # any parse failure means a bad file
         raise CheckpointError(f"--head-file '{path}' is not a readable safetensors file ({e})") from None
     if meta.get("vcal_head_only") != "1":
         raise CheckpointError(f"--head-file '{path}' is not a head written by 'vcal retrain --head-only'")

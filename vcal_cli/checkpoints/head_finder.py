@@ -39,7 +39,7 @@ def find_head(model: nn.Module, num_classes: int | None = None, override: str | 
     if hasattr(model, "get_classifier"):
         try:
             candidates.append(model.get_classifier())
-        except Exception:  # noqa: BLE001 - a custom get_classifier may fail; fall through to the others
+        except Exception:  # a custom get_classifier may fail; fall through to the others
             pass
     candidates.append(getattr(model, "fc", None))
     clf = getattr(model, "classifier", None)

@@ -91,7 +91,7 @@ def pickle_globals(path: Path) -> list[str]:
                     names.append(f"{strings[-2]}.{strings[-1]}")
                 elif isinstance(arg, str):
                     strings.append(arg)
-    except Exception:  # noqa: BLE001 - junk after the last readable opcode
+    except Exception:  # junk after the last readable opcode
         pass
     return list(dict.fromkeys(names))
 
@@ -102,7 +102,7 @@ def _unsafe_globals(path: Path) -> list[str]:
     try:  # torch's own answer for its zip format
         with torch.serialization.safe_globals(SAFE_TYPES):
             return [n for n in torch.serialization.get_unsafe_globals_in_checkpoint(path) if n not in ours]
-    except Exception:  # noqa: BLE001 - a legacy or plain pickle: read its opcodes, drop torch's own rebuilders
+    except Exception:  # a legacy or plain pickle: read its opcodes, drop torch's own rebuilders
         return [n for n in pickle_globals(path) if n not in ours and not n.startswith(("torch.", "collections."))]
 
 
@@ -114,7 +114,7 @@ def torch_load_safe(path: Path, *, trust: bool) -> Any:
         try:
             with torch.serialization.safe_globals(SAFE_TYPES):
                 return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - torch.load fails on junk with many exception types
+        except Exception as e:  # torch.load fails on junk with many exception types
             error = e
         names = _unsafe_globals(path)
         if not names and isinstance(error, pickle.UnpicklingError) and "GLOBAL" in str(error):
@@ -133,7 +133,7 @@ def torch_load_safe(path: Path, *, trust: bool) -> Any:
             ) from None
         try:
             return torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:  # noqa: BLE001 - any failure of trusted unpickling is the file's problem
+        except Exception as e:  # any failure of trusted unpickling is the file's problem
             raise CheckpointError(f"'{path}' could not be unpickled: {type(e).__name__}: {e}") from e
 
 

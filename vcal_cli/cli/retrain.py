@@ -215,7 +215,7 @@ def retrain_cmd(
             warn(w)
 
 
-def _with_head_flags(fn):  # noqa: ANN001, ANN202
+def _with_head_flags(fn):
     """Give `fn` one keyword-only option per head hyperparameter, generated from the heads' Params."""
     sig = inspect.signature(fn, eval_str=True)  # the module's annotations are strings (PEP 563)
     plain = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]

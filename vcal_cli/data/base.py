@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,8 +89,6 @@ class ImageSplit:
             for idx in ranges:
                 yield self.load(idx, size), self.labels[idx]
             return
-        from concurrent.futures import ThreadPoolExecutor
-
         with ThreadPoolExecutor(workers) as pool:
             for idx, imgs in zip(ranges, pool.map(lambda i: self.load(i, size), ranges), strict=True):
                 yield imgs, self.labels[idx]
@@ -129,6 +129,4 @@ def check_labels(labels: Tensor, num_classes: int, where: str) -> Tensor:
 
 def resolve_root(root: str | Path | None) -> Path:
     """--data-root, else $VCAL_DATA, else ./data."""
-    import os
-
     return Path(root or os.environ.get("VCAL_DATA") or "data").expanduser()

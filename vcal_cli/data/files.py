@@ -136,7 +136,7 @@ def load_imagefolder(spec: str, split: str, root: Path | None = None) -> ImageSp
     )
 
 
-class _nullimage:  # noqa: N801 - an empty context for an empty folder (ImageSplit then reports it)
+class _nullimage:  # an empty context for an empty folder (ImageSplit then reports it)
     height = width = 1
     mode = "RGB"
 

@@ -58,7 +58,7 @@ def find_files(name: str, root: Path, prefix: str) -> tuple[Path, Path] | None:
     return None
 
 
-def _make(name: str):  # noqa: ANN202
+def _make(name: str):
     def load(spec: str, split: str, root: Path | None = None) -> ImageSplit:
         root_path = resolve_root(root)
         prefix = "t10k" if split == "test" else "train"

@@ -24,7 +24,7 @@ _SETS: dict[str, tuple[str, str, tuple[int, int, int]]] = {
 _SVHN_CLASSES = [str(i) for i in range(10)]
 
 
-def _open(name: str, root: Path, train: bool):  # noqa: ANN202 - a torchvision VisionDataset
+def _open(name: str, root: Path, train: bool):  # a torchvision VisionDataset
     import torchvision.datasets as tvd
 
     cls_name, files, _ = _SETS[name]
@@ -40,7 +40,7 @@ def _open(name: str, root: Path, train: bool):  # noqa: ANN202 - a torchvision V
         ) from None
 
 
-def _arrays(name: str, ds) -> tuple[torch.Tensor, torch.Tensor, list[str]]:  # noqa: ANN001
+def _arrays(name: str, ds) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     if name == "svhn":  # data (N, 3, 32, 32) uint8; labels 0..9 (torchvision maps the .mat's 10 to 0)
         return torch.from_numpy(np.ascontiguousarray(ds.data)), torch.as_tensor(ds.labels), _SVHN_CLASSES
     data = torch.from_numpy(np.ascontiguousarray(ds.data))
@@ -48,7 +48,7 @@ def _arrays(name: str, ds) -> tuple[torch.Tensor, torch.Tensor, list[str]]:  # n
     return images.contiguous(), torch.as_tensor(ds.targets), list(ds.classes)
 
 
-def _make(name: str):  # noqa: ANN202
+def _make(name: str):
     def load(spec: str, split: str, root: Path | None = None) -> ImageSplit:
         root_path = resolve_root(root)
         ds = _open(name, root_path, train=split != "test")

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vcal_cli.errors import UsageError
+from vcal_cli.metrics import compute_metrics
 
 Model = Callable[[Tensor], Tensor]
 
@@ -94,7 +95,6 @@ def adversarial_evaluation(
     progress: Callable = lambda it, **_: it,
 ) -> list[dict]:
     """Rows {attack, eps, accuracy, ece, nll} for every attack and budget, on `pixels` (N, C, H, W) in [0, 1]."""
-    from vcal_cli.metrics import compute_metrics
 
     model = model.to(device).eval()
     gen = torch.Generator().manual_seed(seed)

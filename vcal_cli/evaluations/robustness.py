@@ -17,7 +17,13 @@ from torch import Tensor, nn
 from vcal_cli._progress import Track, quiet
 from vcal_cli.data import load_split
 from vcal_cli.errors import DataError, UsageError
+from vcal_cli.evaluations.adversarial import PixelModel, adversarial_evaluation
+from vcal_cli.evaluations.ood import ood_evaluation
+from vcal_cli.evaluations.shift import CORRUPTIONS, STRENGTH_NAMES, STRENGTHS, corrupted_split, strengths_for
+from vcal_cli.features import resolve_device
+from vcal_cli.features.options import load_features
 from vcal_cli.heads.base import HeadModule
+from vcal_cli.metrics import compute_metrics
 
 
 @dataclass(frozen=True)
@@ -69,7 +75,6 @@ class Variant:
 
 def check_options(r: RobustnessOptions, data_root: str | None = None) -> None:
     """Fail fast on a bad corruption, strength, budget count or OOD data set (before any fitting)."""
-    from vcal_cli.evaluations.shift import CORRUPTIONS, STRENGTHS
 
     for c in r.shift:
         CORRUPTIONS.get(c)
@@ -105,9 +110,6 @@ def evaluate(
     settings: dict[str, Any] = {}
     loaded = variants[0].model
     if r.ood:
-        from vcal_cli.evaluations.ood import ood_evaluation
-        from vcal_cli.features.options import load_features
-
         o = options
         train = load_features(loaded, data, "train", o, progress=progress)[1]
         sets = {n: load_features(loaded, n, "test", o, check_classes=False, progress=progress)[1] for n in r.ood}
@@ -118,7 +120,6 @@ def evaluate(
         rows, table = _shift(variants, r, images, data, options, n_bins, seed, progress)
         for v in variants:
             out[v.name]["shift"] = rows[v.name]
-        from vcal_cli.evaluations.shift import STRENGTH_NAMES
 
         settings["shift"] = {
             "corruptions": list(r.shift),
@@ -140,10 +141,7 @@ def evaluate(
     return out, settings
 
 
-def _shift(variants, r, base, data, o, n_bins, seed, progress):  # noqa: ANN001, ANN202
-    from vcal_cli.evaluations.shift import corrupted_split, strengths_for
-    from vcal_cli.features.options import load_features
-    from vcal_cli.metrics import compute_metrics
+def _shift(variants, r, base, data, o, n_bins, seed, progress):
 
     if base.images is None:
         raise DataError(
@@ -164,10 +162,8 @@ def _shift(variants, r, base, data, o, n_bins, seed, progress):  # noqa: ANN001,
     return rows, table
 
 
-def _adversarial(variants, r, ds, n, prep, o, n_bins, seed, progress) -> dict[str, list[dict[str, Any]]]:  # noqa: ANN001
+def _adversarial(variants, r, ds, n, prep, o, n_bins, seed, progress) -> dict[str, list[dict[str, Any]]]:
     """Rows per variant for the first `n` images of the split `ds`."""
-    from vcal_cli.evaluations.adversarial import PixelModel, adversarial_evaluation
-    from vcal_cli.features import resolve_device
 
     images = ds.images[:n] if ds.images is not None else ds.load(torch.arange(n), prep.input_size[1:])
     pixels = prep.to_pixels(images)

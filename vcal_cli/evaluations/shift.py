@@ -18,6 +18,7 @@ weather corruptions (snow, frost, fog, spatter), which the issue did not ask for
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 from collections.abc import Callable
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vcal_cli._registry import Registry
+from vcal_cli.errors import DataError, UsageError
 
 Corruption = Callable[[Tensor, Any, torch.Generator], Tensor]
 CORRUPTIONS: Registry[Corruption] = Registry("corruption")
@@ -349,7 +351,6 @@ def corrupt(x: Tensor, name: str, severity: int, seed: int = 0, strengths: str |
 
     `strengths` is 'cifar' or 'imagenet'; by default `strengths_for` picks it from the image size.
     """
-    from vcal_cli.errors import UsageError
 
     fn = CORRUPTIONS.get(name)
     if severity not in range(1, 6):
@@ -362,7 +363,7 @@ def corrupt(x: Tensor, name: str, severity: int, seed: int = 0, strengths: str |
 
 def corrupted_split(
     split, name: str, severity: int, seed: int = 0, batch_size: int = 256, strengths: str | None = None
-):  # noqa: ANN001, ANN201
+):
     """A copy of an in-memory `ImageSplit` whose pixels are corrupted, named `data~corruption@severity`.
 
     Corruptions act on the native pixels, before resizing and normalisation, in chunks of `batch_size`
@@ -370,9 +371,6 @@ def corrupted_split(
     computed on first use: a split whose features are already cached is never corrupted. Its identity holds
     the corruption, severity, strengths and seed, so the feature cache keeps one entry per corrupted split.
     """
-    import dataclasses
-
-    from vcal_cli.errors import DataError
 
     if split.images is None:
         raise DataError(f"--shift needs an in-memory data set; '{split.name}' is read from image files")

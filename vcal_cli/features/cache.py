@@ -53,7 +53,7 @@ class FeatureCache:
         for p in sorted(self.root.glob("*.safetensors")) if self.root.is_dir() else []:
             try:
                 info = json.loads((read_header(p)[0].get("__metadata__") or {}).get("vcal_cache", "{}"))
-            except Exception:  # noqa: BLE001 - a foreign or broken file is listed, not fatal
+            except Exception:  # a foreign or broken file is listed, not fatal
                 info = {"error": "unreadable"}
             st = p.stat()
             created = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(st.st_mtime))

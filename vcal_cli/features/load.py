@@ -60,7 +60,7 @@ def _entry_ok(path: Path, n: int) -> bool:
     try:
         header, _ = read_header(path)
         return all(header[k]["shape"][0] == n for k in ("features", "logits", "labels"))
-    except Exception:  # noqa: BLE001 - a missing, broken or foreign file is a miss
+    except Exception:  # a missing, broken or foreign file is a miss
         return False
 
 
@@ -146,7 +146,7 @@ def get_features(
     return fs
 
 
-def _build(loaded, data, prep, rt, dtype, plan, path, info, w: World, progress: Track) -> int:  # noqa: ANN001
+def _build(loaded, data, prep, rt, dtype, plan, path, info, w: World, progress: Track) -> int:
     """Extract this rank's missing shards, then (rank 0) merge them into the entry; returns shards resumed."""
     parts = Parts(path, plan, {"entry": path.name})
     resumed = w.broadcast(parts.prepare() if w.main else 0)

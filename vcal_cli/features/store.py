@@ -29,7 +29,7 @@ from torch import Tensor
 
 from vcal_cli._io import atomic_write, atomic_write_json, read_header, safetensors_bytes
 from vcal_cli._mapped import _FROM_ST, _NP, _ST, MappedFile, _nbytes, release_pages, take_rows  # noqa: F401  (re-exported)
-from vcal_cli.errors import CacheError
+from vcal_cli.errors import CacheError, UsageError
 
 CACHE_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 ORDER = ("labels", "logits", "features")  # int64 first, then 4-byte, then 2/4-byte: every tensor starts aligned
@@ -37,7 +37,6 @@ _BLOCK = 16 << 20  # bytes copied at a time when merging
 
 
 def cache_dtype(name: str) -> torch.dtype:
-    from vcal_cli.errors import UsageError
 
     if name not in CACHE_DTYPES:
         raise UsageError(f"--cache-dtype '{name}' is not supported; choose one of: {', '.join(CACHE_DTYPES)}")

@@ -9,11 +9,11 @@ import matplotlib
 import numpy as np
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.colors import PowerNorm  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.colors import PowerNorm
+from matplotlib.figure import Figure
 
-from vcal_cli.metrics import ReliabilityBin  # noqa: E402
+from vcal_cli.metrics import ReliabilityBin
 
 
 def plot_reliability(

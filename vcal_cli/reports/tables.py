@@ -8,6 +8,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from vcal_cli.metrics import LOWER_IS_BETTER, METRIC_NAMES
+from vcal_cli.reports.schema import shift_means
 
 LABELS = {
     "accuracy": "Accuracy",
@@ -119,7 +120,6 @@ def adversarial_table(rows: list[dict[str, Any]]) -> Table:
 
 
 def shift_table(rows: list[dict[str, Any]], strengths: str = "CIFAR-10-C") -> Table:
-    from vcal_cli.reports.schema import shift_means
 
     t = Table(
         title=f"under corruption ({strengths} strengths): mean over corruptions per severity", title_justify="left"

@@ -22,7 +22,7 @@ from vcal_cli.reports.figures import (
     plot_smooth_reliability,
     to_png,
 )
-from vcal_cli.reports.schema import AuditReport
+from vcal_cli.reports.schema import AuditReport, shift_means
 
 REPORT_FILES = ("reliability.png", "metrics.csv", "report.md", "report.html", "report.json")
 
@@ -67,7 +67,6 @@ def write_files(out_dir: str | Path, files: dict[str, bytes | str], inputs: tupl
 def robustness_images(sections: dict[str, dict[str, Any]]) -> dict[str, bytes]:
     """shift.png and adversarial.png (one line per head) and OOD histograms per data set and head, from each
     head's robustness sections (`shift`, `adversarial`, `ood`, `ood_scores`)."""
-    from vcal_cli.reports.schema import shift_means
 
     images = {}
     shift = {h: shift_means(r["shift"]) for h, r in sections.items() if r.get("shift")}
