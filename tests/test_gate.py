@@ -154,3 +154,19 @@ def test_compare_table_and_png(runner, overconfident: Path, tmp_path: Path) -> N
     assert "a/report.json" in r.stdout and "ECE-15" in r.stdout
     assert (tmp_path / "cmp" / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "at least two" in one_line_error(runner.invoke(app, ["compare", "a/report.json"]))
+
+
+def test_read_report_reads_a_schema_1_report(tmp_path) -> None:
+    """A report written before `details` and `summary` existed still reads, and gets a summary."""
+    from vcal_cli.reports import read_report
+
+    metrics = {k: 0.1 for k in ("accuracy", "nll", "brier", "ece", "ece_adaptive", "mce", "classwise_ece", "aurc")}
+    old = {"schema_version": 1, "vcal_version": "0.1.0", "created": "2026-11-01T00:00:00Z",
+           "checkpoint": {"path": "m.safetensors"}, "data": {"name": "digits", "split": "test", "n": 10},
+           "metrics": metrics, "intervals": {}, "reliability": [], "settings": {"bins": 15}}  # fmt: skip
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    rep = read_report(tmp_path / "old.json")
+    assert rep["metrics"] == metrics and rep["summary"]["verdict"] == "unknown"
+    (tmp_path / "new.json").write_text(json.dumps({**old, "schema_version": 99}))
+    with pytest.raises(Exception, match="schema 99"):
+        read_report(tmp_path / "new.json")

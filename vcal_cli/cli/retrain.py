@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import typing
 from pathlib import Path
 from typing import Annotated
 
@@ -44,35 +46,12 @@ from vcal_cli.cli._options import (
 from vcal_cli.cli._output import note, out, progress, warn
 from vcal_cli.heads import HEADS
 
-# Flag names where a head's field name would collide with a shared flag; help for the known fields. A new
-# hyperparameter needs neither: it becomes --FIELD-NAME with a generic help line listing its defaults.
-FLAG_NAMES = {"batch_size": "--train-batch-size"}
-HELP = {
-    "epochs": "Training epochs (auto: 40, raised on small splits until ~6,000 Adam steps run).",
-    "lr": "Learning rate.",
-    "batch_size": "Mini-batch size.",
-    "patience": "Stop after this many epochs without a better val score (auto: max(5, epochs/8); 0: run all).",
-    "hidden": "Latent size Z (auto: 128 for <= 10 classes, else 512; 0 = linear head for ce).",
-    "beta": "KL / prior weight (vtst auto = 1/Z).",
-    "samples": "Monte-Carlo samples of the predictive.",
-    "prior_precision": "Weight prior precision tau.",
-    "step": "Bayes pseudo-target step alpha.",
-    "max_iter": "Solver iterations.",
-    "gamma": "HAFrame distance-to-cosine decay.",
-    "alpha": "HAFrame cosine-loss weight.",
-    "odir": "Dirichlet ODIR weight lambda = mu (auto: 5-fold cross-validation on val).",
-    "ridge": "Vector/matrix scaling pull towards the original logits (auto: 5-fold CV on val; 0: none).",
-    "hist_bins": "Histogram-binning bins per map.",
-    "map_mode": "ovr (one-vs-rest) or top (top-label) maps for isotonic and histogram.",
-}
 
-
-def head_fields() -> dict[str, tuple[type, list[str]]]:
-    """Every head hyperparameter (but the shared seed): field name -> (type, 'head default' strings)."""
-    import dataclasses
-    import typing
-
-    fields: dict[str, tuple[type, list[str]]] = {}
+def head_fields() -> dict[str, tuple[type, list[str], dict[str, str], str]]:
+    """Every head hyperparameter (but the shared seed), from the heads' Params: field name -> (type, 'head
+    default' strings, head -> help line, flag). Help and flag come from each field's `param(...)` metadata in
+    its head's file, so a new hyperparameter needs no edit here."""
+    fields: dict[str, tuple[type, list[str], dict[str, str], str]] = {}
     for n in HEADS.names():
         params = HEADS.get(n).Params
         hints = typing.get_type_hints(params)
@@ -80,13 +59,22 @@ def head_fields() -> dict[str, tuple[type, list[str]]]:
             if f.name == "seed":
                 continue
             base = next((t for t in typing.get_args(hints[f.name]) if t is not type(None)), hints[f.name])
-            fields.setdefault(f.name, (base, []))[1].append(f"{n} {'auto' if f.default is None else f.default}")
+            flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+            entry = fields.setdefault(f.name, (base, [], {}, flag))
+            entry[1].append(f"{n} {'auto' if f.default is None else f.default}")
+            if "help" in f.metadata:
+                entry[2][n] = f.metadata["help"]
     return fields
 
 
-def _head_option(name: str, kind: type, defaults: list[str]) -> inspect.Parameter:
-    flag = FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
-    text = HELP.get(name, f"Head parameter {name}.")
+def _head_option(name: str, kind: type, defaults: list[str], helps: dict[str, str], flag: str) -> inspect.Parameter:
+    by_text: dict[str, list[str]] = {}
+    for h, t in helps.items():
+        by_text.setdefault(t, []).append(h)
+    if len(by_text) <= 1:
+        text = next(iter(by_text), f"Head parameter {name}.")
+    else:  # one word, several meanings: say which head means what
+        text = " ".join(f"{'/'.join(hs)}: {t}" for t, hs in by_text.items())
     opt = typer.Option(flag, help=f"{text} \\[defaults: {', '.join(defaults)}]", show_default=False)
     return inspect.Parameter(
         f"head_{name}", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind | None, opt]
@@ -219,7 +207,7 @@ def _with_head_flags(fn):
     """Give `fn` one keyword-only option per head hyperparameter, generated from the heads' Params."""
     sig = inspect.signature(fn, eval_str=True)  # the module's annotations are strings (PEP 563)
     plain = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
-    extra = [_head_option(n, t, d) for n, (t, d) in head_fields().items()]
+    extra = [_head_option(n, *spec) for n, spec in head_fields().items()]
     fn.__signature__ = sig.replace(parameters=[*plain, *extra])
     fn.__annotations__ = {p.name: p.annotation for p in [*plain, *extra]} | {"return": None}
     return fn

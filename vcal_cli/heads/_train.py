@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from vcal_cli._mapped import take_rows
 from vcal_cli.errors import HeadError
-from vcal_cli.heads.base import FitData, Head, HeadModule, HeadParams, Track
+from vcal_cli.heads.base import FitData, Head, HeadModule, HeadParams, Track, param
 
 PAPER_STEPS = 6000  # the two-stage papers' budget: 40 epochs x ~157 batches of 256 (CIFAR-10, 40k train)
 
@@ -30,10 +30,12 @@ PAPER_STEPS = 6000  # the two-stage papers' budget: 40 epochs x ~157 batches of 
 class SGDParams(HeadParams):
     """What every mini-batch-trained head takes (each head file sets its paper's defaults)."""
 
-    epochs: int | None = None  # None: 40, or more on small splits so that ~6,000 steps run
-    lr: float = 1e-4
-    batch_size: int = 256
-    patience: int | None = None  # epochs without a better val score before stopping; None: max(5, epochs/8); 0: all
+    epochs: int | None = param(None, "Training epochs (auto: 40, raised on small splits until ~6,000 steps run).")
+    lr: float = param(1e-4, "Learning rate.")
+    batch_size: int = param(256, "Mini-batch size.", flag="--train-batch-size")
+    patience: int | None = param(
+        None, "Stop after this many epochs without a better val score (auto: max(5, epochs/8); 0: run all)."
+    )
 
 
 def resolve_epochs(epochs: int | None, n: int, batch_size: int, paper_epochs: int = 40) -> int:

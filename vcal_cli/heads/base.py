@@ -225,3 +225,10 @@ def check_fit_data(d: FitData, split: str) -> None:
 
 def list_heads() -> list[str]:
     return HEADS.names()
+
+
+def param(default: Any, help: str, flag: str | None = None) -> Any:
+    """A Params field: its default and the help line `vcal retrain --help` shows for it (`flag` where its name
+    would collide with a shared flag, e.g. batch_size -> --train-batch-size). A new hyperparameter is one
+    such line in its head's file."""
+    return dataclasses.field(default=default, metadata={"help": help, **({"flag": flag} if flag else {})})

@@ -30,15 +30,15 @@ import torch
 from torch import Tensor, nn
 
 from vcal_cli.errors import HeadError
-from vcal_cli.heads.base import FitData, Head, HeadModule, HeadParams, Track, register
+from vcal_cli.heads.base import FitData, Head, HeadModule, HeadParams, Track, param, register
 
 
 @dataclass(frozen=True)
 class BayesParams(HeadParams):
-    prior_precision: float = 1.0  # tau: prior precision of the weights (relative to sigma^2)
-    step: float = 2.0  # alpha: pseudo-target step in logit space; MAP regulariser is tau / (2 alpha)
-    max_iter: int = 100  # L-BFGS iterations towards the fixed point
-    tol: float = 1e-6  # stop when the gradient of the mean objective is below this
+    prior_precision: float = param(1.0, "Prior precision tau of the weights (relative to sigma^2).")
+    step: float = param(2.0, "Pseudo-target step alpha in logit space (MAP regulariser tau / (2 alpha)).")
+    max_iter: int = param(100, "L-BFGS iterations towards the fixed point.")
+    tol: float = param(1e-6, "Stop when the gradient of the mean objective is below this.")
 
 
 class BayesModule(HeadModule):

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vcal_cli.heads._train import SGDHead, SGDParams
-from vcal_cli.heads.base import FitData, HeadModule, register
+from vcal_cli.heads.base import FitData, HeadModule, param, register
 
 
 def default_latent(num_classes: int) -> int:
@@ -31,7 +31,7 @@ def default_latent(num_classes: int) -> int:
 
 @dataclass(frozen=True)
 class CEParams(SGDParams):
-    hidden: int | None = None  # latent size Z; None: 128 for K <= 10, else 512; 0: a plain linear head
+    hidden: int | None = param(None, "Latent size Z (auto: 128 for <= 10 classes, else 512; 0: a plain linear head).")
 
 
 class MLPHead(HeadModule):

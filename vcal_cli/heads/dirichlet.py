@@ -18,13 +18,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vcal_cli.heads.base import register
+from vcal_cli.heads.base import param, register
 from vcal_cli.heads.vector import LogitMapParams, VectorHead
 
 
 @dataclass(frozen=True)
 class DirichletParams(LogitMapParams):
-    odir: float | None = None  # lambda = mu; None: chosen by 5-fold cross-validation on val
+    odir: float | None = param(None, "ODIR weight lambda = mu (auto: 5-fold cross-validation on val).")
 
 
 @register

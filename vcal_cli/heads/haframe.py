@@ -30,13 +30,13 @@ from torch import Tensor, nn
 
 from vcal_cli.errors import HeadError
 from vcal_cli.heads._train import SGDHead, SGDParams, val_error
-from vcal_cli.heads.base import FitData, HeadModule, register
+from vcal_cli.heads.base import FitData, HeadModule, param, register
 
 
 @dataclass(frozen=True)
 class HAFrameParams(SGDParams):
-    gamma: float = 2.0  # distance-to-cosine decay (CIFAR-100: 2, FGVC: 1, iNat19: 5, tiered: 3)
-    alpha: float = 0.4  # weight of the cosine loss; cross-entropy gets 1 - alpha
+    gamma: float = param(2.0, "Distance-to-cosine decay (CIFAR-100: 2, FGVC: 1, iNat19: 5, tiered: 3).")
+    alpha: float = param(0.4, "Weight of the cosine loss; cross-entropy gets 1 - alpha.")
     epochs: int | None = 100
     lr: float = 0.01  # SGD, cosine-annealed to 0
     batch_size: int = 64

@@ -22,13 +22,13 @@ from typing import Any
 import torch
 
 from vcal_cli.errors import UsageError
-from vcal_cli.heads.base import register
+from vcal_cli.heads.base import param, register
 from vcal_cli.heads.isotonic import MapHead, MapParams
 
 
 @dataclass(frozen=True)
 class HistogramParams(MapParams):
-    hist_bins: int = 10  # equal-width bins per map (netcal's default)
+    hist_bins: int = param(10, "Equal-width bins per map (netcal's default).")
 
 
 def histogram_table(x: torch.Tensor, y: torch.Tensor, bins: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,12 +23,12 @@ from torch import nn
 
 from vcal_cli.errors import UsageError
 from vcal_cli.heads._posthoc import OneDimMaps, one_dim_targets, set_tables
-from vcal_cli.heads.base import FitData, Head, HeadModule, HeadParams, Track, register
+from vcal_cli.heads.base import FitData, Head, HeadModule, HeadParams, Track, param, register
 
 
 @dataclass(frozen=True)
 class MapParams(HeadParams):
-    map_mode: str = "ovr"  # ovr (one-vs-rest, as scikit-learn and netcal) or top (top-label)
+    map_mode: str = param("ovr", "ovr (one-vs-rest, as scikit-learn and netcal) or top (top-label) maps.")
 
 
 @dataclass(frozen=True)

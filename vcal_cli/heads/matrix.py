@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vcal_cli.heads.base import register
+from vcal_cli.heads.base import param, register
 from vcal_cli.heads.vector import LogitMapParams, VectorHead
 
 
 @dataclass(frozen=True)
 class MatrixParams(LogitMapParams):
-    ridge: float | None = None  # pull towards the identity; None: chosen by 5-fold CV on val; 0: none
+    ridge: float | None = param(None, "Pull towards the identity map (auto: 5-fold CV on val; 0: none, the paper).")
 
 
 @register

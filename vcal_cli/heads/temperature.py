@@ -20,12 +20,12 @@ import torch
 from torch import Tensor, nn
 
 from vcal_cli.errors import HeadError
-from vcal_cli.heads.base import FitData, Head, HeadModule, HeadParams, Track, register
+from vcal_cli.heads.base import FitData, Head, HeadModule, HeadParams, Track, param, register
 
 
 @dataclass(frozen=True)
 class TemperatureParams(HeadParams):
-    max_iter: int = 100  # Newton/bisection steps; convergence to 1e-10 in log T takes ~10
+    max_iter: int = param(100, "Newton/bisection steps (convergence to 1e-10 in log T takes ~10).")
 
 
 class TemperatureModule(HeadModule):

@@ -29,15 +29,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vcal_cli.heads._train import SGDHead, SGDParams
-from vcal_cli.heads.base import FitData, HeadModule, register
+from vcal_cli.heads.base import FitData, HeadModule, param, register
 
 
 @dataclass(frozen=True)
 class VCParams(SGDParams):
-    hidden: int = 32  # latent size Z (vcal's choice: see the module docstring)
-    beta: float = 0.01  # weight of the class-conditional NLL and of the KL (discriminator) term
-    gaussian_lr_ratio: float = 0.1  # the Gaussians' learning rate relative to --lr (official: 0.1)
-    disc_lr: float = 1e-3  # AdamW learning rate of the discriminator (torch default, as the official code)
+    hidden: int = param(32, "Latent size Z (vcal's choice, see `vcal heads`).")
+    beta: float = param(0.01, "Weight of the class-conditional NLL and of the KL (discriminator) term.")
+    gaussian_lr_ratio: float = param(0.1, "The Gaussians' learning rate relative to --lr (official: 0.1).")
+    disc_lr: float = param(1e-3, "AdamW learning rate of the discriminator (as the official code).")
 
 
 class VCModule(HeadModule):

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from vcal_cli.heads._posthoc import LogitMap, cross_fitted_nll, fit_logit_map
-from vcal_cli.heads.base import FitData, Head, HeadModule, HeadParams, Track, register
+from vcal_cli.heads.base import FitData, Head, HeadModule, HeadParams, Track, param, register
 
 GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # penalty weights the cross-validation chooses from
 
@@ -32,12 +32,12 @@ GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # penalty weights the cross-validation cho
 class LogitMapParams(HeadParams):
     """What the logit-map heads share; each adds its penalty weight (the field named by `penalty`)."""
 
-    max_iter: int = 500  # L-BFGS iterations
+    max_iter: int = param(500, "L-BFGS iterations.")
 
 
 @dataclass(frozen=True)
 class VectorParams(LogitMapParams):
-    ridge: float | None = None  # pull towards the original logits; None: chosen by 5-fold CV on val; 0: none
+    ridge: float | None = param(None, "Pull towards the original logits (auto: 5-fold CV on val; 0: none, the paper).")
 
 
 LP = TypeVar("LP", bound=LogitMapParams)

@@ -27,15 +27,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vcal_cli.heads._train import SGDHead, SGDParams
-from vcal_cli.heads.base import FitData, HeadModule, register
+from vcal_cli.heads.base import FitData, HeadModule, param, register
 from vcal_cli.heads.ce import default_latent
 
 
 @dataclass(frozen=True)
 class VTSTParams(SGDParams):
-    hidden: int | None = None  # latent size Z; None: 128 for K <= 10, else 512
-    beta: float | None = None  # KL weight on the summed KL; None: 1/Z as in the official code
-    samples: int = 10  # Monte-Carlo samples M of the predictive
+    hidden: int | None = param(None, "Latent size Z (auto: 128 for <= 10 classes, else 512).")
+    beta: float | None = param(None, "Weight of the summed KL (auto: 1/Z, as the official code).")
+    samples: int = param(10, "Monte-Carlo samples M of the predictive.")
 
 
 class VTSTModule(HeadModule):

@@ -1,6 +1,6 @@
 """The report contract: what `report.json` holds. `gate` and `compare` read reports through this module.
 
-report.json (schema_version 1):
+report.json (schema_version 2; version 1 lacked `details`, `class_names`, `suggestion` and `summary`):
 
     schema_version  int
     vcal_version    str
@@ -47,7 +47,14 @@ from vcal_cli.errors import ReportError
 from vcal_cli.metrics import METRIC_NAMES, MetricsResult
 from vcal_cli.reports.summary import audit_summary
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# the metrics each schema version guarantees: a report is read by what its own version promised, so a metric
+# added later never makes an older report unreadable
+SCHEMA_METRICS: dict[int, tuple[str, ...]] = {
+    1: ("accuracy", "nll", "brier", "ece", "ece_adaptive", "mce", "classwise_ece", "aurc"),
+    2: ("accuracy", "nll", "brier", "ece", "ece_adaptive", "mce", "classwise_ece", "aurc"),
+}
+assert set(SCHEMA_METRICS[SCHEMA_VERSION]) == set(METRIC_NAMES), "a new metric needs a new schema version"
 TOP_KEYS = (
     "schema_version",
     "vcal_version",
@@ -166,14 +173,17 @@ def read_report(path: str | Path) -> dict[str, Any]:
         raise ReportError(f"report '{path}' is not valid JSON ({e})") from None
     if not isinstance(rep, dict):
         raise ReportError(f"report '{path}' is not a JSON object")
+    version = rep.get("schema_version")
+    if isinstance(version, int) and version > SCHEMA_VERSION:
+        raise ReportError(
+            f"report '{path}' has schema {version}; this vcal reads up to {SCHEMA_VERSION}", hint="upgrade vcal"
+        )
+    promised = SCHEMA_METRICS.get(version, METRIC_NAMES) if isinstance(version, int) else METRIC_NAMES
     missing = [k for k in TOP_KEYS if k not in rep] + [
-        f"metrics.{k}" for k in METRIC_NAMES if k not in rep.get("metrics", {})
+        f"metrics.{k}" for k in promised if k not in rep.get("metrics", {})
     ]
     if missing:
         raise ReportError(f"report '{path}' lacks {', '.join(missing[:4])}", hint="is it a vcal report.json?")
-    if rep["schema_version"] > SCHEMA_VERSION:
-        raise ReportError(
-            f"report '{path}' has schema {rep['schema_version']}; this vcal reads up to {SCHEMA_VERSION}",
-            hint="upgrade vcal",
-        )
+    if "summary" not in rep and "heads" not in rep:  # an older audit: its verdict from what it has
+        rep["summary"] = audit_summary(rep)
     return rep
