@@ -88,7 +88,9 @@ def plot_smooth_reliability(curves: dict[str, dict], *, title: str = "") -> Figu
         top = max(dens) or 1.0
         ax.fill_between(x, 0, [0.25 * d / top for d in dens], color="#7f7f7f", alpha=0.3, lw=0, label="density")
         ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
-        ax.plot(x, acc, color="#d62728", lw=2, label=f"smooth ECE {c['smece']:.4f}")
+        # drawn only where the samples are (1% of the density's peak): elsewhere the kernel regression is empty
+        shown = [a if d >= 0.01 * top else float("nan") for a, d in zip(acc, dens, strict=True)]
+        ax.plot(x, shown, color="#d62728", lw=2, label=f"smooth ECE {c['smece']:.4f}")
         ax.set(xlim=(0, 1), ylim=(0, 1), title=f"{name} (bandwidth {c['sigma']:.3f})")
         ax.legend(loc="upper left", fontsize=8)
     for ax in axes[-1]:
