@@ -21,6 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from vcal_cli.heads import FitData, get_head, list_heads
 from vcal_cli.heads._train import SGDHead
+from vcal_cli.heads.ce import MLPHead
 from vcal_cli.hierarchy import Hierarchy
 from vcal_cli.metrics import compute_metrics
 
@@ -49,6 +50,39 @@ def sgd_flops(head: SGDHead, train: FitData, val: FitData) -> float:
         head.select(module, val)
     steps = log.epochs_run * -(-len(train.labels) // p.batch_size)
     return step * steps + fc.get_total_flops() * log.epochs_run
+
+
+def step_variants(train: FitData, steps: int = 300) -> None:
+    """What the issue's speed levers buy on `ce`'s step: Adam's for-loop, foreach and fused paths, and reading
+    a batch by a per-batch gather (what the loop does) against slicing one per-epoch permuted copy."""
+    x_all, y_all = train.features, train.labels
+    n, d = x_all.shape
+    k = int(y_all.max()) + 1
+    for label, kw in (("Adam (for-loop)", {"foreach": False}), ("Adam foreach", {"foreach": True}),
+                      ("Adam fused", {"fused": True})):  # fmt: skip
+        torch.manual_seed(0)
+        m = MLPHead(d, k, 128)
+        opt = torch.optim.Adam(m.parameters(), lr=1e-4, **kw)
+        idx = torch.randint(0, n, (steps, 256))
+        t = time.perf_counter()
+        for i in range(steps):
+            loss = torch.nn.functional.cross_entropy(m.logits(x_all[idx[i]]), y_all[idx[i]])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        print(f"  {label:24s} {(time.perf_counter() - t) / steps * 1e3:6.2f} ms/step", flush=True)
+    perm = torch.randperm(n)
+    t = time.perf_counter()
+    for i in range(0, n, 256):
+        x_all[perm[i : i + 256]].sum()
+    gather = time.perf_counter() - t
+    t = time.perf_counter()
+    xp = x_all[perm]
+    for i in range(0, n, 256):
+        xp[i : i + 256].sum()
+    sliced = time.perf_counter() - t
+    print(f"  one epoch of batches: per-batch gather {gather * 1e3:.0f} ms, permuted copy + slices "
+          f"{sliced * 1e3:.0f} ms", flush=True)  # fmt: skip
 
 
 def fit(name: str, train: FitData, val: FitData, base: torch.nn.Linear, tree: Hierarchy, **params: object):
@@ -118,6 +152,8 @@ def main() -> None:
     tree = Hierarchy(
         tuple(map(str, range(args.classes))), tuple((f"g{i % 2}", str(i)) for i in range(args.classes)), "synthetic"
     )
+    print("step variants (ce's 640-384-128-10 head, batch 256):")
+    step_variants(train)
     peak = matmul_peak()
     print(f"machine peak: {peak:,.0f} GFLOP/s (float32 torch.mm 2048 x 2048, {torch.get_num_threads()} threads)\n")
     cols = f"{'head':12s} {'fit s':>8s} {'GFLOP':>9s} {'GFLOP/s':>8s} {'of peak':>7s}"

@@ -7,9 +7,18 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from vcal_cli.features.settings import ExtractOptions  # torch-free: the defaults the help shows
+
 if TYPE_CHECKING:  # the CLI imports torch only when a command runs
     from vcal_cli.evaluations.robustness import RobustnessOptions
-    from vcal_cli.features.options import ExtractOptions
+
+DEFAULTS = ExtractOptions()
+
+
+def _d(name: str) -> str:
+    """' [default: X]' for an ExtractOptions field (the one home of the defaults)."""
+    return f" \\[default: {getattr(DEFAULTS, name)}]"
+
 
 DataOpt = Annotated[
     str | None,
@@ -22,11 +31,12 @@ DataOpt = Annotated[
     ),
 ]
 ValFromOpt = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--val-from",
         help="Where the calibration split val comes from: train (10% held out of the official train part) or "
-        "test (one fixed half of the test part, for models trained on the whole train part).",
+        "test (one fixed half of the test part, for models trained on the whole train part)." + _d("val_from"),
+        show_default=False,
     ),
 ]
 SplitOpt = Annotated[str, typer.Option("--split", help="train, val (10% held out of train, seed 0) or test.")]
@@ -58,52 +68,77 @@ CacheDirOpt = Annotated[
     typer.Option("--cache-dir", envvar="VCAL_CACHE", help="Feature cache folder \\[default: ~/.cache/vcal]."),
 ]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the feature cache.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
-BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")]
-WorkersOpt = Annotated[int, typer.Option("--workers", min=0, help="Threads decoding image files ahead.")]
+DeviceOpt = Annotated[
+    str | None, typer.Option("--device", help="auto, cpu or cuda." + _d("device"), show_default=False)
+]
+BatchOpt = Annotated[
+    int | None,
+    typer.Option("--batch-size", min=1, help="Images per forward pass." + _d("batch_size"), show_default=False),
+]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option("--workers", min=0, help="Threads decoding image files ahead." + _d("workers"), show_default=False),
+]
 PrecisionOpt = Annotated[
-    str, typer.Option("--precision", help="fp32, or autocast to bf16 / fp16 (fp16 on CUDA only) for the forward pass.")
+    str | None,
+    typer.Option(
+        "--precision",
+        help="fp32, or autocast to bf16 / fp16 (fp16 on CUDA only) for the forward pass." + _d("precision"),
+        show_default=False,
+    ),
 ]
 ChannelsLastOpt = Annotated[
     bool | None,
     typer.Option("--channels-last/--no-channels-last", help="Run the model on channels-last images \\[default: on]."),
 ]
 CacheDtypeOpt = Annotated[
-    str, typer.Option("--cache-dtype", help="Store cached features as float32, float16 or bfloat16 (logits: float32).")
+    str | None,
+    typer.Option(
+        "--cache-dtype",
+        help="Store cached features as float32, float16 or bfloat16 (logits: float32)." + _d("cache_dtype"),
+        show_default=False,
+    ),
 ]
 ShardSizeOpt = Annotated[
-    int, typer.Option("--shard-size", min=1, help="Rows per cache shard: the unit of resuming and of torchrun ranks.")
+    int | None,
+    typer.Option(
+        "--shard-size",
+        min=1,
+        help="Rows per cache shard: the unit of resuming and of torchrun ranks." + _d("shard_size"),
+        show_default=False,
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print report.json to stdout instead of the table.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
 
 
 def extract_options(flags: dict[str, Any]) -> ExtractOptions:
-    """ExtractOptions from a command's parameters (pass `locals()`); flags a command lacks take defaults."""
+    """ExtractOptions from a command's parameters (pass `locals()`): a flag left out (None) takes the
+    dataclass's default, so every default lives in `ExtractOptions` alone."""
     from vcal_cli.data.preprocessing import parse_floats, parse_input_size
-    from vcal_cli.features.options import ExtractOptions
 
     f = flags.get
-    return ExtractOptions(
-        arch=f("arch"),
-        trust_checkpoint=bool(f("trust_checkpoint")),
-        head_module=f("head_module"),
-        data_root=f("data_root"),
-        head_file=str(f("head_file")) if f("head_file") else None,
-        input_size=parse_input_size(f("input_size")) if f("input_size") else None,
-        mean=parse_floats(f("mean"), "--mean") if f("mean") else None,
-        std=parse_floats(f("std"), "--std") if f("std") else None,
-        cache_dir=str(f("cache_dir")) if f("cache_dir") else None,
-        use_cache=not f("no_cache"),
-        device=f("device") or "auto",
-        batch_size=f("batch_size") or 256,
-        workers=f("workers") or 0,
-        precision=f("precision") or "fp32",
-        channels_last=f("channels_last"),
-        cache_dtype=f("cache_dtype") or "float32",
-        shard_size=f("shard_size") or 8192,
-        val_from=f("val_from") or "train",
-    )
+    given = {
+        "arch": f("arch"),
+        "trust_checkpoint": bool(f("trust_checkpoint")),
+        "head_module": f("head_module"),
+        "data_root": f("data_root"),
+        "head_file": str(f("head_file")) if f("head_file") else None,
+        "input_size": parse_input_size(f("input_size")) if f("input_size") else None,
+        "mean": parse_floats(f("mean"), "--mean") if f("mean") else None,
+        "std": parse_floats(f("std"), "--std") if f("std") else None,
+        "cache_dir": str(f("cache_dir")) if f("cache_dir") else None,
+        "use_cache": not f("no_cache"),
+        "device": f("device"),
+        "batch_size": f("batch_size"),
+        "workers": f("workers"),
+        "precision": f("precision"),
+        "channels_last": f("channels_last"),
+        "cache_dtype": f("cache_dtype"),
+        "shard_size": f("shard_size"),
+        "val_from": f("val_from"),
+    }
+    return ExtractOptions(**{k: v for k, v in given.items() if v is not None})
 
 
 # robustness evaluations (audit and retrain)

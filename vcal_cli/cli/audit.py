@@ -55,7 +55,7 @@ def audit_cmd(
         ),
     ] = None,
     data: DataOpt = None,
-    val_from: ValFromOpt = "train",
+    val_from: ValFromOpt = None,
     split: SplitOpt = "test",
     logits: Annotated[
         Path | None,
@@ -97,13 +97,13 @@ def audit_cmd(
     std: StdOpt = None,
     cache_dir: CacheDirOpt = None,
     no_cache: NoCacheOpt = False,
-    device: DeviceOpt = "auto",
-    batch_size: BatchOpt = 256,
-    workers: WorkersOpt = 0,
-    precision: PrecisionOpt = "fp32",
+    device: DeviceOpt = None,
+    batch_size: BatchOpt = None,
+    workers: WorkersOpt = None,
+    precision: PrecisionOpt = None,
     channels_last: ChannelsLastOpt = None,
-    cache_dtype: CacheDtypeOpt = "float32",
-    shard_size: ShardSizeOpt = 8192,
+    cache_dtype: CacheDtypeOpt = None,
+    shard_size: ShardSizeOpt = None,
     suggest: Annotated[
         bool,
         typer.Option(

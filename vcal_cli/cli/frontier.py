@@ -37,7 +37,7 @@ from vcal_cli.cli._output import note, out, progress
 def frontier_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="The checkpoint whose features to use.", show_default=False)],
     data: DataOpt = None,
-    val_from: ValFromOpt = "train",
+    val_from: ValFromOpt = None,
     head: Annotated[str, typer.Option("--head", help="Variational head to sweep: vtst.")] = "vtst",
     betas: Annotated[
         str | None, typer.Option("--betas", help="Weights of the rate R \\[default: 1e-4,1e-3,1e-2,0.1,1,10].")
@@ -85,13 +85,13 @@ def frontier_cmd(
     std: StdOpt = None,
     cache_dir: CacheDirOpt = None,
     no_cache: NoCacheOpt = False,
-    device: DeviceOpt = "auto",
-    batch_size: BatchOpt = 256,
-    workers: WorkersOpt = 0,
-    precision: PrecisionOpt = "fp32",
+    device: DeviceOpt = None,
+    batch_size: BatchOpt = None,
+    workers: WorkersOpt = None,
+    precision: PrecisionOpt = None,
     channels_last: ChannelsLastOpt = None,
-    cache_dtype: CacheDtypeOpt = "float32",
-    shard_size: ShardSizeOpt = 8192,
+    cache_dtype: CacheDtypeOpt = None,
+    shard_size: ShardSizeOpt = None,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:

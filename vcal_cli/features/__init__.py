@@ -9,7 +9,8 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "DEFAULT_SHARD_SIZE": "load",
+    "DEFAULT_SHARD_SIZE": "settings",
+    "ExtractOptions": "settings",
     "FeatureSet": "load",
     "get_features": "load",
     "FeatureCache": "cache",

@@ -15,9 +15,8 @@ from vcal_cli.errors import CacheError, DataError, UsageError
 from vcal_cli.features.cache import FeatureCache, cache_info, cache_key
 from vcal_cli.features.distributed import World, world
 from vcal_cli.features.extract import Forward, Runtime, Track, batch_ticks, extract_features, quiet
+from vcal_cli.features.settings import DEFAULT_SHARD_SIZE
 from vcal_cli.features.store import MappedFile, Parts, ShardPlan, cache_dtype, read_header, write_entry
-
-DEFAULT_SHARD_SIZE = 8192  # rows per shard: 32 MB of 2048-wide float16 features; the unit of resuming
 
 
 @dataclass

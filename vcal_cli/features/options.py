@@ -8,41 +8,18 @@ robustness evaluations) goes through it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from vcal_cli.checkpoints import LoadedModel, apply_head_file, load_checkpoint
 from vcal_cli.data import ImageSplit, Preprocessing, data_names, load_split, probe_candidates, resolve_preprocessing
 from vcal_cli.errors import UsageError, VcalError
 from vcal_cli.features.extract import Runtime, Track, quiet
-from vcal_cli.features.load import DEFAULT_SHARD_SIZE, FeatureSet, get_features
+from vcal_cli.features.load import FeatureSet, get_features
 from vcal_cli.features.probe import probe_preprocessing
+from vcal_cli.features.settings import ExtractOptions
 
 __all__ = ["ExtractOptions", "default_data", "load_features", "model_preprocessing", "open_checkpoint"]
-
-
-@dataclass(frozen=True)
-class ExtractOptions:
-    """How to load a checkpoint and run it over data; `None` means the checkpoint's or vcal's default."""
-
-    arch: str | None = None
-    trust_checkpoint: bool = False
-    head_module: str | None = None
-    head_file: str | None = None  # a head written by `vcal retrain --head-only`, applied to the checkpoint
-    data_root: str | None = None
-    input_size: tuple[int, int, int] | None = None
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-    cache_dir: str | None = None
-    use_cache: bool = True
-    device: str = "auto"
-    batch_size: int = 256
-    workers: int = 0
-    precision: str = "fp32"  # fp32, or bf16 / fp16 autocast
-    channels_last: bool | None = None  # None: on (faster convolutions on CPU and CUDA)
-    cache_dtype: str = "float32"  # how features are stored: float32, float16 or bfloat16
-    shard_size: int = DEFAULT_SHARD_SIZE  # rows per cache shard (the unit of resuming and of spreading over ranks)
-    val_from: str = "train"  # where `val` comes from: 10% of the official train part, or half of its test part
 
 
 def open_checkpoint(checkpoint: str | Path | LoadedModel, options: ExtractOptions | None = None) -> LoadedModel:
