@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
+from vcal_cli.commands.frontier import DEFAULT_BETAS
 from vcal_cli.evaluations.frontier import Settings, measure, walk
 from vcal_cli.features.options import ExtractOptions, load_features
-from vcal_cli.frontier import DEFAULT_BETAS
 from vcal_cli.heads import FitData
 from vcal_cli.heads._train import resolve_epochs
 

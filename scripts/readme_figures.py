@@ -18,7 +18,7 @@ import torch
 
 from vcal_cli import audit
 from vcal_cli.api import ExtractOptions, retrain
-from vcal_cli.frontier import frontier
+from vcal_cli.commands.frontier import frontier
 from vcal_cli.heads import get_head, list_heads
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_checkpoints" / "cnn_digits.safetensors"

@@ -10,8 +10,8 @@ import torch
 from vcal_cli import ExtractOptions, audit
 from vcal_cli.api import retrain
 from vcal_cli.cli import app
+from vcal_cli.commands.frontier import FrontierPoint, frontier, parse_grid, select_point
 from vcal_cli.errors import UsageError
-from vcal_cli.frontier import FrontierPoint, frontier, parse_grid, select_point
 
 from .conftest import SAMPLES
 from .helpers import one_line_error

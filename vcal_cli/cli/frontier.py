@@ -100,7 +100,7 @@ def frontier_cmd(
     Example: vcal frontier sample_checkpoints/cnn_digits.safetensors --head vtst --write-best best.safetensors
     """
     with handle_errors(debug):
-        from vcal_cli.frontier import DEFAULT_BETAS, frontier, parse_grid
+        from vcal_cli.commands.frontier import DEFAULT_BETAS, frontier, parse_grid
         from vcal_cli.reports.frontier import frontier_table, write_frontier_report
 
         opts = extract_options(locals())

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from rich.table import Table
 
+from vcal_cli._version import __version__
+from vcal_cli.evaluations.frontier import FrontierModule
 from vcal_cli.reports.figures import plot_frontier, to_png
 from vcal_cli.reports.tables import readable
 from vcal_cli.reports.writer import write_files
@@ -24,6 +28,52 @@ COLUMNS = (  # every column, with the NLLs, is in frontier.csv
     ("test_accuracy", "test acc", ".3f"),
     ("test_ece", "test ECE", ".3f"),
 )
+
+
+@dataclass
+class FrontierPoint:
+    beta: float
+    lam: float
+    rate: float  # val R, nats
+    distortion: float  # val D, nats
+    mse: float  # val mean squared reconstruction error per standardised feature
+    classification: float  # val C, nats
+    val_accuracy: float
+    val_ece: float
+    val_nll: float
+    test_accuracy: float
+    test_ece: float
+    test_nll: float
+    iso_reached: bool | None = None  # iso-classification only: the point's val C matches the target
+    module: FrontierModule | None = field(default=None, repr=False)
+
+
+@dataclass
+class FrontierResult:
+    points: list[FrontierPoint]
+    selected: int
+    reason: str
+    settings: dict[str, Any]
+    checkpoint: dict[str, Any]
+    written: str | None = None
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [
+            {k: v for k, v in dataclasses.asdict(p).items() if k != "module"} | {"selected": i == self.selected}
+            for i, p in enumerate(self.points)
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "vcal_version": __version__,
+            "checkpoint": self.checkpoint,
+            "settings": self.settings,
+            "warnings": list(self.warnings),
+            "points": self.rows(),
+            "selected": {"index": self.selected, "reason": self.reason, **self.rows()[self.selected]},
+            "written": self.written,
+        }
 
 
 def frontier_table(result: Any) -> Table:

@@ -11,19 +11,16 @@ the lowest val ECE (or rate, or NLL).
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from vcal_cli._progress import Track, quiet
-from vcal_cli._version import __version__
 from vcal_cli.checkpoints import save_checkpoint
 from vcal_cli.errors import UsageError
-from vcal_cli.evaluations.frontier import FrontierModule, Settings, iso_classification, measure, walk
+from vcal_cli.evaluations.frontier import Settings, iso_classification, measure, walk
 from vcal_cli.features.distributed import release_workers
 from vcal_cli.features.options import ExtractOptions, default_data, load_features, open_checkpoint
 from vcal_cli.heads import FitData
@@ -32,56 +29,11 @@ from vcal_cli.heads.ce import default_latent
 from vcal_cli.heads.vtst import VTSTHead, VTSTModule, VTSTParams
 from vcal_cli.metrics import compute_metrics
 from vcal_cli.metrics.sanity import val_warning
+from vcal_cli.reports.frontier import FrontierPoint, FrontierResult
 
 DEFAULT_BETAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 SELECT = ("ece", "rate", "nll")
 FRONTIER_HEADS = ("vtst",)
-
-
-@dataclass
-class FrontierPoint:
-    beta: float
-    lam: float
-    rate: float  # val R, nats
-    distortion: float  # val D, nats
-    mse: float  # val mean squared reconstruction error per standardised feature
-    classification: float  # val C, nats
-    val_accuracy: float
-    val_ece: float
-    val_nll: float
-    test_accuracy: float
-    test_ece: float
-    test_nll: float
-    iso_reached: bool | None = None  # iso-classification only: the point's val C matches the target
-    module: FrontierModule | None = field(default=None, repr=False)
-
-
-@dataclass
-class FrontierResult:
-    points: list[FrontierPoint]
-    selected: int
-    reason: str
-    settings: dict[str, Any]
-    checkpoint: dict[str, Any]
-    written: str | None = None
-    warnings: list[str] = dataclasses.field(default_factory=list)
-
-    def rows(self) -> list[dict[str, Any]]:
-        return [
-            {k: v for k, v in dataclasses.asdict(p).items() if k != "module"} | {"selected": i == self.selected}
-            for i, p in enumerate(self.points)
-        ]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "vcal_version": __version__,
-            "checkpoint": self.checkpoint,
-            "settings": self.settings,
-            "warnings": list(self.warnings),
-            "points": self.rows(),
-            "selected": {"index": self.selected, "reason": self.reason, **self.rows()[self.selected]},
-            "written": self.written,
-        }
 
 
 def parse_grid(text: str | None, flag: str, default: tuple[float, ...]) -> tuple[float, ...]:

@@ -1,0 +1,76 @@
+"""Shared by the audit and retrain commands: precomputed logits, hierarchies and the robustness sections."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from vcal_cli.checkpoints import LoadedModel
+from vcal_cli.data import load_split
+from vcal_cli.errors import DataError
+from vcal_cli.evaluations.robustness import evaluate as evaluate_robustness
+from vcal_cli.features.options import ExtractOptions
+from vcal_cli.hierarchy import builtin_for, load_hierarchy
+from vcal_cli.metrics.hierarchy import hierarchy_metrics
+
+
+def load_logits(path: str | Path) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
+    """(logits, probs, labels) from an .npz or .safetensors file holding `logits` or `probs`, and `labels`."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"--logits '{path}' does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            arrays = {k: v for k, v in load_file(str(path)).items()}
+        else:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: torch.from_numpy(np.asarray(z[k])) for k in z.files}
+    except (SafetensorError, ValueError, OSError, EOFError, Exception) as e:  # a bad file
+        raise DataError(f"--logits '{path}' is not a readable .npz or .safetensors file ({e})") from None
+    if "labels" not in arrays or not ({"logits", "probs"} & set(arrays)):
+        raise DataError(f"--logits '{path}' holds {sorted(arrays)}; it needs 'labels' and 'logits' or 'probs'")
+    return arrays.get("logits"), arrays.get("probs") if "logits" not in arrays else None, arrays["labels"]
+
+
+def _robustness(report, variants, r, data, split, test, prep, o, n_bins, seed, progress) -> dict[str, Any]:
+    """Run the robustness evaluations; the original head's sections and the settings go into `report`."""
+
+    sections, extra = evaluate_robustness(
+        variants, r, data=data, split=split, test=test, prep=prep, options=o, n_bins=n_bins, seed=seed,
+        progress=progress,
+    )  # fmt: skip
+    report.set_robustness(sections["original"])
+    report.settings.update(extra)
+    return sections
+
+
+def _resolve_hierarchy(spec: str | Path | None, data: str, loaded: LoadedModel, o: ExtractOptions):
+    """The hierarchy in the model's class order: `spec`, else the data set's built-in one, else None."""
+
+    spec = spec or builtin_for(data)
+    if spec is None:
+        return None
+    names = loaded.class_names or load_split(data, "test", root=o.data_root).classes
+    return _load_tree(spec, list(names))
+
+
+def _load_tree(spec: str | Path | None, names: list[str]):
+    """The hierarchy `spec` in the order of `names`, or None without a spec."""
+
+    return load_hierarchy(spec).reorder(names) if spec else None
+
+
+def _hierarchy_section(tree, scores, labels, n_bootstrap: int, seed: int) -> dict[str, Any] | None:
+    """report.json's `hierarchy` object for a tree (None without one)."""
+    if tree is None:
+        return None
+
+    hm = hierarchy_metrics(
+        torch.as_tensor(scores), torch.as_tensor(labels), tree.distances(), n_bootstrap=n_bootstrap, seed=seed
+    )
+    return {"source": tree.source, "height": tree.height, **hm.to_dict()}

@@ -1,0 +1,57 @@
+"""What `vcal retrain` returns and writes into report.json: the original head and every retrained one."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from vcal_cli.reports.schema import AuditReport, robustness_dict
+from vcal_cli.reports.summary import audit_summary, retrain_summary
+
+
+@dataclass
+class HeadResult:
+    """One head of a retrain: its fitted estimator, test metrics and the files written for it."""
+
+    name: str
+    result: Any  # MetricsResult on the test split
+    head: Any = None  # the fitted Head (None for the original)
+    checkpoint: str | None = None
+    hierarchy: dict[str, Any] | None = None  # mistake-severity metrics, when a hierarchy is known
+    robustness: dict[str, Any] | None = None  # ood / shift / adversarial sections (see RobustnessOptions)
+    verdicts: dict[str, Any] | None = None  # against the original and temperature scaling (metrics.paired)
+    log_probs: Any = field(default=None, repr=False)  # test log-probabilities (not written)
+
+
+@dataclass
+class RetrainReport:
+    """The original head and every retrained head, audited on the same test split."""
+
+    base: AuditReport  # the original checkpoint's audit (top-level report keys)
+    heads: dict[str, HeadResult]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.base._dict()
+        d["heads"] = {
+            name: {
+                "metrics": h.result.metrics.as_dict(),
+                "intervals": {k: list(v) for k, v in h.result.intervals.items()},
+                "reliability": [asdict(b) for b in h.result.reliability],
+                "checkpoint": h.checkpoint,
+                **({"hierarchy": h.hierarchy} if h.hierarchy else {}),
+                **({"params": asdict(h.head.params), "fitted": h.head.extra_report()} if h.head else {}),
+                **({"verdicts": h.verdicts} if h.verdicts else {}),
+                **robustness_dict(h.robustness or {}),
+                **({"details": h.result.details.to_dict()} if h.result.details else {}),
+            }
+            for name, h in self.heads.items()
+        }
+        d.pop("suggestion", None)  # the retrain itself is the fix
+        d["summary"] = retrain_summary(d)
+        d["summary"]["lines"] += [f"Original head: {x}" for x in audit_summary(d)["lines"][:2]]  # verdict, where
+        return d
+
+    def to_json(self) -> str:
+
+        return json.dumps(self.to_dict(), indent=2) + "\n"
