@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -73,16 +74,21 @@ def plot_reliability(
 SMALL_BIN = 20  # bins with fewer samples are drawn pale and labelled with their count
 
 
+def _panels(n: int, size: float) -> tuple[Figure, Any]:
+    """Small multiples: up to three square panels a row, shared axes, the unused ones hidden."""
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False, sharex=True, sharey=True)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    return fig, axes
+
+
 def plot_smooth_reliability(curves: dict[str, dict], *, title: str = "") -> Figure:
     """Kernel-smoothed reliability curves (Blasiok & Nakkiran's smooth ECE), one small panel per head, with the
     confidence density below each curve as a shaded band. `curves[name]` holds confidence, accuracy, density
     (report.json's `details.smooth_curve`) and `smece`, `sigma`."""
-    n = len(curves)
-    cols = min(n, 3)
-    rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 4.2 * rows), squeeze=False, sharex=True, sharey=True)
-    for ax in axes.flat[n:]:
-        ax.axis("off")
+    fig, axes = _panels(len(curves), 4.2)
     for ax, (name, c) in zip(axes.flat, curves.items(), strict=False):
         x, acc, dens = c["confidence"], c["accuracy"], c["density"]
         top = max(dens) or 1.0
@@ -105,12 +111,7 @@ def plot_smooth_reliability(curves: dict[str, dict], *, title: str = "") -> Figu
 
 def plot_reliability_grid(curves: dict[str, tuple[Sequence[ReliabilityBin], float]], *, title: str = "") -> Figure:
     """Small multiples: one binned reliability panel per head, bins under SMALL_BIN samples drawn pale."""
-    n = len(curves)
-    cols = min(n, 3)
-    rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 4 * rows), squeeze=False, sharex=True, sharey=True)
-    for ax in axes.flat[n:]:
-        ax.axis("off")
+    fig, axes = _panels(len(curves), 4.0)
     for ax, (name, (bins, ece)) in zip(axes.flat, curves.items(), strict=False):
         width = bins[0].hi - bins[0].lo
         centers = [(b.lo + b.hi) / 2 for b in bins]
