@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from vcal_cli._defaults import DEFAULT_N_BINS, DEFAULT_N_BOOTSTRAP
 from vcal_cli.features.settings import ExtractOptions  # torch-free: the defaults the help shows
 
 if TYPE_CHECKING:  # the CLI imports torch only when a command runs
@@ -20,6 +21,24 @@ def _d(name: str) -> str:
     return f" \\[default: {getattr(DEFAULTS, name)}]"
 
 
+BinsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--bins",
+        min=1,
+        help=f"Bins for ECE, MCE, classwise ECE, diagrams \\[default: {DEFAULT_N_BINS}].",
+        show_default=False,
+    ),
+]
+BootstrapOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--bootstrap",
+        min=0,
+        help=f"Bootstrap resamples for the 95% intervals and verdicts \\[default: {DEFAULT_N_BOOTSTRAP}].",
+        show_default=False,
+    ),
+]
 DataOpt = Annotated[
     str | None,
     typer.Option(

@@ -7,12 +7,15 @@ from typing import Annotated
 
 import typer
 
+from vcal_cli._defaults import DEFAULT_N_BINS, DEFAULT_N_BOOTSTRAP
 from vcal_cli.cli._errors import handle_errors
 from vcal_cli.cli._options import (
     AdversarialOpt,
     AdvLimitOpt,
     ArchOpt,
     BatchOpt,
+    BinsOpt,
+    BootstrapOpt,
     CacheDirOpt,
     CacheDtypeOpt,
     ChannelsLastOpt,
@@ -65,8 +68,8 @@ def audit_cmd(
         ),
     ] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Report directory.")] = Path("vcal-report"),
-    bins: Annotated[int, typer.Option("--bins", min=1, help="Bins for ECE, MCE, classwise ECE, diagrams.")] = 15,
-    bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Bootstrap resamples for 95% intervals.")] = 200,
+    bins: BinsOpt = None,
+    bootstrap: BootstrapOpt = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
     arch: ArchOpt = None,
     trust_checkpoint: TrustOpt = False,
@@ -140,8 +143,8 @@ def audit_cmd(
             options=opts,
             hierarchy=hierarchy,
             robustness=robustness_options(locals()),
-            n_bins=bins,
-            n_bootstrap=bootstrap,
+            n_bins=DEFAULT_N_BINS if bins is None else bins,
+            n_bootstrap=DEFAULT_N_BOOTSTRAP if bootstrap is None else bootstrap,
             seed=seed,
             suggest=suggest,
             progress=progress(not as_json),

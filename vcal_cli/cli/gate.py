@@ -9,11 +9,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from vcal_cli._defaults import DEFAULT_N_BINS, DEFAULT_N_BOOTSTRAP
 from vcal_cli._io import atomic_write_bytes, atomic_write_text
 from vcal_cli.cli._errors import handle_errors
 from vcal_cli.cli._options import (
     ArchOpt,
     BatchOpt,
+    BootstrapOpt,
     CacheDirOpt,
     CacheDtypeOpt,
     ChannelsLastOpt,
@@ -66,7 +68,7 @@ def gate_cmd(
     data: DataOpt = None,
     val_from: ValFromOpt = None,
     split: SplitOpt = "test",
-    bootstrap: Annotated[int, typer.Option("--bootstrap", min=1, help="Bootstrap resamples.")] = 200,
+    bootstrap: BootstrapOpt = None,
     seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
     arch: ArchOpt = None,
     trust_checkpoint: TrustOpt = False,
@@ -117,7 +119,7 @@ def gate_cmd(
             data=data,
             split=split,
             options=opts,
-            n_bootstrap=bootstrap,
+            n_bootstrap=DEFAULT_N_BOOTSTRAP if bootstrap is None else bootstrap,
             seed=seed,
             progress=progress(not as_json),
         )
@@ -194,6 +196,7 @@ def compare_cmd(
         for n in names:
             t.add_column(n, justify="right")
         for m in METRIC_NAMES:
-            t.add_row(metric_label(m, reps[0]["settings"].get("bins", 15)), *(f"{r['metrics'][m]:.4f}" for r in reps))
+            bins = reps[0]["settings"].get("bins", DEFAULT_N_BINS)
+            t.add_row(metric_label(m, bins), *(f"{r['metrics'][m]:.4f}" for r in reps))
         out.print(t)
         note(f"overlaid reliability diagrams written to {out_file}")

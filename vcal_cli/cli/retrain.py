@@ -10,12 +10,15 @@ from typing import Annotated
 
 import typer
 
+from vcal_cli._defaults import DEFAULT_N_BINS, DEFAULT_N_BOOTSTRAP
 from vcal_cli.cli._errors import handle_errors
 from vcal_cli.cli._options import (
     AdversarialOpt,
     AdvLimitOpt,
     ArchOpt,
     BatchOpt,
+    BinsOpt,
+    BootstrapOpt,
     CacheDirOpt,
     CacheDtypeOpt,
     ChannelsLastOpt,
@@ -123,8 +126,8 @@ def retrain_cmd(
     corruptions: CorruptionsOpt = None,
     severities: SeveritiesOpt = "1,2,3,4,5",
     strengths: StrengthsOpt = "auto",
-    bins: Annotated[int, typer.Option("--bins", min=1, help="Bins for ECE, MCE, classwise ECE, diagrams.")] = 15,
-    bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Bootstrap resamples.")] = 200,
+    bins: BinsOpt = None,
+    bootstrap: BootstrapOpt = None,
     arch: ArchOpt = None,
     trust_checkpoint: TrustOpt = False,
     head_module: HeadModuleOpt = None,
@@ -176,8 +179,8 @@ def retrain_cmd(
             hierarchy=hierarchy,
             robustness=robustness_options(locals()),
             select=select,
-            n_bins=bins,
-            n_bootstrap=bootstrap,
+            n_bins=DEFAULT_N_BINS if bins is None else bins,
+            n_bootstrap=DEFAULT_N_BOOTSTRAP if bootstrap is None else bootstrap,
             seed=seed,
             progress=progress(not as_json),
         )

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import Tensor
 
+from vcal_cli._defaults import DEFAULT_N_BOOTSTRAP
 from vcal_cli._mapped import release_pages
 from vcal_cli.errors import MetricError
 from vcal_cli.metrics._validate import DEFAULT_N_BINS, check_bins, check_labels, check_probs, top_label
@@ -52,7 +53,6 @@ __all__ = [
     "ReliabilityBin",
 ]
 
-DEFAULT_N_BOOTSTRAP = 200
 DEFAULT_SEED = 0
 
 

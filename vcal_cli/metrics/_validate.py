@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from vcal_cli._defaults import DEFAULT_N_BINS  # noqa: F401  (re-exported)
 from vcal_cli.errors import MetricError
 
-DEFAULT_N_BINS = 15
 PROB_CLAMP = 1e-7  # NLL from probabilities only: log(max(p, 1e-7)), the Keras / robustness_metrics convention
 
 
