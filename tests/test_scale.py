@@ -132,7 +132,19 @@ def test_audit_under_torchrun_reports_once_and_matches_one_process(tmp_path: Pat
     """`vcal audit` under torchrun: the ranks share the extraction, rank 0 alone writes the same report."""
     import json
 
-    args = ["audit", str(SAMPLE), "--device", "cpu", "--batch-size", "32", "--shard-size", "64", "--bootstrap", "20"]
+    args = [
+        "audit",
+        str(SAMPLE),
+        "--device",
+        "cpu",
+        "--batch-size",
+        "32",
+        "--shard-size",
+        "64",
+        "--bootstrap",
+        "20",
+        "--no-suggest",
+    ]
     one = subprocess.run(
         [sys.executable, "-m", "vcal_cli", *args, "--out", str(tmp_path / "one"), "--cache-dir", str(tmp_path / "c1")],
         env=_env(), capture_output=True, text=True, timeout=300,
@@ -272,7 +284,8 @@ def test_cache_list_shows_the_storage_dtype(runner, tmp_path: Path) -> None:
     from vcal_cli.cli import app
 
     cache = str(tmp_path / "c")
-    assert runner.invoke(app, ["audit", str(SAMPLE), "--cache-dir", cache, "--cache-dtype", "float16"]).exit_code == 0
+    flags = ["--cache-dir", cache, "--cache-dtype", "float16", "--no-suggest"]
+    assert runner.invoke(app, ["audit", str(SAMPLE), *flags]).exit_code == 0
     listed = runner.invoke(app, ["cache", "list", "--cache-dir", cache, "--json"])
     (entry,) = __import__("json").loads(listed.stdout)
     assert entry["cache_dtype"] == "float16" and entry["n"] == 540 and "created" in entry

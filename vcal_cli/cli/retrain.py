@@ -197,6 +197,8 @@ def retrain_cmd(
             out.print(hierarchy_table({n: h.get("hierarchy") for n, h in d["heads"].items()}))
         if robustness_rows(d["heads"]):
             out.print(robustness_table(d["heads"]))
+        if auto := report.base.settings["retrain"].get("auto"):
+            note(f"--head auto: {auto['reason']}")
         for name, h in report.heads.items():
             if name != "original":
                 note(f"{name}: {verdict_line(h.verdicts or {}, name)} (test, 95% paired bootstrap)")

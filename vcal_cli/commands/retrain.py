@@ -155,6 +155,16 @@ def retrain(
                     fit["train"], fit["val"], base=loaded.head, hierarchy=tree, progress=progress
                 )
             )
+    original_val_nll = _val_nll(val.logits, val.labels)
+    for head in fitted:  # a head fitted on train but worse on val than what it replaces: say so, before test
+        if head.fits_on == "train" and (v := _val_nll(head.predict_log_proba(val.features), val.labels)) > (
+            original_val_nll
+        ):
+            base.warnings.append(
+                f"head '{head.name}' has val NLL {v:.4f}, worse than the original head's {original_val_nll:.4f}: it "
+                f"learned from train features the backbone may have memorised; try --head {head.name}+temperature "
+                "or --head auto"
+            )
     reference = None  # temperature scaling's test predictions: every head's verdict is also against it
     for head in fitted:
         name = head.name
@@ -211,3 +221,8 @@ def retrain(
         "hierarchy": tree.source if tree else None,
     }
     return RetrainReport(base, results)
+
+
+def _val_nll(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean NLL of logits or log-probabilities (log-softmax makes both the same)."""
+    return float(-torch.log_softmax(scores.double(), 1).gather(1, labels[:, None]).mean())
