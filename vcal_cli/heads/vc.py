@@ -110,7 +110,6 @@ class VCHead(SGDHead[VCParams, VCModule]):
                 {"params": [module.centers, module.log_covs], "lr": p.lr * p.gaussian_lr_ratio},
             ],
             lr=p.lr,
-            fused=True,
         )
 
     def after_step(self, module: VCModule) -> None:
