@@ -19,7 +19,7 @@ from vcal_cli.features.distributed import release_workers
 from vcal_cli.features.options import ExtractOptions, default_data, load_features, open_checkpoint
 from vcal_cli.heads import FitData, get_head, list_heads
 from vcal_cli.heads.select import AUTO, select_head
-from vcal_cli.metrics import DEFAULT_N_BINS, compute_metrics
+from vcal_cli.metrics import DEFAULT_N_BINS, compute_metrics, nll
 from vcal_cli.metrics._validate import check_bins
 from vcal_cli.metrics.paired import verdicts
 from vcal_cli.metrics.sanity import val_warning
@@ -155,19 +155,17 @@ def retrain(
                     fit["train"], fit["val"], base=loaded.head, hierarchy=tree, progress=progress
                 )
             )
-    original_val_nll = _val_nll(val.logits, val.labels)
-    for head in fitted:  # a head fitted on train but worse on val than what it replaces: say so, before test
-        if head.fits_on == "train" and (v := _val_nll(head.predict_log_proba(val.features), val.labels)) > (
-            original_val_nll
-        ):
-            base.warnings.append(
-                f"head '{head.name}' has val NLL {v:.4f}, worse than the original head's {original_val_nll:.4f}: it "
-                f"learned from train features the backbone may have memorised; try --head {head.name}+temperature "
-                "or --head auto"
-            )
+    original_val_nll = nll(val.logits, val.labels)
     reference = None  # temperature scaling's test predictions: every head's verdict is also against it
     for head in fitted:
         name = head.name
+        # a head fitted on train but worse on val than what it replaces: say so (val only, no test peeking)
+        if head.fits_on == "train" and (v := nll(head.predict_log_proba(val.features), val.labels)) > original_val_nll:
+            base.warnings.append(
+                f"head '{name}' has val NLL {v:.4f}, worse than the original head's {original_val_nll:.4f}: it "
+                f"learned from train features the backbone may have memorised; try --head {name}+temperature "
+                "or --head auto"
+            )
         log_probs = head.predict_log_proba(test.features, batch_size=o.batch_size)
         if name == "temperature":
             reference = log_probs
@@ -221,8 +219,3 @@ def retrain(
         "hierarchy": tree.source if tree else None,
     }
     return RetrainReport(base, results)
-
-
-def _val_nll(scores: torch.Tensor, labels: torch.Tensor) -> float:
-    """Mean NLL of logits or log-probabilities (log-softmax makes both the same)."""
-    return float(-torch.log_softmax(scores.double(), 1).gather(1, labels[:, None]).mean())

@@ -51,20 +51,27 @@ class Details:
         return d
 
 
-def selective_accuracy(conf: Tensor, correct: Tensor, coverage: float) -> float:
-    """Accuracy of the ceil(coverage * N) most confident samples (stable descending order)."""
+def selective_risks(conf: Tensor, correct: Tensor) -> Tensor:
+    """(N,): the error rate of the k most confident samples (stable descending order), for k = 1..N."""
     order = torch.sort(conf, descending=True, stable=True).indices
+    return (1 - correct[order].double()).cumsum(0) / torch.arange(1, len(conf) + 1, dtype=torch.float64)
+
+
+def selective_accuracy(conf: Tensor, correct: Tensor, coverage: float, risks: Tensor | None = None) -> float:
+    """Accuracy of the ceil(coverage * N) most confident samples (`risks`: `selective_risks`, if at hand)."""
+    risks = selective_risks(conf, correct) if risks is None else risks
     k = max(1, math.ceil(coverage * len(conf) - 1e-9))
-    return float(correct[order[:k]].mean())
+    return 1.0 - float(risks[k - 1])
 
 
-def risk_coverage(conf: Tensor, correct: Tensor, points: int = CURVE_POINTS) -> list[tuple[float, float]]:
+def risk_coverage(
+    conf: Tensor, correct: Tensor, points: int = CURVE_POINTS, risks: Tensor | None = None
+) -> list[tuple[float, float]]:
     """Selective risk (error among the k most confident) at `points` coverages k/N from 1/N to 1."""
     n = len(conf)
-    order = torch.sort(conf, descending=True, stable=True).indices
-    risk = (1 - correct[order]).cumsum(0) / torch.arange(1, n + 1, dtype=torch.float64)
+    risks = selective_risks(conf, correct) if risks is None else risks
     ks = torch.linspace(1, n, min(points, n)).round().long().unique()
-    return [(int(k) / n, float(risk[k - 1])) for k in ks]
+    return [(int(k) / n, float(risks[k - 1])) for k in ks]
 
 
 def class_rows(stats: dict[str, Tensor], labels: Tensor, class_ece: Tensor) -> list[ClassRow]:
@@ -97,12 +104,13 @@ def details(stats: dict[str, Tensor], labels: Tensor, class_ece: Tensor, counts:
         q = torch.tensor([0.025, 0.975], dtype=torch.float64)
         lo, hi = torch.quantile(gaps[1:], q).tolist()
         interval = (lo, hi)
+    risks = selective_risks(conf, correct)  # one sort serves the selective accuracies and the curve
     return Details(
         gap=float(gaps[0]),
         gap_interval=interval,
         smooth=smooth_curve(conf, correct),
-        selective={f"coverage_{c:.2f}": selective_accuracy(conf, correct, c) for c in COVERAGES},
-        risk_coverage=risk_coverage(conf, correct),
+        selective={f"coverage_{c:.2f}": selective_accuracy(conf, correct, c, risks) for c in COVERAGES},
+        risk_coverage=risk_coverage(conf, correct, risks=risks),
         per_class=class_rows(stats, labels, class_ece),
         confusion=confusion(labels, stats["pred"], len(class_ece)),
     )

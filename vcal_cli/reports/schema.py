@@ -50,10 +50,8 @@ from vcal_cli.reports.summary import audit_summary
 SCHEMA_VERSION = 2
 # the metrics each schema version guarantees: a report is read by what its own version promised, so a metric
 # added later never makes an older report unreadable
-SCHEMA_METRICS: dict[int, tuple[str, ...]] = {
-    1: ("accuracy", "nll", "brier", "ece", "ece_adaptive", "mce", "classwise_ece", "aurc"),
-    2: ("accuracy", "nll", "brier", "ece", "ece_adaptive", "mce", "classwise_ece", "aurc"),
-}
+_V1_METRICS = ("accuracy", "nll", "brier", "ece", "ece_adaptive", "mce", "classwise_ece", "aurc")
+SCHEMA_METRICS: dict[int, tuple[str, ...]] = {1: _V1_METRICS, 2: _V1_METRICS}
 assert set(SCHEMA_METRICS[SCHEMA_VERSION]) == set(METRIC_NAMES), "a new metric needs a new schema version"
 TOP_KEYS = (
     "schema_version",
