@@ -64,7 +64,10 @@ def test_logit_maps_match_scipy(name: str) -> None:
     )  # the paper's objectives: ODIR at lambda 0.01; vector and matrix unregularised
     z, y = val.logits.double().numpy(), val.labels.numpy()
     ref_params, ref_loss = _scipy_map(z, y, name, 0.01)
-    assert head.val_loss_ == pytest.approx(ref_loss, abs=1e-7)  # tolerance: the optimum's objective, 1e-7
+    # the optimum's objective: never above the reference by more than 1e-7; below it by at most 1e-6 (SciPy's
+    # finite-difference gradients stop up to 3e-7 short of the analytic optimum with scipy 1.17; more would
+    # mean another objective)
+    assert ref_loss - 1e-6 <= head.val_loss_ <= ref_loss + 1e-7, (head.val_loss_, ref_loss)
     m = head.module_
     ours = np.concatenate([m.weight.detach().double().numpy().ravel(), m.bias.detach().double().numpy()])
     # the maps, not the raw parameters: the objective is nearly flat along a softmax shift, where two solvers

@@ -13,7 +13,7 @@ import pytest
 
 from vcal_cli import ExtractOptions, audit
 from vcal_cli.reports import write_report
-from vcal_cli.reports.documents import SECTIONS
+from vcal_cli.reports.sections import list_sections
 
 from .conftest import SAMPLES
 
@@ -54,7 +54,7 @@ def test_report_html_renders_in_chromium(tmp_path: Path) -> None:
     assert sorted(i["alt"] for i in seen["imgs"]) == names  # every PNG of the report is on the page
     assert all(i["done"] and i["w"] > 100 and i["h"] > 100 for i in seen["imgs"]), seen["imgs"]
     expected = {"verdict", "setup", "metrics", "reliability", "selective", "per-class"}
-    assert expected <= set(seen["ids"]) and set(seen["ids"]) <= {"verdict", "setup"} | {s.key for s in SECTIONS}
+    assert expected <= set(seen["ids"]) and set(seen["ids"]) <= {"verdict", "setup"} | {s.key for s in list_sections()}
     assert seen["links"] == [f"#{i}" for i in seen["ids"]]  # the table of contents reaches every section
     assert seen["width"] <= 1280  # fits a laptop screen without scrolling sideways
     shot = tmp_path / "report.png"

@@ -118,3 +118,27 @@ def test_no_imports_inside_functions_below_the_cli() -> None:
                     if not (name or "").startswith(LAZY_OK):
                         bad.append(f"{mod}:{sub.lineno} imports {name}")
     assert not bad, "\n".join(bad)
+
+
+# What an __init__.py may hold: its docstring, imports, `__all__`, and the PEP 562 hooks that import a name on
+# first use (`_EXPORTS`, `__getattr__`, `__dir__`) so `vcal --help` stays free of torch. Logic lives in named modules.
+INIT_NAMES = {"__all__", "_EXPORTS"}
+INIT_HOOKS = {"__getattr__", "__dir__"}
+
+
+def test_init_files_hold_no_logic() -> None:
+    bad = []
+    for path in PKG.rglob("__init__.py"):
+        for i, node in enumerate(ast.parse(path.read_text()).body):
+            if i == 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+                continue  # the docstring
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                continue
+            if isinstance(node, ast.Assign | ast.AnnAssign):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                if all(isinstance(t, ast.Name) and t.id in INIT_NAMES for t in targets):
+                    continue
+            if isinstance(node, ast.FunctionDef) and node.name in INIT_HOOKS:
+                continue
+            bad.append(f"{_module(path)}:{node.lineno} {type(node).__name__}")
+    assert not bad, "logic in __init__.py (move it into a named module):\n" + "\n".join(bad)

@@ -197,7 +197,7 @@ def test_bootstrap_weights_equal_explicit_resample(k: int) -> None:
 
 def test_metrics_stream_over_row_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Chunked reading (as for a memory-mapped cache) gives the same numbers as one chunk."""
-    import vcal_cli.metrics as m
+    import vcal_cli.metrics.compute as m
 
     logits, labels = _case(3, n=500, k=12)
     whole = compute_metrics(labels, logits=logits.float(), n_bootstrap=20)

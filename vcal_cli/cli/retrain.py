@@ -154,9 +154,10 @@ def retrain_cmd(
     """
     with handle_errors(debug):
         from vcal_cli import api
-        from vcal_cli.reports.retrain import retrain_table, write_retrain_report
+        from vcal_cli.reports.retrain import write_retrain_report
+        from vcal_cli.reports.sections import terminal_view
         from vcal_cli.reports.summary import verdict_line
-        from vcal_cli.reports.tables import hierarchy_table, robustness_rows, robustness_table, summary_panel
+        from vcal_cli.reports.tables import summary_panel
 
         if out_dir.suffix in (".safetensors", ".pt", ".pth"):
             from vcal_cli.errors import UsageError
@@ -192,11 +193,8 @@ def retrain_cmd(
             return
         d = report.to_dict()
         out.print(summary_panel(d["summary"]))
-        out.print(retrain_table(d))
-        if any(h.get("hierarchy") for h in d["heads"].values()):
-            out.print(hierarchy_table({n: h.get("hierarchy") for n, h in d["heads"].items()}))
-        if robustness_rows(d["heads"]):
-            out.print(robustness_table(d["heads"]))
+        for table in terminal_view(d):
+            out.print(table)
         if auto := report.base.settings["retrain"].get("auto"):
             note(f"--head auto: {auto['reason']}")
         for name, h in report.heads.items():

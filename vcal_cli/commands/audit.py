@@ -21,6 +21,7 @@ from vcal_cli.metrics import DEFAULT_N_BINS, compute_metrics
 from vcal_cli.metrics._validate import check_bins
 from vcal_cli.metrics.sanity import audit_warnings
 from vcal_cli.reports.schema import AuditReport
+from vcal_cli.reports.sections import compute_sections
 
 
 def _suggest(
@@ -90,7 +91,9 @@ def audit(
             {**settings, "input": "probs" if lg is None else "logits"},
             _hierarchy_section(tree, scores, labels, n_bootstrap, seed),
             warnings=audit_warnings(torch.as_tensor(scores), torch.as_tensor(labels)),
-        )
+            sections=compute_sections(lg if lg is not None else torch.as_tensor(pr).double().clamp_min(1e-12).log(),
+                                      labels),
+        )  # fmt: skip
     loaded = open_checkpoint(checkpoint, o)
     data = default_data(loaded, data)
     if robustness:
@@ -122,6 +125,7 @@ def audit(
         warnings=audit_warnings(fs.logits, fs.labels),
         class_names=loaded.class_names,
         suggestion=suggestion,
+        sections=compute_sections(fs.logits, fs.labels),
     )
     if robustness:
         _robustness(report, [Variant("original", loaded)], robustness, data, split, fs, prep, o, n_bins, seed, progress)

@@ -24,6 +24,7 @@ from vcal_cli.metrics._validate import check_bins
 from vcal_cli.metrics.paired import verdicts
 from vcal_cli.metrics.sanity import val_warning
 from vcal_cli.reports.retrain_schema import HeadResult, RetrainReport
+from vcal_cli.reports.sections import compute_sections
 
 
 def resolve_heads(names: list[str]) -> list[str]:
@@ -135,8 +136,11 @@ def retrain(
     if warning:
         base.warnings.append(warning)
     results: dict[str, HeadResult] = {
-        "original": HeadResult("original", base.result, None, str(loaded.path) if loaded.path else None, base.hierarchy)
-    }
+        "original": HeadResult(
+            "original", base.result, None, str(loaded.path) if loaded.path else None, base.hierarchy,
+            sections=base.sections,
+        )
+    }  # fmt: skip
     fit = {s: FitData(f.features, f.logits, f.labels) for s, f in (("train", train), ("val", val))}
     fitted: list[Any] = []
     if auto:
@@ -174,6 +178,7 @@ def retrain(
             name, res, head, None, _hierarchy_section(tree, log_probs, test.labels, n_bootstrap, seed)
         )
         results[name].log_probs = log_probs
+        results[name].sections = compute_sections(log_probs, test.labels)
     if reference is None and isinstance(loaded.head, torch.nn.Linear):
         t = get_head("temperature")(get_head("temperature").Params(seed=seed)).fit(
             fit["train"], fit["val"], base=loaded.head

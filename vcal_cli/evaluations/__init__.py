@@ -1,1 +1,1 @@
-"""Evaluations beyond the clean test split: out-of-distribution detection (shift and attacks to come)."""
+"""Evaluations beyond the clean test split: distribution shift, adversarial attacks, OOD detection, the frontier."""

@@ -1,307 +1,42 @@
-"""Calibration and accuracy metrics, named by their report keys.
+"""Calibration and accuracy metrics, named by their report keys (definitions in `vcal_cli.metrics.compute`).
+Torch only: nothing here reads a checkpoint, a data set or the cache."""
 
-All computation is in float64 on the CPU, over row chunks of the (N, C) scores (which may be a
-memory-mapped cache larger than memory). Definitions (see the README for the conventions):
-
-- accuracy: mean of argmax == label (ties go to the lowest class index).
-- nll: mean negative log-likelihood, log-softmax of the logits (probabilities: log(max(p, 1e-7))).
-- brier: mean over samples of the sum over classes of (p - onehot)^2, in [0, 2].
-- ece: top-label, equal-width bins [lo, hi) with the last closed at 1.0, sum_b (n_b/N) |acc_b - conf_b|.
-- ece_adaptive: the same over equal-count bins from a stable sort of the confidences.
-- mce: max over non-empty equal-width bins of |acc_b - conf_b|.
-- classwise_ece: mean over classes of the equal-width binary ECE of p[:, c] against 1[y = c].
-- aurc: area under the risk-coverage curve of the max-probability score (torch-uncertainty's form).
-"""
-
-from __future__ import annotations
-
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, fields
-
-import torch
-from torch import Tensor
-
-from vcal_cli._defaults import DEFAULT_N_BOOTSTRAP
-from vcal_cli._mapped import release_pages
-from vcal_cli.errors import MetricError
-from vcal_cli.metrics._validate import DEFAULT_N_BINS, check_bins, check_labels, check_probs, top_label
-from vcal_cli.metrics.calibration import (
-    ReliabilityBin,
-    adaptive_ece_kernel,
-    adaptive_ece_prepare,
-    bin_index,
-    ece_mce_kernel,
-    reliability_bins,
+from vcal_cli.metrics._validate import DEFAULT_N_BINS
+from vcal_cli.metrics.calibration import ReliabilityBin
+from vcal_cli.metrics.compute import (
+    LOWER_IS_BETTER,
+    METRIC_NAMES,
+    Metrics,
+    MetricsResult,
+    accuracy,
+    aurc,
+    brier,
+    classwise_ece,
+    compute_metrics,
+    ece,
+    ece_adaptive,
+    evaluate_scores,
+    make_scores,
+    mce,
+    nll,
 )
-from vcal_cli.metrics.details import Details, details
-from vcal_cli.metrics.scoring import aurc_kernel, aurc_prepare, chunk_stats
 
 __all__ = [
+    "DEFAULT_N_BINS",
+    "LOWER_IS_BETTER",
+    "METRIC_NAMES",
     "Metrics",
     "MetricsResult",
-    "METRIC_NAMES",
-    "DEFAULT_N_BINS",
-    "compute_metrics",
+    "ReliabilityBin",
     "accuracy",
-    "nll",
+    "aurc",
     "brier",
+    "classwise_ece",
+    "compute_metrics",
     "ece",
     "ece_adaptive",
+    "evaluate_scores",
+    "make_scores",
     "mce",
-    "classwise_ece",
-    "aurc",
-    "ReliabilityBin",
+    "nll",
 ]
-
-DEFAULT_SEED = 0
-
-
-@dataclass(frozen=True)
-class Metrics:
-    """One value per metric; the field names are the report keys."""
-
-    accuracy: float
-    nll: float
-    brier: float
-    ece: float
-    ece_adaptive: float
-    mce: float
-    classwise_ece: float
-    aurc: float
-
-    def as_dict(self) -> dict[str, float]:
-        return asdict(self)
-
-
-METRIC_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Metrics))
-LOWER_IS_BETTER = {name: name != "accuracy" for name in METRIC_NAMES}
-
-
-@dataclass(frozen=True)
-class MetricsResult:
-    metrics: Metrics
-    intervals: dict[str, tuple[float, float]]  # percentile bootstrap 95% interval per metric
-    reliability: list[ReliabilityBin]
-    n: int
-    n_bins: int
-    n_bootstrap: int
-    seed: int
-    details: Details | None = None  # gap, smooth ECE, selective accuracy, per class (compute_metrics)
-
-
-ROW_CHUNK_ELEMS = 1 << 20  # elements per float64 temporary (8 MB), whatever N: memory stays flat
-
-
-@dataclass(frozen=True)
-class Scores:
-    """Logits or probabilities (N, K) in any float dtype, possibly memory-mapped: read in row chunks."""
-
-    values: Tensor
-    is_logits: bool
-
-    def chunks(self, labels: Tensor, rows: int) -> Iterator[tuple[int, Tensor, dict[str, Tensor]]]:
-        """(start, probs, per-sample values) in float64 for consecutive row chunks, validated as read.
-
-        The probabilities of a chunk live in one reused buffer: use them before asking for the next chunk."""
-        buffer = torch.empty(min(rows, len(self.values)) * self.values.shape[1], dtype=torch.float64)
-        for a in range(0, len(self.values), rows):
-            x = self.values[a : a + rows]
-            if not self.is_logits:
-                check_probs(x)
-            p, stats = chunk_stats(x, labels[a : a + len(x)], self.is_logits, buffer)
-            release_pages(x)  # a memory-mapped cache: this block's pages leave the process
-            yield a, p, stats
-
-
-def make_scores(labels: Tensor, logits: Tensor | None, probs: Tensor | None) -> tuple[Scores, Tensor]:
-    """Shape-checked scores and labels (values are checked chunk by chunk as they are read)."""
-    if (logits is None) == (probs is None):
-        raise ValueError("give exactly one of logits or probs")
-    x = torch.as_tensor(logits if logits is not None else probs)
-    what = "logits" if logits is not None else "probabilities"
-    if x.ndim != 2 or x.shape[0] == 0:
-        raise MetricError(f"{what} must have shape (N, C) with N >= 1, got {tuple(x.shape)}")
-    return Scores(x, logits is not None), check_labels(labels, len(x), x.shape[1])
-
-
-def resample_counts(n: int, n_bootstrap: int, seed: int) -> Tensor:
-    """(1 + R, N) uint8: row 0 all ones (the sample itself), row r how often each sample is in resample r.
-
-    Resample r draws N indices with replacement from a generator seeded with `seed`; the draws are made
-    a few rows at a time, so the largest allocation is this matrix (one byte per sample and resample;
-    int16 in the astronomically unlikely case that a sample is drawn more than 255 times).
-    """
-    gen = torch.Generator().manual_seed(seed)
-    counts = torch.ones(1 + n_bootstrap, n, dtype=torch.uint8)
-    step = max(1, 2_000_000 // n)
-    for s in range(0, n_bootstrap, step):
-        idx = torch.randint(0, n, (min(step, n_bootstrap - s), n), generator=gen)
-        c = torch.zeros(len(idx), n, dtype=torch.int16).scatter_add_(1, idx, torch.ones_like(idx, dtype=torch.int16))
-        if counts.dtype == torch.uint8 and c.max() > 255:
-            counts = counts.to(torch.int16)
-        counts[1 + s : 1 + s + len(idx)] = c.to(counts.dtype)
-    return counts
-
-
-def _scalar_metrics(s: dict[str, Tensor], counts: Tensor, n_bins: int) -> dict[str, Tensor]:
-    """Every metric but classwise ECE, for each row of `counts` (R, N), from the per-sample values."""
-    n = len(s["conf"])
-    out: dict[str, list[Tensor]] = {}
-    step = max(1, ROW_CHUNK_ELEMS // n)  # rows of float64 weights at a time (8 MB per temporary)
-    # what depends on the samples alone is computed once, not per resample
-    bins = bin_index(s["conf"], n_bins)
-    up = adaptive_ece_prepare(s["conf"], s["correct"], n_bins)
-    down = aurc_prepare(s["conf"], s["correct"])
-    for a in range(0, len(counts), step):
-        w = counts[a : a + step].double()
-        e, m = ece_mce_kernel(s["conf"], s["correct"], w, n_bins, bins)
-        vals = {
-            "accuracy": (w @ s["correct"]) / n,
-            "nll": (w @ s["nll"]) / n,
-            "brier": (w @ s["brier"]) / n,
-            "ece": e,
-            "ece_adaptive": adaptive_ece_kernel(s["conf"], s["correct"], w, n_bins, up),
-            "mce": m,
-            "aurc": aurc_kernel(s["conf"], s["correct"], w, down),
-        }
-        for k, v in vals.items():
-            out.setdefault(k, []).append(v)
-    return {k: torch.cat(v) for k, v in out.items()}
-
-
-def evaluate_scores(
-    sources: list[Scores], labels: Tensor, *, n_bins: int, n_bootstrap: int, seed: int
-) -> list[tuple[dict[str, Tensor], dict[str, Tensor]]]:
-    """For each source: (every metric (1 + R,): the sample then each resample, per-sample values (N,)).
-
-    Every source is resampled with the same rows (the paired bootstrap of `vcal gate`). Each source's
-    (N, K) scores are read once, in row chunks, so they may be memory-mapped and larger than memory;
-    the largest allocation is the (1 + R, N) uint8 resample counts.
-    """
-    counts = resample_counts(len(labels), n_bootstrap, seed)
-    out = []
-    for src in sources:
-        stats, cw = _one_pass(src, labels, counts, n_bins)
-        out.append(({**_scalar_metrics(stats, counts, n_bins), "classwise_ece": cw}, stats))
-    return out
-
-
-def _one_pass(scores: Scores, labels: Tensor, counts: Tensor, n_bins: int) -> tuple[dict[str, Tensor], Tensor]:
-    """Per-sample values (N,) and classwise ECE for each row of `counts` (1 + R,), in one pass over the rows.
-
-    Slot (c, b) sums d = 1[y = c] - p_c over the samples whose p_c falls in bin b. Most of the N x K
-    probabilities fall in bin 0 (p < 1/B), so each row chunk adds its few entries of bins >= 1 one by
-    one and gets bin 0 as the class total minus those: the class totals are one dense product of the
-    resample counts with the probabilities, so the cost is a GEMM, not a scatter of R x N x K.
-    """
-    n, k = scores.values.shape
-    r = len(counts)
-    stats = {name: torch.empty(n, dtype=torch.float64) for name in ("conf", "correct", "nll", "brier", "pred")}
-    totals = torch.zeros(r, k, dtype=torch.float64)
-    upper = torch.zeros(r, k * n_bins, dtype=torch.float64)  # slots of bins >= 1 (bin-0 columns stay 0)
-    first_edge = 1.0 / n_bins
-    for a, p, st in scores.chunks(labels, max(1, ROW_CHUNK_ELEMS // max(k, r))):
-        b = a + len(p)
-        for name, v in st.items():
-            stats[name][a:b] = v
-        w = counts[:, a:b].double()
-        y = labels[a:b]
-        totals.index_add_(1, y, w)  # sum of w * 1[y = c]
-        totals.sub_(w @ p)  # minus sum of w * p_c
-        rows, cols = (p >= first_edge).nonzero(as_tuple=True)
-        if len(rows):
-            pv = p[rows, cols]
-            d = (y[rows] == cols).double() - pv
-            upper.index_add_(1, cols * n_bins + bin_index(pv, n_bins), w[:, rows] * d)
-    slots = upper.view(r, k, n_bins)
-    slots[:, :, 0] = totals - slots[:, :, 1:].sum(2)
-    stats["class_ece"] = slots[0].abs().sum(1) / n  # (K,): each class's binary ECE on the sample itself
-    return stats, slots.abs().sum((1, 2)) / (n * k)  # every row of counts sums to n
-
-
-def compute_metrics(
-    labels: Tensor,
-    *,
-    logits: Tensor | None = None,
-    probs: Tensor | None = None,
-    n_bins: int = DEFAULT_N_BINS,
-    n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
-    seed: int = DEFAULT_SEED,
-    with_details: bool = True,
-) -> MetricsResult:
-    """All metrics, their percentile-bootstrap 95% intervals, and the reliability bins.
-
-    Give exactly one of `logits` (preferred: exact NLL) or `probs`. The bootstrap draws `n_bootstrap`
-    resamples of the N samples with replacement from a generator seeded with `seed`. The scores are
-    read in row chunks (never copied whole to float64), so a memory-mapped cache larger than memory works.
-    """
-    check_bins(n_bins)
-    src, y = make_scores(labels, logits, probs)
-    counts = resample_counts(len(y), n_bootstrap, seed)
-    stats, cw = _one_pass(src, y, counts, n_bins)
-    vals = {**_scalar_metrics(stats, counts, n_bins), "classwise_ece": cw}
-    q = torch.tensor([0.025, 0.975], dtype=torch.float64)
-    intervals: dict[str, tuple[float, float]] = {}
-    for k in METRIC_NAMES if n_bootstrap > 0 else ():
-        lo, hi = torch.quantile(vals[k][1:], q).tolist()
-        intervals[k] = (lo, hi)
-    return MetricsResult(
-        Metrics(**{k: float(vals[k][0]) for k in METRIC_NAMES}),
-        intervals,
-        reliability_bins(stats["conf"], stats["correct"], n_bins),
-        len(y),
-        n_bins,
-        n_bootstrap,
-        seed,
-        details(stats, y, stats["class_ece"], counts) if with_details else None,
-    )
-
-
-def _one(name: str, scores: Tensor, labels: Tensor, n_bins: int, *, is_logits: bool = False) -> float:
-    src, y = make_scores(labels, scores if is_logits else None, None if is_logits else scores)
-    ((vals, _),) = evaluate_scores([src], y, n_bins=check_bins(n_bins), n_bootstrap=0, seed=0)
-    return float(vals[name][0])
-
-
-def accuracy(probs: Tensor, labels: Tensor) -> float:
-    return float(top_label(probs, labels)[1].mean())
-
-
-def nll(logits: Tensor, labels: Tensor) -> float:
-    """Mean negative log-likelihood of the labels under softmax(logits)."""
-    return _one("nll", logits, labels, DEFAULT_N_BINS, is_logits=True)
-
-
-def brier(probs: Tensor, labels: Tensor) -> float:
-    return _one("brier", probs, labels, DEFAULT_N_BINS)
-
-
-def _ece_mce(probs: Tensor, labels: Tensor, n_bins: int) -> tuple[float, float]:
-    """Top-label ECE and MCE from the confidences alone (single metrics skip the (N, C) float64 work)."""
-    conf, correct = top_label(probs, labels)
-    e, m = ece_mce_kernel(conf, correct, torch.ones(1, len(conf), dtype=torch.float64), check_bins(n_bins))
-    return float(e[0]), float(m[0])
-
-
-def ece(probs: Tensor, labels: Tensor, *, n_bins: int = DEFAULT_N_BINS) -> float:
-    return _ece_mce(probs, labels, n_bins)[0]
-
-
-def ece_adaptive(probs: Tensor, labels: Tensor, *, n_bins: int = DEFAULT_N_BINS) -> float:
-    conf, correct = top_label(probs, labels)
-    return float(
-        adaptive_ece_kernel(conf, correct, torch.ones(1, len(conf), dtype=torch.float64), check_bins(n_bins))[0]
-    )
-
-
-def mce(probs: Tensor, labels: Tensor, *, n_bins: int = DEFAULT_N_BINS) -> float:
-    return _ece_mce(probs, labels, n_bins)[1]
-
-
-def classwise_ece(probs: Tensor, labels: Tensor, *, n_bins: int = DEFAULT_N_BINS) -> float:
-    return _one("classwise_ece", probs, labels, n_bins)
-
-
-def aurc(probs: Tensor, labels: Tensor) -> float:
-    conf, correct = top_label(probs, labels)
-    return float(aurc_kernel(conf, correct, torch.ones(1, len(conf), dtype=torch.float64))[0])

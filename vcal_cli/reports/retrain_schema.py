@@ -6,7 +6,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from vcal_cli.reports.schema import AuditReport, robustness_dict
+from vcal_cli.reports.schema import AuditReport
+from vcal_cli.reports.sections import section_json
 from vcal_cli.reports.summary import audit_summary, retrain_summary
 
 
@@ -21,6 +22,7 @@ class HeadResult:
     hierarchy: dict[str, Any] | None = None  # mistake-severity metrics, when a hierarchy is known
     robustness: dict[str, Any] | None = None  # ood / shift / adversarial sections (see RobustnessOptions)
     verdicts: dict[str, Any] | None = None  # against the original and temperature scaling (metrics.paired)
+    sections: dict[str, Any] = field(default_factory=dict)  # what sections compute (reports.sections.compute_sections)
     log_probs: Any = field(default=None, repr=False)  # test log-probabilities (not written)
 
 
@@ -42,7 +44,7 @@ class RetrainReport:
                 **({"hierarchy": h.hierarchy} if h.hierarchy else {}),
                 **({"params": asdict(h.head.params), "fitted": h.head.extra_report()} if h.head else {}),
                 **({"verdicts": h.verdicts} if h.verdicts else {}),
-                **robustness_dict(h.robustness or {}),
+                **section_json({**h.sections, **(h.robustness or {})}),
                 **({"details": h.result.details.to_dict()} if h.result.details else {}),
             }
             for name, h in self.heads.items()

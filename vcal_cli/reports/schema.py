@@ -30,6 +30,7 @@ report.json (schema_version 2; version 1 lacked `details`, `class_names`, `sugge
     suggestion      {temperature, ece, nll, command} (temperature scaling fitted on val, scored on test) or
                     {reason, command} when val was not at hand
     summary         {verdict, lines}: the verdict in words (see vcal_cli.reports.summary)
+    <section key>   what a registered report section computes from the test predictions, under its key
 
 Added fields never break an older reader; `read_report` fills what an older report lacks where it can.
 """
@@ -45,6 +46,7 @@ from typing import Any
 from vcal_cli._version import __version__
 from vcal_cli.errors import ReportError
 from vcal_cli.metrics import METRIC_NAMES, MetricsResult
+from vcal_cli.reports.sections import section_json
 from vcal_cli.reports.summary import audit_summary
 
 SCHEMA_VERSION = 2
@@ -80,6 +82,7 @@ class AuditReport:
     warnings: list[str] = field(default_factory=list)  # see vcal_cli.metrics.sanity
     class_names: list[str] | None = None
     suggestion: dict[str, Any] | None = None  # see vcal_cli.reports.summary
+    sections: dict[str, Any] = field(default_factory=dict)  # what sections compute (reports.sections.compute_sections)
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
     @property
@@ -113,7 +116,7 @@ class AuditReport:
             "settings": self.settings,
             "warnings": list(self.warnings),
             **({"hierarchy": self.hierarchy} if self.hierarchy else {}),
-            **robustness_dict(self.robustness_sections()),
+            **section_json({**self.sections, **self.robustness_sections()}),
             **({"details": self.result.details.to_dict()} if self.result.details else {}),
             **({"class_names": self.class_names} if self.class_names else {}),
             **({"suggestion": self.suggestion} if self.suggestion else {}),
@@ -121,43 +124,6 @@ class AuditReport:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2) + "\n"
-
-
-def eps_key(eps: float) -> str:
-    """A budget as report keys spell it: 8/255."""
-    return f"{round(eps * 255, 4):g}/255"
-
-
-def robustness_dict(sections: dict[str, Any]) -> dict[str, Any]:
-    """The report.json keys of the robustness sections: the row lists the issue specifies, plus the same
-    numbers keyed by name so gate rules can address them (`shift_mean.severity_5.ece`,
-    `adversarial_summary.pgd.8/255.accuracy`, `ood_summary.svhn.msp.auroc`)."""
-    out: dict[str, Any] = {}
-    if sections.get("ood"):
-        out["ood"] = sections["ood"]
-        summary: dict[str, Any] = {}
-        for r in sections["ood"]:
-            summary.setdefault(r["dataset"], {})[r["score"]] = {k: r[k] for k in ("auroc", "aupr", "fpr95")}
-        out["ood_summary"] = summary
-    if sections.get("adversarial"):
-        out["adversarial"] = sections["adversarial"]
-        adv: dict[str, Any] = {}
-        for r in sections["adversarial"]:
-            adv.setdefault(r["attack"], {})[eps_key(r["eps"])] = {k: r[k] for k in ("accuracy", "ece", "nll")}
-        out["adversarial_summary"] = adv
-    if sections.get("shift"):
-        out["shift"] = sections["shift"]
-        out["shift_mean"] = shift_means(sections["shift"])
-    return out
-
-
-def shift_means(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Mean accuracy, NLL and ECE over corruptions, per severity."""
-    out = {}
-    for s in sorted({r["severity"] for r in rows}):
-        sel = [r for r in rows if r["severity"] == s]
-        out[f"severity_{s}"] = {k: sum(r[k] for r in sel) / len(sel) for k in ("accuracy", "nll", "ece")}
-    return out
 
 
 def read_report(path: str | Path) -> dict[str, Any]:

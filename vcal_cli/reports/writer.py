@@ -12,17 +12,8 @@ from vcal_cli._io import atomic_write_bytes, same_file
 from vcal_cli.errors import ReportError
 from vcal_cli.metrics import METRIC_NAMES
 from vcal_cli.reports.documents import to_html, to_markdown
-from vcal_cli.reports.figures import (
-    plot_adversarial,
-    plot_confusion,
-    plot_ood_histograms,
-    plot_reliability,
-    plot_risk_coverage,
-    plot_shift,
-    plot_smooth_reliability,
-    to_png,
-)
-from vcal_cli.reports.schema import AuditReport, shift_means
+from vcal_cli.reports.schema import AuditReport
+from vcal_cli.reports.sections import section_figures
 
 REPORT_FILES = ("reliability.png", "metrics.csv", "report.md", "report.html", "report.json")
 
@@ -64,55 +55,10 @@ def write_files(out_dir: str | Path, files: dict[str, bytes | str], inputs: tupl
     return out
 
 
-def robustness_images(sections: dict[str, dict[str, Any]]) -> dict[str, bytes]:
-    """shift.png and adversarial.png (one line per head) and OOD histograms per data set and head, from each
-    head's robustness sections (`shift`, `adversarial`, `ood`, `ood_scores`)."""
-
-    images = {}
-    shift = {h: shift_means(r["shift"]) for h, r in sections.items() if r.get("shift")}
-    if shift:
-        images["shift.png"] = to_png(plot_shift(shift))
-    adv = {h: r["adversarial"] for h, r in sections.items() if r.get("adversarial")}
-    if adv:
-        images["adversarial.png"] = to_png(plot_adversarial(adv))
-    for head, r in sections.items():
-        for i, (name, scores) in enumerate((r.get("ood_scores") or {}).items()):
-            fname = f"ood_{i}.png" if head == "original" else f"ood_{i}_{head}.png"
-            label = head if len(sections) > 1 else ""
-            images[fname] = to_png(plot_ood_histograms(scores, dataset=name, rows=r.get("ood") or [], head=label))
-    return images
-
-
-def detail_images(d: dict[str, Any], confusion_for: tuple[str, ...] = ("original",)) -> dict[str, bytes]:
-    """smooth_reliability.png (small multiples per head), risk_coverage.png (one line per head) and
-    confusion[_HEAD].png for the heads named, from a report dict's `details`."""
-    heads = {n: h["details"] for n, h in (d.get("heads") or {"original": d}).items() if h.get("details")}
-    if not heads:
-        return {}
-    where = f"{d['data']['name']}:{d['data']['split']}"
-    curves = {n: {**x["smooth_curve"], **x["smooth"]} for n, x in heads.items()}
-    images = {
-        "smooth_reliability.png": to_png(plot_smooth_reliability(curves, title=f"Smooth reliability on {where}")),
-        "risk_coverage.png": to_png(
-            plot_risk_coverage({n: x["risk_coverage"] for n, x in heads.items()}, title=f"Risk-coverage on {where}")
-        ),
-    }
-    for n in confusion_for:
-        if n in heads and heads[n].get("confusion"):
-            name = "confusion.png" if n == "original" else f"confusion_{n}.png"
-            images[name] = to_png(plot_confusion(heads[n]["confusion"], d.get("class_names"), title=f"Confusion ({n})"))
-    return images
-
-
 def write_report(report: AuditReport, out_dir: str | Path, *, inputs: tuple[Path, ...] = ()) -> Path:
     """Write reliability.png, metrics.csv, report.md, report.html and report.json into `out_dir`."""
     d = report.to_dict()
-    title = f"{Path(str(d['checkpoint'].get('path'))).name} on {d['data']['name']}:{d['data']['split']}"
-    images = {
-        "reliability.png": to_png(plot_reliability(report.result.reliability, ece=d["metrics"]["ece"], title=title))
-    }
-    images |= detail_images(d)
-    images |= robustness_images({"original": report.robustness_sections()})
+    images = section_figures(d, {"original": report.robustness_sections()})
     return write_files(
         out_dir,
         {
