@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from vcal_cli.api import ExtractOptions, load_features
+from vcal_cli.api import ExtractOptions, load_features, load_train_views
 from vcal_cli.heads import FitData, get_head, list_heads
 from vcal_cli.heads._train import SGDHead
 from vcal_cli.metrics import compute_metrics
@@ -58,21 +58,34 @@ def laplace_reference(train: FitData, test_features: torch.Tensor, base: torch.n
 
 
 def bench_model(
-    path: Path, val_from: str, heads: list[str], n_bootstrap: int, seed: int, full: bool = False
+    path: Path,
+    val_from: str,
+    heads: list[str],
+    n_bootstrap: int,
+    seed: int,
+    full: bool = False,
+    views: int = 0,
+    augment: str = "crop",
 ) -> dict[str, Any]:
     o = ExtractOptions(data_root=ROOT, val_from=val_from)
     loaded, tr, _ = load_features(str(path), "fashion-mnist", "train", o)
     _, va, _ = load_features(loaded, "fashion-mnist", "val", o)
     _, te, prep = load_features(loaded, "fashion-mnist", "test", o)
     train, val = FitData(tr.features, tr.logits, tr.labels), FitData(va.features, va.logits, va.labels)
+    fits = [(name, name, train) for name in heads]
+    if views:  # the heads that learn on train, again on augmented views of it (vcal retrain --train-views)
+        t0 = time.perf_counter()
+        viewed = load_train_views(loaded, "fashion-mnist", views, augment, o, seed=seed)
+        print(f"  {views} augmented views ({augment}) of train: {time.perf_counter() - t0:.0f} s", flush=True)
+        fits += [(f"{n} [{views} views]", n, viewed) for n in heads if get_head(n).fits_on != "val"]
     acc = {s: float((f.logits.argmax(1) == f.labels).float().mean()) for s, f in (("train", tr), ("val", va))}
     rows: dict[str, Any] = {}
     preds: dict[str, torch.Tensor] = {"original": te.logits}
     times: dict[str, float] = {"original": 0.0}
-    for name in heads:
-        cls = get_head(name)
+    for name, head_name, fit_rows in fits:
+        cls = get_head(head_name)
         t0 = time.perf_counter()
-        head = cls(cls.make_params(seed=seed)).fit(train, val, base=loaded.head)
+        head = cls(cls.make_params(seed=seed)).fit(fit_rows, val, base=loaded.head)
         times[name] = time.perf_counter() - t0
         preds[name] = head.predict_log_proba(te.features)
         log = getattr(head, "fit_log_", None)
@@ -80,7 +93,7 @@ def bench_model(
         print(f"  {name}: fitted in {times[name]:.1f} s{kept}", flush=True)
         if full and isinstance(head, SGDHead):  # the papers' full schedule, against the early stop
             t0 = time.perf_counter()
-            whole = cls(cls.make_params(seed=seed, patience=0)).fit(train, val, base=loaded.head)
+            whole = cls(cls.make_params(seed=seed, patience=0)).fit(fit_rows, val, base=loaded.head)
             t_full = time.perf_counter() - t0
             v = verdicts(head.predict_log_proba(te.features), whole.predict_log_proba(te.features), te.labels,
                          n_bins=15, n_bootstrap=n_bootstrap, seed=seed)  # fmt: skip
@@ -133,6 +146,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--full", action="store_true", help="also fit the trained heads' full schedule (patience 0)")
+    p.add_argument("--train-views", type=int, default=0, help="also fit the train-fitted heads on K augmented views")
+    p.add_argument("--augment", default="crop", help="the views' augmentation (crop or crop+flip)")
     a = p.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)  # laplace-torch's notes on its defaults
     heads = [h for h in a.heads.split(",") if h]
@@ -147,7 +162,7 @@ def main() -> None:
             print(f"{file}: not found in {a.models} (run benchmarks/train_models.py)")
             continue
         print(f"\n## {file}: {what} (--val-from {val_from})", flush=True)
-        res = bench_model(path, val_from, heads, a.bootstrap, a.seed, a.full)
+        res = bench_model(path, val_from, heads, a.bootstrap, a.seed, a.full, a.train_views, a.augment)
         out[file] = res
         print(f"train accuracy {res['train_accuracy']:.4f}, val accuracy {res['val_accuracy']:.4f}, "
               f"{res['n_test']} test images; preprocessing {res['preprocessing']}")  # fmt: skip

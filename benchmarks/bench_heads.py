@@ -26,9 +26,9 @@ from vcal_cli.hierarchy import Hierarchy
 from vcal_cli.metrics import compute_metrics
 
 
-def matmul_peak(n: int = 2048, seconds: float = 2.0) -> float:
-    """float32 GFLOP/s of a plain torch.mm loop on n x n matrices (best of a few-second run)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_peak(n: int = 2048, seconds: float = 2.0, dtype: torch.dtype = torch.float32) -> float:
+    """GFLOP/s of a plain torch.mm loop on n x n matrices of `dtype` (best of a few-second run)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     torch.mm(a, b)
     best, t_end = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < t_end:
@@ -71,6 +71,20 @@ def step_variants(train: FitData, steps: int = 300) -> None:
             loss.backward()
             opt.step()
         print(f"  {label:24s} {(time.perf_counter() - t) / steps * 1e3:6.2f} ms/step", flush=True)
+    bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()  # oneDNN's check: AVX-512 BF16 (or AMX) on this CPU
+    torch.manual_seed(0)
+    m = MLPHead(d, k, 128)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-4, foreach=False)
+    idx = torch.randint(0, n, (steps, 256))
+    t = time.perf_counter()
+    for i in range(steps):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = torch.nn.functional.cross_entropy(m.logits(x_all[idx[i]]), y_all[idx[i]])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    print(f"  {'bf16 autocast (for-loop)':24s} {(time.perf_counter() - t) / steps * 1e3:6.2f} ms/step "
+          f"(oneDNN bf16 support on this CPU: {bf16})", flush=True)  # fmt: skip
     perm = torch.randperm(n)
     t = time.perf_counter()
     for i in range(0, n, 256):
@@ -155,7 +169,8 @@ def main() -> None:
     print("step variants (ce's 640-384-128-10 head, batch 256):")
     step_variants(train)
     peak = matmul_peak()
-    print(f"machine peak: {peak:,.0f} GFLOP/s (float32 torch.mm 2048 x 2048, {torch.get_num_threads()} threads)\n")
+    print(f"machine peak: {peak:,.0f} GFLOP/s (float32 torch.mm 2048 x 2048, {torch.get_num_threads()} threads); "
+          f"bfloat16: {matmul_peak(dtype=torch.bfloat16):,.0f} GFLOP/s\n")  # fmt: skip
     cols = f"{'head':12s} {'fit s':>8s} {'GFLOP':>9s} {'GFLOP/s':>8s} {'of peak':>7s}"
     print(cols + "  epochs kept/run  test acc / NLL / ECE")
     times, heads = {}, {}

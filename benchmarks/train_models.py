@@ -6,8 +6,9 @@ Adam and a cosine schedule, seeded, and saved the way timm's `train.py` saves: a
 `in_chans`, `input_size`, `mean`, `std`, `interpolation`, `crop_pct`). vcal must read all of it with
 nothing but the file.
 
-- `early.pth.tar`: vcal's `train` split (val and test held out), the snapshot after 2 of 12 epochs;
-- `overfit.pth.tar`: the same run after all 12 epochs, far past fitting (train accuracy >= 99.5%);
+- `early.pth.tar`: vcal's `train` split (val and test held out), the snapshot after 2 of 16 epochs;
+- `overfit.pth.tar`: the same run after all 16 epochs, far past fitting (train accuracy >= 99.5%; 12 epochs
+  reached 99.43%);
 - `whole.pth.tar`: the whole official train part (vcal's train + val, what most users do), 5 epochs; audit
   it with `--val-from test`.
 
@@ -32,6 +33,7 @@ from vcal_cli.data import load_split
 MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST's train-part pixel statistics
 DEFAULT_OUT = Path("~/.cache/vcal-bench/models").expanduser()
 DEFAULT_ROOT = "/usr/share/datasets/fashion-mnist"
+SPLIT_EPOCHS = 16  # the overfit run: 12 epochs reached a train accuracy of 0.9943, short of the 0.995 bar
 
 
 def _args(epochs: int, seed: int) -> argparse.Namespace:
@@ -104,7 +106,7 @@ def main() -> None:
     torch.set_num_threads(2)
     if a.only in (None, "split") and not (a.out / "overfit.pth.tar").exists():
         x, y = _tensors("train", a.root)
-        train(x, y, 12, 0, {2: a.out / "early.pth.tar", 12: a.out / "overfit.pth.tar"})
+        train(x, y, SPLIT_EPOCHS, 0, {2: a.out / "early.pth.tar", SPLIT_EPOCHS: a.out / "overfit.pth.tar"})
     if a.only in (None, "whole") and not (a.out / "whole.pth.tar").exists():
         (xt, yt), (xv, yv) = _tensors("train", a.root), _tensors("val", a.root)
         train(torch.cat([xt, xv]), torch.cat([yt, yv]), 5, 1, {5: a.out / "whole.pth.tar"})

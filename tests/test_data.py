@@ -203,3 +203,35 @@ def test_preprocessing_channels_and_resize() -> None:
     assert torch.allclose(g, torch.ones(1, 1, 8, 8))
     with pytest.raises(UsageError):
         Preprocessing((3, 8, 8), (0.5,), (0.5,))
+
+
+def test_shift_and_flip_against_pad_and_slice() -> None:
+    """Each image is the native-size window of its zero-padded copy at its offset, mirrored where flipped."""
+    from vcal_cli.data.augment import shift_and_flip
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (6, 3, 7, 9), generator=g, dtype=torch.uint8)
+    offsets = torch.tensor([[0, 0], [2, 2], [4, 4], [1, 3], [4, 0], [2, 2]])
+    flips = torch.tensor([False, False, True, False, True, True])
+    out = shift_and_flip(x, offsets, flips, 2)
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    for i, ((dy, dx), f) in enumerate(zip(offsets.tolist(), flips.tolist(), strict=True)):
+        ref = padded[i, :, dy : dy + 7, dx : dx + 9]
+        assert torch.equal(out[i], ref.flip(-1) if f else ref), i
+    assert torch.equal(out[1], x[1])  # the centre offset, unflipped, is the image itself
+
+
+def test_augmented_views_are_seeded_labelled_and_cached_apart() -> None:
+    from vcal_cli.data.augment import augmented
+
+    train = load_split("digits", "train")
+    a, b, again = augmented(train, "crop", 0), augmented(train, "crop", 1), augmented(train, "crop", 0)
+    assert torch.equal(a.images, again.images) and not torch.equal(a.images, b.images)
+    assert torch.equal(a.labels, train.labels) and a.images.shape == train.images.shape
+    assert a.identity != b.identity != train.identity and a.identity["augment"] == "crop"
+    moved = (a.images != train.images).flatten(1).any(1).float().mean()
+    assert moved > 0.5  # 8 of 9 offsets move an 8x8 digit (pad 1)
+    flipped = augmented(train, "crop+flip", 0)
+    assert not torch.equal(flipped.images, a.images)  # same offsets, half of them mirrored
+    with pytest.raises(UsageError, match="crop, crop\\+flip"):
+        augmented(train, "rotate", 0)

@@ -205,3 +205,28 @@ def test_same_seed_same_checkpoint_bytes(runner, tmp_path: Path) -> None:
         assert r.exit_code == 0, r.output
     a = (tmp_path / "a" / "cnn_digits.ce.safetensors").read_bytes()
     assert a == (tmp_path / "b" / "cnn_digits.ce.safetensors").read_bytes()
+
+
+def test_retrain_on_augmented_train_views(runner, tmp_path: Path) -> None:
+    """--train-views K: the train-fitted heads learn on K augmented views, each extracted once and cached; the
+    post-hoc heads (fitted on val) are unchanged; the report records the views."""
+    args = ["retrain", str(CNN), "--head", "ce", "--head", "temperature", "--bootstrap", "0", "--epochs", "3",
+            "--cache-dir", "c", "--seed", "1"]  # fmt: skip
+    clean = runner.invoke(app, [*args, "-o", "clean"])
+    views = runner.invoke(app, [*args, "-o", "views", "--train-views", "2"])
+    assert clean.exit_code == 0 and views.exit_code == 0, views.output
+    c = json.loads((tmp_path / "clean" / "report.json").read_text())
+    v = json.loads((tmp_path / "views" / "report.json").read_text())
+    assert v["settings"]["retrain"]["train_views"] == {"views": 2, "augment": "crop"}
+    assert c["settings"]["retrain"]["train_views"] is None
+    assert v["heads"]["temperature"]["metrics"] == c["heads"]["temperature"]["metrics"]  # fitted on val
+    assert v["heads"]["ce"]["metrics"] != c["heads"]["ce"]["metrics"]  # fitted on other rows
+    entries = len(list((tmp_path / "c").rglob("*.safetensors")))
+    again = runner.invoke(app, [*args, "-o", "again", "--train-views", "2"])
+    assert again.exit_code == 0 and len(list((tmp_path / "c").rglob("*.safetensors"))) == entries  # all cached
+    assert (
+        json.loads((tmp_path / "again" / "report.json").read_text())["heads"]["ce"]["metrics"]
+        == v["heads"]["ce"]["metrics"]
+    )
+    bad = runner.invoke(app, [*args, "-o", "bad", "--train-views", "1", "--augment", "rotate"])
+    assert bad.exit_code == 2 and "--augment 'rotate'" in bad.output

@@ -16,6 +16,7 @@ _EXPORTS = {
     "audit": "vcal_cli.api",
     "export_features": "vcal_cli.api",
     "load_features": "vcal_cli.api",
+    "load_train_views": "vcal_cli.api",
     "ExtractOptions": "vcal_cli.api",
     # building blocks
     "load_checkpoint": "vcal_cli.checkpoints",

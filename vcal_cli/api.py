@@ -15,13 +15,21 @@ from vcal_cli.commands.audit import audit, export_features
 from vcal_cli.commands.frontier import frontier
 from vcal_cli.commands.gate import check_comparable, compare, gate
 from vcal_cli.commands.retrain import head_params, resolve_heads, retrain
-from vcal_cli.features.options import ExtractOptions, default_data, load_features, model_preprocessing, open_checkpoint
+from vcal_cli.features.options import (
+    ExtractOptions,
+    default_data,
+    load_features,
+    load_train_views,
+    model_preprocessing,
+    open_checkpoint,
+)
 from vcal_cli.reports.retrain_schema import HeadResult, RetrainReport
 
 __all__ = [
     "ExtractOptions",
     "default_data",
     "load_features",
+    "load_train_views",
     "model_preprocessing",
     "open_checkpoint",
     "audit",

@@ -110,6 +110,22 @@ def retrain_cmd(
     select: Annotated[
         str, typer.Option("--select", help="With --head auto: pick the lowest val nll, ece or brier.")
     ] = "nll",
+    train_views: Annotated[
+        int,
+        typer.Option(
+            "--train-views",
+            help="Fit the heads that learn on train on K augmented views of it (extracted once each, cached) "
+            "instead of the clean train features a backbone trained past fitting has memorised; 0: clean.",
+        ),
+    ] = 0,
+    augment: Annotated[
+        str,
+        typer.Option(
+            "--augment",
+            help="The views' augmentation: 'crop' (shift by up to 1/8 of the side) or "
+            "'crop+flip' (also mirror half; not for digits or text).",
+        ),
+    ] = "crop",
     hierarchy: Annotated[
         str | None,
         typer.Option(
@@ -180,6 +196,8 @@ def retrain_cmd(
             hierarchy=hierarchy,
             robustness=robustness_options(locals()),
             select=select,
+            train_views=train_views,
+            augment=augment,
             n_bins=DEFAULT_N_BINS if bins is None else bins,
             n_bootstrap=DEFAULT_N_BOOTSTRAP if bootstrap is None else bootstrap,
             seed=seed,

@@ -12,11 +12,18 @@ from vcal_cli._io import same_file
 from vcal_cli.checkpoints import LoadedModel, save_checkpoint, save_head
 from vcal_cli.commands._shared import _hierarchy_section, _resolve_hierarchy, _robustness
 from vcal_cli.commands.audit import audit
+from vcal_cli.data.augment import AUGMENTS
 from vcal_cli.errors import UsageError
 from vcal_cli.evaluations.robustness import RobustnessOptions, Variant, check_options
 from vcal_cli.features import Track, quiet
 from vcal_cli.features.distributed import release_workers
-from vcal_cli.features.options import ExtractOptions, default_data, load_features, open_checkpoint
+from vcal_cli.features.options import (
+    ExtractOptions,
+    default_data,
+    load_features,
+    load_train_views,
+    open_checkpoint,
+)
 from vcal_cli.heads import FitData, get_head, list_heads
 from vcal_cli.heads.select import AUTO, select_head
 from vcal_cli.metrics import DEFAULT_N_BINS, compute_metrics, nll
@@ -71,6 +78,8 @@ def retrain(
     hierarchy: str | Path | None = None,
     robustness: RobustnessOptions | None = None,
     select: str = "nll",
+    train_views: int = 0,
+    augment: str = "crop",
     n_bins: int = DEFAULT_N_BINS,
     n_bootstrap: int = 200,
     seed: int = 0,
@@ -82,7 +91,9 @@ def retrain(
     head's weights are written (tied to the base by sha256). Nothing is written if any head fails.
     `hierarchy` (a file or built-in name; default: the data set's built-in one, if any) feeds the heads
     that need one; `heads=["all"]` skips those when there is none. `robustness` adds the shift, OOD and
-    adversarial evaluations for the original and every head, on the same cached features.
+    adversarial evaluations for the original and every head, on the same cached features. With `train_views`
+    K > 0 the heads that learn on train learn on K augmented views of it (`vcal_cli.data.augment`, policy
+    `augment`), each extracted once and cached, instead of the clean train features.
     """
 
     check_bins(n_bins)
@@ -93,6 +104,10 @@ def retrain(
     data = default_data(loaded, data)
     if robustness:
         check_options(robustness, o.data_root)  # a bad corruption or OOD set fails before any fitting
+    if train_views < 0:
+        raise UsageError(f"--train-views {train_views} must be 0 or more")
+    if augment not in AUGMENTS:
+        raise UsageError(f"--augment '{augment}' is not a policy; choose one of: {', '.join(AUGMENTS)}")
     loaded, train, _ = load_features(loaded, data, "train", o, progress=progress)
     tree = _resolve_hierarchy(hierarchy, data, loaded, o)
     skipped = {}
@@ -142,6 +157,8 @@ def retrain(
         )
     }  # fmt: skip
     fit = {s: FitData(f.features, f.logits, f.labels) for s, f in (("train", train), ("val", val))}
+    if train_views:
+        fit["train"] = load_train_views(loaded, data, train_views, augment, o, seed=seed, progress=progress)
     fitted: list[Any] = []
     if auto:
         selection = select_head(
@@ -222,5 +239,6 @@ def retrain(
         "head_only": head_only,
         "skipped": skipped,
         "hierarchy": tree.source if tree else None,
+        "train_views": {"views": train_views, "augment": augment} if train_views else None,
     }
     return RetrainReport(base, results)

@@ -11,13 +11,17 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import torch
+
 from vcal_cli.checkpoints import LoadedModel, apply_head_file, load_checkpoint
 from vcal_cli.data import ImageSplit, Preprocessing, data_names, load_split, probe_candidates, resolve_preprocessing
+from vcal_cli.data.augment import augmented
 from vcal_cli.errors import UsageError, VcalError
 from vcal_cli.features.extract import Runtime, Track, quiet
 from vcal_cli.features.load import FeatureSet, get_features
 from vcal_cli.features.probe import probe_preprocessing
 from vcal_cli.features.settings import ExtractOptions
+from vcal_cli.heads import FitData
 
 __all__ = ["ExtractOptions", "default_data", "load_features", "model_preprocessing", "open_checkpoint"]
 
@@ -89,6 +93,26 @@ def load_features(
         progress=progress,
     )
     return loaded, fs, prep
+
+
+def load_train_views(
+    loaded: LoadedModel,
+    data: str,
+    views: int,
+    augment: str = "crop",
+    options: ExtractOptions | None = None,
+    *,
+    seed: int = 0,
+    progress: Track = quiet,
+) -> FitData:
+    """The train split's features under `views` augmented views (`vcal_cli.data.augment`), each extracted once
+    and cached, as one FitData (rows view by view): what the heads that learn on train can learn from instead
+    of clean features a backbone trained past fitting has memorised."""
+    o = options or ExtractOptions()
+    clean = load_split(data, "train", root=o.data_root, val_from=o.val_from)
+    sets = [load_features(loaded, augmented(clean, augment, i, seed), "train", o, progress=progress)[1]
+            for i in range(views)]  # fmt: skip
+    return FitData(*(torch.cat([getattr(f, a)[:] for f in sets]) for a in ("features", "logits", "labels")))
 
 
 def model_preprocessing(
