@@ -5,7 +5,7 @@ achieved GFLOP/s, and the machine's float32 matmul peak measured by a plain `tor
 The trained heads also run the papers' full schedule (`patience=0`) for the kept epoch and test NLL/ECE the
 early stop gives up; `bayes`'s predictive is timed against laplace-torch's KFAC GLM probit.
 
-    python benchmarks/bench_heads.py [--n 50000] [--dim 640] [--classes 10] [--laplace-n 2000] [--full]
+    python benchmarks/bench_heads.py [--n 50000] [--dim 640] [--classes 10] [--laplace-n 2000] [--full] [--bf16]
 
 Synthetic features: Gaussian class clusters with an overconfident linear head (its logits are the
 cached "original" logits). Times are wall-clock seconds on this machine, one run each.
@@ -156,6 +156,7 @@ def main() -> None:
     ap.add_argument("--laplace-n", type=int, default=2000)
     ap.add_argument("--heads", default=",".join(h for h in list_heads() if h != "haframe"))
     ap.add_argument("--full", action="store_true", help="also run the trained heads' full schedule (patience 0)")
+    ap.add_argument("--bf16", action="store_true", help="also fit the trained heads under bf16 autocast")
     args = ap.parse_args()
     train, val, test, base = synthetic(args.n, args.dim, args.classes)
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # torch's first optimizer imports torch._dynamo (~4 s)
@@ -188,6 +189,14 @@ def main() -> None:
         acc, nll, ece = scores(h, test)
         print(f"{name:12s} {times[name]:8.2f} {flops / 1e9:9.1f} {rate:8.1f} {rate / peak:7.1%}  {epochs:16s} "
               f"{acc:.4f} / {nll:.4f} / {ece:.4f}", flush=True)  # fmt: skip
+        if args.bf16 and isinstance(h, SGDHead):  # the same fit under bf16 autocast (--train-precision bf16)
+            fast, t_fast = fit(name, train, val, base, tree, train_precision="bf16")
+            bacc, bnll, bece = scores(fast, test)
+            print(f"{'  bf16':12s} {t_fast:8.2f} {'':9s} {'':8s} {'':7s}  "
+                  f"{fast.fit_log_.best_epoch:>4d}/{fast.fit_log_.epochs_run:<4d} of {fast.fit_log_.epochs}  "
+                  f"{bacc:.4f} / {bnll:.4f} / {bece:.4f}   {times[name] / t_fast:.2f}x faster than fp32, "
+                  f"{(times[name] / log.epochs_run) / (t_fast / fast.fit_log_.epochs_run):.2f}x per epoch",
+                  flush=True)  # fmt: skip
         if args.full and isinstance(h, SGDHead):
             full, t_full = fit(name, train, val, base, tree, patience=0)
             facc, fnll, fece = scores(full, test)

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from vcal_cli._defaults import DEFAULT_N_BINS, DEFAULT_N_BOOTSTRAP
+from vcal_cli._defaults import DEFAULT_AUGMENT, DEFAULT_N_BINS, DEFAULT_N_BOOTSTRAP, DEFAULT_TRAIN_VIEWS
 from vcal_cli.cli._errors import handle_errors
 from vcal_cli.cli._options import (
     AdversarialOpt,
@@ -111,21 +111,25 @@ def retrain_cmd(
         str, typer.Option("--select", help="With --head auto: pick the lowest val nll, ece or brier.")
     ] = "nll",
     train_views: Annotated[
-        int,
+        int | None,
         typer.Option(
             "--train-views",
+            min=0,
             help="Fit the heads that learn on train on K augmented views of it (extracted once each, cached) "
-            "instead of the clean train features a backbone trained past fitting has memorised; 0: clean.",
+            "instead of the clean train features a backbone trained past fitting has memorised; 0: clean "
+            f"\\[default: {DEFAULT_TRAIN_VIEWS}].",
+            show_default=False,
         ),
-    ] = 0,
+    ] = None,
     augment: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--augment",
-            help="The views' augmentation: 'crop' (shift by up to 1/8 of the side) or "
-            "'crop+flip' (also mirror half; not for digits or text).",
+            help="The views' augmentation: 'crop' (shift by up to 1/8 of the side) or 'crop+flip' (also mirror "
+            f"half; not for digits or text) \\[default: {DEFAULT_AUGMENT}].",
+            show_default=False,
         ),
-    ] = "crop",
+    ] = None,
     hierarchy: Annotated[
         str | None,
         typer.Option(
@@ -196,8 +200,8 @@ def retrain_cmd(
             hierarchy=hierarchy,
             robustness=robustness_options(locals()),
             select=select,
-            train_views=train_views,
-            augment=augment,
+            train_views=DEFAULT_TRAIN_VIEWS if train_views is None else train_views,
+            augment=augment or DEFAULT_AUGMENT,
             n_bins=DEFAULT_N_BINS if bins is None else bins,
             n_bootstrap=DEFAULT_N_BOOTSTRAP if bootstrap is None else bootstrap,
             seed=seed,

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from vcal_cli._defaults import DEFAULT_AUGMENT, DEFAULT_TRAIN_VIEWS
 from vcal_cli._io import same_file
 from vcal_cli.checkpoints import LoadedModel, save_checkpoint, save_head
 from vcal_cli.commands._shared import _hierarchy_section, _resolve_hierarchy, _robustness
@@ -78,8 +79,8 @@ def retrain(
     hierarchy: str | Path | None = None,
     robustness: RobustnessOptions | None = None,
     select: str = "nll",
-    train_views: int = 0,
-    augment: str = "crop",
+    train_views: int = DEFAULT_TRAIN_VIEWS,
+    augment: str = DEFAULT_AUGMENT,
     n_bins: int = DEFAULT_N_BINS,
     n_bootstrap: int = 200,
     seed: int = 0,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from vcal_cli._defaults import DEFAULT_AUGMENT
 from vcal_cli.checkpoints import LoadedModel, apply_head_file, load_checkpoint
 from vcal_cli.data import ImageSplit, Preprocessing, data_names, load_split, probe_candidates, resolve_preprocessing
 from vcal_cli.data.augment import augmented
@@ -99,7 +100,7 @@ def load_train_views(
     loaded: LoadedModel,
     data: str,
     views: int,
-    augment: str = "crop",
+    augment: str = DEFAULT_AUGMENT,
     options: ExtractOptions | None = None,
     *,
     seed: int = 0,

@@ -36,6 +36,11 @@ class SGDParams(HeadParams):
     patience: int | None = param(
         None, "Stop after this many epochs without a better val score (auto: max(5, epochs/8); 0: run all)."
     )
+    train_precision: str = param(
+        "fp32",
+        "Arithmetic of the head's training steps: fp32, bf16 (autocast), or auto (bf16 where this CPU has "
+        "AVX-512 BF16; the val scoring and the saved head stay float32).",
+    )
 
 
 def resolve_epochs(epochs: int | None, n: int, batch_size: int, paper_epochs: int = 40) -> int:
@@ -48,6 +53,24 @@ def resolve_epochs(epochs: int | None, n: int, batch_size: int, paper_epochs: in
         return epochs
     steps_per_epoch = max(1, math.ceil(n / batch_size))
     return max(paper_epochs, math.ceil(PAPER_STEPS / steps_per_epoch))
+
+
+PRECISIONS = ("fp32", "bf16", "auto")
+
+
+def bf16_is_fast() -> bool:
+    """True where oneDNN runs bfloat16 matmuls natively on this CPU (AVX-512 BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without oneDNN
+        return False
+
+
+def resolve_train_precision(precision: str) -> bool:
+    """Whether the training steps run under bf16 autocast: `bf16`, or `auto` on a CPU with native bf16."""
+    if precision not in PRECISIONS:
+        raise HeadError(f"--train-precision '{precision}' is not a choice; choose one of: {', '.join(PRECISIONS)}")
+    return precision == "bf16" or (precision == "auto" and bf16_is_fast())
 
 
 def resolve_patience(patience: int | None, epochs: int) -> int:
@@ -108,6 +131,7 @@ def train_epochs(
     after_step: Callable[[], None] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     schedule: Callable[[int], float] | None = None,
+    bf16: bool = False,
     progress: Track,
 ) -> tuple[M, FitLog]:
     """Adam (or `optimizer`) over shuffled mini-batches; keep the epoch with the lowest `select(module, val)`,
@@ -115,7 +139,8 @@ def train_epochs(
     learning rate.
 
     `loss_fn(features, labels)` returns the scalar loss of one batch. A NaN or inf loss stops the fit
-    with a `HeadError` (nothing gets written).
+    with a `HeadError` (nothing gets written). With `bf16` the batches' forward passes run under bfloat16
+    autocast (the weights, the optimizer and the val scoring stay float32).
     """
     if epochs < 1 or batch_size < 1 or not lr > 0:
         raise HeadError(
@@ -134,7 +159,8 @@ def train_epochs(
         perm = torch.randperm(n)
         for i in range(0, n, batch_size):
             idx = perm[i : i + batch_size]
-            loss = loss_fn(take_rows(train.features, idx).float(), train.labels[idx])
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = loss_fn(take_rows(train.features, idx).float(), train.labels[idx])
             if not torch.isfinite(loss):
                 raise HeadError(
                     f"head '{name}' diverged to {loss.item()} at epoch {epoch + 1} (lr={lr})", hint="try a smaller --lr"
@@ -214,6 +240,7 @@ class SGDHead(Head[P], Generic[P, HM]):
             optimizer=self.optimizer(module),
             schedule=self.schedule(epochs),
             after_step=lambda: self.after_step(module),
+            bf16=resolve_train_precision(p.train_precision),
             progress=progress,
         )
         return module
