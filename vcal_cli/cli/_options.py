@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -228,3 +230,41 @@ def _severities(text: str) -> tuple[int, ...]:
     if not vals or any(v not in range(1, 6) for v in vals):
         raise UsageError(f"--severities '{text}' must be comma-separated integers in 1..5")
     return vals
+
+
+# --- option groups: one declaration, appended to every command that takes them -------------------------------
+
+
+def _kw(name: str, annotation: Any, default: Any = None) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+
+
+EXTRACT = (  # loading the checkpoint and extracting features (ExtractOptions)
+    _kw("arch", ArchOpt), _kw("trust_checkpoint", TrustOpt, False), _kw("head_module", HeadModuleOpt),
+    _kw("data_root", DataRootOpt), _kw("input_size", InputSizeOpt), _kw("mean", MeanOpt), _kw("std", StdOpt),
+    _kw("cache_dir", CacheDirOpt), _kw("no_cache", NoCacheOpt, False), _kw("device", DeviceOpt),
+    _kw("batch_size", BatchOpt), _kw("workers", WorkersOpt), _kw("precision", PrecisionOpt),
+    _kw("channels_last", ChannelsLastOpt), _kw("cache_dtype", CacheDtypeOpt), _kw("shard_size", ShardSizeOpt),
+)  # fmt: skip
+ROBUSTNESS = (  # the robustness evaluations (RobustnessOptions)
+    _kw("ood", OodOpt), _kw("adversarial", AdversarialOpt, False), _kw("eps", EpsOpt, "1/255,2/255,4/255,8/255"),
+    _kw("adv_limit", AdvLimitOpt, 1000), _kw("shift", ShiftOpt, False), _kw("corruptions", CorruptionsOpt),
+    _kw("severities", SeveritiesOpt, "1,2,3,4,5"), _kw("strengths", StrengthsOpt, "auto"),
+)  # fmt: skip
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def with_options(*groups: tuple[inspect.Parameter, ...]) -> Callable[[F], F]:
+    """Give a command the options of `groups` after its own: typer reads the signature set here and passes them
+    into the command's `**options`, so a shared flag is declared once (here), not in every command."""
+
+    def wrap(fn: F) -> F:
+        sig = inspect.signature(fn, eval_str=True)  # the module's annotations are strings (PEP 563)
+        own = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        params = [*own, *(p for g in groups for p in g)]
+        fn.__signature__ = sig.replace(parameters=params)
+        fn.__annotations__ = {p.name: p.annotation for p in params} | {"return": None}
+        return fn
+
+    return wrap

@@ -3,50 +3,30 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from vcal_cli._defaults import DEFAULT_N_BINS, DEFAULT_N_BOOTSTRAP
 from vcal_cli.cli._errors import handle_errors
 from vcal_cli.cli._options import (
-    AdversarialOpt,
-    AdvLimitOpt,
-    ArchOpt,
-    BatchOpt,
+    EXTRACT,
+    ROBUSTNESS,
     BinsOpt,
     BootstrapOpt,
-    CacheDirOpt,
-    CacheDtypeOpt,
-    ChannelsLastOpt,
-    CorruptionsOpt,
     DataOpt,
-    DataRootOpt,
     DebugOpt,
-    DeviceOpt,
-    EpsOpt,
-    HeadModuleOpt,
-    InputSizeOpt,
     JsonOpt,
-    MeanOpt,
-    NoCacheOpt,
-    OodOpt,
-    PrecisionOpt,
-    SeveritiesOpt,
-    ShardSizeOpt,
-    ShiftOpt,
     SplitOpt,
-    StdOpt,
-    StrengthsOpt,
-    TrustOpt,
     ValFromOpt,
-    WorkersOpt,
     extract_options,
     robustness_options,
+    with_options,
 )
 from vcal_cli.cli._output import note, out, progress, warn
 
 
+@with_options(EXTRACT, ROBUSTNESS)
 def audit_cmd(
     checkpoint: Annotated[
         Path | None,
@@ -71,9 +51,6 @@ def audit_cmd(
     bins: BinsOpt = None,
     bootstrap: BootstrapOpt = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
-    arch: ArchOpt = None,
-    trust_checkpoint: TrustOpt = False,
-    head_module: HeadModuleOpt = None,
     hierarchy: Annotated[
         str | None,
         typer.Option(
@@ -82,31 +59,10 @@ def audit_cmd(
             "'cifar100' \\[default: the data set's built-in one].",
         ),
     ] = None,
-    ood: OodOpt = None,
-    adversarial: AdversarialOpt = False,
-    eps: EpsOpt = "1/255,2/255,4/255,8/255",
-    adv_limit: AdvLimitOpt = 1000,
-    shift: ShiftOpt = False,
-    corruptions: CorruptionsOpt = None,
-    severities: SeveritiesOpt = "1,2,3,4,5",
-    strengths: StrengthsOpt = "auto",
     head_file: Annotated[
         Path | None,
         typer.Option("--head-file", help="Apply a head written by 'vcal retrain --head-only' to CHECKPOINT."),
     ] = None,
-    data_root: DataRootOpt = None,
-    input_size: InputSizeOpt = None,
-    mean: MeanOpt = None,
-    std: StdOpt = None,
-    cache_dir: CacheDirOpt = None,
-    no_cache: NoCacheOpt = False,
-    device: DeviceOpt = None,
-    batch_size: BatchOpt = None,
-    workers: WorkersOpt = None,
-    precision: PrecisionOpt = None,
-    channels_last: ChannelsLastOpt = None,
-    cache_dtype: CacheDtypeOpt = None,
-    shard_size: ShardSizeOpt = None,
     suggest: Annotated[
         bool,
         typer.Option(
@@ -116,6 +72,7 @@ def audit_cmd(
     ] = True,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
+    **options: Any,
 ) -> None:
     """Audit a classifier's calibration and write a report.
 
@@ -128,7 +85,7 @@ def audit_cmd(
         from vcal_cli.reports.sections import terminal_view
         from vcal_cli.reports.tables import summary_panel
 
-        opts = extract_options(locals())
+        opts = extract_options(locals() | options)
         report = api.audit(
             checkpoint,
             data=data,
@@ -136,7 +93,7 @@ def audit_cmd(
             logits=logits,
             options=opts,
             hierarchy=hierarchy,
-            robustness=robustness_options(locals()),
+            robustness=robustness_options(locals() | options),
             n_bins=DEFAULT_N_BINS if bins is None else bins,
             n_bootstrap=DEFAULT_N_BOOTSTRAP if bootstrap is None else bootstrap,
             seed=seed,

@@ -3,38 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from vcal_cli import api
 from vcal_cli.cli._errors import handle_errors
 from vcal_cli.cli._options import (
-    ArchOpt,
-    BatchOpt,
-    CacheDirOpt,
-    CacheDtypeOpt,
-    ChannelsLastOpt,
+    EXTRACT,
     DataOpt,
-    DataRootOpt,
     DebugOpt,
-    DeviceOpt,
-    HeadModuleOpt,
-    InputSizeOpt,
-    MeanOpt,
-    NoCacheOpt,
-    PrecisionOpt,
-    ShardSizeOpt,
     SplitOpt,
-    StdOpt,
-    TrustOpt,
     ValFromOpt,
-    WorkersOpt,
     extract_options,
+    with_options,
 )
 from vcal_cli.cli._output import note, progress
 
 
+@with_options(EXTRACT)
 def features_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint to run.", show_default=False)],
     out_file: Annotated[
@@ -44,30 +31,15 @@ def features_cmd(
     data: DataOpt = None,
     val_from: ValFromOpt = None,
     split: SplitOpt = "test",
-    arch: ArchOpt = None,
-    trust_checkpoint: TrustOpt = False,
-    head_module: HeadModuleOpt = None,
-    data_root: DataRootOpt = None,
-    input_size: InputSizeOpt = None,
-    mean: MeanOpt = None,
-    std: StdOpt = None,
-    cache_dir: CacheDirOpt = None,
-    no_cache: NoCacheOpt = False,
-    device: DeviceOpt = None,
-    batch_size: BatchOpt = None,
-    workers: WorkersOpt = None,
-    precision: PrecisionOpt = None,
-    channels_last: ChannelsLastOpt = None,
-    cache_dtype: CacheDtypeOpt = None,
-    shard_size: ShardSizeOpt = None,
     debug: DebugOpt = False,
+    **options: Any,
 ) -> None:
     """Export features, logits and labels of one split (read from the cache when present).
 
     Example: vcal features sample_checkpoints/mlp_digits.safetensors --split test --features-out test.safetensors
     """
     with handle_errors(debug):
-        opts = extract_options(locals())
+        opts = extract_options(locals() | options)
         fs = api.export_features(checkpoint, out_file, data=data, split=split, options=opts, progress=progress())
         if fs.resumed:
             note(f"resumed an interrupted extraction: {fs.resumed} finished shards reused")

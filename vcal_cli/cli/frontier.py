@@ -3,37 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from vcal_cli.cli._errors import handle_errors
 from vcal_cli.cli._options import (
-    ArchOpt,
-    BatchOpt,
-    CacheDirOpt,
-    CacheDtypeOpt,
-    ChannelsLastOpt,
+    EXTRACT,
     DataOpt,
-    DataRootOpt,
     DebugOpt,
-    DeviceOpt,
-    HeadModuleOpt,
-    InputSizeOpt,
     JsonOpt,
-    MeanOpt,
-    NoCacheOpt,
-    PrecisionOpt,
-    ShardSizeOpt,
-    StdOpt,
-    TrustOpt,
     ValFromOpt,
-    WorkersOpt,
     extract_options,
+    with_options,
 )
 from vcal_cli.cli._output import note, out, progress
 
 
+@with_options(EXTRACT)
 def frontier_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="The checkpoint whose features to use.", show_default=False)],
     data: DataOpt = None,
@@ -76,24 +63,9 @@ def frontier_cmd(
     ] = None,
     lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 1e-4,
     seed: Annotated[int, typer.Option("--seed", help="Seeds every fit (same initial weights at every point).")] = 0,
-    arch: ArchOpt = None,
-    trust_checkpoint: TrustOpt = False,
-    head_module: HeadModuleOpt = None,
-    data_root: DataRootOpt = None,
-    input_size: InputSizeOpt = None,
-    mean: MeanOpt = None,
-    std: StdOpt = None,
-    cache_dir: CacheDirOpt = None,
-    no_cache: NoCacheOpt = False,
-    device: DeviceOpt = None,
-    batch_size: BatchOpt = None,
-    workers: WorkersOpt = None,
-    precision: PrecisionOpt = None,
-    channels_last: ChannelsLastOpt = None,
-    cache_dtype: CacheDtypeOpt = None,
-    shard_size: ShardSizeOpt = None,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
+    **options: Any,
 ) -> None:
     """Fit a variational head per (beta, lambda), draw the rate-classification curves, pick a head on val.
 
@@ -103,7 +75,7 @@ def frontier_cmd(
         from vcal_cli.commands.frontier import DEFAULT_BETAS, frontier, parse_grid
         from vcal_cli.reports.frontier import frontier_table, write_frontier_report
 
-        opts = extract_options(locals())
+        opts = extract_options(locals() | options)
         result = frontier(
             checkpoint,
             data=data,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -13,35 +13,22 @@ from vcal_cli._defaults import DEFAULT_N_BINS, DEFAULT_N_BOOTSTRAP
 from vcal_cli._io import atomic_write_bytes, atomic_write_text
 from vcal_cli.cli._errors import handle_errors
 from vcal_cli.cli._options import (
-    ArchOpt,
-    BatchOpt,
+    EXTRACT,
     BootstrapOpt,
-    CacheDirOpt,
-    CacheDtypeOpt,
-    ChannelsLastOpt,
     DataOpt,
-    DataRootOpt,
     DebugOpt,
-    DeviceOpt,
-    HeadModuleOpt,
-    InputSizeOpt,
     JsonOpt,
-    MeanOpt,
-    NoCacheOpt,
-    PrecisionOpt,
-    ShardSizeOpt,
     SplitOpt,
-    StdOpt,
-    TrustOpt,
     ValFromOpt,
-    WorkersOpt,
     extract_options,
+    with_options,
 )
 from vcal_cli.cli._output import note, out, progress, warn
 
 RuleOpt = list[str] | None
 
 
+@with_options(EXTRACT)
 def gate_cmd(
     current: Annotated[str, typer.Argument(help="Current report.json or checkpoint.", show_default=False)],
     baseline: Annotated[
@@ -70,24 +57,9 @@ def gate_cmd(
     split: SplitOpt = "test",
     bootstrap: BootstrapOpt = None,
     seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
-    arch: ArchOpt = None,
-    trust_checkpoint: TrustOpt = False,
-    head_module: HeadModuleOpt = None,
-    data_root: DataRootOpt = None,
-    input_size: InputSizeOpt = None,
-    mean: MeanOpt = None,
-    std: StdOpt = None,
-    cache_dir: CacheDirOpt = None,
-    no_cache: NoCacheOpt = False,
-    device: DeviceOpt = None,
-    batch_size: BatchOpt = None,
-    workers: WorkersOpt = None,
-    precision: PrecisionOpt = None,
-    channels_last: ChannelsLastOpt = None,
-    cache_dtype: CacheDtypeOpt = None,
-    shard_size: ShardSizeOpt = None,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
+    **options: Any,
 ) -> None:
     """Fail (exit 1) when CURRENT's calibration regressed against the baseline beyond noise.
 
@@ -111,7 +83,7 @@ def gate_cmd(
             )
             for t in texts or []
         ]
-        opts = extract_options(locals())
+        opts = extract_options(locals() | options)
         result = api.gate(
             current,
             baseline,

@@ -13,38 +13,17 @@ import typer
 from vcal_cli._defaults import DEFAULT_AUGMENT, DEFAULT_N_BINS, DEFAULT_N_BOOTSTRAP, DEFAULT_TRAIN_VIEWS
 from vcal_cli.cli._errors import handle_errors
 from vcal_cli.cli._options import (
-    AdversarialOpt,
-    AdvLimitOpt,
-    ArchOpt,
-    BatchOpt,
+    EXTRACT,
+    ROBUSTNESS,
     BinsOpt,
     BootstrapOpt,
-    CacheDirOpt,
-    CacheDtypeOpt,
-    ChannelsLastOpt,
-    CorruptionsOpt,
     DataOpt,
-    DataRootOpt,
     DebugOpt,
-    DeviceOpt,
-    EpsOpt,
-    HeadModuleOpt,
-    InputSizeOpt,
     JsonOpt,
-    MeanOpt,
-    NoCacheOpt,
-    OodOpt,
-    PrecisionOpt,
-    SeveritiesOpt,
-    ShardSizeOpt,
-    ShiftOpt,
-    StdOpt,
-    StrengthsOpt,
-    TrustOpt,
     ValFromOpt,
-    WorkersOpt,
     extract_options,
     robustness_options,
+    with_options,
 )
 from vcal_cli.cli._output import note, out, progress, warn
 from vcal_cli.heads import HEADS
@@ -84,6 +63,7 @@ def _head_option(name: str, kind: type, defaults: list[str], helps: dict[str, st
     )
 
 
+@with_options(EXTRACT, ROBUSTNESS)
 def retrain_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="The checkpoint whose head to retrain.", show_default=False)],
     head: Annotated[
@@ -138,32 +118,8 @@ def retrain_cmd(
             "class,level1,...) or .json file, or 'cifar100' \\[default: the data set's built-in one].",
         ),
     ] = None,
-    ood: OodOpt = None,
-    adversarial: AdversarialOpt = False,
-    eps: EpsOpt = "1/255,2/255,4/255,8/255",
-    adv_limit: AdvLimitOpt = 1000,
-    shift: ShiftOpt = False,
-    corruptions: CorruptionsOpt = None,
-    severities: SeveritiesOpt = "1,2,3,4,5",
-    strengths: StrengthsOpt = "auto",
     bins: BinsOpt = None,
     bootstrap: BootstrapOpt = None,
-    arch: ArchOpt = None,
-    trust_checkpoint: TrustOpt = False,
-    head_module: HeadModuleOpt = None,
-    data_root: DataRootOpt = None,
-    input_size: InputSizeOpt = None,
-    mean: MeanOpt = None,
-    std: StdOpt = None,
-    cache_dir: CacheDirOpt = None,
-    no_cache: NoCacheOpt = False,
-    device: DeviceOpt = None,
-    batch_size: BatchOpt = None,
-    workers: WorkersOpt = None,
-    precision: PrecisionOpt = None,
-    channels_last: ChannelsLastOpt = None,
-    cache_dtype: CacheDtypeOpt = None,
-    shard_size: ShardSizeOpt = None,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
     **head_params: object,
@@ -186,7 +142,7 @@ def retrain_cmd(
                 f"--out '{out_dir}' names the report directory, not a checkpoint file",
                 hint=f"write one head's checkpoint with --checkpoint-out {out_dir}",
             )
-        opts = extract_options(locals())
+        opts = extract_options(locals() | head_params)
         params = {k: head_params.get(f"head_{k}") for k in head_fields()}
         report = api.retrain(
             checkpoint,
@@ -198,7 +154,7 @@ def retrain_cmd(
             out=out_file,
             head_only=head_only,
             hierarchy=hierarchy,
-            robustness=robustness_options(locals()),
+            robustness=robustness_options(locals() | head_params),
             select=select,
             train_views=DEFAULT_TRAIN_VIEWS if train_views is None else train_views,
             augment=augment or DEFAULT_AUGMENT,
