@@ -16,6 +16,7 @@ marginal likelihood, probit predictive) is in the same table as an outside refer
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import time
 import warnings
@@ -40,6 +41,12 @@ DEFAULT_HEADS = ["temperature", "vector", "matrix", "dirichlet", "isotonic", "hi
                  "ce+temperature", "vtst", "vtst+temperature", "vc", "vc+temperature"]  # fmt: skip
 SHOWN = ("accuracy", "ece", "ece_adaptive", "nll", "brier", "aurc")
 MARK = {"better": "+", "no different": "=", "worse": "-"}
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """`vc:gaussian_lr_ratio=1;beta=0.1` -> ("vc", {"gaussian_lr_ratio": 1, "beta": 0.1}): a head with params."""
+    name, _, rest = spec.partition(":")
+    return name, {k: ast.literal_eval(v) for k, v in (kv.split("=", 1) for kv in rest.split(";") if kv)}
 
 
 def laplace_reference(train: FitData, test_features: torch.Tensor, base: torch.nn.Linear) -> torch.Tensor:
@@ -72,20 +79,21 @@ def bench_model(
     _, va, _ = load_features(loaded, "fashion-mnist", "val", o)
     _, te, prep = load_features(loaded, "fashion-mnist", "test", o)
     train, val = FitData(tr.features, tr.logits, tr.labels), FitData(va.features, va.logits, va.labels)
-    fits = [(name, name, train) for name in heads]
+    fits = [(spec, spec, train) for spec in heads]
     if views:  # the heads that learn on train, again on augmented views of it (vcal retrain --train-views)
         t0 = time.perf_counter()
         viewed = load_train_views(loaded, "fashion-mnist", views, augment, o, seed=seed)
         print(f"  {views} augmented views ({augment}) of train: {time.perf_counter() - t0:.0f} s", flush=True)
-        fits += [(f"{n} [{views} views]", n, viewed) for n in heads if get_head(n).fits_on != "val"]
+        fits += [(f"{s} [{views} views]", s, viewed) for s in heads if get_head(parse_spec(s)[0]).fits_on != "val"]
     acc = {s: float((f.logits.argmax(1) == f.labels).float().mean()) for s, f in (("train", tr), ("val", va))}
     rows: dict[str, Any] = {}
     preds: dict[str, torch.Tensor] = {"original": te.logits}
     times: dict[str, float] = {"original": 0.0}
-    for name, head_name, fit_rows in fits:
+    for name, spec, fit_rows in fits:
+        head_name, params = parse_spec(spec)
         cls = get_head(head_name)
         t0 = time.perf_counter()
-        head = cls(cls.make_params(seed=seed)).fit(fit_rows, val, base=loaded.head)
+        head = cls(cls.make_params(seed=seed, **params)).fit(fit_rows, val, base=loaded.head)
         times[name] = time.perf_counter() - t0
         preds[name] = head.predict_log_proba(te.features)
         log = getattr(head, "fit_log_", None)
@@ -93,7 +101,7 @@ def bench_model(
         print(f"  {name}: fitted in {times[name]:.1f} s{kept}", flush=True)
         if full and isinstance(head, SGDHead):  # the papers' full schedule, against the early stop
             t0 = time.perf_counter()
-            whole = cls(cls.make_params(seed=seed, patience=0)).fit(fit_rows, val, base=loaded.head)
+            whole = cls(cls.make_params(seed=seed, **{**params, "patience": 0})).fit(fit_rows, val, base=loaded.head)
             t_full = time.perf_counter() - t0
             v = verdicts(head.predict_log_proba(te.features), whole.predict_log_proba(te.features), te.labels,
                          n_bins=15, n_bootstrap=n_bootstrap, seed=seed)  # fmt: skip
@@ -140,7 +148,7 @@ def table(result: dict[str, Any]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", type=Path, default=Path("~/.cache/vcal-bench/models").expanduser())
-    p.add_argument("--heads", default=",".join(DEFAULT_HEADS))
+    p.add_argument("--heads", default=",".join(DEFAULT_HEADS), help="comma-separated; NAME:param=value;... for params")
     p.add_argument("--only", default=None, help="comma-separated model files")
     p.add_argument("--bootstrap", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
@@ -152,7 +160,7 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=UserWarning)  # laplace-torch's notes on its defaults
     heads = [h for h in a.heads.split(",") if h]
     for h in heads:
-        get_head(h)  # a typo fails before any work
+        get_head(parse_spec(h)[0])  # a typo fails before any work
     out = {}
     for file, (what, val_from) in MODELS.items():
         if a.only and file not in a.only.split(","):

@@ -8,25 +8,12 @@ from typing import Annotated, Any
 import typer
 
 from vcal_cli._defaults import DEFAULT_N_BINS, DEFAULT_N_BOOTSTRAP
+from vcal_cli.cli import _options as opt
 from vcal_cli.cli._errors import handle_errors
-from vcal_cli.cli._options import (
-    EXTRACT,
-    ROBUSTNESS,
-    BinsOpt,
-    BootstrapOpt,
-    DataOpt,
-    DebugOpt,
-    JsonOpt,
-    SplitOpt,
-    ValFromOpt,
-    extract_options,
-    robustness_options,
-    with_options,
-)
 from vcal_cli.cli._output import note, out, progress, warn
 
 
-@with_options(EXTRACT, ROBUSTNESS)
+@opt.with_options(opt.EXTRACT, opt.ROBUSTNESS)
 def audit_cmd(
     checkpoint: Annotated[
         Path | None,
@@ -37,9 +24,9 @@ def audit_cmd(
             show_default=False,
         ),
     ] = None,
-    data: DataOpt = None,
-    val_from: ValFromOpt = None,
-    split: SplitOpt = "test",
+    data: opt.DataOpt = None,
+    val_from: opt.ValFromOpt = None,
+    split: opt.SplitOpt = "test",
     logits: Annotated[
         Path | None,
         typer.Option(
@@ -48,8 +35,8 @@ def audit_cmd(
         ),
     ] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Report directory.")] = Path("vcal-report"),
-    bins: BinsOpt = None,
-    bootstrap: BootstrapOpt = None,
+    bins: opt.BinsOpt = None,
+    bootstrap: opt.BootstrapOpt = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
     hierarchy: Annotated[
         str | None,
@@ -70,8 +57,8 @@ def audit_cmd(
             help="Also load the val split and score temperature scaling fitted on it (the suggested fix).",
         ),
     ] = True,
-    as_json: JsonOpt = False,
-    debug: DebugOpt = False,
+    as_json: opt.JsonOpt = False,
+    debug: opt.DebugOpt = False,
     **options: Any,
 ) -> None:
     """Audit a classifier's calibration and write a report.
@@ -85,7 +72,7 @@ def audit_cmd(
         from vcal_cli.reports.sections import terminal_view
         from vcal_cli.reports.tables import summary_panel
 
-        opts = extract_options(locals() | options)
+        opts = opt.extract_options(locals() | options)
         report = api.audit(
             checkpoint,
             data=data,
@@ -93,7 +80,7 @@ def audit_cmd(
             logits=logits,
             options=opts,
             hierarchy=hierarchy,
-            robustness=robustness_options(locals() | options),
+            robustness=opt.robustness_options(locals() | options),
             n_bins=DEFAULT_N_BINS if bins is None else bins,
             n_bootstrap=DEFAULT_N_BOOTSTRAP if bootstrap is None else bootstrap,
             seed=seed,

@@ -8,30 +8,22 @@ from typing import Annotated, Any
 import typer
 
 from vcal_cli import api
+from vcal_cli.cli import _options as opt
 from vcal_cli.cli._errors import handle_errors
-from vcal_cli.cli._options import (
-    EXTRACT,
-    DataOpt,
-    DebugOpt,
-    SplitOpt,
-    ValFromOpt,
-    extract_options,
-    with_options,
-)
 from vcal_cli.cli._output import note, progress
 
 
-@with_options(EXTRACT)
+@opt.with_options(opt.EXTRACT)
 def features_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint to run.", show_default=False)],
     out_file: Annotated[
         Path,
         typer.Option("--features-out", help="Output .safetensors with features, logits, labels.", show_default=False),
     ],
-    data: DataOpt = None,
-    val_from: ValFromOpt = None,
-    split: SplitOpt = "test",
-    debug: DebugOpt = False,
+    data: opt.DataOpt = None,
+    val_from: opt.ValFromOpt = None,
+    split: opt.SplitOpt = "test",
+    debug: opt.DebugOpt = False,
     **options: Any,
 ) -> None:
     """Export features, logits and labels of one split (read from the cache when present).
@@ -39,7 +31,7 @@ def features_cmd(
     Example: vcal features sample_checkpoints/mlp_digits.safetensors --split test --features-out test.safetensors
     """
     with handle_errors(debug):
-        opts = extract_options(locals() | options)
+        opts = opt.extract_options(locals() | options)
         fs = api.export_features(checkpoint, out_file, data=data, split=split, options=opts, progress=progress())
         if fs.resumed:
             note(f"resumed an interrupted extraction: {fs.resumed} finished shards reused")

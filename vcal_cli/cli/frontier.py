@@ -7,24 +7,16 @@ from typing import Annotated, Any
 
 import typer
 
+from vcal_cli.cli import _options as opt
 from vcal_cli.cli._errors import handle_errors
-from vcal_cli.cli._options import (
-    EXTRACT,
-    DataOpt,
-    DebugOpt,
-    JsonOpt,
-    ValFromOpt,
-    extract_options,
-    with_options,
-)
 from vcal_cli.cli._output import note, out, progress
 
 
-@with_options(EXTRACT)
+@opt.with_options(opt.EXTRACT)
 def frontier_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="The checkpoint whose features to use.", show_default=False)],
-    data: DataOpt = None,
-    val_from: ValFromOpt = None,
+    data: opt.DataOpt = None,
+    val_from: opt.ValFromOpt = None,
     head: Annotated[str, typer.Option("--head", help="Variational head to sweep: vtst.")] = "vtst",
     betas: Annotated[
         str | None, typer.Option("--betas", help="Weights of the rate R \\[default: 1e-4,1e-3,1e-2,0.1,1,10].")
@@ -63,8 +55,8 @@ def frontier_cmd(
     ] = None,
     lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 1e-4,
     seed: Annotated[int, typer.Option("--seed", help="Seeds every fit (same initial weights at every point).")] = 0,
-    as_json: JsonOpt = False,
-    debug: DebugOpt = False,
+    as_json: opt.JsonOpt = False,
+    debug: opt.DebugOpt = False,
     **options: Any,
 ) -> None:
     """Fit a variational head per (beta, lambda), draw the rate-classification curves, pick a head on val.
@@ -75,7 +67,7 @@ def frontier_cmd(
         from vcal_cli.commands.frontier import DEFAULT_BETAS, frontier, parse_grid
         from vcal_cli.reports.frontier import frontier_table, write_frontier_report
 
-        opts = extract_options(locals() | options)
+        opts = opt.extract_options(locals() | options)
         result = frontier(
             checkpoint,
             data=data,

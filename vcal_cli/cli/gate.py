@@ -11,24 +11,14 @@ from rich.table import Table
 
 from vcal_cli._defaults import DEFAULT_N_BINS, DEFAULT_N_BOOTSTRAP
 from vcal_cli._io import atomic_write_bytes, atomic_write_text
+from vcal_cli.cli import _options as opt
 from vcal_cli.cli._errors import handle_errors
-from vcal_cli.cli._options import (
-    EXTRACT,
-    BootstrapOpt,
-    DataOpt,
-    DebugOpt,
-    JsonOpt,
-    SplitOpt,
-    ValFromOpt,
-    extract_options,
-    with_options,
-)
 from vcal_cli.cli._output import note, out, progress, warn
 
 RuleOpt = list[str] | None
 
 
-@with_options(EXTRACT)
+@opt.with_options(opt.EXTRACT)
 def gate_cmd(
     current: Annotated[str, typer.Argument(help="Current report.json or checkpoint.", show_default=False)],
     baseline: Annotated[
@@ -52,13 +42,13 @@ def gate_cmd(
     markdown: Annotated[
         Path | None, typer.Option("--markdown", help="Write a markdown summary (e.g. $GITHUB_STEP_SUMMARY).")
     ] = None,
-    data: DataOpt = None,
-    val_from: ValFromOpt = None,
-    split: SplitOpt = "test",
-    bootstrap: BootstrapOpt = None,
+    data: opt.DataOpt = None,
+    val_from: opt.ValFromOpt = None,
+    split: opt.SplitOpt = "test",
+    bootstrap: opt.BootstrapOpt = None,
     seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
-    as_json: JsonOpt = False,
-    debug: DebugOpt = False,
+    as_json: opt.JsonOpt = False,
+    debug: opt.DebugOpt = False,
     **options: Any,
 ) -> None:
     """Fail (exit 1) when CURRENT's calibration regressed against the baseline beyond noise.
@@ -83,7 +73,7 @@ def gate_cmd(
             )
             for t in texts or []
         ]
-        opts = extract_options(locals() | options)
+        opts = opt.extract_options(locals() | options)
         result = api.gate(
             current,
             baseline,
@@ -134,8 +124,8 @@ def compare_cmd(
     out_dir: Annotated[
         Path, typer.Option("--out", "-o", help="Report directory: compare.png, the overlaid reliability diagrams.")
     ] = Path("vcal-compare"),
-    as_json: JsonOpt = False,
-    debug: DebugOpt = False,
+    as_json: opt.JsonOpt = False,
+    debug: opt.DebugOpt = False,
 ) -> None:
     """Side-by-side table of reports, with their reliability diagrams overlaid in one PNG.
 

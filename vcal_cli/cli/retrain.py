@@ -11,20 +11,8 @@ from typing import Annotated
 import typer
 
 from vcal_cli._defaults import DEFAULT_AUGMENT, DEFAULT_N_BINS, DEFAULT_N_BOOTSTRAP, DEFAULT_TRAIN_VIEWS
+from vcal_cli.cli import _options as opt
 from vcal_cli.cli._errors import handle_errors
-from vcal_cli.cli._options import (
-    EXTRACT,
-    ROBUSTNESS,
-    BinsOpt,
-    BootstrapOpt,
-    DataOpt,
-    DebugOpt,
-    JsonOpt,
-    ValFromOpt,
-    extract_options,
-    robustness_options,
-    with_options,
-)
 from vcal_cli.cli._output import note, out, progress, warn
 from vcal_cli.heads import HEADS
 
@@ -63,7 +51,7 @@ def _head_option(name: str, kind: type, defaults: list[str], helps: dict[str, st
     )
 
 
-@with_options(EXTRACT, ROBUSTNESS)
+@opt.with_options(opt.EXTRACT, opt.ROBUSTNESS)
 def retrain_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="The checkpoint whose head to retrain.", show_default=False)],
     head: Annotated[
@@ -74,8 +62,8 @@ def retrain_cmd(
             f"{', '.join(HEADS.names())}, or NAME+temperature (see 'vcal heads').",
         ),
     ],
-    data: DataOpt = None,
-    val_from: ValFromOpt = None,
+    data: opt.DataOpt = None,
+    val_from: opt.ValFromOpt = None,
     out_dir: Annotated[
         Path, typer.Option("--out", "-o", help="Report directory; checkpoints go here too unless --checkpoint-out.")
     ] = Path("vcal-report"),
@@ -118,10 +106,10 @@ def retrain_cmd(
             "class,level1,...) or .json file, or 'cifar100' \\[default: the data set's built-in one].",
         ),
     ] = None,
-    bins: BinsOpt = None,
-    bootstrap: BootstrapOpt = None,
-    as_json: JsonOpt = False,
-    debug: DebugOpt = False,
+    bins: opt.BinsOpt = None,
+    bootstrap: opt.BootstrapOpt = None,
+    as_json: opt.JsonOpt = False,
+    debug: opt.DebugOpt = False,
     **head_params: object,
 ) -> None:
     """Retrain only the head on cached features and compare it with the original.
@@ -142,7 +130,7 @@ def retrain_cmd(
                 f"--out '{out_dir}' names the report directory, not a checkpoint file",
                 hint=f"write one head's checkpoint with --checkpoint-out {out_dir}",
             )
-        opts = extract_options(locals() | head_params)
+        opts = opt.extract_options(locals() | head_params)
         params = {k: head_params.get(f"head_{k}") for k in head_fields()}
         report = api.retrain(
             checkpoint,
@@ -154,7 +142,7 @@ def retrain_cmd(
             out=out_file,
             head_only=head_only,
             hierarchy=hierarchy,
-            robustness=robustness_options(locals() | head_params),
+            robustness=opt.robustness_options(locals() | head_params),
             select=select,
             train_views=DEFAULT_TRAIN_VIEWS if train_views is None else train_views,
             augment=augment or DEFAULT_AUGMENT,
