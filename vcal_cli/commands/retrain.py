@@ -183,9 +183,11 @@ def retrain(
         name = head.name
         # a head fitted on train but worse on val than what it replaces: say so (val only, no test peeking)
         if head.fits_on == "train" and (v := nll(head.predict_log_proba(val.features), val.labels)) > original_val_nll:
+            why = (f"it learned from {train_views} augmented views of train; try --head {name}+temperature"
+                   if train_views else "it learned from train features the backbone may have memorised; try "
+                   f"--train-views 4 (augmented views), --head {name}+temperature")  # fmt: skip
             base.warnings.append(
-                f"head '{name}' has val NLL {v:.4f}, worse than the original head's {original_val_nll:.4f}: it "
-                f"learned from train features the backbone may have memorised; try --head {name}+temperature "
+                f"head '{name}' has val NLL {v:.4f}, worse than the original head's {original_val_nll:.4f}: {why} "
                 "or --head auto"
             )
         log_probs = head.predict_log_proba(test.features, batch_size=o.batch_size)

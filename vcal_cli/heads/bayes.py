@@ -15,6 +15,11 @@ precision). Predictive: the probit approximation (closed form, no sampling) of t
 f* ~ N(M_N a*, sigma^2 v* I_K) with v* = a*^T Lambda_N^-1 a*:
     p(y|a*) = softmax( (M_N a*) / sqrt(1 + (pi / 8) sigma^2 v*) ).
 
+Differences: there is no official code to compare with (section 4.2 of the research notes reconstructs a
+last-layer BALI from the abstract). vcal reaches the iteration's fixed point with L-BFGS (the plain iteration
+converges linearly, thousands of steps on confident fits) and chooses sigma^2 on val NLL; laplace-torch's
+last-layer KFAC Laplace (marginal-likelihood prior, probit predictive) is its outside reference in the benchmark.
+
 This is a reconstruction of BALI restricted to the last layer (the paper's code is not public; see
 ../shared/research/seeds.md section 4.2). Kurle, Klushyn, Herbrich. BALI: Learning Neural Networks via
 Bayesian Layerwise Inference. arXiv:2411.12102.

@@ -13,6 +13,12 @@ alpha = 0.4, gamma = 2 (the CIFAR-100 scripts). SGD (momentum 0.9, weight decay 
 0.01 cosine-annealed to 0 (the CIFAR-100 transformation's lr / 10), batch 64, 100 epochs; the epoch
 with the best val top-1 accuracy is kept, as the paper selects.
 
+Differences from the official code (HAFrame's `MBM` training scripts): the transformation trains on cached
+average-pooled features of a frozen backbone (exactly the type-II head, since a bias-free 1x1 convolution commutes
+with average pooling), where the paper also fine-tunes the backbone at a tenth of the rate; the learning rate is
+that tenth (0.01 cosine to 0) for the transformation too; the augmented images of the paper's training are not
+seen unless `--train-views K`. Not measured on a real hierarchy this round (Fashion-MNIST has none built in).
+
 Liang & Davis. Inducing Neural Collapse to a Fixed Hierarchy-Aware Frame for Reducing Mistake Severity.
 ICCV 2023. arXiv:2303.05689.
 """

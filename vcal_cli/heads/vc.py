@@ -15,6 +15,22 @@ layer itself as z. The latent here defaults to Z = 32: the Gaussian log-likeliho
 distances, and at Z = 128 a head on a small split overfits within its first epochs (on the digits
 sample: test accuracy 95.2% and ECE 0.033 at Z = 128, against 95.9% and 0.016 at Z = 32).
 
+Differences from the official code (`shehzaadzd/variational-classification@e7463a3`), with their measured effect:
+- z: a learned encoder of the cached features (Z = 32); the official z is the 2048-d penultimate layer of a
+  ResNet-50 trained end to end with this objective (at Z = 128 the digits sample's test ECE is 0.033 against 0.016).
+- Optimiser: Adam at 1e-4 with the Gaussians at 0.1x; the official SGD (Nesterov, lr 0.1, Gaussians 0.01, weight
+  decay 1e-3, StepLR). Adam normalises step sizes, so at 0.1x the Gaussians stay where they start: on the digits
+  sample the centres and log-variances move by at most 0.002 over the whole fit, and vc is in effect an encoder
+  trained towards fixed N(0, I) class centres with unit variances. With the Gaussians at the full rate
+  (`--gaussian-lr-ratio 1`) on the Fashion-MNIST model trained past fitting: test NLL 0.3709 and ECE 0.0465
+  against 0.3738 and 0.0471 (inside each other's intervals), so the official ratio stays. The official weight
+  decay (1e-3) changes the digits test NLL by +0.0017 (as L2) or not at all (decoupled), so vcal leaves it out.
+- Selection: the epoch with the lowest val NLL (the two-stage protocol); the official code keeps the best val top-1.
+- Features: as `ce`. With `--train-views 4` on the model trained past fitting, the test ECE / NLL / AURC go from
+  0.0471 / 0.3738 / 0.0218 to 0.0154 / 0.2837 / 0.0143, for 0.5 points of accuracy.
+As in the official code: the Gaussian log-likelihood logits with a uniform class prior, N(0, 1) centres and zero
+log-variances at the start, the class-indexed linear discriminator with its own AdamW step, beta 0.01 on both terms.
+
 Dhuliawala, Sachan, Allen. Variational Classification: A Probabilistic Generalization of the Softmax
 Classifier. TMLR 2024. arXiv:2305.10406.
 """
