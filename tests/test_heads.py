@@ -249,3 +249,12 @@ def test_bf16_training_steps_land_near_fp32(name: str) -> None:
     assert abs(nll[fp32] - nll[bf16]) < 0.05, nll
     with pytest.raises(HeadError, match="--train-precision 'fp8'.*fp32, bf16, auto"):
         cls(cls.make_params(**FAST[name], train_precision="fp8")).fit(train, val)
+
+
+def test_auto_precision_takes_bf16_only_for_large_steps_on_a_native_cpu() -> None:
+    from vcal_cli.heads._train import bf16_is_fast, resolve_train_precision
+
+    assert resolve_train_precision("bf16", 8, 4) and not resolve_train_precision("fp32", 4096, 4096)
+    assert not resolve_train_precision("auto", 256, 64)  # the digits sample's 64-wide features: fp32
+    assert not resolve_train_precision("auto", 64, 640)  # haframe's batches of 64: fp32
+    assert resolve_train_precision("auto", 256, 640) == bf16_is_fast()
