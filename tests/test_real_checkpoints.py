@@ -71,6 +71,8 @@ def test_timm_train_py_checkpoint_audits_with_nothing_but_the_file(tmp_path: Pat
     for k, v in reference.items():
         assert rep.metrics[k] == pytest.approx(v, abs=1e-6), k
     assert rep.warnings == []
+    # a timm file names no classes: the report takes the data set's (the verdict says "T-shirt/top", not "class 0")
+    assert m.class_names is None and rep.class_names == load_split("digits", "test").classes
 
 
 def test_flags_beat_the_checkpoints_own_args(tmp_path: Path, cnn_weights) -> None:

@@ -230,3 +230,24 @@ def test_retrain_on_augmented_train_views(runner, tmp_path: Path) -> None:
     )
     bad = runner.invoke(app, [*args, "-o", "bad", "--train-views", "1", "--augment", "rotate"])
     assert bad.exit_code == 2 and "--augment 'rotate'" in bad.output
+
+
+def _head(nll: float, acc: float, verdicts: dict[str, str]) -> dict:
+    v = {k: {"verdict": w, "delta": 0.0, "interval": [0.0, 0.0]} for k, w in verdicts.items()}
+    return {"metrics": {"nll": nll, "accuracy": acc, "ece": 0.01}, "verdicts": {"original": v}}
+
+
+def test_summary_keeps_the_original_when_every_head_costs_nll_or_accuracy() -> None:
+    """The retrain verdict recommends a head only if it is not worse than the original on NLL or accuracy beyond
+    noise; when none is, it says to keep the original and what the best head would cost (it used to say both
+    'use vc' and 'keep the original')."""
+    from vcal_cli.reports.summary import retrain_summary
+
+    original = {"metrics": {"nll": 0.416, "accuracy": 0.9145, "ece": 0.06}}
+    better_nll_worse_acc = _head(0.374, 0.9096, {"nll": "better", "accuracy": "worse"})
+    s = retrain_summary({"heads": {"original": original, "vc": better_nll_worse_acc}, "settings": {}})
+    assert s["pick"] == "original" and s["lines"][0].startswith("Keep the original head")
+    assert "vc, 0.3740 against 0.4160, accuracy 0.9096 against 0.9145" in s["lines"][0]
+    fine = _head(0.380, 0.9150, {"nll": "better", "accuracy": "no different"})
+    s = retrain_summary({"heads": {"original": original, "vc": better_nll_worse_acc, "ce": fine}, "settings": {}})
+    assert s["pick"] == "ce" and s["lines"][0].startswith("Use ce: lowest test NLL (0.3800")

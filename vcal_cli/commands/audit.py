@@ -11,6 +11,7 @@ import torch
 from vcal_cli._io import same_file, sha256_file
 from vcal_cli.checkpoints import LoadedModel
 from vcal_cli.commands._shared import _hierarchy_section, _load_tree, _resolve_hierarchy, _robustness, load_logits
+from vcal_cli.data import load_split
 from vcal_cli.errors import UsageError, VcalError
 from vcal_cli.evaluations.robustness import RobustnessOptions, Variant, check_options
 from vcal_cli.features import FeatureSet, Track, quiet
@@ -42,6 +43,17 @@ def _suggest(
         return {"reason": f"temperature scaling does not fit on val ({e})", "command": command}
     m = compute_metrics(test.labels, logits=test.logits.double() * s, n_bins=n_bins, n_bootstrap=0, with_details=False)
     return {"temperature": 1 / s, "ece": m.metrics.ece, "nll": m.metrics.nll, "command": command}
+
+
+def _data_classes(fs: FeatureSet, data: str, split: str, o: ExtractOptions) -> list[str] | None:
+    """The data set's class names (the checkpoint's label order is the data's): from the cache entry, or, for an
+    entry written before it kept them, from the split itself."""
+    if classes := fs.info.get("classes"):
+        return list(classes)
+    try:
+        return list(load_split(data, split, root=o.data_root, val_from=o.val_from).classes)
+    except VcalError:
+        return None
 
 
 def audit(
@@ -123,7 +135,7 @@ def audit(
         settings,
         _hierarchy_section(tree, fs.logits, fs.labels, n_bootstrap, seed),
         warnings=audit_warnings(fs.logits, fs.labels),
-        class_names=loaded.class_names,
+        class_names=loaded.class_names or _data_classes(fs, data, split, o),
         suggestion=suggestion,
         sections=compute_sections(fs.logits, fs.labels),
     )

@@ -104,6 +104,7 @@ def get_features(
         "data": data.name,
         "split": data.split,
         "n": len(data),
+        "classes": list(data.classes),  # the data set's class names, for checkpoints that carry none
         "preprocessing": prep.to_dict(),
         "cache_dtype": cache_dtype_name,
         "precision": precision,

@@ -103,16 +103,23 @@ def retrain_summary(report: dict[str, Any]) -> dict[str, Any]:
         return all((v.get(k) or {}).get("verdict") != "worse" for k in ("nll", "accuracy"))
 
     safe = {n: h for n, h in fitted.items() if ok(h)}
-    pick = min(safe or fitted, key=lambda n: (fitted[n]["metrics"]["nll"], n))
-    h, o = fitted[pick], heads["original"]["metrics"]
-    lines.append(
-        f"Use {pick}: lowest test NLL ({h['metrics']['nll']:.4f}, original {o['nll']:.4f}) "
-        + ("among the heads not worse than the original on NLL or accuracy" if safe else "(every head is worse "
-           "than the original on NLL or accuracy beyond noise: keep the original)")
-        + f"; ECE {o['ece']:.4f} -> {h['metrics']['ece']:.4f}."
-    )  # fmt: skip
+    best = min(safe or fitted, key=lambda n: (fitted[n]["metrics"]["nll"], n))
+    h, o = fitted[best], heads["original"]["metrics"]
+    if safe:
+        pick = best
+        lines.append(
+            f"Use {pick}: lowest test NLL ({h['metrics']['nll']:.4f}, original {o['nll']:.4f}) among the heads not "
+            f"worse than the original on NLL or accuracy; ECE {o['ece']:.4f} -> {h['metrics']['ece']:.4f}."
+        )
+    else:  # nothing to recommend: say what the best one would cost
+        pick = "original"
+        lines.append(
+            f"Keep the original head: every retrained head is worse than it on NLL or accuracy beyond noise "
+            f"(lowest test NLL: {best}, {h['metrics']['nll']:.4f} against {o['nll']:.4f}, accuracy "
+            f"{h['metrics']['accuracy']:.4f} against {o['accuracy']:.4f})."
+        )
     if h.get("verdicts"):
-        lines.append(f"{pick}: {verdict_line(h['verdicts'], pick)}.")
+        lines.append(f"{best}: {verdict_line(h['verdicts'], best)}.")
     if auto := (report.get("settings", {}).get("retrain") or {}).get("auto"):
         lines.append(f"--head auto: {auto['reason']}.")
     lines.append("Verdicts: 95% paired bootstrap on the test split; picking on test is optimistic, `--head auto` "
