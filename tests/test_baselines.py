@@ -197,9 +197,10 @@ def test_any_head_then_temperature() -> None:
 def test_auto_scores_heads_fitted_on_val_by_cross_fitting() -> None:
     train, val, base = _miscalibrated(n=400)
     sel = select_head(train, val, candidates=("temperature", "isotonic", "vector"), base=base, n_bootstrap=50)
-    iso = sel.heads["isotonic"]
-    in_sample = float(-iso.predict_log_proba(val.features).gather(1, val.labels[:, None]).mean())
-    assert sel.scores["isotonic"]["nll"] > in_sample  # judged on folds it did not see, not on val it fitted
+    for name in ("isotonic", "temperature"):  # judged on folds they did not see, not on the val they fitted
+        h = sel.heads[name]
+        in_sample = float(-h.predict_log_proba(val.features).gather(1, val.labels[:, None]).mean())
+        assert sel.scores[name]["nll"] > in_sample, name
     best = min(sel.scores, key=lambda n: sel.scores[n]["nll"])
     assert sel.picked.name == best and sel.runner_up in sel.scores and sel.interval is not None
     assert "picked" in sel.reason() and sel.runner_up in sel.reason()
@@ -216,6 +217,7 @@ def test_cli_head_auto_picks_and_says_why(runner, tmp_path: Path) -> None:
     rep = json.loads(Path("auto/report.json").read_text())
     auto = rep["settings"]["retrain"]["auto"]
     assert auto["picked"] in rep["heads"] and len(auto["candidates"]) >= 9
+    assert "temperature+temperature" not in auto["candidates"]  # temperature fits val: no second T on top
     assert "picked " + auto["picked"] in r.stderr
     for name, h in rep["heads"].items():
         if name != "original":

@@ -85,6 +85,7 @@ class TemperatureHead(Head[TemperatureParams]):
     name = "temperature"
     summary = "post-hoc temperature scaling of the original logits, fitted on val (the baseline)"
     paper = "Guo et al., ICML 2017, arXiv:1706.04599"
+    fits_on = "val"  # one T on the val logits: --head auto cross-fits it like the other post-hoc maps
     Params = TemperatureParams
     Module = TemperatureModule
     needs_linear_base = True
