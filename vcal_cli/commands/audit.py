@@ -103,9 +103,8 @@ def audit(
             {**settings, "input": "probs" if lg is None else "logits"},
             _hierarchy_section(tree, scores, labels, n_bootstrap, seed),
             warnings=audit_warnings(torch.as_tensor(scores), torch.as_tensor(labels)),
-            sections=compute_sections(lg if lg is not None else torch.as_tensor(pr).double().clamp_min(1e-12).log(),
-                                      labels),
-        )  # fmt: skip
+            sections=compute_sections(scores, labels, probs=lg is None),
+        )
     loaded = open_checkpoint(checkpoint, o)
     data = default_data(loaded, data)
     if robustness:

@@ -13,7 +13,7 @@ from vcal_cli._io import same_file
 from vcal_cli.checkpoints import LoadedModel, save_checkpoint, save_head
 from vcal_cli.commands._shared import _hierarchy_section, _resolve_hierarchy, _robustness
 from vcal_cli.commands.audit import audit
-from vcal_cli.data.augment import AUGMENTS
+from vcal_cli.data.augment import check_augment
 from vcal_cli.errors import UsageError
 from vcal_cli.evaluations.robustness import RobustnessOptions, Variant, check_options
 from vcal_cli.features import Track, quiet
@@ -107,8 +107,7 @@ def retrain(
         check_options(robustness, o.data_root)  # a bad corruption or OOD set fails before any fitting
     if train_views < 0:
         raise UsageError(f"--train-views {train_views} must be 0 or more")
-    if augment not in AUGMENTS:
-        raise UsageError(f"--augment '{augment}' is not a policy; choose one of: {', '.join(AUGMENTS)}")
+    check_augment(augment)  # before any extraction
     loaded, train, _ = load_features(loaded, data, "train", o, progress=progress)
     tree = _resolve_hierarchy(hierarchy, data, loaded, o)
     skipped = {}

@@ -36,10 +36,15 @@ def shift_and_flip(images: Tensor, offsets: Tensor, flips: Tensor, pad: int) -> 
     return out.permute(0, 3, 1, 2).contiguous()
 
 
-def augmented(split: ImageSplit, policy: str, view: int, seed: int = 0) -> ImageSplit:
-    """View `view` of `split` under `policy` (one of `AUGMENTS`): same labels, its own cache identity."""
+def check_augment(policy: str) -> None:
+    """A `UsageError` naming the choices unless `policy` is one of `AUGMENTS`."""
     if policy not in AUGMENTS:
         raise UsageError(f"--augment '{policy}' is not a policy; choose one of: {', '.join(AUGMENTS)}")
+
+
+def augmented(split: ImageSplit, policy: str, view: int, seed: int = 0) -> ImageSplit:
+    """View `view` of `split` under `policy` (one of `AUGMENTS`): same labels, its own cache identity."""
+    check_augment(policy)
     _, h, w = split.native_size
     pad = max(1, round(min(h, w) / 8))
     g = torch.Generator().manual_seed(seed * 1_000_003 + view)

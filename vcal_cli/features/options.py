@@ -24,7 +24,14 @@ from vcal_cli.features.probe import probe_preprocessing
 from vcal_cli.features.settings import ExtractOptions
 from vcal_cli.heads import FitData
 
-__all__ = ["ExtractOptions", "default_data", "load_features", "model_preprocessing", "open_checkpoint"]
+__all__ = [
+    "ExtractOptions",
+    "default_data",
+    "load_features",
+    "load_train_views",
+    "model_preprocessing",
+    "open_checkpoint",
+]
 
 
 def open_checkpoint(checkpoint: str | Path | LoadedModel, options: ExtractOptions | None = None) -> LoadedModel:

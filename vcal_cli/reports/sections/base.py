@@ -94,12 +94,14 @@ def rich_table(spec: TableSpec) -> Table:
 # --- what the commands and writers call ------------------------------------------------------------------
 
 
-def compute_sections(logits: Tensor, labels: Tensor) -> dict[str, Any]:
-    """The data of every section that computes its own from a predictor's test logits (or log-probabilities)."""
+def compute_sections(scores: Tensor, labels: Tensor, *, probs: bool = False) -> dict[str, Any]:
+    """The data of every section that computes its own from a predictor's test logits (or log-probabilities, or
+    with `probs` probabilities); nothing is converted when no section computes anything."""
     computing = [s for s in list_sections() if s.compute is not None]
     if not computing:
         return {}
-    log_probs = torch.log_softmax(torch.as_tensor(logits).double(), dim=1)
+    scores = torch.as_tensor(scores).double()
+    log_probs = scores.clamp_min(1e-12).log() if probs else torch.log_softmax(scores, dim=1)
     labels = torch.as_tensor(labels)
     return {s.key: s.compute(log_probs, labels) for s in computing if s.compute is not None}
 
