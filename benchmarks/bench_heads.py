@@ -5,15 +5,18 @@ achieved GFLOP/s, and the machine's float32 matmul peak measured by a plain `tor
 The trained heads also run the papers' full schedule (`patience=0`) for the kept epoch and test NLL/ECE the
 early stop gives up; `bayes`'s predictive is timed against laplace-torch's KFAC GLM probit.
 
-    python benchmarks/bench_heads.py [--n 50000] [--dim 640] [--classes 10] [--laplace-n 2000] [--full] [--bf16]
+    python benchmarks/bench_heads.py [--n 50000] [--dim 640] [--classes 10] [--laplace-n 2000] [--full] [--bf16] [--repeat 1]
 
 Synthetic features: Gaussian class clusters with an overconfident linear head (its logits are the
-cached "original" logits). Times are wall-clock seconds on this machine, one run each.
+cached "original" logits). Times are wall-clock seconds on this machine, one run each (`--repeat R`: the
+median of R seeded runs). The trained heads' first row is float32; `--bf16` adds a row under bf16 autocast
+(what `--train-precision auto` picks on a CPU with AVX-512 BF16).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -74,7 +77,7 @@ def step_variants(train: FitData, steps: int = 300) -> None:
     bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()  # oneDNN's check: AVX-512 BF16 (or AMX) on this CPU
     torch.manual_seed(0)
     m = MLPHead(d, k, 128)
-    opt = torch.optim.Adam(m.parameters(), lr=1e-4, foreach=False)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-4, fused=True)
     idx = torch.randint(0, n, (steps, 256))
     t = time.perf_counter()
     for i in range(steps):
@@ -83,7 +86,7 @@ def step_variants(train: FitData, steps: int = 300) -> None:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    print(f"  {'bf16 autocast (for-loop)':24s} {(time.perf_counter() - t) / steps * 1e3:6.2f} ms/step "
+    print(f"  {'bf16 autocast (fused)':24s} {(time.perf_counter() - t) / steps * 1e3:6.2f} ms/step "
           f"(oneDNN bf16 support on this CPU: {bf16})", flush=True)  # fmt: skip
     perm = torch.randperm(n)
     t = time.perf_counter()
@@ -99,11 +102,16 @@ def step_variants(train: FitData, steps: int = 300) -> None:
           f"{sliced * 1e3:.0f} ms", flush=True)  # fmt: skip
 
 
-def fit(name: str, train: FitData, val: FitData, base: torch.nn.Linear, tree: Hierarchy, **params: object):
+def fit(name: str, train: FitData, val: FitData, base: torch.nn.Linear, tree: Hierarchy, repeat: int = 1,
+        **params: object):
+    """The fitted head and its fit's wall-clock seconds (the median of `repeat` identical, seeded fits)."""
     cls = get_head(name)
-    t = time.perf_counter()
-    head = cls(cls.make_params(**params)).fit(train, val, base=base, hierarchy=tree)
-    return head, time.perf_counter() - t
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        head = cls(cls.make_params(**params)).fit(train, val, base=base, hierarchy=tree)
+        times.append(time.perf_counter() - t)
+    return head, statistics.median(times)
 
 
 def scores(head, test: FitData) -> tuple[float, float, float]:
@@ -157,6 +165,7 @@ def main() -> None:
     ap.add_argument("--heads", default=",".join(h for h in list_heads() if h != "haframe"))
     ap.add_argument("--full", action="store_true", help="also run the trained heads' full schedule (patience 0)")
     ap.add_argument("--bf16", action="store_true", help="also fit the trained heads under bf16 autocast")
+    ap.add_argument("--repeat", type=int, default=1, help="time each fit as the median of this many runs")
     args = ap.parse_args()
     train, val, test, base = synthetic(args.n, args.dim, args.classes)
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # torch's first optimizer imports torch._dynamo (~4 s)
@@ -169,36 +178,38 @@ def main() -> None:
     )
     print("step variants (ce's 640-384-128-10 head, batch 256):")
     step_variants(train)
-    peak = matmul_peak()
+    peak, bpeak = matmul_peak(), matmul_peak(dtype=torch.bfloat16)
     print(f"machine peak: {peak:,.0f} GFLOP/s (float32 torch.mm 2048 x 2048, {torch.get_num_threads()} threads); "
-          f"bfloat16: {matmul_peak(dtype=torch.bfloat16):,.0f} GFLOP/s\n")  # fmt: skip
+          f"bfloat16: {bpeak:,.0f} GFLOP/s (the bf16 rows' 'of peak')\n")  # fmt: skip
     cols = f"{'head':12s} {'fit s':>8s} {'GFLOP':>9s} {'GFLOP/s':>8s} {'of peak':>7s}"
     print(cols + "  epochs kept/run  test acc / NLL / ECE")
     times, heads = {}, {}
-    for name in args.heads.split(","):
-        heads[name], times[name] = fit(name, train, val, base, tree)
+    for name in args.heads.split(","):  # the trained heads in float32 here: the bf16 row below is --bf16
+        fp32 = {"train_precision": "fp32"} if issubclass(get_head(name), SGDHead) else {}
+        heads[name], times[name] = fit(name, train, val, base, tree, args.repeat, **fp32)
         h = heads[name]
         if isinstance(h, SGDHead):
             flops, log = sgd_flops(h, train, val), h.fit_log_
             epochs = f"{log.best_epoch:>4d}/{log.epochs_run:<4d} of {log.epochs}"
         else:
             with FlopCounterMode(display=False) as fc:
-                fit(name, train, val, base, tree)
+                fit(name, train, val, base, tree, **fp32)
             flops, epochs = fc.get_total_flops(), ""
         rate = flops / times[name] / 1e9
         acc, nll, ece = scores(h, test)
         print(f"{name:12s} {times[name]:8.2f} {flops / 1e9:9.1f} {rate:8.1f} {rate / peak:7.1%}  {epochs:16s} "
               f"{acc:.4f} / {nll:.4f} / {ece:.4f}", flush=True)  # fmt: skip
         if args.bf16 and isinstance(h, SGDHead):  # the same fit under bf16 autocast (--train-precision bf16)
-            fast, t_fast = fit(name, train, val, base, tree, train_precision="bf16")
+            fast, t_fast = fit(name, train, val, base, tree, args.repeat, train_precision="bf16")
             bacc, bnll, bece = scores(fast, test)
-            print(f"{'  bf16':12s} {t_fast:8.2f} {'':9s} {'':8s} {'':7s}  "
+            brate = sgd_flops(fast, train, val) / t_fast / 1e9
+            print(f"{'  bf16':12s} {t_fast:8.2f} {'':9s} {brate:8.1f} {brate / bpeak:7.1%}  "
                   f"{fast.fit_log_.best_epoch:>4d}/{fast.fit_log_.epochs_run:<4d} of {fast.fit_log_.epochs}  "
                   f"{bacc:.4f} / {bnll:.4f} / {bece:.4f}   {times[name] / t_fast:.2f}x faster than fp32, "
                   f"{(times[name] / log.epochs_run) / (t_fast / fast.fit_log_.epochs_run):.2f}x per epoch",
                   flush=True)  # fmt: skip
         if args.full and isinstance(h, SGDHead):
-            full, t_full = fit(name, train, val, base, tree, patience=0)
+            full, t_full = fit(name, train, val, base, tree, patience=0, **fp32)
             facc, fnll, fece = scores(full, test)
             print(f"{'  full':12s} {t_full:8.2f} {'':9s} {'':8s} {'':7s}  "
                   f"{full.fit_log_.best_epoch:>4d}/{full.fit_log_.epochs_run:<4d} of {full.fit_log_.epochs}  "

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vcal_cli.heads._train import SGDHead, SGDParams
+from vcal_cli.heads._train import SGDHead, SGDParams, adam
 from vcal_cli.heads.base import FitData, HeadModule, param, register
 
 
@@ -106,7 +106,7 @@ class VCHead(SGDHead[VCParams, VCModule]):
         k = train.logits.shape[1]
         module = VCModule(train.features.shape[1], k, self.params.hidden)
         self.disc = Discriminator(k, self.params.hidden)  # fit-time only: not part of the exported module
-        self.disc_opt = torch.optim.AdamW(self.disc.parameters(), lr=self.params.disc_lr)
+        self.disc_opt = adam(self.disc.parameters(), self.params.disc_lr, decoupled=True)
         return module
 
     def loss(self, module: VCModule, x: Tensor, y: Tensor) -> Tensor:
@@ -120,12 +120,12 @@ class VCHead(SGDHead[VCParams, VCModule]):
     def optimizer(self, module: VCModule) -> torch.optim.Optimizer:
         """Adam; the Gaussians learn at `gaussian_lr_ratio` times the encoder's rate."""
         p = self.params
-        return torch.optim.Adam(
+        return adam(
             [
                 {"params": list(module.encoder.parameters())},
                 {"params": [module.centers, module.log_covs], "lr": p.lr * p.gaussian_lr_ratio},
             ],
-            lr=p.lr,
+            p.lr,
         )
 
     def after_step(self, module: VCModule) -> None:
