@@ -5,7 +5,8 @@ achieved GFLOP/s, and the machine's float32 matmul peak measured by a plain `tor
 The trained heads also run the papers' full schedule (`patience=0`) for the kept epoch and test NLL/ECE the
 early stop gives up; `bayes`'s predictive is timed against laplace-torch's KFAC GLM probit.
 
-    python benchmarks/bench_heads.py [--n 50000] [--dim 640] [--classes 10] [--laplace-n 2000] [--full] [--bf16] [--repeat 1]
+    python benchmarks/bench_heads.py [--n 50000] [--dim 640] [--classes 10] [--laplace-n 2000] [--full] [--bf16]
+                                     [--repeat 1]
 
 Synthetic features: Gaussian class clusters with an overconfident linear head (its logits are the
 cached "original" logits). Times are wall-clock seconds on this machine, one run each (`--repeat R`: the
@@ -102,8 +103,9 @@ def step_variants(train: FitData, steps: int = 300) -> None:
           f"{sliced * 1e3:.0f} ms", flush=True)  # fmt: skip
 
 
-def fit(name: str, train: FitData, val: FitData, base: torch.nn.Linear, tree: Hierarchy, repeat: int = 1,
-        **params: object):
+def fit(
+    name: str, train: FitData, val: FitData, base: torch.nn.Linear, tree: Hierarchy, repeat: int = 1, **params: object
+):
     """The fitted head and its fit's wall-clock seconds (the median of `repeat` identical, seeded fits)."""
     cls = get_head(name)
     times = []
