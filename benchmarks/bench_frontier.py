@@ -1,12 +1,12 @@
 """`vcal frontier`'s warm-started walk against independent fits of every point, on the shipped sample.
 
-Times the default sweep (6 betas, lambda 0) three ways: independent fits on the full schedule (what vcal did
-before the walk), independent fits with early stopping, and the warm-started walk (each point from its
-neighbour, a quarter of the schedule). For every point it prints the val free energy C + beta R + lambda D of
-the walk and of the independent fit, and the seed-to-seed spread of independent fits (the noise the two
-are compared against).
+Times the default sweep (6 betas, lambda 0) three ways: independent fits on the full schedule, independent
+fits with early stopping (vcal's default before the walk, now `--cold`), and the warm-started walk (each point
+from its neighbour, an eighth of the schedule at ten times the rate: the default). For every point it prints
+the val free energy C + beta R + lambda D of the walk and of the independent fit, and the seed-to-seed spread
+of independent fits (the noise the two are compared against).
 
-    python benchmarks/bench_frontier.py [--epochs N] [--warm-epochs N]
+    python benchmarks/bench_frontier.py [--epochs N] [--warm-epochs N] [--warm-lr LR]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from vcal_cli.commands.frontier import DEFAULT_BETAS
-from vcal_cli.evaluations.frontier import Settings, measure, walk
+from vcal_cli.evaluations.frontier import Settings, measure, walk, warm_epochs_for
 from vcal_cli.features.options import ExtractOptions, load_features
 from vcal_cli.heads import FitData
 from vcal_cli.heads._train import resolve_epochs
@@ -45,13 +45,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--warm-epochs", type=int, default=None)
+    ap.add_argument("--warm-lr", type=float, default=None)
     ap.add_argument("--cache", default=str(Path("~/.cache/vcal-bench/cache").expanduser()))
     a = ap.parse_args()
     train, val = splits(a.cache)
     mean, std = train.features.mean(0), train.features.std(0).clamp_min(1e-6)
     epochs = resolve_epochs(a.epochs, len(train.labels), 256)
-    base = dict(hidden=128, samples=10, epochs=epochs, warm_epochs=a.warm_epochs or max(1, epochs // 4), lr=1e-4,
-                batch_size=256)  # fmt: skip
+    base = dict(hidden=128, samples=10, epochs=epochs, warm_epochs=a.warm_epochs or warm_epochs_for(epochs), lr=1e-4,
+                batch_size=256, warm_lr=a.warm_lr)  # fmt: skip
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # torch's first optimizer imports torch._dynamo
     runs = {
         "independent, full schedule": (Settings(**base, seed=0, patience=0), False),

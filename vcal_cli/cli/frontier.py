@@ -40,15 +40,19 @@ def frontier_cmd(
     ] = None,
     warm_epochs: Annotated[
         int | None,
-        typer.Option("--warm-epochs", help="Epochs of each warm-started point \\[default: a quarter of --epochs]."),
+        typer.Option("--warm-epochs", help="Epochs of each warm-started point \\[default: an eighth of --epochs]."),
+    ] = None,
+    warm_lr: Annotated[
+        float | None,
+        typer.Option("--warm-lr", help="Learning rate of each warm-started point \\[default: 10x --lr]."),
     ] = None,
     warm: Annotated[
         bool,
         typer.Option(
-            "--warm",
-            help="Start each point from its neighbour's fit (faster; may settle in a worse optimum).",
+            "--warm/--cold",
+            help="Walk the surface, each point from its neighbour's fit (4x faster), or fit each from scratch.",
         ),
-    ] = False,
+    ] = True,
     iso_c: Annotated[
         float | None,
         typer.Option("--iso-c", help="Iso-classification: per beta, the lambda whose val C is this many nats."),
@@ -80,6 +84,7 @@ def frontier_cmd(
             epochs=epochs,
             warm_epochs=warm_epochs,
             warm=warm,
+            warm_lr=warm_lr,
             iso_c=iso_c,
             lr=lr,
             options=opts,

@@ -20,7 +20,14 @@ import torch
 from vcal_cli._progress import Track, quiet
 from vcal_cli.checkpoints import save_checkpoint
 from vcal_cli.errors import UsageError
-from vcal_cli.evaluations.frontier import Settings, iso_classification, measure, walk
+from vcal_cli.evaluations.frontier import (
+    WARM_LR_FACTOR,
+    Settings,
+    iso_classification,
+    measure,
+    walk,
+    warm_epochs_for,
+)
 from vcal_cli.features.distributed import release_workers
 from vcal_cli.features.options import ExtractOptions, default_data, load_features, open_checkpoint
 from vcal_cli.heads import FitData
@@ -81,7 +88,8 @@ def frontier(
     samples: int = 10,
     epochs: int | None = None,
     warm_epochs: int | None = None,
-    warm: bool = False,
+    warm: bool = True,
+    warm_lr: float | None = None,
     iso_c: float | None = None,
     lr: float = 1e-4,
     batch_size: int = 256,
@@ -91,8 +99,9 @@ def frontier(
     write_best: str | Path | None = None,
     progress: Track = quiet,
 ) -> FrontierResult:
-    """Fit V-TST's (beta, lambda) surface on the cached features (each point from scratch; `warm=True` starts
-    each from its neighbour's fit, see `vcal_cli.evaluations.frontier`), measure R, D, C and the metrics,
+    """Fit V-TST's (beta, lambda) surface on the cached features (each point from its neighbour's fit, the
+    quasi-static walk; `warm=False` fits each from scratch, see `vcal_cli.evaluations.frontier`), measure R, D, C
+    and the metrics,
     select a point on val, and optionally write its checkpoint (as `vcal retrain` does). `iso_c` traces the
     iso-classification process instead: for each beta the lambda whose val C is `iso_c`."""
     if head not in FRONTIER_HEADS:
@@ -120,7 +129,8 @@ def frontier(
     n_epochs = resolve_epochs(epochs, len(tr.labels), batch_size)
     s = Settings(
         hidden=hidden or default_latent(tr.logits.shape[1]), samples=samples, epochs=n_epochs,
-        warm_epochs=warm_epochs or max(1, n_epochs // 4), lr=lr, batch_size=batch_size, seed=seed,
+        warm_epochs=warm_epochs or warm_epochs_for(n_epochs), lr=lr, batch_size=batch_size, seed=seed,
+        warm_lr=warm_lr or WARM_LR_FACTOR * lr,
     )  # fmt: skip
     if iso_c is None:
         fitted = [(b, lam, m, None) for b, lam, m in walk(train, val, betas, lambdas, s, mean, std, warm=warm,
@@ -163,7 +173,9 @@ def frontier(
         "hidden": s.hidden,
         "samples": samples,
         "epochs": n_epochs,
-        "warm_epochs": s.warm_epochs if warm else None,
+        "warm": warm and iso_c is None,
+        "warm_epochs": s.warm_epochs if warm and iso_c is None else None,
+        "warm_lr": s.warm_lr if warm and iso_c is None else None,
         "lr": lr,
         "batch_size": batch_size,
         "seed": seed,
