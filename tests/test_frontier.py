@@ -165,3 +165,7 @@ def test_iso_classification_finds_lambdas_of_equal_val_c(digits_fit) -> None:
     assert cs[0] < 0.3 and abs(cs[1] - 0.3) < 0.02, cs
     with pytest.raises(UsageError, match="--iso-c"):
         frontier(CNN, data="digits", iso_c=-1.0)
+    with pytest.raises(UsageError, match="--warm-lr"):
+        frontier(CNN, data="digits", warm_lr=0.0)
+    with pytest.raises(UsageError, match="--warm-epochs"):
+        frontier(CNN, data="digits", warm_epochs=0)

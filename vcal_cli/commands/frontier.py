@@ -110,6 +110,10 @@ def frontier(
         raise UsageError(f"--tolerance {tolerance} must be a fraction of accuracy in [0, 1), e.g. 0.005")
     if select not in SELECT:
         raise UsageError(f"--select '{select}' is not one of: {', '.join(SELECT)}")
+    if warm_epochs is not None and warm_epochs < 1:
+        raise UsageError(f"--warm-epochs {warm_epochs} must be at least 1")
+    if warm_lr is not None and not (math.isfinite(warm_lr) and warm_lr > 0):
+        raise UsageError(f"--warm-lr {warm_lr} must be a learning rate > 0, e.g. 1e-3")
     if iso_c is not None and not (math.isfinite(iso_c) and iso_c > 0):
         raise UsageError(f"--iso-c {iso_c} must be a classification loss in nats > 0, e.g. 0.2")
     o = options or ExtractOptions()
