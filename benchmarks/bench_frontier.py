@@ -1,13 +1,13 @@
-"""`vcal frontier`'s warm-started walk against independent fits of every point, on the shipped sample.
+"""`vcal frontier`'s warm-started walk against independent fits of every point, on the shipped sample or any model.
 
 Times the default sweep (6 betas, lambda 0) three ways: independent fits on the full schedule, independent
 fits with early stopping (vcal's default before the walk, now `--cold`), and the warm-started walk (each point
-from its neighbour, an eighth of the schedule at ten times the rate: the default). For every point it prints
+from its neighbour, at most a quarter of the schedule at ten times the rate: the default). For every point it prints
 the val free energy C + beta R + lambda D of the walk and of the independent fit, and the seed-to-seed spread
 of independent fits (the noise the two are compared against).
 
-    python benchmarks/bench_frontier.py [--epochs N] [--warm-epochs N] [--warm-lr LR] [--checkpoint F --data NAME]
-                                         [--skip-full]
+    python benchmarks/bench_frontier.py [--epochs N] [--warm-epochs N] [--warm-lr LR]
+        [--checkpoint F --data NAME --data-root DIR] [--skip-full]
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ from vcal_cli.heads._train import resolve_epochs
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_checkpoints" / "cnn_digits.safetensors"
 
 
-def splits(cache: str, checkpoint: Path = SAMPLE, data: str = "digits") -> tuple[FitData, FitData]:
-    o = ExtractOptions(cache_dir=cache)
+def splits(
+    cache: str, checkpoint: Path = SAMPLE, data: str = "digits", data_root: str = "data"
+) -> tuple[FitData, FitData]:
+    o = ExtractOptions(cache_dir=cache, data_root=data_root)
     loaded, tr, _ = load_features(str(checkpoint), data, "train", o)
     _, va, _ = load_features(loaded, data, "val", o)
     return tuple(FitData(f.features.float().clone(), f.logits, f.labels) for f in (tr, va))  # type: ignore[return-value]
@@ -50,9 +52,10 @@ def main() -> None:
     ap.add_argument("--cache", default=str(Path("~/.cache/vcal-bench/cache").expanduser()))
     ap.add_argument("--checkpoint", type=Path, default=SAMPLE, help="default: the shipped digits CNN")
     ap.add_argument("--data", default="digits", help="e.g. fashion-mnist with a Fashion-MNIST model")
+    ap.add_argument("--data-root", default="data", help="e.g. /usr/share/datasets/fashion-mnist")
     ap.add_argument("--skip-full", action="store_true", help="skip the full-schedule independent fits")
     a = ap.parse_args()
-    train, val = splits(a.cache, a.checkpoint, a.data)
+    train, val = splits(a.cache, a.checkpoint, a.data, a.data_root)
     mean, std = train.features.mean(0), train.features.std(0).clamp_min(1e-6)
     epochs = resolve_epochs(a.epochs, len(train.labels), 256)
     base = dict(hidden=128, samples=10, epochs=epochs, warm_epochs=a.warm_epochs or warm_epochs_for(epochs), lr=1e-4,

@@ -126,7 +126,7 @@ def test_warm_walk_starts_where_the_cold_one_does_and_moves_on(digits_fit) -> No
 
 
 def test_warm_walk_lands_within_noise_of_independent_fits(digits_fit) -> None:
-    """The quasi-static walk (each point from its neighbour, an eighth of the schedule at 10x the rate) against
+    """The quasi-static walk (each point from its neighbour, at most a quarter of the schedule at 10x the rate) against
     independent fits of every point: its val free energy may be lower (a better optimum), but not higher by more
     than the noise, the larger of twice the seed-to-seed spread of independent fits and 0.02 nats (at beta = 10
     both seeds collapse to the prior, spread 0.0003, while a fit's own val F wanders by +-0.01 from epoch to

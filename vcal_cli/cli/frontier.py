@@ -40,7 +40,7 @@ def frontier_cmd(
     ] = None,
     warm_epochs: Annotated[
         int | None,
-        typer.Option("--warm-epochs", help="Epochs of each warm-started point \\[default: an eighth of --epochs]."),
+        typer.Option("--warm-epochs", help="Epochs of each warm-started point \\[default: a quarter of --epochs]."),
     ] = None,
     warm_lr: Annotated[
         float | None,
@@ -50,7 +50,7 @@ def frontier_cmd(
         bool,
         typer.Option(
             "--warm/--cold",
-            help="Walk the surface, each point from its neighbour's fit (4x faster), or fit each from scratch.",
+            help="Walk the surface, each point from its neighbour's fit (3-4x faster), or fit each from scratch.",
         ),
     ] = True,
     iso_c: Annotated[
