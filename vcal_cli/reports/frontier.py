@@ -76,10 +76,17 @@ class FrontierResult:
         }
 
 
+def _schedule(s: dict[str, Any]) -> str:
+    """How the points were fitted, for the table's title."""
+    if s.get("warm_epochs"):
+        return f"walk: {s['epochs']} epochs, then <= {s['warm_epochs']} at lr {s['warm_lr']:g}"
+    return f"{s['epochs']} epochs a point"
+
+
 def frontier_table(result: Any) -> Table:
     s = result.settings
     t = Table(
-        title=f"{s['head']} frontier on {s['data']} (R, D, C in nats on val; Z={s['hidden']}, {s['epochs']} epochs)",
+        title=f"{s['head']} frontier on {s['data']} (R, D, C in nats on val; Z={s['hidden']}, {_schedule(s)})",
         title_justify="left",
     )
     for _, label, _ in COLUMNS:
