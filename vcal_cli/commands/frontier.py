@@ -20,14 +20,7 @@ import torch
 from vcal_cli._progress import Track, quiet
 from vcal_cli.checkpoints import save_checkpoint
 from vcal_cli.errors import UsageError
-from vcal_cli.evaluations.frontier import (
-    WARM_LR_FACTOR,
-    Settings,
-    iso_classification,
-    measure,
-    walk,
-    warm_epochs_for,
-)
+from vcal_cli.evaluations.frontier import Settings, iso_classification, measure, walk, warm_epochs_for
 from vcal_cli.features.distributed import release_workers
 from vcal_cli.features.options import ExtractOptions, default_data, load_features, open_checkpoint
 from vcal_cli.heads import FitData
@@ -101,9 +94,8 @@ def frontier(
 ) -> FrontierResult:
     """Fit V-TST's (beta, lambda) surface on the cached features (each point from its neighbour's fit, the
     quasi-static walk; `warm=False` fits each from scratch, see `vcal_cli.evaluations.frontier`), measure R, D, C
-    and the metrics,
-    select a point on val, and optionally write its checkpoint (as `vcal retrain` does). `iso_c` traces the
-    iso-classification process instead: for each beta the lambda whose val C is `iso_c`."""
+    and the metrics, select a point on val, and optionally write its checkpoint (as `vcal retrain` does). `iso_c`
+    traces the iso-classification process instead: for each beta the lambda whose val C is `iso_c`."""
     if head not in FRONTIER_HEADS:
         raise UsageError(f"--head '{head}' has no frontier; choose one of: {', '.join(FRONTIER_HEADS)}")
     if not 0 <= tolerance < 1:
@@ -134,8 +126,9 @@ def frontier(
     s = Settings(
         hidden=hidden or default_latent(tr.logits.shape[1]), samples=samples, epochs=n_epochs,
         warm_epochs=warm_epochs or warm_epochs_for(n_epochs), lr=lr, batch_size=batch_size, seed=seed,
-        warm_lr=warm_lr or WARM_LR_FACTOR * lr,
+        warm_lr=warm_lr,
     )  # fmt: skip
+    walked = warm and iso_c is None  # the iso-classification process fits every bisection step from scratch
     if iso_c is None:
         fitted = [(b, lam, m, None) for b, lam, m in walk(train, val, betas, lambdas, s, mean, std, warm=warm,
                                                            progress=progress)]  # fmt: skip
@@ -177,9 +170,9 @@ def frontier(
         "hidden": s.hidden,
         "samples": samples,
         "epochs": n_epochs,
-        "warm": warm and iso_c is None,
-        "warm_epochs": s.warm_epochs if warm and iso_c is None else None,
-        "warm_lr": s.warm_lr if warm and iso_c is None else None,
+        "warm": walked,
+        "warm_epochs": s.warm_epochs if walked else None,
+        "warm_lr": s.warm_rate if walked else None,
         "lr": lr,
         "batch_size": batch_size,
         "seed": seed,

@@ -135,6 +135,11 @@ class Settings:
     patience: int | None = None
     warm_lr: float | None = None  # the re-equilibration's learning rate (None: WARM_LR_FACTOR x lr)
 
+    @property
+    def warm_rate(self) -> float:
+        """The learning rate a warm-started point re-equilibrates at."""
+        return self.warm_lr or WARM_LR_FACTOR * self.lr
+
 
 def warm_epochs_for(epochs: int) -> int:
     """The default re-equilibration of a warm-started point: a quarter of the cold schedule (it stops early)."""
@@ -153,7 +158,7 @@ def fit_point(
     progress: Track = quiet,
 ) -> FrontierModule:
     """The equilibrium at (beta, lambda): a cold fit, or a short one from `init` (the neighbour's module)."""
-    lr = s.lr if init is None else (s.warm_lr or WARM_LR_FACTOR * s.lr)
+    lr = s.lr if init is None else s.warm_rate
     params = VTSTParams(
         seed=s.seed, hidden=s.hidden, beta=beta, samples=s.samples, lr=lr, batch_size=s.batch_size,
         epochs=s.epochs if init is None else s.warm_epochs, patience=s.patience,
