@@ -29,12 +29,17 @@ model's beta = 1 point stayed 0.067 nats above (seed spread 0.006). Measured wit
 (6 betas, Z = 128), val free energy of the walk minus an independent fit's:
 - the shipped sample (1,200 epochs a cold point): 59 s against 206 s for independent early-stopped fits (3.5x)
   and 309 s for the full schedule (5.2x); -0.033..+0.005 nats (seed-to-seed spread 0.003-0.071);
-- the early Fashion-MNIST resnet18 (55,000 x 512, 40 epochs): 180 s against 422 s (2.3x; the second seed's
-  sweep took 533 s); -0.029..+0.005 nats, all within the seed spread or below but beta = 10 (+0.0045 against a
-  spread of 0.0002, where every fit collapses to the prior and a fit's own val F wanders by about 0.01).
+- the early Fashion-MNIST resnet18 (55,000 x 512, 40 epochs): 210 s against 463 s for independent early-stopped
+  fits (2.2x; the second seed's took 518 s) and 699 s for the full schedule (3.3x); -0.029..+0.005 nats, all
+  within the seed spread or below but beta = 10 (+0.0045 against a spread of 0.0002, where every fit collapses
+  to the prior and a fit's own val F wanders by about 0.01).
 `warm=False` fits every point from scratch. The iso-classification process holds C at a target while beta
 moves, finding for each beta the lambda whose equilibrium has that C (bisection on log lambda, each fit from
-scratch), which traces the paper's trade of rate against distortion at constant classification loss.
+scratch), which traces the paper's trade of rate against distortion at constant classification loss. It does
+not walk: warm-starting each bisection step from its nearest fitted neighbour (a quarter of a 200-epoch schedule
+at 10x the rate) found lambda = 0.27 at beta = 1 on the sample where cold fits find 1.38, because after a jump in
+lambda the distortion relaxes slowly (at lambda = 0.56 the warm point's free energy was 0.2 nats above a cold
+fit's, its C 0.11 lower), and that sent the bisection the other way.
 """
 
 from __future__ import annotations

@@ -178,7 +178,7 @@ def train_epochs(
         for i in range(0, n, batch_size):
             idx = perm[i : i + batch_size]
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                loss = loss_fn(take_rows(train.features, idx).float(), train.labels[idx])
+                loss = loss_fn(take_rows(train.features, idx).float(), train.labels.index_select(0, idx))
             if not torch.isfinite(loss):
                 raise HeadError(
                     f"head '{name}' diverged to {loss.item()} at epoch {epoch + 1} (lr={lr})", hint="try a smaller --lr"
