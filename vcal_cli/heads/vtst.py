@@ -75,16 +75,17 @@ class VTSTModule(HeadModule):
         return mu[None] + (0.5 * logvar).exp()[None] * self.eps[:, None, :], mu, logvar
 
     def sample_log_probs(self, features: Tensor) -> Tensor:
-        """log p(y | z_m) for the M stored noise draws; (M, N, K).
+        """log p(y | z_m) for the M stored noise draws; (M, N, K)."""
+        return self._draw_log_probs(*self.encode(features))
 
-        The M draws' logits in one product, without the (M, N, Z) latents: W (mu + sigma * eps_m) + b
+    def _draw_log_probs(self, mu: Tensor, logvar: Tensor) -> Tensor:
+        """log p(y | z_m), (M, N, K), in one product without the (M, N, Z) latents: W (mu + sigma * eps_m) + b
         = (W mu + b) + sigma @ (eps_m * W)^T, all m at once as an N x Z by Z x MK GEMM (5,000 rows of 640
         features: 54 ms against 84 ms; the logits agree to about 1e-6)."""
-        mu, logvar = self.encode(features)
         w = self.out.weight  # (K, Z)
         scaled = (self.eps[:, None, :] * w[None]).reshape(-1, w.shape[1])  # (M K, Z): row (m, k) = eps_m * w_k
         noise = (0.5 * logvar).exp() @ scaled.t()  # (N, M K)
-        logits = (self.out(mu).repeat(1, self.samples) + noise).view(len(features), self.samples, -1)
+        logits = (self.out(mu).repeat(1, self.samples) + noise).view(len(mu), self.samples, -1)
         return torch.log_softmax(logits, dim=-1).transpose(0, 1)
 
     def forward(self, features: Tensor) -> Tensor:
@@ -93,8 +94,8 @@ class VTSTModule(HeadModule):
     def uncertainty(self, features: Tensor) -> dict[str, Tensor]:
         """The head's own OOD scores (higher = more uncertain): the mutual information between y and z (the
         epistemic part of the predictive entropy, BALD) and the KL rate of q(z|h) from the prior."""
-        z, mu, logvar = self.sample_latents(features)
-        logp = torch.log_softmax(self.out(z), dim=-1)
+        mu, logvar = self.encode(features)
+        logp = self._draw_log_probs(mu, logvar)
         mean = torch.logsumexp(logp, 0) - math.log(self.samples)
         entropy = -(mean.exp() * mean).sum(-1)
         expected = -(logp.exp() * logp).sum(-1).mean(0)
