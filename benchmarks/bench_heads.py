@@ -6,12 +6,13 @@ The trained heads also run the papers' full schedule (`patience=0`) for the kept
 early stop gives up; `bayes`'s predictive is timed against laplace-torch's KFAC GLM probit.
 
     python benchmarks/bench_heads.py [--n 50000] [--dim 640] [--classes 10] [--laplace-n 2000] [--full] [--bf16]
-                                     [--repeat 1]
+                                     [--repeat 1] [--device cpu|cuda]
 
 Synthetic features: Gaussian class clusters with an overconfident linear head (its logits are the
 cached "original" logits). Times are wall-clock seconds on this machine, one run each (`--repeat R`: the
 median of R seeded runs). The trained heads' first row is float32; `--bf16` adds a row under bf16 autocast
-(what `--train-precision auto` picks on a CPU with AVX-512 BF16).
+(what `--train-precision auto` picks on a CPU with AVX-512 BF16). `--device cuda` fits the trained heads on the
+GPU (`--train-device cuda`) and measures the peak there; the closed-form and post-hoc heads stay on the CPU.
 """
 
 from __future__ import annotations
@@ -30,14 +31,17 @@ from vcal_cli.hierarchy import Hierarchy
 from vcal_cli.metrics import compute_metrics
 
 
-def matmul_peak(n: int = 2048, seconds: float = 2.0, dtype: torch.dtype = torch.float32) -> float:
+def matmul_peak(n: int = 2048, seconds: float = 2.0, dtype: torch.dtype = torch.float32, device: str = "cpu") -> float:
     """GFLOP/s of a plain torch.mm loop on n x n matrices of `dtype` (best of a few-second run)."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     torch.mm(a, b)
+    sync()
     best, t_end = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < t_end:
         t = time.perf_counter()
         torch.mm(a, b)
+        sync()
         best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
     return best
 
@@ -168,7 +172,9 @@ def main() -> None:
     ap.add_argument("--full", action="store_true", help="also run the trained heads' full schedule (patience 0)")
     ap.add_argument("--bf16", action="store_true", help="also fit the trained heads under bf16 autocast")
     ap.add_argument("--repeat", type=int, default=1, help="time each fit as the median of this many runs")
+    ap.add_argument("--device", default="cpu", help="where the trained heads fit (--train-device): cpu or cuda")
     args = ap.parse_args()
+    gpu = args.device.startswith("cuda")
     train, val, test, base = synthetic(args.n, args.dim, args.classes)
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # torch's first optimizer imports torch._dynamo (~4 s)
     print(
@@ -178,16 +184,22 @@ def main() -> None:
     tree = Hierarchy(
         tuple(map(str, range(args.classes))), tuple((f"g{i % 2}", str(i)) for i in range(args.classes)), "synthetic"
     )
-    print("step variants (ce's 640-384-128-10 head, batch 256):")
-    step_variants(train)
-    peak, bpeak = matmul_peak(), matmul_peak(dtype=torch.bfloat16)
-    print(f"machine peak: {peak:,.0f} GFLOP/s (float32 torch.mm 2048 x 2048, {torch.get_num_threads()} threads); "
+    if not gpu:  # the CPU step's levers
+        print("step variants (ce's 640-384-128-10 head, batch 256):")
+        step_variants(train)
+    size, where = (
+        (8192, torch.cuda.get_device_name(args.device)) if gpu else (2048, f"{torch.get_num_threads()} threads")
+    )
+    peak = matmul_peak(size, device=args.device)
+    bpeak = matmul_peak(size, dtype=torch.bfloat16, device=args.device)
+    print(f"machine peak: {peak:,.0f} GFLOP/s (float32 torch.mm {size} x {size}, {where}); "
           f"bfloat16: {bpeak:,.0f} GFLOP/s (the bf16 rows' 'of peak')\n")  # fmt: skip
     cols = f"{'head':12s} {'fit s':>8s} {'GFLOP':>9s} {'GFLOP/s':>8s} {'of peak':>7s}"
     print(cols + "  epochs kept/run  test acc / NLL / ECE")
     times, heads = {}, {}
     for name in args.heads.split(","):  # the trained heads in float32 here: the bf16 row below is --bf16
-        fp32 = {"train_precision": "fp32"} if issubclass(get_head(name), SGDHead) else {}
+        sgd = issubclass(get_head(name), SGDHead)
+        fp32 = {"train_precision": "fp32", "train_device": args.device} if sgd else {}
         heads[name], times[name] = fit(name, train, val, base, tree, args.repeat, **fp32)
         h = heads[name]
         if isinstance(h, SGDHead):
@@ -202,7 +214,9 @@ def main() -> None:
         print(f"{name:12s} {times[name]:8.2f} {flops / 1e9:9.1f} {rate:8.1f} {rate / peak:7.1%}  {epochs:16s} "
               f"{acc:.4f} / {nll:.4f} / {ece:.4f}", flush=True)  # fmt: skip
         if args.bf16 and isinstance(h, SGDHead):  # the same fit under bf16 autocast (--train-precision bf16)
-            fast, t_fast = fit(name, train, val, base, tree, args.repeat, train_precision="bf16")
+            fast, t_fast = fit(
+                name, train, val, base, tree, args.repeat, train_precision="bf16", train_device=args.device
+            )
             bacc, bnll, bece = scores(fast, test)
             brate = sgd_flops(fast, train, val) / t_fast / 1e9
             print(f"{'  bf16':12s} {t_fast:8.2f} {'':9s} {brate:8.1f} {brate / bpeak:7.1%}  "

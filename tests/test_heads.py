@@ -251,6 +251,30 @@ def test_bf16_training_steps_land_near_fp32(name: str) -> None:
         cls(cls.make_params(**FAST[name], train_precision="fp8")).fit(train, val)
 
 
+def test_train_device_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--train-device: auto is CUDA when torch sees a GPU, else the CPU; a device that is not there, or not a
+    device, is a HeadError naming the flag."""
+    from vcal_cli.heads._train import on_device, resolve_train_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_train_device("cpu") == resolve_train_device("auto") == torch.device("cpu")
+    with pytest.raises(HeadError, match="--train-device cuda: torch sees no CUDA device"):
+        resolve_train_device("cuda")
+    with pytest.raises(HeadError, match="--train-device 'gpu' is not a device"):
+        resolve_train_device("gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_train_device("auto") == torch.device("cuda", 1)
+    assert resolve_train_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(HeadError, match="this machine has 2 CUDA device"):
+        resolve_train_device("cuda:2")
+    with pytest.raises(HeadError, match="--train-device 'cuda:x' is not a device"):
+        resolve_train_device("cuda:x")
+    train, _, _ = _synthetic()
+    assert on_device(train, torch.device("cpu"), "train") is train  # the CPU path copies nothing
+
+
 def test_auto_precision_takes_bf16_only_for_large_steps_on_a_native_cpu() -> None:
     from vcal_cli.heads._train import bf16_is_fast, resolve_train_precision
 

@@ -126,6 +126,7 @@ BAD = {
     "haframe without hierarchy": (["--head", "haframe"], "needs a class hierarchy"),
     "hierarchy that does not fit": (["--head", "haframe", "--hierarchy", "cifar100"], "does not fit the classes"),
     "missing hierarchy file": (["--head", "haframe", "--hierarchy", "nope.csv"], "does not exist"),
+    "train device that is not one": (["--head", "ce", "--train-device", "tpu"], "--train-device 'tpu' is not a device"),
 }
 
 

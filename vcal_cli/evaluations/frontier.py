@@ -105,6 +105,7 @@ class FrontierHead(VTSTHead):
         self.beta_ = float(p.beta or 0.0)
         module = FrontierModule(train.features.shape[1], train.logits.shape[1], z, p.samples)
         module.eps.copy_(torch.randn(p.samples, z))
+        self.mean, self.std = self.mean.to(train.features.device), self.std.to(train.features.device)
         if self.init is not None:  # a quasi-static step: start from the neighbour's equilibrium
             module.load_state_dict(self.init.state_dict())
         return module

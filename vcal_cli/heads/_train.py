@@ -42,6 +42,11 @@ class SGDParams(HeadParams):
         "AVX-512 BF16 and a step is at least 256 rows x 256 features: 1.5x faster for vtst at 256 x 640, same "
         "kept epochs; the val scoring and the saved head stay float32).",
     )
+    train_device: str = param(
+        "auto",
+        "Where the head trains: cpu, cuda (or cuda:N), or auto (CUDA when torch sees a GPU, else the CPU). On CUDA "
+        "the train and val features are copied to the GPU once; the saved head is moved back to the CPU.",
+    )
 
 
 def resolve_epochs(epochs: int | None, n: int, batch_size: int, paper_epochs: int = 40) -> int:
@@ -81,14 +86,53 @@ def bf16_is_fast() -> bool:
 BF16_MIN_STEP = 256 * 256  # batch rows x feature width below which autocast costs more than it saves
 
 
-def resolve_train_precision(precision: str, batch_size: int = 256, in_features: int = 512) -> bool:
-    """Whether the training steps run under bf16 autocast: `bf16`, or `auto` on a CPU with native bf16 when the
-    step's products are large enough to pay for the casts (measured: 1.5x for `vtst` at batch 256 x 640; on the
-    digits sample's 64-wide features, or `haframe`'s batches of 64, autocast made the fits up to 2x slower)."""
+def resolve_train_precision(
+    precision: str, batch_size: int = 256, in_features: int = 512, device: torch.device | None = None
+) -> bool:
+    """Whether the training steps run under bf16 autocast: `bf16`, or `auto` on a CPU with native bf16 (or a
+    CUDA device that supports bf16) when the step's products are large enough to pay for the casts (measured on
+    the CPU: 1.5x for `vtst` at batch 256 x 640; on the digits sample's 64-wide features, or `haframe`'s batches
+    of 64, autocast made the fits up to 2x slower)."""
     if precision not in PRECISIONS:
         raise HeadError(f"--train-precision '{precision}' is not a choice; choose one of: {', '.join(PRECISIONS)}")
     big = batch_size * in_features >= BF16_MIN_STEP
-    return precision == "bf16" or (precision == "auto" and big and bf16_is_fast())
+    fast = torch.cuda.is_bf16_supported() if device is not None and device.type == "cuda" else bf16_is_fast()
+    return precision == "bf16" or (precision == "auto" and big and fast)
+
+
+def resolve_train_device(device: str) -> torch.device:
+    """`--train-device`: `auto` is the current CUDA device when torch sees one, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    if device != "cpu" and device != "cuda" and not device.startswith("cuda:"):
+        raise HeadError(f"--train-device '{device}' is not a device; choose one of: auto, cpu, cuda, cuda:N")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise HeadError(f"--train-device {device}: torch sees no CUDA device here", hint="use --train-device cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise HeadError(f"--train-device '{device}' is not a device; choose one of: auto, cpu, cuda, cuda:N") from None
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise HeadError(
+            f"--train-device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)",
+            hint="use cuda:0 .. cuda:N-1, or auto",
+        )
+    return dev
+
+
+def on_device(data: FitData, device: torch.device, split: str) -> FitData:
+    """The split with its features and labels on `device` (one copy, in the cache's own dtype); unchanged on the
+    CPU. The logits stay where they are: a trained head reads only their width."""
+    if device.type == "cpu":
+        return data
+    try:
+        return FitData(data.features.to(device), data.logits, data.labels.to(device))
+    except torch.OutOfMemoryError:
+        gb = data.features.numel() * data.features.element_size() / 1e9
+        raise HeadError(
+            f"the {split} features ({gb:.1f} GB) do not fit in the memory of {device}",
+            hint="use --train-device cpu (the CPU path streams a mapped cache in batches)",
+        ) from None
 
 
 def resolve_patience(patience: int | None, epochs: int) -> int:
@@ -158,7 +202,8 @@ def train_epochs(
 
     `loss_fn(features, labels)` returns the scalar loss of one batch. A NaN or inf loss stops the fit
     with a `HeadError` (nothing gets written). With `bf16` the batches' forward passes run under bfloat16
-    autocast (the weights, the optimizer and the val scoring stay float32).
+    autocast (the weights, the optimizer and the val scoring stay float32). The module and both splits must
+    already be on one device (the labels' device is the one the loop uses).
     """
     if epochs < 1 or batch_size < 1 or not lr > 0:
         raise HeadError(
@@ -166,7 +211,7 @@ def train_epochs(
         )
     opt = optimizer if optimizer is not None else adam(module.parameters(), lr)
     base_lrs = [g["lr"] for g in opt.param_groups]
-    n = len(train.labels)
+    n, device = len(train.labels), train.labels.device
     best, best_epoch, best_state = math.inf, 0, copy.deepcopy(module.state_dict())
     run = 0
     for epoch in progress(range(epochs), total=epochs, description=f"fit {name}"):
@@ -174,10 +219,10 @@ def train_epochs(
             for g, base_lr in zip(opt.param_groups, base_lrs, strict=True):
                 g["lr"] = base_lr * schedule(epoch)
         module.train()
-        perm = torch.randperm(n)
+        perm = torch.randperm(n).to(device)  # drawn on the CPU: the same batches on every device
         for i in range(0, n, batch_size):
             idx = perm[i : i + batch_size]
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 loss = loss_fn(take_rows(train.features, idx).float(), train.labels.index_select(0, idx))
             if not torch.isfinite(loss):
                 raise HeadError(
@@ -214,7 +259,8 @@ class SGDHead(Head[P], Generic[P, HM]):
 
     @abc.abstractmethod
     def build(self, train: FitData) -> HM:
-        """A freshly initialised module for these features (the RNG is already seeded)."""
+        """A freshly initialised module for these features (the RNG is already seeded), on the CPU; the fit moves
+        it to the features' device. Anything else `loss` uses must be put on `train.features.device` here."""
 
     @abc.abstractmethod
     def loss(self, module: HM, x: Tensor, y: Tensor) -> Tensor:
@@ -242,7 +288,10 @@ class SGDHead(Head[P], Generic[P, HM]):
     def _fit(self, train: FitData, val: FitData, *, base: nn.Module | None, progress: Track) -> HM:
         p = self.params
         epochs = resolve_epochs(p.epochs, len(train.labels), p.batch_size, self.paper_epochs)
-        module = self.build(train)
+        device = resolve_train_device(p.train_device)
+        bf16 = resolve_train_precision(p.train_precision, p.batch_size, train.features.shape[1], device)
+        train, val = on_device(train, device, "train"), on_device(val, device, "val")
+        module = self.build(train).to(device)  # initialised on the CPU: the same weights on every device
         module, self.fit_log_ = train_epochs(
             module,
             lambda x, y: self.loss(module, x, y),
@@ -257,10 +306,10 @@ class SGDHead(Head[P], Generic[P, HM]):
             optimizer=self.optimizer(module),
             schedule=self.schedule(epochs),
             after_step=lambda: self.after_step(module),
-            bf16=resolve_train_precision(p.train_precision, p.batch_size, train.features.shape[1]),
+            bf16=bf16,
             progress=progress,
         )
-        return module
+        return module.cpu()
 
     def extra_report(self) -> dict[str, Any]:
         return self.fit_log_.to_dict()

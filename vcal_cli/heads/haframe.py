@@ -129,7 +129,7 @@ class HAFrameHead(SGDHead[HAFrameParams, HAFrameModule]):
         module = HAFrameModule(train.features.shape[1], train.logits.shape[1])
         module.frame.copy_(frame)
         self.frame_, self.similarity_ = frame, sim
-        self.sim32 = sim.float()
+        self.sim32 = sim.float().to(train.features.device)
         return module
 
     def loss(self, module: HAFrameModule, x: Tensor, y: Tensor) -> Tensor:

@@ -105,7 +105,8 @@ class VCHead(SGDHead[VCParams, VCModule]):
     def build(self, train: FitData) -> VCModule:
         k = train.logits.shape[1]
         module = VCModule(train.features.shape[1], k, self.params.hidden)
-        self.disc = Discriminator(k, self.params.hidden)  # fit-time only: not part of the exported module
+        # fit-time only, not part of the exported module; trained where the features are
+        self.disc = Discriminator(k, self.params.hidden).to(train.features.device)
         self.disc_opt = adam(self.disc.parameters(), self.params.disc_lr, decoupled=True)
         return module
 
