@@ -224,7 +224,7 @@ def train_epochs(
             idx = perm[i : i + batch_size]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 loss = loss_fn(take_rows(train.features, idx).float(), train.labels.index_select(0, idx))
-            if not torch.isfinite(loss):
+            if not math.isfinite(loss.item()):
                 raise HeadError(
                     f"head '{name}' diverged to {loss.item()} at epoch {epoch + 1} (lr={lr})", hint="try a smaller --lr"
                 )
