@@ -252,3 +252,12 @@ def test_summary_keeps_the_original_when_every_head_costs_nll_or_accuracy() -> N
     fine = _head(0.380, 0.9150, {"nll": "better", "accuracy": "no different"})
     s = retrain_summary({"heads": {"original": original, "vc": better_nll_worse_acc, "ce": fine}, "settings": {}})
     assert s["pick"] == "ce" and s["lines"][0].startswith("Use ce: lowest test NLL (0.3800")
+
+
+def test_bad_train_device_fails_before_extraction(runner, tmp_path: Path) -> None:
+    """A --train-device that is not one stops the command before it extracts anything (no cache written)."""
+    line = one_line_error(
+        runner.invoke(app, ["retrain", str(CNN), "--head", "ce", "--train-device", "tpu", "--cache-dir", "c"])
+    )
+    assert "--train-device 'tpu' is not a device" in line
+    assert not (tmp_path / "c").exists()

@@ -25,7 +25,7 @@ from vcal_cli.features.options import (
     load_train_views,
     open_checkpoint,
 )
-from vcal_cli.heads import FitData, get_head, list_heads
+from vcal_cli.heads import FitData, check_train_options, get_head, list_heads
 from vcal_cli.heads.select import AUTO, select_head
 from vcal_cli.metrics import DEFAULT_N_BINS, compute_metrics, nll
 from vcal_cli.metrics._validate import check_bins
@@ -108,6 +108,7 @@ def retrain(
     if train_views < 0:
         raise UsageError(f"--train-views {train_views} must be 0 or more")
     check_augment(augment)  # before any extraction
+    check_train_options(params or {})
     loaded, train, _ = load_features(loaded, data, "train", o, progress=progress)
     tree = _resolve_hierarchy(hierarchy, data, loaded, o)
     skipped = {}

@@ -120,6 +120,14 @@ def resolve_train_device(device: str) -> torch.device:
     return dev
 
 
+def check_train_options(params: dict[str, Any]) -> None:
+    """A bad `--train-precision` or `--train-device` among a command's head params, before any extraction."""
+    if params.get("train_precision") is not None:
+        resolve_train_precision(params["train_precision"])
+    if params.get("train_device") is not None:
+        resolve_train_device(params["train_device"])
+
+
 def on_device(data: FitData, device: torch.device, split: str) -> FitData:
     """The split with its features and labels on `device` (one copy, in the cache's own dtype); unchanged on the
     CPU. The logits stay where they are: a trained head reads only their width."""
