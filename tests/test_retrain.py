@@ -261,3 +261,21 @@ def test_bad_train_device_fails_before_extraction(runner, tmp_path: Path) -> Non
     )
     assert "--train-device 'tpu' is not a device" in line
     assert not (tmp_path / "c").exists()
+
+
+def test_retrain_table_mentions_intervals_only_when_it_shows_them() -> None:
+    """The terminal table's caption promises 95% intervals only where the report has them (--bootstrap 0: none)."""
+    from vcal_cli.metrics import METRIC_NAMES
+    from vcal_cli.reports.sections.metrics import retrain_table
+
+    def report(intervals: dict) -> dict:
+        head = {"metrics": dict.fromkeys(METRIC_NAMES, 0.5), "intervals": intervals}
+        return {
+            "heads": {"original": head, "vtst": head},
+            "settings": {"bins": 15},
+            "checkpoint": {"path": "m.pt"},
+            "data": {"name": "digits", "n": 10},
+        }
+
+    assert "95% intervals" not in str(retrain_table(report({})).title)
+    assert "95% intervals" in str(retrain_table(report({"nll": (0.4, 0.6)})).title)

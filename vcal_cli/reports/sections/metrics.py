@@ -85,9 +85,10 @@ def audit_table(report: Report) -> Table:
 def retrain_table(report: Report) -> Table:
     """One column per head, green where a head is better than the original and red where worse."""
     heads, s = report["heads"], report["settings"]
+    shown = "; 95% intervals below each value" if any(h["intervals"] for h in heads.values()) else ""
     t = Table(
         title=f"{report['checkpoint'].get('path')}  on  {report['data']['name']}:test  "
-        f"(n={report['data']['n']}; 95% intervals below each value)",
+        f"(n={report['data']['n']}{shown})",
         title_justify="left",
     )
     t.add_column("metric")
