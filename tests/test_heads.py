@@ -273,6 +273,22 @@ def test_train_device_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
         resolve_train_device("cuda:x")
     train, _, _ = _synthetic()
     assert on_device(train, torch.device("cpu"), "train") is train  # the CPU path copies nothing
+    moved = on_device(train, torch.device("meta"), "train")  # another device: features and labels go, logits stay
+    assert moved.features.device.type == moved.labels.device.type == "meta" and moved.logits is train.logits
+    assert moved.features.dtype == train.features.dtype  # one copy in the cache's own dtype
+
+
+def test_train_split_too_large_for_the_device_names_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vcal_cli.heads._train import on_device
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    train, _, _ = _synthetic()
+    monkeypatch.setattr(torch.Tensor, "to", oom)
+    with pytest.raises(HeadError, match=r"the train features \(0\.0 GB\) do not fit in the memory of meta") as e:
+        on_device(train, torch.device("meta"), "train")
+    assert "--train-device cpu" in str(e.value.hint)
 
 
 def test_auto_precision_takes_bf16_only_for_large_steps_on_a_native_cpu() -> None:
