@@ -97,6 +97,9 @@ def test_cli_writes_csv_plots_and_json(runner, tmp_path) -> None:
     assert "--tolerance" in one_line_error(runner.invoke(app, ["frontier", str(CNN), "--tolerance", "200"]))
     line = one_line_error(runner.invoke(app, ["frontier", str(CNN), "--write-best", str(CNN), "--epochs", "1"]))
     assert "refusing" in line
+    line = one_line_error(runner.invoke(app, ["frontier", str(CNN), "--train-device", "cuda:x", "--cache-dir", "c2"]))
+    assert "--train-device" in line and not (tmp_path / "c2").exists()  # refused before any extraction
+    assert d["settings"]["train_device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")  # where it ran
 
 
 @pytest.fixture(scope="module")

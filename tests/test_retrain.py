@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from vcal_cli import ExtractOptions, audit, load_checkpoint
 from vcal_cli.api import retrain
@@ -67,6 +68,8 @@ def test_report_json_has_heads_with_the_audit_keys(all_heads) -> None:
         assert set(h["metrics"]) == set(d["metrics"]) and set(h["intervals"]) == set(d["metrics"])
         assert h["checkpoint"] and (name == "original" or Path(h["checkpoint"]).exists())
     assert d["heads"]["temperature"]["fitted"]["temperature"] > 1.0  # the sample is overconfident
+    where = "cuda:0" if torch.cuda.is_available() else "cpu"
+    assert all(d["heads"][n]["fitted"]["device"] == where for n in ("ce", "vtst", "vc"))  # where each head trained
 
 
 def test_cli_retrain_writes_report_and_head_only_round_trip(runner, tmp_path: Path) -> None:

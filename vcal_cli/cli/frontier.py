@@ -58,6 +58,9 @@ def frontier_cmd(
         typer.Option("--iso-c", help="Iso-classification: per beta, the lambda whose val C is this many nats."),
     ] = None,
     lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 1e-4,
+    train_device: Annotated[
+        str, typer.Option("--train-device", help="Where the fits run: auto (CUDA when torch sees a GPU), cpu, cuda.")
+    ] = "auto",
     seed: Annotated[int, typer.Option("--seed", help="Seeds every fit (same initial weights at every point).")] = 0,
     as_json: opt.JsonOpt = False,
     debug: opt.DebugOpt = False,
@@ -87,6 +90,7 @@ def frontier_cmd(
             warm_lr=warm_lr,
             iso_c=iso_c,
             lr=lr,
+            train_device=train_device,
             options=opts,
             seed=seed,
             write_best=write_best,

@@ -140,6 +140,7 @@ class Settings:
     seed: int
     patience: int | None = None
     warm_lr: float | None = None  # the re-equilibration's learning rate (None: WARM_LR_FACTOR x lr)
+    device: str = "auto"  # where every fit runs (the heads' --train-device)
 
     @property
     def warm_rate(self) -> float:
@@ -167,7 +168,7 @@ def fit_point(
     lr = s.lr if init is None else s.warm_rate
     params = VTSTParams(
         seed=s.seed, hidden=s.hidden, beta=beta, samples=s.samples, lr=lr, batch_size=s.batch_size,
-        epochs=s.epochs if init is None else s.warm_epochs, patience=s.patience,
+        epochs=s.epochs if init is None else s.warm_epochs, patience=s.patience, train_device=s.device,
     )  # fmt: skip
     head = FrontierHead(params, lam=lam, mean=mean, std=std, init=init)
     module = head.fit(train, val, progress=progress).module_

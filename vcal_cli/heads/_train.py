@@ -296,7 +296,7 @@ class SGDHead(Head[P], Generic[P, HM]):
     def _fit(self, train: FitData, val: FitData, *, base: nn.Module | None, progress: Track) -> HM:
         p = self.params
         epochs = resolve_epochs(p.epochs, len(train.labels), p.batch_size, self.paper_epochs)
-        device = resolve_train_device(p.train_device)
+        self.device_ = device = resolve_train_device(p.train_device)
         bf16 = resolve_train_precision(p.train_precision, p.batch_size, train.features.shape[1], device)
         train, val = on_device(train, device, "train"), on_device(val, device, "val")
         module = self.build(train).to(device)  # initialised on the CPU: the same weights on every device
@@ -320,4 +320,4 @@ class SGDHead(Head[P], Generic[P, HM]):
         return module.cpu()
 
     def extra_report(self) -> dict[str, Any]:
-        return self.fit_log_.to_dict()
+        return {**self.fit_log_.to_dict(), "device": str(self.device_)}
