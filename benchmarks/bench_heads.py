@@ -175,6 +175,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="where the trained heads fit (--train-device): cpu or cuda")
     args = ap.parse_args()
     gpu = args.device.startswith("cuda")
+    if gpu and not torch.cuda.is_available():
+        ap.error(f"--device {args.device}: torch sees no CUDA device here")
     train, val, test, base = synthetic(args.n, args.dim, args.classes)
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # torch's first optimizer imports torch._dynamo (~4 s)
     print(
