@@ -23,7 +23,7 @@ from vcal_cli.errors import UsageError
 from vcal_cli.evaluations.frontier import Settings, iso_classification, measure, walk, warm_epochs_for
 from vcal_cli.features.distributed import release_workers
 from vcal_cli.features.options import ExtractOptions, default_data, load_features, open_checkpoint
-from vcal_cli.heads import FitData, check_train_options
+from vcal_cli.heads import FitData
 from vcal_cli.heads._train import resolve_epochs, resolve_train_device
 from vcal_cli.heads.ce import default_latent
 from vcal_cli.heads.vtst import VTSTHead, VTSTModule, VTSTParams
@@ -109,7 +109,7 @@ def frontier(
         raise UsageError(f"--warm-lr {warm_lr} must be a learning rate > 0, e.g. 1e-3")
     if iso_c is not None and not (math.isfinite(iso_c) and iso_c > 0):
         raise UsageError(f"--iso-c {iso_c} must be a classification loss in nats > 0, e.g. 0.2")
-    check_train_options({"train_device": train_device})
+    device = str(resolve_train_device(train_device))  # a bad --train-device fails before any extraction
     o = options or ExtractOptions()
     loaded = open_checkpoint(checkpoint, o)
     data = default_data(loaded, data)
@@ -128,7 +128,7 @@ def frontier(
     s = Settings(
         hidden=hidden or default_latent(tr.logits.shape[1]), samples=samples, epochs=n_epochs,
         warm_epochs=warm_epochs or warm_epochs_for(n_epochs), lr=lr, batch_size=batch_size, seed=seed,
-        warm_lr=warm_lr, device=train_device,
+        warm_lr=warm_lr, device=device,
     )  # fmt: skip
     walked = warm and iso_c is None  # the iso-classification process fits every bisection step from scratch
     if iso_c is None:
@@ -177,7 +177,7 @@ def frontier(
         "warm_lr": s.warm_rate if walked else None,
         "lr": lr,
         "batch_size": batch_size,
-        "train_device": str(resolve_train_device(train_device)),
+        "train_device": device,
         "seed": seed,
         "bins": n_bins,
         "split_for_selection": "val",
