@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from vcal_cli.api import ExtractOptions, load_features, load_train_views
+from vcal_cli.api import ExtractOptions, Workbench
 from vcal_cli.heads import FitData, get_head, list_heads
 from vcal_cli.heads._train import SGDHead
 from vcal_cli.metrics import compute_metrics
@@ -75,14 +75,14 @@ def bench_model(
     augment: str = "crop",
 ) -> dict[str, Any]:
     o = ExtractOptions(data_root=ROOT, val_from=val_from)
-    loaded, tr, _ = load_features(str(path), "fashion-mnist", "train", o)
-    _, va, _ = load_features(loaded, "fashion-mnist", "val", o)
-    _, te, prep = load_features(loaded, "fashion-mnist", "test", o)
+    bench = Workbench.open(str(path), "fashion-mnist", o)
+    loaded, prep = bench.model, bench.preprocessing
+    tr, va, te = (bench.features(s) for s in ("train", "val", "test"))
     train, val = FitData(tr.features, tr.logits, tr.labels), FitData(va.features, va.logits, va.labels)
     fits = [(spec, spec, train) for spec in heads]
     if views:  # the heads that learn on train, again on augmented views of it (vcal retrain --train-views)
         t0 = time.perf_counter()
-        viewed = load_train_views(loaded, "fashion-mnist", views, augment, o, seed=seed)
+        viewed = bench.train_views(views, augment, seed=seed)
         print(f"  {views} augmented views ({augment}) of train: {time.perf_counter() - t0:.0f} s", flush=True)
         fits += [(f"{s} [{views} views]", s, viewed) for s in heads if get_head(parse_spec(s)[0]).fits_on != "val"]
     acc = {s: float((f.logits.argmax(1) == f.labels).float().mean()) for s, f in (("train", tr), ("val", va))}

@@ -35,7 +35,7 @@ def main() -> None:
 
     from vcal_cli.checkpoints import LoadedModel, find_head
     from vcal_cli.data import ImageSplit, Preprocessing
-    from vcal_cli.features import get_features
+    from vcal_cli.features import ExtractOptions, get_features
 
     torch.manual_seed(0)
     model = timm.create_model(a.arch, pretrained=False, num_classes=10).eval()
@@ -71,7 +71,8 @@ def main() -> None:
     def vcal(device: str, **kw):
         def run():
             with tempfile.TemporaryDirectory() as d:
-                return get_features(loaded, data, prep, cache_dir=d, device=device, batch_size=a.batch_size, **kw)
+                o = ExtractOptions(cache_dir=d, device=device, batch_size=a.batch_size, **kw)
+                return get_features(loaded, data, prep, o)
 
         return run
 
@@ -81,7 +82,7 @@ def main() -> None:
     for dev in devices:
         cases = [
             ("fp32", plain(dev), vcal(dev, channels_last=False)),
-            ("fp32, float16 cache", plain(dev), vcal(dev, channels_last=False, cache_dtype_name="float16")),
+            ("fp32, float16 cache", plain(dev), vcal(dev, channels_last=False, cache_dtype="float16")),
             ("fp32, inference_mode", plain(dev, "inference"), vcal(dev, channels_last=False)),
             ("fp32, channels-last", plain(dev, channels_last=True), vcal(dev, channels_last=True)),
             ("bf16 autocast", plain(dev, autocast=torch.bfloat16), vcal(dev, precision="bf16", channels_last=False)),
@@ -113,7 +114,7 @@ def folder_cases(a, loaded, prep, model, mean, std) -> list:
     from PIL import Image
 
     from vcal_cli.data import load_split
-    from vcal_cli.features import get_features
+    from vcal_cli.features import ExtractOptions, get_features
 
     n = a.n // 2
     rows = []
@@ -144,8 +145,8 @@ def folder_cases(a, loaded, prep, model, mean, std) -> list:
         def vcal(workers: int):
             def run():
                 with tempfile.TemporaryDirectory() as d:
-                    kw = {"cache_dir": d, "device": "cpu", "batch_size": a.batch_size, "workers": workers}
-                    return get_features(loaded, data, prep, **kw)
+                    o = ExtractOptions(cache_dir=d, device="cpu", batch_size=a.batch_size, workers=workers)
+                    return get_features(loaded, data, prep, o)
 
             return run
 

@@ -20,7 +20,7 @@ import torch
 
 from vcal_cli.commands.frontier import DEFAULT_BETAS
 from vcal_cli.evaluations.frontier import Settings, measure, walk, warm_epochs_for
-from vcal_cli.features.options import ExtractOptions, load_features
+from vcal_cli.features.workbench import ExtractOptions, Workbench
 from vcal_cli.heads import FitData
 from vcal_cli.heads._train import resolve_epochs
 
@@ -31,8 +31,8 @@ def splits(
     cache: str, checkpoint: Path = SAMPLE, data: str = "digits", data_root: str = "data"
 ) -> tuple[FitData, FitData]:
     o = ExtractOptions(cache_dir=cache, data_root=data_root)
-    loaded, tr, _ = load_features(str(checkpoint), data, "train", o)
-    _, va, _ = load_features(loaded, data, "val", o)
+    bench = Workbench.open(str(checkpoint), data, o)
+    tr, va = bench.features("train"), bench.features("val")
     return tuple(FitData(f.features.float().clone(), f.logits, f.labels) for f in (tr, va))  # type: ignore[return-value]
 
 

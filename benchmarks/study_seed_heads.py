@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from vcal_cli.api import ExtractOptions, load_features
+from vcal_cli.api import ExtractOptions, Workbench
 from vcal_cli.heads import FitData, get_head
 from vcal_cli.heads.vtst import VTSTModule
 from vcal_cli.metrics import compute_metrics
@@ -35,9 +35,9 @@ def main() -> None:
     ap.add_argument("--bootstrap", type=int, default=200)
     a = ap.parse_args()
     o = ExtractOptions(data_root=ROOT, val_from=a.val_from)
-    loaded, tr, _ = load_features(str(a.model), "fashion-mnist", "train", o)
-    _, va, _ = load_features(loaded, "fashion-mnist", "val", o)
-    _, te, _ = load_features(loaded, "fashion-mnist", "test", o)
+    bench = Workbench.open(str(a.model), "fashion-mnist", o)
+    loaded = bench.model
+    tr, va, te = (bench.features(s) for s in ("train", "val", "test"))
     train, val = FitData(tr.features, tr.logits, tr.labels), FitData(va.features, va.logits, va.labels)
     f = tr.features.float()
     print(f"{a.model.name}: features {tuple(f.shape)}, mean {f.mean():.3f}, std {f.std():.3f}, mean row norm "

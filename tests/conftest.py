@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -14,14 +15,19 @@ from .helpers import tiny_mlp
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_checkpoints"
+THREADS = torch.get_num_threads()  # as torch starts: every test runs with it
 
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test gets its own feature cache and working directory; no test sees the user's."""
+    """Every test gets its own feature cache and working directory; no test sees the user's. The thread count is
+    reset too: an in-process `vcal` command sets it from the cores idle at that moment (one, on a busy machine), and
+    a fit's floating-point sums depend on it, so a later test's numbers would depend on the machine's load."""
     monkeypatch.setenv("VCAL_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("VCAL_DEBUG", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", str(THREADS)))
     monkeypatch.chdir(tmp_path)
+    torch.set_num_threads(THREADS)
     torch.manual_seed(0)
 
 

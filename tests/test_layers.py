@@ -19,7 +19,7 @@ LAYERS: list[set[str]] = [
     {"heads"},  # the heads' maths, on cached features
     {"data"},
     {"checkpoints"},  # rebuilds retrained heads, so above heads
-    {"features"},  # extraction, cache, ExtractOptions and load_features
+    {"features"},  # extraction, cache, ExtractOptions and the Workbench
     {"evaluations", "gate", "reports"},
     {"commands"},  # the command functions, one module each
     {"api"},  # their one import place for users
@@ -142,3 +142,69 @@ def test_init_files_hold_no_logic() -> None:
                 continue
             bad.append(f"{_module(path)}:{node.lineno} {type(node).__name__}")
     assert not bad, "logic in __init__.py (move it into a named module):\n" + "\n".join(bad)
+
+
+# One way through the code: a checkpoint is opened, and a data set resolved, in one place (the Workbench); every
+# command goes through it. The calls that do either, and the only modules allowed to make them.
+OPENERS = {
+    "load_checkpoint": {"vcal_cli.features.workbench"},
+    "apply_head_file": {"vcal_cli.features.workbench"},
+    "open_checkpoint": {"vcal_cli.features.workbench"},
+    "default_data": {"vcal_cli.features.workbench"},
+    # robustness.check_options reads each OOD set's test split once, to fail before any extraction
+    "load_split": {"vcal_cli.features.workbench", "vcal_cli.evaluations.robustness"},
+}
+
+
+def _calls(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call):
+            f = node.func
+            names.add(f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else "")
+    return names
+
+
+def test_checkpoints_are_opened_and_data_resolved_only_by_the_workbench() -> None:
+    bad = []
+    for path in PKG.rglob("*.py"):
+        mod = _module(path)
+        if _area(mod) in ("checkpoints", "data"):  # the layers that define them
+            continue
+        bad += [f"{mod} calls {c}" for c in sorted(_calls(path) & set(OPENERS)) if mod not in OPENERS[c]]
+    assert not bad, "go through vcal_cli.features.workbench.Workbench:\n" + "\n".join(bad)
+
+
+COMMAND_LINES = 60  # a command function reads as steps: at most this many lines, its docstring not counted
+
+
+def test_command_functions_read_as_steps() -> None:
+    long = []
+    for path in (PKG / "commands").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                n = node.end_lineno - node.lineno + 1  # type: ignore[operator]
+                first = node.body[0]
+                if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                    n -= first.end_lineno - first.lineno + 1  # type: ignore[operator]
+                if n > COMMAND_LINES:
+                    long.append(f"{_module(path)}.{node.name}: {n} lines")
+    assert not long, f"split these into named steps (at most {COMMAND_LINES} lines):\n" + "\n".join(long)
+
+
+def _is_module(dotted: str) -> bool:
+    rel = Path(*dotted.split(".")[1:])
+    return (PKG / rel).with_suffix(".py").is_file() or (PKG / rel / "__init__.py").is_file()
+
+
+def test_no_private_name_imported_across_modules() -> None:
+    """A leading underscore means "this module's own": another module importing it is a hidden dependency. (Private
+    *modules* such as `heads._train` are the package's machinery and may be imported inside their package.)"""
+    bad = []
+    for path in PKG.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("vcal_cli"):
+                bad += [f"{_module(path)} imports {node.module}.{a.name}" for a in node.names
+                        if a.name.startswith("_") and not a.name.startswith("__")
+                        and not _is_module(f"{node.module}.{a.name}")]  # fmt: skip
+    assert not bad, "\n".join(bad)

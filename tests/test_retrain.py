@@ -119,6 +119,12 @@ def test_cli_retrain_writes_report_and_head_only_round_trip(runner, tmp_path: Pa
 BAD = {
     "unknown head": (["--head", "vtsst"], "unknown head 'vtsst'"),
     "flag no head takes": (["--head", "temperature", "--beta", "0.1"], "--beta does not apply"),
+    # a field with its own flag is named by that flag, not by its field name (--batch-size is extraction's)
+    "own-flag param no head takes": (
+        ["--head", "temperature", "--train-batch-size", "64"],
+        "--train-batch-size does not apply",
+    ),
+    "auto criterion that is not one": (["--head", "auto", "--auto-select", "acc"], "--auto-select 'acc'"),
     "--out with two heads": (["--head", "temperature", "--head", "bayes", "--out", "x.safetensors"], "--out"),
     "--checkpoint-out with two heads": (
         ["--head", "temperature", "--head", "bayes", "--checkpoint-out", "x.safetensors"],

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from tests.helpers import one_line_error, tiny_mlp
 from vcal_cli.data import load_split
-from vcal_cli.features import FeatureSet, extract_features, get_features
+from vcal_cli.features import ExtractOptions, FeatureSet, extract_features, get_features
 from vcal_cli.features.distributed import World
 from vcal_cli.features.store import MappedFile, Parts, ShardPlan, write_entry
 
@@ -86,23 +86,23 @@ def test_distributed_sampler_splits_shards_without_repeats() -> None:
 def test_sharded_cache_equals_one_forward_pass(tmp_path: Path, cache_dtype: str) -> None:
     model, data = tiny_mlp(), load_split("digits", "train")
     prep = model.preprocessing
-    ref_f, ref_l, ref_y = extract_features(model, data, prep, device="cpu", batch_size=32)
-    kw = {"device": "cpu", "batch_size": 32, "cache_dir": tmp_path, "cache_dtype_name": cache_dtype}
-    fs = get_features(model, data, prep, shard_size=100, **kw)
+    ref_f, ref_l, ref_y = extract_features(model, data, prep, ExtractOptions(device="cpu", batch_size=32))
+    o = ExtractOptions(device="cpu", batch_size=32, cache_dir=str(tmp_path), cache_dtype=cache_dtype, shard_size=100)
+    fs = get_features(model, data, prep, o)
     assert fs.mapped is not None and fs.features.dtype == getattr(torch, cache_dtype)
     assert torch.equal(fs.features, ref_f.to(fs.features.dtype))
     assert torch.equal(fs.logits, ref_l) and torch.equal(fs.labels, ref_y)
     assert not list(tmp_path.glob("*.parts"))
-    again = get_features(model, data, prep, shard_size=100, **kw)
+    again = get_features(model, data, prep, o)
     assert again.from_cache and torch.equal(again.features, fs.features)
 
 
 def test_a_broken_entry_is_rebuilt(tmp_path: Path) -> None:
     model, data = tiny_mlp(), load_split("digits", "test")
-    kw = {"device": "cpu", "cache_dir": tmp_path}
-    fs = get_features(model, data, model.preprocessing, **kw)
+    o = ExtractOptions(device="cpu", cache_dir=str(tmp_path))
+    fs = get_features(model, data, model.preprocessing, o)
     fs.path.write_bytes(b"garbage")
-    again = get_features(model, data, model.preprocessing, **kw)
+    again = get_features(model, data, model.preprocessing, o)
     assert not again.from_cache and torch.equal(again.logits, FeatureSet.load(again.path).logits)
 
 

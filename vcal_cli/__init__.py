@@ -15,8 +15,11 @@ _EXPORTS = {
     # commands, as functions
     "audit": "vcal_cli.api",
     "export_features": "vcal_cli.api",
+    "retrain": "vcal_cli.api",
+    "gate": "vcal_cli.api",
+    "frontier": "vcal_cli.api",
     "load_features": "vcal_cli.api",
-    "load_train_views": "vcal_cli.api",
+    "Workbench": "vcal_cli.api",
     "ExtractOptions": "vcal_cli.api",
     # building blocks
     "load_checkpoint": "vcal_cli.checkpoints",

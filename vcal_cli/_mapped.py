@@ -20,13 +20,13 @@ from torch import Tensor
 from vcal_cli._io import read_header
 from vcal_cli.errors import CacheError
 
-_ST = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.int64: "I64"}
-_FROM_ST = {v: k for k, v in _ST.items()}
-_NP = {torch.float32: np.float32, torch.float16: np.float16, torch.bfloat16: np.uint16, torch.int64: np.int64}
+SAFETENSORS_DTYPE = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.int64: "I64"}
+FROM_SAFETENSORS = {v: k for k, v in SAFETENSORS_DTYPE.items()}
+NUMPY_DTYPE = {torch.float32: np.float32, torch.float16: np.float16, torch.bfloat16: np.uint16, torch.int64: np.int64}
 _MAPS: weakref.WeakSet[MappedFile] = weakref.WeakSet()  # live mappings, for `release_pages`
 
 
-def _nbytes(dtype: torch.dtype, shape: tuple[int, ...]) -> int:
+def nbytes(dtype: torch.dtype, shape: tuple[int, ...]) -> int:
     return int(np.prod(shape, dtype=np.int64)) * torch.empty(0, dtype=dtype).element_size()
 
 
@@ -47,12 +47,16 @@ class MappedFile:
         for name, spec in self.header.items():
             if name == "__metadata__":
                 continue
-            dtype, shape = _FROM_ST.get(spec["dtype"]), tuple(spec["shape"])
+            dtype, shape = FROM_SAFETENSORS.get(spec["dtype"]), tuple(spec["shape"])
             lo, hi = spec["data_offsets"]
-            if dtype is None or start + hi > size or hi - lo != _nbytes(dtype, shape):
+            if dtype is None or start + hi > size or hi - lo != nbytes(dtype, shape):
                 raise CacheError(f"'{self.path}' has a bad entry for tensor '{name}'")
-            count = (hi - lo) // np.dtype(_NP[dtype]).itemsize
-            arr = np.frombuffer(self._mm, _NP[dtype], count, start + lo) if count else np.empty(0, _NP[dtype])
+            count = (hi - lo) // np.dtype(NUMPY_DTYPE[dtype]).itemsize
+            arr = (
+                np.frombuffer(self._mm, NUMPY_DTYPE[dtype], count, start + lo)
+                if count
+                else np.empty(0, NUMPY_DTYPE[dtype])
+            )
             t = torch.from_numpy(arr.reshape(shape))
             self.tensors[name] = t.view(torch.bfloat16) if dtype == torch.bfloat16 else t
         _MAPS.add(self)

@@ -25,8 +25,11 @@ def frontier_cmd(
         str | None, typer.Option("--lambdas", help="Weights of the distortion D \\[default: 0].")
     ] = None,
     tolerance: Annotated[
-        float, typer.Option("--tolerance", help="Accuracy points below the best val accuracy a point may be.")
-    ] = 0.5,
+        float,
+        typer.Option(
+            "--tolerance", help="How far below the best val accuracy a point may be, a fraction (0.005: half a point)."
+        ),
+    ] = 0.005,
     select: Annotated[str, typer.Option("--select", help="Pick the lowest val: ece, rate or nll.")] = "ece",
     write_best: Annotated[
         Path | None, typer.Option("--write-best", help="Write the selected head's checkpoint here.")
@@ -81,7 +84,7 @@ def frontier_cmd(
             head=head,
             betas=parse_grid(betas, "--betas", DEFAULT_BETAS),
             lambdas=parse_grid(lambdas, "--lambdas", (0.0,)),
-            tolerance=tolerance / 100,
+            tolerance=tolerance,
             select=select,
             hidden=hidden,
             epochs=epochs,

@@ -75,8 +75,8 @@ def retrain_cmd(
         typer.Option("--head-only", help="Write only the head's weights (apply with 'vcal audit BASE --head-file')."),
     ] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seeds every head and the bootstrap.")] = 0,
-    select: Annotated[
-        str, typer.Option("--select", help="With --head auto: pick the lowest val nll, ece or brier.")
+    auto_select: Annotated[
+        str, typer.Option("--auto-select", help="With --head auto: pick the lowest val nll, ece or brier.")
     ] = "nll",
     train_views: Annotated[
         int | None,
@@ -143,7 +143,7 @@ def retrain_cmd(
             head_only=head_only,
             hierarchy=hierarchy,
             robustness=opt.robustness_options(locals() | head_params),
-            select=select,
+            auto_select=auto_select,
             train_views=DEFAULT_TRAIN_VIEWS if train_views is None else train_views,
             augment=augment or DEFAULT_AUGMENT,
             n_bins=DEFAULT_N_BINS if bins is None else bins,
@@ -152,7 +152,7 @@ def retrain_cmd(
             progress=progress(not as_json),
         )
         write_retrain_report(report, out_dir, inputs=(checkpoint,))
-        for w in report.base.warnings:
+        for w in report.original.warnings:
             warn(w)
         if as_json:
             print(report.to_json(), end="")
@@ -161,14 +161,14 @@ def retrain_cmd(
         out.print(summary_panel(d["summary"]))
         for table in terminal_view(d):
             out.print(table)
-        if auto := report.base.settings["retrain"].get("auto"):
+        if auto := report.original.settings["retrain"].get("auto"):
             note(f"--head auto: {auto['reason']}")
         for name, h in report.heads.items():
             if name != "original":
                 note(f"{name}: {verdict_line(h.verdicts or {}, name)} (test, 95% paired bootstrap)")
                 note(f"{name}: wrote {h.checkpoint}")
         note(f"report written to {out_dir}/")
-        for w in report.base.warnings:  # again under the table, where the eye ends
+        for w in report.original.warnings:  # again under the table, where the eye ends
             warn(w)
 
 

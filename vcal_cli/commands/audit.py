@@ -10,13 +10,11 @@ import torch
 
 from vcal_cli._io import same_file, sha256_file
 from vcal_cli.checkpoints import LoadedModel
-from vcal_cli.commands._shared import _hierarchy_section, _load_tree, _resolve_hierarchy, _robustness, load_logits
-from vcal_cli.data import load_split
+from vcal_cli.commands.steps import hierarchy_section, load_logits, load_tree, resolve_hierarchy, robustness_sections
 from vcal_cli.errors import UsageError, VcalError
 from vcal_cli.evaluations.robustness import RobustnessOptions, Variant, check_options
 from vcal_cli.features import FeatureSet, Track, quiet
-from vcal_cli.features.distributed import release_workers
-from vcal_cli.features.options import ExtractOptions, default_data, load_features, open_checkpoint
+from vcal_cli.features.workbench import ExtractOptions, Workbench
 from vcal_cli.heads.temperature import fit_inverse_temperature
 from vcal_cli.metrics import DEFAULT_N_BINS, compute_metrics
 from vcal_cli.metrics._validate import check_bins
@@ -25,16 +23,14 @@ from vcal_cli.reports.schema import AuditReport
 from vcal_cli.reports.sections import compute_sections
 
 
-def _suggest(
-    loaded: LoadedModel, data: str, split: str, test: FeatureSet, o: ExtractOptions, n_bins: int, progress: Track
-) -> dict[str, Any]:
+def suggest_fix(bench: Workbench, split: str, test: FeatureSet, n_bins: int) -> dict[str, Any]:
     """Temperature scaling fitted on val and scored on `test` (the cheapest fix), or why it could not be."""
-    where = str(loaded.path) if loaded.path else "MODEL"
-    command = f"vcal retrain {where} --data {data} --head auto"
+    where = str(bench.model.path) if bench.model.path else "MODEL"
+    command = f"vcal retrain {where} --data {bench.name} --head auto"
     if split != "test":
         return {"reason": f"the audited split is {split}, not test", "command": command}
     try:
-        _, val, _ = load_features(loaded, data, "val", o, progress=progress)
+        val = bench.features("val")
     except VcalError as e:
         return {"reason": f"no val split to fit temperature scaling on ({e})", "command": command}
     try:
@@ -45,19 +41,8 @@ def _suggest(
     return {"temperature": 1 / s, "ece": m.metrics.ece, "nll": m.metrics.nll, "command": command}
 
 
-def _data_classes(fs: FeatureSet, data: str, split: str, o: ExtractOptions) -> list[str] | None:
-    """The data set's class names (the checkpoint's label order is the data's): from the cache entry, or, for an
-    entry written before it kept them, from the split itself."""
-    if classes := fs.info.get("classes"):
-        return list(classes)
-    try:
-        return list(load_split(data, split, root=o.data_root, val_from=o.val_from).classes)
-    except VcalError:
-        return None
-
-
 def audit(
-    checkpoint: str | Path | LoadedModel | None = None,
+    checkpoint: str | Path | LoadedModel | Workbench | None = None,
     *,
     data: str | None = None,
     split: str = "test",
@@ -78,69 +63,80 @@ def audit(
     AUPR and FPR95 of every OOD score), FGSM/PGD attacks and corrupted test splits (CIFAR-10-C or ImageNet-C
     strengths); see `vcal_cli.evaluations.robustness.RobustnessOptions`. With `suggest` (and `split` test)
     the val split is loaded too (extracted once, then cached for `vcal retrain`) and temperature scaling
-    fitted on it is scored on the test split: the report's suggested fix.
+    fitted on it is scored on the test split: the report's suggested fix. `checkpoint` may be a `Workbench`
+    already open (then `data` and `options` are its own).
     """
     check_bins(n_bins)
     if n_bootstrap < 0:
         raise UsageError(f"--bootstrap {n_bootstrap} must be 0 or more")
     if (checkpoint is None) == (logits is None):
         raise UsageError("give a CHECKPOINT or --logits FILE, not both and not neither")
-    o = options or ExtractOptions()
     settings: dict[str, Any] = {"bins": n_bins, "bootstrap": n_bootstrap, "seed": seed}
     if logits is not None:
         if robustness:
             raise UsageError("--ood, --adversarial and --shift need a CHECKPOINT, not --logits")
-        lg, pr, labels = load_logits(logits)
-        result = compute_metrics(labels, logits=lg, probs=pr, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed)
-        scores = lg if lg is not None else pr
-        k = scores.shape[1]  # type: ignore[union-attr]
-        ck = {"path": str(logits), "sha256": sha256_file(logits), "arch": None, "num_classes": k, "head_module": None}
-        tree = _load_tree(hierarchy, [str(i) for i in range(k)])
-        return AuditReport(
-            ck,
-            {"name": f"logits:{Path(logits).name}", "split": split, "n": result.n},
-            result,
-            {**settings, "input": "probs" if lg is None else "logits"},
-            _hierarchy_section(tree, scores, labels, n_bootstrap, seed),
-            warnings=audit_warnings(torch.as_tensor(scores), torch.as_tensor(labels)),
-            sections=compute_sections(scores, labels, probs=lg is None),
-        )
-    loaded = open_checkpoint(checkpoint, o)
-    data = default_data(loaded, data)
+        return audit_logits(logits, split, hierarchy, settings)
+    assert checkpoint is not None
+    bench = Workbench.open(checkpoint, data, options, progress=progress)
     if robustness:
-        check_options(robustness, o.data_root)  # a bad corruption or OOD set fails before any extraction
-    loaded, fs, prep = load_features(loaded, data, split, o, progress=progress)
-    suggestion = _suggest(loaded, data, split, fs, o, n_bins, progress) if suggest else None
-    release_workers()  # under torchrun: the ranks shared the extraction; the audit runs on rank 0
+        check_options(robustness, bench.options.data_root)  # a bad corruption or OOD set fails before any extraction
+    fs = bench.features(split)
+    suggestion = suggest_fix(bench, split, fs, n_bins) if suggest else None
+    bench.release()  # under torchrun: the ranks shared the extraction; the audit runs on rank 0
+    report = audit_features(bench, split, fs, hierarchy, settings)
+    report.suggestion = suggestion
+    if robustness:
+        robustness_sections(report, bench, [Variant("original", bench.model)], robustness, split, n_bins, seed)
+    return report
+
+
+def audit_features(
+    bench: Workbench, split: str, fs: FeatureSet, hierarchy: str | Path | None, settings: dict[str, Any]
+) -> AuditReport:
+    """The report of the checkpoint's own head on one split's cached logits."""
+    n_bins, n_bootstrap, seed = settings["bins"], settings["bootstrap"], settings["seed"]
     result = compute_metrics(fs.labels, logits=fs.logits, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed)
-    settings.update(
-        {
-            "preprocessing": {
-                **prep.to_dict(),
-                "source": prep.source,
-                **({"probe": list(prep.probe)} if prep.probe else {}),
-            },  # fmt: skip
-            "device": o.device,
-            "batch_size": o.batch_size,
-            "cache": {"hit": fs.from_cache, "path": str(fs.path) if fs.path else None},
-            "options": {k: v for k, v in asdict(o).items() if v is not None},
-        }
-    )
-    tree = _resolve_hierarchy(hierarchy, data, loaded, o)
-    report = AuditReport(
-        loaded.describe(),
-        {"name": data, "split": split, "n": len(fs)},
+    o, prep = bench.options, bench.preprocessing_for(bench.images(split))
+    probe = {"probe": list(prep.probe)} if prep.probe else {}
+    settings = {
+        **settings,
+        "preprocessing": {**prep.to_dict(), "source": prep.source, **probe},
+        "device": o.device,
+        "batch_size": o.batch_size,
+        "cache": {"hit": fs.from_cache, "path": str(fs.path) if fs.path else None},
+        "options": {k: v for k, v in asdict(o).items() if v is not None},
+    }
+    tree = resolve_hierarchy(hierarchy, bench)
+    return AuditReport(
+        bench.model.describe(),
+        {"name": bench.name, "split": split, "n": len(fs)},
         result,
         settings,
-        _hierarchy_section(tree, fs.logits, fs.labels, n_bootstrap, seed),
+        hierarchy_section(tree, fs.logits, fs.labels, n_bootstrap, seed),
         warnings=audit_warnings(fs.logits, fs.labels),
-        class_names=loaded.class_names or _data_classes(fs, data, split, o),
-        suggestion=suggestion,
+        class_names=bench.class_names,
         sections=compute_sections(fs.logits, fs.labels),
     )
-    if robustness:
-        _robustness(report, [Variant("original", loaded)], robustness, data, split, fs, prep, o, n_bins, seed, progress)
-    return report
+
+
+def audit_logits(logits: str | Path, split: str, hierarchy: str | Path | None, settings: dict[str, Any]) -> AuditReport:
+    """The report of logits (or probabilities) computed elsewhere, read from a file."""
+    n_bins, n_bootstrap, seed = settings["bins"], settings["bootstrap"], settings["seed"]
+    lg, pr, labels = load_logits(logits)
+    result = compute_metrics(labels, logits=lg, probs=pr, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed)
+    scores = lg if lg is not None else pr
+    k = scores.shape[1]  # type: ignore[union-attr]
+    ck = {"path": str(logits), "sha256": sha256_file(logits), "arch": None, "num_classes": k, "head_module": None}
+    tree = load_tree(hierarchy, [str(i) for i in range(k)])
+    return AuditReport(
+        ck,
+        {"name": f"logits:{Path(logits).name}", "split": split, "n": result.n},
+        result,
+        {**settings, "input": "probs" if lg is None else "logits"},
+        hierarchy_section(tree, scores, labels, n_bootstrap, seed),
+        warnings=audit_warnings(torch.as_tensor(scores), torch.as_tensor(labels)),
+        sections=compute_sections(scores, labels, probs=lg is None),
+    )
 
 
 def export_features(
@@ -160,16 +156,15 @@ def export_features(
         raise UsageError(f"--out '{out}' must end in .safetensors")
     if same_file(checkpoint, out):
         raise UsageError(f"refusing to write '{out}' over the checkpoint", hint="choose another --out")
-    loaded = open_checkpoint(checkpoint, options)
-    data = default_data(loaded, data)
-    loaded, fs, prep = load_features(loaded, data, split, options, progress=progress)
-    release_workers()
+    bench = Workbench.open(checkpoint, data, options, progress=progress)
+    fs = bench.features(split)
+    bench.release()
     meta = {
         "checkpoint": str(checkpoint),
-        "checkpoint_sha256": loaded.sha256,
-        "data": data,
+        "checkpoint_sha256": bench.model.sha256,
+        "data": bench.name,
         "split": split,
-        "preprocessing": str(prep.to_dict()),
+        "preprocessing": str(bench.preprocessing_for(bench.images(split)).to_dict()),
     }
     fs.save(out, meta)
     return fs

@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
+from vcal_cli._io import same_file
 from vcal_cli._progress import Track, quiet
 from vcal_cli.checkpoints import save_checkpoint
 from vcal_cli.errors import UsageError
 from vcal_cli.evaluations.frontier import Settings, iso_classification, measure, walk, warm_epochs_for
-from vcal_cli.features.distributed import release_workers
-from vcal_cli.features.options import ExtractOptions, default_data, load_features, open_checkpoint
+from vcal_cli.features.workbench import ExtractOptions, Workbench
 from vcal_cli.heads import FitData
 from vcal_cli.heads._train import resolve_epochs, resolve_train_device
 from vcal_cli.heads.ce import default_latent
@@ -68,6 +69,31 @@ def select_point(points: list[FrontierPoint], tolerance: float, by: str, n_val: 
     return i, reason
 
 
+def check_frontier(
+    head: str,
+    tolerance: float,
+    select: str,
+    warm_epochs: int | None,
+    warm_lr: float | None,
+    iso_c: float | None,
+    train_device: str,
+) -> str:
+    """Every flag of `frontier` checked before any extraction; returns the resolved training device."""
+    if head not in FRONTIER_HEADS:
+        raise UsageError(f"--head '{head}' has no frontier; choose one of: {', '.join(FRONTIER_HEADS)}")
+    if not 0 <= tolerance < 1:
+        raise UsageError(f"--tolerance {tolerance} must be a fraction of accuracy in [0, 1), e.g. 0.005")
+    if select not in SELECT:
+        raise UsageError(f"--select '{select}' is not one of: {', '.join(SELECT)}")
+    if warm_epochs is not None and warm_epochs < 1:
+        raise UsageError(f"--warm-epochs {warm_epochs} must be at least 1")
+    if warm_lr is not None and not (math.isfinite(warm_lr) and warm_lr > 0):
+        raise UsageError(f"--warm-lr {warm_lr} must be a learning rate > 0, e.g. 1e-3")
+    if iso_c is not None and not (math.isfinite(iso_c) and iso_c > 0):
+        raise UsageError(f"--iso-c {iso_c} must be a classification loss in nats > 0, e.g. 0.2")
+    return str(resolve_train_device(train_device))
+
+
 def frontier(
     checkpoint: Any,
     *,
@@ -96,104 +122,85 @@ def frontier(
     """Fit V-TST's (beta, lambda) surface on the cached features (each point from its neighbour's fit, the
     quasi-static walk; `warm=False` fits each from scratch, see `vcal_cli.evaluations.frontier`), measure R, D, C
     and the metrics, select a point on val, and optionally write its checkpoint (as `vcal retrain` does). `iso_c`
-    traces the iso-classification process instead: for each beta the lambda whose val C is `iso_c`."""
-    if head not in FRONTIER_HEADS:
-        raise UsageError(f"--head '{head}' has no frontier; choose one of: {', '.join(FRONTIER_HEADS)}")
-    if not 0 <= tolerance < 1:
-        raise UsageError(f"--tolerance {tolerance} must be a fraction of accuracy in [0, 1), e.g. 0.005")
-    if select not in SELECT:
-        raise UsageError(f"--select '{select}' is not one of: {', '.join(SELECT)}")
-    if warm_epochs is not None and warm_epochs < 1:
-        raise UsageError(f"--warm-epochs {warm_epochs} must be at least 1")
-    if warm_lr is not None and not (math.isfinite(warm_lr) and warm_lr > 0):
-        raise UsageError(f"--warm-lr {warm_lr} must be a learning rate > 0, e.g. 1e-3")
-    if iso_c is not None and not (math.isfinite(iso_c) and iso_c > 0):
-        raise UsageError(f"--iso-c {iso_c} must be a classification loss in nats > 0, e.g. 0.2")
-    device = str(resolve_train_device(train_device))  # a bad --train-device fails before any extraction
-    o = options or ExtractOptions()
-    loaded = open_checkpoint(checkpoint, o)
-    data = default_data(loaded, data)
-    loaded, tr, _ = load_features(loaded, data, "train", o, progress=progress)
-    if write_best is not None and loaded.path and Path(write_best).resolve() == Path(loaded.path).resolve():
+    traces the iso-classification process instead: for each beta the lambda whose val C is `iso_c`. `tolerance`
+    is a fraction of accuracy (0.005: half a point), as every accuracy vcal reports."""
+    device = check_frontier(head, tolerance, select, warm_epochs, warm_lr, iso_c, train_device)
+    bench = Workbench.open(checkpoint, data, options, progress=progress)
+    if write_best is not None and bench.model.path and same_file(bench.model.path, write_best):
         raise UsageError(f"refusing to write '{write_best}' over the checkpoint", hint="choose another --write-best")
-    _, va, _ = load_features(loaded, data, "val", o, progress=progress)
-    _, te, prep = load_features(loaded, data, "test", o, progress=progress)
-    release_workers()  # under torchrun: the ranks shared the extractions; the sweep runs on rank 0
+    tr, va, te = (bench.features(s) for s in ("train", "val", "test"))
+    bench.release()  # under torchrun: the ranks shared the extractions; the sweep runs on rank 0
     warning = val_warning((tr.logits, tr.labels), (va.logits, va.labels), (te.logits, te.labels))
     for fs in (tr, va, te):  # the sweep holds the splits in memory, as fresh float32 (aligned) tensors
         fs.features = fs.features.to(torch.float32, copy=True)
-    train, val = FitData(tr.features, tr.logits, tr.labels), FitData(va.features, va.logits, va.labels)
-    mean, std = tr.features.mean(0), tr.features.std(0).clamp_min(1e-6)
     n_epochs = resolve_epochs(epochs, len(tr.labels), batch_size)
     s = Settings(
         hidden=hidden or default_latent(tr.logits.shape[1]), samples=samples, epochs=n_epochs,
         warm_epochs=warm_epochs or warm_epochs_for(n_epochs), lr=lr, batch_size=batch_size, seed=seed,
         warm_lr=warm_lr, device=device,
     )  # fmt: skip
+    points = sweep(tr, va, te, betas, lambdas, iso_c, s, warm=warm, n_bins=n_bins, progress=progress)
+    i, reason = select_point(points, tolerance, select, len(va.labels))
     walked = warm and iso_c is None  # the iso-classification process fits every bisection step from scratch
+    settings = {
+        "data": bench.name, "head": head, "betas": sorted(betas), "lambdas": list(lambdas) if iso_c is None else None,
+        "iso_c": iso_c, "tolerance": tolerance, "select": select, "hidden": s.hidden, "samples": samples,
+        "epochs": n_epochs, "warm": walked, "warm_epochs": s.warm_epochs if walked else None,
+        "warm_lr": s.warm_rate if walked else None, "lr": lr, "batch_size": batch_size, "train_device": device,
+        "seed": seed, "bins": n_bins, "split_for_selection": "val",
+    }  # fmt: skip
+    result = FrontierResult(points, i, reason, settings, bench.model.describe())
+    result.warnings += ([warning] if warning else []) + _missed_iso(points, iso_c)
+    if write_best is not None:
+        result.written = str(_write(bench.model, points[i], settings, bench.preprocessing, write_best, bench.name))
+    return result
+
+
+def _missed_iso(points: list[FrontierPoint], iso_c: float | None) -> list[str]:
+    if iso_c is None or all(p.iso_reached for p in points):
+        return []
+    missed = ", ".join(f"{p.beta:g}" for p in points if not p.iso_reached)
+    return [f"val C = {iso_c:g} was not reached at beta = {missed} for lambda in [1e-4, 10]; those points are the "
+            "closest found"]  # fmt: skip
+
+
+def sweep(
+    tr: Any,
+    va: Any,
+    te: Any,
+    betas: tuple[float, ...],
+    lambdas: tuple[float, ...],
+    iso_c: float | None,
+    s: Settings,
+    *,
+    warm: bool,
+    n_bins: int,
+    progress: Track,
+) -> list[FrontierPoint]:
+    """Fit the surface (the walk over (beta, lambda), or the iso-classification process for `iso_c`) and score
+    every point."""
+    train, val = FitData(tr.features, tr.logits, tr.labels), FitData(va.features, va.logits, va.labels)
+    mean, std = tr.features.mean(0), tr.features.std(0).clamp_min(1e-6)
     if iso_c is None:
         fitted = [(b, lam, m, None) for b, lam, m in walk(train, val, betas, lambdas, s, mean, std, warm=warm,
                                                            progress=progress)]  # fmt: skip
     else:
         fitted = list(iso_classification(train, val, betas, iso_c, s, mean, std, progress=progress))
-    points = []
-    for b, lam, model, reached in fitted:
-        m = measure(model, va.features, va.labels, mean, std)
-        with torch.no_grad():
-            mv = compute_metrics(va.labels, logits=model(va.features), n_bins=n_bins, n_bootstrap=0).metrics
-            mt = compute_metrics(te.labels, logits=model(te.features), n_bins=n_bins, n_bootstrap=0).metrics
-        points.append(
-            FrontierPoint(
-                b,
-                lam,
-                m["rate"],
-                m["distortion"],
-                m["mse"],
-                m["classification"],
-                mv.accuracy,
-                mv.ece,
-                mv.nll,
-                mt.accuracy,
-                mt.ece,
-                mt.nll,
-                reached,
-                model,
-            )  # fmt: skip
-        )
-    i, reason = select_point(points, tolerance, select, len(va.labels))
-    settings = {
-        "data": data,
-        "head": head,
-        "betas": sorted(betas),
-        "lambdas": list(lambdas) if iso_c is None else None,
-        "iso_c": iso_c,
-        "tolerance": tolerance,
-        "select": select,
-        "hidden": s.hidden,
-        "samples": samples,
-        "epochs": n_epochs,
-        "warm": walked,
-        "warm_epochs": s.warm_epochs if walked else None,
-        "warm_lr": s.warm_rate if walked else None,
-        "lr": lr,
-        "batch_size": batch_size,
-        "train_device": device,
-        "seed": seed,
-        "bins": n_bins,
-        "split_for_selection": "val",
-    }
-    result = FrontierResult(points, i, reason, settings, loaded.describe())
-    if warning:
-        result.warnings.append(warning)
-    if iso_c is not None and not all(p.iso_reached for p in points):
-        missed = ", ".join(f"{p.beta:g}" for p in points if not p.iso_reached)
-        result.warnings.append(
-            f"val C = {iso_c:g} was not reached at beta = {missed} for lambda in [1e-4, 10]; those points are the "
-            "closest found"
-        )
-    if write_best is not None:
-        result.written = str(_write(loaded, points[i], settings, prep, write_best, data))
-    return result
+    return [score_point(b, lam, model, reached, va, te, mean, std, n_bins) for b, lam, model, reached in fitted]
+
+
+def score_point(
+    beta: float, lam: float, model: Any, reached: bool | None, va: Any, te: Any, mean: Tensor, std: Tensor, n_bins: int
+) -> FrontierPoint:
+    """One fitted point: its R, D, C on val and its val and test metrics."""
+    m = measure(model, va.features, va.labels, mean, std)
+    with torch.no_grad():
+        mv = compute_metrics(va.labels, logits=model(va.features), n_bins=n_bins, n_bootstrap=0).metrics
+        mt = compute_metrics(te.labels, logits=model(te.features), n_bins=n_bins, n_bootstrap=0).metrics
+    return FrontierPoint(
+        beta, lam, m["rate"], m["distortion"], m["mse"], m["classification"], mv.accuracy, mv.ece, mv.nll,
+        mt.accuracy, mt.ece, mt.nll, reached, model,
+    )  # fmt: skip
 
 
 def _write(loaded: Any, p: FrontierPoint, s: dict[str, Any], prep: Any, path: str | Path, data: str) -> Path:

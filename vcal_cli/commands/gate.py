@@ -7,40 +7,36 @@ from typing import Any
 
 import torch
 
-from vcal_cli.commands.audit import audit
+from vcal_cli.commands.audit import audit_features
 from vcal_cli.errors import ReportError, UsageError
 from vcal_cli.features import FeatureSet, Track, quiet
-from vcal_cli.features.options import ExtractOptions, default_data, load_features, open_checkpoint
+from vcal_cli.features.workbench import ExtractOptions, Workbench
 from vcal_cli.gate import DEFAULT_RULES, GateResult, load_config
 from vcal_cli.gate import evaluate as evaluate_rules
 from vcal_cli.metrics import DEFAULT_N_BINS
+from vcal_cli.metrics._validate import check_bins
 from vcal_cli.metrics.paired import paired_deltas
 from vcal_cli.reports import read_report
 
 
-def _gate_side(
+def gate_side(
     spec: str | Path,
     role: str,
     data: str | None,
     split: str,
     o: ExtractOptions,
-    n_bins: int,
-    n_bootstrap: int,
-    seed: int,
+    settings: dict[str, Any],
     progress: Track,
 ) -> tuple[dict[str, Any], FeatureSet | None]:
     """A report dict for one side of the gate; a checkpoint is audited (its features come back for pairing)."""
-
     path = Path(spec)
     if not path.exists():
         raise ReportError(f"{role} '{path}' does not exist", hint="give a report.json or a checkpoint")
     if path.suffix == ".json":
         return read_report(path), None
-    loaded = open_checkpoint(path, o)
-    data = default_data(loaded, data)
-    loaded, fs, _ = load_features(loaded, data, split, o, progress=progress)
-    rep = audit(loaded, data=data, split=split, options=o, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed)
-    return rep.to_dict(), fs
+    bench = Workbench.open(path, data, o, progress=progress)
+    fs = bench.features(split)
+    return audit_features(bench, split, fs, None, settings).to_dict(), fs
 
 
 def gate(
@@ -67,25 +63,30 @@ def gate(
     if not rules:
         rules, _ = load_config(config_dir)
     rules = list(rules or DEFAULT_RULES)
-    base, base_fs = _gate_side(baseline, "baseline", data, split, o, n_bins, n_bootstrap, seed, progress)
-    cur, cur_fs = _gate_side(current, "current", data, split, o, n_bins, n_bootstrap, seed, progress)
+    check_bins(n_bins)
+    if n_bootstrap < 0:
+        raise UsageError(f"--bootstrap {n_bootstrap} must be 0 or more")
+    settings = {"bins": n_bins, "bootstrap": n_bootstrap, "seed": seed}
+    before, before_fs = gate_side(baseline, "baseline", data, split, o, settings, progress)
+    after, after_fs = gate_side(current, "current", data, split, o, settings, progress)
     paired = None
     method = "the two reports' 95% bootstrap intervals (difference > 1.96 combined standard errors)"
-    if base_fs is not None and cur_fs is not None:
-        if not torch.equal(base_fs.labels, cur_fs.labels):
+    if before_fs is not None and after_fs is not None:
+        if not torch.equal(before_fs.labels, after_fs.labels):
             raise ReportError("the two checkpoints were audited on different samples; use the same --data and --split")
         paired = paired_deltas(
-            base_fs.logits, cur_fs.logits, cur_fs.labels, n_bins=n_bins, n_bootstrap=max(n_bootstrap, 1), seed=seed
-        )
-        method = f"paired bootstrap on the same {len(cur_fs.labels)} test samples ({max(n_bootstrap, 1)} resamples)"
-    check_comparable(base, cur, str(baseline), str(current))
-    results = evaluate_rules(rules, base, cur, paired=paired, names=(str(baseline), str(current)))
-    warnings = [f"{role} {name}: {w}" for role, name, rep in (("baseline", baseline, base), ("current", current, cur))
-                for w in rep.get("warnings") or []]  # fmt: skip
+            before_fs.logits, after_fs.logits, after_fs.labels, n_bins=n_bins, n_bootstrap=max(n_bootstrap, 1),
+            seed=seed,
+        )  # fmt: skip
+        method = f"paired bootstrap on the same {len(after_fs.labels)} test samples ({max(n_bootstrap, 1)} resamples)"
+    check_comparable(before, after, str(baseline), str(current))
+    results = evaluate_rules(rules, before, after, paired=paired, names=(str(baseline), str(current)))
+    sides = (("baseline", baseline, before), ("current", current, after))
+    warnings = [f"{role} {name}: {w}" for role, name, rep in sides for w in rep.get("warnings") or []]
     return GateResult(results, method, str(baseline), str(current), warnings)
 
 
-def check_comparable(base: dict[str, Any], cur: dict[str, Any], base_name: str, cur_name: str) -> None:
+def check_comparable(before: dict[str, Any], after: dict[str, Any], base_name: str, cur_name: str) -> None:
     """The gate compares like with like: the same data set, split, sample count and bins, or it stops."""
 
     facts = {
@@ -96,7 +97,7 @@ def check_comparable(base: dict[str, Any], cur: dict[str, Any], base_name: str, 
         "calibration split": lambda r: (r["settings"].get("options") or {}).get("val_from", "train"),
     }
     for what, get in facts.items():
-        b, c = get(base), get(cur)
+        b, c = get(before), get(after)
         if b != c:
             raise ReportError(
                 f"the baseline '{base_name}' and the current '{cur_name}' differ in {what} ({b} vs {c}); "

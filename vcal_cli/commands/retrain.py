@@ -1,8 +1,14 @@
-"""`retrain`: fit heads on the cached features, audit each on test, write checkpoints."""
+"""`retrain`: fit heads on the cached features, audit each on test, write checkpoints.
+
+It reads as its steps: `plan_retrain` (validate every flag, resolve the heads and the output paths: nothing is
+extracted or fitted before the plan stands), `fit_heads`, `score_heads`, `add_verdicts`, the robustness
+evaluations, and `write_heads` (only once every head is fitted).
+"""
 
 from __future__ import annotations
 
 import dataclasses as dc
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -11,28 +17,26 @@ import torch
 from vcal_cli._defaults import DEFAULT_AUGMENT, DEFAULT_TRAIN_VIEWS
 from vcal_cli._io import same_file
 from vcal_cli.checkpoints import LoadedModel, save_checkpoint, save_head
-from vcal_cli.commands._shared import _hierarchy_section, _resolve_hierarchy, _robustness
-from vcal_cli.commands.audit import audit
+from vcal_cli.commands.audit import audit_features
+from vcal_cli.commands.steps import hierarchy_section, resolve_hierarchy, robustness_sections
 from vcal_cli.data.augment import check_augment
 from vcal_cli.errors import UsageError
 from vcal_cli.evaluations.robustness import RobustnessOptions, Variant, check_options
 from vcal_cli.features import Track, quiet
-from vcal_cli.features.distributed import release_workers
-from vcal_cli.features.options import (
-    ExtractOptions,
-    default_data,
-    load_features,
-    load_train_views,
-    open_checkpoint,
-)
-from vcal_cli.heads import FitData, check_train_options, get_head, list_heads
-from vcal_cli.heads.select import AUTO, select_head
+from vcal_cli.features.workbench import ExtractOptions, Workbench
+from vcal_cli.heads import FitData, Head, check_train_options, get_head, list_heads
+from vcal_cli.heads.base import flag_of
+from vcal_cli.heads.select import AUTO, SELECT, select_head
+from vcal_cli.hierarchy import Hierarchy
 from vcal_cli.metrics import DEFAULT_N_BINS, compute_metrics, nll
 from vcal_cli.metrics._validate import check_bins
 from vcal_cli.metrics.paired import verdicts
 from vcal_cli.metrics.sanity import val_warning
 from vcal_cli.reports.retrain_schema import HeadResult, RetrainReport
+from vcal_cli.reports.schema import AuditReport
 from vcal_cli.reports.sections import compute_sections
+
+REFERENCE = "temperature"  # every head's verdicts are also taken against temperature scaling, the cheapest fix
 
 
 def resolve_heads(names: list[str]) -> list[str]:
@@ -55,19 +59,200 @@ def resolve_heads(names: list[str]) -> list[str]:
 
 
 def head_params(names: list[str], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Per-head params: each flag goes to every chosen head that takes it; a flag none takes is an error."""
+    """Per-head params: each flag goes to every chosen head that takes it; a flag none takes is an error (named as
+    the user typed it: a field's own flag, e.g. --train-batch-size)."""
 
     given = {k: v for k, v in overrides.items() if v is not None}
     takes = {n: {f.name for f in dc.fields(get_head(n).Params)} for n in names}
     unused = [k for k in given if not any(k in t for t in takes.values())]
     if unused:
-        flags = ", ".join("--" + k.replace("_", "-") for k in unused)
-        raise UsageError(f"{flags} does not apply to head(s) {', '.join(names)}")
+        raise UsageError(f"{', '.join(flag_of(k) for k in unused)} does not apply to head(s) {', '.join(names)}")
     return {n: get_head(n).make_params(**{k: v for k, v in given.items() if k in takes[n]}) for n in names}
 
 
+@dataclass
+class RetrainPlan:
+    """What `retrain` will do, settled before any extraction or fitting: the heads (for `auto`, the candidates),
+    their params, where each checkpoint goes, the hierarchy, and the heads skipped with why."""
+
+    names: list[str]
+    auto: bool
+    params: dict[str, Any]
+    paths: dict[str, Path]
+    inputs: tuple[Path, ...]
+    tree: Hierarchy | None
+    head_only: bool
+    train_views: int
+    augment: str
+    skipped: dict[str, str] = field(default_factory=dict)
+    auto_info: dict[str, Any] | None = None  # filled in by fit_heads for `auto`
+
+
+def plan_retrain(
+    bench: Workbench,
+    heads: list[str],
+    params: dict[str, Any],
+    *,
+    out_dir: str | Path,
+    out: str | Path | None,
+    head_only: bool,
+    hierarchy: str | Path | None,
+    robustness: RobustnessOptions | None,
+    train_views: int,
+    augment: str,
+    auto_select: str,
+    seed: int,
+) -> RetrainPlan:
+    """Validate everything `retrain` was given and decide what it will fit and write; raises before any work."""
+    auto = "auto" in heads
+    names = resolve_heads(heads)
+    if auto and auto_select not in SELECT:
+        raise UsageError(f"--auto-select '{auto_select}' is not one of: {', '.join(SELECT)}")
+    if robustness:
+        check_options(robustness, bench.options.data_root)  # a bad corruption or OOD set fails before any fitting
+    if train_views < 0:
+        raise UsageError(f"--train-views {train_views} must be 0 or more")
+    check_augment(augment)
+    check_train_options(params)
+    tree = resolve_hierarchy(hierarchy, bench)
+    skipped: dict[str, str] = {}
+    if tree is None:
+        needy = [n for n in names if get_head(n).needs_hierarchy]
+        if needy and "all" not in heads:
+            raise UsageError(
+                f"head '{needy[0]}' needs a class hierarchy and '{bench.name}' has no built-in one",
+                hint="pass --hierarchy FILE",
+            )
+        skipped = {n: "no class hierarchy" for n in needy}
+        names = [n for n in names if n not in skipped]
+    per_head = head_params(names, {"seed": seed, **params})
+    if out is not None and len(names) > 1 and not auto:
+        raise UsageError("--checkpoint-out names one checkpoint file; with several heads, checkpoints go into --out")
+    inputs = tuple(Path(p) for p in (bench.model.path, bench.options.head_file) if p)
+    paths = output_paths(bench.model, names, auto, out_dir, out, head_only)
+    for path in paths.values():
+        if any(same_file(src, path) for src in inputs):
+            raise UsageError(f"refusing to write '{path}' over an input file", hint="choose another --out")
+    return RetrainPlan(names, auto, per_head, paths, inputs, tree, head_only, train_views, augment, skipped)
+
+
+def output_paths(
+    loaded: LoadedModel, names: list[str], auto: bool, out_dir: str | Path, out: str | Path | None, head_only: bool
+) -> dict[str, Path]:
+    """Where each head's checkpoint goes: `out` (one head), else `out_dir/<stem>.<head>[.head].safetensors`. For
+    `auto` the pick (maybe NAME+temperature) is known only after fitting, so every candidate gets a path."""
+    stem = Path(loaded.path).name.split(".")[0] if loaded.path else "model"
+    suffix = ".head.safetensors" if head_only else ".safetensors"
+    keys = names + ([f"{n}+temperature" for n in names] if auto else [])
+    return {n: Path(out) if out is not None else Path(out_dir) / f"{stem}.{n}{suffix}" for n in keys}
+
+
+def fit_heads(
+    plan: RetrainPlan, bench: Workbench, fit: dict[str, FitData], select: str, n_bins: int, n_bootstrap: int, seed: int
+) -> list[Head]:
+    """Fit every planned head (for `auto`: every candidate, then keep the pick, recorded in `plan.auto_info`)."""
+    base = bench.model.head
+    if not plan.auto:
+        return [
+            get_head(n)(plan.params[n]).fit(fit["train"], fit["val"], base=base, hierarchy=plan.tree,
+                                            progress=bench.progress)
+            for n in plan.names
+        ]  # fmt: skip
+    selection = select_head(
+        fit["train"], fit["val"], candidates=tuple(plan.names), params=plan.params, base=base, hierarchy=plan.tree,
+        select=select, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed, progress=bench.progress,
+    )  # fmt: skip
+    picked = selection.picked.name
+    plan.names, plan.paths = [picked], {picked: plan.paths[picked]}
+    plan.auto_info = {**selection.to_dict(), "reason": selection.reason()}
+    return [selection.picked]
+
+
+def score_heads(
+    plan: RetrainPlan,
+    bench: Workbench,
+    fitted: list[Head],
+    original: AuditReport,
+    n_bins: int,
+    n_bootstrap: int,
+    seed: int,
+) -> dict[str, HeadResult]:
+    """Every head's test metrics, hierarchy metrics and sections, next to the original's; a head fitted on train
+    that is worse on val than the original is flagged in the report's warnings (val only: no test peeking)."""
+    val, test = bench.features("val"), bench.features("test")
+    results = {
+        "original": HeadResult("original", original.result, None, str(bench.model.path) if bench.model.path else None,
+                               original.hierarchy, sections=original.sections)
+    }  # fmt: skip
+    original_val_nll = nll(val.logits, val.labels)
+    for head in fitted:
+        if head.fits_on == "train" and (v := nll(head.predict_log_proba(val.features), val.labels)) > original_val_nll:
+            original.warnings.append(_worse_on_val(head.name, v, original_val_nll, plan.train_views))
+        log_probs = head.predict_log_proba(test.features, batch_size=bench.options.batch_size)
+        res = compute_metrics(test.labels, logits=log_probs, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed)
+        r = HeadResult(head.name, res, head, None, hierarchy_section(plan.tree, log_probs, test.labels, n_bootstrap,
+                                                                      seed))  # fmt: skip
+        r.log_probs, r.sections = log_probs, compute_sections(log_probs, test.labels)
+        results[head.name] = r
+    return results
+
+
+def _worse_on_val(name: str, v: float, original: float, train_views: int) -> str:
+    why = (f"it learned from {train_views} augmented views of train; try --head {name}+temperature"
+           if train_views else "it learned from train features the backbone may have memorised; try "
+           f"--train-views 4 (augmented views), --head {name}+temperature")  # fmt: skip
+    return f"head '{name}' has val NLL {v:.4f}, worse than the original head's {original:.4f}: {why} or --head auto"
+
+
+def add_verdicts(
+    results: dict[str, HeadResult],
+    bench: Workbench,
+    fit: dict[str, FitData],
+    n_bins: int,
+    n_bootstrap: int,
+    seed: int,
+) -> None:
+    """Paired-bootstrap verdicts of every head against the original and against temperature scaling (fitted here
+    when it is not among the heads and the checkpoint's head is a linear layer)."""
+    test = bench.features("test")
+    reference = results[REFERENCE].log_probs if REFERENCE in results else None
+    if reference is None and isinstance(bench.model.head, torch.nn.Linear):
+        t = get_head(REFERENCE)(get_head(REFERENCE).Params(seed=seed)).fit(fit["train"], fit["val"],
+                                                                          base=bench.model.head)  # fmt: skip
+        reference = t.predict_log_proba(test.features, batch_size=bench.options.batch_size)
+    against = {"original": test.logits, **({REFERENCE: reference} if reference is not None else {})}
+    for name, r in results.items():
+        if name != "original":
+            r.verdicts = {
+                who: verdicts(ref, r.log_probs, test.labels, n_bins=n_bins, n_bootstrap=max(n_bootstrap, 20),
+                              seed=seed)
+                for who, ref in against.items()
+            }  # fmt: skip
+
+
+def write_heads(plan: RetrainPlan, bench: Workbench, results: dict[str, HeadResult]) -> None:
+    """Write every fitted head's checkpoint (or head file); called only once all are fitted and scored."""
+    loaded, o = bench.model, bench.options
+    for name, path in plan.paths.items():
+        head = results[name].head
+        if plan.head_only:
+            save_head(head.module_, head.info(), loaded, path)
+        else:
+            where = ", val from test" if o.val_from == "test" else ""
+            meta = {
+                "retrained_from": loaded.sha256,
+                "retrained_on": f"{bench.name}:train (selected on val{where})",
+                "data": bench.name,
+            }
+            save_checkpoint(
+                loaded.with_head(head.module_, head.info()), path, preprocessing=bench.preprocessing,
+                extra_metadata=meta, inputs=plan.inputs,
+            )  # fmt: skip
+        results[name].checkpoint = str(path)
+
+
 def retrain(
-    checkpoint: str | Path | LoadedModel,
+    checkpoint: str | Path | LoadedModel | Workbench,
     heads: list[str],
     *,
     data: str | None = None,
@@ -78,7 +263,7 @@ def retrain(
     head_only: bool = False,
     hierarchy: str | Path | None = None,
     robustness: RobustnessOptions | None = None,
-    select: str = "nll",
+    auto_select: str = "nll",
     train_views: int = DEFAULT_TRAIN_VIEWS,
     augment: str = DEFAULT_AUGMENT,
     n_bins: int = DEFAULT_N_BINS,
@@ -94,154 +279,40 @@ def retrain(
     that need one; `heads=["all"]` skips those when there is none. `robustness` adds the shift, OOD and
     adversarial evaluations for the original and every head, on the same cached features. With `train_views`
     K > 0 the heads that learn on train learn on K augmented views of it (`vcal_cli.data.augment`, policy
-    `augment`), each extracted once and cached, instead of the clean train features.
+    `augment`), each extracted once and cached, instead of the clean train features. `auto_select` is the val
+    criterion of `--head auto` (nll, ece or brier).
     """
-
     check_bins(n_bins)
-    auto = "auto" in heads
-    names = resolve_heads(heads)
-    o = options or ExtractOptions()
-    loaded = open_checkpoint(checkpoint, o)
-    data = default_data(loaded, data)
-    if robustness:
-        check_options(robustness, o.data_root)  # a bad corruption or OOD set fails before any fitting
-    if train_views < 0:
-        raise UsageError(f"--train-views {train_views} must be 0 or more")
-    check_augment(augment)  # before any extraction
-    check_train_options(params or {})
-    loaded, train, _ = load_features(loaded, data, "train", o, progress=progress)
-    tree = _resolve_hierarchy(hierarchy, data, loaded, o)
-    skipped = {}
-    if tree is None:
-        needy = [n for n in names if get_head(n).needs_hierarchy]
-        if needy and "all" not in heads:
-            raise UsageError(
-                f"head '{needy[0]}' needs a class hierarchy and '{data}' has no built-in one",
-                hint="pass --hierarchy FILE",
-            )
-        skipped = {n: "no class hierarchy" for n in needy}
-        names = [n for n in names if n not in skipped]
-    per_head = head_params(names, {"seed": seed, **(params or {})})
-    if out is not None and len(names) > 1 and not auto:
-        raise UsageError("--checkpoint-out names one checkpoint file; with several heads, checkpoints go into --out")
-    stem = Path(loaded.path).name.split(".")[0] if loaded.path else "model"
-    suffix = ".head.safetensors" if head_only else ".safetensors"
-    paths = {n: Path(out) if out is not None else Path(out_dir) / f"{stem}.{n}{suffix}" for n in names}
-    if auto:  # the pick (maybe NAME+temperature) is known only after fitting; every candidate's path is checked
-        paths.update({f"{n}+temperature": Path(out_dir) / f"{stem}.{n}+temperature{suffix}" for n in names})
-        if out is not None:
-            paths = {n: Path(out) for n in paths}
-    inputs = tuple(Path(p) for p in (loaded.path, o.head_file) if p)
-    for path in paths.values():  # fail before fitting, not after
-        if any(same_file(src, path) for src in inputs):
-            raise UsageError(f"refusing to write '{path}' over an input file", hint="choose another --out")
-    _, val, _ = load_features(loaded, data, "val", o, progress=progress)
-    _, test, prep = load_features(loaded, data, "test", o, progress=progress)
-    release_workers()  # under torchrun: the ranks shared the three extractions; fitting runs on rank 0
-    base = audit(
-        loaded,
-        data=data,
-        split="test",
-        options=o,
-        hierarchy=hierarchy,
-        n_bins=n_bins,
-        n_bootstrap=n_bootstrap,
-        seed=seed,
-    )
-    warning = val_warning((train.logits, train.labels), (val.logits, val.labels), (test.logits, test.labels))
-    if warning:
-        base.warnings.append(warning)
-    results: dict[str, HeadResult] = {
-        "original": HeadResult(
-            "original", base.result, None, str(loaded.path) if loaded.path else None, base.hierarchy,
-            sections=base.sections,
-        )
-    }  # fmt: skip
-    fit = {s: FitData(f.features, f.logits, f.labels) for s, f in (("train", train), ("val", val))}
+    bench = Workbench.open(checkpoint, data, options, progress=progress)
+    plan = plan_retrain(
+        bench, heads, params or {}, out_dir=out_dir, out=out, head_only=head_only, hierarchy=hierarchy,
+        robustness=robustness, train_views=train_views, augment=augment, auto_select=auto_select, seed=seed,
+    )  # fmt: skip
+    splits = {s: bench.features(s) for s in ("train", "val", "test")}
+    bench.release()  # under torchrun: the ranks shared the three extractions; fitting runs on rank 0
+    settings = {"bins": n_bins, "bootstrap": n_bootstrap, "seed": seed}
+    original = audit_features(bench, "test", splits["test"], hierarchy, settings)
+    if warning := val_warning(*((f.logits, f.labels) for f in splits.values())):
+        original.warnings.append(warning)
+    fit = {s: bench.fit_data(s) for s in ("train", "val")}
     if train_views:
-        fit["train"] = load_train_views(loaded, data, train_views, augment, o, seed=seed, progress=progress)
-    fitted: list[Any] = []
-    if auto:
-        selection = select_head(
-            fit["train"], fit["val"], candidates=tuple(names), params=per_head, base=loaded.head, hierarchy=tree,
-            select=select, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed, progress=progress,
-        )  # fmt: skip
-        fitted = [selection.picked]
-        names = [selection.picked.name]
-        paths = {names[0]: paths[names[0]]}
-        auto_info = {**selection.to_dict(), "reason": selection.reason()}
-    else:
-        for name in names:
-            fitted.append(
-                get_head(name)(per_head[name]).fit(
-                    fit["train"], fit["val"], base=loaded.head, hierarchy=tree, progress=progress
-                )
-            )
-    original_val_nll = nll(val.logits, val.labels)
-    reference = None  # temperature scaling's test predictions: every head's verdict is also against it
-    for head in fitted:
-        name = head.name
-        # a head fitted on train but worse on val than what it replaces: say so (val only, no test peeking)
-        if head.fits_on == "train" and (v := nll(head.predict_log_proba(val.features), val.labels)) > original_val_nll:
-            why = (f"it learned from {train_views} augmented views of train; try --head {name}+temperature"
-                   if train_views else "it learned from train features the backbone may have memorised; try "
-                   f"--train-views 4 (augmented views), --head {name}+temperature")  # fmt: skip
-            base.warnings.append(
-                f"head '{name}' has val NLL {v:.4f}, worse than the original head's {original_val_nll:.4f}: {why} "
-                "or --head auto"
-            )
-        log_probs = head.predict_log_proba(test.features, batch_size=o.batch_size)
-        if name == "temperature":
-            reference = log_probs
-        res = compute_metrics(test.labels, logits=log_probs, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed)
-        results[name] = HeadResult(
-            name, res, head, None, _hierarchy_section(tree, log_probs, test.labels, n_bootstrap, seed)
-        )
-        results[name].log_probs = log_probs
-        results[name].sections = compute_sections(log_probs, test.labels)
-    if reference is None and isinstance(loaded.head, torch.nn.Linear):
-        t = get_head("temperature")(get_head("temperature").Params(seed=seed)).fit(
-            fit["train"], fit["val"], base=loaded.head
-        )
-        reference = t.predict_log_proba(test.features, batch_size=o.batch_size)
-    for name, r in results.items():
-        if name == "original":
-            continue
-        against = {"original": test.logits, **({"temperature": reference} if reference is not None else {})}
-        r.verdicts = {
-            who: verdicts(ref, r.log_probs, test.labels, n_bins=n_bins, n_bootstrap=max(n_bootstrap, 20), seed=seed)
-            for who, ref in against.items()
-        }
+        fit["train"] = bench.train_views(train_views, augment, seed=seed)
+    fitted = fit_heads(plan, bench, fit, auto_select, n_bins, n_bootstrap, seed)
+    results = score_heads(plan, bench, fitted, original, n_bins, n_bootstrap, seed)
+    add_verdicts(results, bench, fit, n_bins, n_bootstrap, seed)
     if robustness:
-        variants = [Variant("original", loaded)] + [Variant(n, loaded, results[n].head.module_) for n in names]
-        sections = _robustness(base, variants, robustness, data, "test", test, prep, o, n_bins, seed, progress)
-        for n, sec in sections.items():
+        variants = [Variant("original", bench.model)] + [Variant(n, bench.model, results[n].head.module_)
+                                                         for n in plan.names]  # fmt: skip
+        for n, sec in robustness_sections(original, bench, variants, robustness, "test", n_bins, seed).items():
             results[n].robustness = sec
-    for name, path in paths.items():  # every head fitted: only now is anything written
-        head = results[name].head
-        if head_only:
-            save_head(head.module_, head.info(), loaded, path)
-        else:
-            meta = {
-                "retrained_from": loaded.sha256,
-                "retrained_on": f"{data}:train (selected on val{', val from test' if o.val_from == 'test' else ''})",
-                "data": data,
-            }
-            save_checkpoint(
-                loaded.with_head(head.module_, head.info()),
-                path,
-                preprocessing=prep,
-                extra_metadata=meta,
-                inputs=inputs,
-            )
-        results[name].checkpoint = str(path)
-    base.settings["retrain"] = {
-        **({"auto": auto_info} if auto else {}),
-        "heads": names,
-        "data": data,
+    write_heads(plan, bench, results)
+    original.settings["retrain"] = {
+        **({"auto": plan.auto_info} if plan.auto else {}),
+        "heads": plan.names,
+        "data": bench.name,
         "head_only": head_only,
-        "skipped": skipped,
-        "hierarchy": tree.source if tree else None,
+        "skipped": plan.skipped,
+        "hierarchy": plan.tree.source if plan.tree else None,
         "train_views": {"views": train_views, "augment": augment} if train_views else None,
     }
-    return RetrainReport(base, results)
+    return RetrainReport(original, results)

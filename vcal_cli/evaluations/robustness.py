@@ -14,14 +14,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vcal_cli._progress import Track, quiet
 from vcal_cli.data import load_split
 from vcal_cli.errors import DataError, UsageError
 from vcal_cli.evaluations.adversarial import PixelModel, adversarial_evaluation
 from vcal_cli.evaluations.ood import ood_evaluation
 from vcal_cli.evaluations.shift import CORRUPTIONS, STRENGTH_NAMES, STRENGTHS, corrupted_split, strengths_for
 from vcal_cli.features import resolve_device
-from vcal_cli.features.options import load_features
+from vcal_cli.features.workbench import Workbench
 from vcal_cli.heads.base import HeadModule
 from vcal_cli.metrics import compute_metrics
 
@@ -90,17 +89,13 @@ def check_options(r: RobustnessOptions, data_root: str | None = None) -> None:
 
 
 def evaluate(
+    bench: Workbench,
     variants: list[Variant],
     r: RobustnessOptions,
     *,
-    data: str,
     split: str,
-    test: Any,
-    prep: Any,
-    options: Any,
     n_bins: int,
     seed: int,
-    progress: Track = quiet,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Per variant name: {"ood", "ood_scores", "shift", "adversarial"} (those asked for), and the settings.
 
@@ -108,16 +103,15 @@ def evaluate(
     """
     out: dict[str, dict[str, Any]] = {v.name: {} for v in variants}
     settings: dict[str, Any] = {}
-    loaded = variants[0].model
+    test = bench.features(split)
     if r.ood:
-        o = options
-        train = load_features(loaded, data, "train", o, progress=progress)[1]
-        sets = {n: load_features(loaded, n, "test", o, check_classes=False, progress=progress)[1] for n in r.ood}
+        train = bench.features("train")
+        sets = {n: bench.features_of(n, in_distribution=False) for n in r.ood}
         for i, v in enumerate(variants):
             out[v.name]["ood"], out[v.name]["ood_scores"] = ood_evaluation(test, sets, train, v, mahalanobis=i == 0)
-    images = load_split(data, split, root=options.data_root) if r.shift or r.adversarial else None
+    images = bench.images(split) if r.shift or r.adversarial else None
     if r.shift:
-        rows, table = _shift(variants, r, images, data, options, n_bins, seed, progress)
+        rows, table = _shift(bench, variants, r, images, n_bins, seed)
         for v in variants:
             out[v.name]["shift"] = rows[v.name]
 
@@ -129,7 +123,7 @@ def evaluate(
         }
     if r.adversarial:
         n = min(r.adv_limit, len(images))
-        for name, rows in _adversarial(variants, r, images, n, prep, options, n_bins, seed, progress).items():
+        for name, rows in _adversarial(bench, variants, r, images, n, n_bins, seed).items():
             out[name]["adversarial"] = rows
         settings["adversarial"] = {
             "n": n,
@@ -141,19 +135,17 @@ def evaluate(
     return out, settings
 
 
-def _shift(variants, r, base, data, o, n_bins, seed, progress):
-
+def _shift(bench: Workbench, variants: list[Variant], r: RobustnessOptions, base: Any, n_bins: int, seed: int):
     if base.images is None:
         raise DataError(
-            f"--shift needs an in-memory data set; '{data}' is read from image files", hint="export it to an .npz"
+            f"--shift needs an in-memory data set; '{bench.name}' is read from image files",
+            hint="export it to an .npz",
         )
     table = r.strengths or strengths_for(*base.images.shape[-2:])
     rows: dict[str, list[dict[str, Any]]] = {v.name: [] for v in variants}
     for c in r.shift:
         for s in r.severities:
-            fs = load_features(
-                variants[0].model, corrupted_split(base, c, s, seed, strengths=table), options=o, progress=progress
-            )[1]
+            fs = bench.features_of(corrupted_split(base, c, s, seed, strengths=table))
             for v in variants:
                 m = compute_metrics(fs.labels, logits=v.scores(fs), n_bins=n_bins, n_bootstrap=0).metrics
                 rows[v.name].append(
@@ -162,8 +154,9 @@ def _shift(variants, r, base, data, o, n_bins, seed, progress):
     return rows, table
 
 
-def _adversarial(variants, r, ds, n, prep, o, n_bins, seed, progress) -> dict[str, list[dict[str, Any]]]:
+def _adversarial(bench: Workbench, variants, r, ds, n, n_bins, seed) -> dict[str, list[dict[str, Any]]]:
     """Rows per variant for the first `n` images of the split `ds`."""
+    prep, o, progress = bench.preprocessing_for(ds), bench.options, bench.progress
 
     images = ds.images[:n] if ds.images is not None else ds.load(torch.arange(n), prep.input_size[1:])
     pixels = prep.to_pixels(images)

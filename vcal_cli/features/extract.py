@@ -21,6 +21,7 @@ from vcal_cli._progress import Track, quiet
 from vcal_cli.checkpoints import LoadedModel
 from vcal_cli.data import ImageSplit, Preprocessing
 from vcal_cli.errors import DataError, UsageError
+from vcal_cli.features.settings import ExtractOptions
 
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -56,6 +57,12 @@ class Runtime:
     workers: int = 0
     precision: str = "fp32"
     channels_last: bool | None = None
+
+    @classmethod
+    def of(cls, options: ExtractOptions | None, *, workers: int | None = None) -> Runtime:
+        """The forward-pass part of the extraction settings (`workers` overrides theirs: the probe runs without)."""
+        o = options or ExtractOptions()
+        return cls(o.device, o.batch_size, o.workers if workers is None else workers, o.precision, o.channels_last)
 
     def check(self) -> torch.device:
         if self.batch_size < 1:
@@ -160,17 +167,13 @@ def extract_features(
     loaded: LoadedModel,
     data: ImageSplit,
     prep: Preprocessing,
+    options: ExtractOptions | None = None,
     *,
-    device: str = "auto",
-    batch_size: int = 256,
-    workers: int = 0,
-    precision: str = "fp32",
-    channels_last: bool | None = None,
     progress: Track = quiet,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Return (features (N, D), logits (N, K), labels (N,)) as float32/int64 CPU tensors, all in memory."""
-    rt = Runtime(device, batch_size, workers, precision, channels_last)
-    total = -(-len(data) // batch_size)
+    rt = Runtime.of(options)
+    total = -(-len(data) // rt.batch_size)
     advance, finish = batch_ticks(progress, total, f"features {data.name}:{data.split}")
     with Forward(loaded, prep, rt) as fwd:
         feats, logits = fwd.rows(data, 0, len(data), advance=advance)

@@ -15,7 +15,7 @@ from vcal_cli.errors import CacheError, DataError, UsageError
 from vcal_cli.features.cache import FeatureCache, cache_info, cache_key
 from vcal_cli.features.distributed import World, world
 from vcal_cli.features.extract import Forward, Runtime, Track, batch_ticks, extract_features, quiet
-from vcal_cli.features.settings import DEFAULT_SHARD_SIZE
+from vcal_cli.features.settings import ExtractOptions
 from vcal_cli.features.store import MappedFile, Parts, ShardPlan, cache_dtype, read_header, write_entry
 
 
@@ -67,36 +67,29 @@ def get_features(
     loaded: LoadedModel,
     data: ImageSplit,
     prep: Preprocessing,
+    options: ExtractOptions | None = None,
     *,
-    cache_dir: str | Path | None = None,
-    use_cache: bool = True,
-    device: str = "auto",
-    batch_size: int = 256,
-    workers: int = 0,
-    precision: str = "fp32",
-    channels_last: bool | None = None,
-    cache_dtype_name: str = "float32",
-    shard_size: int = DEFAULT_SHARD_SIZE,
     check_classes: bool = True,
     progress: Track = quiet,
 ) -> FeatureSet:
     """Features of `data` under `loaded`, read from the cache when an entry exists, else extracted and cached.
 
-    Extraction writes shards of `shard_size` rows as they are produced (an interrupted run resumes from
+    Extraction writes shards of `options.shard_size` rows as they are produced (an interrupted run resumes from
     the finished ones) and merges them into one entry; under torchrun the shards are spread over the
-    ranks. Features are stored as `cache_dtype_name` (logits always as float32). `check_classes=False`
+    ranks. Features are stored as `options.cache_dtype` (logits always as float32). `check_classes=False`
     allows data with other classes (out-of-distribution sets).
     """
+    o = options or ExtractOptions()
     if check_classes and loaded.num_classes != data.num_classes:
         raise DataError(
             f"the checkpoint has {loaded.num_classes} classes but data set '{data.name}' has {data.num_classes}",
             hint="audit it on a data set with the same classes",
         )
-    rt = Runtime(device, batch_size, workers, precision, channels_last)
+    rt = Runtime.of(o)
     rt.check()  # a bad --device or --precision fails before any work, cached or not
-    dtype = cache_dtype(cache_dtype_name)
-    if shard_size < 1:
-        raise UsageError(f"--shard-size {shard_size} must be at least 1")
+    dtype = cache_dtype(o.cache_dtype)
+    if o.shard_size < 1:
+        raise UsageError(f"--shard-size {o.shard_size} must be at least 1")
     info = {
         "checkpoint": str(loaded.path) if loaded.path else None,
         "checkpoint_sha256": loaded.sha256,
@@ -106,18 +99,15 @@ def get_features(
         "n": len(data),
         "classes": list(data.classes),  # the data set's class names, for checkpoints that carry none
         "preprocessing": prep.to_dict(),
-        "cache_dtype": cache_dtype_name,
-        "precision": precision,
+        "cache_dtype": o.cache_dtype,
+        "precision": o.precision,
         "channels_last": rt.use_channels_last,
     }
     w = world()
-    if not use_cache:
+    if not o.use_cache:
         if w.size > 1:
             raise UsageError("--no-cache cannot run under torchrun: the ranks hand their features over in the cache")
-        feats, logits, labels = extract_features(
-            loaded, data, prep, device=device, batch_size=batch_size, workers=workers, precision=precision,
-            channels_last=channels_last, progress=progress,
-        )  # fmt: skip
+        feats, logits, labels = extract_features(loaded, data, prep, o, progress=progress)
         # clone outside inference mode: inference tensors cannot enter autograd (head training)
         return FeatureSet(feats.clone(), logits.clone(), labels.clone(), {**info, "feature_dim": feats.shape[1]})
     parts = {
@@ -130,12 +120,12 @@ def get_features(
         "preprocessing": prep.to_dict(),
         **{k: info[k] for k in ("cache_dtype", "precision", "channels_last")},
     }
-    path = FeatureCache(cache_dir).path(cache_key(parts))
+    path = FeatureCache(o.cache_dir).path(cache_key(parts))
     if w.broadcast(_entry_ok(path, len(data))):
         return FeatureSet.load(path)
     try:
-        resumed = _build(loaded, data, prep, rt, dtype, ShardPlan.make(len(data), shard_size, batch_size), path, info,
-                         w, progress)  # fmt: skip
+        plan = ShardPlan.make(len(data), o.shard_size, o.batch_size)
+        resumed = _build(loaded, data, prep, rt, dtype, plan, path, info, w, progress)
     except OSError as e:
         raise CacheError(
             f"cannot write the feature cache '{path}' ({e.strerror})",

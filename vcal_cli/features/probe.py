@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,6 +21,7 @@ from vcal_cli.data import DATA_STATS, ImageSplit, Preprocessing, probe_candidate
 from vcal_cli.errors import VcalError
 from vcal_cli.features.cache import FeatureCache, cache_key
 from vcal_cli.features.extract import Forward, Runtime
+from vcal_cli.features.settings import ExtractOptions
 
 PROBE_N = 256  # images: enough to tell 91% from 10% apart, a second on the CPU at native size
 PROBE_SEED = 0
@@ -53,10 +53,10 @@ def _accuracy(loaded: LoadedModel, data: ImageSplit, prep: Preprocessing, rt: Ru
     return float((logits.argmax(1) == data.labels).float().mean())
 
 
-def probe_preprocessing(
-    loaded: LoadedModel, data: ImageSplit, rt: Runtime, cache_dir: str | Path | None = None, use_cache: bool = True
-) -> Preprocessing:
+def probe_preprocessing(loaded: LoadedModel, data: ImageSplit, options: ExtractOptions | None = None) -> Preprocessing:
     """The candidate with the best accuracy on a fixed subset of `data` (the val split), with every result."""
+    o = options or ExtractOptions()
+    rt, cache_dir, use_cache = Runtime.of(o, workers=0), o.cache_dir, o.use_cache
     sub = _subset(data)
     cands = probe_candidates(loaded.timm_cfg, loaded.in_chans, data.native_size, _stats(sub))
     key = cache_key({"probe": PROBE_N, "checkpoint": loaded.sha256, "head": loaded.head_name,

@@ -28,7 +28,14 @@ import torch
 from torch import Tensor
 
 from vcal_cli._io import atomic_write, atomic_write_json, read_header, safetensors_bytes
-from vcal_cli._mapped import _FROM_ST, _NP, _ST, MappedFile, _nbytes, release_pages, take_rows  # noqa: F401  (re-exported)
+from vcal_cli._mapped import (  # noqa: F401  (MappedFile, take_rows re-exported)
+    FROM_SAFETENSORS,
+    SAFETENSORS_DTYPE,
+    MappedFile,
+    nbytes,
+    release_pages,
+    take_rows,
+)
 from vcal_cli.errors import CacheError, UsageError
 
 CACHE_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -50,8 +57,8 @@ def header_bytes(specs: dict[str, tuple[torch.dtype, tuple[int, ...]]], metadata
     off = 0
     for name in names:
         dtype, shape = specs[name]
-        size = _nbytes(dtype, shape)
-        header[name] = {"dtype": _ST[dtype], "shape": list(shape), "data_offsets": [off, off + size]}
+        size = nbytes(dtype, shape)
+        header[name] = {"dtype": SAFETENSORS_DTYPE[dtype], "shape": list(shape), "data_offsets": [off, off + size]}
         off += size
     text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     text += b" " * (-len(text) % 8)
@@ -119,7 +126,7 @@ class Parts:
         heads = [read_header(self.shard(i)) for i in range(len(self.plan))]
         first = heads[0][0]
         specs = {
-            name: (_FROM_ST[first[name]["dtype"]], (self.plan.n, *first[name]["shape"][1:]))
+            name: (FROM_SAFETENSORS[first[name]["dtype"]], (self.plan.n, *first[name]["shape"][1:]))
             for name in ORDER
             if name in first
         }

@@ -106,10 +106,9 @@ class Head(abc.ABC, Generic[P]):
         given = {k: v for k, v in overrides.items() if v is not None}
         bad = sorted(set(given) - names)
         if bad:
-            flags = ", ".join("--" + b.replace("_", "-") for b in bad)
             raise UsageError(
-                f"{flags} does not apply to head '{cls.name}'",
-                hint=f"it takes: {', '.join('--' + n.replace('_', '-') for n in sorted(names))}",
+                f"{', '.join(flag_of(b) for b in bad)} does not apply to head '{cls.name}'",
+                hint=f"it takes: {', '.join(sorted(flag_of(f.name, f) for f in dataclasses.fields(cls.Params)))}",
             )
         return cls.Params(**given)
 
@@ -225,6 +224,16 @@ def check_fit_data(d: FitData, split: str) -> None:
 
 def list_heads() -> list[str]:
     return HEADS.names()
+
+
+def flag_of(name: str, f: dataclasses.Field | None = None) -> str:
+    """The command-line flag of a Params field: its own `flag` (see `param`), else --name-with-dashes. Without the
+    field itself, the first head whose Params has `name` says."""
+    if f is None:
+        f = next((g for h in HEADS.names() for g in dataclasses.fields(HEADS.get(h).Params) if g.name == name), None)
+    if f is not None and "flag" in f.metadata:
+        return f.metadata["flag"]
+    return "--" + name.replace("_", "-")
 
 
 def param(default: Any, help: str, flag: str | None = None) -> Any:

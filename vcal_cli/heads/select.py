@@ -112,7 +112,7 @@ def select_head(
 ) -> Selection:
     """Fit every candidate (and `X+temperature` for each X fitted on train), score them on val, pick one."""
     if select not in SELECT:
-        raise UsageError(f"--select '{select}' is not one of: {', '.join(SELECT)}")
+        raise UsageError(f"--auto-select '{select}' is not one of: {', '.join(SELECT)}")
     params = params or {}
     fitted: dict[str, Head] = {}
     logps: dict[str, Tensor] = {}

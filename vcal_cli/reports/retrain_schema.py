@@ -30,11 +30,11 @@ class HeadResult:
 class RetrainReport:
     """The original head and every retrained head, audited on the same test split."""
 
-    base: AuditReport  # the original checkpoint's audit (top-level report keys)
+    original: AuditReport  # the original checkpoint's audit (top-level report keys)
     heads: dict[str, HeadResult]
 
     def to_dict(self) -> dict[str, Any]:
-        d = self.base._dict()
+        d = self.original._dict()
         d["heads"] = {
             name: {
                 "metrics": h.result.metrics.as_dict(),

@@ -1,4 +1,4 @@
-"""Shared by the audit and retrain commands: precomputed logits, hierarchies and the robustness sections."""
+"""Steps shared by the commands: precomputed logits, hierarchies and the robustness sections."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from vcal_cli.checkpoints import LoadedModel
-from vcal_cli.data import load_split
 from vcal_cli.errors import DataError
+from vcal_cli.evaluations.robustness import RobustnessOptions, Variant
 from vcal_cli.evaluations.robustness import evaluate as evaluate_robustness
-from vcal_cli.features.options import ExtractOptions
-from vcal_cli.hierarchy import builtin_for, load_hierarchy
+from vcal_cli.features.workbench import Workbench
+from vcal_cli.hierarchy import Hierarchy, builtin_for, load_hierarchy
 from vcal_cli.metrics.hierarchy import hierarchy_metrics
+from vcal_cli.reports.schema import AuditReport
 
 
 def load_logits(path: str | Path) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
@@ -37,39 +37,42 @@ def load_logits(path: str | Path) -> tuple[torch.Tensor | None, torch.Tensor | N
     return arrays.get("logits"), arrays.get("probs") if "logits" not in arrays else None, arrays["labels"]
 
 
-def _robustness(report, variants, r, data, split, test, prep, o, n_bins, seed, progress) -> dict[str, Any]:
-    """Run the robustness evaluations; the original head's sections and the settings go into `report`."""
-
-    sections, extra = evaluate_robustness(
-        variants, r, data=data, split=split, test=test, prep=prep, options=o, n_bins=n_bins, seed=seed,
-        progress=progress,
-    )  # fmt: skip
+def robustness_sections(
+    report: AuditReport,
+    bench: Workbench,
+    variants: list[Variant],
+    r: RobustnessOptions,
+    split: str,
+    n_bins: int,
+    seed: int,
+) -> dict[str, dict[str, Any]]:
+    """Run the robustness evaluations for every variant; the original head's sections and the settings go into
+    `report`, every variant's sections are returned by name."""
+    sections, extra = evaluate_robustness(bench, variants, r, split=split, n_bins=n_bins, seed=seed)
     report.set_robustness(sections["original"])
     report.settings.update(extra)
     return sections
 
 
-def _resolve_hierarchy(spec: str | Path | None, data: str, loaded: LoadedModel, o: ExtractOptions):
+def resolve_hierarchy(spec: str | Path | None, bench: Workbench) -> Hierarchy | None:
     """The hierarchy in the model's class order: `spec`, else the data set's built-in one, else None."""
-
-    spec = spec or builtin_for(data)
+    spec = spec or builtin_for(bench.name)
     if spec is None:
         return None
-    names = loaded.class_names or load_split(data, "test", root=o.data_root).classes
-    return _load_tree(spec, list(names))
+    return load_tree(spec, list(bench.class_names or []))
 
 
-def _load_tree(spec: str | Path | None, names: list[str]):
+def load_tree(spec: str | Path | None, names: list[str]) -> Hierarchy | None:
     """The hierarchy `spec` in the order of `names`, or None without a spec."""
-
     return load_hierarchy(spec).reorder(names) if spec else None
 
 
-def _hierarchy_section(tree, scores, labels, n_bootstrap: int, seed: int) -> dict[str, Any] | None:
+def hierarchy_section(
+    tree: Hierarchy | None, scores: Any, labels: Any, n_bootstrap: int, seed: int
+) -> dict[str, Any] | None:
     """report.json's `hierarchy` object for a tree (None without one)."""
     if tree is None:
         return None
-
     hm = hierarchy_metrics(
         torch.as_tensor(scores), torch.as_tensor(labels), tree.distances(), n_bootstrap=n_bootstrap, seed=seed
     )

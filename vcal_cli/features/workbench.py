@@ -1,0 +1,215 @@
+"""The workbench every command takes: a checkpoint opened once, with its data set, preprocessing and class names
+resolved once, serving any split's features (memoised) and the heads' fit data.
+
+    bench = Workbench.open("model.pth.tar", "fashion-mnist", ExtractOptions(cache_dir="cache"))
+    test = bench.features("test")        # extracted once, then read from the cache
+    train = bench.fit_data("train")      # what a head learns from
+    bench.release()                      # under torchrun: ranks > 0 stop here
+
+Nothing below the commands opens a checkpoint or resolves a data set on its own: `audit`, `retrain`, `gate`,
+`frontier` and the robustness evaluations all go through one `Workbench`. A new checkpoint format is a change in
+`vcal_cli.checkpoints` only; a new evaluation asks the workbench for the splits it needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from vcal_cli._defaults import DEFAULT_AUGMENT
+from vcal_cli.checkpoints import LoadedModel, apply_head_file, load_checkpoint
+from vcal_cli.data import ImageSplit, Preprocessing, data_names, load_split, probe_candidates, resolve_preprocessing
+from vcal_cli.data.augment import augmented
+from vcal_cli.errors import UsageError, VcalError
+from vcal_cli.features.distributed import release_workers
+from vcal_cli.features.extract import Track, quiet
+from vcal_cli.features.load import FeatureSet, get_features
+from vcal_cli.features.probe import probe_preprocessing
+from vcal_cli.features.settings import ExtractOptions
+from vcal_cli.heads import FitData
+
+__all__ = ["ExtractOptions", "Workbench", "default_data", "load_features", "model_preprocessing", "open_checkpoint"]
+
+
+@dataclass(eq=False)
+class Workbench:
+    """A model and its data, resolved once. Build it with `Workbench.open`; `data` is a data-set name (any
+    `--data` form) or one in-memory `ImageSplit` (then every split asked for is that split)."""
+
+    model: LoadedModel
+    data: str | ImageSplit
+    options: ExtractOptions = field(default_factory=ExtractOptions)
+    progress: Track = quiet
+    _images: dict[str, ImageSplit] = field(default_factory=dict, repr=False)
+    _features: dict[str, FeatureSet] = field(default_factory=dict, repr=False)
+    _prep: Preprocessing | None = field(default=None, repr=False)
+
+    @classmethod
+    def open(
+        cls,
+        checkpoint: str | Path | LoadedModel | Workbench,
+        data: str | ImageSplit | None = None,
+        options: ExtractOptions | None = None,
+        *,
+        progress: Track = quiet,
+    ) -> Workbench:
+        """Open `checkpoint` (a path, with `options.head_file` applied; a `LoadedModel` as it is) on `data` (default:
+        the data set a vcal checkpoint records). A `Workbench` is returned as it is."""
+        if isinstance(checkpoint, Workbench):
+            return checkpoint
+        o = options or ExtractOptions()
+        if o.batch_size < 1:
+            raise UsageError(f"--batch-size {o.batch_size} must be at least 1")
+        if o.workers < 0:
+            raise UsageError(f"--workers {o.workers} must be 0 or more")
+        loaded = open_checkpoint(checkpoint, o)
+        return cls(loaded, data if isinstance(data, ImageSplit) else default_data(loaded, data), o, progress)
+
+    @property
+    def name(self) -> str:
+        """The data set's name, as reports record it."""
+        return self.data.name if isinstance(self.data, ImageSplit) else self.data
+
+    def images(self, split: str = "test") -> ImageSplit:
+        """The split's images and labels (loaded once)."""
+        if isinstance(self.data, ImageSplit):
+            return self.data
+        if split not in self._images:
+            o = self.options
+            self._images[split] = load_split(self.data, split, root=o.data_root, val_from=o.val_from)
+        return self._images[split]
+
+    def features(self, split: str = "test") -> FeatureSet:
+        """Features, logits and labels of `split` (from the cache, else extracted once and cached)."""
+        if split not in self._features:
+            self._features[split] = self.features_of(self.images(split))
+        return self._features[split]
+
+    def features_of(self, ds: ImageSplit | str, *, in_distribution: bool = True) -> FeatureSet:
+        """Features of a split derived from the data (a corrupted or augmented copy), or of another data set
+        (`in_distribution=False`: an out-of-distribution set, by name or split, whose classes may differ)."""
+        if isinstance(ds, str):
+            ds = load_split(ds, "test", root=self.options.data_root)
+        prep = self.preprocessing_of(ds, in_distribution=in_distribution)
+        return get_features(self.model, ds, prep, self.options, check_classes=in_distribution, progress=self.progress)
+
+    def fit_data(self, split: str) -> FitData:
+        """What a head learns from (train) or is selected and fitted on (val)."""
+        fs = self.features(split)
+        return FitData(fs.features, fs.logits, fs.labels)
+
+    def train_views(self, views: int, augment: str = DEFAULT_AUGMENT, *, seed: int = 0) -> FitData:
+        """The train split under `views` augmented views (`vcal_cli.data.augment`), each extracted once and cached,
+        as one FitData (rows view by view): what the heads that learn on train can learn from instead of clean
+        features a backbone trained past fitting has memorised."""
+        clean = self.images("train")
+        sets = [self.features_of(augmented(clean, augment, i, seed)) for i in range(views)]
+        return FitData(*(torch.cat([getattr(f, a)[:] for f in sets]) for a in ("features", "logits", "labels")))
+
+    def preprocessing_for(self, ds: ImageSplit) -> Preprocessing:
+        """The model's preprocessing, resolved once (on the first split asked for: every split of one data set has
+        the same native size)."""
+        if self._prep is None:
+            self._prep = model_preprocessing(self.model, self.data, ds, self.options)
+        return self._prep
+
+    def preprocessing_of(self, ds: ImageSplit, *, in_distribution: bool = True) -> Preprocessing:
+        """The model's preprocessing on `ds`; on another data set, what was said about the model, else (no probe on
+        labels that are not the model's) the set's native size, unnormalised."""
+        if in_distribution:
+            return self.preprocessing_for(ds)
+        return model_preprocessing(self.model, ds.name, ds, self.options, probe=False)
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return self.preprocessing_for(self.images("test"))
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """The checkpoint's class names, else the data set's (its label order is the model's)."""
+        if self.model.class_names:
+            return list(self.model.class_names)
+        cached = next((fs.info.get("classes") for fs in self._features.values() if fs.info.get("classes")), None)
+        if cached:
+            return list(cached)
+        try:
+            return list(self.images(next(iter(self._images), "test")).classes)
+        except VcalError:
+            return None
+
+    def release(self) -> None:
+        """End the distributed part: under torchrun, ranks > 0 stop once the splits they share are cached."""
+        release_workers()
+
+
+def open_checkpoint(checkpoint: str | Path | LoadedModel, options: ExtractOptions | None = None) -> LoadedModel:
+    """Load a checkpoint by path with the options' loading flags (and `head_file` applied); a `LoadedModel`
+    is returned as it is."""
+    if isinstance(checkpoint, LoadedModel):
+        return checkpoint
+    o = options or ExtractOptions()
+    loaded = load_checkpoint(checkpoint, arch=o.arch, trust=o.trust_checkpoint, head_module=o.head_module)
+    if o.head_file:
+        loaded = apply_head_file(loaded, o.head_file)
+    return loaded
+
+
+def default_data(loaded: LoadedModel, data: str | None) -> str:
+    """`data`, else the data set a vcal checkpoint records it was trained on; else `--data` is required."""
+    if data:
+        return data
+    meta = loaded.metadata
+    recorded = meta.get("data") or meta.get("trained_on", "").split(":")[0]
+    if recorded:
+        return recorded
+    raise UsageError(
+        f"name the data set with --data: '{loaded.path or 'the checkpoint'}' does not record the one it was trained on",
+        hint=f"choose one of: {', '.join(data_names())}",
+    )
+
+
+def load_features(
+    checkpoint: str | Path | LoadedModel,
+    data: str | ImageSplit | None = None,
+    split: str = "test",
+    options: ExtractOptions | None = None,
+    *,
+    check_classes: bool = True,
+    progress: Track = quiet,
+) -> tuple[LoadedModel, FeatureSet, Preprocessing]:
+    """One split's features in one call (a `Workbench` for one split): (the model, its features on `data:split`,
+    the preprocessing used). `check_classes=False` lets the data have other classes (out-of-distribution sets)."""
+    bench = Workbench.open(checkpoint, data, options, progress=progress)
+    ds = bench.images(split)
+    fs = bench.features(split) if check_classes else bench.features_of(ds, in_distribution=False)
+    return bench.model, fs, bench.preprocessing_of(ds, in_distribution=check_classes)
+
+
+def model_preprocessing(
+    loaded: LoadedModel, data: str | ImageSplit, ds: ImageSplit, o: ExtractOptions, *, probe: bool = True
+) -> Preprocessing:
+    """The model's preprocessing: from what was said (flags, metadata, the checkpoint's own training record),
+    else probed on the val split of `data` (once per model: OOD sets and later splits reuse it)."""
+    flags = {"input_size": o.input_size, "mean": o.mean, "std": o.std}
+    said = resolve_preprocessing(
+        flags=flags, checkpoint=loaded.preprocessing, hints=loaded.hints, timm_cfg=loaded.timm_cfg,
+        model_in_chans=loaded.in_chans, native_size=ds.native_size,
+    )  # fmt: skip
+    if said is not None:
+        return said
+    if loaded.probed is not None:
+        return loaded.probed
+    if not probe:  # an OOD set's labels cannot score candidates: the data's native size, unnormalised, said so
+        plain = probe_candidates(loaded.timm_cfg, loaded.in_chans, ds.native_size, ((0.0,), (1.0,)))[-1]
+        return replace(plain, source=f"{plain.source} (not probed: no in-distribution split yet)")
+    if isinstance(data, ImageSplit):
+        val = data
+    else:
+        try:
+            val = load_split(data, "val", root=o.data_root, val_from=o.val_from)
+        except VcalError:
+            val = ds
+    loaded.probed = probe_preprocessing(loaded, val, o)
+    return loaded.probed
