@@ -197,3 +197,124 @@ def test_bad_files(tmp_path: Path, mlp_ckpt: Path, kind: str) -> None:
         torch.save({"epoch": 3, "lr": 0.1}, path)
     with pytest.raises(CheckpointError):
         load_checkpoint(path, arch="test_resnet")
+
+
+def _ema_files(tmp_path: Path) -> tuple[nn.Module, nn.Module, Path, Path]:
+    """A timm train.py --model-ema checkpoint (written as its CheckpointSaver does: `state_dict` and `state_dict_ema`,
+    from timm's own ModelEmaV3) and a torchvision reference-script one (`model` and `model_ema`, an AveragedModel
+    state with `module.` keys and `n_averaged`); the EMA is decayed towards other weights so the two sets differ."""
+    import argparse
+
+    from timm.utils import ModelEmaV3
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    torch.manual_seed(0)
+    raw = build_arch("test_resnet", 10, in_chans=1).eval()
+    ema = ModelEmaV3(raw, decay=0.5)
+    with torch.no_grad():
+        for p in raw.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    ema.update(raw)  # the EMA now sits halfway between the initial and the moved weights
+    args = argparse.Namespace(model="test_resnet", num_classes=10, in_chans=1, input_size=[1, 8, 8], mean=[0.5],
+                              std=[0.5], model_ema=True)  # fmt: skip
+    timm_file = tmp_path / "model_best.pth.tar"
+    torch.save({"epoch": 3, "arch": "test_resnet", "state_dict": raw.state_dict(),
+                "state_dict_ema": ema.module.state_dict(), "args": args}, timm_file)  # fmt: skip
+    averaged = AveragedModel(raw, multi_avg_fn=get_ema_multi_avg_fn(0.9))
+    tv_file = tmp_path / "tv.pth"
+    torch.save({"model": raw.state_dict(), "model_ema": averaged.state_dict(), "epoch": 3}, tv_file)
+    return raw, ema.module.eval(), timm_file, tv_file
+
+
+def test_ema_weights_are_audited_and_said(tmp_path: Path) -> None:
+    raw, ema, timm_file, tv_file = _ema_files(tmp_path)
+    x = torch.randn(4, 1, 8, 8)
+    with torch.no_grad():
+        want_ema, want_raw = ema(x), raw(x)
+    assert not torch.allclose(want_ema, want_raw, atol=1e-3)
+    got = load_checkpoint(timm_file)
+    assert got.weight_set == {"set": "ema", "key": "state_dict_ema", "other": "raw", "other_key": "state_dict"}
+    assert got.describe()["weights"]["set"] == "ema"
+    with torch.no_grad():
+        assert torch.allclose(got.model(x), want_ema, atol=1e-5)
+        assert torch.allclose(load_checkpoint(timm_file, weight_set="raw").model(x), want_raw, atol=1e-5)
+    tv = load_checkpoint(tv_file, arch="test_resnet")  # AveragedModel keys: module.*, n_averaged
+    assert tv.weight_set is not None and tv.weight_set["key"] == "model_ema"
+    with pytest.raises(CheckpointError, match="holds only raw weights"):
+        torch.save({"state_dict": raw.state_dict()}, tmp_path / "one.pth")
+        load_checkpoint(tmp_path / "one.pth", arch="test_resnet", weight_set="ema")
+
+
+def test_ema_cli_says_which_set_and_caches_them_apart(runner, tmp_path: Path) -> None:
+    import json
+
+    from vcal_cli.cli import app
+
+    _, _, timm_file, _ = _ema_files(tmp_path)
+    r = runner.invoke(app, ["audit", str(timm_file), "--data", "digits", "--bootstrap", "0", "--json", "--no-suggest"])
+    assert r.exit_code == 0, r.output
+    assert "weights: EMA ('state_dict_ema'); the file also holds raw weights" in r.stderr
+    ema_rep = json.loads(r.stdout)
+    assert ema_rep["checkpoint"]["weights"]["set"] == "ema"
+    r = runner.invoke(app, ["audit", str(timm_file), "--data", "digits", "--bootstrap", "0", "--json", "--no-suggest",
+                            "--weight-set", "raw"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    raw_rep = json.loads(r.stdout)
+    assert raw_rep["checkpoint"]["weights"]["set"] == "raw"
+    assert raw_rep["metrics"]["nll"] != ema_rep["metrics"]["nll"]  # not the EMA's cached features
+
+
+def test_a_timm_run_folder_finds_model_best(tmp_path: Path) -> None:
+    _, ema, timm_file, _ = _ema_files(tmp_path)
+    run = tmp_path / "output" / "train" / "exp"
+    run.mkdir(parents=True)
+    for name in ("checkpoint-1.pth.tar", "checkpoint-2.pth.tar", "last.pth.tar", "model_best.pth.tar"):
+        (run / name).write_bytes(timm_file.read_bytes())
+    got = load_checkpoint(run)
+    assert got.path == run / "model_best.pth.tar"
+    (run / "model_best.pth.tar").unlink()
+    assert load_checkpoint(run).path == run / "last.pth.tar"
+
+
+def test_torchvision_arch_reads_input_channels_off_the_weights(tmp_path: Path) -> None:
+    """A torchvision resnet18 whose stem was replaced for grey images (what users do) loads with --arch alone, and
+    computes what the model computed."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10)
+    model.conv1 = nn.Conv2d(1, 64, 7, 2, 3, bias=False)
+    model.eval()
+    torch.save(model.state_dict(), tmp_path / "tv.pth")
+    got = load_checkpoint(tmp_path / "tv.pth", arch="torchvision:resnet18")
+    assert got.in_chans == 1 and got.num_classes == 10 and got.arch == "torchvision:resnet18"
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(got.model(x), model(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["torchscript", "export", "onnx", "zip"])
+def test_files_of_another_kind_are_named_for_what_they_are(tmp_path: Path, kind: str) -> None:
+    """Written by the real tools: each gets one line saying what the file is (not 'truncated', not 'a pickle')."""
+    import warnings
+    import zipfile
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval()
+    x = torch.randn(2, 1, 8, 8)
+    path = tmp_path / {"torchscript": "m.pt", "export": "m.pt2", "onnx": "m.onnx", "zip": "m.pth"}[kind]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if kind == "torchscript":
+            torch.jit.save(torch.jit.script(model), path)
+        elif kind == "export":
+            torch.export.save(torch.export.export(model, (x,)), path)
+        elif kind == "onnx":
+            pytest.importorskip("onnx")
+            torch.onnx.export(model, (x,), str(path), dynamo=False)
+        else:
+            with zipfile.ZipFile(path, "w") as z:
+                z.writestr("readme.txt", "not a checkpoint")
+    words = {"torchscript": "a TorchScript program", "export": "a torch.export program", "onnx": "an ONNX model",
+             "zip": "a zip archive that torch.save did not write"}[kind]  # fmt: skip
+    with pytest.raises(CheckpointError, match=words):
+        load_checkpoint(path, arch="vcal:mlp")

@@ -101,6 +101,23 @@ def test_lightning_checkpoint(tmp_path: Path, cnn_weights, reference) -> None:
     assert rep.metrics["nll"] == pytest.approx(reference["nll"], abs=1e-6)
 
 
+def test_lightning_datamodule_hyper_parameters(tmp_path: Path, cnn_weights, reference) -> None:
+    """The model names its arch; the datamodule's save_hyperparameters() holds the image size, mean and std (as
+    Lightning writes them under `datamodule_hyper_parameters`): read, not probed."""
+    path = tmp_path / "last.ckpt"
+    torch.save(
+        {"epoch": 3, "state_dict": {f"model.{k}": v for k, v in cnn_weights.items()},
+         "hyper_parameters": {"arch": "test_resnet", "num_classes": 10, "in_chans": 1, "lr": 1e-3},
+         "datamodule_hyper_parameters": {"img_size": 8, "mean": [0.5], "std": [0.5], "batch_size": 64}},
+        path,
+    )  # fmt: skip
+    rep = audit(path, data="digits", n_bootstrap=0)
+    p = rep.settings["preprocessing"]
+    assert "Lightning datamodule_hyper_parameters" in p["source"] and "probe" not in p
+    assert p["mean"] == [0.5] and p["input_size"] == [1, 8, 8]
+    assert rep.metrics["accuracy"] == pytest.approx(reference["accuracy"], abs=1e-9)
+
+
 def test_hf_hub_folder_timm_config(tmp_path: Path, cnn_weights, reference) -> None:
     folder = tmp_path / "hub"
     folder.mkdir()

@@ -16,6 +16,7 @@ _EXPORTS = {
     "audit": "vcal_cli.api",
     "export_features": "vcal_cli.api",
     "retrain": "vcal_cli.api",
+    "prediction_sets": "vcal_cli.api",
     "gate": "vcal_cli.api",
     "frontier": "vcal_cli.api",
     "load_features": "vcal_cli.api",

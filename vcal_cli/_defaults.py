@@ -4,3 +4,5 @@ DEFAULT_N_BINS = 15  # equal-width bins of ECE, MCE, classwise ECE and the relia
 DEFAULT_N_BOOTSTRAP = 200  # percentile-bootstrap resamples of the 95% intervals and the paired verdicts
 DEFAULT_TRAIN_VIEWS = 0  # retrain: augmented views of train for the heads fitted on train (0: the clean features)
 DEFAULT_AUGMENT = "crop"  # their augmentation (vcal_cli.data.augment.AUGMENTS): label-safe for digits and text too
+# the split-conformal scores (vcal_cli.metrics.conformal), every one by default
+CONFORMAL_SCORES = ("lac", "aps", "aps-rand", "raps", "raps-rand", "lac-class")

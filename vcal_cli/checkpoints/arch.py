@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from vcal_cli._registry import Registry
+from vcal_cli.checkpoints import transformers_models
 from vcal_cli.errors import CheckpointError
 
 VCAL_ARCHS: Registry[Callable[..., nn.Module]] = Registry("vcal architecture")
@@ -39,9 +40,23 @@ def _mlp(num_classes: int, in_chans: int, **kwargs: Any) -> nn.Module:
     return MLP(num_classes, **kwargs)
 
 
+def _with_in_chans(model: nn.Module, in_chans: int, name: str) -> nn.Module:
+    """torchvision builds every model for 3 channels; a model trained on grey (or 4-band) images replaced its first
+    convolution with one of `in_chans` inputs, as users do. Do the same, so its weights load."""
+    first = next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
+    if first is None:
+        raise CheckpointError(f"--arch '{name}' has no convolution to take {in_chans} input channels")
+    n, c = first
+    model.set_submodule(n, nn.Conv2d(in_chans, c.out_channels, c.kernel_size, c.stride, c.padding, c.dilation,
+                                     c.groups, c.bias is not None, c.padding_mode))  # fmt: skip
+    return model
+
+
 def build_arch(name: str, num_classes: int, *, in_chans: int = 3, kwargs: dict[str, Any] | None = None) -> nn.Module:
     """A freshly initialised model with `num_classes` outputs; no weights are downloaded."""
     kwargs = kwargs or {}
+    if name.startswith("transformers:"):  # rebuilt from the config a vcal checkpoint of it stores
+        return transformers_models.build(name.removeprefix("transformers:"), num_classes, kwargs.get("config", {}))
     if name.startswith("vcal:"):
         return VCAL_ARCHS.get(name.removeprefix("vcal:"))(num_classes=num_classes, in_chans=in_chans, **kwargs)
     if name.startswith("torchvision:"):
@@ -49,7 +64,7 @@ def build_arch(name: str, num_classes: int, *, in_chans: int = 3, kwargs: dict[s
 
         tv_name = name.removeprefix("torchvision:")
         try:
-            return torchvision.models.get_model(tv_name, weights=None, num_classes=num_classes, **kwargs)
+            model = torchvision.models.get_model(tv_name, weights=None, num_classes=num_classes, **kwargs)
         except ValueError:
             close = difflib.get_close_matches(tv_name, torchvision.models.list_models(), n=3)
             raise CheckpointError(
@@ -58,6 +73,7 @@ def build_arch(name: str, num_classes: int, *, in_chans: int = 3, kwargs: dict[s
                 if close
                 else "see torchvision.models.list_models()",
             ) from None
+        return model if in_chans == 3 else _with_in_chans(model, in_chans, name)
     import timm
 
     if not timm.is_model(name):

@@ -124,6 +124,9 @@ def from_checkpoint_dict(obj: Mapping[str, Any]) -> Hints:
     hp = obj.get("hyper_parameters") or obj.get("hparams")
     if isinstance(hp, Mapping):
         hints = hints.merge(from_mapping(hp, "Lightning hyper_parameters"))
+    dm = obj.get("datamodule_hyper_parameters")  # a LightningDataModule's save_hyperparameters(): mean, std, size
+    if isinstance(dm, Mapping):
+        hints = hints.merge(from_mapping(dm, "Lightning datamodule_hyper_parameters"))
     if hints.arch is None and isinstance(obj.get("arch"), str):  # timm train.py also stores arch at the top
         hints = hints.merge(Hints(("timm train.py arch",), arch=obj["arch"]))
     return hints
@@ -156,28 +159,49 @@ def from_config_json(path: Path) -> Hints:
     return h
 
 
-def from_preprocessor_config(path: Path, in_chans: int | None) -> Hints:
-    """transformers' preprocessor_config.json: image_mean, image_std, crop_size / size."""
-    d = _read_json(path)
-    size = d.get("crop_size") if d.get("do_center_crop") and d.get("crop_size") else d.get("size")
-    hw: Any = None
+def _edge(size: Any) -> Any:
+    """An image processor's `size` / `crop_size` as an img_size: [h, w], or the shortest edge."""
     if isinstance(size, dict):
         if "height" in size and "width" in size:
-            hw = [size["height"], size["width"]]
-        elif "shortest_edge" in size:
-            hw = size["shortest_edge"]
-    elif isinstance(size, int | list):
-        hw = size
+            return [size["height"], size["width"]]
+        return size.get("shortest_edge")
+    return size if isinstance(size, int | list) else None
+
+
+def from_preprocessor_config(path: Path, in_chans: int | None) -> Hints:
+    """transformers' preprocessor_config.json: image_mean, image_std, the resize and the centre crop, resample.
+
+    Two crop conventions map onto timm's (resize the short side to size / crop_pct, centre-crop size): ViT/DeiT-style
+    processors resize to `size` then crop `crop_size` (`do_center_crop`), so crop_pct = crop / size; ConvNeXt-style
+    ones keep `crop_pct` and, below a shortest edge of 384, resize to shortest_edge / crop_pct and crop shortest_edge.
+    """
+    d = _read_json(path)
+    size, crop = _edge(d.get("size")), _edge(d.get("crop_size"))
+    hw, crop_pct = size, None
+    if d.get("do_center_crop") and crop is not None:
+        hw = crop
+        first = lambda v: v[0] if isinstance(v, list) else v  # noqa: E731
+        if isinstance(first(size), int) and first(size) > 0:
+            crop_pct = min(1.0, first(crop) / first(size))
+    elif isinstance(d.get("crop_pct"), int | float) and isinstance(size, int) and size < 384:
+        crop_pct = float(d["crop_pct"])
     mean = _floats(d.get("image_mean"))
+    resample = d.get("resample")
     return from_mapping(
         {
             "img_size": hw,
             "mean": mean,
             "std": d.get("image_std"),
             "in_chans": in_chans or (len(mean) if mean else None),
+            "crop_pct": crop_pct if crop_pct is not None and crop_pct < 1 else None,
+            "interpolation": RESAMPLE.get(resample) if isinstance(resample, int) else None,
         },
         path.name,
     )
+
+
+# PIL's resampling codes as image processors store them (`resample`), those vcal's resize has (others: bilinear)
+RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}
 
 
 def beside(weights: Path) -> Hints:

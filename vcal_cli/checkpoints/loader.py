@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,10 +32,11 @@ from torch import nn
 
 from vcal_cli._io import atomic_write_bytes, safetensors_bytes, same_file, sha256_file
 from vcal_cli._version import __version__
+from vcal_cli.checkpoints import transformers_models
 from vcal_cli.checkpoints.arch import build_arch
 from vcal_cli.checkpoints.head_finder import find_head
 from vcal_cli.checkpoints.hints import Hints, beside, from_checkpoint_dict
-from vcal_cli.checkpoints.state_dict import load_into, torch_load_safe, unwrap_state_dict
+from vcal_cli.checkpoints.state_dict import load_into, pick_weight_set, torch_load_safe, unwrap_state_dict
 from vcal_cli.data.preprocessing import Preprocessing
 from vcal_cli.errors import CheckpointError
 from vcal_cli.heads import build_module
@@ -72,6 +74,7 @@ class LoadedModel:
     head_info: dict[str, Any] | None = None  # a retrained vcal head (name, params, module config), if any
     hints: Hints = field(default_factory=Hints)  # what the file says about its own training
     probed: Preprocessing | None = field(default=None, repr=False, compare=False)  # found by the probe, once
+    weight_set: dict[str, Any] | None = None  # which of two sets (raw, EMA) a trainer's file held was loaded
 
     @property
     def head(self) -> nn.Module:
@@ -86,6 +89,7 @@ class LoadedModel:
             "num_classes": self.num_classes,
             "head_module": self.head_name,
             "head": self.head_info["name"] if self.head_info else "original",
+            **({"weights": self.weight_set} if self.weight_set else {}),
             **({"head_file": self.metadata["head_file"]} if "head_file" in self.metadata else {}),
         }
 
@@ -110,10 +114,9 @@ def _infer_shape_args(
     w = sd.get(f"{head}.weight")
     k = num_classes or (int(w.shape[0]) if w is not None and w.ndim == 2 else 1000)
     in_chans = 3
-    if not arch.startswith("torchvision:"):  # torchvision archs are fixed at 3 channels
-        first_conv = next((n for n, p in probe.named_parameters() if p.ndim == 4), None)
-        if first_conv and first_conv in sd and sd[first_conv].ndim == 4:
-            in_chans = int(sd[first_conv].shape[1])
+    first_conv = next((n for n, p in probe.named_parameters() if p.ndim == 4), None)
+    if first_conv and first_conv in sd and sd[first_conv].ndim == 4:
+        in_chans = int(sd[first_conv].shape[1])
     return k, in_chans
 
 
@@ -154,14 +157,16 @@ def _from_vcal_safetensors(path: Path, meta: dict[str, str], sha: str, head_modu
 
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors", "model.pt", "model.pth")
+# a timm train.py output folder (output/train/EXP/): the best checkpoint, else the last one
+RUN_FILES = ("model_best.pth.tar", "last.pth.tar")
 
 
 def _weights_in(folder: Path) -> Path:
-    """The weights file of an HF Trainer / hub folder."""
-    for name in WEIGHT_FILES:
+    """The weights file of an HF Trainer / hub folder, or of a timm train.py run folder."""
+    for name in WEIGHT_FILES + RUN_FILES:
         if (folder / name).is_file():
             return folder / name
-    found = sorted(p for p in folder.iterdir() if p.suffix in SUFFIXES and p.is_file())
+    found = sorted(p for p in folder.iterdir() if p.name.endswith((*SUFFIXES, ".pth.tar")) and p.is_file())
     if len(found) == 1:
         return found[0]
     raise CheckpointError(
@@ -182,21 +187,26 @@ def load_checkpoint(
     trust: bool = False,
     head_module: str | None = None,
     num_classes: int | None = None,
+    weight_set: str = "auto",
 ) -> LoadedModel:
     """Load any supported checkpoint form into a `LoadedModel` (weights on the CPU, eval mode).
 
     `arch` may be left out when the checkpoint names its own (timm `args.model`, Lightning
-    `hyper_parameters`, `config.json`); the flag wins when both are there.
+    `hyper_parameters`, `config.json`); the flag wins when both are there. A trainer's file holding raw and EMA
+    weights is loaded on `weight_set` (`auto`: the EMA; see `state_dict.pick_weight_set`).
     """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint '{path}' does not exist")
+    if path.is_dir() and (hf := transformers_models.architecture_of(path)):
+        return _from_transformers_folder(path, hf, head_module)
     weights = _weights_in(path) if path.is_dir() else path
     if not weights.is_file():
         raise CheckpointError(f"checkpoint '{path}' is not a file")
     sha = sha256_file(weights)
     hints = beside(weights) if weights.name in WEIGHT_FILES or path.is_dir() else Hints()
     sd: dict[str, torch.Tensor]
+    chosen: dict[str, Any] | None = None  # which of a raw and an EMA set was loaded, when the file holds both
     if weights.suffix == ".safetensors":
         try:
             with safe_open(weights, "pt") as f:
@@ -229,7 +239,8 @@ def load_checkpoint(
         if not isinstance(obj, dict):
             raise CheckpointError(f"'{weights}' holds a {type(obj).__name__}, not a state dict or a model")
         hints = from_checkpoint_dict(obj).merge(hints)
-        sd = unwrap_state_dict(obj, weights)
+        chosen_obj, chosen = pick_weight_set(obj, weight_set, weights)
+        sd = unwrap_state_dict(chosen_obj, weights)
     arch = arch or (_arch_name(hints.arch) if hints.arch else None)
     if not arch:
         raise CheckpointError(
@@ -243,7 +254,24 @@ def load_checkpoint(
     names = list(hints.class_names) if hints.class_names and len(hints.class_names) == k else None
     return LoadedModel(
         model.eval(), head, arch, k, sha, weights, names, None, {}, in_chans, getattr(model, "pretrained_cfg", None),
-        hints=hints,
+        hints=hints, weight_set=chosen,
+    )  # fmt: skip
+
+
+def _from_transformers_folder(folder: Path, name: str, head_module: str | None) -> LoadedModel:
+    """A transformers image classifier folder (`transformers_models`): the model, its classifier, class names from
+    `id2label`, and what the folder says about preprocessing (preprocessor_config.json)."""
+    model, config = transformers_models.load_folder(folder, name)
+    names = transformers_models.class_names(config)
+    k = int(config.get("num_labels") or len(config.get("id2label") or {}) or 0) or None
+    head = find_head(model, k, head_module)
+    k = model.get_submodule(head).out_features
+    # the folder's identity (the cache key): its config and every weight file, sharded or not
+    parts = sorted(p for p in folder.iterdir() if p.is_file() and (p.suffix in (".safetensors", ".bin", ".json")))
+    sha = hashlib.sha256("".join(f"{p.name}:{sha256_file(p)};" for p in parts).encode()).hexdigest()
+    return LoadedModel(
+        model, head, f"transformers:{name}", k, sha, folder, names if names and len(names) == k else None, None,
+        {"config": config}, int(config.get("num_channels") or 3), None, hints=beside(folder / "config.json"),
     )  # fmt: skip
 
 

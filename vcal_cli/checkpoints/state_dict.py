@@ -20,6 +20,44 @@ from vcal_cli.errors import CheckpointError
 
 # Keys under which common trainers nest the weights (Lightning, timm, HF Trainer, plain scripts).
 _NESTED_KEYS = ("state_dict", "model_state_dict", "model", "state_dict_ema", "model_ema", "net", "module")
+# Keys of a second, exponential-moving-average set of weights: timm train.py --model-ema (`state_dict_ema`; older
+# timm `model_ema`), torchvision's reference scripts (`model_ema`, an AveragedModel: `module.` keys and `n_averaged`),
+# and the `ema_state_dict` / `ema` of other trainers.
+EMA_KEYS = ("state_dict_ema", "model_ema", "ema_state_dict", "ema")
+RAW_KEYS = ("state_dict", "model_state_dict", "model", "net", "module")
+WEIGHT_SETS = ("auto", "ema", "raw")
+
+
+def pick_weight_set(obj: Mapping[str, Any], choice: str, path: Path) -> tuple[Any, dict[str, Any] | None]:
+    """The weights to audit in a trainer's checkpoint dict that may hold two sets (raw and EMA), and what was chosen.
+
+    `auto` takes the EMA when there is one: timm's train.py selects `model_best.pth.tar` by the EMA's accuracy when
+    it keeps one, and an EMA is the set trainers ship. Returns (the part of `obj` to unwrap, None when the file holds
+    one set, else {"set", "key", "other", "other_key"}).
+    """
+    if choice not in WEIGHT_SETS:
+        raise CheckpointError(f"--weight-set '{choice}' is not one of: {', '.join(WEIGHT_SETS)}")
+    ema = next((k for k in EMA_KEYS if isinstance(obj.get(k), Mapping) and _holds_tensors(obj[k])), None)
+    raw = next((k for k in RAW_KEYS if isinstance(obj.get(k), Mapping) and _holds_tensors(obj[k])), None)
+    if ema is None or raw is None:
+        if choice != "auto" and (ema if choice == "ema" else raw) is None and (ema or raw):
+            have = "EMA" if ema else "raw"
+            raise CheckpointError(f"--weight-set {choice}: '{path}' holds only {have} weights ('{ema or raw}')",
+                                  hint="drop --weight-set")  # fmt: skip
+        return obj, None
+    use_ema = choice in ("auto", "ema")
+    key, other = (ema, raw) if use_ema else (raw, ema)
+    return {key: obj[key]}, {"set": "ema" if use_ema else "raw", "key": key,
+                             "other": "raw" if use_ema else "ema", "other_key": other}  # fmt: skip
+
+
+def _holds_tensors(obj: Mapping[str, Any]) -> bool:
+    """A state dict, or a wrapper around one (torchvision's AveragedModel state, a nested `state_dict`)."""
+    return any(isinstance(v, Tensor) for v in obj.values()) or any(
+        isinstance(obj.get(k), Mapping) and _holds_tensors(obj[k]) for k in _NESTED_KEYS
+    )
+
+
 # Wrapper prefixes: DDP / DataParallel, torch.compile, Lightning modules that hold `self.model`.
 # transformers' TimmWrapperForImageClassification keeps the timm model as `timm_model`.
 _PREFIXES = ("module.", "_orig_mod.", "model.", "timm_model.")
@@ -48,7 +86,7 @@ def unwrap_state_dict(obj: Any, path: Path) -> dict[str, Tensor]:
             break
         obj, seen = inner, seen + 1
     if isinstance(obj, Mapping):  # drop non-tensor entries some trainers keep beside the weights
-        obj = {k: v for k, v in obj.items() if isinstance(v, Tensor)}
+        obj = {k: v for k, v in obj.items() if isinstance(v, Tensor) and k != "n_averaged"}  # AveragedModel's count
     if not _is_tensor_dict(obj):
         raise CheckpointError(
             f"'{path}' holds no tensors under any of: {', '.join(_NESTED_KEYS)}", hint="is it a model checkpoint?"
@@ -106,9 +144,48 @@ def _unsafe_globals(path: Path) -> list[str]:
         return [n for n in pickle_globals(path) if n not in ours and not n.startswith(("torch.", "collections."))]
 
 
+def sniff(path: Path) -> str | None:
+    """What a file that `torch.load` should not be given is, by its content: 'onnx', 'torchscript', 'export', or
+    'zip' (a zip archive torch.save did not write); None for anything else (a torch.save file, a pickle, junk)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return None
+    if zipfile.is_zipfile(path):
+        try:
+            names = zipfile.ZipFile(path).namelist()
+        except (zipfile.BadZipFile, OSError):
+            return "zip"
+        tails = {n.split("/", 1)[-1] for n in names}
+        if "constants.pkl" in tails or any(t.startswith("code/__torch__") for t in tails):
+            return "torchscript"
+        if "archive_format" in tails or "models/model.json" in tails:
+            return "export"
+        return None if "data.pkl" in tails else "zip"
+    # an ONNX ModelProto: field 1 (ir_version, a varint) first, then the producer, opset and graph fields
+    if path.suffix == ".onnx" or (head[:1] == b"\x08" and (b"pytorch" in head or b"onnx" in head.lower())):
+        return "onnx"
+    return None
+
+
+FOREIGN = {
+    "onnx": "an ONNX model (onnx/onnxruntime format), not a torch checkpoint; vcal does not run ONNX graphs yet: "
+    "audit the PyTorch model it was exported from, or compute its logits elsewhere and use --logits",
+    "torchscript": "a TorchScript program (torch.jit.save), not a torch checkpoint; vcal does not load TorchScript "
+    "yet: save model.state_dict() with torch.save and pass --arch",
+    "export": "a torch.export program (torch.export.save, .pt2), not a torch checkpoint; vcal does not load exported "
+    "programs yet: save model.state_dict() with torch.save and pass --arch",
+    "zip": "a zip archive that torch.save did not write (no data.pkl inside)",
+}
+
+
 def torch_load_safe(path: Path, *, trust: bool) -> Any:
     """`torch.load(weights_only=True)` with SAFE_TYPES allowed; a pickle that needs other code is refused
-    unless `trust`, naming the callables it asked for. torch's warnings never reach the user."""
+    unless `trust`, naming the callables it asked for. A file of another kind (ONNX, TorchScript, torch.export, a
+    foreign zip) is named as what it is. torch's warnings never reach the user."""
+    if kind := sniff(path):
+        raise CheckpointError(f"'{path}' is {FOREIGN[kind]}", hint="vcal reads the forms listed in docs/formats.md")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:

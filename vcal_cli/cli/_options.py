@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from vcal_cli._defaults import DEFAULT_N_BINS, DEFAULT_N_BOOTSTRAP
+from vcal_cli._defaults import CONFORMAL_SCORES, DEFAULT_N_BINS, DEFAULT_N_BOOTSTRAP
 from vcal_cli.features.settings import ExtractOptions  # torch-free: the defaults the help shows
 
 if TYPE_CHECKING:  # the CLI imports torch only when a command runs
@@ -70,6 +70,15 @@ TrustOpt = Annotated[
     typer.Option(
         "--trust-checkpoint",
         help="Allow unpickling a full nn.Module (runs code from the file: only for files you trust).",
+    ),
+]
+WeightSetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--weight-set",
+        help="A file with raw and EMA weights (timm --model-ema, torchvision's model_ema): audit auto (the EMA), ema "
+        "or raw" + _d("weight_set") + ".",
+        show_default=False,
     ),
 ]
 HeadModuleOpt = Annotated[
@@ -143,6 +152,7 @@ def extract_options(flags: dict[str, Any]) -> ExtractOptions:
         "arch": f("arch"),
         "trust_checkpoint": bool(f("trust_checkpoint")),
         "head_module": f("head_module"),
+        "weight_set": f("weight_set"),
         "data_root": f("data_root"),
         "head_file": str(f("head_file")) if f("head_file") else None,
         "input_size": parse_input_size(f("input_size")) if f("input_size") else None,
@@ -232,6 +242,57 @@ def _severities(text: str) -> tuple[int, ...]:
     return vals
 
 
+# prediction sets and abstention (audit and retrain)
+ConformalOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--conformal",
+        help="Prediction sets with a coverage guarantee at these miscoverage levels (comma-separated, e.g. 0.1,0.05): "
+        "split conformal, calibrated on val, scored on test.",
+    ),
+]
+ConformalScoresOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--conformal-scores",
+        help=f"Scores, comma-separated: {', '.join(CONFORMAL_SCORES)} \\[default: every one the val split supports].",
+    ),
+]
+RapsKRegOpt = Annotated[
+    int | None, typer.Option("--raps-k-reg", help="RAPS's k_reg \\[default: chosen on 30% of val, as its authors do].")
+]
+RapsLambdaOpt = Annotated[
+    float | None, typer.Option("--raps-lambda", help="RAPS's lambda \\[default: chosen on 30% of val].")
+]
+TargetRiskOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--target-risk",
+        help="Abstain below the confidence whose error among accepted images is at most this, with probability "
+        "1 - delta (SGR, calibrated on val).",
+    ),
+]
+DeltaOpt = Annotated[float, typer.Option("--delta", help="--target-risk's failure probability.")]
+
+
+def conformal_options(flags: dict[str, Any]) -> Any:
+    """ConformalOptions from a command's parameters (pass `locals()`)."""
+    from vcal_cli._defaults import DEFAULT_N_BOOTSTRAP
+    from vcal_cli.metrics.conformal import ConformalOptions, parse_alphas
+
+    f = flags.get
+    return ConformalOptions(
+        alphas=parse_alphas(f("conformal")),
+        scores=None if f("conformal_scores") is None else tuple(s.strip() for s in f("conformal_scores").split(",")),
+        k_reg=f("raps_k_reg"),
+        lam=f("raps_lambda"),
+        target_risk=f("target_risk"),
+        delta=f("delta"),
+        n_bootstrap=DEFAULT_N_BOOTSTRAP if f("bootstrap") is None else f("bootstrap"),
+        seed=f("seed") or 0,
+    )
+
+
 # --- option groups: one declaration, appended to every command that takes them -------------------------------
 
 
@@ -241,6 +302,7 @@ def _kw(name: str, annotation: Any, default: Any = None) -> inspect.Parameter:
 
 EXTRACT = (  # loading the checkpoint and extracting features (ExtractOptions)
     _kw("arch", ArchOpt), _kw("trust_checkpoint", TrustOpt, False), _kw("head_module", HeadModuleOpt),
+    _kw("weight_set", WeightSetOpt),
     _kw("data_root", DataRootOpt), _kw("input_size", InputSizeOpt), _kw("mean", MeanOpt), _kw("std", StdOpt),
     _kw("cache_dir", CacheDirOpt), _kw("no_cache", NoCacheOpt, False), _kw("device", DeviceOpt),
     _kw("batch_size", BatchOpt), _kw("workers", WorkersOpt), _kw("precision", PrecisionOpt),
@@ -250,6 +312,12 @@ ROBUSTNESS = (  # the robustness evaluations (RobustnessOptions)
     _kw("ood", OodOpt), _kw("adversarial", AdversarialOpt, False), _kw("eps", EpsOpt, "1/255,2/255,4/255,8/255"),
     _kw("adv_limit", AdvLimitOpt, 1000), _kw("shift", ShiftOpt, False), _kw("corruptions", CorruptionsOpt),
     _kw("severities", SeveritiesOpt, "1,2,3,4,5"), _kw("strengths", StrengthsOpt, "auto"),
+)  # fmt: skip
+
+CONFORMAL = (  # prediction sets and risk-controlled abstention (ConformalOptions)
+    _kw("conformal", ConformalOpt), _kw("conformal_scores", ConformalScoresOpt),
+    _kw("raps_k_reg", RapsKRegOpt), _kw("raps_lambda", RapsLambdaOpt), _kw("target_risk", TargetRiskOpt),
+    _kw("delta", DeltaOpt, 0.05),
 )  # fmt: skip
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -7,6 +7,7 @@ need them (`vcal --help` stays fast: benchmarks/bench_startup.py).
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -147,5 +148,10 @@ def _root(
     return_freed_memory()  # big temporaries go back to the OS when freed (see vcal_cli/_memory.py)
 
 
+PIPE_COLUMNS = "120"  # help and tables written to a pipe or a log: rich would wrap them at 80 columns
+
+
 def main() -> None:
+    if not sys.stdout.isatty() and "COLUMNS" not in os.environ:
+        os.environ["COLUMNS"] = PIPE_COLUMNS
     app()

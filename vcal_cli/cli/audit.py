@@ -13,7 +13,7 @@ from vcal_cli.cli._errors import handle_errors
 from vcal_cli.cli._output import note, out, progress, warn
 
 
-@opt.with_options(opt.EXTRACT, opt.ROBUSTNESS)
+@opt.with_options(opt.EXTRACT, opt.ROBUSTNESS, opt.CONFORMAL)
 def audit_cmd(
     checkpoint: Annotated[
         Path | None,
@@ -68,8 +68,8 @@ def audit_cmd(
     with handle_errors(debug):
         from vcal_cli import api
         from vcal_cli.reports import write_report
-        from vcal_cli.reports.documents import prep_line
-        from vcal_cli.reports.sections import terminal_view
+        from vcal_cli.reports.documents import prep_line, weights_line
+        from vcal_cli.reports.sections import guarantee_lines, terminal_view
         from vcal_cli.reports.tables import summary_panel
 
         opts = opt.extract_options(locals() | options)
@@ -81,6 +81,7 @@ def audit_cmd(
             options=opts,
             hierarchy=hierarchy,
             robustness=opt.robustness_options(locals() | options),
+            conformal=opt.conformal_options(locals() | options),
             n_bins=DEFAULT_N_BINS if bins is None else bins,
             n_bootstrap=DEFAULT_N_BOOTSTRAP if bootstrap is None else bootstrap,
             seed=seed,
@@ -89,6 +90,8 @@ def audit_cmd(
         )
         inputs = tuple(p for p in (checkpoint, logits, head_file) if p is not None)
         write_report(report, out_dir, inputs=inputs)
+        if weights := report.checkpoint.get("weights"):  # which weights were audited, in a log too
+            note(weights_line(weights))
         for w in report.warnings:
             warn(w)
         if as_json:
@@ -100,6 +103,8 @@ def audit_cmd(
         out.print(summary_panel(d["summary"]))
         for table in terminal_view(d):
             out.print(table)
+        for line in guarantee_lines(d):
+            note(line)
         cache = report.settings.get("cache", {})
         if cache.get("hit"):
             note("features from the cache")

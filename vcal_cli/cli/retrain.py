@@ -51,7 +51,7 @@ def _head_option(name: str, kind: type, defaults: list[str], helps: dict[str, st
     )
 
 
-@opt.with_options(opt.EXTRACT, opt.ROBUSTNESS)
+@opt.with_options(opt.EXTRACT, opt.ROBUSTNESS, opt.CONFORMAL)
 def retrain_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="The checkpoint whose head to retrain.", show_default=False)],
     head: Annotated[
@@ -118,8 +118,9 @@ def retrain_cmd(
     """
     with handle_errors(debug):
         from vcal_cli import api
+        from vcal_cli.reports.documents import weights_line
         from vcal_cli.reports.retrain import write_retrain_report
-        from vcal_cli.reports.sections import terminal_view
+        from vcal_cli.reports.sections import guarantee_lines, terminal_view
         from vcal_cli.reports.summary import verdict_line
         from vcal_cli.reports.tables import summary_panel
 
@@ -143,6 +144,7 @@ def retrain_cmd(
             head_only=head_only,
             hierarchy=hierarchy,
             robustness=opt.robustness_options(locals() | head_params),
+            conformal=opt.conformal_options(locals() | head_params),
             auto_select=auto_select,
             train_views=DEFAULT_TRAIN_VIEWS if train_views is None else train_views,
             augment=augment or DEFAULT_AUGMENT,
@@ -152,6 +154,8 @@ def retrain_cmd(
             progress=progress(not as_json),
         )
         write_retrain_report(report, out_dir, inputs=(checkpoint,))
+        if weights := report.original.checkpoint.get("weights"):  # which weights were retrained, in a log too
+            note(weights_line(weights))
         for w in report.original.warnings:
             warn(w)
         if as_json:
@@ -161,6 +165,8 @@ def retrain_cmd(
         out.print(summary_panel(d["summary"]))
         for table in terminal_view(d):
             out.print(table)
+        for line in guarantee_lines(d):
+            note(line)
         if auto := report.original.settings["retrain"].get("auto"):
             note(f"--head auto: {auto['reason']}")
         for name, h in report.heads.items():

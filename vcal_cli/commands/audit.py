@@ -10,7 +10,15 @@ import torch
 
 from vcal_cli._io import same_file, sha256_file
 from vcal_cli.checkpoints import LoadedModel
-from vcal_cli.commands.steps import hierarchy_section, load_logits, load_tree, resolve_hierarchy, robustness_sections
+from vcal_cli.commands.steps import (
+    check_guarantees,
+    guarantees,
+    hierarchy_section,
+    load_logits,
+    load_tree,
+    resolve_hierarchy,
+    robustness_sections,
+)
 from vcal_cli.errors import UsageError, VcalError
 from vcal_cli.evaluations.robustness import RobustnessOptions, Variant, check_options
 from vcal_cli.features import FeatureSet, Track, quiet
@@ -18,6 +26,7 @@ from vcal_cli.features.workbench import ExtractOptions, Workbench
 from vcal_cli.heads.temperature import fit_inverse_temperature
 from vcal_cli.metrics import DEFAULT_N_BINS, compute_metrics
 from vcal_cli.metrics._validate import check_bins
+from vcal_cli.metrics.conformal import ConformalOptions
 from vcal_cli.metrics.sanity import audit_warnings
 from vcal_cli.reports.schema import AuditReport
 from vcal_cli.reports.sections import compute_sections
@@ -50,6 +59,7 @@ def audit(
     options: ExtractOptions | None = None,
     hierarchy: str | Path | None = None,
     robustness: RobustnessOptions | None = None,
+    conformal: ConformalOptions | None = None,
     n_bins: int = DEFAULT_N_BINS,
     n_bootstrap: int = 200,
     seed: int = 0,
@@ -63,8 +73,10 @@ def audit(
     AUPR and FPR95 of every OOD score), FGSM/PGD attacks and corrupted test splits (CIFAR-10-C or ImageNet-C
     strengths); see `vcal_cli.evaluations.robustness.RobustnessOptions`. With `suggest` (and `split` test)
     the val split is loaded too (extracted once, then cached for `vcal retrain`) and temperature scaling
-    fitted on it is scored on the test split: the report's suggested fix. `checkpoint` may be a `Workbench`
-    already open (then `data` and `options` are its own).
+    fitted on it is scored on the test split: the report's suggested fix. `conformal` adds prediction sets with a
+    coverage guarantee and risk-controlled abstention, calibrated on val (`vcal_cli.metrics.conformal`,
+    `vcal_cli.metrics.risk_control`). `checkpoint` may be a `Workbench` already open (then `data` and `options` are
+    its own).
     """
     check_bins(n_bins)
     if n_bootstrap < 0:
@@ -75,18 +87,28 @@ def audit(
     if logits is not None:
         if robustness:
             raise UsageError("--ood, --adversarial and --shift need a CHECKPOINT, not --logits")
+        check_guarantees(conformal, None)
         return audit_logits(logits, split, hierarchy, settings)
     assert checkpoint is not None
     bench = Workbench.open(checkpoint, data, options, progress=progress)
     if robustness:
         check_options(robustness, bench.options.data_root)  # a bad corruption or OOD set fails before any extraction
+    conformal, skipped = check_guarantees(conformal, bench)
     fs = bench.features(split)
     suggestion = suggest_fix(bench, split, fs, n_bins) if suggest else None
+    val = bench.features("val") if conformal else None
     bench.release()  # under torchrun: the ranks shared the extraction; the audit runs on rank 0
     report = audit_features(bench, split, fs, hierarchy, settings)
     report.suggestion = suggestion
+    sets = {}
+    if conformal and val is not None:
+        found, sets = guarantees(val.logits, val.labels, fs.logits, fs.labels, conformal, bench.class_names)
+        report.sections.update(found)
+        report.settings["conformal"] = {"calibrated_on": "val", "scored_on": split, "skipped": skipped}
+        report.warnings += [f"--conformal: {s} skipped: {why}" for s, why in skipped.items()]
     if robustness:
-        robustness_sections(report, bench, [Variant("original", bench.model)], robustness, split, n_bins, seed)
+        variants = [Variant("original", bench.model)]
+        robustness_sections(report, bench, variants, robustness, split, n_bins, seed, {"original": sets})
     return report
 
 

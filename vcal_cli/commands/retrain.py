@@ -18,7 +18,13 @@ from vcal_cli._defaults import DEFAULT_AUGMENT, DEFAULT_TRAIN_VIEWS
 from vcal_cli._io import same_file
 from vcal_cli.checkpoints import LoadedModel, save_checkpoint, save_head
 from vcal_cli.commands.audit import audit_features
-from vcal_cli.commands.steps import hierarchy_section, resolve_hierarchy, robustness_sections
+from vcal_cli.commands.steps import (
+    check_guarantees,
+    guarantees,
+    hierarchy_section,
+    resolve_hierarchy,
+    robustness_sections,
+)
 from vcal_cli.data.augment import check_augment
 from vcal_cli.errors import UsageError
 from vcal_cli.evaluations.robustness import RobustnessOptions, Variant, check_options
@@ -30,6 +36,7 @@ from vcal_cli.heads.select import AUTO, SELECT, select_head
 from vcal_cli.hierarchy import Hierarchy
 from vcal_cli.metrics import DEFAULT_N_BINS, compute_metrics, nll
 from vcal_cli.metrics._validate import check_bins
+from vcal_cli.metrics.conformal import Calibrated, ConformalOptions
 from vcal_cli.metrics.paired import verdicts
 from vcal_cli.metrics.sanity import val_warning
 from vcal_cli.reports.retrain_schema import HeadResult, RetrainReport
@@ -84,8 +91,11 @@ class RetrainPlan:
     head_only: bool
     train_views: int
     augment: str
+    conformal: ConformalOptions | None = None
     skipped: dict[str, str] = field(default_factory=dict)
     auto_info: dict[str, Any] | None = None  # filled in by fit_heads for `auto`
+    sets: dict[str, dict[tuple[str, float], Calibrated]] = field(default_factory=dict)  # by score_heads, per head
+    notes: list[str] = field(default_factory=list)  # what the plan left out, for the report's warnings
 
 
 def plan_retrain(
@@ -101,6 +111,7 @@ def plan_retrain(
     train_views: int,
     augment: str,
     auto_select: str,
+    conformal: ConformalOptions | None,
     seed: int,
 ) -> RetrainPlan:
     """Validate everything `retrain` was given and decide what it will fit and write; raises before any work."""
@@ -114,6 +125,7 @@ def plan_retrain(
         raise UsageError(f"--train-views {train_views} must be 0 or more")
     check_augment(augment)
     check_train_options(params)
+    conformal, skipped_sets = check_guarantees(conformal, bench)
     tree = resolve_hierarchy(hierarchy, bench)
     skipped: dict[str, str] = {}
     if tree is None:
@@ -133,7 +145,9 @@ def plan_retrain(
     for path in paths.values():
         if any(same_file(src, path) for src in inputs):
             raise UsageError(f"refusing to write '{path}' over an input file", hint="choose another --out")
-    return RetrainPlan(names, auto, per_head, paths, inputs, tree, head_only, train_views, augment, skipped)
+    plan = RetrainPlan(names, auto, per_head, paths, inputs, tree, head_only, train_views, augment, conformal, skipped)
+    plan.notes += [f"--conformal: {s} skipped: {why}" for s, why in skipped_sets.items()]
+    return plan
 
 
 def output_paths(
@@ -180,19 +194,28 @@ def score_heads(
     """Every head's test metrics, hierarchy metrics and sections, next to the original's; a head fitted on train
     that is worse on val than the original is flagged in the report's warnings (val only: no test peeking)."""
     val, test = bench.features("val"), bench.features("test")
+    if plan.conformal:
+        found, plan.sets["original"] = guarantees(val.logits, val.labels, test.logits, test.labels, plan.conformal,
+                                                  bench.class_names)  # fmt: skip
+        original.sections.update(found)
     results = {
         "original": HeadResult("original", original.result, None, str(bench.model.path) if bench.model.path else None,
                                original.hierarchy, sections=original.sections)
     }  # fmt: skip
     original_val_nll = nll(val.logits, val.labels)
     for head in fitted:
-        if head.fits_on == "train" and (v := nll(head.predict_log_proba(val.features), val.labels)) > original_val_nll:
+        val_lp = head.predict_log_proba(val.features, batch_size=bench.options.batch_size)
+        if head.fits_on == "train" and (v := nll(val_lp, val.labels)) > original_val_nll:
             original.warnings.append(_worse_on_val(head.name, v, original_val_nll, plan.train_views))
         log_probs = head.predict_log_proba(test.features, batch_size=bench.options.batch_size)
         res = compute_metrics(test.labels, logits=log_probs, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed)
         r = HeadResult(head.name, res, head, None, hierarchy_section(plan.tree, log_probs, test.labels, n_bootstrap,
                                                                       seed))  # fmt: skip
         r.log_probs, r.sections = log_probs, compute_sections(log_probs, test.labels)
+        if plan.conformal:
+            found, plan.sets[head.name] = guarantees(val_lp, val.labels, log_probs, test.labels, plan.conformal,
+                                                     bench.class_names)  # fmt: skip
+            r.sections.update(found)
         results[head.name] = r
     return results
 
@@ -263,6 +286,7 @@ def retrain(
     head_only: bool = False,
     hierarchy: str | Path | None = None,
     robustness: RobustnessOptions | None = None,
+    conformal: ConformalOptions | None = None,
     auto_select: str = "nll",
     train_views: int = DEFAULT_TRAIN_VIEWS,
     augment: str = DEFAULT_AUGMENT,
@@ -280,18 +304,21 @@ def retrain(
     adversarial evaluations for the original and every head, on the same cached features. With `train_views`
     K > 0 the heads that learn on train learn on K augmented views of it (`vcal_cli.data.augment`, policy
     `augment`), each extracted once and cached, instead of the clean train features. `auto_select` is the val
-    criterion of `--head auto` (nll, ece or brier).
+    criterion of `--head auto` (nll, ece or brier). `conformal` adds every head's prediction sets and
+    risk-controlled abstention (each head's own val and test predictions), and their coverage under `--shift`.
     """
     check_bins(n_bins)
     bench = Workbench.open(checkpoint, data, options, progress=progress)
     plan = plan_retrain(
         bench, heads, params or {}, out_dir=out_dir, out=out, head_only=head_only, hierarchy=hierarchy,
-        robustness=robustness, train_views=train_views, augment=augment, auto_select=auto_select, seed=seed,
+        robustness=robustness, train_views=train_views, augment=augment, auto_select=auto_select,
+        conformal=conformal, seed=seed,
     )  # fmt: skip
     splits = {s: bench.features(s) for s in ("train", "val", "test")}
     bench.release()  # under torchrun: the ranks shared the three extractions; fitting runs on rank 0
     settings = {"bins": n_bins, "bootstrap": n_bootstrap, "seed": seed}
     original = audit_features(bench, "test", splits["test"], hierarchy, settings)
+    original.warnings += plan.notes
     if warning := val_warning(*((f.logits, f.labels) for f in splits.values())):
         original.warnings.append(warning)
     fit = {s: bench.fit_data(s) for s in ("train", "val")}
@@ -303,7 +330,8 @@ def retrain(
     if robustness:
         variants = [Variant("original", bench.model)] + [Variant(n, bench.model, results[n].head.module_)
                                                          for n in plan.names]  # fmt: skip
-        for n, sec in robustness_sections(original, bench, variants, robustness, "test", n_bins, seed).items():
+        for n, sec in robustness_sections(original, bench, variants, robustness, "test", n_bins, seed,
+                                          plan.sets).items():  # fmt: skip
             results[n].robustness = sec
     write_heads(plan, bench, results)
     original.settings["retrain"] = {

@@ -9,13 +9,17 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
+from torch import Tensor
 
-from vcal_cli.errors import DataError
+from vcal_cli.errors import DataError, UsageError
 from vcal_cli.evaluations.robustness import RobustnessOptions, Variant
 from vcal_cli.evaluations.robustness import evaluate as evaluate_robustness
 from vcal_cli.features.workbench import Workbench
 from vcal_cli.hierarchy import Hierarchy, builtin_for, load_hierarchy
+from vcal_cli.metrics.conformal import Calibrated, ConformalOptions, conformal_sets
+from vcal_cli.metrics.conformal import check_options as check_conformal
 from vcal_cli.metrics.hierarchy import hierarchy_metrics
+from vcal_cli.metrics.risk_control import abstention, check_risk
 from vcal_cli.reports.schema import AuditReport
 
 
@@ -45,10 +49,12 @@ def robustness_sections(
     split: str,
     n_bins: int,
     seed: int,
+    sets: dict[str, dict[tuple[str, float], Calibrated]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Run the robustness evaluations for every variant; the original head's sections and the settings go into
-    `report`, every variant's sections are returned by name."""
-    sections, extra = evaluate_robustness(bench, variants, r, split=split, n_bins=n_bins, seed=seed)
+    `report`, every variant's sections are returned by name. `sets` (per variant, its conformal calibrations) adds
+    the prediction sets' coverage and size under each corruption, with the val thresholds."""
+    sections, extra = evaluate_robustness(bench, variants, r, split=split, n_bins=n_bins, seed=seed, sets=sets)
     report.set_robustness(sections["original"])
     report.settings.update(extra)
     return sections
@@ -77,3 +83,34 @@ def hierarchy_section(
         torch.as_tensor(scores), torch.as_tensor(labels), tree.distances(), n_bootstrap=n_bootstrap, seed=seed
     )
     return {"source": tree.source, "height": tree.height, **hm.to_dict()}
+
+
+def check_guarantees(o: ConformalOptions | None, bench: Workbench | None) -> tuple[ConformalOptions | None, dict]:
+    """`--conformal` and `--target-risk` checked before any extraction (an alpha too small for the val split too);
+    returns the options with their scores settled, and the scores skipped with why."""
+    if not o:
+        return o, {}
+    if bench is None:
+        raise UsageError(
+            "--conformal and --target-risk calibrate on a val split: give a CHECKPOINT, not --logits",
+            hint="on arrays from any framework, call vcal_cli.prediction_sets(val_logits, val_labels, test_logits, "
+            "test_labels, ...)",
+        )
+    check_risk(o.target_risk, o.delta)
+    return check_conformal(o, bench.images("val").labels if o.alphas else None, bench.class_names)
+
+
+def guarantees(
+    val_scores: Tensor, val_labels: Tensor, test_scores: Tensor, test_labels: Tensor, o: ConformalOptions,
+    class_names: list[str] | None = None,
+) -> tuple[dict[str, Any], dict[tuple[str, float], Calibrated]]:  # fmt: skip
+    """One predictor's `conformal` and `risk_control` sections (calibrated on val, scored on test) from its logits or
+    log-probabilities, and its conformal calibrations (to score shifted splits with the same thresholds)."""
+    vp, tp = torch.softmax(val_scores.double(), 1), torch.softmax(test_scores.double(), 1)
+    out: dict[str, Any] = {}
+    fitted: dict[tuple[str, float], Calibrated] = {}
+    if o.alphas:
+        out["conformal"], fitted = conformal_sets(vp, val_labels, tp, test_labels, o, class_names)
+    if o.target_risk is not None:
+        out["risk_control"] = abstention(vp, val_labels, tp, test_labels, o.target_risk, o.delta)
+    return out, fitted

@@ -201,7 +201,7 @@ def resolve_preprocessing(
                 base["input_size"] = [c, *native_size[1:]]
             base.update({k: list(v) if isinstance(v, tuple) else v for k, v in said.items()})
             rest = "" if {"input_size", "mean", "std"} <= set(said) else f", the rest from {source}"
-            source = f"from {hints.sources[0]}{rest}" if hints.sources else f"from the checkpoint{rest}"
+            source = f"from {' and '.join(hints.sources)}{rest}" if hints.sources else f"from the checkpoint{rest}"
     if flags:
         source = "flags" if set(flags) >= {"input_size", "mean", "std"} else f"{source} + flags"
         base.update({k: list(v) for k, v in flags.items()})

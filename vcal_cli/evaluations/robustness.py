@@ -23,6 +23,7 @@ from vcal_cli.features import resolve_device
 from vcal_cli.features.workbench import Workbench
 from vcal_cli.heads.base import HeadModule
 from vcal_cli.metrics import compute_metrics
+from vcal_cli.metrics.conformal import Calibrated, shifted_sets
 
 
 @dataclass(frozen=True)
@@ -96,10 +97,12 @@ def evaluate(
     split: str,
     n_bins: int,
     seed: int,
+    sets: dict[str, dict[tuple[str, float], Calibrated]] | None = None,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Per variant name: {"ood", "ood_scores", "shift", "adversarial"} (those asked for), and the settings.
 
-    The caller checks `r` first (`check_options`), before any extraction or fitting.
+    The caller checks `r` first (`check_options`), before any extraction or fitting. `sets` holds, per variant, the
+    conformal calibrations whose coverage and set size each corrupted split also reports (with the val thresholds).
     """
     out: dict[str, dict[str, Any]] = {v.name: {} for v in variants}
     settings: dict[str, Any] = {}
@@ -111,7 +114,7 @@ def evaluate(
             out[v.name]["ood"], out[v.name]["ood_scores"] = ood_evaluation(test, sets, train, v, mahalanobis=i == 0)
     images = bench.images(split) if r.shift or r.adversarial else None
     if r.shift:
-        rows, table = _shift(bench, variants, r, images, n_bins, seed)
+        rows, table = _shift(bench, variants, r, images, n_bins, seed, sets or {})
         for v in variants:
             out[v.name]["shift"] = rows[v.name]
 
@@ -135,7 +138,10 @@ def evaluate(
     return out, settings
 
 
-def _shift(bench: Workbench, variants: list[Variant], r: RobustnessOptions, base: Any, n_bins: int, seed: int):
+def _shift(
+    bench: Workbench, variants: list[Variant], r: RobustnessOptions, base: Any, n_bins: int, seed: int,
+    sets: dict[str, dict[tuple[str, float], Calibrated]],
+) -> tuple[dict[str, list[dict[str, Any]]], str]:  # fmt: skip
     if base.images is None:
         raise DataError(
             f"--shift needs an in-memory data set; '{bench.name}' is read from image files",
@@ -147,10 +153,12 @@ def _shift(bench: Workbench, variants: list[Variant], r: RobustnessOptions, base
         for s in r.severities:
             fs = bench.features_of(corrupted_split(base, c, s, seed, strengths=table))
             for v in variants:
-                m = compute_metrics(fs.labels, logits=v.scores(fs), n_bins=n_bins, n_bootstrap=0).metrics
-                rows[v.name].append(
-                    {"corruption": c, "severity": s, "accuracy": m.accuracy, "nll": m.nll, "ece": m.ece}
-                )
+                scores = v.scores(fs)
+                m = compute_metrics(fs.labels, logits=scores, n_bins=n_bins, n_bootstrap=0).metrics
+                row = {"corruption": c, "severity": s, "accuracy": m.accuracy, "nll": m.nll, "ece": m.ece}
+                if sets.get(v.name):
+                    row["sets"] = shifted_sets(sets[v.name], torch.softmax(scores.double(), 1), fs.labels)
+                rows[v.name].append(row)
     return rows, table
 
 

@@ -112,6 +112,7 @@ def get_features(
         return FeatureSet(feats.clone(), logits.clone(), labels.clone(), {**info, "feature_dim": feats.shape[1]})
     parts = {
         "checkpoint": loaded.sha256,
+        **({"weights": loaded.weight_set["set"]} if loaded.weight_set else {}),  # one file, two sets of weights
         "arch": loaded.arch,
         "head": loaded.head_name,
         "data": data.name,

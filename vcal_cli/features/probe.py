@@ -59,7 +59,8 @@ def probe_preprocessing(loaded: LoadedModel, data: ImageSplit, options: ExtractO
     rt, cache_dir, use_cache = Runtime.of(o, workers=0), o.cache_dir, o.use_cache
     sub = _subset(data)
     cands = probe_candidates(loaded.timm_cfg, loaded.in_chans, data.native_size, _stats(sub))
-    key = cache_key({"probe": PROBE_N, "checkpoint": loaded.sha256, "head": loaded.head_name,
+    weights = {"weights": loaded.weight_set["set"]} if loaded.weight_set else {}
+    key = cache_key({"probe": PROBE_N, "checkpoint": loaded.sha256, **weights, "head": loaded.head_name,
                      "data": sub.identity, "candidates": [p.to_dict() for p in cands]})  # fmt: skip
     path = FeatureCache(cache_dir).root / f"{key}.probe.json"
     results: list[dict[str, Any]] | None = None

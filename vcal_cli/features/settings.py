@@ -16,6 +16,7 @@ class ExtractOptions:
     arch: str | None = None
     trust_checkpoint: bool = False
     head_module: str | None = None
+    weight_set: str = "auto"  # a file with raw and EMA weights: auto (the EMA), ema or raw
     head_file: str | None = None  # a head written by `vcal retrain --head-only`, applied to the checkpoint
     data_root: str | None = None
     input_size: tuple[int, int, int] | None = None

@@ -150,7 +150,9 @@ def open_checkpoint(checkpoint: str | Path | LoadedModel, options: ExtractOption
     if isinstance(checkpoint, LoadedModel):
         return checkpoint
     o = options or ExtractOptions()
-    loaded = load_checkpoint(checkpoint, arch=o.arch, trust=o.trust_checkpoint, head_module=o.head_module)
+    loaded = load_checkpoint(
+        checkpoint, arch=o.arch, trust=o.trust_checkpoint, head_module=o.head_module, weight_set=o.weight_set
+    )
     if o.head_file:
         loaded = apply_head_file(loaded, o.head_file)
     return loaded

@@ -111,26 +111,37 @@ def resolve(report: dict[str, Any], metric: str, source: str) -> float:
     """The figure `metric` of a report: `metrics[metric]`, or a dotted path."""
     if "." not in metric:
         return float(report["metrics"][metric])
-    node: Any = report
-    parts = metric.split(".")
-    while parts:  # the longest key first, so keys holding dots (a budget of 7.65/255) are reachable
-        j = next((j for j in range(len(parts), 0, -1) if isinstance(node, dict) and ".".join(parts[:j]) in node), 0)
-        if not j:
-            raise GateRuleError(f"report '{source}' has no figure '{metric}'")
-        node, parts = node[".".join(parts[:j])], parts[j:]
+    node = _walk(report, metric.split("."))
+    if node is None:
+        raise GateRuleError(f"report '{source}' has no figure '{metric}'")
     if not isinstance(node, int | float):
         raise GateRuleError(f"'{metric}' in report '{source}' is not a number")
     return float(node)
+
+
+def _walk(node: Any, parts: list[str]) -> Any:
+    """Follow a dotted path, the longest key first, so keys holding dots (a budget of 7.65/255, an alpha of 0.1) are
+    reachable: `conformal.lac.0.1.coverage`. None where the path leads nowhere."""
+    while parts:
+        j = next((j for j in range(len(parts), 0, -1) if isinstance(node, dict) and ".".join(parts[:j]) in node), 0)
+        if not j:
+            return None
+        node, parts = node[".".join(parts[:j])], parts[j:]
+    return node
 
 
 def interval(report: dict[str, Any], metric: str) -> tuple[float, float] | None:
     """The bootstrap interval of a figure, where the report has one."""
     if "." not in metric:
         iv = report.get("intervals", {}).get(metric)
-    else:
+    elif ".metrics." in metric:
         head, _, leaf = metric.rpartition(".metrics.")
         node: Any = report
         for part in head.split("."):
             node = node.get(part, {}) if isinstance(node, dict) else {}
         iv = node.get("intervals", {}).get(leaf) if leaf and isinstance(node, dict) else None
+    else:  # a row that holds its own intervals beside its figures (conformal.lac.0.1.coverage)
+        parent, _, name = metric.rpartition(".")
+        row = _walk(report, parent.split("."))
+        iv = row.get("intervals", {}).get(name) if isinstance(row, dict) else None
     return (float(iv[0]), float(iv[1])) if iv else None

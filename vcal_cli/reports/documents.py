@@ -35,6 +35,13 @@ def header_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+def weights_line(w: dict[str, Any]) -> str:
+    """report.json's `checkpoint.weights` (a file with raw and EMA weights) as one line."""
+    name = {"ema": "EMA", "raw": "raw"}
+    return (f"weights: {name[w['set']]} ('{w['key']}'); the file also holds {name[w['other']]} weights "
+            f"('{w['other_key']}'): --weight-set {w['other']} audits those")  # fmt: skip
+
+
 def prep_line(p: dict[str, Any]) -> str:
     """report.json's `settings.preprocessing` as one line (`Preprocessing.describe`)."""
     return Preprocessing.from_dict(p, p.get("source", "?")).describe()

@@ -300,3 +300,35 @@ def plot_frontier(rows: list[dict]) -> Figure:
     a3.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     return fig
+
+
+def plot_conformal(rows_by_head: dict[str, dict[str, Any]], class_names: Sequence[str] | None = None) -> Figure:
+    """Prediction sets of one score and alpha: the set-size histogram and coverage per class against 1 - alpha, one
+    colour per head."""
+    first = next(iter(rows_by_head.values()))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    labels = first["size_histogram"]["sizes"]
+    width = 0.8 / len(rows_by_head)
+    for i, (head, r) in enumerate(rows_by_head.items()):
+        counts = np.asarray(r["size_histogram"]["counts"], dtype=float)
+        a1.bar(np.arange(len(counts)) + i * width, counts / max(counts.sum(), 1), width, color=f"C{i}", label=head)
+        if r.get("per_class_coverage"):
+            cov = r["per_class_coverage"]
+            a2.plot(range(len(cov)), cov, "o", color=f"C{i}", ms=4, label=head)
+    a1.set_xticks(np.arange(len(labels)) + width * (len(rows_by_head) - 1) / 2, labels, fontsize=7)
+    a1.set(xlabel="set size", ylabel="share of test examples",
+           title=f"Set sizes ({first['score']}, 1 - alpha = {first['target']:.2f})")  # fmt: skip
+    a2.axhline(first["target"], color="#444", ls="--", lw=1, label="1 - alpha")
+    k = len(first.get("per_class_coverage") or [])
+    if k:
+        names = list(class_names or range(k))[:k]
+        a2.set_xticks(range(k), [str(n) for n in names], rotation=60 if k > 10 else 0, fontsize=7, ha="right")
+    else:
+        a2.text(
+            0.5, 0.5, "more than 100 classes: see the worst class in the table", ha="center", transform=a2.transAxes
+        )
+    a2.set(ylabel="coverage", ylim=(0, 1.02), title="Coverage per class")
+    for ax in (a1, a2):
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

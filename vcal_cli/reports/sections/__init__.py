@@ -3,11 +3,13 @@
 
 from vcal_cli.reports.sections import (  # noqa: F401  (each import registers its section)
     adversarial,
+    conformal,
     hierarchy,
     metrics,
     ood,
     per_class,
     reliability,
+    risk_control,
     selective,
     shift,
     verdicts,
@@ -22,8 +24,10 @@ from vcal_cli.reports.sections.base import (
     section_json,
     terminal_view,
 )
+from vcal_cli.reports.sections.guarantees import guarantee_lines
 
 __all__ = [
+    "guarantee_lines",
     "Section",
     "TableSpec",
     "compute_sections",
