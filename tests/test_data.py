@@ -235,3 +235,22 @@ def test_augmented_views_are_seeded_labelled_and_cached_apart() -> None:
     assert not torch.equal(flipped.images, a.images)  # same offsets, half of them mirrored
     with pytest.raises(UsageError, match="crop, crop\\+flip"):
         augmented(train, "rotate", 0)
+
+
+def test_resize_then_centre_crop_matches_torchvision() -> None:
+    """`--resize 12 --input-size 1,8,8` is torchvision's eval transform Resize(12) then CenterCrop(8) (the shorter
+    side to 12, antialiased bilinear), to float rounding."""
+    from torchvision.transforms import v2
+
+    from vcal_cli.data import Preprocessing
+    from vcal_cli.errors import UsageError
+    from vcal_cli.features.workbench import with_resize
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(4, 1, 20, 26, generator=g)
+    prep = with_resize(Preprocessing((1, 8, 8), (0.0,), (1.0,), "flags"), 12)
+    assert prep.crop_pct == pytest.approx(8 / 12) and prep.source.endswith("+ --resize 12")
+    want = v2.CenterCrop(8)(v2.Resize(12, antialias=True)(images))
+    assert torch.allclose(prep.to_pixels(images), want, atol=1e-5)
+    with pytest.raises(UsageError, match="--resize 6 is smaller than the crop 8"):
+        with_resize(prep, 6)

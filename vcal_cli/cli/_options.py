@@ -91,6 +91,14 @@ DataRootOpt = Annotated[
 InputSizeOpt = Annotated[
     str | None, typer.Option("--input-size", help="Model input C,H,W (overrides the checkpoint's), e.g. 3,224,224.")
 ]
+ResizeOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--resize",
+        help="Eval transform: resize the shorter side to this, then centre-crop to --input-size (torchvision's "
+        "weights: --resize 232 --input-size 3,224,224).",
+    ),
+]
 MeanOpt = Annotated[str | None, typer.Option("--mean", help="Normalisation mean per channel, e.g. 0.485,0.456,0.406.")]
 StdOpt = Annotated[str | None, typer.Option("--std", help="Normalisation std per channel.")]
 CacheDirOpt = Annotated[
@@ -156,6 +164,7 @@ def extract_options(flags: dict[str, Any]) -> ExtractOptions:
         "data_root": f("data_root"),
         "head_file": str(f("head_file")) if f("head_file") else None,
         "input_size": parse_input_size(f("input_size")) if f("input_size") else None,
+        "resize": f("resize"),
         "mean": parse_floats(f("mean"), "--mean") if f("mean") else None,
         "std": parse_floats(f("std"), "--std") if f("std") else None,
         "cache_dir": str(f("cache_dir")) if f("cache_dir") else None,
@@ -303,7 +312,8 @@ def _kw(name: str, annotation: Any, default: Any = None) -> inspect.Parameter:
 EXTRACT = (  # loading the checkpoint and extracting features (ExtractOptions)
     _kw("arch", ArchOpt), _kw("trust_checkpoint", TrustOpt, False), _kw("head_module", HeadModuleOpt),
     _kw("weight_set", WeightSetOpt),
-    _kw("data_root", DataRootOpt), _kw("input_size", InputSizeOpt), _kw("mean", MeanOpt), _kw("std", StdOpt),
+    _kw("data_root", DataRootOpt), _kw("input_size", InputSizeOpt), _kw("resize", ResizeOpt), _kw("mean", MeanOpt),
+    _kw("std", StdOpt),
     _kw("cache_dir", CacheDirOpt), _kw("no_cache", NoCacheOpt, False), _kw("device", DeviceOpt),
     _kw("batch_size", BatchOpt), _kw("workers", WorkersOpt), _kw("precision", PrecisionOpt),
     _kw("channels_last", ChannelsLastOpt), _kw("cache_dtype", CacheDtypeOpt), _kw("shard_size", ShardSizeOpt),

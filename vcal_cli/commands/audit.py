@@ -92,6 +92,8 @@ def audit(
     assert checkpoint is not None
     bench = Workbench.open(checkpoint, data, options, progress=progress)
     if robustness:
+        if bench.from_file:
+            bench.images(split)  # features from a file have no images: one line, before any work
         check_options(robustness, bench.options.data_root)  # a bad corruption or OOD set fails before any extraction
     conformal, skipped = check_guarantees(conformal, bench)
     fs = bench.features(split)
@@ -118,11 +120,12 @@ def audit_features(
     """The report of the checkpoint's own head on one split's cached logits."""
     n_bins, n_bootstrap, seed = settings["bins"], settings["bootstrap"], settings["seed"]
     result = compute_metrics(fs.labels, logits=fs.logits, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed)
-    o, prep = bench.options, bench.preprocessing_for(bench.images(split))
-    probe = {"probe": list(prep.probe)} if prep.probe else {}
+    o, prep = bench.options, bench.split_preprocessing(split)
+    said = {"preprocessing": {**prep.to_dict(), "source": prep.source, **({"probe": list(prep.probe)} if prep.probe
+                                                                          else {})}} if prep else {}  # fmt: skip
     settings = {
         **settings,
-        "preprocessing": {**prep.to_dict(), "source": prep.source, **probe},
+        **said,
         "device": o.device,
         "batch_size": o.batch_size,
         "cache": {"hit": fs.from_cache, "path": str(fs.path) if fs.path else None},

@@ -120,7 +120,12 @@ def plan_retrain(
     if auto and auto_select not in SELECT:
         raise UsageError(f"--auto-select '{auto_select}' is not one of: {', '.join(SELECT)}")
     if robustness:
+        if bench.from_file:
+            bench.images("test")  # features from a file have no images: one line, before any fitting
         check_options(robustness, bench.options.data_root)  # a bad corruption or OOD set fails before any fitting
+    head_only = head_only or bench.from_file  # no backbone to write: the head alone, tied to the file
+    if train_views and bench.from_file:
+        raise UsageError("--train-views augments images; features computed elsewhere have none", hint="drop it")
     if train_views < 0:
         raise UsageError(f"--train-views {train_views} must be 0 or more")
     check_augment(augment)

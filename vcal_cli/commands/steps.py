@@ -97,7 +97,7 @@ def check_guarantees(o: ConformalOptions | None, bench: Workbench | None) -> tup
             "test_labels, ...)",
         )
     check_risk(o.target_risk, o.delta)
-    return check_conformal(o, bench.images("val").labels if o.alphas else None, bench.class_names)
+    return check_conformal(o, bench.labels("val") if o.alphas else None, bench.class_names)
 
 
 def guarantees(

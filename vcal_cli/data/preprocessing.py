@@ -14,6 +14,7 @@ candidates (`probe_candidates`) on a few val images instead of guessing.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,10 +92,13 @@ class Preprocessing:
                 x = (x * x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
             else:
                 raise UsageError(f"images have {x.shape[1]} channels but the model takes {c}; set --input-size")
-        if self.crop_pct < 1.0:  # timm's eval transform: resize to size / crop_pct, then the centre crop
-            scale = max(h, w) / self.crop_pct / min(x.shape[-2:])
-            x = self._resize(x, (round(x.shape[-2] * scale), round(x.shape[-1] * scale)))
-            top, left = (x.shape[-2] - h) // 2, (x.shape[-1] - w) // 2
+        if self.crop_pct < 1.0:  # timm's eval transform: the shorter side to size / crop_pct, then the centre crop
+            # torchvision's Resize(int) and CenterCrop arithmetic (what timm and torchvision's weights evaluate with):
+            # the short side to floor(size / crop_pct), the long side truncated in proportion; the crop offset rounded
+            side = math.floor(max(h, w) / self.crop_pct + 1e-6)
+            ih, iw = x.shape[-2:]
+            x = self._resize(x, (side, int(side * iw / ih)) if ih <= iw else (int(side * ih / iw), side))
+            top, left = int(round((x.shape[-2] - h) / 2.0)), int(round((x.shape[-1] - w) / 2.0))
             x = x[..., top : top + h, left : left + w]
         if x.shape[-2:] != (h, w):
             x = self._resize(x, (h, w))

@@ -20,6 +20,7 @@ class ExtractOptions:
     head_file: str | None = None  # a head written by `vcal retrain --head-only`, applied to the checkpoint
     data_root: str | None = None
     input_size: tuple[int, int, int] | None = None
+    resize: int | None = None  # the eval transform's shorter side before the centre crop to input_size
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     cache_dir: str | None = None

@@ -17,12 +17,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from vcal_cli._defaults import DEFAULT_AUGMENT
 from vcal_cli.checkpoints import LoadedModel, apply_head_file, load_checkpoint
 from vcal_cli.data import ImageSplit, Preprocessing, data_names, load_split, probe_candidates, resolve_preprocessing
 from vcal_cli.data.augment import augmented
 from vcal_cli.errors import UsageError, VcalError
+from vcal_cli.features.bundle import is_bundle, open_bundle
 from vcal_cli.features.distributed import release_workers
 from vcal_cli.features.extract import Track, quiet
 from vcal_cli.features.load import FeatureSet, get_features
@@ -45,6 +47,7 @@ class Workbench:
     _images: dict[str, ImageSplit] = field(default_factory=dict, repr=False)
     _features: dict[str, FeatureSet] = field(default_factory=dict, repr=False)
     _prep: Preprocessing | None = field(default=None, repr=False)
+    from_file: bool = False  # features computed elsewhere (`vcal_cli.features.bundle`): no images, no extraction
 
     @classmethod
     def open(
@@ -64,8 +67,30 @@ class Workbench:
             raise UsageError(f"--batch-size {o.batch_size} must be at least 1")
         if o.workers < 0:
             raise UsageError(f"--workers {o.workers} must be 0 or more")
+        if not isinstance(checkpoint, LoadedModel) and is_bundle(checkpoint):
+            return cls._from_bundle(Path(checkpoint), data, o, progress)
         loaded = open_checkpoint(checkpoint, o)
         return cls(loaded, data if isinstance(data, ImageSplit) else default_data(loaded, data), o, progress)
+
+    @classmethod
+    def _from_bundle(cls, path: Path, data: str | ImageSplit | None, o: ExtractOptions, progress: Track) -> Workbench:
+        """Features computed elsewhere; with `--head-file`, every split's logits are that head's."""
+        loaded, splits = open_bundle(path)
+        if o.head_file:
+            loaded = apply_head_file(loaded, o.head_file)
+            with torch.no_grad():
+                for fs in splits.values():
+                    fs.logits = torch.cat([loaded.head(fs.features[i : i + 4096]) for i in range(0, len(fs), 4096)])
+        name = data if isinstance(data, str) and data else f"features:{path.name}"
+        return cls(loaded, name, o, progress, _features=splits, from_file=True)
+
+    def labels(self, split: str) -> Tensor:
+        """The split's labels (without extracting anything)."""
+        return self.features(split).labels if self.from_file else self.images(split).labels
+
+    def split_preprocessing(self, split: str) -> Preprocessing | None:
+        """The preprocessing the split's features were computed with (None: computed elsewhere)."""
+        return None if self.from_file else self.preprocessing_for(self.images(split))
 
     @property
     def name(self) -> str:
@@ -74,6 +99,11 @@ class Workbench:
 
     def images(self, split: str = "test") -> ImageSplit:
         """The split's images and labels (loaded once)."""
+        if self.from_file:
+            raise UsageError(
+                f"'{self.model.path}' holds features computed elsewhere, not images: --shift, --ood and --adversarial "
+                "need a checkpoint"
+            )
         if isinstance(self.data, ImageSplit):
             return self.data
         if split not in self._images:
@@ -84,6 +114,8 @@ class Workbench:
     def features(self, split: str = "test") -> FeatureSet:
         """Features, logits and labels of `split` (from the cache, else extracted once and cached)."""
         if split not in self._features:
+            if self.from_file:
+                raise UsageError(f"'{self.model.path}' has no {split} split (it needs {split}_features)")
             self._features[split] = self.features_of(self.images(split))
         return self._features[split]
 
@@ -200,7 +232,7 @@ def model_preprocessing(
         model_in_chans=loaded.in_chans, native_size=ds.native_size,
     )  # fmt: skip
     if said is not None:
-        return said
+        return with_resize(said, o.resize)
     if loaded.probed is not None:
         return loaded.probed
     if not probe:  # an OOD set's labels cannot score candidates: the data's native size, unnormalised, said so
@@ -214,4 +246,14 @@ def model_preprocessing(
         except VcalError:
             val = ds
     loaded.probed = probe_preprocessing(loaded, val, o)
-    return loaded.probed
+    return with_resize(loaded.probed, o.resize)
+
+
+def with_resize(prep: Preprocessing, resize: int | None) -> Preprocessing:
+    """`--resize N`: the shorter side to N, then the centre crop to the input size (crop_pct = size / N)."""
+    if resize is None:
+        return prep
+    crop = max(prep.input_size[1:])
+    if resize < crop:
+        raise UsageError(f"--resize {resize} is smaller than the crop {crop} (--input-size); give --resize >= {crop}")
+    return replace(prep, crop_pct=crop / resize, source=f"{prep.source} + --resize {resize}")

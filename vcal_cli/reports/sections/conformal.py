@@ -60,13 +60,13 @@ def _tables(report: Report) -> list[TableSpec]:
     heads = _conformal(report)
     if not heads:
         return []
-    cols = ["head", "score", "1 - alpha", "coverage", "95% interval", "mean size", "95% interval", "median",
-            "empty", "singleton", "SSC", "CovGap", "worst class", "threshold"]  # fmt: skip
+    cols = ["head", "score", "1 - alpha", "coverage [95%]", "mean size [95%]", "median", "empty", "singleton", "SSC",
+            "CovGap", "worst class", "threshold"]  # fmt: skip
     rows = [
-        [head, r["score"], f"{r['target']:.3f}", f"{r['coverage']:.4f}", _ci(r, "coverage"), f"{r['set_size']:.3f}",
-         _ci(r, "set_size"), f"{r['set_size_median']:g}", f"{r['empty']:.3f}", f"{r['singleton']:.3f}",
-         f"{r['ssc']:.3f}", f"{r['cov_gap']:.4f}", f"{r['worst_class']['class']} {r['worst_class']['coverage']:.3f}",
-         _threshold(r)]
+        [head, r["score"], f"{r['target']:.3f}", f"{r['coverage']:.4f} {_ci(r, 'coverage')}",
+         f"{r['set_size']:.3f} {_ci(r, 'set_size')}", f"{r['set_size_median']:g}", f"{r['empty']:.3f}",
+         f"{r['singleton']:.3f}", f"{r['ssc']:.3f}", f"{r['cov_gap']:.4f}",
+         f"{r['worst_class']['class']} {r['worst_class']['coverage']:.3f}", _threshold(r)]
         for head, rs in heads.items() for r in rs
     ]  # fmt: skip
     out = [("Prediction sets: split conformal, calibrated on val, scored on test (SSC: the lowest coverage over set-"
