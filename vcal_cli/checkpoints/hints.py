@@ -125,7 +125,8 @@ def from_checkpoint_dict(obj: Mapping[str, Any]) -> Hints:
     if isinstance(hp, Mapping):
         hints = hints.merge(from_mapping(hp, "Lightning hyper_parameters"))
     dm = obj.get("datamodule_hyper_parameters")  # a LightningDataModule's save_hyperparameters(): mean, std, size
-    if isinstance(dm, Mapping):
+    if isinstance(dm, Mapping):  # its image size takes the model's channels when the datamodule does not say them
+        dm = {**dm, "in_chans": dm.get("in_chans") or dm.get("num_channels") or hints.in_chans}
         hints = hints.merge(from_mapping(dm, "Lightning datamodule_hyper_parameters"))
     if hints.arch is None and isinstance(obj.get("arch"), str):  # timm train.py also stores arch at the top
         hints = hints.merge(Hints(("timm train.py arch",), arch=obj["arch"]))
