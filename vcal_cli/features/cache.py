@@ -69,6 +69,7 @@ class FeatureCache:
             list(self.root.glob("*.safetensors"))
             + list(self.root.glob(".*.tmp"))
             + list(self.root.glob("*.probe.json"))
+            + list(self.root.glob("*.safetensors.lock"))  # the build locks of concurrent runs
         ):
             p.unlink(missing_ok=True)
             n += p.suffix == ".safetensors"

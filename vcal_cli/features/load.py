@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
 from torch import Tensor
 
 from vcal_cli.checkpoints import LoadedModel
@@ -126,7 +127,14 @@ def get_features(
         return FeatureSet.load(path)
     try:
         plan = ShardPlan.make(len(data), o.shard_size, o.batch_size)
-        resumed = _build(loaded, data, prep, rt, dtype, plan, path, info, w, progress)
+        if w.size > 1:  # torchrun: the ranks share the build (rank 0 prepares and merges, barriers order them)
+            resumed = _build(loaded, data, prep, rt, dtype, plan, path, info, w, progress)
+        else:  # separate runs on one entry: one builds, the others wait for it and read it
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(f"{path}.lock"):
+                if _entry_ok(path, len(data)):
+                    return FeatureSet.load(path)
+                resumed = _build(loaded, data, prep, rt, dtype, plan, path, info, w, progress)
     except OSError as e:
         raise CacheError(
             f"cannot write the feature cache '{path}' ({e.strerror})",
