@@ -20,6 +20,10 @@ class VcalError(Exception):
         return f"{self.message}; {self.hint}" if self.hint else self.message
 
 
+class Terminated(BaseException):  # not an error of the input: SIGTERM (a scheduler, `kill`, a CI timeout)
+    """Raised by the SIGTERM handler the CLI installs, so a terminated run unwinds like an interrupted one."""
+
+
 class WorkerFinished(Exception):  # not an error: the normal end of a torchrun rank > 0
     """Raised on ranks > 0 when their share of the work is done; the CLI exits 0 on it."""
 

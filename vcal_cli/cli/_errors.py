@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import typer
 
-from vcal_cli.errors import VcalError, WorkerFinished
+from vcal_cli.errors import Terminated, VcalError, WorkerFinished
 
 
 def debug_enabled(flag: bool = False) -> bool:
@@ -40,8 +40,14 @@ def handle_errors(debug: bool = False) -> Iterator[None]:
             raise
         raise fail(str(e), e.exit_code) from None
     except KeyboardInterrupt:
+        print(file=sys.stderr)  # the signal may have cut a progress line short: the error starts a line of its own
         raise fail(
             "interrupted; nothing partial was written (finished feature shards are kept for the next run)", 130
+        ) from None
+    except Terminated:
+        print(file=sys.stderr)
+        raise fail(
+            "terminated; nothing partial was written (finished feature shards are kept for the next run)", 143
         ) from None
     except Exception as e:
         if debug_enabled(debug):

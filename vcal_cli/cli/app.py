@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -16,6 +17,7 @@ import typer
 from typer.core import TyperGroup
 
 from vcal_cli._version import __version__
+from vcal_cli.errors import Terminated
 
 # name: (module, function or typer app, one-line help). Modules load when their command runs, so
 # `vcal --help` imports neither torch nor the heads.
@@ -151,7 +153,16 @@ def _root(
 PIPE_COLUMNS = "120"  # help and tables written to a pipe or a log: rich would wrap them at 80 columns
 
 
+def _terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def main() -> None:
     if not sys.stdout.isatty() and "COLUMNS" not in os.environ:
         os.environ["COLUMNS"] = PIPE_COLUMNS
-    app()
+    signal.signal(signal.SIGTERM, _terminated)  # unwind like Ctrl-C: temp files removed, one line, exit 143
+    try:
+        app()
+    except Terminated:  # before or after a command's own handler (parsing, start-up)
+        print("error: terminated", file=sys.stderr)
+        sys.exit(143)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from filelock import FileLock
 
 from vcal_cli._io import atomic_write_bytes, same_file
 from vcal_cli.errors import ReportError
@@ -36,6 +37,9 @@ def metrics_frame(report: dict[str, Any]) -> pd.DataFrame:
     )
 
 
+LOCK = ".vcal-report.lock"
+
+
 def write_files(out_dir: str | Path, files: dict[str, bytes | str], inputs: tuple[Path, ...] = ()) -> Path:
     """Write `files` into `out_dir` atomically, report.json last; refuse to overwrite an input."""
     out = Path(out_dir)
@@ -47,9 +51,11 @@ def write_files(out_dir: str | Path, files: dict[str, bytes | str], inputs: tupl
                 raise ReportError(f"refusing to write '{out / name}' over an input file", hint="choose another --out")
     order = sorted(files, key=lambda n: n == "report.json")
     try:
-        for name in order:
-            data = files[name]
-            atomic_write_bytes(out / name, data.encode("utf-8") if isinstance(data, str) else data)
+        out.mkdir(parents=True, exist_ok=True)
+        with FileLock(out / LOCK):  # two runs writing one --out: each writes all its files, one after the other
+            for name in order:
+                data = files[name]
+                atomic_write_bytes(out / name, data.encode("utf-8") if isinstance(data, str) else data)
     except OSError as e:
         raise ReportError(f"cannot write the report into '{out}' ({e.strerror})") from None
     return out
