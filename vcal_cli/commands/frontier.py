@@ -11,6 +11,7 @@ the lowest val ECE (or rate, or NLL).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -131,8 +132,8 @@ def frontier(
     tr, va, te = (bench.features(s) for s in ("train", "val", "test"))
     bench.release()  # under torchrun: the ranks shared the extractions; the sweep runs on rank 0
     warning = val_warning((tr.logits, tr.labels), (va.logits, va.labels), (te.logits, te.labels))
-    for fs in (tr, va, te):  # the sweep holds the splits in memory, as fresh float32 (aligned) tensors
-        fs.features = fs.features.to(torch.float32, copy=True)
+    # the sweep holds the splits in memory, as fresh float32 (aligned) tensors; the bench's own stay as they are
+    tr, va, te = (dataclasses.replace(fs, features=fs.features.to(torch.float32, copy=True)) for fs in (tr, va, te))
     n_epochs = resolve_epochs(epochs, len(tr.labels), batch_size)
     s = Settings(
         hidden=hidden or default_latent(tr.logits.shape[1]), samples=samples, epochs=n_epochs,

@@ -209,7 +209,9 @@ def score_heads(
     }  # fmt: skip
     original_val_nll = nll(val.logits, val.labels)
     for head in fitted:
-        val_lp = head.predict_log_proba(val.features, batch_size=bench.options.batch_size)
+        # val predictions only where something reads them: the warning (heads fitted on train) and the sets
+        needs_val = head.fits_on == "train" or plan.conformal
+        val_lp = head.predict_log_proba(val.features, batch_size=bench.options.batch_size) if needs_val else None
         if head.fits_on == "train" and (v := nll(val_lp, val.labels)) > original_val_nll:
             original.warnings.append(_worse_on_val(head.name, v, original_val_nll, plan.train_views))
         log_probs = head.predict_log_proba(test.features, batch_size=bench.options.batch_size)
@@ -217,7 +219,7 @@ def score_heads(
         r = HeadResult(head.name, res, head, None, hierarchy_section(plan.tree, log_probs, test.labels, n_bootstrap,
                                                                       seed))  # fmt: skip
         r.log_probs, r.sections = log_probs, compute_sections(log_probs, test.labels)
-        if plan.conformal:
+        if plan.conformal and val_lp is not None:
             found, plan.sets[head.name] = guarantees(val_lp, val.labels, log_probs, test.labels, plan.conformal,
                                                      bench.class_names)  # fmt: skip
             r.sections.update(found)
