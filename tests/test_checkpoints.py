@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -295,7 +296,8 @@ def test_torchvision_arch_reads_input_channels_off_the_weights(tmp_path: Path) -
 
 @pytest.mark.parametrize("kind", ["torchscript", "export", "onnx", "zip"])
 def test_files_of_another_kind_are_named_for_what_they_are(tmp_path: Path, kind: str) -> None:
-    """Written by the real tools: each gets one line saying what the file is (not 'truncated', not 'a pickle')."""
+    """Written by the real tools: each gets one line saying what the file is (not 'truncated', not 'a pickle'):
+    programs that unpickle without --trust-checkpoint, an ONNX file onnxruntime cannot read, a foreign zip."""
     import warnings
     import zipfile
 
@@ -309,12 +311,37 @@ def test_files_of_another_kind_are_named_for_what_they_are(tmp_path: Path, kind:
         elif kind == "export":
             torch.export.save(torch.export.export(model, (x,)), path)
         elif kind == "onnx":
-            pytest.importorskip("onnx")
-            torch.onnx.export(model, (x,), str(path), dynamo=False)
+            path.write_bytes(b"\x08\x07\x12\x07pytorch" + b"\x00" * 64)  # an ONNX header, then damage
         else:
             with zipfile.ZipFile(path, "w") as z:
                 z.writestr("readme.txt", "not a checkpoint")
-    words = {"torchscript": "a TorchScript program", "export": "a torch.export program", "onnx": "an ONNX model",
-             "zip": "a zip archive that torch.save did not write"}[kind]  # fmt: skip
+    words = {"torchscript": "a TorchScript program", "export": "a torch.export program",
+             "onnx": "not a readable ONNX model", "zip": "a zip archive that torch.save did not write"}[kind]  # fmt: skip
     with pytest.raises(CheckpointError, match=words):
         load_checkpoint(path, arch="vcal:mlp")
+
+
+def test_torchvision_weights_name_sets_transforms_and_categories(tmp_path: Path) -> None:
+    """`--weights ResNet50_Weights.IMAGENET1K_V2`: resize 232, crop 224, ImageNet mean/std and the 1,000 category
+    names, all from torchvision's own metadata (no download: the weights are never fetched)."""
+    import torchvision
+
+    from vcal_cli.data.preprocessing import torchvision_weights
+    from vcal_cli.errors import UsageError
+
+    prep, names = torchvision_weights("ResNet50_Weights.IMAGENET1K_V2")
+    want = torchvision.models.ResNet50_Weights.IMAGENET1K_V2.transforms()
+    assert prep.input_size == (3, 224, 224) and prep.crop_pct == pytest.approx(224 / 232)
+    assert prep.mean == tuple(want.mean) and prep.std == tuple(want.std) and prep.interpolation == "bilinear"
+    assert len(names) == 1000 and names[0] == "tench" and "ResNet50_Weights" in prep.source
+    # the pixels equal torchvision's own transform on the same image
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 255, (300, 260, 3), dtype=np.uint8))
+    mine = prep.to_model_input(torch.from_numpy(np.asarray(img)).permute(2, 0, 1)[None].contiguous())
+    assert torch.allclose(mine, want(img)[None], atol=2e-2)
+    grey, _ = torchvision_weights("resnet18.IMAGENET1K_V1", in_chans=1)
+    assert grey.input_size == (1, 224, 224) and len(grey.mean) == 1
+    with pytest.raises(UsageError, match="not a torchvision weights name"):
+        torchvision_weights("ResNet50_Weights.NOPE")

@@ -36,7 +36,16 @@ from vcal_cli.checkpoints import transformers_models
 from vcal_cli.checkpoints.arch import build_arch
 from vcal_cli.checkpoints.head_finder import find_head
 from vcal_cli.checkpoints.hints import Hints, beside, from_checkpoint_dict
-from vcal_cli.checkpoints.state_dict import load_into, pick_weight_set, torch_load_safe, unwrap_state_dict
+from vcal_cli.checkpoints.programs import ProgramClassifier, load_program
+from vcal_cli.checkpoints.state_dict import (
+    FOREIGN,
+    TRUST_HINT,
+    load_into,
+    pick_weight_set,
+    sniff,
+    torch_load_safe,
+    unwrap_state_dict,
+)
 from vcal_cli.data.preprocessing import Preprocessing
 from vcal_cli.errors import CheckpointError
 from vcal_cli.heads import build_module
@@ -75,6 +84,12 @@ class LoadedModel:
     hints: Hints = field(default_factory=Hints)  # what the file says about its own training
     probed: Preprocessing | None = field(default=None, repr=False, compare=False)  # found by the probe, once
     weight_set: dict[str, Any] | None = None  # which of two sets (raw, EMA) a trainer's file held was loaded
+
+    @property
+    def program(self) -> str | None:
+        """'torchscript', 'export' or 'onnx' for a compiled or exported program (no architecture to rebuild: a
+        retrained head is written as a head file tied to it); None for a Python model."""
+        return self.model.kind if isinstance(self.model, ProgramClassifier) else None
 
     @property
     def head(self) -> nn.Module:
@@ -203,6 +218,8 @@ def load_checkpoint(
     weights = _weights_in(path) if path.is_dir() else path
     if not weights.is_file():
         raise CheckpointError(f"checkpoint '{path}' is not a file")
+    if (kind := sniff(weights)) in ("torchscript", "export", "onnx"):
+        return _from_program(weights, kind, trust=trust)
     sha = sha256_file(weights)
     hints = beside(weights) if weights.name in WEIGHT_FILES or path.is_dir() else Hints()
     sd: dict[str, torch.Tensor]
@@ -258,6 +275,26 @@ def load_checkpoint(
     )  # fmt: skip
 
 
+def _from_program(path: Path, kind: str, *, trust: bool) -> LoadedModel:
+    """A TorchScript, torch.export or ONNX program, split at its last linear layer (`programs`). The first two
+    unpickle when loaded (PyTorch's documentation says so for both), so they need `trust`."""
+    if kind != "onnx" and not trust:
+        raise CheckpointError(
+            f"'{path}' is {FOREIGN[kind]}; loading one unpickles it, which can run code, so vcal ran nothing",
+            hint=TRUST_HINT,
+        )
+    model, where, chans = load_program(path, kind)
+    files = [path]
+    if kind == "onnx":  # external data files beside it (x.onnx.data, or tensors named in the graph) are its weights
+        files += sorted(p for p in path.parent.glob(f"{path.name}*") if p != path and p.is_file())
+    sha = hashlib.sha256("".join(sha256_file(p) for p in files).encode()).hexdigest() if len(files) > 1 else None
+    k = model.head.out_features
+    return LoadedModel(
+        model, "head", kind, k, sha or sha256_file(path), path, in_chans=chans,
+        metadata={"program_layer": where},
+    )  # fmt: skip
+
+
 def _from_transformers_folder(folder: Path, name: str, head_module: str | None) -> LoadedModel:
     """A transformers image classifier folder (`transformers_models`): the model, its classifier, class names from
     `id2label`, and what the folder says about preprocessing (preprocessor_config.json)."""
@@ -286,6 +323,11 @@ def save_checkpoint(
 ) -> Path:
     """Write `loaded` in vcal's safetensors format (atomically; never onto an input file)."""
     path = Path(path)
+    if loaded.program:
+        raise CheckpointError(
+            f"a {loaded.program} program cannot be rewritten as a vcal checkpoint",
+            hint="write the head alone (--head-only)",
+        )
     for src in (loaded.path, *inputs):
         if src is not None and same_file(src, path):
             raise CheckpointError(f"refusing to write '{path}' over an input file", hint="choose another --out")

@@ -169,13 +169,10 @@ def sniff(path: Path) -> str | None:
     return None
 
 
-FOREIGN = {
-    "onnx": "an ONNX model (onnx/onnxruntime format), not a torch checkpoint; vcal does not run ONNX graphs yet: "
-    "audit the PyTorch model it was exported from, or compute its logits elsewhere and use --logits",
-    "torchscript": "a TorchScript program (torch.jit.save), not a torch checkpoint; vcal does not load TorchScript "
-    "yet: save model.state_dict() with torch.save and pass --arch",
-    "export": "a torch.export program (torch.export.save, .pt2), not a torch checkpoint; vcal does not load exported "
-    "programs yet: save model.state_dict() with torch.save and pass --arch",
+FOREIGN = {  # what a file is, by kind; vcal_cli.checkpoints.programs runs the first three
+    "onnx": "an ONNX model",
+    "torchscript": "a TorchScript program (torch.jit.save)",
+    "export": "a torch.export program (torch.export.save, .pt2)",
     "zip": "a zip archive that torch.save did not write (no data.pkl inside)",
 }
 
@@ -185,7 +182,10 @@ def torch_load_safe(path: Path, *, trust: bool) -> Any:
     unless `trust`, naming the callables it asked for. A file of another kind (ONNX, TorchScript, torch.export, a
     foreign zip) is named as what it is. torch's warnings never reach the user."""
     if kind := sniff(path):
-        raise CheckpointError(f"'{path}' is {FOREIGN[kind]}", hint="vcal reads the forms listed in docs/formats.md")
+        raise CheckpointError(
+            f"'{path}' is {FOREIGN[kind]}, not a torch.save checkpoint",
+            hint="give it to vcal audit / retrain as the checkpoint itself; docs/formats.md lists the forms",
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:

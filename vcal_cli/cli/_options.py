@@ -99,6 +99,14 @@ ResizeOpt = Annotated[
         "weights: --resize 232 --input-size 3,224,224).",
     ),
 ]
+WeightsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--weights",
+        help="A torchvision weights name (e.g. ResNet50_Weights.IMAGENET1K_V2): its eval transforms (resize, crop, "
+        "mean, std, interpolation) and category names, read from torchvision's metadata (nothing is downloaded).",
+    ),
+]
 MeanOpt = Annotated[str | None, typer.Option("--mean", help="Normalisation mean per channel, e.g. 0.485,0.456,0.406.")]
 StdOpt = Annotated[str | None, typer.Option("--std", help="Normalisation std per channel.")]
 CacheDirOpt = Annotated[
@@ -165,6 +173,7 @@ def extract_options(flags: dict[str, Any]) -> ExtractOptions:
         "head_file": str(f("head_file")) if f("head_file") else None,
         "input_size": parse_input_size(f("input_size")) if f("input_size") else None,
         "resize": f("resize"),
+        "weights": f("weights"),
         "mean": parse_floats(f("mean"), "--mean") if f("mean") else None,
         "std": parse_floats(f("std"), "--std") if f("std") else None,
         "cache_dir": str(f("cache_dir")) if f("cache_dir") else None,
@@ -313,7 +322,7 @@ EXTRACT = (  # loading the checkpoint and extracting features (ExtractOptions)
     _kw("arch", ArchOpt), _kw("trust_checkpoint", TrustOpt, False), _kw("head_module", HeadModuleOpt),
     _kw("weight_set", WeightSetOpt),
     _kw("data_root", DataRootOpt), _kw("input_size", InputSizeOpt), _kw("resize", ResizeOpt), _kw("mean", MeanOpt),
-    _kw("std", StdOpt),
+    _kw("std", StdOpt), _kw("weights", WeightsOpt),
     _kw("cache_dir", CacheDirOpt), _kw("no_cache", NoCacheOpt, False), _kw("device", DeviceOpt),
     _kw("batch_size", BatchOpt), _kw("workers", WorkersOpt), _kw("precision", PrecisionOpt),
     _kw("channels_last", ChannelsLastOpt), _kw("cache_dtype", CacheDtypeOpt), _kw("shard_size", ShardSizeOpt),

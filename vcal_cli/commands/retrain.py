@@ -123,7 +123,7 @@ def plan_retrain(
         if bench.from_file:
             bench.images("test")  # features from a file have no images: one line, before any fitting
         check_options(robustness, bench.options.data_root)  # a bad corruption or OOD set fails before any fitting
-    head_only = head_only or bench.from_file  # no backbone to write: the head alone, tied to the file
+    head_only = head_only or bench.from_file or bench.model.program is not None  # no backbone to write: the head
     if train_views and bench.from_file:
         raise UsageError("--train-views augments images; features computed elsewhere have none", hint="drop it")
     if train_views < 0:
@@ -152,6 +152,8 @@ def plan_retrain(
             raise UsageError(f"refusing to write '{path}' over an input file", hint="choose another --out")
     plan = RetrainPlan(names, auto, per_head, paths, inputs, tree, head_only, train_views, augment, conformal, skipped)
     plan.notes += [f"--conformal: {s} skipped: {why}" for s, why in skipped_sets.items()]
+    if bench.model.program:
+        plan.notes.append(f"a {bench.model.program} program: heads written alone; audit with --head-file HEAD")
     return plan
 
 

@@ -195,7 +195,8 @@ def resolve_preprocessing(
         return None
     c = model_in_chans or native_size[0]
     if checkpoint is not None:
-        base, source = checkpoint.to_dict(), "checkpoint"
+        base = checkpoint.to_dict()
+        source = checkpoint.source if checkpoint.source.startswith("torchvision") else "checkpoint"
     else:
         timm = _timm_base(timm_cfg, model_in_chans)
         base = timm or {"input_size": [c, *native_size[1:]], "mean": [0.0] * c, "std": [1.0] * c}
@@ -232,3 +233,34 @@ def probe_candidates(
         Preprocessing.from_dict({"input_size": native, "mean": [0.0] * c, "std": [1.0] * c}, "native, mean 0, std 1")
     )
     return out
+
+
+def torchvision_weights(name: str, in_chans: int | None = None) -> tuple[Preprocessing, list[str]]:
+    """A torchvision weights enum's eval transforms and categories (`ResNet50_Weights.IMAGENET1K_V2`, or
+    `resnet50.IMAGENET1K_V2`), from the metadata torchvision ships: nothing is downloaded. Its transform resizes the
+    shorter side to `resize_size`, then centre-crops `crop_size`: here crop_pct = crop / resize."""
+    import torchvision
+
+    try:
+        enum, _, member = name.partition(".")
+        if enum.islower():  # a model's name: its weights enum
+            weights = torchvision.models.get_model_weights(enum)[member]
+        else:
+            weights = torchvision.models.get_weight(name)
+    except (ValueError, KeyError, AttributeError, TypeError) as e:
+        raise UsageError(
+            f"--weights '{name}' is not a torchvision weights name",
+            hint="e.g. ResNet50_Weights.IMAGENET1K_V2 (torchvision.models.list_models() names the models)",
+        ) from e
+    t = weights.transforms()
+    crop, resize = int(t.crop_size[0]), int(t.resize_size[0]) if t.resize_size else int(t.crop_size[0])
+    mode = str(getattr(t.interpolation, "value", t.interpolation)).lower()
+    c = in_chans or 3
+    mean, std = list(t.mean), list(t.std)
+    if c != len(mean):  # a grey stem on an RGB recipe: the channel averages, as timm does
+        mean, std = [sum(mean) / len(mean)] * c, [sum(std) / len(std)] * c
+    prep = Preprocessing(
+        (c, crop, crop), tuple(mean), tuple(std), f"torchvision {name}",
+        mode if mode in _MODES else "bilinear", min(1.0, crop / resize),
+    )  # fmt: skip
+    return prep, list(weights.meta.get("categories") or [])

@@ -21,6 +21,7 @@ class ExtractOptions:
     data_root: str | None = None
     input_size: tuple[int, int, int] | None = None
     resize: int | None = None  # the eval transform's shorter side before the centre crop to input_size
+    weights: str | None = None  # a torchvision weights name: its eval transforms and category names
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     cache_dir: str | None = None

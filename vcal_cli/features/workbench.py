@@ -23,6 +23,7 @@ from vcal_cli._defaults import DEFAULT_AUGMENT
 from vcal_cli.checkpoints import LoadedModel, apply_head_file, load_checkpoint
 from vcal_cli.data import ImageSplit, Preprocessing, data_names, load_split, probe_candidates, resolve_preprocessing
 from vcal_cli.data.augment import augmented
+from vcal_cli.data.preprocessing import torchvision_weights
 from vcal_cli.errors import UsageError, VcalError
 from vcal_cli.features.bundle import is_bundle, open_bundle
 from vcal_cli.features.distributed import release_workers
@@ -163,6 +164,10 @@ class Workbench:
         """The checkpoint's class names, else the data set's (its label order is the model's)."""
         if self.model.class_names:
             return list(self.model.class_names)
+        if self.options.weights:  # torchvision's categories for those weights, when the class count matches
+            names = torchvision_weights(self.options.weights)[1]
+            if len(names) == self.model.num_classes:
+                return names
         cached = next((fs.info.get("classes") for fs in self._features.values() if fs.info.get("classes")), None)
         if cached:
             return list(cached)
@@ -227,8 +232,9 @@ def model_preprocessing(
     """The model's preprocessing: from what was said (flags, metadata, the checkpoint's own training record),
     else probed on the val split of `data` (once per model: OOD sets and later splits reuse it)."""
     flags = {"input_size": o.input_size, "mean": o.mean, "std": o.std}
+    recorded = torchvision_weights(o.weights, loaded.in_chans)[0] if o.weights else loaded.preprocessing
     said = resolve_preprocessing(
-        flags=flags, checkpoint=loaded.preprocessing, hints=loaded.hints, timm_cfg=loaded.timm_cfg,
+        flags=flags, checkpoint=recorded, hints=loaded.hints, timm_cfg=loaded.timm_cfg,
         model_in_chans=loaded.in_chans, native_size=ds.native_size,
     )  # fmt: skip
     if said is not None:
