@@ -316,7 +316,8 @@ def test_files_of_another_kind_are_named_for_what_they_are(tmp_path: Path, kind:
             with zipfile.ZipFile(path, "w") as z:
                 z.writestr("readme.txt", "not a checkpoint")
     words = {"torchscript": "a TorchScript program", "export": "a torch.export program",
-             "onnx": "not a readable ONNX model", "zip": "a zip archive that torch.save did not write"}[kind]  # fmt: skip
+             "onnx": "not a readable ONNX model",
+             "zip": "a zip archive that torch.save did not write"}[kind]  # fmt: skip
     with pytest.raises(CheckpointError, match=words):
         load_checkpoint(path, arch="vcal:mlp")
 
