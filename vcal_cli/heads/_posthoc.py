@@ -2,13 +2,12 @@
 logits (or probabilities) on val, so their modules are `log_softmax(map(linear(features)))`.
 
 - `LogitMap`: vector scaling, matrix scaling (Guo et al. 2017) and Dirichlet calibration (Kull et al.
-  2019) as one module; `fit_logit_map` solves their full-batch objectives with L-BFGS in float64.
+  2019) as one module; `fit_logit_map` solves their full-batch objectives with L-BFGS (exact gradients by
+  torch; float32 on large val splits; a diagonal + low-rank map above LOW_RANK_K classes).
 - `OneDimMaps`: the non-parametric maps (isotonic regression, histogram binning) as piecewise-linear or
   piecewise-constant tables in buffers, one-vs-rest (one table per class, then normalised: scikit-learn's
   and netcal's multi-class definition) or top-label (one table for the top class's confidence, the
   other classes rescaled to fill the rest).
-- `cross_fitted_nll`: per-sample val NLL of a head fitted on val, each fold scored by a fit on the
-  others, so a head that fits val is not judged on the samples it was fitted to (`--head auto`).
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 from torch import Tensor, nn
 
 from vcal_cli.errors import HeadError
@@ -53,62 +53,161 @@ class LogitMap(HeadModule):
         return {"in_features": self.linear.in_features, "num_classes": self.linear.out_features, "kind": self.kind}
 
 
+FLOAT64_CELLS = 4_000_000  # val logits up to this many cells (N x K) fit in float64; larger ones in float32
+LOW_RANK_K = 128  # matrix and Dirichlet maps of more classes fit W = diag(d) + U V^T (rank RANK), not all K^2
+RANK = 16
+BLOCK = 4096  # rows per block of the N x K passes
+SCALE_ITER = 100  # L-BFGS iterations per stage: the low-rank form, and float32 (large val splits)
+
+
 def fit_logit_map(
     module: LogitMap, logits: Tensor, labels: Tensor, *, off_diagonal: float = 0.0, bias: float = 0.0,
-    ridge: float = 0.0, max_iter: int = 500,
-) -> float:  # fmt: skip
+    ridge: float = 0.0, anchor: float = 1.0, max_iter: int = 500, start: np.ndarray | None = None, seed: int = 0,
+) -> tuple[float, np.ndarray]:  # fmt: skip
     """Minimise mean NLL + off_diagonal * mean_{i != j} W_ij^2 + bias * mean_j b_j^2 (Kull et al.'s ODIR)
-    + ridge * mean (W - I)^2 (a pull towards the original logits) over the map's parameters, full batch:
-    SciPy's L-BFGS-B on the analytic gradient in float64 (NumPy: microseconds per step on val-sized
-    inputs). Returns the loss at the optimum."""
+    + ridge * mean (W - anchor I)^2 (a pull towards temperature scaling's map, anchor = 1/T; 1: the original
+    logits), full batch: SciPy's L-BFGS-B on the analytic
+    gradient, computed by torch on all cores. Small problems
+    (N x K <= FLOAT64_CELLS) run in float64 throughout; larger ones compute the N x K part in float32 (the
+    parameters, penalties and the optimizer stay float64).
+
+    Matrix and Dirichlet maps of more than LOW_RANK_K classes are fitted in the structured form
+    W = diag(d) + U V^T with U, V of rank RANK: a full K x K map has K^2 parameters (a million at K = 1,000) that
+    the val split cannot determine, and each pass costs N K^2. The structured map costs N K RANK and keeps what
+    ODIR regularises (the off-diagonal part is U V^T's). The fitted W is written into the module in full.
+
+    `start` warm-starts from an earlier solution of the same shape (a lambda path); returns (loss, solution).
+    The module's own weight and bias are the start otherwise."""
     from scipy.optimize import minimize
 
-    z = logits.double().numpy()
-    y = labels.long().numpy()
-    n, k = z.shape
-    x = z
+    n, k = logits.shape
+    dtype = torch.float64 if n * k <= FLOAT64_CELLS else torch.float32
+    x = logits.to(dtype)
     if module.kind == "dirichlet":  # log softmax (a shift of the logits leaves it unchanged)
-        x = z - z.max(1, keepdims=True)
-        x = x - np.log(np.exp(x).sum(1, keepdims=True))
-    onehot = np.zeros((n, k))
-    onehot[np.arange(n), y] = 1.0
-    vector = module.kind == "vector"
-    w0 = np.ones(k) if vector else np.eye(k)
-    off = None if vector else ~np.eye(k, dtype=bool)
+        x = torch.log_softmax(x, dim=1)
+    y = labels.long()
+    form = "vector" if module.kind == "vector" else ("low_rank" if k > LOW_RANK_K else "full")
+    r = RANK
     n_off = max(k * (k - 1), 1)
 
+    def parts(t: Tensor) -> tuple[Tensor, ...]:
+        if form == "vector":
+            return t[:k], t[k:]
+        if form == "full":
+            return t[: k * k].view(k, k), t[-k:]
+        return t[:k], t[k : k + k * r].view(k, r), t[k + k * r : k + 2 * k * r].view(k, r), t[-k:]
+
     def f(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        w = theta[:k] if vector else theta[: k * k].reshape(k, k)
-        b = theta[-k:]
-        out = (x * w if vector else x @ w.T) + b
-        out = out - out.max(1, keepdims=True)
-        lse = np.log(np.exp(out).sum(1))
-        loss = float((lse - out[np.arange(n), y]).mean())
-        g_out = (np.exp(out - lse[:, None]) - onehot) / n
-        gw = (g_out * x).sum(0) if vector else g_out.T @ x
-        gb = g_out.sum(0)
-        if off is not None and off_diagonal > 0 and k > 1:
-            loss += off_diagonal * float((w[off] ** 2).sum()) / n_off
-            gw = gw + np.where(off, 2 * off_diagonal * w / n_off, 0.0)
+        return objective(torch.from_numpy(theta))
+
+    def objective(t: Tensor) -> tuple[float, np.ndarray]:
+        """The loss and its analytic gradient (checked against autograd in the tests)."""
+        p = parts(t)
+        b = p[-1]
+        pd = [q.to(dtype) for q in p]
+        loss, gb = 0.0, torch.zeros(k, dtype=torch.float64)
+        grads = [torch.zeros_like(q) for q in p[:-1]]
+        for lo in range(0, n, BLOCK):  # row blocks: buffers small enough to be reused, not mapped afresh each pass
+            xb, yb = x[lo : lo + BLOCK], y[lo : lo + BLOCK]
+            if form == "vector":
+                out = xb * pd[0] + pd[-1]
+            elif form == "full":
+                out = torch.addmm(pd[-1], xb, pd[0].T)
+            else:
+                xv = xb @ pd[2]
+                out = torch.addmm(pd[-1], xv, pd[1].T).addcmul_(xb, pd[0])
+            logp = torch.log_softmax(out, dim=1)
+            rows = torch.arange(len(yb))
+            loss -= float(logp[rows, yb].double().sum()) / n
+            g = logp.exp_()  # d loss / d out = (softmax - onehot) / n
+            g[rows, yb] -= 1.0
+            g /= n
+            gb += g.sum(0).double()
+            if form == "vector":
+                grads[0] += (g * xb).sum(0).double()
+            elif form == "full":
+                grads[0] += (g.T @ xb).double()
+            else:
+                grads[0] += (g * xb).sum(0).double()
+                grads[1] += (g.T @ xv).double()
+                grads[2] += (xb.T @ (g @ pd[1])).double()
+        if form == "low_rank":  # ||U V^T||_F^2 and diag(U V^T) without forming the K x K matrix
+            d, u, v = p[0], p[1], p[2]
+            utu, vtv = u.T @ u, v.T @ v
+            frob = float((utu * vtv).sum())
+            diag = (u * v).sum(1)
+            if off_diagonal > 0:  # mean over i != j of (U V^T)_ij^2
+                c = off_diagonal / n_off
+                loss += c * (frob - float((diag**2).sum()))
+                grads[1] = grads[1] + 2 * c * (u @ vtv - diag[:, None] * v)
+                grads[2] = grads[2] + 2 * c * (v @ utu - diag[:, None] * u)
+            if ridge > 0:  # mean of (diag(d) + U V^T - anchor I)^2 over all K^2 entries
+                c, e = ridge / (k * k), d - anchor
+                loss += c * (float((e**2).sum()) + 2 * float((e * diag).sum()) + frob)
+                grads[0] = grads[0] + 2 * c * (e + diag)
+                grads[1] = grads[1] + 2 * c * (e[:, None] * v + u @ vtv)
+                grads[2] = grads[2] + 2 * c * (e[:, None] * u + v @ utu)
+        elif form == "full":
+            w = p[0]
+            if off_diagonal > 0 and k > 1:
+                off = w - torch.diag(w.diagonal())
+                loss += off_diagonal * float((off**2).sum()) / n_off
+                grads[0] = grads[0] + 2 * off_diagonal * off / n_off
+            if ridge > 0:
+                e = w - anchor * torch.eye(k, dtype=torch.float64)
+                loss += ridge * float((e**2).mean())
+                grads[0] = grads[0] + 2 * ridge * e / e.numel()
+        elif ridge > 0:
+            e = p[0] - anchor
+            loss += ridge * float((e**2).mean())
+            grads[0] = grads[0] + 2 * ridge * e / k
         if bias > 0:
             loss += bias * float((b**2).mean())
             gb = gb + 2 * bias * b / k
-        if ridge > 0:
-            d = w - w0
-            loss += ridge * float((d**2).mean())
-            gw = gw + 2 * ridge * d / d.size
-        return loss, np.concatenate([gw.ravel(), gb])
+        return loss, torch.cat([gr.ravel() for gr in grads] + [gb]).numpy()
 
-    theta0 = np.concatenate([module.weight.detach().double().numpy().ravel(), module.bias.detach().double().numpy()])
-    r = minimize(f, theta0, jac=True, method="L-BFGS-B",
-                 options={"maxiter": max_iter, "ftol": 1e-15, "gtol": 1e-9, "maxcor": 20})  # fmt: skip
-    final = float(r.fun)
+    module.objective_ = objective  # type: ignore[attr-defined]  # for the gradient check in the tests
+
+    tol = {"ftol": 1e-15, "gtol": 1e-9} if dtype == torch.float64 else {"ftol": 1e-8, "gtol": 1e-5}
+    iters = max_iter if dtype == torch.float64 and form != "low_rank" else min(max_iter, SCALE_ITER)
+
+    def run(fun: Callable[[np.ndarray], tuple[float, np.ndarray]], x0: np.ndarray) -> Any:
+        # SciPy's OpenBLAS threads spin after each L-BFGS step and starve torch's (20x slower on 2 cores): one
+        # BLAS thread for the optimizer's own small algebra, every core for torch
+        with torch.no_grad(), threadpool_limits(1, user_api="blas"):
+            return minimize(fun, x0, jac=True, method="L-BFGS-B", options={"maxiter": iters, "maxcor": 20, **tol})
+
+    if start is None:
+        w0 = module.weight.detach().double()
+        b0 = module.bias.detach().double()
+        if form == "low_rank":  # U = 0, V small and seeded: the gradient reaches U at once (U = V = 0 is a saddle)
+            v0 = torch.randn(k, r, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 1e-2
+            start = torch.cat([w0.diagonal(), torch.zeros(k * r, dtype=torch.float64), v0.ravel(), b0]).numpy()
+            # first the diagonal and bias alone (U = 0 leaves a vector map: cheap, well conditioned), then all
+            free = np.r_[np.arange(k), np.arange(len(start) - k, len(start))]
+
+            def diagonal(theta: np.ndarray) -> tuple[float, np.ndarray]:
+                full = start.copy()
+                full[free] = theta
+                loss, grad = f(full)
+                return loss, grad[free]
+
+            start[free] = run(diagonal, start[free]).x
+        else:
+            start = torch.cat([w0.ravel(), b0]).numpy()
+    res = run(f, start)
+    final = float(res.fun)
     if not math.isfinite(final):
         raise HeadError(f"{module.kind} scaling diverged on val (loss {final})")
     with torch.no_grad():
-        module.weight.copy_(torch.from_numpy(r.x[:-k].reshape(module.weight.shape)).float())
-        module.bias.copy_(torch.from_numpy(r.x[-k:]).float())
-    return final
+        p = parts(torch.from_numpy(res.x))
+        if form == "low_rank":
+            w = torch.diag(p[0]) + p[1] @ p[2].T
+        else:
+            w = p[0]
+        module.weight.copy_(w.reshape(module.weight.shape).float())
+        module.bias.copy_(p[-1].float())
+    return final, res.x
 
 
 class OneDimMaps(HeadModule):
@@ -180,18 +279,3 @@ def one_dim_targets(probs: Tensor, labels: Tensor, mode: str) -> list[tuple[Tens
         return [(p[:, k], (labels == k).double()) for k in range(p.shape[1])]
     conf, top = p.max(1)
     return [(conf, (top == labels).double())]
-
-
-def cross_fitted_nll(
-    fit: Callable[[Tensor], Callable[[Tensor], Tensor]], n: int, labels: Tensor, folds: int = 5, seed: int = 0
-) -> Tensor:
-    """Per-sample NLL on val where each fold is predicted by `fit(train_idx)` (which returns a log-prob
-    predictor taking row indices). Fixed seeded folds; (n,) float64."""
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    out = torch.empty(n, dtype=torch.float64)
-    for f in range(folds):
-        held = perm[f::folds]
-        keep = torch.cat([perm[g::folds] for g in range(folds) if g != f])
-        logp = fit(keep)(held)
-        out[held] = -logp.double().gather(1, labels[held, None].long())[:, 0]
-    return out

@@ -8,7 +8,8 @@ cross-validation of the val NLL, then refitted on all of val. Differences from t
 searches lambda and mu separately (and fits with Adam / Newton); vcal ties them to keep the search at 5
 fits x 5 folds. As published, the diagonal is free: on a val split the original head classifies without
 error it scales without bound (test NLL 16 on the digits sample, against 0.14); `--head auto` scores it
-cross-fitted, which exposes this, and does not pick it there.
+cross-fitted, which exposes this, and does not pick it there. Above 128 classes the map is diag(d) + U V^T of
+rank 16 (the off-diagonal part, which ODIR regularises, is U V^T's), as for `matrix`.
 
 Kull, Perello-Nieto, Kängsepp, Silva Filho, Song, Flach. Beyond temperature scaling: Obtaining
 well-calibrated multiclass probabilities with Dirichlet calibration. NeurIPS 2019. arXiv:1910.12656.

@@ -3,8 +3,10 @@
 log p(y|x) = log_softmax(W z + b), W in R^{K x K} (started at the identity), b in R^K; full-batch L-BFGS in
 float64. K^2 + K parameters. Difference from the paper (measured): unregularised, as Guo et al. fit it, the
 map diverges on a val split the original head nearly separates (test NLL 0.89 on the digits sample,
-against 0.14); vcal pulls W towards the identity and b towards 0 (`ridge`, by 5-fold cross-validation
-on val, as `vector`; `--ridge 0` is the paper's method). With many classes prefer `dirichlet`.
+against 0.14); vcal pulls W towards temperature scaling's I/T and b towards 0 (`ridge`, chosen as in `vector`;
+`--ridge 0` is the paper's method). Above 128 classes the map is fitted as W = diag(d) + U V^T of rank 16
+(K^2 parameters cannot be determined by a val split: a million at 1,000 classes), at most 100 L-BFGS
+iterations per stage on large val splits; benchmarks/bench_scale.py measures it against temperature scaling.
 
 Guo, Pleiss, Sun, Weinberger. On Calibration of Modern Neural Networks. ICML 2017. arXiv:1706.04599.
 """
