@@ -154,9 +154,13 @@ def sniff(path: Path) -> str | None:
         return None
     if zipfile.is_zipfile(path):
         try:
-            names = zipfile.ZipFile(path).namelist()
+            infos = zipfile.ZipFile(path).infolist()
         except (zipfile.BadZipFile, OSError):
             return "zip"
+        # torch.save stores its entries uncompressed: one that inflates a hundredfold is a bomb, never inflated
+        if any(i.compress_type != zipfile.ZIP_STORED and i.file_size > 100 * max(i.compress_size, 1) for i in infos):
+            return "bomb"
+        names = [i.filename for i in infos]
         tails = {n.split("/", 1)[-1] for n in names}
         if "constants.pkl" in tails or any(t.startswith("code/__torch__") for t in tails):
             return "torchscript"
@@ -174,6 +178,8 @@ FOREIGN = {  # what a file is, by kind; vcal_cli.checkpoints.programs runs the f
     "torchscript": "a TorchScript program (torch.jit.save)",
     "export": "a torch.export program (torch.export.save, .pt2)",
     "zip": "a zip archive that torch.save did not write (no data.pkl inside)",
+    "bomb": "a zip archive whose entries inflate more than a hundredfold (torch.save stores them uncompressed); "
+    "vcal did not inflate it",
 }
 
 

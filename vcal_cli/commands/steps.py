@@ -38,6 +38,11 @@ def load_logits(path: str | Path) -> tuple[torch.Tensor | None, torch.Tensor | N
         raise DataError(f"--logits '{path}' is not a readable .npz or .safetensors file ({e})") from None
     if "labels" not in arrays or not ({"logits", "probs"} & set(arrays)):
         raise DataError(f"--logits '{path}' holds {sorted(arrays)}; it needs 'labels' and 'logits' or 'probs'")
+    scores = arrays["logits"] if "logits" in arrays else arrays["probs"]
+    if len(arrays["labels"]) == 0 or scores.ndim == 0 or len(scores) == 0:
+        raise DataError(f"--logits '{path}' holds no rows", hint="write at least one prediction and its label")
+    if len(scores) != len(arrays["labels"]):
+        raise DataError(f"--logits '{path}': {len(scores)} rows of predictions but {len(arrays['labels'])} labels")
     return arrays.get("logits"), arrays.get("probs") if "logits" not in arrays else None, arrays["labels"]
 
 

@@ -75,11 +75,20 @@ def load_npz(spec: str, split: str, root: Path | None = None) -> ImageSplit:
 
 
 def _folder_files(folder: Path) -> tuple[list[Path], list[int], list[str]]:
+    """The images under folder/<class>/, in a stable order. A link (file or folder) that leads out of the folder
+    is refused: vcal reads only what lies inside the folder it was given."""
     classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
+    inside = folder.resolve()
     files, labels = [], []
     for i, c in enumerate(classes):
         for f in sorted((folder / c).rglob("*")):
             if f.suffix.lower() in IMAGE_SUFFIXES:
+                if not f.resolve().is_relative_to(inside):
+                    raise DataError(
+                        f"imagefolder '{folder}': '{f}' is a link to '{f.resolve()}', outside the folder; vcal reads "
+                        "only files inside the folder it is given",
+                        hint="give the folder the links point into, or copy the images in",
+                    )
                 files.append(f)
                 labels.append(i)
     return files, labels, classes

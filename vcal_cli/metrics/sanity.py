@@ -36,6 +36,12 @@ def audit_warnings(scores: Tensor, labels: Tensor) -> list[str]:
     pred_share = torch.bincount(pred, minlength=k).double() / n
     chance = max(1.0 / k, float(true_share.max()))
     out = []
+    present = int((true_share > 0).sum())
+    if present == 1:
+        out.append(
+            f"the labels hold one class of {k} ({int(true_share.argmax())}): accuracy, ECE and the per-class numbers "
+            "describe that class alone; audit on data that holds every class"
+        )
     if acc <= chance + CHANCE_MARGIN:
         out.append(
             f"accuracy {acc:.3f} is at chance level (1/K = {1 / k:.3f}, majority class {float(true_share.max()):.3f}): "
