@@ -136,3 +136,17 @@ def test_haframe_makes_milder_mistakes_than_ce() -> None:
     # top-1 accuracy no more than 1 point worse (here haframe is in fact more accurate than this quick ce;
     # at ce's defaults the two are within 0.4 points both ways, see the README)
     assert res["haframe"]["top1_error"] <= res["ce"]["top1_error"] + 0.01
+
+
+def test_fashion_mnist_has_a_builtin_hierarchy() -> None:
+    """Built in for --data fashion-mnist: the data set's class names in label order, two levels; the four upper-body
+    garments (its famously confused classes) share a parent, so confusing them is a mild mistake."""
+    from vcal_cli.hierarchy.tree import builtin_for, load_hierarchy
+
+    names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    tree = load_hierarchy("fashion-mnist")
+    assert builtin_for("fashion-mnist") == "fashion-mnist"
+    assert list(tree.classes) == names
+    by = dict(zip(tree.classes, tree.paths, strict=True))
+    assert by["Shirt"][:2] == by["T-shirt/top"][:2] == by["Coat"][:2] == ("clothing", "upper_body")
+    assert by["Sneaker"][0] == by["Sandal"][0] == "footwear" and by["Bag"][0] == "accessories"

@@ -29,7 +29,11 @@ class HierarchyError(VcalError):
     """A hierarchy file is malformed or does not fit the classes."""
 
 
-BUILTIN = {"cifar100": "cifar100_hierarchy.csv", "cifar100-coarse": "cifar100_hierarchy.csv"}
+BUILTIN = {
+    "cifar100": "cifar100_hierarchy.csv",
+    "cifar100-coarse": "cifar100_hierarchy.csv",
+    "fashion-mnist": "fashion_mnist_hierarchy.csv",
+}
 
 
 @dataclass(frozen=True)
@@ -157,7 +161,7 @@ def load_hierarchy(spec: str | Path) -> Hierarchy:
         text = resources.files("vcal_cli.hierarchy").joinpath("data", BUILTIN[spec]).read_text(encoding="utf-8")
         source = f"built-in {spec}"
         if spec == "cifar100-coarse":  # level4 is CIFAR-100's own superclass (coarse label)
-            rows = list(csv.reader(io.StringIO(text)))[1:]
+            rows = [r for r in csv.reader(io.StringIO(text)) if r and not r[0].startswith("#")][1:]
             return _from_paths([[r[0], r[4]] for r in rows if r], source)
     else:
         path = Path(spec)
@@ -172,6 +176,7 @@ def load_hierarchy(spec: str | Path) -> Hierarchy:
             return _from_json(json.loads(text), source)
         except json.JSONDecodeError as e:
             raise HierarchyError(f"--hierarchy '{spec}' is not valid JSON ({e})") from None
+    text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))  # comment lines
     rows = [r for r in csv.reader(io.StringIO(text)) if any(c.strip() for c in r)]
     if not rows:
         raise HierarchyError(f"--hierarchy '{spec}' is empty")
@@ -188,4 +193,4 @@ def load_hierarchy(spec: str | Path) -> Hierarchy:
 
 def builtin_for(data: str) -> str | None:
     """The built-in hierarchy of a data set, if it has one."""
-    return "cifar100" if data == "cifar100" else None
+    return data if data in ("cifar100", "fashion-mnist") else None
