@@ -121,3 +121,42 @@ def test_bayes_streams_row_blocks_to_the_same_posterior(monkeypatch: pytest.Monk
     assert streamed.sigma2_ == whole.sigma2_
     torch.testing.assert_close(streamed.predict_log_proba(test.features), whole.predict_log_proba(test.features),
                                rtol=1e-5, atol=1e-5)  # fmt: skip
+
+
+def test_top_confusions_count_the_most_frequent_mistakes() -> None:
+    """Hand-worked: 3 classes, mistakes 0->1 twice, 2->0 once; shares of the true class."""
+    from vcal_cli.metrics.details import top_confusions
+
+    labels = torch.tensor([0, 0, 0, 0, 1, 2, 2])
+    pred = torch.tensor([1, 1, 0, 0, 1, 0, 2])
+    got = top_confusions(labels, pred, 3)
+    assert got == [{"true": 0, "predicted": 1, "count": 2, "share": 0.5},
+                   {"true": 2, "predicted": 0, "count": 1, "share": 0.5}]  # fmt: skip
+
+
+def test_a_thousand_class_report_stays_small_and_readable(runner, tmp_path) -> None:
+    """1,000 classes: no K x K matrix anywhere, the 20 worst classes in the page, the top mistakes as pairs."""
+    import json
+
+    from vcal_cli.cli import app
+
+    rng = np.random.default_rng(0)
+    n, k = 6000, 1000
+    y = rng.integers(0, k, n)
+    z = rng.normal(size=(n, k)).astype(np.float32)
+    z[np.arange(n), y] += 4
+    z[np.arange(n), (y + 1) % k] += 3.5 * (rng.random(n) < 0.3)
+    np.savez(tmp_path / "p.npz", logits=z, labels=y)
+    r = runner.invoke(app, ["audit", "--logits", str(tmp_path / "p.npz"), "--out", str(tmp_path / "r"),
+                            "--bootstrap", "20"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "r" / "report.json").read_text())
+    det = rep["details"]
+    assert det["confusion"] is None and len(det["per_class"]) == k
+    top = det["top_confusions"][0]
+    assert top["predicted"] == (top["true"] + 1) % k  # the planted mistake
+    html = (tmp_path / "r" / "report.html").read_text()
+    assert "Most frequent mistakes" in html and "980 more classes in report.json" in html
+    assert not (tmp_path / "r" / "confusion.png").exists()
+    total = sum(p.stat().st_size for p in (tmp_path / "r").iterdir())
+    assert total < 2_000_000, total

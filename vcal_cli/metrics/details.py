@@ -10,7 +10,7 @@ counts as the metrics.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -41,6 +41,7 @@ class Details:
     risk_coverage: list[tuple[float, float]]  # (coverage, selective risk) at CURVE_POINTS coverages
     per_class: list[ClassRow]  # worst classwise ECE first
     confusion: list[list[int]] | None  # [true][predicted] counts, for <= CONFUSION_MAX_CLASSES classes
+    top_confusions: list[dict[str, Any]] = field(default_factory=list)  # the most frequent mistakes, any K
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -87,6 +88,28 @@ def class_rows(stats: dict[str, Tensor], labels: Tensor, class_ece: Tensor) -> l
     return sorted(rows, key=lambda r: (-r.ece, r.index))
 
 
+TOP_CONFUSIONS = 20
+
+
+def top_confusions(labels: Tensor, pred: Tensor, k: int, top: int = TOP_CONFUSIONS) -> list[dict[str, Any]]:
+    """The `top` most frequent mistakes as {true, predicted, count, share} (share: of the true class's samples),
+    most frequent first (ties: lower true, then predicted index): readable at any class count, where a K x K
+    matrix is not."""
+    labels = labels.long()
+    wrong = labels != pred.long()
+    if not bool(wrong.any()):
+        return []
+    pairs = labels[wrong] * k + pred.long()[wrong]
+    uniq, counts = torch.unique(pairs, return_counts=True)  # sorted by pair: the stable sort keeps ties in order
+    order = torch.sort(-counts, stable=True).indices[:top]
+    per_class = torch.bincount(labels, minlength=k)
+    out = []
+    for i in order.tolist():
+        t, p = divmod(int(uniq[i]), k)
+        out.append({"true": t, "predicted": p, "count": int(counts[i]), "share": float(counts[i]) / int(per_class[t])})
+    return out
+
+
 def confusion(labels: Tensor, pred: Tensor, k: int) -> list[list[int]] | None:
     if k > CONFUSION_MAX_CLASSES:
         return None
@@ -113,4 +136,5 @@ def details(stats: dict[str, Tensor], labels: Tensor, class_ece: Tensor, counts:
         risk_coverage=risk_coverage(conf, correct, risks=risks),
         per_class=class_rows(stats, labels, class_ece),
         confusion=confusion(labels, stats["pred"], len(class_ece)),
+        top_confusions=top_confusions(labels, stats["pred"], len(class_ece)),
     )

@@ -25,7 +25,9 @@ report.json (schema_version 2; version 1 lacked `details`, `class_names`, `sugge
                     them, e.g. shift_mean.severity_5.ece)
     details         {gap, gap_interval, smooth: {smece, sigma}, smooth_curve, selective: {coverage_0.90, ...},
                     risk_coverage: [[coverage, risk]], per_class: [{index, count, accuracy, confidence, ece}]
-                    worst first, confusion: [true][predicted] counts (<= 100 classes, else null)}
+                    worst first, confusion: [true][predicted] counts (<= 100 classes, else null),
+                    top_confusions: [{true, predicted, count, share}] the 20 most frequent mistakes (added in
+                    0.x without a schema bump: a new optional field, older readers ignore it)}
     class_names     the checkpoint's class names, when it has them
     suggestion      {temperature, ece, nll, command} (temperature scaling fitted on val, scored on test) or
                     {reason, command} when val was not at hand

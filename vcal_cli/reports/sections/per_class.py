@@ -1,5 +1,6 @@
-"""Per class: one-vs-rest ECE, accuracy and confidence per class, worst first, and the confusion matrix (for
-the original head and the retrain's pick)."""
+"""Per class: one-vs-rest ECE, accuracy and confidence per class, worst first (the 20 worst beyond 20 classes), the
+most frequent mistakes as (true, predicted) pairs (readable at 1,000 classes), and the confusion matrix up to 100
+classes (for the original head and the retrain's pick)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,15 @@ def _tables(report: Report) -> list[TableSpec]:
         more = len(h["details"]["per_class"]) - len(rows)
         tail = f"; {more} more classes in report.json" if more > 0 else ""
         out.append((f"Per class ({head}), worst one-vs-rest ECE first{tail}", PER_CLASS_COLS, rows))
+        pairs = h["details"].get("top_confusions") or []
+        if pairs and head == "original":
+            label = (lambda i: names[i]) if names else str
+            shown = pairs[:10]
+            out.append((
+                f"Most frequent mistakes ({head}): the top {len(shown)} (true, predicted) pairs",
+                ["true class", "predicted as", "n", "share of the true class"],
+                [[label(p["true"]), label(p["predicted"]), str(p["count"]), f"{p['share']:.1%}"] for p in shown],
+            ))  # fmt: skip
     return out
 
 
