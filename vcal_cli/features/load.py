@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,6 +137,14 @@ def get_features(
                     return FeatureSet.load(path)
                 resumed = _build(loaded, data, prep, rt, dtype, plan, path, info, w, progress)
     except OSError as e:
+        if e.errno == errno.ENOSPC:  # finished shards stay (a rerun with space resumes); no entry was written
+            dim = getattr(loaded.head, "in_features", None) or 2048
+            width = dtype.itemsize * dim + 4 * loaded.num_classes + 8  # features, logits, label per row
+            raise CacheError(
+                f"the disk holding the feature cache '{path.parent}' is full: this split needs about "
+                f"{len(data) * width / 1e6:.1f} MB ({len(data):,} rows of {dim} features)",
+                hint="free space there, or set --cache-dir (or VCAL_CACHE) to a disk with room, or --no-cache",
+            ) from None
         raise CacheError(
             f"cannot write the feature cache '{path}' ({e.strerror})",
             hint="set --cache-dir or VCAL_CACHE to a writable directory",

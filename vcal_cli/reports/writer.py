@@ -3,6 +3,7 @@ report.json last (its presence marks a complete report)."""
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +51,22 @@ def write_files(out_dir: str | Path, files: dict[str, bytes | str], inputs: tupl
             if same_file(src, out / name):
                 raise ReportError(f"refusing to write '{out / name}' over an input file", hint="choose another --out")
     order = sorted(files, key=lambda n: n == "report.json")
+    blobs = {n: d.encode("utf-8") if isinstance(d, str) else d for n, d in files.items()}
+    written: list[Path] = []
     try:
         out.mkdir(parents=True, exist_ok=True)
         with FileLock(out / LOCK):  # two runs writing one --out: each writes all its files, one after the other
             for name in order:
-                data = files[name]
-                atomic_write_bytes(out / name, data.encode("utf-8") if isinstance(data, str) else data)
+                written.append(atomic_write_bytes(out / name, blobs[name]))
     except OSError as e:
+        for path in written:  # no half report: the files this run already wrote go too
+            path.unlink(missing_ok=True)
+        if e.errno == errno.ENOSPC:
+            need = sum(len(b) for b in blobs.values()) / 1e6
+            raise ReportError(
+                f"the disk holding '{out}' is full: the report needs {need:.1f} MB; nothing was left there",
+                hint="free space there or choose another --out",
+            ) from None
         raise ReportError(f"cannot write the report into '{out}' ({e.strerror})") from None
     return out
 
