@@ -19,7 +19,7 @@ from vcal_cli.features import FeatureSet
 from .conftest import SAMPLES
 
 
-@pytest.mark.parametrize("runs", [2, 4])
+@pytest.mark.parametrize("runs", [2, 4, 8])
 def test_concurrent_audits_share_one_cache(tmp_path: Path, runs: int) -> None:
     cache = tmp_path / "cache"
     env = {**os.environ, "VCAL_CACHE": str(cache), "VCAL_THREADS": "1"}

@@ -192,3 +192,22 @@ def test_a_report_from_a_newer_schema_is_one_line(runner, tmp_path: Path) -> Non
     line = one_line_error(runner.invoke(app, ["gate", str(tmp_path / "new.json"), "--baseline",
                                               str(tmp_path / "old.json")]))  # fmt: skip
     assert "has schema 99" in line and "upgrade vcal" in line and ".json" in line
+
+
+def test_a_corrupt_image_in_a_folder_is_named(runner, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from vcal_cli import save_checkpoint
+
+    from .helpers import tiny_mlp
+
+    ckpt = save_checkpoint(tiny_mlp(num_classes=2), tmp_path / "two.safetensors")
+    root = tmp_path / "imgs"
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(np.full((8, 8), 30 * i, dtype=np.uint8)).save(root / c / f"{i}.png")
+    for i in range(6):  # class b's images are all damaged, so every split holds one
+        (root / "b" / f"{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    line = one_line_error(runner.invoke(app, ["audit", str(ckpt), "--data", f"imagefolder:{root}"]))
+    assert "decode" in line and "/b/" in line and ".png" in line
