@@ -174,7 +174,7 @@ def test_preprocessing_resolution_order() -> None:
     assert resolve_preprocessing(timm_cfg=timm_cfg, native_size=(1, 8, 8)) is None
     t = resolve_preprocessing(flags={"std": (0.5,)}, timm_cfg=timm_cfg, native_size=(1, 8, 8))
     assert t.input_size == (3, 224, 224) and t.mean == (0.485, 0.456, 0.406) and t.std == (0.5,) * 3
-    assert t.source == "timm's arch config + flags"
+    assert t.source == "size, mean from timm's arch config; std from flags"
     cands = probe_candidates(timm_cfg, 1, (1, 8, 8), ((0.3,), (0.4,)))
     assert [c.source for c in cands] == ["native, data stats", "timm's arch config", "native, mean 0, std 1"]
     grey = cands[1]
@@ -185,7 +185,7 @@ def test_preprocessing_resolution_order() -> None:
         model_in_chans=1, native_size=(1, 28, 28),
     )  # fmt: skip
     assert hinted.input_size == (1, 28, 28) and hinted.mean == (0.286,) and hinted.std == (0.226,)
-    assert hinted.source == "from timm train.py args, the rest from timm's arch config"
+    assert hinted.source == "size, mean from timm train.py args; std from timm's arch config"
     f = resolve_preprocessing(
         flags={"input_size": (3, 32, 32), "mean": (0.5,), "std": (0.25,)}, checkpoint=ck, native_size=(1, 8, 8)
     )

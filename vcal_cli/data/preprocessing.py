@@ -61,7 +61,7 @@ class Preprocessing:
         return d
 
     def describe(self) -> str:
-        """One line: `1x28x28, mean 0.286, std 0.353 (from timm train.py args)`."""
+        """One line: `1x28x28, mean 0.286, std 0.353 (timm train.py args)`."""
         f = lambda v: ",".join(f"{x:.3g}" for x in v)  # noqa: E731
         extra = (f", {self.interpolation}" if self.interpolation != "bilinear" else "") + (
             f", crop {self.crop_pct:g}" if self.crop_pct != 1.0 else ""
@@ -194,23 +194,46 @@ def resolve_preprocessing(
     if not flags and checkpoint is None and not any(k in said for k in ("input_size", "mean", "std")):
         return None
     c = model_in_chans or native_size[0]
+    origin: dict[str, str] = {}  # field -> where its value came from, named in the preprocessing line
     if checkpoint is not None:
         base = checkpoint.to_dict()
-        source = checkpoint.source if checkpoint.source.startswith("torchvision") else "checkpoint"
+        said_by = checkpoint.source if checkpoint.source.startswith("torchvision") else "checkpoint"
+        origin = dict.fromkeys(FIELDS, said_by)
     else:
         timm = _timm_base(timm_cfg, model_in_chans)
         base = timm or {"input_size": [c, *native_size[1:]], "mean": [0.0] * c, "std": [1.0] * c}
-        source = f"timm's {timm_cfg.get('architecture', 'arch')} config" if timm else "native size, mean 0, std 1"
+        if timm:
+            origin = dict.fromkeys(FIELDS, f"timm's {(timm_cfg or {}).get('architecture', 'arch')} config")
+        else:
+            origin = {"input_size": "the data's native size", "mean": "mean 0, std 1", "std": "mean 0, std 1"}
         if said:
             if "input_size" not in said and not timm:  # the data's own size, as the model was trained on it
                 base["input_size"] = [c, *native_size[1:]]
             base.update({k: list(v) if isinstance(v, tuple) else v for k, v in said.items()})
-            rest = "" if {"input_size", "mean", "std"} <= set(said) else f", the rest from {source}"
-            source = f"from {' and '.join(hints.sources)}{rest}" if hints.sources else f"from the checkpoint{rest}"
+            named = " and ".join(hints.sources) if hints.sources else "the checkpoint"
+            origin.update(dict.fromkeys(said, named))
     if flags:
-        source = "flags" if set(flags) >= {"input_size", "mean", "std"} else f"{source} + flags"
         base.update({k: list(v) for k, v in flags.items()})
+        origin.update(dict.fromkeys(flags, "flags"))
+    source = describe_origin(origin, base)
     return Preprocessing.from_dict(_spread(base), source)
+
+
+FIELDS = ("input_size", "mean", "std", "interpolation", "crop_pct")
+_SHORT = {"input_size": "size", "mean": "mean", "std": "std", "interpolation": "interpolation", "crop_pct": "crop"}
+
+
+def describe_origin(origin: dict[str, str], values: dict[str, Any]) -> str:
+    """Where each field came from, grouped: 'size, mean from timm train.py args; std from timm's resnet18 config'.
+    One source for every field is named alone ('flags' when they all came from flags)."""
+    fields = [f for f in FIELDS if f in values and f in origin]
+    where = [origin[f] for f in fields]
+    if len(set(where)) == 1:
+        return where[0]
+    groups: dict[str, list[str]] = {}
+    for f in fields:
+        groups.setdefault(origin[f], []).append(_SHORT[f])
+    return "; ".join(f"{', '.join(names)} from {src}" for src, names in groups.items())
 
 
 def probe_candidates(
