@@ -136,6 +136,7 @@ BAD = {
     "hierarchy that does not fit": (["--head", "haframe", "--hierarchy", "cifar100"], "does not fit the classes"),
     "missing hierarchy file": (["--head", "haframe", "--hierarchy", "nope.csv"], "does not exist"),
     "train device that is not one": (["--head", "ce", "--train-device", "tpu"], "--train-device 'tpu' is not a device"),
+    "train fraction out of range": (["--head", "ce", "--train-fraction", "1.5"], "--train-fraction 1.5 must lie in"),
 }
 
 
@@ -288,3 +289,21 @@ def test_retrain_table_mentions_intervals_only_when_it_shows_them() -> None:
 
     assert "95% intervals" not in str(retrain_table(report({})).title)
     assert "95% intervals" in str(retrain_table(report({"nll": (0.4, 0.6)})).title)
+
+
+def test_train_fraction_fits_on_a_stratified_share(runner, tmp_path: Path) -> None:
+    """--train-fraction 0.2: the heads that learn on train see a fifth of its rows, every class kept (seeded,
+    class-stratified); the report records the fraction; the same seed gives the same subset."""
+    from vcal_cli.heads import FitData
+
+    labels = torch.arange(10).repeat_interleave(30)
+    fd = FitData(torch.arange(300.0)[:, None], torch.zeros(300, 10), labels)
+    sub, again = fd.fraction(0.2, seed=3), fd.fraction(0.2, seed=3)
+    assert len(sub.labels) == 60 and torch.bincount(sub.labels).tolist() == [6] * 10
+    assert torch.equal(sub.features, again.features) and fd.fraction(1.0) is fd
+    assert torch.equal(sub.features[:, 0].long(), torch.sort(sub.features[:, 0]).values.long())  # rows keep order
+    r = runner.invoke(app, ["retrain", str(CNN), "--data", "digits", "--head", "bayes", "--train-fraction", "0.1",
+                            "--bootstrap", "0", "--out", "r"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert rep["settings"]["train_fraction"] == 0.1

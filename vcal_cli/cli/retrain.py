@@ -89,6 +89,14 @@ def retrain_cmd(
             show_default=False,
         ),
     ] = None,
+    train_fraction: Annotated[
+        float,
+        typer.Option(
+            "--train-fraction",
+            help="Fit the heads that learn on train on a seeded, class-stratified share of its rows (0 < F <= 1): "
+            "the low-data regime of the variational-classification paper.",
+        ),
+    ] = 1.0,
     augment: Annotated[
         str | None,
         typer.Option(
@@ -148,6 +156,7 @@ def retrain_cmd(
             auto_select=auto_select,
             train_views=DEFAULT_TRAIN_VIEWS if train_views is None else train_views,
             augment=augment or DEFAULT_AUGMENT,
+            train_fraction=train_fraction,
             n_bins=DEFAULT_N_BINS if bins is None else bins,
             n_bootstrap=DEFAULT_N_BOOTSTRAP if bootstrap is None else bootstrap,
             seed=seed,

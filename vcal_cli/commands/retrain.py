@@ -113,6 +113,7 @@ def plan_retrain(
     auto_select: str,
     conformal: ConformalOptions | None,
     seed: int,
+    train_fraction: float = 1.0,
 ) -> RetrainPlan:
     """Validate everything `retrain` was given and decide what it will fit and write; raises before any work."""
     auto = "auto" in heads
@@ -128,6 +129,8 @@ def plan_retrain(
         raise UsageError("--train-views augments images; features computed elsewhere have none", hint="drop it")
     if train_views < 0:
         raise UsageError(f"--train-views {train_views} must be 0 or more")
+    if not 0 < train_fraction <= 1:
+        raise UsageError(f"--train-fraction {train_fraction} must lie in (0, 1], e.g. 0.1 for a tenth of train")
     check_augment(augment)
     check_train_options(params)
     conformal, skipped_sets = check_guarantees(conformal, bench)
@@ -299,6 +302,7 @@ def retrain(
     auto_select: str = "nll",
     train_views: int = DEFAULT_TRAIN_VIEWS,
     augment: str = DEFAULT_AUGMENT,
+    train_fraction: float = 1.0,
     n_bins: int = DEFAULT_N_BINS,
     n_bootstrap: int = 200,
     seed: int = 0,
@@ -312,7 +316,8 @@ def retrain(
     that need one; `heads=["all"]` skips those when there is none. `robustness` adds the shift, OOD and
     adversarial evaluations for the original and every head, on the same cached features. With `train_views`
     K > 0 the heads that learn on train learn on K augmented views of it (`vcal_cli.data.augment`, policy
-    `augment`), each extracted once and cached, instead of the clean train features. `auto_select` is the val
+    `augment`), each extracted once and cached, instead of the clean train features; `train_fraction` < 1 fits them on a
+    seeded class-stratified share of the train rows (low-data studies). `auto_select` is the val
     criterion of `--head auto` (nll, ece or brier). `conformal` adds every head's prediction sets and
     risk-controlled abstention (each head's own val and test predictions), and their coverage under `--shift`.
     """
@@ -321,18 +326,17 @@ def retrain(
     plan = plan_retrain(
         bench, heads, params or {}, out_dir=out_dir, out=out, head_only=head_only, hierarchy=hierarchy,
         robustness=robustness, train_views=train_views, augment=augment, auto_select=auto_select,
-        conformal=conformal, seed=seed,
+        conformal=conformal, seed=seed, train_fraction=train_fraction,
     )  # fmt: skip
     splits = {s: bench.features(s) for s in ("train", "val", "test")}
     bench.release()  # under torchrun: the ranks shared the three extractions; fitting runs on rank 0
-    settings = {"bins": n_bins, "bootstrap": n_bootstrap, "seed": seed}
+    settings = {"bins": n_bins, "bootstrap": n_bootstrap, "seed": seed, "train_fraction": train_fraction}
     original = audit_features(bench, "test", splits["test"], hierarchy, settings)
     original.warnings += plan.notes
     if warning := val_warning(*((f.logits, f.labels) for f in splits.values())):
         original.warnings.append(warning)
-    fit = {s: bench.fit_data(s) for s in ("train", "val")}
-    if train_views:
-        fit["train"] = bench.train_views(train_views, augment, seed=seed)
+    train = bench.train_views(train_views, augment, seed=seed) if train_views else bench.fit_data("train")
+    fit = {"train": train.fraction(train_fraction, seed), "val": bench.fit_data("val")}
     fitted = fit_heads(plan, bench, fit, auto_select, n_bins, n_bootstrap, seed)
     results = score_heads(plan, bench, fitted, original, n_bins, n_bootstrap, seed)
     add_verdicts(results, bench, fit, n_bins, n_bootstrap, seed)

@@ -42,6 +42,20 @@ class FitData:
     logits: Tensor  # (N, K) the original head's outputs
     labels: Tensor  # (N,) int64
 
+    def fraction(self, fraction: float, seed: int = 0) -> FitData:
+        """A seeded, class-stratified `fraction` of the rows (at least one per class present), in their order;
+        `self` when fraction is 1. Rows are gathered (a copy): for the heads' low-data studies, not for scale."""
+        if fraction >= 1:
+            return self
+        gen = torch.Generator().manual_seed(seed)
+        keep = []
+        for c in torch.unique(self.labels).tolist():
+            rows = torch.nonzero(self.labels == c)[:, 0]
+            take = max(1, round(fraction * len(rows)))
+            keep.append(rows[torch.randperm(len(rows), generator=gen)[:take]])
+        idx = torch.cat(keep).sort().values
+        return FitData(self.features[idx], self.logits[idx], self.labels[idx])
+
     def feature_batches(self, batch_size: int = 8192) -> Iterator[tuple[int, Tensor]]:
         """(start, float32 features) of consecutive row blocks, each block's pages released once read."""
         for a in range(0, len(self.labels), batch_size):
