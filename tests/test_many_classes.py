@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from vcal_cli.heads import FitData, get_head
-from vcal_cli.heads._posthoc import LOW_RANK_K, RANK, LogitMap, fit_logit_map
+from vcal_cli.heads._posthoc import LOW_RANK_K, RANK, LogitMapObjective
 
 
 def _loss_by_autograd(kind: str, form: str, theta: torch.Tensor, z: torch.Tensor, y: torch.Tensor, reg: dict):
@@ -39,12 +39,12 @@ def test_analytic_gradient_equals_autograd(kind: str, k: int) -> None:
     torch.manual_seed(0)
     z, y = torch.randn(300, k) * 2, torch.randint(0, k, (300,))
     reg = {"off_diagonal": 0.3, "bias": 0.2, "ridge": 0.5, "anchor": 0.7}
-    module = LogitMap(k, k, kind)
-    fit_logit_map(module, z, y, **reg, max_iter=1)
+    objective = LogitMapObjective(kind, z, y, **reg)
     form = "vector" if kind == "vector" else ("low_rank" if k > LOW_RANK_K else "full")
+    assert objective.form == form
     size = 2 * k if form == "vector" else (k * k + k if form == "full" else 2 * k + 2 * k * RANK)
     theta = torch.randn(size, dtype=torch.float64) * 0.3
-    loss, grad = module.objective_(theta)
+    loss, grad = objective(theta)
     t = theta.clone().requires_grad_()
     want = _loss_by_autograd(kind, form, t, z, y, reg)
     want.backward()

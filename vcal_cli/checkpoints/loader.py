@@ -36,7 +36,7 @@ from vcal_cli.checkpoints import transformers_models
 from vcal_cli.checkpoints.arch import build_arch
 from vcal_cli.checkpoints.head_finder import find_head
 from vcal_cli.checkpoints.hints import Hints, beside, from_checkpoint_dict
-from vcal_cli.checkpoints.programs import ProgramClassifier, load_program
+from vcal_cli.checkpoints.programs import KINDS, ProgramClassifier, first_conv_chans, load_program
 from vcal_cli.checkpoints.state_dict import (
     FOREIGN,
     TRUST_HINT,
@@ -218,7 +218,7 @@ def load_checkpoint(
     weights = _weights_in(path) if path.is_dir() else path
     if not weights.is_file():
         raise CheckpointError(f"checkpoint '{path}' is not a file")
-    if (kind := sniff(weights)) in ("torchscript", "export", "onnx"):
+    if (kind := sniff(weights)) in KINDS:
         return _from_program(weights, kind, trust=trust)
     sha = sha256_file(weights)
     hints = beside(weights) if weights.name in WEIGHT_FILES or path.is_dir() else Hints()
@@ -247,10 +247,9 @@ def load_checkpoint(
             model = obj.eval()
             head = find_head(model, num_classes, head_module)
             k = model.get_submodule(head).out_features
-            first = next((p for p in model.parameters() if p.ndim == 4), None)
             return LoadedModel(
                 model, head, arch or f"pickled:{type(model).__name__}", k, sha, weights,
-                in_chans=int(first.shape[1]) if first is not None else None,
+                in_chans=first_conv_chans(model),
                 timm_cfg=getattr(model, "pretrained_cfg", None),
             )  # fmt: skip
         if not isinstance(obj, dict):

@@ -3,15 +3,16 @@
 None of these is a Python module vcal can hook, so each is split at its final linear layer into a `ProgramClassifier`:
 `body(x)` is the program itself, asked for the input of that layer (the penultimate features) instead of its
 output, and `head` is an ordinary `nn.Linear` holding the layer's weights. Then extraction, the cache, every head and
-`--head-file` work as on any model. At load the split is checked: `head(body(x))` must equal the program's own output
-on a probe batch (1e-4 relative), or the file is refused with the reason.
+`--head-file` work as on any model. On the first batch the split is checked: `head(body(x))` must equal the program's
+own output (1e-4 relative), or extraction stops with the reason.
 
 How each is split:
 - TorchScript: the inlined graph's last `aten::linear` / `aten::addmm` whose weight is a module attribute; the graph's
   outputs are replaced by its input (the graph is copied; the loaded program is not changed).
 - `torch.export`: the same node in the program's FX graph (`ExportedProgram.module()`).
 - ONNX (onnxruntime): the last `Gemm`, or `MatMul` + `Add`, with initializer weights; its input becomes an extra graph
-  output. Programs exported with a fixed batch size are fed in batches of that size (the last one padded).
+  output.
+Programs exported with a fixed batch size (`.pt2`, ONNX) are fed in batches of that size (the last one padded).
 
 Trust: `torch.jit.load` and `torch.export.load` unpickle (PyTorch's documentation for both warns that loading can run
 arbitrary code), so both need `--trust-checkpoint`. An ONNX file is a protobuf run by onnxruntime, which runs no Python;
@@ -33,6 +34,7 @@ from torch import Tensor, nn
 from vcal_cli.errors import CheckpointError
 
 KINDS = ("torchscript", "export", "onnx")
+Fn = Callable[[Tensor], Tensor]
 EXPORT_INSTEAD = (
     "save model.state_dict() with torch.save and pass --arch, or compute features and logits yourself and give them "
     "to vcal as a feature file (docs/formats.md)"
@@ -47,8 +49,8 @@ class ProgramClassifier(nn.Module):
 
     def __init__(
         self,
-        body: Callable[[Tensor], Tensor],
-        full: Callable[[Tensor], Tensor],
+        body: Fn,
+        full: Fn,
         head: nn.Linear,
         kind: str,
         program: nn.Module | None = None,
@@ -104,7 +106,7 @@ def _linear(weight: Tensor, bias: Tensor | None) -> nn.Linear:
     return head.eval()
 
 
-def _fixed_batch(fn: Callable[[Tensor], Tensor], batch: int | None) -> Callable[[Tensor], Tensor]:
+def _fixed_batch(fn: Fn, batch: int | None) -> Fn:
     """`fn` for a program exported with a fixed batch size: chunks of exactly that size, the last one padded."""
     if not batch:
         return fn
@@ -131,6 +133,13 @@ def _walk(block: Any) -> Any:
             yield from _walk(sub)
 
 
+def _resolve(owner: Any, names: list[str]) -> Any:
+    """`owner.a.b.c` for names [a, b, c]: a module attribute named by its path (TorchScript and FX alike)."""
+    for name in names:
+        owner = getattr(owner, name)
+    return owner
+
+
 def _attr_path(value: Any) -> list[str] | None:
     """The attribute chain (`fc`, `weight`) a TorchScript value is read from, or None if it is not a module attr."""
     names = []
@@ -141,36 +150,27 @@ def _attr_path(value: Any) -> list[str] | None:
     return names[::-1] if names and node.kind() == "prim::Param" else None
 
 
-def _script_split(program: Any) -> tuple[Callable[[Tensor], Tensor], nn.Linear, str]:
+def _script_split(program: Any) -> tuple[Fn, nn.Linear, str]:
     graph = program.forward.graph.copy()
     torch._C._jit_pass_inline(graph)
     found = None
     for node in _walk(graph.block()):
         if node.kind() == "aten::linear":
-            found = (node, node.inputsAt(0), node.inputsAt(1), node.inputsAt(2))
+            found = (node.inputsAt(0), node.inputsAt(1), node.inputsAt(2))
         elif node.kind() == "aten::addmm":  # traced nn.Linear in older exports: addmm(bias, x, weight.t())
             t = node.inputsAt(2).node()
             if t.kind() == "aten::t":
-                found = (node, node.inputsAt(1), t.inputsAt(0), node.inputsAt(0))
+                found = (node.inputsAt(1), t.inputsAt(0), node.inputsAt(0))
     if found is None:
         raise CheckpointError("a TorchScript program with no linear layer in its forward", hint=EXPORT_INSTEAD)
-    node, feats, w_value, b_value = found
+    feats, w_value, b_value = found
     w_path = _attr_path(w_value)
     if w_path is None:
         raise CheckpointError("a TorchScript program whose last linear layer's weight is computed", hint=EXPORT_INSTEAD)
     if feats.node().owningBlock() != graph.block() and feats.node().kind() != "prim::Param":
         raise CheckpointError("a TorchScript program whose last linear layer runs inside a branch", hint=EXPORT_INSTEAD)
-    owner = program
-    for name in w_path[:-1]:
-        owner = getattr(owner, name)
-    weight = getattr(owner, w_path[-1])
     b_path = _attr_path(b_value) if b_value.type().kind() != "NoneType" else None
-    bias = None
-    if b_path:
-        bias_owner = program
-        for name in b_path[:-1]:
-            bias_owner = getattr(bias_owner, name)
-        bias = getattr(bias_owner, b_path[-1])
+    weight, bias = _resolve(program, w_path), _resolve(program, b_path) if b_path else None
     for _ in range(len(list(graph.outputs()))):
         graph.eraseOutput(0)
     graph.registerOutput(feats)
@@ -182,7 +182,7 @@ def _script_split(program: Any) -> tuple[Callable[[Tensor], Tensor], nn.Linear, 
 # --- torch.export ----------------------------------------------------------------------------------------------------
 
 
-def _fx_split(gm: Any) -> tuple[Callable[[Tensor], Tensor], nn.Linear, str, nn.Module]:
+def _fx_split(gm: Any) -> tuple[Fn, nn.Linear, str, nn.Module]:
     graph = gm.graph
     linears = [n for n in graph.nodes if n.op == "call_function" and str(n.target).startswith("aten.linear")]
     if not linears:
@@ -193,8 +193,8 @@ def _fx_split(gm: Any) -> tuple[Callable[[Tensor], Tensor], nn.Linear, str, nn.M
         raise CheckpointError(
             "a torch.export program whose last linear layer's weight is computed", hint=EXPORT_INSTEAD
         )
-    weight = _fx_attr(gm, w.target)
-    bias = _fx_attr(gm, b.target) if b is not None else None
+    weight = _resolve(gm, w.target.split("."))
+    bias = _resolve(gm, b.target.split(".")) if b is not None else None
     body = copy.deepcopy(gm)
     out = next(n for n in body.graph.nodes if n.op == "output")
     feats_copy = next(n for n in body.graph.nodes if n.name == feats.name)
@@ -209,19 +209,11 @@ def _fx_split(gm: Any) -> tuple[Callable[[Tensor], Tensor], nn.Linear, str, nn.M
     return run, _linear(weight, bias), str(w.target).rsplit(".", 1)[0], body
 
 
-def _fx_attr(gm: nn.Module, target: str) -> Tensor:
-    owner: Any = gm
-    for name in target.split("."):
-        owner = getattr(owner, name)
-    return owner
-
-
 def _fx_batch(program: Any) -> int | None:
     """The fixed batch size of an exported program's image input, or None when it is dynamic."""
+    sig = program.graph_signature
     for node in program.graph.nodes:
-        if node.op == "placeholder" and node.name not in program.graph_signature.inputs_to_parameters:
-            if node.name in program.graph_signature.inputs_to_buffers:
-                continue
+        if node.op == "placeholder" and node.name not in {**sig.inputs_to_parameters, **sig.inputs_to_buffers}:
             val = node.meta.get("val")
             if val is not None and val.ndim >= 1:
                 return val.shape[0] if isinstance(val.shape[0], int) else None
@@ -229,9 +221,6 @@ def _fx_batch(program: Any) -> int | None:
 
 
 # --- ONNX ------------------------------------------------------------------------------------------------------------
-
-
-Fn = Callable[[Tensor], Tensor]
 
 
 def _onnx_split(path: Path) -> tuple[Fn, Fn, nn.Linear, str, int | None]:
@@ -293,7 +282,7 @@ def _onnx_split(path: Path) -> tuple[Fn, Fn, nn.Linear, str, int | None]:
     chans = shape[1] if len(shape) == 4 and isinstance(shape[1], int) else None
     name = inputs[0].name
 
-    def output(which: str) -> Callable[[Tensor], Tensor]:
+    def output(which: str) -> Fn:
         def run(x: Tensor) -> Tensor:
             out = session.run([which], {name: x.detach().float().cpu().contiguous().numpy()})[0]
             return torch.from_numpy(np.ascontiguousarray(out)).to(x.device)
@@ -324,14 +313,15 @@ def load_program(path: Path, kind: str) -> tuple[ProgramClassifier, str, int | N
     if kind == "torchscript":
         program.eval()
         body, head, where = _script_split(program)
-        return ProgramClassifier(body, program, head, kind, program), where, _first_conv_chans(program)  # type: ignore[arg-type]
+        return ProgramClassifier(body, program, head, kind, program), where, first_conv_chans(program)  # type: ignore[arg-type]
     gm = program.module()
     body, head, where, fx = _fx_split(gm)
     batch = _fx_batch(program)
     model = ProgramClassifier(_fixed_batch(body, batch), _fixed_batch(gm, batch), head, kind, nn.ModuleList([fx, gm]))
-    return model, where, _first_conv_chans(gm)
+    return model, where, first_conv_chans(gm)
 
 
-def _first_conv_chans(module: nn.Module) -> int | None:
+def first_conv_chans(module: nn.Module) -> int | None:
+    """The input channels of a model's first convolution (its first 4-d parameter), if it has one."""
     first = next((p for p in module.parameters() if p.ndim == 4), None)
     return int(first.shape[1]) if first is not None else None

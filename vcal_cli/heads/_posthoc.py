@@ -60,49 +60,43 @@ BLOCK = 4096  # rows per block of the N x K passes
 SCALE_ITER = 100  # L-BFGS iterations per stage: the low-rank form, and float32 (large val splits)
 
 
-def fit_logit_map(
-    module: LogitMap, logits: Tensor, labels: Tensor, *, off_diagonal: float = 0.0, bias: float = 0.0,
-    ridge: float = 0.0, anchor: float = 1.0, max_iter: int = 500, start: np.ndarray | None = None, seed: int = 0,
-) -> tuple[float, np.ndarray]:  # fmt: skip
-    """Minimise mean NLL + off_diagonal * mean_{i != j} W_ij^2 + bias * mean_j b_j^2 (Kull et al.'s ODIR)
-    + ridge * mean (W - anchor I)^2 (a pull towards temperature scaling's map, anchor = 1/T; 1: the original
-    logits), full batch: SciPy's L-BFGS-B on the analytic
-    gradient, computed by torch on all cores. Small problems
-    (N x K <= FLOAT64_CELLS) run in float64 throughout; larger ones compute the N x K part in float32 (the
-    parameters, penalties and the optimizer stay float64).
+class LogitMapObjective:
+    """The penalised mean NLL of a logit map on (logits, labels) and its analytic gradient, over a flat float64
+    parameter vector: [w, b] (vector), [W, b] (full K x K) or [d, U, V, b] (W = diag(d) + U V^T, above LOW_RANK_K
+    classes). The N x K passes run over row blocks, in float64 up to FLOAT64_CELLS cells and float32 above (the
+    parameters, penalties and sums stay float64). Checked against autograd in the tests."""
 
-    Matrix and Dirichlet maps of more than LOW_RANK_K classes are fitted in the structured form
-    W = diag(d) + U V^T with U, V of rank RANK: a full K x K map has K^2 parameters (a million at K = 1,000) that
-    the val split cannot determine, and each pass costs N K^2. The structured map costs N K RANK and keeps what
-    ODIR regularises (the off-diagonal part is U V^T's). The fitted W is written into the module in full.
+    def __init__(
+        self, kind: str, logits: Tensor, labels: Tensor, *, off_diagonal: float = 0.0, bias: float = 0.0,
+        ridge: float = 0.0, anchor: float = 1.0,
+    ) -> None:  # fmt: skip
+        self.n, self.k = n, k = logits.shape
+        self.dtype = torch.float64 if n * k <= FLOAT64_CELLS else torch.float32
+        x = logits.to(self.dtype)
+        self.x = torch.log_softmax(x, dim=1) if kind == "dirichlet" else x  # a shift of the logits changes nothing
+        self.y = labels.long()
+        self.form = "vector" if kind == "vector" else ("low_rank" if k > LOW_RANK_K else "full")
+        self.off_diagonal, self.bias, self.ridge, self.anchor = off_diagonal, bias, ridge, anchor
 
-    `start` warm-starts from an earlier solution of the same shape (a lambda path); returns (loss, solution).
-    The module's own weight and bias are the start otherwise."""
-    from scipy.optimize import minimize
-
-    n, k = logits.shape
-    dtype = torch.float64 if n * k <= FLOAT64_CELLS else torch.float32
-    x = logits.to(dtype)
-    if module.kind == "dirichlet":  # log softmax (a shift of the logits leaves it unchanged)
-        x = torch.log_softmax(x, dim=1)
-    y = labels.long()
-    form = "vector" if module.kind == "vector" else ("low_rank" if k > LOW_RANK_K else "full")
-    r = RANK
-    n_off = max(k * (k - 1), 1)
-
-    def parts(t: Tensor) -> tuple[Tensor, ...]:
-        if form == "vector":
+    def parts(self, t: Tensor) -> tuple[Tensor, ...]:
+        k, r = self.k, RANK
+        if self.form == "vector":
             return t[:k], t[k:]
-        if form == "full":
+        if self.form == "full":
             return t[: k * k].view(k, k), t[-k:]
         return t[:k], t[k : k + k * r].view(k, r), t[k + k * r : k + 2 * k * r].view(k, r), t[-k:]
 
-    def f(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        return objective(torch.from_numpy(theta))
+    def weight(self, t: Tensor) -> Tensor:
+        """The map's W (K x K, or the K scales of a vector map) from a parameter vector."""
+        p = self.parts(t)
+        return torch.diag(p[0]) + p[1] @ p[2].T if self.form == "low_rank" else p[0]
 
-    def objective(t: Tensor) -> tuple[float, np.ndarray]:
-        """The loss and its analytic gradient (checked against autograd in the tests)."""
-        p = parts(t)
+    def __call__(self, t: Tensor) -> tuple[float, np.ndarray]:
+        """The loss and its gradient at parameters `t` (float64)."""
+        n, k, x, y, form, dtype = self.n, self.k, self.x, self.y, self.form, self.dtype
+        off_diagonal, bias, ridge, anchor = self.off_diagonal, self.bias, self.ridge, self.anchor
+        n_off = max(k * (k - 1), 1)
+        p = self.parts(t)
         b = p[-1]
         pd = [q.to(dtype) for q in p]
         loss, gb = 0.0, torch.zeros(k, dtype=torch.float64)
@@ -166,7 +160,31 @@ def fit_logit_map(
             gb = gb + 2 * bias * b / k
         return loss, torch.cat([gr.ravel() for gr in grads] + [gb]).numpy()
 
-    module.objective_ = objective  # type: ignore[attr-defined]  # for the gradient check in the tests
+
+def fit_logit_map(
+    module: LogitMap, logits: Tensor, labels: Tensor, *, off_diagonal: float = 0.0, bias: float = 0.0,
+    ridge: float = 0.0, anchor: float = 1.0, max_iter: int = 500, start: np.ndarray | None = None, seed: int = 0,
+) -> tuple[float, np.ndarray]:  # fmt: skip
+    """Minimise mean NLL + off_diagonal * mean_{i != j} W_ij^2 + bias * mean_j b_j^2 (Kull et al.'s ODIR)
+    + ridge * mean (W - anchor I)^2 (a pull towards temperature scaling's map, anchor = 1/T; 1: the original
+    logits), full batch: SciPy's L-BFGS-B on `LogitMapObjective`'s analytic gradient, computed by torch on all
+    cores.
+
+    Matrix and Dirichlet maps of more than LOW_RANK_K classes are fitted in the structured form
+    W = diag(d) + U V^T with U, V of rank RANK: a full K x K map has K^2 parameters (a million at K = 1,000) that
+    the val split cannot determine, and each pass costs N K^2. The structured map costs N K RANK and keeps what
+    ODIR regularises (the off-diagonal part is U V^T's). The fitted W is written into the module in full.
+
+    `start` warm-starts from an earlier solution of the same shape (a lambda path); returns (loss, solution).
+    The module's own weight and bias are the start otherwise."""
+    from scipy.optimize import minimize
+
+    objective = LogitMapObjective(module.kind, logits, labels, off_diagonal=off_diagonal, bias=bias, ridge=ridge,
+                                  anchor=anchor)  # fmt: skip
+    k, form, dtype = objective.k, objective.form, objective.dtype
+
+    def f(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        return objective(torch.from_numpy(theta))
 
     tol = {"ftol": 1e-15, "gtol": 1e-9} if dtype == torch.float64 else {"ftol": 1e-8, "gtol": 1e-5}
     iters = max_iter if dtype == torch.float64 and form != "low_rank" else min(max_iter, SCALE_ITER)
@@ -181,8 +199,8 @@ def fit_logit_map(
         w0 = module.weight.detach().double()
         b0 = module.bias.detach().double()
         if form == "low_rank":  # U = 0, V small and seeded: the gradient reaches U at once (U = V = 0 is a saddle)
-            v0 = torch.randn(k, r, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 1e-2
-            start = torch.cat([w0.diagonal(), torch.zeros(k * r, dtype=torch.float64), v0.ravel(), b0]).numpy()
+            v0 = torch.randn(k, RANK, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 1e-2
+            start = torch.cat([w0.diagonal(), torch.zeros(k * RANK, dtype=torch.float64), v0.ravel(), b0]).numpy()
             # first the diagonal and bias alone (U = 0 leaves a vector map: cheap, well conditioned), then all
             free = np.r_[np.arange(k), np.arange(len(start) - k, len(start))]
 
@@ -200,13 +218,9 @@ def fit_logit_map(
     if not math.isfinite(final):
         raise HeadError(f"{module.kind} scaling diverged on val (loss {final})")
     with torch.no_grad():
-        p = parts(torch.from_numpy(res.x))
-        if form == "low_rank":
-            w = torch.diag(p[0]) + p[1] @ p[2].T
-        else:
-            w = p[0]
-        module.weight.copy_(w.reshape(module.weight.shape).float())
-        module.bias.copy_(p[-1].float())
+        theta = torch.from_numpy(res.x)
+        module.weight.copy_(objective.weight(theta).reshape(module.weight.shape).float())
+        module.bias.copy_(objective.parts(theta)[-1].float())
     return final, res.x
 
 

@@ -72,25 +72,23 @@ class VectorHead(Head[LP]):
             self.cv_ = self._choose(val, progress)
             chosen = min(self.cv_, key=lambda k: (self.cv_[k], -k))  # ties: the stronger penalty
         self.lambda_ = chosen
-        module = self._start(val.logits, val.labels)
-        module.linear = nn.Linear(base.in_features, base.out_features)
+        module, s = self._start(val.logits, val.labels, base.in_features)
         module.linear.load_state_dict(base.state_dict())
-        self.val_loss_, _ = fit_logit_map(module, val.logits, val.labels, **self._reg(chosen), anchor=module.anchor_,
+        self.val_loss_, _ = fit_logit_map(module, val.logits, val.labels, **self._reg(chosen), anchor=s,
                                           max_iter=self.params.max_iter, seed=self.params.seed)  # fmt: skip
         return module
 
-    def _start(self, logits: torch.Tensor, labels: torch.Tensor) -> LogitMap:
-        """The map at temperature scaling's optimum (W = I / T): the NLL is already near its minimum there."""
-        k = logits.shape[1]
-        module = LogitMap(k, k, self.kind)
+    def _start(self, logits: torch.Tensor, labels: torch.Tensor, in_features: int) -> tuple[LogitMap, float]:
+        """The map at temperature scaling's optimum (W = I / T: the NLL is already near its minimum there), and
+        1/T, which the ridge pulls towards."""
+        module = LogitMap(in_features, logits.shape[1], self.kind)
         try:
             s = fit_inverse_temperature(logits, labels)
         except HeadError:  # val separable or unrelated: start from the original logits
             s = 1.0
         with torch.no_grad():
             module.weight.mul_(s)
-        module.anchor_ = s  # type: ignore[attr-defined]  # what the ridge pulls towards
-        return module
+        return module, s
 
     def _choose(self, val: FitData, progress: Track) -> dict[float, float]:
         """Cross-validated val NLL per penalty in GRID, each fold fitted along the penalty path from the strongest,
@@ -109,15 +107,15 @@ class VectorHead(Head[LP]):
         for f in range(folds):
             held = perm[f::FOLDS]
             keep = torch.cat([perm[g::FOLDS] for g in range(FOLDS) if g != f])
-            splits.append((held, keep, self._start(logits[keep], labels[keep])))
+            splits.append((held, keep, *self._start(logits[keep], labels[keep], logits.shape[1])))
         thetas: list[Any] = [None] * folds
         scores: dict[float, float] = {}
 
         def score(lam: float) -> None:
             nll = torch.full((len(rows),), torch.nan, dtype=torch.float64)
-            for f, (held, keep, module) in enumerate(splits):
-                _, thetas[f] = fit_logit_map(module, logits[keep], labels[keep], **self._reg(lam), start=thetas[f],
-                                             anchor=module.anchor_, max_iter=self.params.max_iter,
+            for f, (held, keep, module, s) in enumerate(splits):
+                _, thetas[f] = fit_logit_map(module, logits[keep], labels[keep], **self._reg(lam), anchor=s,
+                                             start=thetas[f], max_iter=self.params.max_iter,
                                              seed=self.params.seed)  # fmt: skip
                 with torch.no_grad():
                     logp = torch.log_softmax(module.calibrate(logits[held].double()), 1)

@@ -154,6 +154,11 @@ def _checked(classes: list[str], paths: list[tuple[str, ...]], source: str) -> H
     return Hierarchy(tuple(classes), tuple(paths), source)
 
 
+def _uncommented(text: str) -> str:
+    """A hierarchy CSV without its `#` comment lines (the built-in files justify their groupings in them)."""
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+
+
 def load_hierarchy(spec: str | Path) -> Hierarchy:
     """Read a hierarchy from a file (CSV paths, CSV edges, JSON) or a built-in name."""
     spec = str(spec)
@@ -161,7 +166,7 @@ def load_hierarchy(spec: str | Path) -> Hierarchy:
         text = resources.files("vcal_cli.hierarchy").joinpath("data", BUILTIN[spec]).read_text(encoding="utf-8")
         source = f"built-in {spec}"
         if spec == "cifar100-coarse":  # level4 is CIFAR-100's own superclass (coarse label)
-            rows = [r for r in csv.reader(io.StringIO(text)) if r and not r[0].startswith("#")][1:]
+            rows = list(csv.reader(io.StringIO(_uncommented(text))))[1:]
             return _from_paths([[r[0], r[4]] for r in rows if r], source)
     else:
         path = Path(spec)
@@ -176,8 +181,7 @@ def load_hierarchy(spec: str | Path) -> Hierarchy:
             return _from_json(json.loads(text), source)
         except json.JSONDecodeError as e:
             raise HierarchyError(f"--hierarchy '{spec}' is not valid JSON ({e})") from None
-    text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))  # comment lines
-    rows = [r for r in csv.reader(io.StringIO(text)) if any(c.strip() for c in r)]
+    rows = [r for r in csv.reader(io.StringIO(_uncommented(text))) if any(c.strip() for c in r)]
     if not rows:
         raise HierarchyError(f"--hierarchy '{spec}' is empty")
     header = [c.strip().lower() for c in rows[0]]
@@ -193,4 +197,4 @@ def load_hierarchy(spec: str | Path) -> Hierarchy:
 
 def builtin_for(data: str) -> str | None:
     """The built-in hierarchy of a data set, if it has one."""
-    return data if data in ("cifar100", "fashion-mnist") else None
+    return data if data in BUILTIN and data != "cifar100-coarse" else None
