@@ -11,14 +11,33 @@ logits and temperature scaling's.
 
 Sizes from 64k to 1.28M train rows take `--train`; memory stays O(block) in N for `bayes` (its statistics are
 accumulated over row blocks), so the peak grows with D^2 and K D, not with N.
+
+The image workload runs the whole product the way a user does, one `vcal` process per step, at each size:
+
+    python benchmarks/bench_scale.py --images 64000,256000,1280000 [--epochs 1] [--auto-budget 900]
+
+An `npz:` data set of 3x8x8 images (one noisy template per class; `--k` classes; N train rows, `--test` test rows;
+val is vcal's own 10% of train, at most 5,000 rows) and a `vcal:mlp` checkpoint whose penultimate layer is
+`--d` wide (2,048) and whose head is a scaled nearest-centroid classifier (right about 70% of the time, and
+overconfident). Steps: extract train, extract val and test (the cache, `--cache-dtype float16`), audit, retrain
+with each head (trained heads for `--epochs`; each retrain writes its report and checkpoint), and `--head auto`
+under `--auto-budget`. Each step prints its wall time, its own peak RSS (the child process's, mapped cache pages
+included) and its growth against the previous size.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import resource
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -54,6 +73,123 @@ def one_pass(z: torch.Tensor, y: torch.Tensor) -> float:
     return time.perf_counter() - t
 
 
+IMAGE_HEADS = ("temperature", "vector", "matrix", "dirichlet", "isotonic", "histogram", "bayes", "ce", "vtst", "vc")
+TRAINED = ("ce", "vtst", "vc")
+
+
+def image_workload(folder: Path, n_train: int, n_test: int, k: int, d: int, seed: int = 0) -> tuple[Path, Path]:
+    """An npz data set of 3x8x8 uint8 images (class template + noise) and a vcal:mlp checkpoint on it."""
+    from vcal_cli import LoadedModel, save_checkpoint
+    from vcal_cli.checkpoints import build_arch, find_head
+    from vcal_cli.data import Preprocessing
+
+    rng = np.random.default_rng(seed)
+    templates = 128 + 12 * rng.standard_normal((k, 3, 8, 8))  # close templates, noise 40: about 65% right
+
+    def images(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = rng.integers(0, k, size=n)
+        x = np.empty((n, 3, 8, 8), np.uint8)
+        for lo in range(0, n, 65536):  # in chunks: the float64 temporaries of 1.28M rows would be 2 GB
+            hi = min(n, lo + 65536)
+            x[lo:hi] = np.clip(templates[y[lo:hi]] + rng.normal(0, 40, size=(hi - lo, 3, 8, 8)), 0, 255)
+        return x, y
+
+    data = folder / f"images_{n_train}_{k}.npz"
+    if not data.exists():
+        (xtr, ytr), (xte, yte) = images(n_train), images(n_test)
+        np.savez(data, x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
+    ckpt = folder / f"mlp_{k}_{d}.safetensors"
+    if not ckpt.exists():
+        torch.manual_seed(seed)
+        prep = Preprocessing((3, 8, 8), (0.5,) * 3, (0.5,) * 3)
+        kwargs = {"in_features": 192, "hidden": [d]}
+        model = build_arch("vcal:mlp", k, in_chans=3, kwargs=kwargs).eval()
+        with torch.no_grad():  # the head: nearest template in feature space, logits scaled to be overconfident
+            f = model.features(prep.to_model_input(torch.from_numpy(np.clip(templates, 0, 255).astype(np.uint8))))
+            mu, w = f.mean(0), f - f.mean(0)
+            w = w / w.norm(dim=1, keepdim=True)
+            sample, _ = images(4096)
+            c = 6.0 / float(((model.features(prep.to_model_input(torch.from_numpy(sample))) - mu) @ w.T).std())
+            model.fc.weight.copy_(w * c)
+            model.fc.bias.copy_(-(mu @ w.T) * c)
+        loaded = LoadedModel(model, find_head(model, k), "vcal:mlp", k, "", class_names=[f"c{i}" for i in range(k)],
+                             preprocessing=prep, arch_kwargs=kwargs)  # fmt: skip
+        save_checkpoint(loaded, ckpt)
+    return data, ckpt
+
+
+EXTRACT = """
+import sys
+from vcal_cli import ExtractOptions
+from vcal_cli.api import Workbench
+bench = Workbench.open(sys.argv[1], "npz:" + sys.argv[2], ExtractOptions(cache_dir=sys.argv[3], cache_dtype="float16"))
+for split in sys.argv[4].split(","):
+    bench.features(split)
+"""
+
+
+def run_step(cmd: list[str], log: Path) -> tuple[float, float, int]:
+    """(wall seconds, the child's peak RSS in GB, exit code) of one process."""
+    t = time.perf_counter()
+    with open(log, "ab") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+    return time.perf_counter() - t, usage.ru_maxrss / 1e6, os.waitstatus_to_exitcode(status)
+
+
+def image_main(a: argparse.Namespace) -> None:
+    sizes = [int(s) for s in a.images.split(",")]
+    work = Path(a.work or tempfile.mkdtemp(prefix="vcal-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
+    vcal = [sys.executable, "-m", "vcal_cli"]
+    heads = [h for h in a.image_heads.split(",") if h]
+    print(f"image workload: D {a.d:,}, K {a.k:,}, test {a.test:,}, trained heads {a.epochs} epoch(s), auto budget "
+          f"{a.auto_budget:.0f} s, cache float16; folder {work}; threads {torch.get_num_threads()}")  # fmt: skip
+    print(f"{'train rows':>10}  {'step':<26}{'wall':>9}{'peak RSS':>10}{'x wall':>8}{'x RSS':>7}  result")
+    previous: dict[str, tuple[float, float]] = {}
+    for n in sizes:
+        data, ckpt = image_workload(work, n, a.test, a.k, a.d)
+        cache, log = work / f"cache_{n}", work / f"log_{n}.txt"
+        common = ["--data", f"npz:{data}", "--cache-dir", str(cache), "--cache-dtype", "float16", "--bootstrap", "50"]
+        steps: list[tuple[str, list[str], Path | None]] = [
+            ("extract train", [sys.executable, "-c", EXTRACT, str(ckpt), str(data), str(cache), "train"], None),
+            ("extract val, test", [sys.executable, "-c", EXTRACT, str(ckpt), str(data), str(cache), "val,test"], None),
+            ("audit (cached)", vcal + ["audit", str(ckpt), *common, "--out", str(work / f"audit_{n}")],
+             work / f"audit_{n}"),
+        ]  # fmt: skip
+        for h in heads:
+            extra = ["--epochs", str(a.epochs)] if h in TRAINED else []
+            steps.append((f"retrain {h}", vcal + ["retrain", str(ckpt), *common, "--head", h, *extra, "--out",
+                                                  str(work / f"{h}_{n}")], work / f"{h}_{n}"))  # fmt: skip
+        if a.auto_budget > 0:
+            steps.append(("retrain auto", vcal + ["retrain", str(ckpt), *common, "--head", "auto", "--auto-budget",
+                                                  str(a.auto_budget), "--epochs", str(a.epochs), "--out",
+                                                  str(work / f"auto_{n}")], work / f"auto_{n}"))  # fmt: skip
+        for name, cmd, out in steps:
+            wall, rss, rc = run_step(cmd, log)
+            grow = previous.get(name)
+            gw = f"{wall / grow[0]:>7.1f}x" if grow else f"{'':>8}"
+            gr = f"{rss / grow[1]:>6.1f}x" if grow else f"{'':>7}"
+            previous[name] = (wall, rss)
+            print(f"{n:>10,}  {name:<26}{wall:>8.1f}s{rss:>9.1f}G{gw}{gr}  {_result(out, rc, log)}", flush=True)
+
+
+def _result(out: Path | None, rc: int, log: Path) -> str:
+    """The step's headline from its report.json (accuracy, ECE and NLL of the head it fitted), or its failure."""
+    if rc != 0:
+        tail = log.read_text(errors="replace").strip().splitlines()[-1:] or [""]
+        return f"FAILED (exit {rc}): {tail[0][:100]}"
+    if out is None or not (out / "report.json").exists():
+        return ""
+    rep = json.loads((out / "report.json").read_text())
+    heads = rep.get("heads") or {}
+    name = next((h for h in heads if h != "original"), None)
+    m = (heads[name] if name else rep)["metrics"]
+    auto = ((rep.get("settings") or {}).get("retrain") or {}).get("auto") or {}
+    pick = f"; {auto.get('reason', '')[:90]}" if auto else ""
+    return f"{name or 'original'}: acc {m['accuracy']:.4f} ECE {m['ece']:.4f} NLL {m['nll']:.4f}{pick}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--val", type=int, default=50_000)
@@ -62,7 +198,16 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=64_000, help="train rows for bayes (0: skip it)")
     ap.add_argument("--d", type=int, default=2048)
     ap.add_argument("--heads", default="temperature,vector,matrix,dirichlet")
+    ap.add_argument("--images", default="", help="the image workload at these train sizes, e.g. 64000,256000")
+    ap.add_argument("--image-heads", default=",".join(IMAGE_HEADS), help="heads retrained in the image workload")
+    ap.add_argument("--epochs", type=int, default=1, help="epochs of the trained heads in the image workload")
+    ap.add_argument("--auto-budget", type=float, default=900, help="--auto-budget of the image workload (0: skip)")
+    ap.add_argument("--work", default="", help="folder for the image workload's files (default: a temp folder)")
     a = ap.parse_args()
+    if a.images:
+        if a.test == 20_000:
+            a.test = 50_000  # ImageNet's 50,000 validation images, which users audit on
+        return image_main(a)
     torch.manual_seed(0)
     zv, yv = logits_problem(a.val, a.k, 1)
     zt, yt = logits_problem(a.test, a.k, 2)

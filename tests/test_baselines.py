@@ -239,3 +239,64 @@ def test_verdict_deltas_are_the_metric_differences() -> None:
     for k, row in v.items():
         assert row["delta"] == pytest.approx(mb[k] - ma[k], abs=1e-12), k
         assert row["verdict"] in ("better", "no different", "worse")
+
+
+def test_penalty_path_starts_strong_and_stops_once_weaker_ones_gain_nothing() -> None:
+    """The CV walks 1e6, 1e5, ... and stops after two weaker penalties in a row score no better than the best; the
+    weak end (the expensive fits of a many-class map) is reached only when it helps."""
+    from vcal_cli.heads.vector import MAX_PENALTY, PATIENCE
+
+    train, val, base = _miscalibrated(n=400, k=6, seed=1)
+    head = get_head("vector")().fit(train, val, base=base)
+    path = list(head.cv_)
+    assert path[0] == MAX_PENALTY and path == sorted(path, reverse=True)
+    assert all(a / b == pytest.approx(10) for a, b in zip(path, path[1:], strict=False))
+    best = path.index(head.lambda_)
+    assert head.cv_[head.lambda_] == min(head.cv_.values())
+    assert len(path) - 1 - best == PATIENCE or path[-1] == pytest.approx(1e-4)  # stopped by patience, or walked all
+
+
+def test_auto_budget_skips_candidates_whose_turn_comes_too_late(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clock that jumps 60 s per reading: the budget of 100 s is spent after the first candidate, and each later
+    one is skipped with its reason, never silently."""
+    import vcal_cli.heads.select as select
+
+    clock = iter(range(0, 10**6, 60))
+    monkeypatch.setattr(select.time, "monotonic", lambda: float(next(clock)))
+    train, val, base = _miscalibrated(n=300)
+    sel = select_head(train, val, candidates=("temperature", "vector", "ce"), base=base, n_bootstrap=20, budget=100)
+    monkeypatch.undo()
+    assert sel.picked.name == "temperature" and set(sel.scores) == {"temperature"}
+    assert set(sel.limited) == {"vector", "ce"} and all("skipped" in why for why in sel.limited.values())
+    assert all(w.startswith("--auto-budget 100 s: ") for w in sel.warnings()) and len(sel.warnings()) == 2
+    assert sel.to_dict()["budget"]["limited"] == sel.limited
+
+
+def test_auto_budget_stops_a_trained_candidate_at_its_share() -> None:
+    """`ce` asked for 100,000 epochs under a 1 s budget stops at its share, keeps its best (part) epoch, and says so."""
+    train, val, base = _miscalibrated(n=600)
+    cls = get_head("ce")
+    params = {"ce": cls.make_params(epochs=100_000, seed=0)}
+    sel = select_head(train, val, candidates=("temperature", "ce"), params=params, base=base, n_bootstrap=20,
+                      budget=1.0)  # fmt: skip
+    assert "ce" in sel.limited and "stopped at its" in sel.limited["ce"] and "of 100000 epochs" in sel.limited["ce"]
+    log = sel.heads["ce"].fit_log_
+    assert log.epochs_run < 100_000 and log.stopped and 1 <= log.best_epoch <= log.epochs_run
+    assert sel.spent < 30 and torch.isfinite(sel.heads["ce"].predict_log_proba(val.features)).all()
+
+
+def test_bayes_stops_at_a_deadline() -> None:
+    """A passed deadline stops the MAP's L-BFGS after its first chunk of iterations (said in the report); without
+    one the chunked path is not taken and nothing is said."""
+    import time
+
+    train, val, base = _miscalibrated(n=800)
+    cls = get_head("bayes")
+    cut = cls(cls.Params(max_iter=200, tol=1e-12)).fit(train, val, base=base, deadline=time.monotonic() - 1)
+    assert cut.extra_report()["stopped"] == "after 5 of at most 200 L-BFGS iterations" and cut.iterations_ == 5
+    assert torch.isfinite(cut.predict_log_proba(val.features)).all()
+    late = cls(cls.Params(max_iter=200, tol=1e-12)).fit(train, val, base=base, deadline=time.monotonic() + 600)
+    full = cls(cls.Params(max_iter=200, tol=1e-12)).fit(train, val, base=base)
+    assert "stopped" not in late.extra_report() and "stopped" not in full.extra_report()
+    # the chunked run continues one L-BFGS history: it ends where the one-call run ends
+    assert (late.predict_log_proba(val.features) - full.predict_log_proba(val.features)).abs().max() < 1e-3

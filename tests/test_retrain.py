@@ -125,6 +125,7 @@ BAD = {
         "--train-batch-size does not apply",
     ),
     "auto criterion that is not one": (["--head", "auto", "--auto-select", "acc"], "--auto-select 'acc'"),
+    "auto budget that is not one": (["--head", "auto", "--auto-budget", "0"], "--auto-budget 0 must be a positive"),
     "--out with two heads": (["--head", "temperature", "--head", "bayes", "--out", "x.safetensors"], "--out"),
     "--checkpoint-out with two heads": (
         ["--head", "temperature", "--head", "bayes", "--checkpoint-out", "x.safetensors"],

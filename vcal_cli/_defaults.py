@@ -3,6 +3,9 @@
 DEFAULT_N_BINS = 15  # equal-width bins of ECE, MCE, classwise ECE and the reliability diagrams
 DEFAULT_N_BOOTSTRAP = 200  # percentile-bootstrap resamples of the 95% intervals and the paired verdicts
 DEFAULT_TRAIN_VIEWS = 0  # retrain: augmented views of train for the heads fitted on train (0: the clean features)
+# `--head auto`'s time budget in seconds: never binding on small problems; on 1.28M x 2048 x 1,000 it cuts the
+# trained candidates short (benchmarks/bench_scale.py --images)
+DEFAULT_AUTO_BUDGET = 1800.0
 DEFAULT_AUGMENT = "crop"  # their augmentation (vcal_cli.data.augment.AUGMENTS): label-safe for digits and text too
 # the split-conformal scores (vcal_cli.metrics.conformal), every one by default
 CONFORMAL_SCORES = ("lac", "aps", "aps-rand", "raps", "raps-rand", "lac-class")

@@ -10,7 +10,13 @@ from typing import Annotated
 
 import typer
 
-from vcal_cli._defaults import DEFAULT_AUGMENT, DEFAULT_N_BINS, DEFAULT_N_BOOTSTRAP, DEFAULT_TRAIN_VIEWS
+from vcal_cli._defaults import (
+    DEFAULT_AUGMENT,
+    DEFAULT_AUTO_BUDGET,
+    DEFAULT_N_BINS,
+    DEFAULT_N_BOOTSTRAP,
+    DEFAULT_TRAIN_VIEWS,
+)
 from vcal_cli.cli import _options as opt
 from vcal_cli.cli._errors import handle_errors
 from vcal_cli.cli._output import note, out, progress, warn
@@ -78,6 +84,16 @@ def retrain_cmd(
     auto_select: Annotated[
         str, typer.Option("--auto-select", help="With --head auto: pick the lowest val nll, ece or brier.")
     ] = "nll",
+    auto_budget: Annotated[
+        float,
+        typer.Option(
+            "--auto-budget",
+            help="With --head auto: seconds for the whole selection; trained candidates stop at their share and "
+            "keep their best epoch so far, a val-fitted one whose cross-fit would overrun is skipped, each said "
+            f"in a warning \\[default: {DEFAULT_AUTO_BUDGET:g}].",
+            show_default=False,
+        ),
+    ] = DEFAULT_AUTO_BUDGET,
     train_views: Annotated[
         int | None,
         typer.Option(
@@ -154,6 +170,7 @@ def retrain_cmd(
             robustness=opt.robustness_options(locals() | head_params),
             conformal=opt.conformal_options(locals() | head_params),
             auto_select=auto_select,
+            auto_budget=auto_budget,
             train_views=DEFAULT_TRAIN_VIEWS if train_views is None else train_views,
             augment=augment or DEFAULT_AUGMENT,
             train_fraction=train_fraction,

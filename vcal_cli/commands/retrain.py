@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from vcal_cli._defaults import DEFAULT_AUGMENT, DEFAULT_TRAIN_VIEWS
+from vcal_cli._defaults import DEFAULT_AUGMENT, DEFAULT_AUTO_BUDGET, DEFAULT_TRAIN_VIEWS
 from vcal_cli._io import same_file
 from vcal_cli.checkpoints import LoadedModel, save_checkpoint, save_head
 from vcal_cli.commands.audit import audit_features
@@ -32,7 +32,7 @@ from vcal_cli.features import Track, quiet
 from vcal_cli.features.workbench import ExtractOptions, Workbench
 from vcal_cli.heads import FitData, Head, check_train_options, get_head, list_heads
 from vcal_cli.heads.base import flag_of
-from vcal_cli.heads.select import AUTO, SELECT, select_head
+from vcal_cli.heads.select import AUTO, AutoOptions, select_head
 from vcal_cli.hierarchy import Hierarchy
 from vcal_cli.metrics import DEFAULT_N_BINS, compute_metrics, nll
 from vcal_cli.metrics._validate import check_bins
@@ -93,6 +93,7 @@ class RetrainPlan:
     augment: str
     conformal: ConformalOptions | None = None
     skipped: dict[str, str] = field(default_factory=dict)
+    auto_options: AutoOptions = field(default_factory=AutoOptions)
     auto_info: dict[str, Any] | None = None  # filled in by fit_heads for `auto`
     sets: dict[str, dict[tuple[str, float], Calibrated]] = field(default_factory=dict)  # by score_heads, per head
     notes: list[str] = field(default_factory=list)  # what the plan left out, for the report's warnings
@@ -110,7 +111,7 @@ def plan_retrain(
     robustness: RobustnessOptions | None,
     train_views: int,
     augment: str,
-    auto_select: str,
+    auto_options: AutoOptions,
     conformal: ConformalOptions | None,
     seed: int,
     train_fraction: float = 1.0,
@@ -118,8 +119,8 @@ def plan_retrain(
     """Validate everything `retrain` was given and decide what it will fit and write; raises before any work."""
     auto = "auto" in heads
     names = resolve_heads(heads)
-    if auto and auto_select not in SELECT:
-        raise UsageError(f"--auto-select '{auto_select}' is not one of: {', '.join(SELECT)}")
+    if auto:
+        auto_options.check()
     if robustness:
         if bench.from_file:
             bench.images("test")  # features from a file have no images: one line, before any fitting
@@ -153,7 +154,8 @@ def plan_retrain(
     for path in paths.values():
         if any(same_file(src, path) for src in inputs):
             raise UsageError(f"refusing to write '{path}' over an input file", hint="choose another --out")
-    plan = RetrainPlan(names, auto, per_head, paths, inputs, tree, head_only, train_views, augment, conformal, skipped)
+    plan = RetrainPlan(names, auto, per_head, paths, inputs, tree, head_only, train_views, augment, conformal, skipped,
+                       auto_options)  # fmt: skip
     plan.notes += [f"--conformal: {s} skipped: {why}" for s, why in skipped_sets.items()]
     if bench.model.program:
         plan.notes.append(f"a {bench.model.program} program: heads written alone; audit with --head-file HEAD")
@@ -172,9 +174,10 @@ def output_paths(
 
 
 def fit_heads(
-    plan: RetrainPlan, bench: Workbench, fit: dict[str, FitData], select: str, n_bins: int, n_bootstrap: int, seed: int
+    plan: RetrainPlan, bench: Workbench, fit: dict[str, FitData], n_bins: int, n_bootstrap: int, seed: int
 ) -> list[Head]:
-    """Fit every planned head (for `auto`: every candidate, then keep the pick, recorded in `plan.auto_info`)."""
+    """Fit every planned head (for `auto`: every candidate within `plan.auto_options`' budget, then keep the pick,
+    recorded in `plan.auto_info`; what the budget cut short or skipped joins `plan.notes`)."""
     base = bench.model.head
     if not plan.auto:
         return [
@@ -184,8 +187,10 @@ def fit_heads(
         ]  # fmt: skip
     selection = select_head(
         fit["train"], fit["val"], candidates=tuple(plan.names), params=plan.params, base=base, hierarchy=plan.tree,
-        select=select, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed, progress=bench.progress,
+        select=plan.auto_options.select, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed,
+        budget=plan.auto_options.budget, progress=bench.progress,
     )  # fmt: skip
+    plan.notes += selection.warnings()
     picked = selection.picked.name
     plan.names, plan.paths = [picked], {picked: plan.paths[picked]}
     plan.auto_info = {**selection.to_dict(), "reason": selection.reason()}
@@ -300,6 +305,7 @@ def retrain(
     robustness: RobustnessOptions | None = None,
     conformal: ConformalOptions | None = None,
     auto_select: str = "nll",
+    auto_budget: float | None = DEFAULT_AUTO_BUDGET,
     train_views: int = DEFAULT_TRAIN_VIEWS,
     augment: str = DEFAULT_AUGMENT,
     train_fraction: float = 1.0,
@@ -316,28 +322,29 @@ def retrain(
     that need one; `heads=["all"]` skips those when there is none. `robustness` adds the shift, OOD and
     adversarial evaluations for the original and every head, on the same cached features. With `train_views`
     K > 0 the heads that learn on train learn on K augmented views of it (`vcal_cli.data.augment`, policy
-    `augment`), each extracted once and cached, instead of the clean train features; `train_fraction` < 1 fits them on a
-    seeded class-stratified share of the train rows (low-data studies). `auto_select` is the val
-    criterion of `--head auto` (nll, ece or brier). `conformal` adds every head's prediction sets and
-    risk-controlled abstention (each head's own val and test predictions), and their coverage under `--shift`.
+    `augment`), each extracted once and cached, instead of the clean train features; `train_fraction` < 1 fits them
+    on a seeded class-stratified share of the train rows (low-data studies). `auto_select` is the val criterion of
+    `--head auto` (nll, ece or brier), `auto_budget` its time budget in seconds (None: unbounded; see
+    `vcal_cli.heads.select`). `conformal` adds every head's prediction sets and risk-controlled abstention
+    (each head's own val and test predictions), and their coverage under `--shift`.
     """
     check_bins(n_bins)
     bench = Workbench.open(checkpoint, data, options, progress=progress)
     plan = plan_retrain(
         bench, heads, params or {}, out_dir=out_dir, out=out, head_only=head_only, hierarchy=hierarchy,
-        robustness=robustness, train_views=train_views, augment=augment, auto_select=auto_select,
-        conformal=conformal, seed=seed, train_fraction=train_fraction,
+        robustness=robustness, train_views=train_views, augment=augment, conformal=conformal, seed=seed,
+        auto_options=AutoOptions(auto_select, auto_budget), train_fraction=train_fraction,
     )  # fmt: skip
     splits = {s: bench.features(s) for s in ("train", "val", "test")}
     bench.release()  # under torchrun: the ranks shared the three extractions; fitting runs on rank 0
     settings = {"bins": n_bins, "bootstrap": n_bootstrap, "seed": seed, "train_fraction": train_fraction}
     original = audit_features(bench, "test", splits["test"], hierarchy, settings)
-    original.warnings += plan.notes
     if warning := val_warning(*((f.logits, f.labels) for f in splits.values())):
         original.warnings.append(warning)
     train = bench.train_views(train_views, augment, seed=seed) if train_views else bench.fit_data("train")
     fit = {"train": train.fraction(train_fraction, seed), "val": bench.fit_data("val")}
-    fitted = fit_heads(plan, bench, fit, auto_select, n_bins, n_bootstrap, seed)
+    fitted = fit_heads(plan, bench, fit, n_bins, n_bootstrap, seed)
+    original.warnings += plan.notes  # the plan's, and what --auto-budget cut short
     results = score_heads(plan, bench, fitted, original, n_bins, n_bootstrap, seed)
     add_verdicts(results, bench, fit, n_bins, n_bootstrap, seed)
     if robustness:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import copy
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -178,9 +179,11 @@ class FitLog:
     epochs_run: int
     epochs: int
     best_score: float
+    stopped: str | None = None  # why the schedule was cut short by a deadline, e.g. "after 0.42 of 40 epochs"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"best_epoch": self.best_epoch, "epochs_run": self.epochs_run, "epochs": self.epochs}
+        d: dict[str, Any] = {"best_epoch": self.best_epoch, "epochs_run": self.epochs_run, "epochs": self.epochs}
+        return {**d, "stopped": self.stopped} if self.stopped else d
 
 
 M = TypeVar("M", bound=nn.Module)
@@ -202,6 +205,7 @@ def train_epochs(
     optimizer: torch.optim.Optimizer | None = None,
     schedule: Callable[[int], float] | None = None,
     bf16: bool = False,
+    deadline: float | None = None,
     progress: Track,
 ) -> tuple[M, FitLog]:
     """Adam (or `optimizer`) over shuffled mini-batches; keep the epoch with the lowest `select(module, val)`,
@@ -211,7 +215,8 @@ def train_epochs(
     `loss_fn(features, labels)` returns the scalar loss of one batch. A NaN or inf loss stops the fit
     with a `HeadError` (nothing gets written). With `bf16` the batches' forward passes run under bfloat16
     autocast (the weights, the optimizer and the val scoring stay float32). The module and both splits must
-    already be on one device (the labels' device is the one the loop uses).
+    already be on one device (the labels' device is the one the loop uses). Past `deadline` (`time.monotonic()`)
+    the loop stops after the current batch; that part epoch is scored like any other.
     """
     if epochs < 1 or batch_size < 1 or not lr > 0:
         raise HeadError(
@@ -221,7 +226,7 @@ def train_epochs(
     base_lrs = [g["lr"] for g in opt.param_groups]
     n, device = len(train.labels), train.labels.device
     best, best_epoch, best_state = math.inf, 0, copy.deepcopy(module.state_dict())
-    run = 0
+    run, stopped = 0, None
     for epoch in progress(range(epochs), total=epochs, description=f"fit {name}"):
         if schedule is not None:  # a per-epoch learning-rate factor
             for g, base_lr in zip(opt.param_groups, base_lrs, strict=True):
@@ -241,6 +246,9 @@ def train_epochs(
             opt.step()
             if after_step is not None:
                 after_step()
+            if deadline is not None and time.monotonic() > deadline:
+                stopped = f"after {epoch + min(i + batch_size, n) / n:.2f} of {epochs} epochs"
+                break
         module.eval()
         run = epoch + 1
         score = select(module, val)
@@ -252,8 +260,10 @@ def train_epochs(
             best, best_epoch, best_state = score, epoch + 1, copy.deepcopy(module.state_dict())
         elif patience and epoch + 1 - best_epoch >= patience:
             break
+        if stopped:
+            break
     module.load_state_dict(best_state)
-    return module.eval(), FitLog(best_epoch, run, epochs, best)
+    return module.eval(), FitLog(best_epoch, run, epochs, best, stopped)
 
 
 P = TypeVar("P", bound=SGDParams)
@@ -315,6 +325,7 @@ class SGDHead(Head[P], Generic[P, HM]):
             schedule=self.schedule(epochs),
             after_step=lambda: self.after_step(module),
             bf16=bf16,
+            deadline=self.deadline,
             progress=progress,
         )
         return module.cpu()

@@ -108,6 +108,7 @@ class Head(abc.ABC, Generic[P]):
     fits_on: ClassVar[str] = "train"  # train: fitted on train, selected on val; val: fitted on val (post-hoc)
     fast_params: ClassVar[dict[str, Any]] = {}  # params that make the fit quick, for the tests
     hierarchy: Hierarchy | None = None  # set by fit: the class hierarchy it was given
+    deadline: float | None = None  # set by fit: a time.monotonic() the iterative fits stop at (`--auto-budget`)
     module_: HeadModule  # set by fit
 
     def __init__(self, params: P | None = None) -> None:
@@ -134,11 +135,15 @@ class Head(abc.ABC, Generic[P]):
         base: nn.Module | None = None,
         hierarchy: Hierarchy | None = None,
         progress: Track = quiet,
+        deadline: float | None = None,
     ) -> Self:
         """Fit on train features (selecting on val where the method does); returns self.
 
         `base` is the checkpoint's own head (temperature scaling rescales it); `hierarchy` the class
-        hierarchy in the model's class order (HAFrame builds its frame from it).
+        hierarchy in the model's class order (HAFrame builds its frame from it). `deadline` (a `time.monotonic()`
+        value) stops the heads that iterate over train early: the trained heads after the batch that passes it
+        (the part epoch is scored and kept if best), `bayes` after the L-BFGS iterations that pass it; each
+        says so in `extra_report()["stopped"]`. `--head auto` sets it from `--auto-budget`.
         """
         check_fit_data(train, "train")
         check_fit_data(val, "val")
@@ -158,7 +163,7 @@ class Head(abc.ABC, Generic[P]):
             raise HeadError(
                 f"the hierarchy has {len(hierarchy.classes)} classes, the checkpoint {train.logits.shape[1]}"
             )
-        self.hierarchy = hierarchy
+        self.hierarchy, self.deadline = hierarchy, deadline
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.params.seed)
             module = self._fit(train, val, base=base, progress=progress)

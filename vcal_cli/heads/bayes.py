@@ -30,6 +30,7 @@ Bayesian Layerwise Inference. arXiv:2411.12102.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -135,9 +136,13 @@ class BayesHead(Head[BayesParams]):
                 total = total + loss.detach()
             return total
 
+        self.stopped_ = None
         with torch.enable_grad():
             for _ in progress(range(1), total=1, description=f"fit {self.name}"):
-                opt.step(closure)
+                if self.deadline is None:
+                    opt.step(closure)
+                else:  # the same L-BFGS run in chunks (its history carries over), stopping at the deadline
+                    self._step_until(opt, closure, p.max_iter)
         m = w.detach().double()
         if not torch.isfinite(m).all():
             raise HeadError("head 'bayes' diverged", hint="try a larger --prior-precision")
@@ -164,5 +169,22 @@ class BayesHead(Head[BayesParams]):
         module.sigma2.fill_(self.sigma2_)
         return module
 
+    def _step_until(self, opt: torch.optim.LBFGS, closure: Any, max_iter: int, chunk: int = 5) -> None:
+        """L-BFGS in chunks of `chunk` iterations until it converges, runs `max_iter`, or passes `self.deadline`."""
+        state, done = opt.state[opt._params[0]], 0
+        while done < max_iter:
+            m = min(chunk, max_iter - done)
+            opt.param_groups[0]["max_iter"], opt.param_groups[0]["max_eval"] = m, m * 5 // 4
+            before = state.get("n_iter", 0)
+            opt.step(closure)
+            ran = state.get("n_iter", 0) - before
+            done += ran
+            if ran < min(chunk, max_iter - done + ran):  # converged (or no progress) within the chunk
+                return
+            if self.deadline is not None and time.monotonic() > self.deadline and done < max_iter:
+                self.stopped_ = f"after {done} of at most {max_iter} L-BFGS iterations"
+                return
+
     def extra_report(self) -> dict[str, Any]:
-        return {"sigma2": self.sigma2_, "iterations": self.iterations_}
+        extra = {"sigma2": self.sigma2_, "iterations": self.iterations_}
+        return {**extra, "stopped": self.stopped_} if getattr(self, "stopped_", None) else extra

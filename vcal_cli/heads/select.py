@@ -7,16 +7,25 @@ would look best simply for having seen val, so it is cross-fitted: val is cut in
 fold is predicted by the head refitted on the other four. `X+temperature` keeps X (fitted on train) and
 cross-fits only its temperature. The winner's margin over the runner-up comes with the paired-bootstrap
 interval on val, as `vcal gate` computes it.
+
+`budget` (seconds, `--auto-budget`) bounds the whole selection. Candidates run cheapest first; each gets an equal
+share of what is left (time a cheap one does not use goes to the ones after it). A trained head (`ce`, `vtst`,
+`bayes`, ...) stops at the end of its share and keeps its best epoch so far (a part of an epoch counts: on 1.28M
+rows that is a subsample of train); a head fitted on val is skipped when its 5-fold cross-fit, predicted from its
+own fit's time, would overrun its share; a candidate whose turn comes with under 2% of the budget left is skipped.
+Each of these is recorded with its reason (`Selection.limited`) and printed as a warning, never silent.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from vcal_cli._defaults import DEFAULT_AUTO_BUDGET
 from vcal_cli._progress import Track, quiet
 from vcal_cli.errors import UsageError
 from vcal_cli.heads.base import FitData, Head
@@ -29,6 +38,22 @@ from vcal_cli.metrics.paired import paired_deltas
 AUTO = ("temperature", "vector", "dirichlet", "matrix", "isotonic", "histogram", "bayes", "ce", "vtst")
 SELECT = ("nll", "ece", "brier")
 FOLDS = 5
+CROSS_FIT_COST = 4.0  # a 5-fold cross-fit refits on 4/5 of val five times: about 4x the head's own fit
+MIN_SHARE = 0.02  # of the budget: a candidate whose turn comes with less left is skipped
+
+
+@dataclass(frozen=True)
+class AutoOptions:
+    """`--head auto`'s settings: the val criterion and the time budget in seconds (None: unbounded)."""
+
+    select: str = "nll"
+    budget: float | None = DEFAULT_AUTO_BUDGET
+
+    def check(self) -> None:
+        if self.select not in SELECT:
+            raise UsageError(f"--auto-select '{self.select}' is not one of: {', '.join(SELECT)}")
+        if self.budget is not None and not self.budget > 0:
+            raise UsageError(f"--auto-budget {self.budget:g} must be a positive number of seconds")
 
 
 @dataclass
@@ -41,6 +66,9 @@ class Selection:
     interval: tuple[float, float] | None = None  # its paired-bootstrap 95% interval on val
     verdict: str = ""
     heads: dict[str, Head] = field(default_factory=dict, repr=False)
+    budget: float | None = None  # seconds (`--auto-budget`); None: unbounded
+    spent: float = 0.0  # seconds the selection took
+    limited: dict[str, str] = field(default_factory=dict)  # candidate -> what the budget did to it, and why
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -52,7 +80,12 @@ class Selection:
             "interval": list(self.interval) if self.interval else None,
             "verdict": self.verdict,
             "candidates": self.scores,
+            "budget": {"seconds": self.budget, "spent": round(self.spent, 1), "limited": self.limited},
         }
+
+    def warnings(self) -> list[str]:
+        """One line per candidate the budget cut short or skipped."""
+        return [f"--auto-budget {self.budget:g} s: {name} {why}" for name, why in self.limited.items()]
 
     def reason(self) -> str:
         s = self.scores[self.picked.name][self.select]
@@ -108,19 +141,38 @@ def select_head(
     n_bins: int = 15,
     n_bootstrap: int = 200,
     seed: int = 0,
+    budget: float | None = None,
     progress: Track = quiet,
 ) -> Selection:
-    """Fit every candidate (and `X+temperature` for each X fitted on train), score them on val, pick one."""
-    if select not in SELECT:
-        raise UsageError(f"--auto-select '{select}' is not one of: {', '.join(SELECT)}")
+    """Fit every candidate (and `X+temperature` for each X fitted on train), score them on val, pick one; within
+    `budget` seconds when given (see the module docstring)."""
+    AutoOptions(select, budget).check()
     params = params or {}
     fitted: dict[str, Head] = {}
     logps: dict[str, Tensor] = {}
-    for name in candidates:
+    limited: dict[str, str] = {}
+    start = time.monotonic()
+    for i, name in enumerate(candidates):
         cls = get_head(name)
+        share = deadline = None
+        if budget is not None:
+            left = budget - (time.monotonic() - start)
+            if left < MIN_SHARE * budget and fitted:
+                limited[name] = f"skipped: {max(left, 0):.0f} s of the budget left when its turn came"
+                continue
+            share = left / (len(candidates) - i)
+            deadline = time.monotonic() + share
+        t0 = time.monotonic()
         head = cls(params.get(name) or cls.Params(seed=seed)).fit(
-            train, val, base=base, hierarchy=hierarchy, progress=progress
+            train, val, base=base, hierarchy=hierarchy, progress=progress, deadline=deadline
         )
+        took = time.monotonic() - t0
+        if share is not None and head.fits_on != "train" and fitted and CROSS_FIT_COST * took > share - took:
+            limited[name] = (f"skipped: its fit took {took:.0f} s, so its 5-fold cross-fit would take about "
+                             f"{CROSS_FIT_COST * took:.0f} s, over its {share:.0f} s share")  # fmt: skip
+            continue
+        if stopped := head.extra_report().get("stopped"):
+            limited[name] = f"stopped at its {share:.0f} s share, {stopped} (the best so far kept)"
         fitted[name] = head
         logps[name] = _val_log_probs(head, cls, train, val, base, hierarchy, seed)
         if head.fits_on == "train":
@@ -130,11 +182,12 @@ def select_head(
     scores = {n: _metrics(lp, val.labels, n_bins) for n, lp in logps.items()}
     order = sorted(scores, key=lambda n: scores[n][select])
     picked, runner = order[0], (order[1] if len(order) > 1 else None)
-    sel = Selection(fitted[picked], scores, select, runner, heads=fitted)
+    sel = Selection(fitted[picked], scores, select, runner, heads=fitted, budget=budget, limited=limited)
     if runner is not None:
         iv = paired_deltas(logps[runner], logps[picked], val.labels, n_bins=n_bins,
                            n_bootstrap=max(n_bootstrap, 1), seed=seed)[select]  # fmt: skip
         sel.delta = scores[picked][select] - scores[runner][select]
         sel.interval = (float(iv[0]), float(iv[1]))
         sel.verdict = "better beyond noise" if iv[1] < 0 else "no different beyond noise"
+    sel.spent = time.monotonic() - start
     return sel
