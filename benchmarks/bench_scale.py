@@ -18,11 +18,11 @@ The image workload runs the whole product the way a user does, one `vcal` proces
 
 An `npz:` data set of 3x8x8 images (one noisy template per class; `--k` classes; N train rows, `--test` test rows;
 val is vcal's own 10% of train, at most 5,000 rows) and a `vcal:mlp` checkpoint whose penultimate layer is
-`--d` wide (2,048) and whose head is a scaled nearest-centroid classifier (right about 70% of the time, and
+`--d` wide (2,048) and whose head is a scaled nearest-centroid classifier (right about 65% of the time, and
 overconfident). Steps: extract train, extract val and test (the cache, `--cache-dtype float16`), audit, retrain
-with each head (trained heads for `--epochs`; each retrain writes its report and checkpoint), and `--head auto`
-under `--auto-budget`. Each step prints its wall time, its own peak RSS (the child process's, mapped cache pages
-included) and its growth against the previous size.
+with each head (trained heads for `--epochs`, `bayes` for `--bayes-iter` L-BFGS iterations; each retrain writes
+its report and checkpoint), and `--head auto` with its defaults under `--auto-budget`. Each step prints its wall
+time, its own peak RSS (the child process's, mapped cache pages included) and its growth against the previous size.
 """
 
 from __future__ import annotations
@@ -143,7 +143,8 @@ def image_main(a: argparse.Namespace) -> None:
     work.mkdir(parents=True, exist_ok=True)
     vcal = [sys.executable, "-m", "vcal_cli"]
     heads = [h for h in a.image_heads.split(",") if h]
-    print(f"image workload: D {a.d:,}, K {a.k:,}, test {a.test:,}, trained heads {a.epochs} epoch(s), auto budget "
+    print(f"image workload: D {a.d:,}, K {a.k:,}, test {a.test:,}, trained heads {a.epochs} epoch(s), bayes "
+          f"{a.bayes_iter} L-BFGS iterations, auto budget "
           f"{a.auto_budget:.0f} s, cache float16; folder {work}; threads {torch.get_num_threads()}")  # fmt: skip
     print(f"{'train rows':>10}  {'step':<26}{'wall':>9}{'peak RSS':>10}{'x wall':>8}{'x RSS':>7}  result")
     previous: dict[str, tuple[float, float]] = {}
@@ -159,6 +160,7 @@ def image_main(a: argparse.Namespace) -> None:
         ]  # fmt: skip
         for h in heads:
             extra = ["--epochs", str(a.epochs)] if h in TRAINED else []
+            extra += ["--max-iter", str(a.bayes_iter)] if h == "bayes" else []
             steps.append((f"retrain {h}", vcal + ["retrain", str(ckpt), *common, "--head", h, *extra, "--out",
                                                   str(work / f"{h}_{n}")], work / f"{h}_{n}"))  # fmt: skip
         if a.auto_budget > 0:
@@ -201,6 +203,7 @@ def main() -> None:
     ap.add_argument("--images", default="", help="the image workload at these train sizes, e.g. 64000,256000")
     ap.add_argument("--image-heads", default=",".join(IMAGE_HEADS), help="heads retrained in the image workload")
     ap.add_argument("--epochs", type=int, default=1, help="epochs of the trained heads in the image workload")
+    ap.add_argument("--bayes-iter", type=int, default=10, help="bayes' L-BFGS iterations in the image workload")
     ap.add_argument("--auto-budget", type=float, default=900, help="--auto-budget of the image workload (0: skip)")
     ap.add_argument("--work", default="", help="folder for the image workload's files (default: a temp folder)")
     a = ap.parse_args()

@@ -300,3 +300,14 @@ def test_bayes_stops_at_a_deadline() -> None:
     assert "stopped" not in late.extra_report() and "stopped" not in full.extra_report()
     # the chunked run continues one L-BFGS history: it ends where the one-call run ends
     assert (late.predict_log_proba(val.features) - full.predict_log_proba(val.features)).abs().max() < 1e-3
+
+
+def test_logit_map_stops_its_penalty_path_at_a_deadline() -> None:
+    """Past its deadline a logit map keeps the best penalty of the path so far and says so."""
+    import time
+
+    train, val, base = _miscalibrated(n=400, k=6, seed=1)
+    head = get_head("vector")().fit(train, val, base=base, deadline=time.monotonic() - 1)
+    assert list(head.cv_) == [1e6] and head.lambda_ == 1e6
+    assert head.extra_report()["stopped"] == "after 1 of 11 penalties on the path"
+    assert "stopped" not in get_head("vector")().fit(train, val, base=base).extra_report()

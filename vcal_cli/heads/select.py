@@ -1,19 +1,20 @@
-"""`--head auto`: fit the candidates, score each on val without judging it on the samples it was fitted
-to, and pick the best by `--select nll|ece|brier`.
+"""`--head auto`: fit the candidates, score each on val without judging it on the samples it was fitted to, and pick
+the best by `--select nll|ece|brier`.
 
-A head fitted on train (ce, vtst, bayes, ...) is scored on val directly (its epoch selection on val is
-the only optimism). A head fitted on val (temperature, vector, matrix, dirichlet, isotonic, histogram)
-would look best simply for having seen val, so it is cross-fitted: val is cut into 5 fixed folds and each
-fold is predicted by the head refitted on the other four. `X+temperature` keeps X (fitted on train) and
-cross-fits only its temperature. The winner's margin over the runner-up comes with the paired-bootstrap
-interval on val, as `vcal gate` computes it.
+A head fitted on train (ce, vtst, bayes, ...) is scored on val directly (its epoch selection on val is the only
+optimism). A head fitted on val (temperature, vector, matrix, dirichlet, isotonic, histogram) would look best simply
+for having seen val, so it is cross-fitted: val is cut into 5 fixed folds and each fold is predicted by the head
+refitted on the other four. `X+temperature` keeps X (fitted on train) and cross-fits only its temperature. The
+winner's margin over the runner-up comes with the paired-bootstrap interval on val, as `vcal gate` computes it.
 
 `budget` (seconds, `--auto-budget`) bounds the whole selection. Candidates run cheapest first; each gets an equal
 share of what is left (time a cheap one does not use goes to the ones after it). A trained head (`ce`, `vtst`,
 `bayes`, ...) stops at the end of its share and keeps its best epoch so far (a part of an epoch counts: on 1.28M
-rows that is a subsample of train); a head fitted on val is skipped when its 5-fold cross-fit, predicted from its
-own fit's time, would overrun its share; a candidate whose turn comes with under 2% of the budget left is skipped.
-Each of these is recorded with its reason (`Selection.limited`) and printed as a warning, never silent.
+rows that is a subsample of train); a logit map stops its penalty path at its share (the best penalty so far); a
+head fitted on val is skipped when its 5-fold cross-fit, predicted as 4x its own fit's time (an upper bound: the
+folds refit at the chosen penalty, without the path), could overrun its share; a candidate whose turn comes with
+under 2% of the budget left is skipped. Each of these is recorded with its reason (`Selection.limited`) and printed
+as a warning, never silent.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from vcal_cli.metrics.paired import paired_deltas
 AUTO = ("temperature", "vector", "dirichlet", "matrix", "isotonic", "histogram", "bayes", "ce", "vtst")
 SELECT = ("nll", "ece", "brier")
 FOLDS = 5
-CROSS_FIT_COST = 4.0  # a 5-fold cross-fit refits on 4/5 of val five times: about 4x the head's own fit
+CROSS_FIT_COST = 4.0  # a 5-fold cross-fit refits on 4/5 of val five times: about 4x the head's own (re)fit
 MIN_SHARE = 0.02  # of the budget: a candidate whose turn comes with less left is skipped
 
 
@@ -167,9 +168,10 @@ def select_head(
             train, val, base=base, hierarchy=hierarchy, progress=progress, deadline=deadline
         )
         took = time.monotonic() - t0
+        # conservative: a fold's fit (cold, at the chosen penalty) is cheaper than the path, dearer than a warm refit
         if share is not None and head.fits_on != "train" and fitted and CROSS_FIT_COST * took > share - took:
-            limited[name] = (f"skipped: its fit took {took:.0f} s, so its 5-fold cross-fit would take about "
-                             f"{CROSS_FIT_COST * took:.0f} s, over its {share:.0f} s share")  # fmt: skip
+            limited[name] = (f"skipped: its fit took {took:.0f} s, so its 5-fold cross-fit could take up to "
+                             f"{CROSS_FIT_COST * took:.0f} s, over the rest of its {share:.0f} s share")  # fmt: skip
             continue
         if stopped := head.extra_report().get("stopped"):
             limited[name] = f"stopped at its {share:.0f} s share, {stopped} (the best so far kept)"

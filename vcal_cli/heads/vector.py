@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -74,6 +75,7 @@ class VectorHead(Head[LP]):
         assert isinstance(base, nn.Linear)
         chosen = getattr(self.params, self.penalty)
         self.cv_: dict[float, float] = {}
+        self.stopped_: str | None = None
         self.path_: dict[float, Any] = {}  # penalty -> the folds' mean solution (the refit's warm start)
         if chosen is None:
             self.cv_ = self._choose(val, progress)
@@ -138,6 +140,9 @@ class VectorHead(Head[LP]):
             best, worse = (scores[lam], 0) if scores[lam] < best else (best, worse + 1)
             if worse >= PATIENCE:
                 break
+            if self.deadline is not None and time.monotonic() > self.deadline:  # `--auto-budget`: the best so far
+                self.stopped_ = f"after {len(scores)} of {len(path)} penalties on the path"
+                break
         return scores
 
     def refit_params(self) -> LP:
@@ -147,4 +152,5 @@ class VectorHead(Head[LP]):
         k = self.module_.linear.out_features
         form = f"diagonal + rank {RANK}" if self.kind != "vector" and k > LOW_RANK_K else "full"
         return {self.penalty: self.lambda_, "val_loss": self.val_loss_, "form": form,
-                **({"cv_rows": self.cv_rows_} if self.cv_ else {})}  # fmt: skip
+                **({"cv_rows": self.cv_rows_} if self.cv_ else {}),
+                **({"stopped": self.stopped_} if getattr(self, "stopped_", None) else {})}  # fmt: skip
