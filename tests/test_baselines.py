@@ -292,8 +292,19 @@ def test_bayes_stops_at_a_deadline() -> None:
 
     train, val, base = _miscalibrated(n=800)
     cls = get_head("bayes")
-    cut = cls(cls.Params(max_iter=200, tol=1e-12)).fit(train, val, base=base, deadline=time.monotonic() - 1)
-    assert cut.extra_report()["stopped"] == "after 5 of at most 200 L-BFGS iterations" and cut.iterations_ == 5
+    from vcal_cli.heads.base import DeadlinePassed
+
+    with pytest.raises(DeadlinePassed, match="first pass over train"):  # nothing to keep yet: auto skips it
+        cls(cls.Params()).fit(train, val, base=base, deadline=time.monotonic() - 1)
+    # a deadline that passes during the L-BFGS (a clock read at 0 in the first pass, at 1,000 after it): stopped
+    # after the chunk of 2 iterations that passed it
+    import vcal_cli.heads.bayes as bayes_module
+
+    clock = iter([0.0] + [1000.0] * 1000)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bayes_module.time, "monotonic", lambda: next(clock))
+        cut = cls(cls.Params(max_iter=200, tol=1e-12)).fit(train, val, base=base, deadline=500.0)
+    assert cut.extra_report()["stopped"] == "after 2 of at most 200 L-BFGS iterations" and cut.iterations_ == 2
     assert torch.isfinite(cut.predict_log_proba(val.features)).all()
     late = cls(cls.Params(max_iter=200, tol=1e-12)).fit(train, val, base=base, deadline=time.monotonic() + 600)
     full = cls(cls.Params(max_iter=200, tol=1e-12)).fit(train, val, base=base)

@@ -30,6 +30,10 @@ from vcal_cli.hierarchy import Hierarchy
 HEAD_FORMAT = 1
 
 
+class DeadlinePassed(HeadError):
+    """A fit passed its `deadline` before it had anything to keep (`--head auto` skips the candidate, saying why)."""
+
+
 @dataclass(frozen=True)
 class FitData:
     """Cached features and labels of one split (a `FeatureSet` without the file bookkeeping).

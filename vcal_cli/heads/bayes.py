@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from vcal_cli.errors import HeadError
-from vcal_cli.heads.base import FitData, Head, HeadModule, HeadParams, Track, param, register
+from vcal_cli.heads.base import DeadlinePassed, FitData, Head, HeadModule, HeadParams, Track, param, register
 
 
 @dataclass(frozen=True)
@@ -108,8 +108,11 @@ class BayesHead(Head[BayesParams]):
         # every pass streams row blocks of the (mapped) cache: A^T A, the MAP's loss and gradient, T^T A; the
         # N x (D+1) design matrix is never held (21 GB in float64 at 1.28M x 2049)
         precision = p.prior_precision * torch.eye(d1, dtype=torch.float64)
-        for _, a in _blocks(train.features):
+        for lo, a in _blocks(train.features):
             precision += a.T @ a
+            if self.deadline is not None and time.monotonic() > self.deadline:
+                raise DeadlinePassed(f"its first pass over train (A^T A) passed its deadline at row {lo + len(a):,} "
+                                     f"of {n:,}")  # fmt: skip
         chol = torch.linalg.cholesky(precision)
         cov = torch.cholesky_inverse(chol)
         w = torch.zeros(k, d1, requires_grad=True)
@@ -169,12 +172,12 @@ class BayesHead(Head[BayesParams]):
         module.sigma2.fill_(self.sigma2_)
         return module
 
-    def _step_until(self, opt: torch.optim.LBFGS, closure: Any, max_iter: int, chunk: int = 5) -> None:
+    def _step_until(self, opt: torch.optim.LBFGS, closure: Any, max_iter: int, chunk: int = 2) -> None:
         """L-BFGS in chunks of `chunk` iterations until it converges, runs `max_iter`, or passes `self.deadline`."""
         state, done = opt.state[opt._params[0]], 0
         while done < max_iter:
             m = min(chunk, max_iter - done)
-            opt.param_groups[0]["max_iter"], opt.param_groups[0]["max_eval"] = m, m * 5 // 4
+            opt.param_groups[0]["max_iter"], opt.param_groups[0]["max_eval"] = m, 10 * m  # iterations bind, not evals
             before = state.get("n_iter", 0)
             opt.step(closure)
             ran = state.get("n_iter", 0) - before

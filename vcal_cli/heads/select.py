@@ -9,7 +9,8 @@ winner's margin over the runner-up comes with the paired-bootstrap interval on v
 
 `budget` (seconds, `--auto-budget`) bounds the whole selection. Candidates run cheapest first; each gets an equal
 share of what is left (time a cheap one does not use goes to the ones after it). A trained head (`ce`, `vtst`,
-`bayes`, ...) stops at the end of its share and keeps its best epoch so far (a part of an epoch counts: on 1.28M
+`bayes`, ...) stops at the end of its share and keeps its best epoch so far (`bayes`: its L-BFGS iterations so
+far; a `bayes` whose first pass over train outruns its share is skipped) (a part of an epoch counts: on 1.28M
 rows that is a subsample of train); a logit map stops its penalty path at its share (the best penalty so far); a
 head fitted on val is skipped when its 5-fold cross-fit, predicted as 4x its own fit's time (an upper bound: the
 folds refit at the chosen penalty, without the path), could overrun its share; a candidate whose turn comes with
@@ -29,7 +30,7 @@ from torch import Tensor, nn
 from vcal_cli._defaults import DEFAULT_AUTO_BUDGET
 from vcal_cli._progress import Track, quiet
 from vcal_cli.errors import UsageError
-from vcal_cli.heads.base import FitData, Head
+from vcal_cli.heads.base import DeadlinePassed, FitData, Head
 from vcal_cli.heads.compose import TemperedHead, get_head, temper
 from vcal_cli.heads.temperature import fit_inverse_temperature
 from vcal_cli.metrics import compute_metrics
@@ -164,9 +165,13 @@ def select_head(
             share = left / (len(candidates) - i)
             deadline = time.monotonic() + share
         t0 = time.monotonic()
-        head = cls(params.get(name) or cls.Params(seed=seed)).fit(
-            train, val, base=base, hierarchy=hierarchy, progress=progress, deadline=deadline
-        )
+        try:
+            head = cls(params.get(name) or cls.Params(seed=seed)).fit(
+                train, val, base=base, hierarchy=hierarchy, progress=progress, deadline=deadline
+            )
+        except DeadlinePassed as e:
+            limited[name] = f"skipped: {e.message} ({share:.0f} s share)"
+            continue
         took = time.monotonic() - t0
         # conservative: a fold's fit (cold, at the chosen penalty) is cheaper than the path, dearer than a warm refit
         if share is not None and head.fits_on != "train" and fitted and CROSS_FIT_COST * took > share - took:
