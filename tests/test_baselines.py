@@ -322,3 +322,15 @@ def test_logit_map_stops_its_penalty_path_at_a_deadline() -> None:
     assert list(head.cv_) == [1e6] and head.lambda_ == 1e6
     assert head.extra_report()["stopped"] == "after 1 of 11 penalties on the path"
     assert "stopped" not in get_head("vector")().fit(train, val, base=base).extra_report()
+
+
+def test_auto_skips_a_candidate_that_cannot_be_fitted_and_says_why() -> None:
+    """Found at 1.28M rows: `ce` stopped by the budget before it learned gave val logits no temperature fits, and the
+    error ended the whole selection. A candidate (or its +temperature) that raises a HeadError is skipped instead."""
+    train, val, base = _miscalibrated(n=300)
+    constant = FitData(torch.zeros_like(train.features), train.logits, train.labels)  # nothing to learn from
+    sel = select_head(constant, val, candidates=("temperature", "ce"), base=base, n_bootstrap=20,
+                      params={"ce": get_head("ce").make_params(epochs=1, hidden=0, seed=0)})  # fmt: skip
+    assert sel.picked.name in sel.scores
+    assert "ce+temperature" in sel.limited and "temperature scaling" in sel.limited["ce+temperature"]
+    assert all(why.startswith("skipped: ") for why in sel.limited.values())

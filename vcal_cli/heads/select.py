@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from vcal_cli._defaults import DEFAULT_AUTO_BUDGET
 from vcal_cli._progress import Track, quiet
-from vcal_cli.errors import UsageError
+from vcal_cli.errors import HeadError, UsageError
 from vcal_cli.heads.base import DeadlinePassed, FitData, Head
 from vcal_cli.heads.compose import TemperedHead, get_head, temper
 from vcal_cli.heads.temperature import fit_inverse_temperature
@@ -172,6 +172,9 @@ def select_head(
         except DeadlinePassed as e:
             limited[name] = f"skipped: {e.message} ({share:.0f} s share)"
             continue
+        except HeadError as e:  # one candidate that cannot be fitted here does not end the selection
+            limited[name] = f"skipped: {e.message}"
+            continue
         took = time.monotonic() - t0
         # conservative: a fold's fit (cold, at the chosen penalty) is cheaper than the path, dearer than a warm refit
         if share is not None and head.fits_on != "train" and fitted and CROSS_FIT_COST * took > share - took:
@@ -183,7 +186,11 @@ def select_head(
         fitted[name] = head
         logps[name] = _val_log_probs(head, cls, train, val, base, hierarchy, seed)
         if head.fits_on == "train":
-            tempered = temper(head, val)
+            try:
+                tempered = temper(head, val)
+            except HeadError as e:  # e.g. a head stopped by the budget before it learned: no T to fit
+                limited[f"{name}+temperature"] = f"skipped: {e.message}"
+                continue
             fitted[tempered.name] = tempered
             logps[tempered.name] = _val_log_probs(tempered, type(tempered), train, val, base, hierarchy, seed)
     scores = {n: _metrics(lp, val.labels, n_bins) for n, lp in logps.items()}
