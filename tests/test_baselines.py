@@ -333,4 +333,5 @@ def test_auto_skips_a_candidate_that_cannot_be_fitted_and_says_why() -> None:
                       params={"ce": get_head("ce").make_params(epochs=1, hidden=0, seed=0)})  # fmt: skip
     assert sel.picked.name in sel.scores
     assert "ce+temperature" in sel.limited and "temperature scaling" in sel.limited["ce+temperature"]
+    assert sel.warnings() and all(w.startswith("--head auto: ") for w in sel.warnings())  # no budget given
     assert all(why.startswith("skipped: ") for why in sel.limited.values())

@@ -9,9 +9,9 @@ winner's margin over the runner-up comes with the paired-bootstrap interval on v
 
 `budget` (seconds, `--auto-budget`) bounds the whole selection. Candidates run cheapest first; each gets an equal
 share of what is left (time a cheap one does not use goes to the ones after it). A trained head (`ce`, `vtst`,
-`bayes`, ...) stops at the end of its share and keeps its best epoch so far (`bayes`: its L-BFGS iterations so
-far; a `bayes` whose first pass over train outruns its share is skipped) (a part of an epoch counts: on 1.28M
-rows that is a subsample of train); a logit map stops its penalty path at its share (the best penalty so far); a
+`bayes`, ...) stops at the end of its share and keeps its best epoch so far (a part of an epoch counts: on 1.28M
+rows that is a subsample of train; `bayes` keeps its L-BFGS iterations so far, and is skipped when its first pass
+over train outruns its share); a logit map stops its penalty path at its share (the best penalty so far); a
 head fitted on val is skipped when its 5-fold cross-fit, predicted as 4x its own fit's time (an upper bound: the
 folds refit at the chosen penalty, without the path), could overrun its share; a candidate whose turn comes with
 under 2% of the budget left is skipped. Each of these is recorded with its reason (`Selection.limited`) and printed
@@ -86,8 +86,9 @@ class Selection:
         }
 
     def warnings(self) -> list[str]:
-        """One line per candidate the budget cut short or skipped."""
-        return [f"--auto-budget {self.budget:g} s: {name} {why}" for name, why in self.limited.items()]
+        """One line per candidate the budget cut short or skipped, or that could not be fitted."""
+        head = f"--auto-budget {self.budget:g} s" if self.budget is not None else "--head auto"
+        return [f"{head}: {name} {why}" for name, why in self.limited.items()]
 
     def reason(self) -> str:
         s = self.scores[self.picked.name][self.select]
