@@ -214,6 +214,14 @@ CorruptionsOpt = Annotated[
     str | None, typer.Option("--corruptions", help="Comma-separated corruptions \\[default: all available].")
 ]
 SeveritiesOpt = Annotated[str, typer.Option("--severities", help="Comma-separated severities 1..5.")]
+ProtocolOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--protocol",
+        help="Add a table in a paper's conventions: 'vtst' (10-bin ECE x100, Brier/K, shift pooled over the paper's "
+        "corruptions x 5 severities, MSP OOD with in-distribution positive, --ood sets pooled). Implies --shift.",
+    ),
+]
 StrengthsOpt = Annotated[
     str,
     typer.Option(
@@ -229,7 +237,7 @@ def robustness_options(flags: dict[str, Any]) -> RobustnessOptions:
 
     f = flags.get
     shift = f("shift") or f("corruptions")
-    return RobustnessOptions(
+    r = RobustnessOptions(
         ood=tuple(f("ood") or ()),
         adversarial=tuple(parse_eps(f("eps"))) if f("adversarial") else (),
         adv_limit=f("adv_limit"),
@@ -237,6 +245,7 @@ def robustness_options(flags: dict[str, Any]) -> RobustnessOptions:
         severities=_severities(f("severities")),
         strengths=None if f("strengths") == "auto" else f("strengths"),
     )
+    return r.with_protocol(f("protocol")) if f("protocol") else r
 
 
 def _corruption_list(text: str | None) -> list[str]:
@@ -331,6 +340,7 @@ ROBUSTNESS = (  # the robustness evaluations (RobustnessOptions)
     _kw("ood", OodOpt), _kw("adversarial", AdversarialOpt, False), _kw("eps", EpsOpt, "1/255,2/255,4/255,8/255"),
     _kw("adv_limit", AdvLimitOpt, 1000), _kw("shift", ShiftOpt, False), _kw("corruptions", CorruptionsOpt),
     _kw("severities", SeveritiesOpt, "1,2,3,4,5"), _kw("strengths", StrengthsOpt, "auto"),
+    _kw("protocol", ProtocolOpt),
 )  # fmt: skip
 
 CONFORMAL = (  # prediction sets and risk-controlled abstention (ConformalOptions)

@@ -8,7 +8,7 @@ they differentiate through the whole model, so each head is attacked with its ow
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -18,6 +18,7 @@ from vcal_cli.data import load_split
 from vcal_cli.errors import DataError, UsageError
 from vcal_cli.evaluations.adversarial import PixelModel, adversarial_evaluation
 from vcal_cli.evaluations.ood import ood_evaluation
+from vcal_cli.evaluations.protocol import PROTOCOLS, Pooled, ood_id_positive, protocol_row
 from vcal_cli.evaluations.shift import CORRUPTIONS, STRENGTH_NAMES, STRENGTHS, corrupted_split, strengths_for
 from vcal_cli.features import resolve_device
 from vcal_cli.features.workbench import Workbench
@@ -36,9 +37,15 @@ class RobustnessOptions:
     shift: tuple[str, ...] = ()  # corruption names
     severities: tuple[int, ...] = (1, 2, 3, 4, 5)
     strengths: str | None = None  # 'cifar' | 'imagenet' | None (by image size)
+    protocol: str | None = None  # a paper's table beside vcal's (`vcal_cli.evaluations.protocol`)
 
     def __bool__(self) -> bool:
         return bool(self.ood or self.adversarial or self.shift)
+
+    def with_protocol(self, name: str) -> RobustnessOptions:
+        """These options with the paper protocol `name`: its corruptions that vcal builds, unless `shift` names some."""
+        built, _ = PROTOCOLS.get(name).built()
+        return replace(self, protocol=name, shift=self.shift or built)
 
 
 @dataclass
@@ -78,6 +85,8 @@ def check_options(r: RobustnessOptions, data_root: str | None = None) -> None:
 
     for c in r.shift:
         CORRUPTIONS.get(c)
+    if r.protocol is not None:
+        PROTOCOLS.get(r.protocol)
     if r.strengths is not None and r.strengths not in STRENGTHS:
         raise UsageError(f"--strengths '{r.strengths}' is not one of: auto, {', '.join(STRENGTHS)}")
     if r.adversarial and r.adv_limit < 1:
@@ -113,8 +122,9 @@ def evaluate(
         for i, v in enumerate(variants):
             out[v.name]["ood"], out[v.name]["ood_scores"] = ood_evaluation(test, sets, train, v, mahalanobis=i == 0)
     images = bench.images(split) if r.shift or r.adversarial else None
+    pooled: dict[str, dict[tuple[str, int], Pooled]] | None = {v.name: {} for v in variants} if r.protocol else None
     if r.shift:
-        rows, table = _shift(bench, variants, r, images, n_bins, seed, sets or {})
+        rows, table = _shift(bench, variants, r, images, n_bins, seed, sets or {}, pooled)
         for v in variants:
             out[v.name]["shift"] = rows[v.name]
 
@@ -124,6 +134,8 @@ def evaluate(
             "seed": seed,
             "strengths": STRENGTH_NAMES[table],
         }
+    if r.protocol and pooled is not None:
+        settings["protocol"] = _protocol(r.protocol, r, variants, test, out, pooled)
     if r.adversarial:
         n = min(r.adv_limit, len(images))
         for name, rows in _adversarial(bench, variants, r, images, n, n_bins, seed).items():
@@ -138,9 +150,26 @@ def evaluate(
     return out, settings
 
 
+def _protocol(
+    name: str, used: RobustnessOptions, variants: list[Variant], test: Any, out: dict[str, dict[str, Any]],
+    pooled: dict[str, dict[tuple[str, int], Pooled]],
+) -> dict[str, Any]:  # fmt: skip
+    """Each variant's `protocol` row (into `out`) from its test scores, pooled shift statistics and MSP OOD scores;
+    returns the protocol's settings."""
+    p = PROTOCOLS.get(name)
+    for v in variants:
+        ood = None
+        if out[v.name].get("ood_scores"):  # msp_score is minus the maximum probability
+            pairs = [sc["msp"] for sc in out[v.name]["ood_scores"].values()]
+            ood = ood_id_positive(-pairs[0][0], [-o for _, o in pairs])
+        test_stats = Pooled(p.n_bins).add(v.scores(test), test.labels)
+        out[v.name]["protocol"] = protocol_row(p, test_stats, pooled[v.name], ood)
+    return {**p.describe(used), "ood_sets": list(next(iter(out.values())).get("ood_scores") or [])}
+
+
 def _shift(
     bench: Workbench, variants: list[Variant], r: RobustnessOptions, base: Any, n_bins: int, seed: int,
-    sets: dict[str, dict[tuple[str, float], Calibrated]],
+    sets: dict[str, dict[tuple[str, float], Calibrated]], pooled: dict[str, dict[tuple[str, int], Pooled]] | None,
 ) -> tuple[dict[str, list[dict[str, Any]]], str]:  # fmt: skip
     if base.images is None:
         raise DataError(
@@ -158,6 +187,8 @@ def _shift(
                 row = {"corruption": c, "severity": s, "accuracy": m.accuracy, "nll": m.nll, "ece": m.ece}
                 if sets.get(v.name):
                     row["sets"] = shifted_sets(sets[v.name], torch.softmax(scores.double(), 1), fs.labels)
+                if pooled is not None and r.protocol:
+                    pooled[v.name][c, s] = Pooled(PROTOCOLS.get(r.protocol).n_bins).add(scores, fs.labels)
                 rows[v.name].append(row)
     return rows, table
 

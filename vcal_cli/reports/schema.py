@@ -23,6 +23,9 @@ report.json (schema_version 2; version 1 lacked `details`, `class_names`, `sugge
     shift           (with --shift) list of {corruption, severity, accuracy, nll, ece}
     shift_mean      {"severity_N": {accuracy, nll, ece}}: means over corruptions (gate rules can reach
                     them, e.g. shift_mean.severity_5.ece)
+    protocol        (with --protocol) {test: {accuracy, ece, mce, nll, brier_k}, shift: {the same pooled over
+                    every corrupted split, ece_by_severity, splits}, ood: {auroc, fpr95, ood_n}} in the paper's
+                    conventions (settings.protocol names them; ECE as a fraction, tables print x100)
     details         {gap, gap_interval, smooth: {smece, sigma}, smooth_curve, selective: {coverage_0.90, ...},
                     risk_coverage: [[coverage, risk]], per_class: [{index, count, accuracy, confidence, ece}]
                     worst first, confusion: [true][predicted] counts (<= 100 classes, else null),
@@ -81,6 +84,7 @@ class AuditReport:
     ood_scores: dict[str, Any] | None = field(default=None, repr=False)  # raw scores for the histograms
     adversarial: list[dict[str, Any]] | None = None  # {attack, eps, accuracy, ece, nll}
     shift: list[dict[str, Any]] | None = None  # {corruption, severity, accuracy, nll, ece}
+    protocol: dict[str, Any] | None = None  # a paper's table row (`vcal_cli.evaluations.protocol`)
     warnings: list[str] = field(default_factory=list)  # see vcal_cli.metrics.sanity
     class_names: list[str] | None = None
     suggestion: dict[str, Any] | None = None  # see vcal_cli.reports.summary
@@ -92,11 +96,17 @@ class AuditReport:
         return self.result.metrics.as_dict()
 
     def robustness_sections(self) -> dict[str, Any]:
-        return {"ood": self.ood, "ood_scores": self.ood_scores, "adversarial": self.adversarial, "shift": self.shift}
+        return {
+            "ood": self.ood,
+            "ood_scores": self.ood_scores,
+            "adversarial": self.adversarial,
+            "shift": self.shift,
+            "protocol": self.protocol,
+        }
 
     def set_robustness(self, sections: dict[str, Any]) -> None:
-        """Take the `ood`, `ood_scores`, `adversarial` and `shift` sections of a robustness evaluation."""
-        for k in ("ood", "ood_scores", "adversarial", "shift"):
+        """Take the `ood`, `ood_scores`, `adversarial`, `shift` and `protocol` sections of a robustness evaluation."""
+        for k in ("ood", "ood_scores", "adversarial", "shift", "protocol"):
             if k in sections:
                 setattr(self, k, sections[k])
 

@@ -8,6 +8,7 @@ from vcal_cli.reports.sections import (  # noqa: F401  (each import registers it
     metrics,
     ood,
     per_class,
+    protocol,
     reliability,
     risk_control,
     selective,

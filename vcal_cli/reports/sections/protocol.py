@@ -1,0 +1,45 @@
+"""A paper's table (`--protocol`): every head in the published conventions, column by column."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vcal_cli.reports.sections.base import Report, Section, TableSpec, heads_of, register_section
+
+
+def _x(v: float | None, scale: float = 100.0, digits: int = 2) -> str:
+    return "-" if v is None else f"{v * scale:.{digits}f}"
+
+
+def _tables(report: Report) -> list[TableSpec]:
+    p: dict[str, Any] = report.get("settings", {}).get("protocol") or {}
+    rows_of = {n: h["protocol"] for n, h in heads_of(report).items() if h.get("protocol")}
+    if not rows_of:
+        return []
+    scale = p.get("scale", 100.0)
+    sevs = sorted({s for r in rows_of.values() for s in (r.get("shift") or {}).get("ece_by_severity", {})}, key=int)
+    cols = ["head", "acc. %", "ECE", "MCE", "NLL", "Brier/K", "shift acc. %", "shift ECE", "shift MCE",
+            "OOD AUROC", "FPR95"]  # fmt: skip
+    rows, sev_rows = [], []
+    for name, r in rows_of.items():
+        t, s, o = r["test"], r.get("shift") or {}, r.get("ood") or {}
+        rows.append([name, _x(t["accuracy"]), _x(t["ece"], scale), _x(t["mce"], scale), f"{t['nll']:.4f}",
+                     f"{t['brier_k']:.5f}", _x(s.get("accuracy")), _x(s.get("ece"), scale), _x(s.get("mce"), scale),
+                     _x(o.get("auroc"), 1, 4), _x(o.get("fpr95"), 1, 4)])  # fmt: skip
+        if s:
+            sev_rows.append([name] + [_x(s["ece_by_severity"].get(v), scale) for v in sevs])
+    corr = p.get("corruptions") or []
+    missing = p.get("papers_corruptions_not_used") or []
+    not_used = f" (the paper's not used: {', '.join(missing)})" if missing else ""
+    pooled_over = ", ".join(p.get("ood_sets") or []) or "no set"
+    caption = (f"Paper protocol '{p.get('name', '?')}' ({p.get('source', '')}): ECE/MCE x{scale:g} with "
+               f"{p.get('ece_bins', '?')} bins; Brier/K; shift pooled over {len(corr)} corruptions x "
+               f"{len(p.get('severities', []))} severities{not_used}; OOD by MSP, in-distribution positive, "
+               f"pooled over {pooled_over}")  # fmt: skip
+    out = [(caption, cols, rows)]
+    if sev_rows:
+        out.append((f"Shift ECE x{scale:g} per severity, mean over corruptions", ["head", *sevs], sev_rows))
+    return out
+
+
+register_section(Section("protocol", "Paper protocol", _tables, order=85))
