@@ -150,3 +150,31 @@ def test_fashion_mnist_has_a_builtin_hierarchy() -> None:
     by = dict(zip(tree.classes, tree.paths, strict=True))
     assert by["Shirt"][:2] == by["T-shirt/top"][:2] == by["Coat"][:2] == ("clothing", "upper_body")
     assert by["Sneaker"][0] == by["Sandal"][0] == "footwear" and by["Bag"][0] == "accessories"
+
+
+def test_hierarchy_verdicts_match_a_resample_loop() -> None:
+    """The paired verdicts of the hierarchy metrics against an independent loop: the same resampled rows indexed
+    out and scored one resample at a time with `hierarchy_metrics`, the interval as the percentiles of the deltas."""
+    from vcal_cli.metrics.hierarchy import hierarchy_verdicts
+
+    train, val, test, tree = _synthetic_hierarchical()
+    dist = tree.distances()
+    g = torch.Generator().manual_seed(3)
+    base = torch.randn(600, 24, generator=g)
+    labels = test.labels[:600]
+    milder = base.clone()  # move a third of the mistakes onto a sibling of the label: milder, same error rate
+    wrong = (base.argmax(1) != labels).nonzero().flatten()[::3]
+    sib = (labels[wrong] // 4) * 4 + (labels[wrong] + 1) % 4
+    milder[wrong, sib] = base[wrong].max(1).values + 1
+    got = hierarchy_verdicts(base, milder, labels, dist, n_bootstrap=50, seed=7)
+    idx = torch.randint(0, 600, (50, 600), generator=torch.Generator().manual_seed(7))
+    for m in ("top1_error", "mistake_severity", "avg_hdist_at_1", "avg_hdist_at_5"):
+        one = lambda s, rows: hierarchy_metrics(s[rows], labels[rows], dist, n_bootstrap=0).metrics[m]  # noqa: E731
+        all_rows = torch.arange(600)
+        assert got[m]["delta"] == pytest.approx(one(milder, all_rows) - one(base, all_rows), abs=1e-12)
+        deltas = torch.tensor([one(milder, r) - one(base, r) for r in idx], dtype=torch.float64)
+        lo, hi = torch.quantile(deltas, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+        assert got[m]["interval"] == pytest.approx([lo, hi], abs=1e-12), m
+    assert got["mistake_severity"]["verdict"] == "better" and got["avg_hdist_at_1"]["verdict"] == "better"
+    same = hierarchy_verdicts(base, base, labels, dist, n_bootstrap=20)
+    assert all(v["verdict"] == "no different" and v["delta"] == 0 for v in same.values())

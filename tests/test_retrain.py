@@ -207,6 +207,13 @@ def test_haframe_with_a_digits_hierarchy_file(runner, tmp_path: Path) -> None:
     ck = rep["heads"]["haframe"]["checkpoint"]
     a = runner.invoke(app, ["audit", ck, "--json", "--bootstrap", "0", "-o", "a"])
     assert json.loads(a.stdout)["metrics"] == rep["heads"]["haframe"]["metrics"]
+    # mistake severity's paired verdicts against the original and temperature scaling (20 resamples at least)
+    v = rep["heads"]["haframe"]["hierarchy"]["verdicts"]
+    assert set(v) == {"original", "temperature"}
+    assert v["original"]["top1_error"]["delta"] == pytest.approx(
+        rep["heads"]["haframe"]["hierarchy"]["metrics"]["top1_error"] - rep["hierarchy"]["metrics"]["top1_error"]
+    )
+    assert "Mistake severity, each head against" in (tmp_path / "vcal-report" / "report.md").read_text()
 
 
 def test_same_seed_same_checkpoint_bytes(runner, tmp_path: Path) -> None:

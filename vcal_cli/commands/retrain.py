@@ -37,6 +37,7 @@ from vcal_cli.hierarchy import Hierarchy
 from vcal_cli.metrics import DEFAULT_N_BINS, compute_metrics, nll
 from vcal_cli.metrics._validate import check_bins
 from vcal_cli.metrics.conformal import Calibrated, ConformalOptions
+from vcal_cli.metrics.hierarchy import hierarchy_verdicts
 from vcal_cli.metrics.paired import verdicts
 from vcal_cli.metrics.sanity import val_warning
 from vcal_cli.reports.retrain_schema import HeadResult, RetrainReport
@@ -251,9 +252,11 @@ def add_verdicts(
     n_bins: int,
     n_bootstrap: int,
     seed: int,
+    tree: Hierarchy | None = None,
 ) -> None:
     """Paired-bootstrap verdicts of every head against the original and against temperature scaling (fitted here
-    when it is not among the heads and the checkpoint's head is a linear layer)."""
+    when it is not among the heads and the checkpoint's head is a linear layer); with a class hierarchy `tree`, the
+    mistake-severity metrics' verdicts too (under each head's `hierarchy`)."""
     test = bench.features("test")
     reference = results[REFERENCE].log_probs if REFERENCE in results else None
     if reference is None and isinstance(bench.model.head, torch.nn.Linear):
@@ -268,6 +271,12 @@ def add_verdicts(
                               seed=seed)
                 for who, ref in against.items()
             }  # fmt: skip
+            if tree is not None and r.hierarchy is not None:
+                r.hierarchy["verdicts"] = {
+                    who: hierarchy_verdicts(ref, r.log_probs, test.labels, tree.distances(),
+                                            n_bootstrap=max(n_bootstrap, 20), seed=seed)
+                    for who, ref in against.items()
+                }  # fmt: skip
 
 
 def write_heads(plan: RetrainPlan, bench: Workbench, results: dict[str, HeadResult]) -> None:
@@ -346,7 +355,7 @@ def retrain(
     fitted = fit_heads(plan, bench, fit, n_bins, n_bootstrap, seed)
     original.warnings += plan.notes  # the plan's, and what --auto-budget cut short
     results = score_heads(plan, bench, fitted, original, n_bins, n_bootstrap, seed)
-    add_verdicts(results, bench, fit, n_bins, n_bootstrap, seed)
+    add_verdicts(results, bench, fit, n_bins, n_bootstrap, seed, plan.tree)
     if robustness:
         variants = [Variant("original", bench.model)] + [Variant(n, bench.model, results[n].head.module_)
                                                          for n in plan.names]  # fmt: skip

@@ -89,3 +89,40 @@ def hierarchy_metrics(
             v = v[~torch.isnan(v)]
             intervals[k] = tuple(torch.quantile(v, q).tolist()) if len(v) else None  # type: ignore[assignment]
     return HierarchyMetrics(metrics, intervals, ks)
+
+
+def hierarchy_verdicts(
+    base_scores: Tensor,
+    cur_scores: Tensor,
+    labels: Tensor,
+    distances: Tensor,
+    *,
+    ks: tuple[int, ...] = DEFAULT_KS,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+) -> dict[str, dict[str, object]]:
+    """Per hierarchy metric: the change (current - base) on the same samples, its paired-bootstrap 95% interval (both
+    predictors resampled with the same rows) and a verdict, as `vcal_cli.metrics.paired.verdicts` (all lower is
+    better). Mistake severity averages over each predictor's own mistakes, so its resamples hold two denominators."""
+    if n_bootstrap < 1:
+        raise MetricError("hierarchy verdicts need at least one bootstrap resample")
+    k_classes = cur_scores.shape[1]
+    ks = tuple(sorted({min(k, k_classes) for k in ks}))
+    labels = labels.long()
+    a, b = (_per_sample(s, labels, distances, ks) for s in (base_scores, cur_scores))
+    n = len(labels)
+    idx = torch.randint(0, n, (n_bootstrap, n), generator=torch.Generator().manual_seed(seed))
+    w = torch.cat([torch.ones(1, n, dtype=torch.float64), torch.zeros(n_bootstrap, n, dtype=torch.float64)])
+    w[1:].scatter_add_(1, idx, torch.ones_like(idx, dtype=torch.float64))
+    va, vb = _aggregate(a, w, ks), _aggregate(b, w, ks)
+    q = torch.tensor([0.025, 0.975], dtype=torch.float64)
+    out: dict[str, dict[str, object]] = {}
+    for k in va:
+        d = vb[k] - va[k]
+        if torch.isnan(d[0]):  # no mistakes on one side: severity has no change to judge
+            continue
+        d_res = d[1:][~torch.isnan(d[1:])]
+        lo, hi = torch.quantile(d_res, q).tolist()
+        verdict = "better" if hi < 0 else "worse" if lo > 0 else "no different"
+        out[k] = {"delta": float(d[0]), "interval": [lo, hi], "verdict": verdict}
+    return out
