@@ -169,7 +169,10 @@ def test_hierarchy_verdicts_match_a_resample_loop() -> None:
     got = hierarchy_verdicts(base, milder, labels, dist, n_bootstrap=50, seed=7)
     idx = torch.randint(0, 600, (50, 600), generator=torch.Generator().manual_seed(7))
     for m in ("top1_error", "mistake_severity", "avg_hdist_at_1", "avg_hdist_at_5"):
-        one = lambda s, rows: hierarchy_metrics(s[rows], labels[rows], dist, n_bootstrap=0).metrics[m]  # noqa: E731
+
+        def one(s: torch.Tensor, rows: torch.Tensor, m: str = m) -> float:
+            return hierarchy_metrics(s[rows], labels[rows], dist, n_bootstrap=0).metrics[m]
+
         all_rows = torch.arange(600)
         assert got[m]["delta"] == pytest.approx(one(milder, all_rows) - one(base, all_rows), abs=1e-12)
         deltas = torch.tensor([one(milder, r) - one(base, r) for r in idx], dtype=torch.float64)
