@@ -334,4 +334,8 @@ def test_auto_skips_a_candidate_that_cannot_be_fitted_and_says_why() -> None:
     assert sel.picked.name in sel.scores
     assert "ce+temperature" in sel.limited and "temperature scaling" in sel.limited["ce+temperature"]
     assert sel.warnings() and all(w.startswith("--head auto: ") for w in sel.warnings())  # no budget given
-    assert all(why.startswith("skipped: ") for why in sel.limited.values())
+    assert all(why.startswith("skipped, could not be fitted: ") for why in sel.limited.values())
+    # under a budget the reason is still the candidate's own, not the budget's
+    sel = select_head(constant, val, candidates=("temperature", "ce"), base=base, n_bootstrap=20, budget=1e6,
+                      params={"ce": get_head("ce").make_params(epochs=1, hidden=0, seed=0)})  # fmt: skip
+    assert any(w.startswith("--head auto: ce+temperature skipped, could not be fitted") for w in sel.warnings())

@@ -58,6 +58,9 @@ class AutoOptions:
             raise UsageError(f"--auto-budget {self.budget:g} must be a positive number of seconds")
 
 
+UNFIT = "skipped, could not be fitted"  # a candidate's own error, not the budget's doing
+
+
 @dataclass
 class Selection:
     picked: Head
@@ -87,8 +90,10 @@ class Selection:
 
     def warnings(self) -> list[str]:
         """One line per candidate the budget cut short or skipped, or that could not be fitted."""
-        head = f"--auto-budget {self.budget:g} s" if self.budget is not None else "--head auto"
-        return [f"{head}: {name} {why}" for name, why in self.limited.items()]
+        budget = f"--auto-budget {self.budget:g} s" if self.budget is not None else "--head auto"
+        return [
+            f"{'--head auto' if why.startswith(UNFIT) else budget}: {name} {why}" for name, why in self.limited.items()
+        ]
 
     def reason(self) -> str:
         s = self.scores[self.picked.name][self.select]
@@ -174,7 +179,7 @@ def select_head(
             limited[name] = f"skipped: {e.message} ({share:.0f} s share)"
             continue
         except HeadError as e:  # one candidate that cannot be fitted here does not end the selection
-            limited[name] = f"skipped: {e.message}"
+            limited[name] = f"{UNFIT}: {e.message}"
             continue
         took = time.monotonic() - t0
         # conservative: a fold's fit (cold, at the chosen penalty) is cheaper than the path, dearer than a warm refit
@@ -190,7 +195,7 @@ def select_head(
             try:
                 tempered = temper(head, val)
             except HeadError as e:  # e.g. a head stopped by the budget before it learned: no T to fit
-                limited[f"{name}+temperature"] = f"skipped: {e.message}"
+                limited[f"{name}+temperature"] = f"{UNFIT}: {e.message}"
                 continue
             fitted[tempered.name] = tempered
             logps[tempered.name] = _val_log_probs(tempered, type(tempered), train, val, base, hierarchy, seed)
