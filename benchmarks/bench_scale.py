@@ -12,6 +12,11 @@ logits and temperature scaling's.
 Sizes from 64k to 1.28M train rows take `--train`; memory stays O(block) in N for `bayes` (its statistics are
 accumulated over row blocks), so the peak grows with D^2 and K D, not with N.
 
+One epoch of each trained head (`ce`, `vtst`, `vc`) on N synthetic rows against the float32 GEMM rate of this
+machine on the head's first-layer shape, measured in the same run (the fraction of peak):
+
+    python benchmarks/bench_scale.py --epoch-rows 64000 [--image-heads ce,vtst,vc]
+
 The image workload runs the whole product the way a user does, one `vcal` process per step, at each size:
 
     python benchmarks/bench_scale.py --images 64000,256000,1280000 [--epochs 1] [--auto-budget 900]
@@ -192,6 +197,44 @@ def _result(out: Path | None, rc: int, log: Path) -> str:
     return f"{name or 'original'}: acc {m['accuracy']:.4f} ECE {m['ece']:.4f} NLL {m['nll']:.4f}{pick}"
 
 
+def matmul_peak(d: int, width: int, batch: int = 256, reps: int = 30) -> float:
+    """The machine's float32 GEMM rate (GFLOP/s) on the shape a trained head's first layer has: (batch, d) @ (d, width)
+    and its two backward products, best of `reps`."""
+    a, w, g = torch.randn(batch, d), torch.randn(d, width), torch.randn(batch, width)
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ w
+        g @ w.T
+        a.T @ g
+        best = min(best, time.perf_counter() - t)
+    return 3 * 2 * batch * d * width / best / 1e9
+
+
+def head_flops_per_row(module: torch.nn.Module) -> float:
+    """Forward + backward FLOPs of one row through every Linear layer (2 per multiply-add, backward twice forward)."""
+    return 3 * 2 * sum(m.weight.numel() for m in module.modules() if isinstance(m, torch.nn.Linear))
+
+
+def epochs_main(a: argparse.Namespace) -> None:
+    """One epoch of each trained head on N x D features at K classes, against the GEMM peak measured here."""
+    tr, va = features_problem(a.epoch_rows, a.d, a.k, 3), features_problem(5_000, a.d, a.k, 4)
+    print(f"{a.epoch_rows:,} x {a.d:,} features, {a.k:,} classes, threads {torch.get_num_threads()}")
+    for name in filter(None, a.image_heads.split(",")):
+        cls = get_head(name)
+        if "epochs" not in cls.Params.__dataclass_fields__ or cls.needs_hierarchy:
+            continue  # only the heads trained by epochs
+        t = time.perf_counter()
+        head = cls(cls.make_params(epochs=1)).fit(tr, va)
+        dt = time.perf_counter() - t
+        flops = head_flops_per_row(head.module_) * a.epoch_rows
+        width = next(m for m in head.module_.modules() if isinstance(m, torch.nn.Linear)).out_features
+        peak = matmul_peak(a.d, width)
+        print(f"  {name:<8} epoch {dt:6.1f} s (with val and selection)  {flops / dt / 1e9:6.1f} GFLOP/s of the "
+              f"Linear layers  peak (batch 256 x {a.d} x {width}) {peak:6.1f} GFLOP/s  fraction "
+              f"{flops / dt / 1e9 / peak:.2f}", flush=True)  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--val", type=int, default=50_000)
@@ -206,7 +249,10 @@ def main() -> None:
     ap.add_argument("--bayes-iter", type=int, default=10, help="bayes' L-BFGS iterations in the image workload")
     ap.add_argument("--auto-budget", type=float, default=900, help="--auto-budget of the image workload (0: skip)")
     ap.add_argument("--work", default="", help="folder for the image workload's files (default: a temp folder)")
+    ap.add_argument("--epoch-rows", type=int, default=0, help="time one epoch of each trained head on N rows")
     a = ap.parse_args()
+    if a.epoch_rows:
+        return epochs_main(a)
     if a.images:
         if a.test == 20_000:
             a.test = 50_000  # ImageNet's 50,000 validation images, which users audit on

@@ -121,7 +121,8 @@ def _shift_predictions(bench: Workbench, modules: dict[str, Any], corruptions: l
 def study_two_stage(boot: int, views: int) -> dict[str, Any]:
     bench = open_model("augmented.pth.tar")
     r = RobustnessOptions(ood=("digits",)).with_protocol("vtst")
-    rep = run_retrain(bench, ["temperature", "ce", "vtst"], boot, train_views=views, augment="crop+flip", robustness=r)
+    heads_fitted = ["temperature", "ce", "vtst", "vc", "bayes"]
+    rep = run_retrain(bench, heads_fitted, boot, train_views=views, augment="crop+flip", robustness=r)
     heads = rep.heads
     print(f"\naugmented.pth.tar, stage 2 on {views} crop+flip views of train; clean test with 95% intervals; shift: "
           f"mean over {len(r.shift)} corruptions x 5 severities")  # fmt: skip
@@ -135,14 +136,15 @@ def study_two_stage(boot: int, views: int) -> dict[str, Any]:
         out["heads"][name] = {"metrics": h.result.metrics.as_dict(), "shift_accuracy": sa, "shift_ece": se,
                               "protocol": h.robustness.get("protocol") if h.robustness else None,
                               "verdicts": h.verdicts}  # fmt: skip
-    for name in ("ce", "vtst"):
+    for name in heads_fitted[1:]:
         for against, v in (heads[name].verdicts or {}).items():
             print(f"  clean: {name} vs {against:12s} ECE {verdict(v['ece'])}; NLL {verdict(v['nll'])}")
     modules = {n: (None if n == "original" else h.head.module_) for n, h in heads.items()}
     preds, labels = _shift_predictions(bench, modules, list(r.shift))
     nb = min(boot, 100)  # 450,000 pooled rows: 100 paired resamples
     out["shift_verdicts"] = {}
-    for name, against in (("vtst", "ce"), ("vtst", "original"), ("vtst", "temperature"), ("ce", "original")):
+    for name, against in (("vtst", "ce"), ("vtst", "original"), ("vtst", "temperature"), ("ce", "original"),
+                          ("ce", "temperature"), ("vc", "temperature"), ("bayes", "temperature")):  # fmt: skip
         v = verdicts(preds[against], preds[name], labels, n_bins=15, n_bootstrap=nb, seed=0)
         out["shift_verdicts"][f"{name} vs {against}"] = {k: v[k] for k in ("ece", "nll", "accuracy")}
         print(f"  shift (pooled {len(labels)} rows): {name} vs {against:12s} ECE {verdict(v['ece'])}; "
@@ -150,10 +152,12 @@ def study_two_stage(boot: int, views: int) -> dict[str, Any]:
     print("\n  --protocol vtst (ECE x100 with 10 bins; shift pooled; MSP AUROC, ID positive, OOD: digits) next to the "
           "reproduction study's CIFAR-10 WRN-28-10 rows")  # fmt: skip
     print(f"  {'head':12s} {'acc %':>14s} {'ECE':>12s} {'NLL':>14s} {'shift ECE':>14s} {'OOD AUROC':>14s}")
+    nan = float("nan")
     for name, h in heads.items():
-        p, pub = h.robustness["protocol"], PUBLISHED[name]
+        p = h.robustness["protocol"]
+        pub = PUBLISHED.get(name, {"acc": nan, "ece": nan, "nll": nan, "shift_ece": nan, "auroc": nan})
         t, s = p["test"], p["shift"]
-        au = p.get("ood", {}).get("auroc", float("nan"))
+        au = p.get("ood", {}).get("auroc", nan)
         print(f"  {name:12s} {100 * t['accuracy']:6.2f} ({pub['acc']:5.2f}) {100 * t['ece']:5.2f} ({pub['ece']:4.2f}) "
               f"{t['nll']:6.3f} ({pub['nll']:.3f}) {100 * s['ece']:6.2f} ({pub['shift_ece']:5.2f}) "
               f"{au:6.3f} ({pub['auroc']:.3f})")  # fmt: skip
