@@ -21,6 +21,9 @@ Differences: there is no official code to compare with (section 4.2 of the resea
 last-layer BALI from the abstract). vcal reaches the iteration's fixed point with L-BFGS (the plain iteration
 converges linearly, thousands of steps on confident fits) and chooses sigma^2 on val NLL; laplace-torch's
 last-layer KFAC Laplace (marginal-likelihood prior, probit predictive) is its outside reference in the benchmark.
+Measured on real models (docs/seeds.md): on a crop+flip-trained Fashion-MNIST resnet18, `bayes` is as well
+calibrated as temperature scaling on clean test data (ECE paired difference +0.0002 [-0.0045, +0.0052]) and better
+under corruption (pooled ECE -0.0141 [-0.0147, -0.0135]), at 0.9 points of accuracy under corruption.
 
 This is a reconstruction of BALI restricted to the last layer (the paper's code is not public; see
 ../shared/research/seeds.md section 4.2). Kurle, Klushyn, Herbrich. BALI: Learning Neural Networks via
