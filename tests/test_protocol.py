@@ -116,3 +116,15 @@ def test_retrain_protocol_has_a_row_per_head_and_implies_shift(runner) -> None:
 def test_unknown_protocol_is_one_line(runner) -> None:
     line = one_line_error(runner.invoke(app, ["audit", CNN, "--protocol", "guo"]))
     assert "guo" in line and "vtst" in line
+
+
+def test_the_protocol_implies_its_corruptions_in_the_api_too() -> None:
+    from vcal_cli.errors import UsageError
+    from vcal_cli.evaluations.robustness import RobustnessOptions
+
+    built, missing = PROTOCOLS.get("vtst").built()
+    assert RobustnessOptions(protocol="vtst").shift == built and bool(RobustnessOptions(protocol="vtst"))
+    assert set(missing) == {"fog", "frost", "glass_blur", "snow"}
+    assert RobustnessOptions(shift=("contrast",), protocol="vtst").shift == ("contrast",)  # the user's choice stays
+    with pytest.raises(UsageError, match="vtst"):
+        RobustnessOptions(protocol="guo")

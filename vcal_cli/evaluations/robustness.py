@@ -39,13 +39,18 @@ class RobustnessOptions:
     strengths: str | None = None  # 'cifar' | 'imagenet' | None (by image size)
     protocol: str | None = None  # a paper's table beside vcal's (`vcal_cli.evaluations.protocol`)
 
+    def __post_init__(self) -> None:
+        """A paper protocol implies the shift evaluation over its corruptions that vcal builds, unless `shift` names
+        some (an unknown protocol is a UsageError here)."""
+        if self.protocol is not None and not self.shift:
+            object.__setattr__(self, "shift", PROTOCOLS.get(self.protocol).built()[0])
+
     def __bool__(self) -> bool:
         return bool(self.ood or self.adversarial or self.shift)
 
     def with_protocol(self, name: str) -> RobustnessOptions:
-        """These options with the paper protocol `name`: its corruptions that vcal builds, unless `shift` names some."""
-        built, _ = PROTOCOLS.get(name).built()
-        return replace(self, protocol=name, shift=self.shift or built)
+        """These options with the paper protocol `name` (see `__post_init__`)."""
+        return replace(self, protocol=name)
 
 
 @dataclass
