@@ -71,5 +71,5 @@ def test_sections_come_in_their_order_whatever_the_import_order() -> None:
 
     keys = [s.key for s in list_sections()]
     expected = ["metrics", "verdicts", "reliability", "selective", "conformal", "risk_control", "per-class",
-                "hierarchy", "ood", "shift"]  # fmt: skip
+                "hierarchy", "ood", "shift", "protocol"]  # fmt: skip
     assert keys[: len(expected) + 1] == [*expected, "adversarial"]
