@@ -153,17 +153,23 @@ def study_two_stage(boot: int, views: int) -> dict[str, Any]:
               f"accuracy {verdict(v['accuracy'])}")  # fmt: skip
     print("\n  --protocol vtst (ECE x100 with 10 bins; shift pooled; MSP AUROC, ID positive, OOD: digits) next to the "
           "reproduction study's CIFAR-10 WRN-28-10 rows")  # fmt: skip
-    print(f"  {'head':12s} {'acc %':>14s} {'ECE':>12s} {'NLL':>14s} {'shift ECE':>14s} {'OOD AUROC':>14s}")
-    nan = float("nan")
-    for name, h in heads.items():
-        p = h.robustness["protocol"]
-        pub = PUBLISHED.get(name, {"acc": nan, "ece": nan, "nll": nan, "shift_ece": nan, "auroc": nan})
-        t, s = p["test"], p["shift"]
-        au = p.get("ood", {}).get("auroc", nan)
-        print(f"  {name:12s} {100 * t['accuracy']:6.2f} ({pub['acc']:5.2f}) {100 * t['ece']:5.2f} ({pub['ece']:4.2f}) "
-              f"{t['nll']:6.3f} ({pub['nll']:.3f}) {100 * s['ece']:6.2f} ({pub['shift_ece']:5.2f}) "
-              f"{au:6.3f} ({pub['auroc']:.3f})")  # fmt: skip
+    protocol_table({name: h.robustness["protocol"] for name, h in heads.items()})
     return out
+
+
+def protocol_table(rows: dict[str, dict[str, Any]]) -> None:
+    """Print `--protocol vtst` rows (each head's report.json `protocol`) beside the published ones."""
+    print(f"  {'head':12s} {'acc %':>14s} {'ECE':>12s} {'MCE':>6s} {'NLL':>14s} {'Brier/K':>8s} {'shift ECE':>14s} "
+          f"{'OOD AUROC':>14s} {'FPR95':>6s}  shift ECE per severity")  # fmt: skip
+    nan = float("nan")
+    for name, p in rows.items():
+        pub = PUBLISHED.get(name, {"acc": nan, "ece": nan, "nll": nan, "shift_ece": nan, "auroc": nan})
+        t, s, o = p["test"], p["shift"], p.get("ood", {})
+        sev = " ".join(f"{100 * v:.2f}" for v in s["ece_by_severity"].values())
+        print(f"  {name:12s} {100 * t['accuracy']:6.2f} ({pub['acc']:5.2f}) {100 * t['ece']:5.2f} ({pub['ece']:4.2f}) "
+              f"{100 * t['mce']:6.2f} {t['nll']:6.3f} ({pub['nll']:.3f}) {t['brier_k']:8.5f} {100 * s['ece']:6.2f} "
+              f"({pub['shift_ece']:5.2f}) {o.get('auroc', nan):6.3f} ({pub['auroc']:.3f}) {o.get('fpr95', nan):6.3f}  "
+              f"{sev}")  # fmt: skip
 
 
 def study_low_data(boot: int) -> dict[str, Any]:
