@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from vcal_cli._registry import Registry
+from vcal_cli.errors import UsageError
 from vcal_cli.evaluations.shift import CORRUPTIONS
 from vcal_cli.metrics.ood import auroc, fpr_at_95_tpr
 
@@ -90,6 +91,13 @@ VTST = PROTOCOLS.register("vtst", "V-TST (Jordahn & Olmos 2024) and its reproduc
         ),  # fmt: skip
     )
 )
+
+
+def get_protocol(name: str) -> Protocol:
+    """The protocol `name`, or a UsageError naming `--protocol` and the choices."""
+    if name not in PROTOCOLS.names():
+        raise UsageError(f"--protocol '{name}' is not a protocol; choose one of: {', '.join(PROTOCOLS.names())}")
+    return PROTOCOLS.get(name)
 
 
 @dataclass

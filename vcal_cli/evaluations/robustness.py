@@ -18,7 +18,7 @@ from vcal_cli.data import load_split
 from vcal_cli.errors import DataError, UsageError
 from vcal_cli.evaluations.adversarial import PixelModel, adversarial_evaluation
 from vcal_cli.evaluations.ood import ood_evaluation
-from vcal_cli.evaluations.protocol import PROTOCOLS, Pooled, ood_id_positive, protocol_row
+from vcal_cli.evaluations.protocol import PROTOCOLS, Pooled, get_protocol, ood_id_positive, protocol_row
 from vcal_cli.evaluations.shift import CORRUPTIONS, STRENGTH_NAMES, STRENGTHS, corrupted_split, strengths_for
 from vcal_cli.features import resolve_device
 from vcal_cli.features.workbench import Workbench
@@ -43,7 +43,7 @@ class RobustnessOptions:
         """A paper protocol implies the shift evaluation over its corruptions that vcal builds, unless `shift` names
         some (an unknown protocol is a UsageError here)."""
         if self.protocol is not None and not self.shift:
-            object.__setattr__(self, "shift", PROTOCOLS.get(self.protocol).built()[0])
+            object.__setattr__(self, "shift", get_protocol(self.protocol).built()[0])
 
     def __bool__(self) -> bool:
         return bool(self.ood or self.adversarial or self.shift)
@@ -91,7 +91,7 @@ def check_options(r: RobustnessOptions, data_root: str | None = None) -> None:
     for c in r.shift:
         CORRUPTIONS.get(c)
     if r.protocol is not None:
-        PROTOCOLS.get(r.protocol)
+        get_protocol(r.protocol)
     if r.strengths is not None and r.strengths not in STRENGTHS:
         raise UsageError(f"--strengths '{r.strengths}' is not one of: auto, {', '.join(STRENGTHS)}")
     if r.adversarial and r.adv_limit < 1:
