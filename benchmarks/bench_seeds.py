@@ -122,7 +122,7 @@ def _shift_predictions(bench: Workbench, modules: dict[str, Any], corruptions: l
 
 def study_two_stage(boot: int, views: int) -> dict[str, Any]:
     bench = open_model("augmented.pth.tar")
-    r = RobustnessOptions(ood=("digits",)).with_protocol("vtst")
+    r = RobustnessOptions(ood=("digits",), protocol="vtst")
     heads_fitted = ["temperature", "ce", "vtst", "vc", "bayes"]
     rep = run_retrain(bench, heads_fitted, boot, train_views=views, augment="crop+flip", robustness=r)
     heads = rep.heads

@@ -237,15 +237,15 @@ def robustness_options(flags: dict[str, Any]) -> RobustnessOptions:
 
     f = flags.get
     shift = f("shift") or f("corruptions")
-    r = RobustnessOptions(
+    return RobustnessOptions(
         ood=tuple(f("ood") or ()),
         adversarial=tuple(parse_eps(f("eps"))) if f("adversarial") else (),
         adv_limit=f("adv_limit"),
         shift=tuple(_corruption_list(f("corruptions"))) if shift else (),
         severities=_severities(f("severities")),
         strengths=None if f("strengths") == "auto" else f("strengths"),
+        protocol=f("protocol"),
     )
-    return r.with_protocol(f("protocol")) if f("protocol") else r
 
 
 def _corruption_list(text: str | None) -> list[str]:

@@ -120,11 +120,11 @@ class Pooled:
 
     def add(self, scores: Tensor, labels: Tensor) -> Pooled:
         """Add one split's predictions: logits or log-probabilities (N, K) and labels (N,)."""
+        edges = torch.linspace(0, 1, self.n_bins + 1, dtype=torch.float64)
         for lp, y in zip(torch.log_softmax(scores.double(), 1).split(65536), labels.split(65536), strict=True):
             p = lp.exp()
             conf, pred = p.max(1)
             correct = (pred == y).double()
-            edges = torch.linspace(0, 1, self.n_bins + 1, dtype=torch.float64)
             b = torch.bucketize(conf, edges, right=True) - 1
             self.count.scatter_add_(0, b, torch.ones_like(conf))
             self.conf.scatter_add_(0, b, conf)
@@ -134,6 +134,14 @@ class Pooled:
             p[torch.arange(len(y)), y] -= 1
             self.brier += float(p.square().sum())
             self.classes = lp.shape[1]
+        return self
+
+    def merge(self, other: Pooled) -> Pooled:
+        """Add another split's statistics (the same bins) to these."""
+        for t, o in ((self.count, other.count), (self.conf, other.conf), (self.hits, other.hits)):
+            t += o
+        self.n, self.nll, self.brier = self.n + other.n, self.nll + other.nll, self.brier + other.brier
+        self.classes = other.classes
         return self
 
     def result(self) -> dict[str, float]:
@@ -165,13 +173,7 @@ def protocol_row(
     if shift:
         pooled = Pooled(p.n_bins)
         for s in shift.values():
-            pooled.count += s.count
-            pooled.conf += s.conf
-            pooled.hits += s.hits
-            pooled.n += s.n
-            pooled.nll += s.nll
-            pooled.brier += s.brier
-            pooled.classes = s.classes
+            pooled.merge(s)
         row["shift"] = pooled.result()
         sevs = sorted({s for _, s in shift})
         row["shift"]["ece_by_severity"] = {

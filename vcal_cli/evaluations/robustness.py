@@ -8,7 +8,7 @@ they differentiate through the whole model, so each head is attacked with its ow
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,7 +18,7 @@ from vcal_cli.data import load_split
 from vcal_cli.errors import DataError, UsageError
 from vcal_cli.evaluations.adversarial import PixelModel, adversarial_evaluation
 from vcal_cli.evaluations.ood import ood_evaluation
-from vcal_cli.evaluations.protocol import PROTOCOLS, Pooled, get_protocol, ood_id_positive, protocol_row
+from vcal_cli.evaluations.protocol import Pooled, get_protocol, ood_id_positive, protocol_row
 from vcal_cli.evaluations.shift import CORRUPTIONS, STRENGTH_NAMES, STRENGTHS, corrupted_split, strengths_for
 from vcal_cli.features import resolve_device
 from vcal_cli.features.workbench import Workbench
@@ -47,10 +47,6 @@ class RobustnessOptions:
 
     def __bool__(self) -> bool:
         return bool(self.ood or self.adversarial or self.shift)
-
-    def with_protocol(self, name: str) -> RobustnessOptions:
-        """These options with the paper protocol `name` (see `__post_init__`)."""
-        return replace(self, protocol=name)
 
 
 @dataclass
@@ -161,7 +157,7 @@ def _protocol(
 ) -> dict[str, Any]:  # fmt: skip
     """Each variant's `protocol` row (into `out`) from its test scores, pooled shift statistics and MSP OOD scores;
     returns the protocol's settings."""
-    p = PROTOCOLS.get(name)
+    p = get_protocol(name)
     for v in variants:
         ood = None
         if out[v.name].get("ood_scores"):  # msp_score is minus the maximum probability
@@ -192,8 +188,8 @@ def _shift(
                 row = {"corruption": c, "severity": s, "accuracy": m.accuracy, "nll": m.nll, "ece": m.ece}
                 if sets.get(v.name):
                     row["sets"] = shifted_sets(sets[v.name], torch.softmax(scores.double(), 1), fs.labels)
-                if pooled is not None and r.protocol:
-                    pooled[v.name][c, s] = Pooled(PROTOCOLS.get(r.protocol).n_bins).add(scores, fs.labels)
+                if pooled is not None and r.protocol:  # pooled is there exactly when a protocol is
+                    pooled[v.name][c, s] = Pooled(get_protocol(r.protocol).n_bins).add(scores, fs.labels)
                 rows[v.name].append(row)
     return rows, table
 

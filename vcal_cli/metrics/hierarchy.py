@@ -17,6 +17,8 @@ import torch
 from torch import Tensor
 
 from vcal_cli.errors import MetricError
+from vcal_cli.metrics.compute import resample_counts
+from vcal_cli.metrics.paired import verdict_of
 
 DEFAULT_KS = (1, 5, 20)
 
@@ -110,10 +112,7 @@ def hierarchy_verdicts(
     ks = tuple(sorted({min(k, k_classes) for k in ks}))
     labels = labels.long()
     a, b = (_per_sample(s, labels, distances, ks) for s in (base_scores, cur_scores))
-    n = len(labels)
-    idx = torch.randint(0, n, (n_bootstrap, n), generator=torch.Generator().manual_seed(seed))
-    w = torch.cat([torch.ones(1, n, dtype=torch.float64), torch.zeros(n_bootstrap, n, dtype=torch.float64)])
-    w[1:].scatter_add_(1, idx, torch.ones_like(idx, dtype=torch.float64))
+    w = resample_counts(len(labels), n_bootstrap, seed).double()  # row 0: the sample itself
     va, vb = _aggregate(a, w, ks), _aggregate(b, w, ks)
     q = torch.tensor([0.025, 0.975], dtype=torch.float64)
     out: dict[str, dict[str, object]] = {}
@@ -123,6 +122,5 @@ def hierarchy_verdicts(
             continue
         d_res = d[1:][~torch.isnan(d[1:])]
         lo, hi = torch.quantile(d_res, q).tolist()
-        verdict = "better" if hi < 0 else "worse" if lo > 0 else "no different"
-        out[k] = {"delta": float(d[0]), "interval": [lo, hi], "verdict": verdict}
+        out[k] = {"delta": float(d[0]), "interval": [lo, hi], "verdict": verdict_of(lo, hi)}
     return out

@@ -35,13 +35,20 @@ def verdicts(
 ) -> dict[str, dict[str, object]]:  # fmt: skip
     """Per metric: the change against `base` on the same samples, its paired-bootstrap 95% interval and a
     verdict: better / no different / worse beyond noise (the interval excludes 0)."""
-    out: dict[str, dict[str, object]] = {}
-    for k, (delta, lo, hi) in _paired(base_logits, cur_logits, labels, n_bins, n_bootstrap, seed).items():
-        sign = 1 if LOWER_IS_BETTER[k] else -1
-        verdict = "better" if sign * hi < 0 and sign * lo < 0 else "worse" if sign * lo > 0 and sign * hi > 0 else (
-            "no different")  # fmt: skip
-        out[k] = {"delta": delta, "interval": [lo, hi], "verdict": verdict}
-    return out
+    return {
+        k: {"delta": delta, "interval": [lo, hi], "verdict": verdict_of(lo, hi, LOWER_IS_BETTER[k])}
+        for k, (delta, lo, hi) in _paired(base_logits, cur_logits, labels, n_bins, n_bootstrap, seed).items()
+    }
+
+
+def verdict_of(lo: float, hi: float, lower_is_better: bool = True) -> str:
+    """better / worse / no different: whether the 95% interval (lo, hi) of (current - baseline) excludes 0."""
+    sign = 1 if lower_is_better else -1
+    if sign * lo < 0 and sign * hi < 0:
+        return "better"
+    if sign * lo > 0 and sign * hi > 0:
+        return "worse"
+    return "no different"
 
 
 def paired_deltas(

@@ -23,17 +23,18 @@ def _tables(report: Report) -> list[TableSpec]:
 
 def _verdicts(sections: dict) -> list[TableSpec]:
     """Each retrained head's paired-bootstrap verdict per hierarchy metric, against the original and temperature."""
+    judged = {name: s for name, s in sections.items() if s and s.get("verdicts")}
+    if not judged:
+        return []
+    metrics = list(next(iter(judged.values()))["metrics"])  # every head has the same metrics
     rows = [
         [name, against] + [f"{v[m]['verdict']} ({v[m]['delta']:+.4f})" if m in v else "-" for m in metrics]
-        for name, s in sections.items()
-        if s and s.get("verdicts")
-        for metrics in [list(s["metrics"])]
+        for name, s in judged.items()
         for against, v in s["verdicts"].items()
         if against != name
     ]
     if not rows:
         return []
-    metrics = list(next(s for s in sections.values() if s and s.get("verdicts"))["metrics"])
     caption = "Mistake severity, each head against the original and temperature scaling: change, 95% paired bootstrap"
     return [(caption, ["head", "against", *(hier_label(m) for m in metrics)], rows)]
 
