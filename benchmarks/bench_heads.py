@@ -25,7 +25,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from vcal_cli.heads import FitData, get_head, list_heads
-from vcal_cli.heads._train import SGDHead
+from vcal_cli.heads._train import SGDHead, bf16_is_fast
 from vcal_cli.heads.ce import MLPHead
 from vcal_cli.hierarchy import Hierarchy
 from vcal_cli.metrics import compute_metrics
@@ -79,7 +79,7 @@ def step_variants(train: FitData, steps: int = 300) -> None:
             loss.backward()
             opt.step()
         print(f"  {label:24s} {(time.perf_counter() - t) / steps * 1e3:6.2f} ms/step", flush=True)
-    bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()  # oneDNN's check: AVX-512 BF16 (or AMX) on this CPU
+    bf16 = bf16_is_fast()  # native bf16 (AVX-512 BF16 or AMX) on this CPU
     torch.manual_seed(0)
     m = MLPHead(d, k, 128)
     opt = torch.optim.Adam(m.parameters(), lr=1e-4, fused=True)

@@ -153,6 +153,14 @@ def test_vc_logits_are_gaussian_log_likelihoods() -> None:
     assert torch.allclose(m.class_log_likelihood(z), ref, atol=1e-12)
     # Bayes' rule with a uniform prior: p(y|z) = p(z|y) / sum_c p(z|c)
     assert torch.allclose(torch.log_softmax(m.class_log_likelihood(z), 1), ref - ref.logsumexp(1, keepdim=True))
+    # float32 at 1,000 classes (the expanded form's cancellation): against the float64 differences, 1e-4 relative
+    m = VCModule(6, 1000, 32)
+    with torch.no_grad():
+        m.log_covs.normal_(0, 0.3)
+    z = 3 * torch.randn(64, 32)
+    d = z.double()[:, None] - m.centers.double()[None]
+    ref = -0.5 * (m.log_covs.double().sum(1)[None] + (d.pow(2) / m.log_covs.double().exp()[None]).sum(-1))
+    assert torch.allclose(m.class_log_likelihood(z).double(), ref, rtol=1e-4, atol=1e-4)
 
 
 def test_bayes_posterior_and_probit_against_naive_kronecker() -> None:
@@ -298,3 +306,19 @@ def test_auto_precision_takes_bf16_only_for_large_steps_on_a_native_cpu() -> Non
     assert not resolve_train_precision("auto", 256, 64)  # the digits sample's 64-wide features: fp32
     assert not resolve_train_precision("auto", 64, 640)  # haframe's batches of 64: fp32
     assert resolve_train_precision("auto", 256, 640) == bf16_is_fast()
+
+
+@pytest.mark.parametrize(
+    ("avx512_bf16", "amx", "expected"), [(False, False, False), (True, False, True), (False, True, True)]
+)
+def test_bf16_counts_as_fast_only_where_the_cpu_multiplies_it_natively(
+    monkeypatch: pytest.MonkeyPatch, avx512_bf16: bool, amx: bool, expected: bool
+) -> None:
+    """oneDNN reports bf16 support on any AVX-512 CPU, where it emulates it (3.5x slower steps): not a reason."""
+    from vcal_cli.heads._train import bf16_is_fast, resolve_train_precision
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert bf16_is_fast() is expected
+    assert resolve_train_precision("auto", 256, 2048) is expected
