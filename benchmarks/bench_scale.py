@@ -137,7 +137,10 @@ def run_step(cmd: list[str], log: Path) -> tuple[float, float, int]:
     """(wall seconds, the child's peak RSS in GB, exit code) of one process."""
     t = time.perf_counter()
     with open(log, "ab") as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
+        # every step gets this process's threads: vcal's default (the idle cores by the 1-minute load average)
+        # would see the previous step's load and take one core of two
+        env = {**os.environ, "VCAL_THREADS": os.environ.get("VCAL_THREADS", str(torch.get_num_threads()))}
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
     return time.perf_counter() - t, usage.ru_maxrss / 1e6, os.waitstatus_to_exitcode(status)
 
@@ -170,7 +173,7 @@ def image_main(a: argparse.Namespace) -> None:
                                                   str(work / f"{h}_{n}")], work / f"{h}_{n}"))  # fmt: skip
         if a.auto_budget > 0:
             steps.append(("retrain auto", vcal + ["retrain", str(ckpt), *common, "--head", "auto", "--auto-budget",
-                                                  str(a.auto_budget), "--epochs", str(a.epochs), "--out",
+                                                  str(a.auto_budget), "--out",
                                                   str(work / f"auto_{n}")], work / f"auto_{n}"))  # fmt: skip
         for name, cmd, out in steps:
             wall, rss, rc = run_step(cmd, log)
@@ -235,6 +238,50 @@ def epochs_main(a: argparse.Namespace) -> None:
               f"{flops / dt / 1e9 / peak:.2f}", flush=True)  # fmt: skip
 
 
+def collapse_problem(n: int, centres: torch.Tensor, noise: float, seed: int) -> FitData:
+    """N rows around K unit-scale class centres in D dimensions (random, so nearly orthogonal: the neural-collapse
+    geometry of a well-trained network's penultimate features, whose class means span K - 1 dimensions, the hardest
+    case for a latent Z < K); per-dimension noise `noise / sqrt(D)` (10: about 89% for the true centres)."""
+    g = torch.Generator().manual_seed(seed)
+    k, d = centres.shape
+    y = torch.randint(0, k, (n,), generator=g)
+    f = centres[y] + torch.randn(n, d, generator=g) * (noise / d**0.5)
+    return FitData(f, torch.zeros(n, k), y)
+
+
+def z_main(a: argparse.Namespace) -> None:
+    """Test accuracy, NLL and ECE of `ce` and `vtst` at K classes for several latent sizes Z, each against the
+    default Z (512 above 10 classes) with paired-bootstrap intervals, at the same number of epochs."""
+    from vcal_cli.metrics import accuracy, ece, nll
+    from vcal_cli.metrics.paired import verdicts
+
+    centres = torch.randn(a.k, a.d, generator=torch.Generator().manual_seed(0)) / a.d**0.5
+    tr, va = collapse_problem(a.z_rows, centres, a.noise, 1), collapse_problem(5_000, centres, a.noise, 2)
+    te = collapse_problem(a.test, centres, a.noise, 3)
+    bayes = (te.features @ centres.T - 0.5 * centres.pow(2).sum(1)).argmax(1).eq(te.labels).float().mean()
+    print(f"{a.z_rows:,} train x {a.d:,} features, {a.k:,} classes, {a.test:,} test, noise {a.noise}: the true "
+          f"centres' accuracy {bayes:.4f}; {a.z_epochs} epochs each (the kept one by val NLL); threads "
+          f"{torch.get_num_threads()}")  # fmt: skip
+    print(f"{'head':<6}{'Z':>6}{'fit':>9}{'acc':>8}{'NLL':>8}{'ECE':>8}   vs Z = 512: d NLL [95%], d ECE [95%]")
+    for name, zs in (("ce", a.z_ce), ("vtst", a.z_vtst)):
+        out = {}
+        for z in [int(v) for v in zs.split(",")]:
+            cls = get_head(name)
+            t = time.perf_counter()
+            head = cls(cls.make_params(epochs=a.z_epochs, hidden=z)).fit(tr, va)
+            dt = time.perf_counter() - t
+            with torch.no_grad():
+                out[z] = (head.predict_log_proba(te.features), dt)
+        base = out.get(512, next(iter(out.values())))[0]
+        for z, (lp, dt) in out.items():
+            v = verdicts(base, lp, te.labels, n_bins=15, n_bootstrap=200, seed=0)
+            cells = [f"{v[k]['delta']:+.4f} [{v[k]['interval'][0]:+.4f}, {v[k]['interval'][1]:+.4f}] "
+                     f"{v[k]['verdict']}" if z != 512 else "-" for k in ("nll", "ece")]  # fmt: skip
+            p = lp.exp()
+            print(f"{name:<6}{z:>6}{dt:>8.1f}s{accuracy(p, te.labels):>8.4f}{nll(lp, te.labels):>8.4f}"
+                  f"{ece(p, te.labels, n_bins=15):>8.4f}   {cells[0]}; {cells[1]}", flush=True)  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--val", type=int, default=50_000)
@@ -250,7 +297,14 @@ def main() -> None:
     ap.add_argument("--auto-budget", type=float, default=900, help="--auto-budget of the image workload (0: skip)")
     ap.add_argument("--work", default="", help="folder for the image workload's files (default: a temp folder)")
     ap.add_argument("--epoch-rows", type=int, default=0, help="time one epoch of each trained head on N rows")
+    ap.add_argument("--z-rows", type=int, default=0, help="latent-size sweep of ce and vtst on N rows at --k classes")
+    ap.add_argument("--z-ce", default="0,256,512,1024", help="the Z values of ce in the sweep (0: a linear head)")
+    ap.add_argument("--z-vtst", default="256,512,1024", help="the Z values of vtst in the sweep")
+    ap.add_argument("--z-epochs", type=int, default=10, help="epochs of every fit in the sweep")
+    ap.add_argument("--noise", type=float, default=10.0, help="the sweep's per-dimension noise (x 1/sqrt(D))")
     a = ap.parse_args()
+    if a.z_rows:
+        return z_main(a)
     if a.epoch_rows:
         return epochs_main(a)
     if a.images:

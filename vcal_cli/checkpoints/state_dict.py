@@ -154,7 +154,8 @@ def sniff(path: Path) -> str | None:
         return None
     if zipfile.is_zipfile(path):
         try:
-            infos = zipfile.ZipFile(path).infolist()
+            with zipfile.ZipFile(path) as z:
+                infos = z.infolist()
         except (zipfile.BadZipFile, OSError):
             return "zip"
         # torch.save stores its entries uncompressed: one that inflates a hundredfold is a bomb, never inflated

@@ -30,13 +30,17 @@ def _log_track(
     i = 0
     of = f"/{int(total)}" if total else ""
     print(f"{description}: started ({int(total) if total else '?'} steps)", file=sys.stderr, flush=True)
-    for i, x in enumerate(it, 1):
-        yield x
-        now = time.monotonic()
-        if now - last >= LOG_EVERY_S:
-            pct = f" ({i / total:.0%})" if total else ""
-            print(f"{description}: {i}{of}{pct}, {now - t0:.0f} s", file=sys.stderr, flush=True)
-            last = now
+    try:
+        for i, x in enumerate(it, 1):
+            yield x
+            now = time.monotonic()
+            if now - last >= LOG_EVERY_S:
+                pct = f" ({i / total:.0%})" if total else ""
+                print(f"{description}: {i}{of}{pct}, {now - t0:.0f} s", file=sys.stderr, flush=True)
+                last = now
+    except GeneratorExit:  # the loop ended early (an early-stopped fit): say where
+        print(f"{description}: done, stopped at {i}{of} in {time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
+        raise
     print(f"{description}: done, {i}{of} in {time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
 
 

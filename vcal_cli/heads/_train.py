@@ -13,7 +13,8 @@ import abc
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -195,6 +196,19 @@ class FitLog:
 M = TypeVar("M", bound=nn.Module)
 
 
+@contextmanager
+def _ticks(progress: Track, total: int, description: str) -> Iterator[Callable[[], None]]:
+    """`tick()` once per batch: a progress line every few seconds inside an epoch, which at 1.28M rows takes
+    minutes. The tracker is closed however the loop ends (early stop, deadline, a diverged fit)."""
+    it = iter(progress(range(total), total=total, description=description))
+    try:
+        yield lambda: next(it, None)
+    finally:
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()
+
+
 def train_epochs(
     module: M,
     loss_fn: Callable[[Tensor, Tensor], Tensor],
@@ -233,41 +247,46 @@ def train_epochs(
     n, device = len(train.labels), train.labels.device
     best, best_epoch, best_state = math.inf, 0, copy.deepcopy(module.state_dict())
     run, stopped = 0, None
-    for epoch in progress(range(epochs), total=epochs, description=f"fit {name}"):
-        if schedule is not None:  # a per-epoch learning-rate factor
-            for g, base_lr in zip(opt.param_groups, base_lrs, strict=True):
-                g["lr"] = base_lr * schedule(epoch)
-        module.train()
-        perm = torch.randperm(n).to(device)  # drawn on the CPU: the same batches on every device
-        for i in range(0, n, batch_size):
-            idx = perm[i : i + batch_size]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss = loss_fn(take_rows(train.features, idx).float(), train.labels.index_select(0, idx))
-            if not math.isfinite(loss.item()):
+    batches = math.ceil(n / batch_size)
+    with _ticks(progress, epochs * batches, f"fit {name}: {epochs} epochs x {batches} batches") as tick:
+        for epoch in range(epochs):
+            if schedule is not None:  # a per-epoch learning-rate factor
+                for g, base_lr in zip(opt.param_groups, base_lrs, strict=True):
+                    g["lr"] = base_lr * schedule(epoch)
+            module.train()
+            perm = torch.randperm(n).to(device)  # drawn on the CPU: the same batches on every device
+            for i in range(0, n, batch_size):
+                tick()
+                idx = perm[i : i + batch_size]
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    loss = loss_fn(take_rows(train.features, idx).float(), train.labels.index_select(0, idx))
+                if not math.isfinite(loss.item()):
+                    raise HeadError(
+                        f"head '{name}' diverged to {loss.item()} at epoch {epoch + 1} (lr={lr})",
+                        hint="try a smaller --lr",
+                    )
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if after_step is not None:
+                    after_step()
+                if deadline is not None and time.monotonic() > deadline:
+                    stopped = f"after {epoch + min(i + batch_size, n) / n:.2f} of {epochs} epochs"
+                    break
+            module.eval()
+            run = epoch + 1
+            score = select(module, val)
+            if not math.isfinite(score):
                 raise HeadError(
-                    f"head '{name}' diverged to {loss.item()} at epoch {epoch + 1} (lr={lr})", hint="try a smaller --lr"
+                    f"head '{name}' gave a non-finite val score at epoch {epoch + 1} (lr={lr})",
+                    hint="try a smaller --lr",
                 )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if after_step is not None:
-                after_step()
-            if deadline is not None and time.monotonic() > deadline:
-                stopped = f"after {epoch + min(i + batch_size, n) / n:.2f} of {epochs} epochs"
+            if score < best:
+                best, best_epoch, best_state = score, epoch + 1, copy.deepcopy(module.state_dict())
+            elif patience and epoch + 1 - best_epoch >= patience:
                 break
-        module.eval()
-        run = epoch + 1
-        score = select(module, val)
-        if not math.isfinite(score):
-            raise HeadError(
-                f"head '{name}' gave a non-finite val score at epoch {epoch + 1} (lr={lr})", hint="try a smaller --lr"
-            )
-        if score < best:
-            best, best_epoch, best_state = score, epoch + 1, copy.deepcopy(module.state_dict())
-        elif patience and epoch + 1 - best_epoch >= patience:
-            break
-        if stopped:
-            break
+            if stopped:
+                break
     module.load_state_dict(best_state)
     return module.eval(), FitLog(best_epoch, run, epochs, best, stopped)
 

@@ -41,6 +41,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from vcal_cli._mapped import release_pages
 from vcal_cli.errors import HeadError
 from vcal_cli.heads.base import DeadlinePassed, FitData, Head, HeadModule, HeadParams, Track, param, register
 
@@ -87,9 +88,13 @@ VAL_BLOCK = 1024  # val rows per block of the sigma^2 grid: 51 x rows x K log-pr
 
 
 def _blocks(features: Tensor, block: int = BLOCK) -> Iterator[tuple[int, Tensor]]:
-    """(first row, [features | 1] in float64) for each block of rows; a mapped cache is read block by block."""
+    """(first row, [features | 1] in float64) for each block of rows; a mapped cache is read block by block and
+    each block's pages are dropped once copied (without that, a pass kept the whole mapped file resident: 8.6 GB
+    at 1.28M x 2,048 float16 rows, of which 5.2 GB was the file)."""
     for lo in range(0, len(features), block):
-        f = features[lo : lo + block].double()
+        rows = features[lo : lo + block]
+        f = rows.double()
+        release_pages(rows)
         yield lo, torch.cat([f, torch.ones(len(f), 1, dtype=torch.float64)], 1)
 
 
@@ -111,7 +116,8 @@ class BayesHead(Head[BayesParams]):
         # every pass streams row blocks of the (mapped) cache: A^T A, the MAP's loss and gradient, T^T A; the
         # N x (D+1) design matrix is never held (21 GB in float64 at 1.28M x 2049)
         precision = p.prior_precision * torch.eye(d1, dtype=torch.float64)
-        for lo, a in _blocks(train.features):
+        blocks = math.ceil(n / BLOCK)
+        for lo, a in progress(_blocks(train.features), total=blocks, description="bayes: A^T A over train"):
             precision += a.T @ a
             if self.deadline is not None and time.monotonic() > self.deadline:
                 raise DeadlinePassed(f"its first pass over train (A^T A) passed its deadline at row {lo + len(a):,} "
@@ -155,7 +161,7 @@ class BayesHead(Head[BayesParams]):
         self.iterations_ = int(opt.state[opt._params[0]].get("n_iter", 0))
         # one BALI step from the MAP: pseudo-targets, then the exact posterior mean (a no-op at the fixed point)
         ta = torch.zeros(k, d1, dtype=torch.float64)
-        for lo, a in _blocks(train.features):
+        for lo, a in progress(_blocks(train.features), total=blocks, description="bayes: posterior mean over train"):
             f = a @ m.T
             onehot = torch.nn.functional.one_hot(train.labels[lo : lo + len(a)], k).double()
             ta += (f - p.step * (torch.softmax(f, 1) - onehot)).T @ a
