@@ -1,6 +1,7 @@
 """vcal's thread policy on an idle and on a busy machine: `vcal retrain` on the shipped sample with
---threads 1, with every core (torch's own default) and with vcal's default (the cores idle at start), first
-on an idle machine, then while another process spins on one core (a CI runner shared with another job).
+--threads 1, with every core (torch's own default) and with vcal's default (the cores idle at start): on an idle
+machine, right after another job ended (its load still in the 1-minute load average), and while another process
+spins on one core (a CI runner shared with another job).
 
     python benchmarks/bench_threads.py [--head ce] [--epochs 300]
 
@@ -48,12 +49,19 @@ def main() -> None:
     settings = {"--threads 1": "1", f"--threads {cores} (torch's default)": cores, "vcal default": None}
     with tempfile.TemporaryDirectory() as cache:
         _retrain("1", a.head, 1, cache)  # fill the feature cache
-        for machine in ("idle", "busy (one core spinning)"):
+        for machine in ("idle", "right after another job (load average still ~1)", "busy (one core spinning)"):
+            if machine == "idle":
+                while os.getloadavg()[0] > 0.3:  # wait for the load average to say so
+                    time.sleep(5)
             stop = mp.Event()
             spinner = mp.Process(target=_spin, args=(stop,)) if machine != "idle" else None
             if spinner:
                 spinner.start()
                 time.sleep(65)  # let the 1-minute load average see it, as it would on a busy runner
+            if spinner and machine.startswith("right after"):
+                stop.set()  # the job ends; its load lingers in the average for about a minute
+                spinner.join()
+                spinner = None
             times = {name: _retrain(t, a.head, a.epochs, cache) for name, t in settings.items()}
             if spinner:
                 stop.set()

@@ -322,3 +322,21 @@ def test_bf16_counts_as_fast_only_where_the_cpu_multiplies_it_natively(
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
     assert bf16_is_fast() is expected
     assert resolve_train_precision("auto", 256, 2048) is expected
+
+
+def test_a_fit_cut_short_says_so_before_the_data_is_blamed() -> None:
+    """A head worse than the original on val after 1 of 40 epochs is unfinished, not a sign of memorised features."""
+    from vcal_cli.commands.retrain import _worse_on_val
+    from vcal_cli.heads.compose import temper
+
+    train, val, base = _synthetic()
+    ce = get_head("ce")(get_head("ce").make_params(epochs=1)).fit(train, val)
+    assert ce.cut_short() == "it ran 1 of the papers' 40 epochs (--epochs)"
+    msg = _worse_on_val(ce, 2.0, 1.0, 0)
+    assert "it ran 1 of the papers' 40 epochs" in msg and "memorised" not in msg
+    assert temper(ce, val).cut_short() == ce.cut_short()
+    full = get_head("ce")(get_head("ce").make_params(epochs=40, patience=1)).fit(train, val)
+    assert full.cut_short() is None and "memorised" in _worse_on_val(full, 2.0, 1.0, 0)
+    bayes = get_head("bayes")(get_head("bayes").make_params(max_iter=1)).fit(train, val)
+    assert bayes.cut_short() == "it ran all 1 L-BFGS iterations (--max-iter) without reaching --tol"
+    assert get_head("temperature")().fit(train, val, base=base).cut_short() is None

@@ -224,7 +224,7 @@ def score_heads(
         needs_val = head.fits_on == "train" or plan.conformal
         val_lp = head.predict_log_proba(val.features, batch_size=bench.options.batch_size) if needs_val else None
         if head.fits_on == "train" and (v := nll(val_lp, val.labels)) > original_val_nll:
-            original.warnings.append(_worse_on_val(head.name, v, original_val_nll, plan.train_views))
+            original.warnings.append(_worse_on_val(head, v, original_val_nll, plan.train_views))
         log_probs = head.predict_log_proba(test.features, batch_size=bench.options.batch_size)
         res = compute_metrics(test.labels, logits=log_probs, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed)
         r = HeadResult(head.name, res, head, None, hierarchy_section(plan.tree, log_probs, test.labels, n_bootstrap,
@@ -238,10 +238,15 @@ def score_heads(
     return results
 
 
-def _worse_on_val(name: str, v: float, original: float, train_views: int) -> str:
-    why = (f"it learned from {train_views} augmented views of train; try --head {name}+temperature"
-           if train_views else "it learned from train features the backbone may have memorised; try "
-           f"--train-views 4 (augmented views), --head {name}+temperature")  # fmt: skip
+def _worse_on_val(head: Head, v: float, original: float, train_views: int) -> str:
+    name, short = head.name, head.cut_short()
+    if short:  # an unfinished fit says nothing about the data
+        why = f"{short}; give it its whole schedule, try --head {name}+temperature"
+    elif train_views:
+        why = f"it learned from {train_views} augmented views of train; try --head {name}+temperature"
+    else:
+        why = (f"it learned from train features the backbone may have memorised; try --train-views 4 (augmented "
+               f"views), --head {name}+temperature")  # fmt: skip
     return f"head '{name}' has val NLL {v:.4f}, worse than the original head's {original:.4f}: {why} or --head auto"
 
 

@@ -357,3 +357,11 @@ class SGDHead(Head[P], Generic[P, HM]):
 
     def extra_report(self) -> dict[str, Any]:
         return {**self.fit_log_.to_dict(), "device": str(self.device_)}
+
+    def cut_short(self) -> str | None:
+        log = self.fit_log_
+        if log.stopped:
+            return f"its fit stopped at its deadline {log.stopped}"
+        if log.epochs < self.paper_epochs:
+            return f"it ran {log.epochs} of the papers' {self.paper_epochs} epochs (--epochs)"
+        return None

@@ -215,6 +215,11 @@ class Head(abc.ABC, Generic[P]):
         """Fitted quantities worth a line in the report (e.g. the temperature)."""
         return {}
 
+    def cut_short(self) -> str | None:
+        """Why the fit ran less than its method's full schedule (a deadline, fewer epochs or iterations), in words
+        that finish "it ...", or None: a warning about the head's quality says so before blaming the data."""
+        return None
+
     def refit_params(self) -> P:
         """Params for refitting this head on part of the data (cross-fitting): its own, with anything it chose
         by an inner search fixed at the choice (Dirichlet's lambda)."""

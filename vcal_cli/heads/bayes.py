@@ -129,6 +129,8 @@ class BayesHead(Head[BayesParams]):
             [w],
             lr=1.0,
             max_iter=p.max_iter,
+            max_eval=10 * p.max_iter,  # iterations bind, as in `_step_until` (torch's default, 1.25 x, cut
+            # `--max-iter 2` to 2 evaluations: val NLL 6.86 at 1.28M rows, against 1.50 with its line searches)
             tolerance_grad=p.tol,
             tolerance_change=1e-14,
             history_size=20,
@@ -196,6 +198,13 @@ class BayesHead(Head[BayesParams]):
             if self.deadline is not None and time.monotonic() > self.deadline and done < max_iter:
                 self.stopped_ = f"after {done} of at most {max_iter} L-BFGS iterations"
                 return
+
+    def cut_short(self) -> str | None:
+        if self.stopped_:
+            return f"its fit stopped at its deadline {self.stopped_}"
+        if self.iterations_ >= self.params.max_iter:
+            return f"it ran all {self.params.max_iter} L-BFGS iterations (--max-iter) without reaching --tol"
+        return None
 
     def extra_report(self) -> dict[str, Any]:
         extra = {"sigma2": self.sigma2_, "iterations": self.iterations_}

@@ -63,6 +63,9 @@ class TemperedHead(Head):
     def extra_report(self) -> dict[str, Any]:
         return {**self.inner_.extra_report(), "temperature": self.temperature_}
 
+    def cut_short(self) -> str | None:
+        return self.inner_.cut_short()
+
 
 @functools.cache
 def tempered(inner: type[Head]) -> type[TemperedHead]:
