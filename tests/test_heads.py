@@ -340,3 +340,23 @@ def test_a_fit_cut_short_says_so_before_the_data_is_blamed() -> None:
     bayes = get_head("bayes")(get_head("bayes").make_params(max_iter=1)).fit(train, val)
     assert bayes.cut_short() == "it ran all 1 L-BFGS iterations (--max-iter) without reaching --tol"
     assert get_head("temperature")().fit(train, val, base=base).cut_short() is None
+
+
+def test_training_prints_progress_per_batch_and_where_an_early_stop_ended(capsys: pytest.CaptureFixture[str]) -> None:
+    """An epoch at 1.28M rows takes minutes: the plain log lines count batches, and a finished fit ends with
+    `done, N/N` while an early-stopped one says where it stopped."""
+    from vcal_cli.cli._output import _log_track
+
+    train, val, _ = _synthetic()
+
+    def fit(epochs: int, patience: int, lr: float) -> str:
+        lin = torch.nn.Linear(12, 4)
+        loss = lambda x, y: torch.nn.functional.cross_entropy(lin(x), y)  # noqa: E731
+        train_epochs(lin, loss, train, val, name="ce", epochs=epochs, lr=lr, batch_size=80, patience=patience,
+                     select=lambda m, v: 1.0, progress=_log_track)  # fmt: skip
+        return capsys.readouterr().err
+
+    err = fit(2, 0, 1e-3)  # 240 rows in batches of 80: 3 batches an epoch
+    assert "fit ce: 2 epochs x 3 batches: started (6 steps)" in err and "fit ce: 2 epochs x 3 batches: done, 6/6" in err
+    err = fit(10, 1, 1e-3)  # a constant val score: no new best after epoch 1, stopped after epoch 2
+    assert "fit ce: 10 epochs x 3 batches: done, stopped at 6/30" in err

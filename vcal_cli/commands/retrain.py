@@ -241,7 +241,7 @@ def score_heads(
 def _worse_on_val(head: Head, v: float, original: float, train_views: int) -> str:
     name, short = head.name, head.cut_short()
     if short:  # an unfinished fit says nothing about the data
-        why = f"{short}; give it its whole schedule, try --head {name}+temperature"
+        why = f"{short}; give it its whole schedule, or try --head {name}+temperature"
     elif train_views:
         why = f"it learned from {train_views} augmented views of train; try --head {name}+temperature"
     else:

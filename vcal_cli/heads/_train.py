@@ -201,9 +201,18 @@ def _ticks(progress: Track, total: int, description: str) -> Iterator[Callable[[
     """`tick()` once per batch: a progress line every few seconds inside an epoch, which at 1.28M rows takes
     minutes. The tracker is closed however the loop ends (early stop, deadline, a diverged fit)."""
     it = iter(progress(range(total), total=total, description=description))
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        next(it, None)
+
     try:
-        yield lambda: next(it, None)
+        yield tick
     finally:
+        if done >= total:
+            next(it, None)  # past the last step: the tracker ends as a finished loop
         close = getattr(it, "close", None)
         if close is not None:
             close()
