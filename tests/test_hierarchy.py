@@ -181,3 +181,20 @@ def test_hierarchy_verdicts_match_a_resample_loop() -> None:
     assert got["mistake_severity"]["verdict"] == "better" and got["avg_hdist_at_1"]["verdict"] == "better"
     same = hierarchy_verdicts(base, base, labels, dist, n_bootstrap=20)
     assert all(v["verdict"] == "no different" and v["delta"] == 0 for v in same.values())
+
+
+def test_the_builtin_tree_waits_for_class_names() -> None:
+    """With no class names known yet (a timm checkpoint whose data set was not found), the default built-in tree is
+    skipped, so the data set's own not-found error is the one the user sees; a tree asked for is still checked."""
+    from types import SimpleNamespace
+
+    from vcal_cli.commands.steps import resolve_hierarchy
+    from vcal_cli.hierarchy import load_hierarchy
+
+    names = list(load_hierarchy("fashion-mnist").classes)
+    bench = SimpleNamespace(name="fashion-mnist", class_names=None)
+    assert resolve_hierarchy(None, bench) is None  # type: ignore[arg-type]
+    with pytest.raises(Exception, match="does not fit the classes"):
+        resolve_hierarchy("fashion-mnist", bench)  # type: ignore[arg-type]
+    tree = resolve_hierarchy(None, SimpleNamespace(name="fashion-mnist", class_names=names[::-1]))  # type: ignore[arg-type]
+    assert tree is not None and list(tree.classes) == names[::-1]

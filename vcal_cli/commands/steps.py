@@ -66,11 +66,14 @@ def robustness_sections(
 
 
 def resolve_hierarchy(spec: str | Path | None, bench: Workbench) -> Hierarchy | None:
-    """The hierarchy in the model's class order: `spec`, else the data set's built-in one, else None."""
-    spec = spec or builtin_for(bench.name)
-    if spec is None:
+    """The hierarchy in the model's class order: `spec`, else the data set's built-in one, else None. The
+    built-in one is skipped while no class names are known (the data set not found yet): its mismatch error
+    would hide the one that says where the data is."""
+    names = list(bench.class_names or [])
+    if not spec and not names:
         return None
-    return load_tree(spec, list(bench.class_names or []))
+    spec = spec or builtin_for(bench.name)
+    return load_tree(spec, names) if spec else None
 
 
 def load_tree(spec: str | Path | None, names: list[str]) -> Hierarchy | None:
