@@ -16,7 +16,7 @@ memory-mapped cache larger than memory). Definitions (see the README for the con
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 from torch import Tensor
@@ -33,7 +33,11 @@ from vcal_cli.metrics.calibration import (
     ece_mce_kernel,
     reliability_bins,
 )
+from vcal_cli.metrics.calibration_tests import MIN_ROWS
 from vcal_cli.metrics.details import Details, details
+from vcal_cli.metrics.estimators import Sorted, estimators
+from vcal_cli.metrics.evidence import Evidence, collect, consistency_draws
+from vcal_cli.metrics.inference import METHOD, Estimate, estimate_all, reflect
 from vcal_cli.metrics.scoring import aurc_kernel, aurc_prepare, chunk_stats
 
 __all__ = [
@@ -77,16 +81,33 @@ METRIC_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Metrics))
 LOWER_IS_BETTER = {name: name != "accuracy" for name in METRIC_NAMES}
 
 
+# how each metric's 95% interval is made (report.json settings.intervals; docs/metrics.md has the study)
+PERCENTILE = "percentile bootstrap"
+INTERVAL_METHODS = {
+    "accuracy": PERCENTILE,
+    "nll": PERCENTILE,
+    "brier": PERCENTILE,
+    "ece": METHOD,
+    "ece_adaptive": METHOD,
+    "mce": "none: a maximum over bins has no valid bootstrap interval",
+    "classwise_ece": METHOD,
+    "aurc": PERCENTILE,
+}
+DEBIASED = ("ece", "ece_adaptive", "classwise_ece")  # the metrics biased upward by noise
+
+
 @dataclass(frozen=True)
 class MetricsResult:
     metrics: Metrics
-    intervals: dict[str, tuple[float, float]]  # percentile bootstrap 95% interval per metric
+    intervals: dict[str, tuple[float, float]]  # 95% interval per metric, made as INTERVAL_METHODS says
     reliability: list[ReliabilityBin]
     n: int
     n_bins: int
     n_bootstrap: int
     seed: int
     details: Details | None = None  # gap, smooth ECE, selective accuracy, per class (compute_metrics)
+    debiased: dict[str, Estimate] = field(default_factory=dict)  # DEBIASED metrics: point, interval, noise floor
+    evidence: Evidence | None = None  # estimators, calibration tests, bands (with details, N >= MIN_ROWS)
 
 
 ROW_CHUNK_ELEMS = 1 << 20  # elements per float64 temporary (8 MB), whatever N: memory stays flat
@@ -181,20 +202,28 @@ def evaluate_scores(
     counts = resample_counts(len(labels), n_bootstrap, seed)
     out = []
     for src in sources:
-        stats, cw = _one_pass(src, labels, counts, n_bins)
+        stats, cw, _ = _one_pass(src, labels, counts, n_bins)
         out.append(({**_scalar_metrics(stats, counts, n_bins), "classwise_ece": cw}, stats))
     return out
 
 
-def _one_pass(scores: Scores, labels: Tensor, counts: Tensor, n_bins: int) -> tuple[dict[str, Tensor], Tensor]:
-    """Per-sample values (N,) and classwise ECE for each row of `counts` (1 + R,), in one pass over the rows.
+def _one_pass(
+    scores: Scores, labels: Tensor, counts: Tensor, n_bins: int, null_draws: int = 0, seed: int = 0
+) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+    """Per-sample values (N,), classwise ECE for each row of `counts` (1 + R,) and for each of `null_draws`
+    consistency resamples (labels redrawn from the model's own probabilities), in one pass over the rows.
 
     Slot (c, b) sums d = 1[y = c] - p_c over the samples whose p_c falls in bin b. Most of the N x K
     probabilities fall in bin 0 (p < 1/B), so each row chunk adds its few entries of bins >= 1 one by
     one and gets bin 0 as the class total minus those: the class totals are one dense product of the
-    resample counts with the probabilities, so the cost is a GEMM, not a scatter of R x N x K.
+    resample counts with the probabilities, so the cost is a GEMM, not a scatter of R x N x K. A consistency
+    resample changes only the label term: each draw adds one count at (its label, the bin of its label's
+    probability) per sample, against the probability sums of the sample itself.
     """
     n, k = scores.values.shape
+    gen = torch.Generator().manual_seed(seed + 104729)
+    drawn = torch.zeros(null_draws, k * n_bins, dtype=torch.float64)  # label counts of each consistency draw
+    own = torch.zeros(k * n_bins, dtype=torch.float64)  # label counts of the sample
     r = len(counts)
     stats = {name: torch.empty(n, dtype=torch.float64) for name in ("conf", "correct", "nll", "brier", "pred")}
     totals = torch.zeros(r, k, dtype=torch.float64)
@@ -213,10 +242,30 @@ def _one_pass(scores: Scores, labels: Tensor, counts: Tensor, n_bins: int) -> tu
             pv = p[rows, cols]
             d = (y[rows] == cols).double() - pv
             upper.index_add_(1, cols * n_bins + bin_index(pv, n_bins), w[:, rows] * d)
+        if null_draws:
+            own.index_add_(
+                0,
+                y * n_bins + bin_index(p.gather(1, y[:, None])[:, 0], n_bins),
+                torch.ones(len(y), dtype=torch.float64),
+            )
+            _draw_labels(p, drawn, n_bins, gen)
     slots = upper.view(r, k, n_bins)
     slots[:, :, 0] = totals - slots[:, :, 1:].sum(2)
     stats["class_ece"] = slots[0].abs().sum(1) / n  # (K,): each class's binary ECE on the sample itself
-    return stats, slots.abs().sum((1, 2)) / (n * k)  # every row of counts sums to n
+    prob_sums = own - slots[0].reshape(-1)  # sum of p_c over the samples whose p_c falls in bin b
+    null = (drawn - prob_sums).abs().sum(1) / (n * k)
+    return stats, slots.abs().sum((1, 2)) / (n * k), null  # every row of counts sums to n
+
+
+def _draw_labels(p: Tensor, drawn: Tensor, n_bins: int, gen: torch.Generator) -> None:
+    """Add, for each consistency draw (row of `drawn`), a count at (label, bin of its probability) for each row
+    of the chunk's probabilities p (rows, K), the label drawn from p by inverting its cumulative sum."""
+    k = p.shape[1]
+    cdf = p.cumsum(1)
+    u = torch.rand(len(p), len(drawn), generator=gen, dtype=torch.float64) * cdf[:, -1:]
+    lab = torch.searchsorted(cdf, u).clamp_(max=k - 1)  # (rows, draws)
+    slot = lab * n_bins + bin_index(p.gather(1, lab), n_bins)
+    drawn.scatter_add_(1, slot.T.contiguous(), torch.ones(len(drawn), len(p), dtype=torch.float64))
 
 
 def compute_metrics(
@@ -229,7 +278,8 @@ def compute_metrics(
     seed: int = DEFAULT_SEED,
     with_details: bool = True,
 ) -> MetricsResult:
-    """All metrics, their percentile-bootstrap 95% intervals, and the reliability bins.
+    """All metrics, their 95% intervals (made as INTERVAL_METHODS says), and the reliability bins; with details,
+    the estimator table, calibration tests and consistency bands (`vcal_cli.metrics.evidence`).
 
     Give exactly one of `logits` (preferred: exact NLL) or `probs`. The bootstrap draws `n_bootstrap`
     resamples of the N samples with replacement from a generator seeded with `seed`. The scores are
@@ -238,13 +288,20 @@ def compute_metrics(
     check_bins(n_bins)
     src, y = make_scores(labels, logits, probs)
     counts = resample_counts(len(y), n_bootstrap, seed)
-    stats, cw = _one_pass(src, y, counts, n_bins)
+    tested = n_bootstrap > 0 and len(y) >= MIN_ROWS
+    stats, cw, cw_null = _one_pass(src, y, counts, n_bins, n_bootstrap if tested else 0, seed)
     vals = {**_scalar_metrics(stats, counts, n_bins), "classwise_ece": cw}
     q = torch.tensor([0.025, 0.975], dtype=torch.float64)
     intervals: dict[str, tuple[float, float]] = {}
     for k in METRIC_NAMES if n_bootstrap > 0 else ():
-        lo, hi = torch.quantile(vals[k][1:], q).tolist()
-        intervals[k] = (lo, hi)
+        if INTERVAL_METHODS[k] == PERCENTILE:
+            lo, hi = torch.quantile(vals[k][1:], q).tolist()
+            intervals[k] = (lo, hi)
+    evidence, debiased = None, {}
+    if n_bootstrap > 0:
+        evidence, debiased = _debiased(stats, counts, n_bins, seed, with_details and tested)
+        debiased["classwise_ece"] = reflect(float(cw[0]), cw[1:], cw_null if tested else None)
+        intervals.update({k: e.interval for k, e in debiased.items()})
     return MetricsResult(
         Metrics(**{k: float(vals[k][0]) for k in METRIC_NAMES}),
         intervals,
@@ -254,7 +311,23 @@ def compute_metrics(
         n_bootstrap,
         seed,
         details(stats, y, stats["class_ece"], counts) if with_details else None,
+        debiased,
+        evidence,
     )
+
+
+def _debiased(
+    stats: dict[str, Tensor], counts: Tensor, n_bins: int, seed: int, full: bool
+) -> tuple[Evidence | None, dict[str, Estimate]]:
+    """The top-label ECEs' debiased points and intervals; with `full`, every estimator, test and band too."""
+    conf, correct = stats["conf"], stats["correct"]
+    if full:
+        ev = collect(conf, correct, counts, n_bins, seed)
+        return ev, {k: ev.estimators[k] for k in ("ece", "ece_adaptive")}
+    s = Sorted.of(conf, correct)
+    kernels = {k: v for k, v in estimators(n_bins).items() if k in ("ece", "ece_adaptive")}
+    null = consistency_draws(s.conf, len(counts) - 1, seed) if len(conf) >= MIN_ROWS else None
+    return None, estimate_all(kernels, s, counts, null)
 
 
 def _one(name: str, scores: Tensor, labels: Tensor, n_bins: int, *, is_logits: bool = False) -> float:

@@ -123,3 +123,44 @@ def smooth_curve(conf: Tensor, correct: Tensor, points: int = 101) -> SmoothCurv
     acc = (t - resid / dens).clamp(0, 1)
     rel = dens / (dens.mean() if dens.mean() > 0 else 1)
     return SmoothCurve(t.tolist(), acc.tolist(), rel.tolist(), sigma, smooth_ece_at(f, y, sigma))
+
+
+def _grid_rows(f: Tensor, w: Tensor, g: int) -> Tensor:
+    """`_grid` for each row of weights w (R, N) at the shared points f (N,): (R, g)."""
+    pos = f * (g - 1)
+    i = pos.long().clamp(0, g - 2)
+    frac = pos - i
+    out = torch.zeros(len(w), g, dtype=torch.float64)
+    out.index_add_(1, i, (1 - frac) * w)
+    out.index_add_(1, i + 1, frac * w)
+    return out
+
+
+def _smooth_rows(values: Tensor, sigma: float) -> Tensor:
+    """`_smooth` along the last dimension of (R, g)."""
+    g = values.shape[-1]
+    t = torch.linspace(0, 1, g, dtype=torch.float64)
+    kernel = torch.exp(-((t - 0.5) ** 2) / (2 * sigma**2)) / (math.sqrt(2 * math.pi) * sigma)
+    ext = torch.cat([values.flip(-1)[:, :-1], values, values.flip(-1)[:, 1:]], dim=-1)
+    size = ext.shape[-1] + g - 1
+    full = torch.fft.irfft(torch.fft.rfft(ext, size) * torch.fft.rfft(kernel, size), size)
+    return full[:, g - 1 : ext.shape[-1]][:, g // 2 : g // 2 + g]
+
+
+def smooth_batch(conf: Tensor, correct: Tensor, w: Tensor, sigma: float, shared_weights: bool = False) -> Tensor:
+    """smECE at a fixed bandwidth for each row of resampling weights w (R, N) and outcomes ((N,) or (R, N)):
+    `smooth_ece_at` with every sample counted w times (rows of ones and the sample's outcomes give it exactly)."""
+    f = conf.double()
+    y = correct.double().expand_as(w)
+    t = _mesh(sigma)
+    g = max(2000, round(20 / sigma)) // 2 + 1
+    i = (t * (g - 1)).long().clamp(0, g - 2)
+    r = (t - i / (g - 1)) * (g - 1)
+
+    def apply(v: Tensor) -> Tensor:
+        s = _smooth_rows(_grid_rows(f, v, g), sigma)
+        return s[:, i] * (1 - r) + s[:, i + 1] * r
+
+    resid = apply(w * (f - y))
+    dens = (apply(w[:1]) if shared_weights else apply(w)) + 1e-4  # rows of equal weights share one density
+    return ((resid / dens).abs() * dens).sum(1) / dens.sum(1).expand(len(resid))

@@ -1,0 +1,96 @@
+"""Intervals and noise floors for calibration errors that are biased upward by noise.
+
+A binned ECE is a sum of absolute values: even a perfectly calibrated model shows about 0.01 at 10,000 rows,
+and a percentile bootstrap of it adds that bias a second time (its resamples sit above the sample as the
+sample sits above the truth). vcal's rule for every calibration-error estimator, chosen by the coverage
+study (`benchmarks/bench_intervals.py`, table in docs/metrics.md):
+
+- **debiased point**: 2 x estimate - mean of the bootstrap estimates (the bootstrap's bias correction),
+  clipped at 0;
+- **interval**: the basic (reflected) bootstrap interval [2 x estimate - q97.5, 2 x estimate - q2.5],
+  clipped at 0, which removes the bias once instead of adding it;
+- **noise floor**: consistency resampling (Broecker & Smith 2007): the outcomes redrawn from the model's own
+  probabilities (a top-label outcome is correct with probability equal to the confidence), the estimator
+  recomputed on each draw. Its 95% quantile is what a calibrated model with these confidences and this size
+  would show at most, and the share of draws at or above the observed value is the p-value
+  ((1 + count) / (1 + draws)) of the test "this model is calibrated";
+- **reaching 0**: when that test does not reject at 5%, the interval's low end is 0: a calibrated model's
+  interval then holds its true value 0 in 95% of draws, which no bootstrap interval of a non-negative,
+  upward-biased statistic does.
+
+The interval always holds its own (debiased) point.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from vcal_cli.metrics.estimators import Kernel, Rows, Sorted
+
+ALPHA = 0.05
+METHOD = "basic bootstrap, 0 when the noise-floor test does not reject"
+ROW_ELEMS = 2_000_000  # resample rows per block x N: each float64 temporary about 16 MB
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One estimator on one sample: what the report's estimator table shows."""
+
+    value: float  # the plug-in estimate on the sample
+    debiased: float
+    interval: tuple[float, float]
+    p_value: float  # the noise-floor test of "calibrated" (consistency resampling)
+    noise_floor: float  # 95% quantile of the estimate under calibration at these confidences and size
+    null_mean: float  # its mean: the bias a calibrated model of this size shows
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["interval"] = list(self.interval)
+        return d
+
+
+def _in_rows(kernels: dict[str, Kernel], s: Sorted, y: Tensor, w: Tensor | None) -> dict[str, Tensor]:
+    """Every kernel on blocks of rows: bootstrap rows (w given, outcomes the sample's) or consistency rows
+    (y (R0, N) given, weights one). The blocks keep each (rows, N) float64 temporary near 16 MB."""
+    n = len(s.conf)
+    step = max(1, ROW_ELEMS // n)
+    total = len(y) if w is None else len(w)
+    out: dict[str, list[Tensor]] = {k: [] for k in kernels}
+    for a in range(0, total, step):
+        if w is None:
+            yy = y[a : a + step].double()
+            rows = Rows(s, yy, torch.ones(len(yy), n, dtype=torch.float64), shared_weights=True)
+        else:
+            rows = Rows(s, s.correct, w[a : a + step].double())
+        for k, kernel in kernels.items():
+            out[k].append(kernel(rows))
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def reflect(value: float, boot: Tensor, null: Tensor | None, alpha: float = ALPHA) -> Estimate:
+    """The rule above, from the sample's estimate, its bootstrap estimates (R,) and its consistency
+    estimates (R0,) (None: no noise floor, the interval is the basic bootstrap alone)."""
+    q = torch.quantile(boot.double(), torch.tensor([alpha / 2, 1 - alpha / 2], dtype=torch.float64)).tolist()
+    debiased = max(0.0, 2 * value - float(boot.mean()))
+    lo, hi = max(0.0, 2 * value - q[1]), max(0.0, 2 * value - q[0])
+    p, floor, mean = float("nan"), float("nan"), float("nan")
+    if null is not None and len(null):
+        p = (1 + int((null >= value - 1e-12).sum())) / (1 + len(null))
+        floor = float(torch.quantile(null.double(), 1 - alpha))
+        mean = float(null.mean())
+        if p >= alpha:
+            lo = 0.0
+    lo, hi = min(lo, debiased), max(hi, debiased)
+    return Estimate(value, debiased, (lo, hi), p, floor, mean)
+
+
+def estimate_all(kernels: dict[str, Kernel], s: Sorted, counts: Tensor, null_y: Tensor | None) -> dict[str, Estimate]:
+    """`reflect` for every top-label kernel: counts (1 + R, N) in original order (row 0 the sample itself),
+    null_y (R0, N) consistency outcomes in sorted order (or None)."""
+    vals = _in_rows(kernels, s, s.correct, s.weights(counts))
+    null = _in_rows(kernels, s, null_y, None) if null_y is not None else {}
+    return {k: reflect(float(v[0]), v[1:], null.get(k)) for k, v in vals.items()}
