@@ -23,6 +23,7 @@ The interval always holds its own (debiased) point.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -48,7 +49,8 @@ class Estimate:
     null_mean: float  # its mean: the bias a calibrated model of this size shows
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        """JSON-ready: a figure that could not be computed (no noise floor below MIN_ROWS rows) is None."""
+        d = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
         d["interval"] = list(self.interval)
         return d
 

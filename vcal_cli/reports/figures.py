@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import matplotlib
+import matplotlib.patches
 import numpy as np
 
 matplotlib.use("Agg")
@@ -18,9 +19,15 @@ from vcal_cli.metrics import ReliabilityBin
 
 
 def plot_reliability(
-    bins: Sequence[ReliabilityBin], *, ece: float | None = None, title: str = "", label: str = "Output"
+    bins: Sequence[ReliabilityBin],
+    *,
+    ece: float | None = None,
+    title: str = "",
+    label: str = "Output",
+    bands: Sequence[Sequence[float] | None] | None = None,
 ) -> Figure:
-    """Reliability diagram (accuracy bars, gap bars to the diagonal) over a confidence histogram."""
+    """Reliability diagram (accuracy bars, gap bars to the diagonal) over a confidence histogram; with `bands`
+    (per bin, where a calibrated model's bin accuracy falls 95% of the time) the consistency band on top."""
     fig, (ax, hx) = plt.subplots(2, 1, figsize=(6, 7.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     width = bins[0].hi - bins[0].lo
     centers = [(b.lo + b.hi) / 2 for b in bins]
@@ -46,6 +53,8 @@ def plot_reliability(
         label="Gap (confidence - accuracy)",
     )
     ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=1, label="Perfect calibration")
+    if bands:
+        _draw_bands(ax, bins, bands, width)
     ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="Accuracy", title=title or "Reliability diagram")
     if ece is not None:
         ax.text(
@@ -72,6 +81,67 @@ def plot_reliability(
 
 
 SMALL_BIN = 20  # bins with fewer samples are drawn pale and labelled with their count
+BAND_COLOR = "#2ca02c"
+
+
+def _draw_bands(ax: Any, bins: Sequence[ReliabilityBin], bands: Sequence[Sequence[float] | None], width: float) -> None:
+    """Green boxes: where a calibrated model's bin accuracy falls (95%); a bar outside its box is off beyond noise."""
+    first = True
+    for b, band in zip(bins, bands, strict=True):
+        if not band or not b.count:
+            continue
+        ax.add_patch(
+            matplotlib.patches.Rectangle(
+                (b.lo + 0.15 * width, band[0]),
+                0.7 * width,
+                max(band[1] - band[0], 0.004),
+                facecolor=BAND_COLOR,
+                alpha=0.35,
+                edgecolor=BAND_COLOR,
+                linewidth=1.0,
+                zorder=3,
+                label="95% band of a calibrated model" if first else None,
+            )
+        )
+        first = False
+
+
+def plot_corp(curve: dict[str, list[float]], *, title: str = "", score: float | None = None) -> Figure:
+    """CORP reliability diagram (Dimitriadis et al. 2021): the isotonic (PAV) recalibration of the outcomes on
+    the confidences, with the band where a calibrated model's PAV curve falls 95% of the time."""
+    fig, ax = plt.subplots(figsize=(6, 5.4))
+    x = curve["confidence"]
+    ax.fill_between(
+        x,
+        curve["band_low"],
+        curve["band_high"],
+        color=BAND_COLOR,
+        alpha=0.3,
+        linewidth=0,
+        label="95% band of a calibrated model",
+    )
+    ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=1, label="Perfect calibration")
+    ax.step(x, curve["accuracy"], where="mid", color="#1f77b4", linewidth=2, label="CORP (isotonic) accuracy")
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1),
+        xlabel="Confidence (top-label)",
+        ylabel="Accuracy given confidence",
+        title=title or "CORP reliability diagram",
+    )
+    if score is not None:
+        ax.text(
+            0.04,
+            0.96,
+            f"CORP ECE = {score:.4f}",
+            transform=ax.transAxes,
+            fontsize=11,
+            va="top",
+            bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "grey"},
+        )
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 def _panels(n: int, size: float) -> tuple[Figure, Any]:

@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from vcal_cli.reports.schema import AuditReport
+from vcal_cli.reports.schema import AuditReport, evidence_json
 from vcal_cli.reports.sections import section_json
 from vcal_cli.reports.summary import audit_summary, retrain_summary
 
@@ -46,6 +46,7 @@ class RetrainReport:
                 **({"verdicts": h.verdicts} if h.verdicts else {}),
                 **section_json({**h.sections, **(h.robustness or {})}),
                 **({"details": h.result.details.to_dict()} if h.result.details else {}),
+                **evidence_json(h.result),
             }
             for name, h in self.heads.items()
         }

@@ -8,7 +8,17 @@ report.json (schema_version 2; version 1 lacked `details`, `class_names`, `sugge
     checkpoint      {path, sha256, arch, num_classes, head_module}   (arch/head_module null for --logits)
     data            {name, split, n}
     metrics         {accuracy, nll, brier, ece, ece_adaptive, mce, classwise_ece, aurc}
-    intervals       same keys, each [low, high]: percentile bootstrap 95% interval
+    intervals       the same keys but mce, each [low, high]: the 95% interval (settings.intervals says how: a
+                    percentile bootstrap, or for the ECEs the basic bootstrap around the debiased value,
+                    reaching 0 when the noise-floor test does not reject; mce has none)
+    debiased        {ece, ece_adaptive, classwise_ece: {value, debiased, interval, p_value, noise_floor,
+                    null_mean}}: the point each interval is built around, and the noise floor of a
+                    calibrated model with these confidences and this size
+    estimators      {ece, ece_adaptive, ece_sweep, ece_l2_debiased, ece_corp, ece_smooth: the same fields}
+    tests           {ece, tcal, kuiper, ks, spiegelhalter: {statistic, p_value, reference, rejected}}
+    calibration     {lead, lead_why, multiplicity, bands (per reliability bin, where a calibrated model's
+                    accuracy falls), corp (the CORP diagram and its band), ranges (confidence ranges off
+                    beyond noise), draws}
     reliability     list of {lo, hi, count, confidence, accuracy} per equal-width bin (null when empty)
     settings        {bins, bootstrap, seed, preprocessing, device, batch_size, cache}; preprocessing holds
                     {input_size, mean, std, source} and, when probed, `probe`: the candidates and their accuracy
@@ -51,6 +61,7 @@ from typing import Any
 from vcal_cli._version import __version__
 from vcal_cli.errors import ReportError
 from vcal_cli.metrics import METRIC_NAMES, MetricsResult
+from vcal_cli.metrics.compute import INTERVAL_METHODS
 from vcal_cli.reports.sections import section_json
 from vcal_cli.reports.summary import audit_summary
 
@@ -125,17 +136,30 @@ class AuditReport:
             "metrics": self.metrics,
             "intervals": {k: list(v) for k, v in self.result.intervals.items()},
             "reliability": [asdict(b) for b in self.result.reliability],
-            "settings": self.settings,
+            "settings": {**self.settings, "intervals": dict(INTERVAL_METHODS)},
             "warnings": list(self.warnings),
             **({"hierarchy": self.hierarchy} if self.hierarchy else {}),
             **section_json({**self.sections, **self.robustness_sections()}),
             **({"details": self.result.details.to_dict()} if self.result.details else {}),
+            **evidence_json(self.result),
             **({"class_names": self.class_names} if self.class_names else {}),
             **({"suggestion": self.suggestion} if self.suggestion else {}),
         }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2) + "\n"
+
+
+def evidence_json(result: MetricsResult) -> dict[str, Any]:
+    """report.json's `debiased`, `estimators`, `tests` and `calibration` keys (empty without a bootstrap)."""
+    out: dict[str, Any] = {}
+    if result.debiased:
+        out["debiased"] = {k: e.to_dict() for k, e in result.debiased.items()}
+    if result.evidence:
+        ev = result.evidence.to_dict()
+        out["estimators"], out["tests"] = ev.pop("estimators"), ev.pop("tests")
+        out["calibration"] = ev
+    return out
 
 
 def read_report(path: str | Path) -> dict[str, Any]:

@@ -1,8 +1,10 @@
 """The verdict a report opens with: what the numbers mean and what to do, in words and numbers.
 
-An audit: over- or under-confident (mean confidence minus accuracy, with its 95% interval; "within noise"
-when the interval holds 0), where (the confidence range holding most of the ECE, the classes with the worst
-binary ECE), and the fix (temperature scaling fitted on val, scored on this test split, when val was at
+An audit: "calibrated within noise" only when no calibration test rejects (Holm's rule over the five tests at
+family-wise 5%, `vcal_cli.metrics.calibration_tests`); otherwise over-confident, under-confident, or both with
+the confidence ranges where each holds ("over-confident above 0.80, under-confident below 0.55"), then where
+(the confidence range holding most of the ECE, the classes with the worst binary ECE), and the fix
+(temperature scaling fitted on val, scored on this test split, when val was at
 hand). A retrain: the head to use, and each head's paired verdicts against the original and temperature
 scaling. Everything comes from report.json's own keys, so an older report gets a summary too.
 """
@@ -10,6 +12,8 @@ scaling. Everything comes from report.json's own keys, so an older report gets a
 from __future__ import annotations
 
 from typing import Any
+
+from vcal_cli.metrics.evidence import describe as describe_ranges
 
 VERDICT_METRICS = {"nll": "NLL", "ece": "ECE", "brier": "Brier", "aurc": "AURC", "accuracy": "accuracy"}
 
@@ -49,7 +53,9 @@ def audit_summary(report: dict[str, Any]) -> dict[str, Any]:
     bins = report.get("settings", {}).get("bins", 15)
     lines: list[str] = []
     verdict = "unknown"
-    if det:
+    if det and report.get("tests"):
+        verdict, lines = _tested(report, bins)
+    elif det:  # a report from before the calibration tests: the verdict from the gap's interval
         gap, iv = det["gap"], det.get("gap_interval")
         conf = m["accuracy"] + gap
         if iv and iv[0] > 0:
@@ -77,6 +83,48 @@ def audit_summary(report: dict[str, Any]) -> dict[str, Any]:
     elif s:
         lines.append(f"{s['reason']}; to recalibrate: `{s['command']}`.")
     return {"verdict": verdict, "lines": lines}
+
+
+def _tested(report: dict[str, Any], bins: int) -> tuple[str, list[str]]:
+    """The verdict from the calibration tests and the confidence ranges off beyond noise."""
+    m, det, tests = report["metrics"], report["details"], report["tests"]
+    cal = report.get("calibration") or {}
+    ranges = cal.get("ranges") or []
+    rejected = [k for k, t in tests.items() if t.get("rejected")]
+    directions = {r["direction"] for r in ranges}
+    if not rejected:
+        verdict = "calibrated within noise"
+    elif len(directions) == 2:
+        verdict = "over- and under-confident"
+    elif directions:
+        verdict = directions.pop()
+    else:
+        verdict = "over-confident" if det["gap"] > 0 else "under-confident"
+    deb = (report.get("debiased") or {}).get("ece") or {}
+    ece = f"ECE-{bins} {m['ece']:.4f}"
+    if deb and deb.get("noise_floor") is not None:
+        lo, hi = deb["interval"]
+        ece += (
+            f" (debiased {deb['debiased']:.4f}, 95% interval [{lo:.4f}, {hi:.4f}]; "
+            f"a calibrated model of this size shows up to {deb['noise_floor']:.4f})"
+        )
+    where = describe_ranges(ranges)
+    head = verdict.capitalize() + (f": {where}" if where and verdict != "calibrated within noise" else "")
+    ps = ", ".join(f"{k} p={_p(tests[k]['p_value'])}" for k in ("tcal", "kuiper", "spiegelhalter") if k in tests)
+    tested = "no calibration test rejects" if not rejected else f"rejected by {', '.join(rejected)}"
+    lines = [
+        f"{head}. Mean confidence {m['accuracy'] + det['gap']:.4f} against accuracy {m['accuracy']:.4f} "
+        f"(gap {det['gap']:+.4f}); {tested} ({ps}; Holm, family-wise 5%).",
+        f"{ece}; smooth ECE {det['smooth']['smece']:.4f}.",
+    ]
+    where = _where(report.get("reliability") or [], m["ece"])
+    if where and rejected:
+        lines.append(f"Where: {where}; worst classes: {_classes(det['per_class'], report.get('class_names'))}.")
+    return verdict, lines
+
+
+def _p(v: float | None) -> str:
+    return "-" if v is None else ("<0.001" if v < 0.001 else f"{v:.3f}")
 
 
 def verdict_cells(v: dict[str, Any]) -> list[str]:

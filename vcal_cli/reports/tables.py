@@ -59,8 +59,7 @@ def hierarchy_rows(sections: dict[str, dict[str, Any] | None]) -> list[list[str]
 def summary_panel(summary: dict[str, Any]) -> Panel:
     """The verdict in words, above every table."""
     verdict = summary.get("verdict") or (f"use {summary['pick']}" if summary.get("pick") else "verdict")
-    color = {"over-confident": "red", "under-confident": "yellow", "calibrated within noise": "green"}.get(
-        verdict, "cyan"
-    )
+    colors = {"over-confident": "red", "under-confident": "yellow", "over- and under-confident": "red"}
+    color = {**colors, "calibrated within noise": "green"}.get(verdict, "cyan")
     return Panel("\n".join(summary.get("lines") or ["(no summary)"]), title=verdict, title_align="left",
                  border_style=color, expand=False)  # fmt: skip

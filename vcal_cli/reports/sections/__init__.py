@@ -3,6 +3,7 @@
 
 from vcal_cli.reports.sections import (  # noqa: F401  (each import registers its section)
     adversarial,
+    calibration,
     conformal,
     hierarchy,
     metrics,
