@@ -221,7 +221,6 @@ def _one_pass(
     probability) per sample, against the probability sums of the sample itself.
     """
     n, k = scores.values.shape
-    gen = torch.Generator().manual_seed(seed + 104729)
     drawn = torch.zeros(null_draws, k * n_bins, dtype=torch.float64)  # label counts of each consistency draw
     own = torch.zeros(k * n_bins, dtype=torch.float64)  # label counts of the sample
     r = len(counts)
@@ -248,7 +247,7 @@ def _one_pass(
                 y * n_bins + bin_index(p.gather(1, y[:, None])[:, 0], n_bins),
                 torch.ones(len(y), dtype=torch.float64),
             )
-            _draw_labels(p, drawn, n_bins, gen)
+            _draw_labels(p, drawn, n_bins, _uniforms(a, len(p), null_draws, seed))
     slots = upper.view(r, k, n_bins)
     slots[:, :, 0] = totals - slots[:, :, 1:].sum(2)
     stats["class_ece"] = slots[0].abs().sum(1) / n  # (K,): each class's binary ECE on the sample itself
@@ -257,12 +256,29 @@ def _one_pass(
     return stats, slots.abs().sum((1, 2)) / (n * k), null  # every row of counts sums to n
 
 
-def _draw_labels(p: Tensor, drawn: Tensor, n_bins: int, gen: torch.Generator) -> None:
+UNIFORM_BLOCK = 1024  # rows per seeded block of the consistency draws' uniforms
+
+
+def _uniforms(start: int, rows: int, draws: int, seed: int) -> Tensor:
+    """(rows, draws) uniforms for sample rows start..start+rows, the same however the rows are chunked: each
+    block of UNIFORM_BLOCK rows has a generator of its own, seeded by the seed and the block's index."""
+    out = []
+    for b in range(start // UNIFORM_BLOCK, (start + rows - 1) // UNIFORM_BLOCK + 1):
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + 104_729 + b)
+        block = torch.rand(UNIFORM_BLOCK, draws, generator=gen, dtype=torch.float64)
+        lo = max(start, b * UNIFORM_BLOCK) - b * UNIFORM_BLOCK
+        hi = min(start + rows, (b + 1) * UNIFORM_BLOCK) - b * UNIFORM_BLOCK
+        out.append(block[lo:hi])
+    return torch.cat(out)
+
+
+def _draw_labels(p: Tensor, drawn: Tensor, n_bins: int, u: Tensor) -> None:
     """Add, for each consistency draw (row of `drawn`), a count at (label, bin of its probability) for each row
-    of the chunk's probabilities p (rows, K), the label drawn from p by inverting its cumulative sum."""
+    of the chunk's probabilities p (rows, K), the label drawn from p by inverting its cumulative sum at the
+    uniforms u (rows, draws)."""
     k = p.shape[1]
     cdf = p.cumsum(1)
-    u = torch.rand(len(p), len(drawn), generator=gen, dtype=torch.float64) * cdf[:, -1:]
+    u = u * cdf[:, -1:]
     lab = torch.searchsorted(cdf, u).clamp_(max=k - 1)  # (rows, draws)
     slot = lab * n_bins + bin_index(p.gather(1, lab), n_bins)
     drawn.scatter_add_(1, slot.T.contiguous(), torch.ones(len(drawn), len(p), dtype=torch.float64))
