@@ -9,7 +9,9 @@ Probabilities are a softmax of random logits (float32), labels uniform. Times, o
    Brier, ECE, adaptive ECE, MCE, classwise ECE, AURC) vs torchmetrics computing the three of them it
    has (ECE, MCE, accuracy);
 3. vcal's `compute_metrics` with its 200-resample bootstrap (torchmetrics' BootStrapper would recompute
-   each metric 200 times).
+   each metric 200 times);
+4. with `--audit 50000x1000`: a whole `vcal audit --logits` at that size, and what the calibration statistics
+   (estimator table, tests, bands, consistency resamples) add to it, timed in the same run.
 
 Wall-clock seconds, best of 3 (1 for the slow ones), with glibc's mmap threshold set as the CLI sets it.
 """
@@ -27,6 +29,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--classes", type=int, default=1000)
     ap.add_argument("--bins", type=int, default=15)
+    ap.add_argument("--audit", default="", help="NxK: also time what the calibration statistics add to an audit")
     a = ap.parse_args()
     from torchmetrics.functional.classification import multiclass_calibration_error
 
@@ -59,6 +62,44 @@ def main() -> None:
     print(f"ratio torchmetrics (3 metrics) / vcal (8):  {t_tm / t_all:.2f}x")
     t_boot, _ = best_of(lambda: compute_metrics(labels, logits=logits, n_bins=a.bins, n_bootstrap=200), 1)
     print(f"vcal compute_metrics with 200 bootstrap resamples: {t_boot:.3f} s")
+    if a.audit:
+        audit_cost(a.audit, a.bins)
+
+
+def audit_cost(rows_classes: str, bins: int) -> None:
+    """What the calibration statistics (estimator table, tests, bands, consistency resamples) add to a whole
+    `vcal audit --logits` at N x K: the audit timed end to end, and in the same run `compute_metrics` with and
+    without them; the share is their extra time over the audit without them."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    import numpy as np
+
+    from vcal_cli.metrics import compute_metrics
+
+    n, k = map(int, rows_classes.split("x"))
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(n, k, generator=g) * 3
+    y = torch.distributions.Categorical(logits=z).sample()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "logits.npz")
+        np.savez(path, logits=z.numpy(), labels=y.numpy())
+        cmd = [sys.executable, "-m", "vcal_cli", "audit", "--logits", path, "--out", os.path.join(tmp, "r"), "--json"]
+        t_audit = []
+        for _ in range(2):
+            t = time.perf_counter()
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            t_audit.append(time.perf_counter() - t)
+    with_t, _ = best_of(lambda: compute_metrics(y, logits=z, n_bins=bins, n_bootstrap=200), 2)
+    without, _ = best_of(lambda: compute_metrics(y, logits=z, n_bins=bins, n_bootstrap=200, with_tests=False), 2)
+    audit = min(t_audit)
+    extra = with_t - without
+    print(f"vcal audit --logits at {n:,} x {k:,}: {audit:.2f} s (best of 2), of which the calibration statistics")
+    print(f"  compute_metrics with them {with_t:.2f} s, without {without:.2f} s: +{extra:.2f} s")
+    print(f"  ratio audit with / without them: {audit / (audit - extra):.2f}x")
 
 
 if __name__ == "__main__":

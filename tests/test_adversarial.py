@@ -78,25 +78,6 @@ def test_pgd_matches_adversarial_robustness_toolbox(eps: float) -> None:
         assert ours < 0.5 and ref < 0.5
 
 
-def test_pgd_matches_torchattacks_on_the_sample() -> None:
-    """A second reference where installed: torchattacks pins requests~=2.25 (idna < 3), which conflicts with
-    huggingface_hub's httpx2, so it is not a test extra (ART above is)."""
-    torchattacks = pytest.importorskip("torchattacks")
-    from vcal_cli import load_checkpoint, load_split
-
-    m = load_checkpoint(SAMPLES / "cnn_digits.safetensors")
-    pixels = m.preprocessing.to_pixels(load_split("digits", "test").images)
-    labels = load_split("digits", "test").labels
-    model = PixelModel(m.model, m.preprocessing.normalize).eval()
-    eps = 8 / 255
-    ours = adversarial_evaluation(model, pixels, labels, [eps], attacks=("pgd",))[0]["accuracy"]
-    atk = torchattacks.PGD(model, eps=eps, alpha=2.5 * eps / 10, steps=10, random_start=True)
-    adv = atk(pixels, labels)
-    with torch.no_grad():
-        ref = float((model(adv).argmax(1) == labels).double().mean())
-    assert abs(ours - ref) <= 0.02, (ours, ref)
-
-
 def test_audit_adversarial_section_is_reproducible(runner, tmp_path) -> None:
     import json
 

@@ -84,9 +84,14 @@ def test_debiased_l2_matches_verified_calibration() -> None:
     probs = torch.softmax(2 * torch.randn(4000, 10, generator=g, dtype=torch.float64), 1)
     labels = torch.multinomial(probs**1.3 / (probs**1.3).sum(1, keepdim=True), 1, generator=g)[:, 0]
     ref = vc.lower_bound_scaling_ce(
-        probs.numpy(), labels.numpy(), p=2, debias=True, num_bins=15,
-        binning_scheme=vc.get_equal_bins, mode="top-label",
-    )  # fmt: skip
+        probs.numpy(),
+        labels.numpy(),
+        p=2,
+        debias=True,
+        num_bins=15,
+        binning_scheme=vc.get_equal_bins,
+        mode="top-label",
+    )
     conf, pred = probs.max(1)
     ours = float(_run(lambda r: est.ece_l2_debiased(r, 15), conf, (pred == labels).double())[0])
     assert ours == pytest.approx(ref, abs=1e-12)
@@ -218,8 +223,8 @@ def test_calibrated_model_interval_reaches_zero_and_holds_its_point() -> None:
 def test_two_sided_model_is_not_called_calibrated() -> None:
     """Over-confident above the 60th percentile of confidence (+0.10), under-confident below (-0.07): the gaps
     cancel in the mean, so the old verdict said 'calibrated within noise' in 6 of 8 draws."""
-    from vcal_cli.reports.summary import audit_summary
     from vcal_cli.reports.schema import AuditReport
+    from vcal_cli.reports.summary import audit_summary
 
     for seed in range(4):
         g = torch.Generator().manual_seed(seed)

@@ -4,7 +4,9 @@ naive reference in float64, and the temperature solver against a known temperatu
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -210,19 +212,81 @@ def test_params_are_dataclasses_with_paper_defaults() -> None:
         assert dataclasses.is_dataclass(get_head(name).Params)
 
 
-def test_haframe_frame_follows_the_hierarchy() -> None:
-    """W W^T equals the similarity matrix, and CIFAR-100 with gamma 2 gives the paper code's s_min and cosines."""
+OFFICIAL = json.loads((Path(__file__).parent / "data" / "haframe_official.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("name", ["cifar100", "fashion-mnist"])
+def test_haframe_similarity_matches_the_official_code(name: str) -> None:
+    """s_min, S and the loss targets against HAFrame's official `solve_HAF` (tests/data/haframe_official.json, made
+    by scripts/make_haframe_reference.py from the official repository at the commit it names)."""
     from vcal_cli.heads.haframe import hierarchy_frame, similarity_matrix
     from vcal_cli.hierarchy import load_hierarchy
 
-    d = load_hierarchy("cifar100").distances()
-    s, s_min = similarity_matrix(d, 2.0)
-    assert math.isclose(s_min, -0.3001, abs_tol=1e-4)  # seeds.md 5.1, computed from the official code
-    for h, cos in zip(range(6), (1.0, 0.571, 0.284, 0.092, -0.038, -0.124), strict=True):
-        assert torch.allclose(s[d == h], torch.full_like(s[d == h], cos), atol=5e-4), h
-    w, s2 = hierarchy_frame(d, 2.0, torch.Generator().manual_seed(0))
+    ref = OFFICIAL["similarity"][name]
+    d = load_hierarchy(name).distances()
+    s, s_min = similarity_matrix(d, OFFICIAL["gamma"])
+    assert s_min == pytest.approx(ref["s_min"], abs=1e-12)
+    for h, cos in ref["by_height"].items():
+        assert torch.allclose(s[d == int(h)], torch.full_like(s[d == int(h)], cos), atol=1e-12), h
+        assert ref["targets_by_height"][h] == pytest.approx(cos, abs=1e-12), h
+    w, s2 = hierarchy_frame(d, OFFICIAL["gamma"], torch.Generator().manual_seed(0))
     assert torch.allclose(w @ w.T, s2, atol=1e-10)
-    assert torch.allclose(w.norm(dim=1), torch.ones(100, dtype=torch.float64), atol=1e-10)
+    assert torch.allclose(w.norm(dim=1), torch.ones(len(d), dtype=torch.float64), atol=1e-10)
+
+
+def test_haframe_loss_schedule_and_transform_match_the_official_code() -> None:
+    from vcal_cli.heads.haframe import HAFrameModule
+
+    ref = OFFICIAL["loss"]
+    frame, z, y = torch.tensor(ref["frame"]), torch.tensor(ref["z"]), torch.tensor(ref["y"])
+    k = len(frame)
+    head = get_head("haframe")(get_head("haframe").make_params())
+    head.sim32 = torch.tensor(
+        [
+            [OFFICIAL["similarity"]["fashion-mnist"]["by_height"][str(int(h))] for h in row]
+            for row in _fashion_distances().tolist()
+        ]
+    )
+    module = HAFrameModule(k, k)
+    module.frame.copy_(frame)
+    module.embed = lambda x: x  # the loss on given features
+    assert float(head.loss(module, z, y)) == pytest.approx(ref["value"], abs=1e-5)
+    sched = head.schedule(100)
+    for t, lr in enumerate(OFFICIAL["schedule"]):
+        assert head.params.lr * sched(t) == pytest.approx(lr, abs=1e-12), t
+    tr = OFFICIAL["transform"]
+    ours = HAFrameModule(16, k)
+    ours.transform.load_state_dict(
+        dict(zip(ours.transform.state_dict(), (torch.tensor(v) for v in tr["state"].values()), strict=True))
+    )
+    x = torch.tensor(tr["x"])
+    with torch.no_grad():
+        ours.eval()
+        assert torch.allclose(ours.embed(x), torch.tensor(tr["eval"]), atol=1e-5)
+        ours.train()
+        assert torch.allclose(ours.embed(x), torch.tensor(tr["train"]), atol=1e-5)
+
+
+def test_hierarchy_metrics_match_the_official_better_mistakes_metrics() -> None:
+    from vcal_cli.metrics.hierarchy import hierarchy_metrics
+
+    ref = OFFICIAL["metrics"]
+    m = hierarchy_metrics(
+        torch.tensor(ref["logits"], dtype=torch.float64),
+        torch.tensor(ref["labels"]),
+        _fashion_distances(),
+        n_bootstrap=0,
+    ).metrics
+    assert 100 * m["top1_error"] == pytest.approx(100 - ref["top1"], abs=1e-9)
+    assert m["mistake_severity"] == pytest.approx(ref["mistake"], abs=1e-12)
+    assert m["avg_hdist_at_1"] == pytest.approx(ref["hie_avg_1"], abs=1e-12)
+    assert m["avg_hdist_at_5"] == pytest.approx(ref["hie_avg_5"], abs=1e-12)
+
+
+def _fashion_distances() -> torch.Tensor:
+    from vcal_cli.hierarchy import load_hierarchy
+
+    return load_hierarchy("fashion-mnist").distances()
 
 
 def test_haframe_needs_a_hierarchy() -> None:

@@ -230,7 +230,8 @@ def test_probe_picks_the_preprocessing_a_bare_state_dict_was_trained_with(tmp_pa
     p = rep.settings["preprocessing"]
     assert p["source"].startswith("probed, native") and len(p["probe"]) == 3
     accs = {r["candidate"]: r["accuracy"] for r in p["probe"]}
-    assert max(accs.values()) == pytest.approx(max(accs.values()))  # every candidate was scored
+    assert all(0.0 <= a <= 1.0 for a in accs.values())  # every candidate was scored
+    assert max(accs.values()) > 0.9  # the probe found the native preprocessing among its candidates
     assert accs["timm's test_resnet config"] < 0.5  # 8x8 digits upsampled to 160 px: the silent failure
     assert p["input_size"] == [1, 8, 8] and rep.metrics["accuracy"] > 0.9 and rep.warnings == []
     again = audit(path, data="digits", n_bootstrap=0, options=_opts(arch="test_resnet"))  # the probe is cached

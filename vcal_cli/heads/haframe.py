@@ -17,7 +17,8 @@ Checked against the official code (`benchmarks/check_haframe_official.py`, commi
 built-in hierarchy and a real model's cached features): S and s_min, the loss targets, W W^T = S, the transformation
 (the official `BatchNorm1d` + `NarrowResidualTransformationHead` loaded with this module's weights gives the same
 output in train and eval mode), the mixed loss on a real batch, the per-epoch learning rate and the better-mistakes
-metrics all agree to float precision (differences of 0 to 2e-15).
+metrics all agree to float precision (differences of 0 to 2e-15). CI compares the same pieces on fixed inputs with the
+official outputs stored in tests/data/haframe_official.json (scripts/make_haframe_reference.py made it).
 
 Differences kept, each deliberate: the transformation trains on cached average-pooled features of a frozen backbone
 (exactly the type-II head, since a bias-free 1x1 convolution commutes with average pooling), where the paper also

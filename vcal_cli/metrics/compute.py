@@ -293,6 +293,7 @@ def compute_metrics(
     n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
     seed: int = DEFAULT_SEED,
     with_details: bool = True,
+    with_tests: bool = True,
 ) -> MetricsResult:
     """All metrics, their 95% intervals (made as INTERVAL_METHODS says), and the reliability bins; with details,
     the estimator table, calibration tests and consistency bands (`vcal_cli.metrics.evidence`).
@@ -300,6 +301,8 @@ def compute_metrics(
     Give exactly one of `logits` (preferred: exact NLL) or `probs`. The bootstrap draws `n_bootstrap`
     resamples of the N samples with replacement from a generator seeded with `seed`. The scores are
     read in row chunks (never copied whole to float64), so a memory-mapped cache larger than memory works.
+    `with_tests=False` leaves out the estimator table, the tests and the bands (benchmarks/bench_metrics.py
+    times what they add).
     """
     check_bins(n_bins)
     src, y = make_scores(labels, logits, probs)
@@ -315,7 +318,7 @@ def compute_metrics(
             intervals[k] = (lo, hi)
     evidence, debiased = None, {}
     if n_bootstrap > 0:
-        evidence, debiased = _debiased(stats, counts, n_bins, seed, with_details and tested)
+        evidence, debiased = _debiased(stats, counts, n_bins, seed, with_details and with_tests and tested)
         debiased["classwise_ece"] = reflect(float(cw[0]), cw[1:], cw_null if tested else None)
         intervals.update({k: e.interval for k, e in debiased.items()})
     return MetricsResult(

@@ -109,7 +109,10 @@ def _tested(report: dict[str, Any], bins: int) -> tuple[str, list[str]]:
             f"a calibrated model of this size shows up to {deb['noise_floor']:.4f})"
         )
     where = describe_ranges(ranges)
-    head = verdict.capitalize() + (f": {where}" if where and verdict != "calibrated within noise" else "")
+    if where and len({r["direction"] for r in ranges}) == 1:
+        head = where[0].upper() + where[1:]  # "Over-confident above 0.93"
+    else:
+        head = verdict.capitalize() + (f": {where}" if where and rejected else "")
     ps = ", ".join(f"{k} p={_p(tests[k]['p_value'])}" for k in ("tcal", "kuiper", "spiegelhalter") if k in tests)
     tested = "no calibration test rejects" if not rejected else f"rejected by {', '.join(rejected)}"
     lines = [
