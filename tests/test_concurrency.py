@@ -37,8 +37,10 @@ def test_concurrent_audits_share_one_cache(tmp_path: Path, runs: int) -> None:
     assert not list(cache.glob("*.parts")) and not list(cache.glob(".*.tmp"))
 
 
-def _run(args: list[str], tmp_path: Path) -> subprocess.Popen:
+def _run(args: list[str], tmp_path: Path, pause: str | None = None) -> subprocess.Popen:
     env = {**os.environ, "VCAL_CACHE": str(tmp_path / "cache"), "VCAL_THREADS": "1"}
+    if pause:  # stop at this named point until tmp_path/paused is removed (vcal_cli._io.pause_point)
+        env |= {"VCAL_PAUSE_AT": pause, "VCAL_PAUSE_FILE": str(tmp_path / "paused")}
     return subprocess.Popen([sys.executable, "-m", "vcal_cli", *args], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
 
@@ -54,7 +56,7 @@ def test_two_runs_writing_one_out_never_interleave(tmp_path: Path) -> None:
     md = (tmp_path / "o" / "report.md").read_text()
     assert Path(rep["checkpoint"]["path"]).name in md  # report.md was written by the same run as report.json
     csv = (tmp_path / "o" / "metrics.csv").read_text()
-    assert f"{rep['metrics']['ece']:.6f}"[:6] in csv or str(rep["metrics"]["ece"])[:6] in csv
+    assert f"original,ece,{rep['metrics']['ece']!r}," in csv, csv  # metrics.csv too, to the last digit
 
 
 def test_sigterm_stops_cleanly_with_one_line_and_exit_143(tmp_path: Path) -> None:
@@ -76,3 +78,55 @@ def test_sigterm_stops_cleanly_with_one_line_and_exit_143(tmp_path: Path) -> Non
     again = _run(args, tmp_path)
     assert again.wait(300) == 0, again.stderr.read()[-800:]
     assert (tmp_path / "o" / "report.json").is_file()
+
+
+def _held(a: subprocess.Popen, flag: Path) -> None:
+    deadline = time.monotonic() + 180
+    while not flag.exists():
+        assert a.poll() is None, a.stderr.read()[-800:]
+        assert time.monotonic() < deadline, "run A never reached its pause point"
+        time.sleep(0.05)
+
+
+def test_the_cache_lock_makes_a_second_run_wait_and_read_the_first_runs_entry(tmp_path: Path) -> None:
+    """Run A is held inside the cache build (its entry written, not yet renamed into place, the entry's lock held);
+    run B, started then, must wait: it neither extracts nor finishes while A is held. Released, A finishes the
+    entry and B reads it: exactly one of the two extracts the split. Without the lock B extracts on its own and
+    this test fails (checked once by replacing the FileLock in vcal_cli/features/load.py with a null context)."""
+    args = ["audit", str(SAMPLES / "cnn_digits.safetensors"), "--data", "digits", "--bootstrap", "0", "--no-suggest"]
+    flag = tmp_path / "paused"
+    a = _run([*args, "--out", "a"], tmp_path, pause="before-rename:[0-9a-f]*.safetensors")
+    _held(a, flag)
+    b = _run([*args, "--out", "b"], tmp_path)
+    time.sleep(4)  # far longer than B needs to start and reach the lock (and than the whole extraction)
+    assert b.poll() is None, "B finished while A held the entry's lock"
+    assert not list((tmp_path / "cache").glob("*.safetensors"))  # A's entry is not in place yet
+    flag.unlink()
+    _, err_a = a.communicate(timeout=300)
+    _, err_b = b.communicate(timeout=300)
+    assert a.returncode == 0 and b.returncode == 0, (err_a[-800:], err_b[-800:])
+    assert "features digits:test: started" in err_a
+    assert "features digits:test: started" not in err_b  # B read A's entry instead of extracting
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 1
+    ra, rb = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("a", "b"))
+    assert ra["metrics"] == rb["metrics"] and rb["settings"]["cache"]["hit"] is True
+
+
+def test_the_report_lock_makes_a_second_writer_wait(tmp_path: Path) -> None:
+    """Run A is held inside its report write (report.html written, report.json not yet); run B writing the same
+    --out waits for A's lock; released, A's report is complete, then B's replaces it whole."""
+    cnn = ["audit", str(SAMPLES / "cnn_digits.safetensors"), "--data", "digits", "--bootstrap", "0", "--out", "o"]
+    mlp = ["audit", str(SAMPLES / "mlp_digits.safetensors"), "--data", "digits", "--bootstrap", "0", "--out", "o"]
+    flag = tmp_path / "paused"
+    a = _run(cnn, tmp_path, pause="before-rename:report.json")
+    _held(a, flag)
+    b = _run(mlp, tmp_path)
+    time.sleep(4)
+    assert b.poll() is None, "B finished while A held the report lock"
+    assert not (tmp_path / "o" / "report.json").exists()  # B has not written past the lock either
+    flag.unlink()
+    assert a.wait(300) == 0 and b.wait(300) == 0, (a.stderr.read()[-800:], b.stderr.read()[-800:])
+    rep = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert Path(rep["checkpoint"]["path"]).name == "mlp_digits.safetensors"  # B wrote last, after A
+    md = (tmp_path / "o" / "report.md").read_text()
+    assert "mlp_digits.safetensors" in md and "cnn_digits.safetensors" not in md

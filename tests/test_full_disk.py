@@ -34,23 +34,76 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _remount(mnt: Path, size: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,size={size}", str(mnt)], check=True, capture_output=True)
+
+
+def _everything(root: Path) -> list[Path]:
+    return sorted(root.rglob("*"))
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    return {p.name: _sha(p) for p in folder.iterdir() if p.is_file()}
+
+
 def test_report_on_a_full_disk_is_one_line_and_leaves_nothing(runner, tmp_path: Path, small_disk: Path) -> None:
     ckpt = SAMPLES / "cnn_digits.safetensors"
     before = _sha(ckpt)
     out = small_disk / "report"
-    line = one_line_error(runner.invoke(app, ["audit", str(ckpt), "--data", "digits", "--bootstrap", "0",
-                                              "--out", str(out)]))  # fmt: skip
+    args = ["audit", str(ckpt), "--data", "digits", "--bootstrap", "0", "--out", str(out)]
+    line = one_line_error(runner.invoke(app, args))
     assert "is full" in line and "MB" in line and str(out) in line
-    assert not [p for p in out.iterdir() if not p.name.startswith(".vcal-report.lock")], list(out.iterdir())
+    assert _everything(small_disk) == []  # not a file, not a temp file, not the lock, not the folder: recursive
     assert _sha(ckpt) == before
+
+
+def test_a_report_that_does_not_fit_keeps_the_one_already_there(runner, tmp_path: Path, small_disk: Path) -> None:
+    """--out holds a report; the next run's report does not fit: the old one stays whole, byte for byte."""
+    _remount(small_disk, "8m")
+    out = small_disk / "report"
+    args = ["audit", str(SAMPLES / "cnn_digits.safetensors"), "--data", "digits", "--bootstrap", "0", "--out", str(out)]
+    assert runner.invoke(app, args).exit_code == 0
+    old = _hashes(out)
+    assert "report.json" in old and "report.html" in old
+    used = sum(p.stat().st_size for p in out.iterdir())
+    filler = small_disk / "filler"
+    filler.write_bytes(b"\0" * (8 * 1024 * 1024 - used - 200 * 1024))  # leave about 200 kB: less than a report
+    line = one_line_error(runner.invoke(app, [*args[:-2], "--bootstrap", "20", "--out", str(out)]))
+    assert "is full" in line and "kept as it was" in line, line
+    assert _hashes(out) == old  # every file of the old report, unchanged
+    assert not [p for p in _everything(small_disk) if p.name.endswith(".tmp")]
 
 
 def test_cache_on_a_full_disk_is_one_line_then_a_rerun_with_room_works(
     runner, tmp_path: Path, small_disk: Path
 ) -> None:
-    args = ["audit", str(SAMPLES / "cnn_digits.safetensors"), "--data", "digits", "--bootstrap", "0"]
-    line = one_line_error(runner.invoke(app, [*args, "--cache-dir", str(small_disk)]))
+    """The same cache, given room (the tmpfs grown in place), resumes from the shards finished before the disk
+    filled; afterwards nothing but the entries is left anywhere under it."""
+    args = [
+        "audit",
+        str(SAMPLES / "cnn_digits.safetensors"),
+        "--data",
+        "digits",
+        "--bootstrap",
+        "0",
+        "--no-suggest",
+        "--shard-size",
+        "32",
+        "--batch-size",
+        "16",
+        "--cache-dir",
+        str(small_disk),
+    ]
+    line = one_line_error(runner.invoke(app, args))
     assert "is full" in line and "MB" in line and str(small_disk) in line and "--cache-dir" in line
-    assert not list(small_disk.glob("*.safetensors")) and not list(small_disk.glob(".*.tmp"))
-    r = runner.invoke(app, [*args, "--cache-dir", str(tmp_path / "roomy"), "--out", "o"])
+    left = _everything(small_disk)
+    assert not [p for p in left if p.suffix == ".safetensors" and p.parent == small_disk]  # no entry
+    assert not [p for p in left if p.name.endswith(".tmp")]  # no temp file, at any depth
+    done = [p for p in left if p.name.startswith("shard-")]
+    assert done, left  # finished shards stay for the rerun
+    _remount(small_disk, "16m")
+    r = runner.invoke(app, [*args, "--out", str(tmp_path / "o")])
     assert r.exit_code == 0, r.output
+    assert f"resuming: {len(done)}/" in r.stderr, r.stderr
+    left = _everything(small_disk)
+    assert [p.suffix for p in left if not p.name.endswith(".lock")] == [".safetensors"], left  # one entry, no parts

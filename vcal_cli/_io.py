@@ -28,13 +28,16 @@ def _tmp_sibling(path: Path) -> Path:
 
 
 def pause_point(name: str) -> None:
-    """A named point where the kill tests stop a run: when VCAL_PAUSE_AT (a shell pattern) matches `name`, write
-    `name` to the file VCAL_PAUSE_FILE and sleep until killed. Outside those tests the variable is never set and
-    this is one dictionary lookup."""
+    """A named point where the kill and lock tests stop a run: when VCAL_PAUSE_AT (a shell pattern) matches `name`,
+    write `name` to the file VCAL_PAUSE_FILE and wait until killed, or until that file is removed (then go on).
+    Outside those tests the variable is never set and this is one dictionary lookup."""
     pattern = os.environ.get("VCAL_PAUSE_AT")
     if pattern and fnmatch.fnmatch(name, pattern):
-        Path(os.environ.get("VCAL_PAUSE_FILE", "vcal-paused")).write_text(name)
-        time.sleep(3600)
+        flag = Path(os.environ.get("VCAL_PAUSE_FILE", "vcal-paused"))
+        flag.write_text(name)
+        deadline = time.monotonic() + 3600
+        while flag.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 def atomic_write(path: str | os.PathLike[str], writer: Callable[[Path], None]) -> Path:
@@ -53,6 +56,29 @@ def atomic_write(path: str | os.PathLike[str], writer: Callable[[Path], None]) -
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def atomic_write_many(files: dict[Path, bytes]) -> list[Path]:
+    """Write every file to a temp sibling first, then move them all into place in the given order. A failure while
+    writing (a full disk) removes the temp files and leaves every existing file untouched: a folder that held an
+    older report still holds all of it. Moving needs no space, so once written the set lands whole (a kill between
+    two moves leaves the earlier ones new, the later ones old; callers put their index file last)."""
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for path, data in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = _tmp_sibling(path)
+            staged.append((tmp, path))
+            tmp.write_bytes(data)
+            os.chmod(tmp, 0o666 & ~_UMASK)
+        for tmp, path in staged:
+            pause_point(f"before-rename:{path.name}")
+            os.replace(tmp, path)
+    finally:
+        for tmp, _ in staged:
+            if tmp.exists():
+                tmp.unlink()
+    return [path for _, path in staged]
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

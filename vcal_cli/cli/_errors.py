@@ -22,6 +22,9 @@ def debug_enabled(flag: bool = False) -> bool:
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print `error: message` as one line on stderr and return the Exit to raise."""
+    from vcal_cli.cli._output import mark_failed
+
+    mark_failed()
     print(f"error: {message}".replace("\n", " "), file=sys.stderr)
     return typer.Exit(code)
 

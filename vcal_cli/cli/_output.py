@@ -20,6 +20,14 @@ out = Console(width=None if sys.stdout.isatty() else LOG_WIDTH)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else LOG_WIDTH)
 
 
+_failed = False  # an `error:` line was printed: a loop closed after it says nothing more (the error is the last line)
+
+
+def mark_failed() -> None:
+    global _failed
+    _failed = True
+
+
 def _log_track(
     it: Iterable[Any], *, total: float | None = None, description: str = "working", **_: Any
 ) -> Iterator[Any]:
@@ -38,7 +46,9 @@ def _log_track(
                 pct = f" ({i / total:.0%})" if total else ""
                 print(f"{description}: {i}{of}{pct}, {now - t0:.0f} s", file=sys.stderr, flush=True)
                 last = now
-    except GeneratorExit:  # the loop ended early (an early-stopped fit): say where
+    except GeneratorExit:  # the loop ended early (an early-stopped fit): say where, unless an error ended it
+        if _failed:
+            raise
         print(f"{description}: done, stopped at {i}{of} in {time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
         raise
     print(f"{description}: done, {i}{of} in {time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)

@@ -55,6 +55,12 @@ def _build(name: str) -> Any:
 _ABORTS = tuple({typer.Abort, getattr(typer.core, "Abort", typer.Abort)})  # one class or two, by typer version
 
 
+def _mark_failed() -> None:
+    from vcal_cli.cli._output import mark_failed
+
+    mark_failed()
+
+
 class VcalGroup(TyperGroup):
     """Loads each command on first use, and prints typer's own usage errors as one `error:` line (exit 2)
     instead of a boxed panel."""
@@ -91,11 +97,13 @@ class VcalGroup(TyperGroup):
             where = f"{ctx.command_path}: " if ctx is not None else ""
             hint = " (see --help)" if ctx is not None else ""
             message = e.format_message() if hasattr(e, "format_message") else str(e)
+            _mark_failed()
             print(f"error: {where}{message}{hint}".replace("\n", " "), file=sys.stderr)
             sys.exit(getattr(e, "exit_code", 2))
         except _ABORTS:
             if not standalone_mode:
                 raise
+            _mark_failed()
             print("error: aborted", file=sys.stderr)
             sys.exit(1)
         except Exception as e:  # a bug outside any command's handler (building a command, parsing)
@@ -104,6 +112,7 @@ class VcalGroup(TyperGroup):
             if not standalone_mode or debug_enabled("--debug" in (args or sys.argv)):
                 raise
             first = (str(e).strip().splitlines() or [""])[0]
+            _mark_failed()
             print(f"error: internal error: {type(e).__name__}: {first}; rerun with --debug", file=sys.stderr)
             sys.exit(1)
         if not standalone_mode:
@@ -164,5 +173,6 @@ def main() -> None:
     try:
         app()
     except Terminated:  # before or after a command's own handler (parsing, start-up)
+        _mark_failed()
         print("error: terminated", file=sys.stderr)
         sys.exit(143)

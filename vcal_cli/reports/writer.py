@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 from filelock import FileLock
 
-from vcal_cli._io import atomic_write_bytes, same_file
+from vcal_cli._io import atomic_write_many, same_file
 from vcal_cli.errors import ReportError
 from vcal_cli.metrics import METRIC_NAMES
 from vcal_cli.reports.documents import to_html, to_markdown
@@ -51,24 +51,35 @@ def write_files(out_dir: str | Path, files: dict[str, bytes | str], inputs: tupl
             if same_file(src, out / name):
                 raise ReportError(f"refusing to write '{out / name}' over an input file", hint="choose another --out")
     order = sorted(files, key=lambda n: n == "report.json")
-    blobs = {n: d.encode("utf-8") if isinstance(d, str) else d for n, d in files.items()}
-    written: list[Path] = []
+    blobs = {out / n: (files[n].encode("utf-8") if isinstance(files[n], str) else files[n]) for n in order}
+    created, lock = not out.exists(), out / LOCK
+    fresh_lock = not lock.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
-        with FileLock(out / LOCK):  # two runs writing one --out: each writes all its files, one after the other
-            for name in order:
-                written.append(atomic_write_bytes(out / name, blobs[name]))
+        with FileLock(lock):  # two runs writing one --out: each writes all its files, one after the other
+            atomic_write_many(blobs)  # all written aside first: a failure leaves an older report there whole
     except OSError as e:
-        for path in written:  # no half report: the files this run already wrote go too
-            path.unlink(missing_ok=True)
+        _tidy(out, created, fresh_lock)
         if e.errno == errno.ENOSPC:
             need = sum(len(b) for b in blobs.values()) / 1e6
+            kept = "" if created else " (what was there before is kept as it was)"
             raise ReportError(
-                f"the disk holding '{out}' is full: the report needs {need:.1f} MB; nothing was left there",
+                f"the disk holding '{out}' is full: the report needs {need:.1f} MB; nothing was written there{kept}",
                 hint="free space there or choose another --out",
             ) from None
         raise ReportError(f"cannot write the report into '{out}' ({e.strerror})") from None
     return out
+
+
+def _tidy(out: Path, created: bool, fresh_lock: bool) -> None:
+    """After a failed write: the lock file this run created goes, and the folder too when this run created it."""
+    try:
+        if fresh_lock:
+            (out / LOCK).unlink(missing_ok=True)
+        if created:
+            out.rmdir()
+    except OSError:
+        pass  # another run is using the folder (or it is not empty): leave it
 
 
 def write_report(report: AuditReport, out_dir: str | Path, *, inputs: tuple[Path, ...] = ()) -> Path:
