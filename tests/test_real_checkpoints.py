@@ -106,6 +106,74 @@ def test_lightning_checkpoint(tmp_path: Path, cnn_weights, reference) -> None:
     assert rep.metrics["nll"] == pytest.approx(reference["nll"], abs=1e-6)
 
 
+def test_lightning_checkpoint_of_a_timm_arch_is_fed_as_its_trainer_fed_it(tmp_path: Path) -> None:
+    """A Lightning module around a timm architecture, trained on 28x28 images with ToTensor + Normalize (size, mean
+    and std in its hyper-parameters): vcal must feed the images as the trainer did, not resize and crop them by
+    timm's eval config for the arch (crop 0.95 at 28 px shifts every image by a pixel: accuracy 0.7581 against the
+    trainer's 0.7883 on the issue's Fashion-MNIST model). The reference is the model itself on the normalised
+    images, exactly as a Lightning validation step computes it."""
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model("test_resnet", num_classes=4, in_chans=1).eval()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 256, (64, 1, 28, 28), generator=g, dtype=torch.uint8)
+    y = torch.randint(0, 4, (64,), generator=g)
+    data = tmp_path / "d.npz"
+    np.savez(
+        data, x_train=x.numpy(), y_train=y.numpy(), x_val=x.numpy(), y_val=y.numpy(), x_test=x.numpy(), y_test=y.numpy()
+    )
+    path = tmp_path / "last.ckpt"
+    torch.save(
+        {
+            "epoch": 1,
+            "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+            "hyper_parameters": {
+                "arch": "test_resnet",
+                "num_classes": 4,
+                "in_chans": 1,
+                "img_size": 28,
+                "mean": [0.2860],
+                "std": [0.3530],
+            },
+        },
+        path,
+    )
+    rep = audit(path, data=f"npz:{data}", n_bootstrap=0)
+    p = rep.settings["preprocessing"]
+    assert p["input_size"] == [1, 28, 28] and "crop_pct" not in p and "interpolation" not in p, p
+    with torch.no_grad():
+        logits = model((x.float() / 255 - 0.2860) / 0.3530).double()
+    assert rep.metrics["accuracy"] == pytest.approx(float((logits.argmax(1) == y).double().mean()), abs=1e-12)
+    nll = float(torch.nn.functional.cross_entropy(logits, y))
+    assert rep.metrics["nll"] == pytest.approx(nll, abs=1e-5)  # float32 forward on both sides
+
+
+def test_timm_train_py_args_keep_timms_eval_crop(tmp_path: Path, cnn_weights) -> None:
+    """timm's own train.py evaluates with the model's default crop when its args do not say one: kept there."""
+    from vcal_cli.checkpoints.hints import Hints
+    from vcal_cli.data.preprocessing import resolve_preprocessing
+
+    cfg = {
+        "architecture": "test_resnet",
+        "input_size": (3, 160, 160),
+        "mean": (0.5,) * 3,
+        "std": (0.5,) * 3,
+        "interpolation": "bicubic",
+        "crop_pct": 0.95,
+    }
+    said = dict(input_size=(1, 28, 28), mean=(0.3,), std=(0.4,))
+    timm_run = resolve_preprocessing(
+        hints=Hints(("timm train.py args",), **said), timm_cfg=cfg, model_in_chans=1, native_size=(1, 28, 28)
+    )
+    other = resolve_preprocessing(
+        hints=Hints(("Lightning hyper_parameters",), **said), timm_cfg=cfg, model_in_chans=1, native_size=(1, 28, 28)
+    )
+    assert (timm_run.crop_pct, timm_run.interpolation) == (0.95, "bicubic")
+    assert (other.crop_pct, other.interpolation) == (1.0, "bilinear")
+    assert "timm" not in other.source
+
+
 def test_lightning_datamodule_hyper_parameters(tmp_path: Path, cnn_weights, reference) -> None:
     """The model names its arch; the datamodule's save_hyperparameters() holds the image size, mean and std (as
     Lightning writes them under `datamodule_hyper_parameters`): read, not probed."""

@@ -209,6 +209,13 @@ def resolve_preprocessing(
         if said:
             if "input_size" not in said and not timm:  # the data's own size, as the model was trained on it
                 base["input_size"] = [c, *native_size[1:]]
+            if timm and not any(src.startswith("timm") for src in hints.sources):
+                # a trainer other than timm's (Lightning, a config.json) that names its size and statistics but
+                # not a resize: it fed the images as they are, so timm's eval crop and interpolation do not apply
+                # (timm's own train.py does evaluate with them, so its args keep them)
+                for k in ("interpolation", "crop_pct"):
+                    base.pop(k, None)
+                    origin.pop(k, None)
             base.update({k: list(v) if isinstance(v, tuple) else v for k, v in said.items()})
             named = " and ".join(hints.sources) if hints.sources else "the checkpoint"
             origin.update(dict.fromkeys(said, named))
