@@ -115,6 +115,29 @@ def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
         return Path(a).resolve() == Path(b).resolve()
 
 
+def guard_outputs(outputs: dict[str, Path | None], inputs: dict[str, str | os.PathLike[str]]) -> None:
+    """Before any work: every output file (by its flag) is refused in one line when it is one of the inputs (by
+    what it is; resolved through links), an existing directory, or in a folder that cannot be written."""
+    from vcal_cli.errors import UsageError
+
+    for flag, path in outputs.items():
+        if path is None:
+            continue
+        path = Path(path)
+        for what, src in inputs.items():
+            if Path(src).exists() and same_file(src, path):
+                raise UsageError(
+                    f"{flag} '{path}' is {what}: writing it would destroy an input", hint="choose another path"
+                )
+        if path.is_dir():
+            raise UsageError(f"{flag} '{path}' is a directory", hint="give a file path")
+        parent = path.parent if str(path.parent) else Path(".")
+        if parent.exists() and not os.access(parent, os.W_OK | os.X_OK):
+            raise UsageError(f"{flag} '{path}': the folder '{parent}' cannot be written", hint="choose another path")
+        if path.exists() and not os.access(path, os.W_OK):
+            raise UsageError(f"{flag} '{path}' is read-only", hint="choose another path or make it writable")
+
+
 def safetensors_bytes(tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> bytes:
     """safetensors bytes with a canonical header (sorted keys), so equal content gives equal bytes.
 

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from vcal_cli._defaults import DEFAULT_N_BINS, DEFAULT_N_BOOTSTRAP
-from vcal_cli._io import atomic_write_bytes, atomic_write_text
+from vcal_cli._io import atomic_write_bytes, atomic_write_text, guard_outputs
 from vcal_cli.cli import _options as opt
 from vcal_cli.cli._errors import handle_errors
 from vcal_cli.cli._output import note, out, progress, warn
@@ -63,6 +63,10 @@ def gate_cmd(
         from vcal_cli import api
         from vcal_cli.gate import parse_rule, to_junit, to_markdown
 
+        guard_outputs(
+            {"--junit": junit, "--markdown": markdown},
+            {"the current report or checkpoint": current, "the baseline": baseline},
+        )
         rules = [
             parse_rule(t, kind)
             for kind, texts in (
@@ -90,7 +94,12 @@ def gate_cmd(
             (markdown, to_markdown(result) if markdown else ""),
         ):
             if path:
-                atomic_write_text(path, text)
+                try:
+                    atomic_write_text(path, text)
+                except OSError as e:
+                    from vcal_cli.errors import UsageError
+
+                    raise UsageError(f"cannot write '{path}' ({e.strerror})", hint="choose another path") from None
         for w in result.warnings:
             warn(w)
         if as_json:

@@ -12,6 +12,7 @@ Relative rules fail only when the change is also beyond noise (see `vcal_cli.gat
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,8 @@ def parse_rule(text: str, kind: str) -> Rule:
         threshold = float(value)
     except ValueError:
         raise GateRuleError(f"{flag} '{text}': '{value}' is not a number") from None
+    if not math.isfinite(threshold):
+        raise GateRuleError(f"{flag} '{text}': the threshold must be a finite number, not {value}")
     return Rule(check_metric_name(name.strip(), flag), kind, threshold)
 
 
@@ -82,8 +85,8 @@ def rules_from_config(table: dict[str, Any], source: str) -> list[Rule]:
         if not isinstance(entries, dict):
             raise GateRuleError(f"{source}: '{key}' must be a table such as {{ece = 0.01}}")
         for name, value in entries.items():
-            if not isinstance(value, int | float):
-                raise GateRuleError(f"{source}: {key}.{name} must be a number")
+            if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+                raise GateRuleError(f"{source}: {key}.{name} must be a finite number")
             rules.append(Rule(check_metric_name(name, source), kind, float(value)))
     return rules
 
@@ -110,13 +113,24 @@ def load_config(start: str | Path = ".") -> tuple[list[Rule], str | None]:
 def resolve(report: dict[str, Any], metric: str, source: str) -> float:
     """The figure `metric` of a report: `metrics[metric]`, or a dotted path."""
     if "." not in metric:
-        return float(report["metrics"][metric])
-    node = _walk(report, metric.split("."))
-    if node is None:
-        raise GateRuleError(f"report '{source}' has no figure '{metric}'")
-    if not isinstance(node, int | float):
-        raise GateRuleError(f"'{metric}' in report '{source}' is not a number")
+        metrics = report.get("metrics")
+        node = metrics.get(metric) if isinstance(metrics, dict) else None
+        if node is None and not (isinstance(metrics, dict) and metric in metrics):
+            raise GateRuleError(f"report '{source}' has no figure '{metric}'")
+    else:
+        node = _walk(report, metric.split("."))
+        if node is None:
+            raise GateRuleError(f"report '{source}' has no figure '{metric}'")
+    if not isinstance(node, int | float) or isinstance(node, bool):
+        raise GateRuleError(f"'{metric}' in report '{source}' is not a number ({_short(node)})")
+    if not math.isfinite(node):
+        raise GateRuleError(f"'{metric}' in report '{source}' is {node}: a report with NaN or inf cannot pass a gate")
     return float(node)
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _walk(node: Any, parts: list[str]) -> Any:
@@ -144,4 +158,11 @@ def interval(report: dict[str, Any], metric: str) -> tuple[float, float] | None:
         parent, _, name = metric.rpartition(".")
         row = _walk(report, parent.split("."))
         iv = row.get("intervals", {}).get(name) if isinstance(row, dict) else None
-    return (float(iv[0]), float(iv[1])) if iv else None
+    if not iv:
+        return None
+    ok = isinstance(iv, list | tuple) and len(iv) == 2 and all(isinstance(v, int | float) for v in iv)
+    if not ok or not all(math.isfinite(v) for v in iv) or iv[0] > iv[1]:
+        raise GateRuleError(
+            f"the interval of '{metric}' in a report is {_short(iv)}: it must be [low, high], two finite numbers"
+        )
+    return (float(iv[0]), float(iv[1]))

@@ -162,15 +162,21 @@ def evidence_json(result: MetricsResult) -> dict[str, Any]:
     return out
 
 
+def _no_constant(token: str) -> float:
+    raise ValueError(token)
+
+
 def read_report(path: str | Path) -> dict[str, Any]:
     """Read and check a report.json; a missing file or key is a `ReportError` naming it."""
     path = Path(path)
     if not path.is_file():
         raise ReportError(f"report '{path}' does not exist")
     try:
-        rep = json.loads(path.read_text(encoding="utf-8"))
+        rep = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ReportError(f"report '{path}' is not valid JSON ({e})") from None
+    except ValueError as e:  # NaN, Infinity: never a number a gate may pass on
+        raise ReportError(f"report '{path}' holds {e}; a report with NaN or inf is not one vcal wrote") from None
     if not isinstance(rep, dict):
         raise ReportError(f"report '{path}' is not a JSON object")
     version = rep.get("schema_version")
