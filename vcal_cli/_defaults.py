@@ -9,3 +9,5 @@ DEFAULT_AUTO_BUDGET = 1800.0
 DEFAULT_AUGMENT = "crop"  # their augmentation (vcal_cli.data.augment.AUGMENTS): label-safe for digits and text too
 # the split-conformal scores (vcal_cli.metrics.conformal), every one by default
 CONFORMAL_SCORES = ("lac", "aps", "aps-rand", "raps", "raps-rand", "lac-class")
+MAX_BINS = 1000  # --bins above this says nothing more (and a huge value would only burn time): refused at once
+MAX_BOOTSTRAP = 100_000  # --bootstrap resamples at most (the (R, N) resample counts must fit in memory)

@@ -36,6 +36,7 @@ from vcal_cli.checkpoints import transformers_models
 from vcal_cli.checkpoints.arch import build_arch
 from vcal_cli.checkpoints.head_finder import find_head
 from vcal_cli.checkpoints.hints import Hints, beside, from_checkpoint_dict
+from vcal_cli.checkpoints.limits import check_metadata, short
 from vcal_cli.checkpoints.programs import KINDS, ProgramClassifier, first_conv_chans, load_program
 from vcal_cli.checkpoints.state_dict import (
     FOREIGN,
@@ -136,21 +137,26 @@ def _infer_shape_args(
 
 
 def _from_vcal_safetensors(path: Path, meta: dict[str, str], sha: str, head_module: str | None) -> LoadedModel:
+    checked = check_metadata(path, meta)  # types, sizes, ranges and the arch_kwargs allowlist, before any build
+    arch, num_classes, kwargs = checked["arch"], checked["num_classes"], checked["arch_kwargs"]
+    class_names = checked["class_names"]
     try:
-        arch = meta["arch"]
-        num_classes = int(meta["num_classes"])
-        kwargs = json.loads(meta.get("arch_kwargs", "{}"))
-        class_names = json.loads(meta["class_names"]) if meta.get("class_names") else None
-        prep = Preprocessing.from_dict(json.loads(meta["preprocessing"])) if meta.get("preprocessing") else None
+        prep = Preprocessing.from_dict(checked["preprocessing"]) if checked["preprocessing"] else None
     except (KeyError, ValueError, TypeError) as e:
-        raise CheckpointError(f"'{path}' has malformed vcal metadata ({type(e).__name__}: {e})") from e
+        raise CheckpointError(f"'{path}' has malformed vcal metadata ({type(e).__name__}: {short(str(e))})") from None
     in_chans = prep.input_size[0] if prep else 3
     model = build_arch(arch, num_classes, in_chans=in_chans, kwargs=kwargs)
     head_info = None
     if "vcal_head" in meta:  # a retrained head replaces the arch's linear layer before the weights load
-        head_info = json.loads(meta["vcal_head"])
-        head = meta["head_module"]
-        model.set_submodule(head, build_module(head_info))
+        head_info = checked["vcal_head"]
+        head = meta.get("head_module", "")
+        try:
+            model.set_submodule(head, build_module(head_info))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise CheckpointError(
+                f"'{path}' has a malformed head recipe (vcal_head, head_module '{short(head)}': {short(str(e))})",
+                hint="re-save it with vcal retrain",
+            ) from None
     load_into(model, load_file(path), path=path, arch=arch)
     if head_info is None:
         head = find_head(model, num_classes, head_module or meta.get("head_module"))

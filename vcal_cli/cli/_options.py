@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from vcal_cli._defaults import CONFORMAL_SCORES, DEFAULT_N_BINS, DEFAULT_N_BOOTSTRAP
+from vcal_cli._defaults import CONFORMAL_SCORES, DEFAULT_N_BINS, DEFAULT_N_BOOTSTRAP, MAX_BINS, MAX_BOOTSTRAP
 from vcal_cli.features.settings import ExtractOptions  # torch-free: the defaults the help shows
 
 if TYPE_CHECKING:  # the CLI imports torch only when a command runs
@@ -28,6 +28,7 @@ BinsOpt = Annotated[
     typer.Option(
         "--bins",
         min=1,
+        max=MAX_BINS,
         help=f"Bins for ECE, MCE, classwise ECE, diagrams \\[default: {DEFAULT_N_BINS}].",
         show_default=False,
     ),
@@ -37,6 +38,7 @@ BootstrapOpt = Annotated[
     typer.Option(
         "--bootstrap",
         min=0,
+        max=MAX_BOOTSTRAP,
         help=f"Bootstrap resamples for the 95% intervals and verdicts \\[default: {DEFAULT_N_BOOTSTRAP}].",
         show_default=False,
     ),

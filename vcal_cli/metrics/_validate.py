@@ -5,15 +5,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from vcal_cli._defaults import DEFAULT_N_BINS  # noqa: F401  (re-exported)
+from vcal_cli._defaults import DEFAULT_N_BINS, MAX_BINS  # noqa: F401  (DEFAULT_N_BINS re-exported)
 from vcal_cli.errors import MetricError
 
 PROB_CLAMP = 1e-7  # NLL from probabilities only: log(max(p, 1e-7)), the Keras / robustness_metrics convention
 
 
 def check_bins(n_bins: int) -> int:
-    if not isinstance(n_bins, int) or n_bins < 1:
-        raise MetricError(f"--bins {n_bins} must be an integer of at least 1")
+    if not isinstance(n_bins, int) or isinstance(n_bins, bool) or not 1 <= n_bins <= MAX_BINS:
+        raise MetricError(f"--bins {str(n_bins)[:20]} must be an integer from 1 to {MAX_BINS}")
     return n_bins
 
 
