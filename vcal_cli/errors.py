@@ -58,3 +58,8 @@ class ReportError(VcalError):
 
 class UsageError(VcalError):
     """A flag value or combination of flags is invalid."""
+
+
+class VcalWarning(UserWarning):
+    """Something vcal repaired on its own and the user should know (a damaged cache entry rebuilt). The CLI shows
+    each as one `warning:` line; library users get it through Python's `warnings`."""

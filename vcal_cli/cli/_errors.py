@@ -31,7 +31,11 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 @contextmanager
 def handle_errors(debug: bool = False) -> Iterator[None]:
-    """Inside a command: a VcalError becomes one line and its exit code; other exceptions are bugs."""
+    """Inside a command: a VcalError becomes one line and its exit code; other exceptions are bugs. The library's
+    warnings (VcalWarning) show as `warning:` lines."""
+    from vcal_cli.cli._output import show_vcal_warnings
+
+    show_vcal_warnings()
     try:
         yield
     except (typer.Exit, typer.Abort):

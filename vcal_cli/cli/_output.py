@@ -77,3 +77,24 @@ def note(message: str) -> None:
 def warn(message: str) -> None:
     """A loud line: numbers that look impossible, data that looks wrong."""
     err.print(f"[bold red]warning:[/bold red] [red]{message}[/red]", highlight=False, soft_wrap=True)
+
+
+def show_vcal_warnings() -> None:
+    """Show the library's `VcalWarning`s (a damaged cache entry rebuilt) as `warning:` lines, every time."""
+    import warnings
+
+    from vcal_cli.errors import VcalWarning
+
+    shown = warnings.showwarning
+    if getattr(shown, "vcal", False):
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001, ANN202
+        if issubclass(category, VcalWarning):
+            warn(str(message))
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    show.vcal = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
+    warnings.simplefilter("always", VcalWarning)

@@ -20,11 +20,11 @@ def cache_list(cache_dir: CacheDirOpt = None, as_json: JsonOpt = False) -> None:
     """List cached feature files."""
     with handle_errors():
         cache = FeatureCache(cache_dir)
-        entries = cache.entries()
+        entries, orphans = cache.entries(), cache.orphans()
         if as_json:
-            print(
-                json.dumps([{"key": e.key, "path": str(e.path), "bytes": e.size, **e.info} for e in entries], indent=2)
-            )
+            rows = [{"key": e.key, "path": str(e.path), "bytes": e.size, **e.info} for e in entries]
+            rows += [{"key": None, "path": str(p), "bytes": size, "orphan": what} for p, what, size in orphans]
+            print(json.dumps(rows, indent=2))
             return
         t = Table(title=f"feature cache {cache.root} ({len(entries)} entries)", title_justify="left")
         for col in ("key", "checkpoint", "data", "split", "n", "dim", "dtype", "MB", "created"):
@@ -43,6 +43,13 @@ def cache_list(cache_dir: CacheDirOpt = None, as_json: JsonOpt = False) -> None:
                 str(i.get("created", "")),
             )
         out.print(t)
+        if orphans:
+            o = Table(title="left by interrupted runs (`vcal cache clear` removes them)", title_justify="left")
+            for col in ("path", "what", "MB"):
+                o.add_column(col, justify="right" if col == "MB" else "left")
+            for p, what, size in orphans:
+                o.add_row(p.name, what, f"{size / 1e6:.2f}")
+            out.print(o)
 
 
 @cache_app.command("clear")
@@ -50,4 +57,5 @@ def cache_clear(cache_dir: CacheDirOpt = None) -> None:
     """Delete every cached feature file."""
     with handle_errors():
         cache = FeatureCache(cache_dir)
-        note(f"removed {cache.clear()} entries from {cache.root}")
+        left = sum(size for _, _, size in cache.orphans())
+        note(f"removed {cache.clear()} entries and {left / 1e6:.2f} MB left by interrupted runs from {cache.root}")

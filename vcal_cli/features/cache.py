@@ -17,7 +17,9 @@ from typing import Any
 
 from vcal_cli._io import read_header, sha256_json
 
-CACHE_FORMAT = "2"  # 2: sharded build, vcal's own tensor order, cache dtype in the key
+CACHE_FORMAT = (
+    "3"  # 2: sharded build, vcal's own tensor order, cache dtype in the key; 3: a checksum in every entry and shard
+)
 
 
 def default_cache_dir() -> Path:
@@ -58,6 +60,21 @@ class FeatureCache:
             st = p.stat()
             created = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(st.st_mtime))
             out.append(CacheEntry(p, p.stem, st.st_size, {**info, "created": created}))
+        return out
+
+    def orphans(self) -> list[tuple[Path, str, int]]:
+        """What interrupted runs left: (path, what it is, bytes). A shard folder beside a complete entry, or
+        temp files, are pure leftovers (the next run that touches the entry removes them too); a shard folder
+        without its entry is an unfinished build a rerun resumes from."""
+        if not self.root.is_dir():
+            return []
+        out = []
+        for d in sorted(self.root.glob("*.parts")):
+            done = d.with_name(d.name.removesuffix(".parts") + ".safetensors").exists()
+            size = sum(p.stat().st_size for p in d.rglob("*") if p.is_file())
+            out.append((d, "shards of a finished entry" if done else "unfinished build (resumable)", size))
+        for t in sorted(self.root.glob(".*.tmp")):
+            out.append((t, "temp file of a killed run", t.stat().st_size))
         return out
 
     def clear(self) -> int:

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import errno
 import json
+import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from torch import Tensor
 
 from vcal_cli.checkpoints import LoadedModel
 from vcal_cli.data import ImageSplit, Preprocessing
-from vcal_cli.errors import CacheError, DataError, UsageError
+from vcal_cli.errors import CacheError, DataError, UsageError, VcalWarning
+from vcal_cli.features import checksum
 from vcal_cli.features.cache import FeatureCache, cache_info, cache_key
 from vcal_cli.features.distributed import World, world
 from vcal_cli.features.extract import Forward, Runtime, Track, batch_ticks, extract_features, quiet
@@ -57,12 +60,38 @@ class FeatureSet:
 
 
 def _entry_ok(path: Path, n: int) -> bool:
-    """True if `path` is a complete entry of n rows (anything else is rebuilt, never trusted)."""
+    """True if `path` is a complete entry of n rows whose contents match its checksum. Anything else is a miss,
+    never trusted: a file that is there but damaged (truncated, garbled, from another run of other rows, without a
+    checksum) is removed with a warning naming it, and rebuilt."""
+    if not path.exists():
+        return False
     try:
         header, _ = read_header(path)
-        return all(header[k]["shape"][0] == n for k in ("features", "logits", "labels"))
-    except Exception:  # a missing, broken or foreign file is a miss
-        return False
+        complete = all(header[k]["shape"][0] == n for k in ("features", "logits", "labels"))
+        why = checksum.verify(path) if complete else f"it does not hold {n:,} rows"
+    except Exception:  # a broken or foreign file
+        why = "it is not a readable cache entry"
+    if why is None:
+        return True
+    warnings.warn(f"cache entry '{path}' is damaged ({why}); rebuilding it", VcalWarning, stacklevel=2)
+    path.unlink(missing_ok=True)
+    return False
+
+
+def _tidy(path: Path) -> None:
+    """Leftovers of interrupted runs beside a complete entry (its shard folder, temp files of its merge): removed
+    when no other run holds the entry's lock (one that does may be writing them right now)."""
+    lock = FileLock(f"{path}.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return
+    try:
+        shutil.rmtree(path.with_name(path.stem + ".parts"), ignore_errors=True)
+        for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+    finally:
+        lock.release()
 
 
 def get_features(
@@ -124,7 +153,9 @@ def get_features(
         **{k: info[k] for k in ("cache_dtype", "precision", "channels_last")},
     }
     path = FeatureCache(o.cache_dir).path(cache_key(parts))
-    if w.broadcast(_entry_ok(path, len(data))):
+    if w.broadcast(_entry_ok(path, len(data)) if w.main else False):
+        if w.main:
+            _tidy(path)
         return FeatureSet.load(path)
     try:
         plan = ShardPlan.make(len(data), o.shard_size, o.batch_size)

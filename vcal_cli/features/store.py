@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import shutil
 import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,8 @@ from vcal_cli._mapped import (  # noqa: F401  (MappedFile, take_rows re-exported
     release_pages,
     take_rows,
 )
-from vcal_cli.errors import CacheError, UsageError
+from vcal_cli.errors import CacheError, UsageError, VcalWarning
+from vcal_cli.features import checksum
 
 CACHE_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 ORDER = ("labels", "logits", "features")  # int64 first, then 4-byte, then 2/4-byte: every tensor starts aligned
@@ -104,6 +106,7 @@ class Parts:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir.mkdir(parents=True, exist_ok=True)
             atomic_write_json(plan_file, self.spec)
+        self.check()
         return sum(self.done(i) for i in range(len(self.plan)))
 
     def shard(self, i: int) -> Path:
@@ -116,7 +119,24 @@ class Parts:
         return [i for i in range(len(self.plan)) if not self.done(i)]
 
     def write(self, i: int, tensors: dict[str, Tensor]) -> None:
-        atomic_write(self.shard(i), lambda tmp: tmp.write_bytes(safetensors_bytes(tensors)))
+        blob = checksum.patch_bytes(safetensors_bytes(tensors, {checksum.KEY: checksum.PLACEHOLDER}))
+        atomic_write(self.shard(i), lambda tmp: tmp.write_bytes(blob))
+
+    def check(self) -> int:
+        """Drop finished shards that are damaged (truncated, garbled, replaced: their checksum says so), each
+        with a warning naming it, and temp files of shards a killed run was writing; returns how many shards were
+        dropped (they are extracted again)."""
+        for tmp in self.dir.glob(".shard-*.tmp"):
+            tmp.unlink(missing_ok=True)
+        dropped = 0
+        for i in range(len(self.plan)):
+            if self.done(i) and (why := checksum.verify(self.shard(i))):
+                warnings.warn(
+                    f"cache shard '{self.shard(i)}' is damaged ({why}); extracting it again", VcalWarning, stacklevel=2
+                )
+                self.shard(i).unlink(missing_ok=True)
+                dropped += 1
+        return dropped
 
     def merge(self, metadata: dict[str, str]) -> Path:
         """Stream every shard into the entry (atomically), then remove the parts folder."""
@@ -132,26 +152,30 @@ class Parts:
         }
 
         def write(tmp: Path) -> None:
+            head = header_bytes(specs, {**metadata, checksum.KEY: checksum.PLACEHOLDER})
+            digest = checksum.Hasher()
             with open(tmp, "wb") as out:
-                out.write(header_bytes(specs, metadata))
+                out.write(head)
                 for name in [n for n in ORDER if n in specs]:
                     for i, (h, start) in enumerate(heads):
                         lo, hi = h[name]["data_offsets"]
                         with open(self.shard(i), "rb") as src:
                             src.seek(start + lo)
-                            _copy(src, out, hi - lo)
+                            _copy(src, out, hi - lo, digest)
+                checksum.patch(out, head, digest.value())
 
         atomic_write(self.entry, write)
         shutil.rmtree(self.dir, ignore_errors=True)
         return self.entry
 
 
-def _copy(src: Any, dst: Any, n: int) -> None:
+def _copy(src: Any, dst: Any, n: int, digest: checksum.Hasher) -> None:
     while n > 0:
         block = src.read(min(_BLOCK, n))
         if not block:
             raise CacheError("a shard ended early while merging the feature cache")
         dst.write(block)
+        digest.update(block)
         n -= len(block)
 
 
@@ -160,15 +184,20 @@ def write_entry(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str]
     specs = {k: (v.dtype, tuple(v.shape)) for k, v in tensors.items()}
 
     def write(tmp: Path) -> None:
+        head = header_bytes(specs, {**metadata, checksum.KEY: checksum.PLACEHOLDER})
+        digest = checksum.Hasher()
         with open(tmp, "wb") as out:
-            out.write(header_bytes(specs, metadata))
+            out.write(head)
             for name in [n for n in ORDER if n in specs] + sorted(set(specs) - set(ORDER)):
                 t = tensors[name].contiguous()
                 t = t.view(torch.int16) if t.dtype == torch.bfloat16 else t
                 rows = max(1, _BLOCK // max(1, t[0].numel() * t.element_size())) if t.ndim else 1
                 for a in range(0, max(1, len(t)) if t.ndim else 1, rows):
                     block = t[a : a + rows] if t.ndim else t
-                    out.write(block.numpy().data)
+                    data = block.numpy().data
+                    out.write(data)
+                    digest.update(data)
                     release_pages(block)  # a mapped source leaves the process block by block
+            checksum.patch(out, head, digest.value())
 
     return atomic_write(path, write)
