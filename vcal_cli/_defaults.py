@@ -11,3 +11,4 @@ DEFAULT_AUGMENT = "crop"  # their augmentation (vcal_cli.data.augment.AUGMENTS):
 CONFORMAL_SCORES = ("lac", "aps", "aps-rand", "raps", "raps-rand", "lac-class")
 MAX_BINS = 1000  # --bins above this says nothing more (and a huge value would only burn time): refused at once
 MAX_BOOTSTRAP = 100_000  # --bootstrap resamples at most (the (R, N) resample counts must fit in memory)
+MAX_SEED = 2**31 - 1  # seeds are combined with counters (seed * 1_000_003 + block) inside torch's 64-bit range

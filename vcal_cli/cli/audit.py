@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from vcal_cli._defaults import DEFAULT_N_BINS, DEFAULT_N_BOOTSTRAP
+from vcal_cli._defaults import DEFAULT_N_BINS, DEFAULT_N_BOOTSTRAP, MAX_SEED
 from vcal_cli.cli import _options as opt
 from vcal_cli.cli._errors import handle_errors
 from vcal_cli.cli._output import note, out, progress, warn
@@ -37,7 +37,7 @@ def audit_cmd(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Report directory.")] = Path("vcal-report"),
     bins: opt.BinsOpt = None,
     bootstrap: opt.BootstrapOpt = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="Seed of the bootstrap.")] = 0,
     hierarchy: Annotated[
         str | None,
         typer.Option(

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from vcal_cli._defaults import MAX_SEED
 from vcal_cli.cli import _options as opt
 from vcal_cli.cli._errors import handle_errors
 from vcal_cli.cli._output import note, out, progress
@@ -64,7 +65,9 @@ def frontier_cmd(
     train_device: Annotated[
         str, typer.Option("--train-device", help="Where the fits run: auto (CUDA when torch sees a GPU), cpu, cuda.")
     ] = "auto",
-    seed: Annotated[int, typer.Option("--seed", help="Seeds every fit (same initial weights at every point).")] = 0,
+    seed: Annotated[
+        int, typer.Option("--seed", min=0, max=MAX_SEED, help="Seeds every fit (same initial weights at every point).")
+    ] = 0,
     as_json: opt.JsonOpt = False,
     debug: opt.DebugOpt = False,
     **options: Any,

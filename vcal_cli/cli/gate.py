@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from vcal_cli._defaults import DEFAULT_N_BINS, DEFAULT_N_BOOTSTRAP
+from vcal_cli._defaults import DEFAULT_N_BINS, DEFAULT_N_BOOTSTRAP, MAX_SEED
 from vcal_cli._io import atomic_write_bytes, atomic_write_text, guard_outputs
 from vcal_cli.cli import _options as opt
 from vcal_cli.cli._errors import handle_errors
@@ -46,7 +46,7 @@ def gate_cmd(
     val_from: opt.ValFromOpt = None,
     split: opt.SplitOpt = "test",
     bootstrap: opt.BootstrapOpt = None,
-    seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="Bootstrap seed.")] = 0,
     as_json: opt.JsonOpt = False,
     debug: opt.DebugOpt = False,
     **options: Any,

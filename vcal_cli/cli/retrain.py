@@ -16,6 +16,7 @@ from vcal_cli._defaults import (
     DEFAULT_N_BINS,
     DEFAULT_N_BOOTSTRAP,
     DEFAULT_TRAIN_VIEWS,
+    MAX_SEED,
 )
 from vcal_cli.cli import _options as opt
 from vcal_cli.cli._errors import handle_errors
@@ -80,7 +81,7 @@ def retrain_cmd(
         bool,
         typer.Option("--head-only", help="Write only the head's weights (apply with 'vcal audit BASE --head-file')."),
     ] = False,
-    seed: Annotated[int, typer.Option("--seed", help="Seeds every head and the bootstrap.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="Seeds every head and the bootstrap.")] = 0,
     auto_select: Annotated[
         str, typer.Option("--auto-select", help="With --head auto: pick the lowest val nll, ece or brier.")
     ] = "nll",

@@ -124,6 +124,8 @@ def _from_json(obj: object, source: str) -> Hierarchy:
     classes, paths = [], []
 
     def walk(node: object, prefix: tuple[str, ...]) -> None:
+        if len(prefix) > MAX_DEPTH:
+            raise HierarchyError(f"hierarchy '{source}' nests deeper than {MAX_DEPTH} levels")
         if isinstance(node, dict):
             for name, child in node.items():
                 if child is None or child == {} or child == []:
@@ -159,6 +161,10 @@ def _uncommented(text: str) -> str:
     return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
 
 
+MAX_FILE_BYTES = 64 << 20  # a hierarchy file (a million classes' paths fit)
+MAX_DEPTH = 100  # levels of a JSON tree (WordNet's deepest path has about 20)
+
+
 def load_hierarchy(spec: str | Path) -> Hierarchy:
     """Read a hierarchy from a file (CSV paths, CSV edges, JSON) or a built-in name."""
     spec = str(spec)
@@ -175,13 +181,27 @@ def load_hierarchy(spec: str | Path) -> Hierarchy:
                 f"--hierarchy '{spec}' does not exist",
                 hint=f"give a .csv or .json file, or one of: {', '.join(BUILTIN)}",
             )
-        text, source = path.read_text(encoding="utf-8"), spec
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise HierarchyError(f"--hierarchy '{spec}' is {path.stat().st_size:,} bytes (at most {MAX_FILE_BYTES:,})")
+        try:
+            text, source = path.read_text(encoding="utf-8"), spec
+        except UnicodeDecodeError:
+            raise HierarchyError(
+                f"--hierarchy '{spec}' is not UTF-8 text", hint="give a .csv or .json text file"
+            ) from None
+        if "\0" in text:
+            raise HierarchyError(f"--hierarchy '{spec}' is a binary file", hint="give a .csv or .json text file")
     if spec.endswith(".json"):
         try:
             return _from_json(json.loads(text), source)
         except json.JSONDecodeError as e:
             raise HierarchyError(f"--hierarchy '{spec}' is not valid JSON ({e})") from None
-    rows = [r for r in csv.reader(io.StringIO(_uncommented(text))) if any(c.strip() for c in r)]
+        except RecursionError:
+            raise HierarchyError(f"--hierarchy '{spec}' nests deeper than vcal reads ({MAX_DEPTH} levels)") from None
+    try:
+        rows = [r for r in csv.reader(io.StringIO(_uncommented(text))) if any(c.strip() for c in r)]
+    except csv.Error as e:
+        raise HierarchyError(f"--hierarchy '{spec}' is not a readable CSV ({e})") from None
     if not rows:
         raise HierarchyError(f"--hierarchy '{spec}' is empty")
     header = [c.strip().lower() for c in rows[0]]

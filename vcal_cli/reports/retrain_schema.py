@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from vcal_cli.reports.schema import AuditReport, evidence_json
+from vcal_cli.reports.schema import AuditReport, dump_json, evidence_json
 from vcal_cli.reports.sections import section_json
 from vcal_cli.reports.summary import audit_summary, retrain_summary
 
@@ -56,5 +55,4 @@ class RetrainReport:
         return d
 
     def to_json(self) -> str:
-
-        return json.dumps(self.to_dict(), indent=2) + "\n"
+        return dump_json(self.to_dict())

@@ -53,6 +53,7 @@ Added fields never break an older reader; `read_report` fills what an older repo
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -147,7 +148,23 @@ class AuditReport:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2) + "\n"
+        return dump_json(self.to_dict())
+
+
+def finite_json(node: Any) -> Any:
+    """The report with every NaN or inf number as null: an undefined figure (AURC of one row) is said to be
+    missing, never written as a number no JSON reader accepts or a gate could pass on."""
+    if isinstance(node, float):
+        return node if math.isfinite(node) else None
+    if isinstance(node, dict):
+        return {k: finite_json(v) for k, v in node.items()}
+    if isinstance(node, list | tuple):
+        return [finite_json(v) for v in node]
+    return node
+
+
+def dump_json(d: dict[str, Any]) -> str:
+    return json.dumps(finite_json(d), indent=2, allow_nan=False) + "\n"
 
 
 def evidence_json(result: MetricsResult) -> dict[str, Any]:
@@ -185,11 +202,24 @@ def read_report(path: str | Path) -> dict[str, Any]:
             f"report '{path}' has schema {version}; this vcal reads up to {SCHEMA_VERSION}", hint="upgrade vcal"
         )
     promised = SCHEMA_METRICS.get(version, METRIC_NAMES) if isinstance(version, int) else METRIC_NAMES
-    missing = [k for k in TOP_KEYS if k not in rep] + [
-        f"metrics.{k}" for k in promised if k not in rep.get("metrics", {})
-    ]
+    metrics = rep.get("metrics") if isinstance(rep.get("metrics"), dict) else {}
+    missing = [k for k in TOP_KEYS if k not in rep] + [f"metrics.{k}" for k in promised if k not in metrics]
     if missing:
         raise ReportError(f"report '{path}' lacks {', '.join(missing[:4])}", hint="is it a vcal report.json?")
+    kinds = {
+        "checkpoint": dict,
+        "data": dict,
+        "metrics": dict,
+        "intervals": dict,
+        "settings": dict,
+        "reliability": list,
+    }
+    wrong = [k for k, kind in kinds.items() if not isinstance(rep[k], kind)]
+    if wrong:
+        raise ReportError(
+            f"report '{path}': {wrong[0]} must be a JSON {kinds[wrong[0]].__name__.replace('dict', 'object')}",
+            hint="is it a vcal report.json?",
+        )
     if "summary" not in rep and "heads" not in rep:  # an older audit: its verdict from what it has
         rep["summary"] = audit_summary(rep)
     return rep

@@ -1,0 +1,197 @@
+"""Generated bad input, surface by surface (Hypothesis): logits files, reports given to the gate, hierarchy files and
+numeric flags. For every generated case the command either succeeds (exit 0; for the gate, exit 1 is its verdict on
+a regression) or fails with exactly one `error:` line as the last stderr line (exit 2); never an internal error,
+never a traceback, never an input changed. A fixed number of examples per surface keeps CI within a minute or two
+(VCAL_HYPOTHESIS_EXAMPLES raises it for a longer local run)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from vcal_cli.cli import app
+
+EXAMPLES = int(os.environ.get("VCAL_HYPOTHESIS_EXAMPLES", "25"))
+SETTINGS = settings(
+    max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture], database=None
+)
+
+
+def _sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def _check(r, allowed: tuple[int, ...] = (0, 2)) -> None:
+    """exit 0, or 2 with one `error:` line as the last stderr line; never 1 from a crash, never a traceback."""
+    err = r.stderr.strip().splitlines()
+    assert "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr[-600:]
+    assert r.exit_code in allowed, (r.exit_code, r.stderr[-600:])
+    if r.exit_code == 2:
+        assert err and err[-1].startswith("error:"), r.stderr[-600:]
+        assert sum(x.startswith("error:") for x in err) == 1, r.stderr[-600:]
+
+
+FLOATS = st.sampled_from([0.0, 1.0, -1.0, 1e300, -1e300, float("nan"), float("inf"), -float("inf"), 0.5, 1e-320])
+DTYPES = st.sampled_from(["float16", "float32", "float64", "int8", "int64", "uint8", "bool"])
+
+
+@st.composite
+def logits_files(draw: st.DrawFn) -> dict[str, np.ndarray]:
+    n = draw(st.integers(0, 40))
+    k = draw(st.integers(0, 6))
+    scores = draw(st.lists(st.floats(-50, 50, allow_nan=False), min_size=n * k, max_size=n * k))
+    x = np.array(scores, dtype=np.float64).reshape(n, k) if n * k else np.zeros((n, k))
+    if draw(st.booleans()) and x.size:  # a poisoned value
+        x.flat[draw(st.integers(0, x.size - 1))] = draw(FLOATS)
+    if draw(st.booleans()):
+        with np.errstate(all="ignore"):
+            x = x.astype(draw(DTYPES))
+    labels = np.array(draw(st.lists(st.integers(-3, k + 2), min_size=n, max_size=n)), dtype=np.int64)
+    kind = draw(st.sampled_from(["ints", "floats", "strings", "short", "2d"]))
+    if kind == "floats":
+        labels = labels.astype(np.float64) + draw(st.sampled_from([0.0, 0.5]))
+    elif kind == "strings":
+        labels = labels.astype(str)
+    elif kind == "short":
+        labels = labels[: max(0, n - 1)]
+    elif kind == "2d":
+        labels = labels.reshape(-1, 1)
+    key = draw(st.sampled_from(["logits", "probs"]))
+    if key == "probs" and draw(st.booleans()) and x.size and x.dtype.kind == "f":
+        with np.errstate(all="ignore"):
+            e = np.exp(x - np.nanmax(x, axis=1, keepdims=True))
+            x = e / e.sum(1, keepdims=True)
+    return {key: x, "labels": labels}
+
+
+@SETTINGS
+@given(arrays=logits_files())
+def test_generated_logits_files(runner, arrays: dict[str, np.ndarray]) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "x.npz"
+        np.savez(path, **arrays)
+        before = _sha(path)
+        r = runner.invoke(app, ["audit", "--logits", str(path), "--bootstrap", "20", "--out", str(Path(d) / "o")])
+        _check(r)
+        assert _sha(path) == before
+        if r.exit_code == 2:
+            assert str(path) in r.stderr or "--logits" in r.stderr or "label" in r.stderr, r.stderr[-400:]
+        else:
+            rep = json.loads((Path(d) / "o" / "report.json").read_text(), parse_constant=pytest.fail)
+            assert 0.0 <= rep["metrics"]["accuracy"] <= 1.0 and rep["metrics"]["ece"] >= 0.0
+
+
+METRICS = {
+    "accuracy": 0.9,
+    "nll": 0.3,
+    "brier": 0.15,
+    "ece": 0.02,
+    "ece_adaptive": 0.02,
+    "mce": 0.1,
+    "classwise_ece": 0.01,
+    "aurc": 0.02,
+}
+VALUES = st.one_of(
+    FLOATS, st.none(), st.text(max_size=5), st.booleans(), st.lists(FLOATS, max_size=3), st.integers(-5, 5)
+)
+
+
+@st.composite
+def reports(draw: st.DrawFn) -> dict:
+    rep = {
+        "schema_version": draw(st.sampled_from([1, 2, 3, "2", None])),
+        "vcal_version": "0",
+        "created": "now",
+        "checkpoint": {},
+        "data": {},
+        "reliability": [],
+        "settings": {},
+        "metrics": dict(METRICS),
+        "intervals": {k: [v * 0.9, v * 1.1] for k, v in METRICS.items()},
+    }
+    for _ in range(draw(st.integers(0, 3))):
+        where = draw(st.sampled_from(["metrics", "intervals", "top"]))
+        key = draw(st.sampled_from([*METRICS, "settings", "metrics", "intervals"]))
+        value = draw(VALUES)
+        if where == "top":
+            rep[key] = value
+        elif isinstance(rep.get(where), dict):
+            rep[where][key] = value
+    return rep
+
+
+@SETTINGS
+@given(current=reports(), rule=st.sampled_from([[], ["--max-increase", "ece=0.01"], ["--max", "nll=nan"]]))
+def test_generated_reports_given_to_the_gate(runner, current: dict, rule: list[str]) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        base, cur = Path(d) / "base.json", Path(d) / "cur.json"
+        base.write_text(
+            json.dumps(
+                {**current, "metrics": dict(METRICS), "intervals": {k: [v * 0.9, v * 1.1] for k, v in METRICS.items()}}
+            )
+        )
+        cur.write_text(json.dumps(current, allow_nan=True))
+        hashes = (_sha(base), _sha(cur))
+        r = runner.invoke(app, ["gate", str(cur), "--baseline", str(base), *rule, "--junit", str(Path(d) / "j.xml")])
+        _check(r, (0, 1, 2))  # 1: the gate's own verdict
+        if r.exit_code == 1:
+            assert "gate failed" in r.stderr or "FAIL" in r.stdout, r.stderr[-400:]
+        assert (_sha(base), _sha(cur)) == hashes
+
+
+HIERARCHY_TEXT = st.one_of(
+    st.binary(max_size=64).map(lambda b: ("bytes", b)),
+    st.recursive(
+        st.text(max_size=4), lambda kids: st.dictionaries(st.text(max_size=4), kids, max_size=3), max_leaves=8
+    ).map(lambda j: ("json", json.dumps(j).encode())),
+    st.lists(st.tuples(st.sampled_from("abcde"), st.sampled_from("abcde")), max_size=6).map(
+        lambda rows: ("csv", ("parent,child\n" + "\n".join(f"{p},{c}" for p, c in rows)).encode())
+    ),
+)
+
+
+@SETTINGS
+@given(content=HIERARCHY_TEXT)
+def test_generated_hierarchy_files(runner, content: tuple[str, bytes]) -> None:
+    kind, blob = content
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / ("h.json" if kind == "json" else "h.csv")
+        path.write_bytes(blob)
+        r = runner.invoke(app, ["hierarchy", "show", str(path)])
+        _check(r)
+        assert path.read_bytes() == blob
+
+
+def test_a_deeply_nested_hierarchy_is_one_line(runner, tmp_path: Path) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text("{" * 5000 + "}" * 5000)
+    _check(runner.invoke(app, ["hierarchy", "show", str(path)]))
+
+
+NUMBERS = st.one_of(
+    st.sampled_from(["nan", "inf", "-inf", "0", "-1", "1e400", "99999999999999999999", "0.5", "", "abc"]),
+    st.integers(-10, 10).map(str),
+)
+
+
+@SETTINGS
+@given(flag=st.sampled_from(["--bins", "--bootstrap", "--seed"]), value=NUMBERS)
+def test_generated_numeric_flags(runner, flag: str, value: str) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "x.npz"
+        g = np.random.default_rng(0)
+        np.savez(path, logits=g.normal(size=(50, 3)), labels=g.integers(0, 3, 50))
+        r = runner.invoke(
+            app, ["audit", "--logits", str(path), "--bootstrap", "10", flag, value, "--out", str(Path(d) / "o")]
+        )
+        _check(r)
+        if r.exit_code == 2:
+            assert flag in r.stderr or "Invalid value" in r.stderr, r.stderr[-300:]
