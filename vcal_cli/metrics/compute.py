@@ -316,9 +316,12 @@ def compute_metrics(
         if INTERVAL_METHODS[k] == PERCENTILE:
             lo, hi = torch.quantile(vals[k][1:], q).tolist()
             intervals[k] = (lo, hi)
+    det = details(stats, y, stats["class_ece"], counts) if with_details else None
     evidence, debiased = None, {}
     if n_bootstrap > 0:
-        evidence, debiased = _debiased(stats, counts, n_bins, seed, with_details and with_tests and tested)
+        full = with_details and with_tests and tested
+        known = {k: vals[k] for k in ("ece", "ece_adaptive")}
+        evidence, debiased = _debiased(stats, counts, n_bins, seed, full, known, det.smooth.sigma if det else None)
         debiased["classwise_ece"] = reflect(float(cw[0]), cw[1:], cw_null if tested else None)
         intervals.update({k: e.interval for k, e in debiased.items()})
     return MetricsResult(
@@ -329,24 +332,31 @@ def compute_metrics(
         n_bins,
         n_bootstrap,
         seed,
-        details(stats, y, stats["class_ece"], counts) if with_details else None,
+        det,
         debiased,
         evidence,
     )
 
 
 def _debiased(
-    stats: dict[str, Tensor], counts: Tensor, n_bins: int, seed: int, full: bool
+    stats: dict[str, Tensor],
+    counts: Tensor,
+    n_bins: int,
+    seed: int,
+    full: bool,
+    known: dict[str, Tensor],
+    sigma: float | None,
 ) -> tuple[Evidence | None, dict[str, Estimate]]:
-    """The top-label ECEs' debiased points and intervals; with `full`, every estimator, test and band too."""
+    """The top-label ECEs' debiased points and intervals; with `full`, every estimator, test and band too.
+    `known`: the ECEs' values on the sample and each resample (the metrics computed them)."""
     conf, correct = stats["conf"], stats["correct"]
     if full:
-        ev = collect(conf, correct, counts, n_bins, seed)
+        ev = collect(conf, correct, counts, n_bins, seed, known=known, sigma=sigma)
         return ev, {k: ev.estimators[k] for k in ("ece", "ece_adaptive")}
-    s = Sorted.of(conf, correct)
-    kernels = {k: v for k, v in estimators(n_bins).items() if k in ("ece", "ece_adaptive")}
+    s = Sorted.of(conf, correct, sigma=0.0)  # no smooth ECE here: the bandwidth is never used
+    kernels = {k: v for k, v in estimators(n_bins).items() if k in known}
     null = consistency_draws(s.conf, len(counts) - 1, seed) if len(conf) >= MIN_ROWS else None
-    return None, estimate_all(kernels, s, counts, null)
+    return None, estimate_all(kernels, s, counts, null, known)
 
 
 def _one(name: str, scores: Tensor, labels: Tensor, n_bins: int, *, is_logits: bool = False) -> float:

@@ -46,10 +46,11 @@ class Sorted:
     sigma: float  # smooth ECE's bandwidth on the sample
 
     @classmethod
-    def of(cls, conf: Tensor, correct: Tensor) -> Sorted:
+    def of(cls, conf: Tensor, correct: Tensor, sigma: float | None = None) -> Sorted:
+        """`sigma`: smooth ECE's bandwidth when already known (the details' kernel curve found it)."""
         order = torch.sort(conf, stable=True).indices
         c, y = conf.double()[order], correct.double()[order]
-        return cls(c, y, order, bandwidth(c, y))
+        return cls(c, y, order, bandwidth(c, y) if sigma is None else sigma)
 
     def weights(self, counts: Tensor) -> Tensor:
         """Resample counts (R, N) in original order -> float64 weights in sorted order."""

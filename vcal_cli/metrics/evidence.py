@@ -140,16 +140,25 @@ def describe(ranges: list[dict[str, Any]]) -> str:
 
 
 def collect(
-    conf: Tensor, correct: Tensor, counts: Tensor, n_bins: int, seed: int, *, draws: int | None = None
+    conf: Tensor,
+    correct: Tensor,
+    counts: Tensor,
+    n_bins: int,
+    seed: int,
+    *,
+    draws: int | None = None,
+    known: dict[str, Tensor] | None = None,
+    sigma: float | None = None,
 ) -> Evidence:
     """Every estimator, test and band for top-label confidences and correctness (N,), with the bootstrap
-    counts (1 + R, N) of the metrics (row 0 the sample) and `draws` consistency resamples (default R)."""
+    counts (1 + R, N) of the metrics (row 0 the sample) and `draws` consistency resamples (default R).
+    `known`: estimators' values on these counts already computed; `sigma`: smooth ECE's bandwidth if known."""
     ct.check_rows(len(conf))
-    s = est.Sorted.of(conf, correct)
+    s = est.Sorted.of(conf, correct, sigma)
     draws = len(counts) - 1 if draws is None else draws
     null_y = consistency_draws(s.conf, draws, seed)
     kernels = est.estimators(n_bins)
-    found = estimate_all(kernels, s, counts, null_y)
+    found = estimate_all(kernels, s, counts, null_y, known)
     tests = {
         "ece": ct.Test(found["ece"].value, found["ece"].p_value, "consistency resampling (Broecker & Smith 2007)"),
         "tcal": ct.tcal(s.conf, s.correct, null_y),

@@ -90,9 +90,19 @@ def reflect(value: float, boot: Tensor, null: Tensor | None, alpha: float = ALPH
     return Estimate(value, debiased, (lo, hi), p, floor, mean)
 
 
-def estimate_all(kernels: dict[str, Kernel], s: Sorted, counts: Tensor, null_y: Tensor | None) -> dict[str, Estimate]:
+def estimate_all(
+    kernels: dict[str, Kernel],
+    s: Sorted,
+    counts: Tensor,
+    null_y: Tensor | None,
+    known: dict[str, Tensor] | None = None,
+) -> dict[str, Estimate]:
     """`reflect` for every top-label kernel: counts (1 + R, N) in original order (row 0 the sample itself),
-    null_y (R0, N) consistency outcomes in sorted order (or None)."""
-    vals = _in_rows(kernels, s, s.correct, s.weights(counts))
+    null_y (R0, N) consistency outcomes in sorted order (or None). `known`: a kernel's values on the sample and
+    each resample of these counts, already computed (the metrics' ECEs): its bootstrap pass is skipped."""
+    known = known or {}
+    todo = {k: v for k, v in kernels.items() if k not in known}
+    done = _in_rows(todo, s, s.correct, s.weights(counts)) if todo else {}
+    vals = {k: known[k] if k in known else done[k] for k in kernels}  # in the kernels' order
     null = _in_rows(kernels, s, null_y, None) if null_y is not None else {}
     return {k: reflect(float(v[0]), v[1:], null.get(k)) for k, v in vals.items()}
