@@ -69,6 +69,7 @@ def test_lightning_trainer_checkpoint_audits_at_the_trainers_accuracy(tmp_path: 
     loader = DataLoader(TensorDataset(x, y), batch_size=32)
     trainer = lightning.Trainer(
         max_epochs=4,
+        limit_val_batches=0,
         accelerator="cpu",
         logger=False,
         enable_progress_bar=False,
