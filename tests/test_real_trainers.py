@@ -77,7 +77,7 @@ def test_lightning_trainer_checkpoint_audits_at_the_trainers_accuracy(tmp_path: 
         default_root_dir=tmp_path,
         deterministic=True,
     )
-    trainer.fit(module, loader)
+    trainer.fit(module, loader, loader)
     ckpt = tmp_path / "last.ckpt"
     trainer.save_checkpoint(ckpt)
     evaluated = Module.load_from_checkpoint(ckpt).eval()
