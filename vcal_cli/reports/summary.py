@@ -113,7 +113,7 @@ def _tested(report: dict[str, Any], bins: int) -> tuple[str, list[str]]:
         head = where[0].upper() + where[1:]  # "Over-confident above 0.93"
     else:
         head = verdict.capitalize() + (f": {where}" if where and rejected else "")
-    ps = ", ".join(f"{k} p={_p(tests[k]['p_value'])}" for k in ("tcal", "kuiper", "spiegelhalter") if k in tests)
+    ps = ", ".join(f"{k} p {_p(tests[k]['p_value'])}" for k in ("tcal", "kuiper", "spiegelhalter") if k in tests)
     tested = "no calibration test rejects" if not rejected else f"rejected by {', '.join(rejected)}"
     lines = [
         f"{head}. Mean confidence {m['accuracy'] + det['gap']:.4f} against accuracy {m['accuracy']:.4f} "
@@ -127,7 +127,7 @@ def _tested(report: dict[str, Any], bins: int) -> tuple[str, list[str]]:
 
 
 def _p(v: float | None) -> str:
-    return "-" if v is None else ("<0.001" if v < 0.001 else f"{v:.3f}")
+    return "unknown" if v is None else ("< 0.001" if v < 0.001 else f"= {v:.3f}")
 
 
 def verdict_cells(v: dict[str, Any]) -> list[str]:

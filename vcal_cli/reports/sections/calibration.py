@@ -50,8 +50,7 @@ def _tables(report: Report) -> list[TableSpec]:
             ]
         )
     est_table = (
-        "How miscalibrated, by each estimator: debiased value and 95% interval (0 when the noise-floor test does "
-        "not reject), and what a calibrated model of this size would show at most",
+        "How miscalibrated, by each estimator (noise floor: the most a calibrated model of this size shows)",
         ["estimator", "estimate", "debiased", "95% interval", "noise floor (95%)", "p (calibrated)"],
         rows,
     )
@@ -60,7 +59,7 @@ def _tables(report: Report) -> list[TableSpec]:
         for k, t in tests.items()
     ]
     test_table = (
-        "Calibration tests of 'the confidences are calibrated' (rejected: by Holm's rule, family-wise 5%)",
+        "Calibration tests (rejected: by Holm's rule, family-wise 5%)",
         ["test", "statistic", "p-value", "rejected"],
         test_rows,
     )

@@ -61,10 +61,7 @@ def metric_rows(report: Report) -> tuple[list[str], list[list[str]]]:
 
 def _tables(report: Report) -> list[TableSpec]:
     cols, rows = metric_rows(report)
-    caption = (
-        "Metrics on the test split (95% intervals: percentile bootstrap; for the ECEs, around the debiased value "
-        "and reaching 0 when the model is calibrated within noise; MCE has none)"
-    )
+    caption = "Metrics on the test split (95% intervals; the ECEs' around their debiased value)"
     return [(caption, cols, rows)]
 
 
