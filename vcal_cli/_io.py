@@ -138,6 +138,22 @@ def guard_outputs(outputs: dict[str, Path | None], inputs: dict[str, str | os.Pa
             raise UsageError(f"{flag} '{path}' is read-only", hint="choose another path or make it writable")
 
 
+def check_out_dir(flag: str, path: Path) -> None:
+    """Before any work: an output folder whose name the filesystem refuses, or that is a file, is one line."""
+    from vcal_cli.errors import UsageError
+
+    try:
+        if path.exists() and not path.is_dir():
+            raise UsageError(f"{flag} '{str(path)[:60]}' is a file, not a directory", hint="choose a directory")
+        for part in path.resolve().parts:
+            if len(part.encode()) > os.pathconf("/", "PC_NAME_MAX"):
+                raise UsageError(f"{flag} '{str(path)[:60]}...': a name in it is longer than the filesystem allows")
+    except OSError as e:
+        raise UsageError(
+            f"{flag} '{str(path)[:60]}' cannot be used ({e.strerror})", hint="choose another path"
+        ) from None
+
+
 def safetensors_bytes(tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> bytes:
     """safetensors bytes with a canonical header (sorted keys), so equal content gives equal bytes.
 

@@ -21,14 +21,13 @@ import json
 import math
 from typing import Any
 
+from vcal_cli.data.preprocessing import MAX_CHANNELS, MAX_SIDE
 from vcal_cli.errors import CheckpointError
 
 MAX_VALUE_CHARS = 4_000_000  # the largest metadata value (100,000 class names of 32 characters fit)
 MAX_CLASSES = 100_000
 MAX_NAME_CHARS = 256
 MAX_RECIPE_CHARS = 65_536
-MAX_CHANNELS = 16
-MAX_SIDE = 4096
 ECHO = 40  # characters of a refused value shown in the error line
 
 # the keyword arguments a checkpoint may pass to its architecture, per family

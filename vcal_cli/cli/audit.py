@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from vcal_cli._defaults import DEFAULT_N_BINS, DEFAULT_N_BOOTSTRAP, MAX_SEED
+from vcal_cli._io import check_out_dir
 from vcal_cli.cli import _options as opt
 from vcal_cli.cli._errors import handle_errors
 from vcal_cli.cli._output import note, out, progress, warn
@@ -72,6 +73,7 @@ def audit_cmd(
         from vcal_cli.reports.sections import guarantee_lines, terminal_view
         from vcal_cli.reports.tables import summary_panel
 
+        check_out_dir("--out", out_dir)
         opts = opt.extract_options(locals() | options)
         report = api.audit(
             checkpoint,

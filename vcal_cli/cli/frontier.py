@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from vcal_cli._defaults import MAX_SEED
+from vcal_cli._io import check_out_dir
 from vcal_cli.cli import _options as opt
 from vcal_cli.cli._errors import handle_errors
 from vcal_cli.cli._output import note, out, progress
@@ -77,6 +78,7 @@ def frontier_cmd(
     Example: vcal frontier sample_checkpoints/cnn_digits.safetensors --head vtst --write-best best.safetensors
     """
     with handle_errors(debug):
+        check_out_dir("--out", out_dir)
         from vcal_cli.commands.frontier import DEFAULT_BETAS, frontier, parse_grid
         from vcal_cli.reports.frontier import frontier_table, write_frontier_report
 

@@ -18,6 +18,7 @@ from vcal_cli._defaults import (
     DEFAULT_TRAIN_VIEWS,
     MAX_SEED,
 )
+from vcal_cli._io import check_out_dir
 from vcal_cli.cli import _options as opt
 from vcal_cli.cli._errors import handle_errors
 from vcal_cli.cli._output import note, out, progress, warn
@@ -142,6 +143,7 @@ def retrain_cmd(
     Example: vcal retrain sample_checkpoints/cnn_digits.safetensors --data digits --head all
     """
     with handle_errors(debug):
+        check_out_dir("--out", out_dir)
         from vcal_cli import api
         from vcal_cli.reports.documents import weights_line
         from vcal_cli.reports.retrain import write_retrain_report

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -110,14 +111,30 @@ def to_nchw(x: Tensor, where: str) -> Tensor:
         raise DataError(f"{where}: images need 1 or 3 channels, got shape {tuple(x.shape)}")
     if x.dtype == torch.uint8:
         return x.contiguous()
+    if x.dtype == torch.bool or x.is_complex():
+        raise DataError(f"{where}: images must be uint8 or float pixels, got {x.dtype}")
     x = x.float()
-    if torch.isnan(x).any():
-        raise DataError(f"{where}: images contain NaN")
+    if not torch.isfinite(x).all():
+        raise DataError(f"{where}: images contain NaN or inf")
+    if x.numel() and (x.min() < 0 or x.max() > 255.0):
+        raise DataError(
+            f"{where}: pixels must lie in [0, 1] or [0, 255], found {float(x.min()):.3g}..{float(x.max()):.3g}",
+            hint="undo the normalisation (vcal normalises with the model's mean and std itself)",
+        )
     if x.numel() and x.max() > 1.0:
-        if x.max() > 255.0 or x.min() < 0:
-            raise DataError(f"{where}: float images must lie in [0, 1] or [0, 255]")
         x = x / 255.0
     return x.contiguous()
+
+
+def label_tensor(values: Any, where: str) -> Tensor:
+    """Class indices from an array: integers, or floats that are whole numbers; anything else is one line."""
+    a = np.asarray(values)
+    if a.dtype.kind in "iu" or a.dtype == np.bool_:
+        return torch.from_numpy(a.astype(np.int64)).flatten()
+    if a.dtype.kind == "f" and np.isfinite(a).all() and (a == np.round(a)).all():
+        return torch.from_numpy(a.astype(np.int64)).flatten()
+    shown = a.dtype.name if a.dtype.kind in "USOV" else "numbers that are not whole"
+    raise DataError(f"{where}: labels must be integer class indices, got {shown}")
 
 
 def check_labels(labels: Tensor, num_classes: int, where: str) -> Tensor:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from vcal_cli._io import sha256_file
-from vcal_cli.data.base import SOURCES, ImageSplit, check_labels, to_nchw
+from vcal_cli.data.base import SOURCES, ImageSplit, check_labels, label_tensor, to_nchw
 from vcal_cli.data.splits import pool_split, train_val_split
 from vcal_cli.errors import DataError
 
@@ -53,7 +53,7 @@ def load_npz(spec: str, split: str, root: Path | None = None) -> ImageSplit:
             if f"y{key}" not in arrays:
                 raise DataError(f"--data '{spec}': '{path}' has x{key} but no y{key}")
             x = to_nchw(torch.from_numpy(np.ascontiguousarray(arrays[f"x{key}"])), f"'{path}' x{key}")
-            y = torch.from_numpy(np.asarray(arrays[f"y{key}"])).long().flatten()
+            y = label_tensor(arrays[f"y{key}"], f"--data '{spec}': y{key}")
             if len(x) != len(y):
                 raise DataError(f"--data '{spec}': x{key} has {len(x)} images but y{key} {len(y)} labels")
             parts[name] = (x, y)
@@ -119,8 +119,11 @@ def load_imagefolder(spec: str, split: str, root: Path | None = None) -> ImageSp
     files = [files[i] for i in idx.tolist()]
     y = torch.tensor([labels[i] for i in idx.tolist()], dtype=torch.long)
     listing = hashlib.sha256("\n".join(f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files).encode())
-    with Image.open(files[0]) if files else _nullimage() as im:
-        native = (1 if im.mode in ("L", "1", "I;16") else 3, im.height, im.width)
+    try:
+        with Image.open(files[0]) if files else _nullimage() as im:
+            native = (1 if im.mode in ("L", "1", "I;16") else 3, im.height, im.width)
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(f"cannot decode image '{files[0]}' ({_why(e)})", hint="remove or replace the file") from None
 
     def load(indices: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         mode = "L" if native[0] == 1 else "RGB"
@@ -129,8 +132,10 @@ def load_imagefolder(spec: str, split: str, root: Path | None = None) -> ImageSp
             try:
                 with Image.open(files[i]) as im:
                     arr = np.asarray(im.convert(mode).resize((size[1], size[0]), Image.BILINEAR))
-            except OSError as e:
-                raise DataError(f"cannot decode image '{files[i]}' ({e})") from None
+            except (OSError, ValueError, Image.DecompressionBombError) as e:
+                raise DataError(
+                    f"cannot decode image '{files[i]}' ({_why(e)})", hint="remove or replace the file"
+                ) from None
             out[j] = torch.from_numpy(arr.copy()).reshape(size[0], size[1], -1).permute(2, 0, 1)
         return out
 
@@ -143,6 +148,12 @@ def load_imagefolder(spec: str, split: str, root: Path | None = None) -> ImageSp
         {"source": "imagefolder", "listing": listing.hexdigest()},
         load=load,
     )
+
+
+def _why(e: Exception) -> str:
+    """A decoder's complaint, short: PIL names the whole path and the pixel count of a bomb."""
+    text = str(e).split(". ")[0]
+    return f"{type(e).__name__}: {text[:120]}"
 
 
 class _nullimage:  # an empty context for an empty folder (ImageSplit then reports it)

@@ -131,8 +131,13 @@ def parse_input_size(text: str) -> tuple[int, int, int]:
     except ValueError:
         vals = ()
     if len(vals) != 3 or min(vals) < 1:
-        raise UsageError(f"--input-size '{text}' must be C,H,W as three positive integers, e.g. 3,224,224")
+        raise UsageError(f"--input-size '{text[:40]}' must be C,H,W as three positive integers, e.g. 3,224,224")
+    if vals[0] > MAX_CHANNELS or max(vals[1:]) > MAX_SIDE:
+        raise UsageError(f"--input-size '{text[:40]}': at most {MAX_CHANNELS} channels and sides of {MAX_SIDE} pixels")
     return vals  # type: ignore[return-value]
+
+
+MAX_CHANNELS, MAX_SIDE = 16, 4096  # the largest model input vcal accepts (flags and checkpoint metadata alike)
 
 
 # Pixel statistics of the known data sets' train parts, the "data set's own" mean and std of the probe.

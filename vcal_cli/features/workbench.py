@@ -238,6 +238,7 @@ def model_preprocessing(
         model_in_chans=loaded.in_chans, native_size=ds.native_size,
     )  # fmt: skip
     if said is not None:
+        _fits_the_model(said, loaded, flags)
         return with_resize(said, o.resize)
     if loaded.probed is not None:
         return loaded.probed
@@ -253,6 +254,17 @@ def model_preprocessing(
             val = ds
     loaded.probed = probe_preprocessing(loaded, val, o)
     return with_resize(loaded.probed, o.resize)
+
+
+def _fits_the_model(prep: Preprocessing, loaded: LoadedModel, flags: dict) -> None:
+    """An input whose channel count the model cannot take is refused here, naming where it came from."""
+    c = prep.input_size[0]
+    if loaded.in_chans is not None and c != loaded.in_chans:
+        where = "--input-size" if flags.get("input_size") else f"the preprocessing ({prep.source})"
+        raise UsageError(
+            f"{where} gives {c} channel(s); the model takes {loaded.in_chans}",
+            hint=f"give --input-size {loaded.in_chans},{prep.input_size[1]},{prep.input_size[2]}",
+        )
 
 
 def with_resize(prep: Preprocessing, resize: int | None) -> Preprocessing:
