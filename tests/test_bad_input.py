@@ -104,3 +104,14 @@ def test_a_decompression_bomb_is_named(runner, tmp_path: Path) -> None:
     assert bomb.stat().st_size < 2_000_000
     line = _audit(runner, "--data", f"imagefolder:{root}", "--split", "train")
     assert "DecompressionBombError" in line and "0.png" in line, line
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["class,parent\na,b\nb,a\nc,a\n", "class,level1\na,x\nb,x\nx,y\n", "class,level1,level2\na,x,a\nb,x,y\n"],
+)
+def test_a_hierarchy_whose_names_form_a_cycle_is_refused(runner, tmp_path: Path, text: str) -> None:
+    path = tmp_path / "h.csv"
+    path.write_text(text)
+    line = one_line_error(runner.invoke(app, ["hierarchy", "show", str(path)]))
+    assert "cycle" in line and "h.csv" in line, line

@@ -153,6 +153,16 @@ def _checked(classes: list[str], paths: list[tuple[str, ...]], source: str) -> H
     dup = sorted({c for c in classes if classes.count(c) > 1})
     if dup:
         raise HierarchyError(f"hierarchy '{source}' lists classes more than once ({', '.join(dup[:5])})")
+    groups = {g for p in paths for g in p[:-1]}
+    both = sorted(set(classes) & groups)
+    if both:  # a class above itself or above another class: a cycle in names
+        raise HierarchyError(
+            f"hierarchy '{source}': '{both[0][:40]}' is both a class and a group above classes (a cycle in names)",
+            hint="give groups names no class has",
+        )
+    for p in paths:
+        if len(set(p)) != len(p):
+            raise HierarchyError(f"hierarchy '{source}': the path of '{p[-1][:40]}' passes through a name twice")
     return Hierarchy(tuple(classes), tuple(paths), source)
 
 
