@@ -208,3 +208,14 @@ def test_no_private_name_imported_across_modules() -> None:
                         if a.name.startswith("_") and not a.name.startswith("__")
                         and not _is_module(f"{node.module}.{a.name}")]  # fmt: skip
     assert not bad, "\n".join(bad)
+
+
+def test_no_private_module_is_imported_from_another_package() -> None:
+    """`vcal_cli.X._y` is X's machinery: other packages use what X's __init__ exports."""
+    bad = sorted(
+        f"{mod} imports {dep}"
+        for mod, deps in _imports().items()
+        for dep in deps
+        if len(dep.split(".")) >= 3 and dep.split(".")[2].startswith("_") and _area(dep) != _area(mod)
+    )
+    assert not bad, "\n".join(bad)

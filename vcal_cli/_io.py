@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vcal_cli.errors import CacheError
+from vcal_cli.errors import CacheError, UsageError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -118,8 +118,6 @@ def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
 def guard_outputs(outputs: dict[str, Path | None], inputs: dict[str, str | os.PathLike[str]]) -> None:
     """Before any work: every output file (by its flag) is refused in one line when it is one of the inputs (by
     what it is; resolved through links), an existing directory, or in a folder that cannot be written."""
-    from vcal_cli.errors import UsageError
-
     for flag, path in outputs.items():
         if path is None:
             continue
@@ -140,8 +138,6 @@ def guard_outputs(outputs: dict[str, Path | None], inputs: dict[str, str | os.Pa
 
 def check_out_dir(flag: str, path: Path) -> None:
     """Before any work: an output folder whose name the filesystem refuses, or that is a file, is one line."""
-    from vcal_cli.errors import UsageError
-
     try:
         if path.exists() and not path.is_dir():
             raise UsageError(f"{flag} '{str(path)[:60]}' is a file, not a directory", hint="choose a directory")

@@ -24,8 +24,7 @@ from vcal_cli.evaluations.robustness import RobustnessOptions, Variant, check_op
 from vcal_cli.features import FeatureSet, Track, quiet
 from vcal_cli.features.workbench import ExtractOptions, Workbench
 from vcal_cli.heads.temperature import fit_inverse_temperature
-from vcal_cli.metrics import DEFAULT_N_BINS, compute_metrics
-from vcal_cli.metrics._validate import check_bins
+from vcal_cli.metrics import DEFAULT_N_BINS, check_bins, compute_metrics
 from vcal_cli.metrics.conformal import ConformalOptions
 from vcal_cli.metrics.sanity import audit_warnings
 from vcal_cli.reports.schema import AuditReport

@@ -13,8 +13,7 @@ from vcal_cli.features import FeatureSet, Track, quiet
 from vcal_cli.features.workbench import ExtractOptions, Workbench
 from vcal_cli.gate import DEFAULT_RULES, GateResult, load_config
 from vcal_cli.gate import evaluate as evaluate_rules
-from vcal_cli.metrics import DEFAULT_N_BINS
-from vcal_cli.metrics._validate import check_bins
+from vcal_cli.metrics import DEFAULT_N_BINS, check_bins
 from vcal_cli.metrics.paired import paired_deltas
 from vcal_cli.reports import read_report
 

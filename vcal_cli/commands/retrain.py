@@ -34,8 +34,7 @@ from vcal_cli.heads import FitData, Head, check_train_options, get_head, list_he
 from vcal_cli.heads.base import flag_of
 from vcal_cli.heads.select import AUTO, AutoOptions, select_head
 from vcal_cli.hierarchy import Hierarchy
-from vcal_cli.metrics import DEFAULT_N_BINS, compute_metrics, nll
-from vcal_cli.metrics._validate import check_bins
+from vcal_cli.metrics import DEFAULT_N_BINS, check_bins, compute_metrics, nll
 from vcal_cli.metrics.conformal import Calibrated, ConformalOptions
 from vcal_cli.metrics.hierarchy import hierarchy_verdicts
 from vcal_cli.metrics.paired import verdicts

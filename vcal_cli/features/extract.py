@@ -23,7 +23,7 @@ from vcal_cli.data import ImageSplit, Preprocessing
 from vcal_cli.errors import DataError, UsageError
 from vcal_cli.features.settings import ExtractOptions
 
-PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+EXTRACT_PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_device(device: str) -> torch.device:
@@ -40,11 +40,11 @@ def resolve_device(device: str) -> torch.device:
 
 
 def check_precision(precision: str, dev: torch.device) -> torch.dtype | None:
-    if precision not in PRECISIONS:
-        raise UsageError(f"--precision '{precision}' is not supported; choose one of: {', '.join(PRECISIONS)}")
+    if precision not in EXTRACT_PRECISIONS:
+        raise UsageError(f"--precision '{precision}' is not supported; choose one of: {', '.join(EXTRACT_PRECISIONS)}")
     if precision == "fp16" and dev.type != "cuda":
         raise UsageError("--precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
-    return PRECISIONS[precision]
+    return EXTRACT_PRECISIONS[precision]
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ class Forward:
     def __init__(self, loaded: LoadedModel, prep: Preprocessing, runtime: Runtime) -> None:
         self.loaded, self.prep, self.runtime = loaded, prep, runtime
         self.dev = runtime.check()
-        self.autocast = PRECISIONS[runtime.precision]
+        self.autocast = EXTRACT_PRECISIONS[runtime.precision]
         self.channels_last = runtime.use_channels_last
         self.model = loaded.model.to(self.dev).eval()
         if self.channels_last:

@@ -13,8 +13,19 @@ from vcal_cli.heads import (  # noqa: F401  (each registers its head)
     vector,
     vtst,
 )
-from vcal_cli.heads._train import check_train_options
+from vcal_cli.heads._train import check_train_options, resolve_epochs, resolve_train_device
 from vcal_cli.heads.base import HEADS, FitData, Head, HeadParams, list_heads
 from vcal_cli.heads.compose import build_module, get_head
 
-__all__ = ["HEADS", "FitData", "Head", "HeadParams", "build_module", "check_train_options", "get_head", "list_heads"]
+__all__ = [
+    "HEADS",
+    "FitData",
+    "Head",
+    "HeadParams",
+    "build_module",
+    "check_train_options",
+    "get_head",
+    "list_heads",
+    "resolve_epochs",
+    "resolve_train_device",
+]

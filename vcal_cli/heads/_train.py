@@ -74,7 +74,7 @@ def adam(params: Any, lr: float, *, decoupled: bool = False) -> torch.optim.Opti
         return cls(params, lr=lr)
 
 
-PRECISIONS = ("fp32", "bf16", "auto")
+TRAIN_PRECISIONS = ("fp32", "bf16", "auto")
 
 
 def bf16_is_fast() -> bool:
@@ -101,8 +101,10 @@ def resolve_train_precision(
     CUDA device that supports bf16) when the step's products are large enough to pay for the casts (measured on
     the CPU: 1.5x for `vtst` at batch 256 x 640; on the digits sample's 64-wide features, or `haframe`'s batches
     of 64, autocast made the fits up to 2x slower)."""
-    if precision not in PRECISIONS:
-        raise HeadError(f"--train-precision '{precision}' is not a choice; choose one of: {', '.join(PRECISIONS)}")
+    if precision not in TRAIN_PRECISIONS:
+        raise HeadError(
+            f"--train-precision '{precision}' is not a choice; choose one of: {', '.join(TRAIN_PRECISIONS)}"
+        )
     big = batch_size * in_features >= BF16_MIN_STEP
     fast = torch.cuda.is_bf16_supported() if device is not None and device.type == "cuda" else bf16_is_fast()
     return precision == "bf16" or (precision == "auto" and big and fast)

@@ -1,7 +1,7 @@
 """Calibration and accuracy metrics, named by their report keys (definitions in `vcal_cli.metrics.compute`).
 Torch only: nothing here reads a checkpoint, a data set or the cache."""
 
-from vcal_cli.metrics._validate import DEFAULT_N_BINS
+from vcal_cli.metrics._validate import DEFAULT_N_BINS, check_bins
 from vcal_cli.metrics.calibration import ReliabilityBin
 from vcal_cli.metrics.compute import (
     LOWER_IS_BETTER,
@@ -31,6 +31,7 @@ __all__ = [
     "accuracy",
     "aurc",
     "brier",
+    "check_bins",
     "classwise_ece",
     "compute_metrics",
     "ece",

@@ -14,7 +14,7 @@ import math
 import torch
 from torch import Tensor
 
-from vcal_cli._mapped import release_pages
+from vcal_cli.metrics.compute import nll  # the one NLL: row chunks, a mapped cache's pages released as read
 
 CHANCE_MARGIN = 0.05  # "within a few points of chance"
 COLLAPSE_SHARE = 0.9  # two classes taking 90% of the predictions ...
@@ -61,20 +61,6 @@ def audit_warnings(scores: Tensor, labels: Tensor) -> list[str]:
                 f"{FIX}"
             )
     return out
-
-
-NLL_BLOCK = 65536  # rows per block: 1.28M x 1,000 train logits in one piece would add a 5 GB temporary
-
-
-def nll(logits: Tensor, labels: Tensor) -> float:
-    """Mean NLL of logits (maybe a mapped cache) in row blocks, each block's pages released once read."""
-    total = 0.0
-    for a in range(0, len(labels), NLL_BLOCK):
-        block = logits[a : a + NLL_BLOCK]
-        y = labels[a : a + NLL_BLOCK].long()
-        total += float(torch.nn.functional.cross_entropy(block.float(), y, reduction="sum"))
-        release_pages(block)
-    return total / max(len(labels), 1)
 
 
 def val_warning(train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor]) -> str | None:
