@@ -98,8 +98,9 @@ def _tested(report: dict[str, Any], bins: int) -> tuple[str, list[str]]:
         verdict = "over- and under-confident"
     elif directions:
         verdict = directions.pop()
-    else:
-        verdict = "over-confident" if det["gap"] > 0 else "under-confident"
+    else:  # rejected, but no bin range is off on its own: the mean gap says the direction only when beyond noise
+        iv = det.get("gap_interval") or [0.0, 0.0]
+        verdict = "over-confident" if iv[0] > 0 else "under-confident" if iv[1] < 0 else "miscalibrated"
     deb = (report.get("debiased") or {}).get("ece") or {}
     ece = f"ECE-{bins} {m['ece']:.4f}"
     if deb and deb.get("noise_floor") is not None:
@@ -109,6 +110,8 @@ def _tested(report: dict[str, Any], bins: int) -> tuple[str, list[str]]:
             f"a calibrated model of this size shows up to {deb['noise_floor']:.4f})"
         )
     where = describe_ranges(ranges)
+    if verdict == "miscalibrated":
+        where = "no confidence range is off beyond noise on its own, and the mean gap is within noise"
     if where and len({r["direction"] for r in ranges}) == 1:
         head = where[0].upper() + where[1:]  # "Over-confident above 0.93"
     else:

@@ -59,7 +59,12 @@ def hierarchy_rows(sections: dict[str, dict[str, Any] | None]) -> list[list[str]
 def summary_panel(summary: dict[str, Any]) -> Panel:
     """The verdict in words, above every table."""
     verdict = summary.get("verdict") or (f"use {summary['pick']}" if summary.get("pick") else "verdict")
-    colors = {"over-confident": "red", "under-confident": "yellow", "over- and under-confident": "red"}
+    colors = {
+        "over-confident": "red",
+        "under-confident": "yellow",
+        "over- and under-confident": "red",
+        "miscalibrated": "yellow",
+    }
     color = {**colors, "calibrated within noise": "green"}.get(verdict, "cyan")
     return Panel("\n".join(summary.get("lines") or ["(no summary)"]), title=verdict, title_align="left",
                  border_style=color, expand=False)  # fmt: skip
