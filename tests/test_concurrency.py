@@ -80,53 +80,94 @@ def test_sigterm_stops_cleanly_with_one_line_and_exit_143(tmp_path: Path) -> Non
     assert (tmp_path / "o" / "report.json").is_file()
 
 
-def _held(a: subprocess.Popen, flag: Path) -> None:
-    deadline = time.monotonic() + 180
-    while not flag.exists():
-        assert a.poll() is None, a.stderr.read()[-800:]
-        assert time.monotonic() < deadline, "run A never reached its pause point"
+def _held(p: subprocess.Popen, flag: Path, what: str = "", timeout: float = 180) -> str:
+    """Wait until run p stops at a pause point (its flag file appears, holding the point's name); return the name."""
+    deadline = time.monotonic() + timeout
+    while not flag.exists() or (what and what not in flag.read_text()):
+        assert p.poll() is None, p.stderr.read()[-800:]
+        assert time.monotonic() < deadline, f"the run never reached {what or 'its pause point'}"
+        time.sleep(0.05)
+    return flag.read_text()
+
+
+def _never(p: subprocess.Popen, flag: Path, what: str, seconds: float) -> None:
+    """Run p does not reach the pause point `what` within `seconds` (it waits on a lock)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert not (flag.exists() and what in flag.read_text()), f"B reached {what} while A held the lock"
+        assert p.poll() is None, "B finished while A held the lock"
         time.sleep(0.05)
 
 
+def _run_b(args: list[str], tmp_path: Path, pattern: str) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "VCAL_CACHE": str(tmp_path / "cache"),
+        "VCAL_THREADS": "1",
+        "VCAL_PAUSE_AT": pattern,
+        "VCAL_PAUSE_FILE": str(tmp_path / "b-paused"),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "vcal_cli", *args],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def test_the_cache_lock_makes_a_second_run_wait_and_read_the_first_runs_entry(tmp_path: Path) -> None:
-    """Run A is held inside the cache build (its entry written, not yet renamed into place, the entry's lock held);
-    run B, started then, must wait: it neither extracts nor finishes while A is held. Released, A finishes the
-    entry and B reads it: exactly one of the two extracts the split. Without the lock B extracts on its own and
-    this test fails (checked once by replacing the FileLock in vcal_cli/features/load.py with a null context)."""
+    """Run A is held inside the cache build (its entry written, not yet renamed into place, the entry's lock held).
+    Run B stops just before the lock (a pause point) and is let go; it must not get past the lock (the next pause
+    point, just inside it) while A holds it. Released, A finishes the entry, B enters and reads it: exactly one of
+    the two extracts the split. With the lock replaced by a null context, B passes the point inside at once and this
+    test fails (checked once)."""
     args = ["audit", str(SAMPLES / "cnn_digits.safetensors"), "--data", "digits", "--bootstrap", "0", "--no-suggest"]
-    flag = tmp_path / "paused"
+    flag_a, flag_b = tmp_path / "paused", tmp_path / "b-paused"
     a = _run([*args, "--out", "a"], tmp_path, pause="before-rename:[0-9a-f]*.safetensors")
-    _held(a, flag)
-    b = _run([*args, "--out", "b"], tmp_path)
-    time.sleep(4)  # far longer than B needs to start and reach the lock (and than the whole extraction)
-    assert b.poll() is None, "B finished while A held the entry's lock"
+    _held(a, flag_a)
+    b = _run_b([*args, "--out", "b"], tmp_path, "cache-lock-*")
+    _held(b, flag_b, "cache-lock-wait")
+    flag_b.unlink()  # B goes on to the lock
+    _never(b, flag_b, "cache-lock-held", 5)  # without a lock B is inside within milliseconds
     assert not list((tmp_path / "cache").glob("*.safetensors"))  # A's entry is not in place yet
-    flag.unlink()
+    flag_a.unlink()  # A finishes its entry and lets go of the lock
+    _held(b, flag_b, "cache-lock-held")
+    flag_b.unlink()
     _, err_a = a.communicate(timeout=300)
     _, err_b = b.communicate(timeout=300)
     assert a.returncode == 0 and b.returncode == 0, (err_a[-800:], err_b[-800:])
     assert "features digits:test: started" in err_a
-    assert "features digits:test: started" not in err_b  # B read A's entry instead of extracting
+    assert "features digits:test" not in err_b  # B neither extracted nor resumed: it read A's entry
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 1
     ra, rb = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("a", "b"))
     assert ra["metrics"] == rb["metrics"] and rb["settings"]["cache"]["hit"] is True
 
 
 def test_the_report_lock_makes_a_second_writer_wait(tmp_path: Path) -> None:
-    """Run A is held inside its report write (report.html written, report.json not yet); run B writing the same
-    --out waits for A's lock; released, A's report is complete, then B's replaces it whole."""
+    """Run A is held inside its report write (report.html moved into place, report.json not yet); run B writing the
+    same --out stops before the report lock, is let go, and must not get inside it while A holds it; released, A's
+    report is complete, then B's replaces it whole."""
     cnn = ["audit", str(SAMPLES / "cnn_digits.safetensors"), "--data", "digits", "--bootstrap", "0", "--out", "o"]
     mlp = ["audit", str(SAMPLES / "mlp_digits.safetensors"), "--data", "digits", "--bootstrap", "0", "--out", "o"]
-    flag = tmp_path / "paused"
+    flag_a, flag_b = tmp_path / "paused", tmp_path / "b-paused"
     a = _run(cnn, tmp_path, pause="before-rename:report.json")
-    _held(a, flag)
-    b = _run(mlp, tmp_path)
-    time.sleep(4)
-    assert b.poll() is None, "B finished while A held the report lock"
-    assert not (tmp_path / "o" / "report.json").exists()  # B has not written past the lock either
-    flag.unlink()
-    assert a.wait(300) == 0 and b.wait(300) == 0, (a.stderr.read()[-800:], b.stderr.read()[-800:])
+    _held(a, flag_a)
+    b = _run_b(mlp, tmp_path, "report-lock-*")
+    _held(b, flag_b, "report-lock-wait")
+    flag_b.unlink()
+    _never(b, flag_b, "report-lock-held", 5)
+    assert not (tmp_path / "o" / "report.json").exists()
+    flag_a.unlink()
+    assert a.wait(300) == 0, a.stderr.read()[-800:]
+    assert json.loads((tmp_path / "o" / "report.json").read_text())["checkpoint"]["path"].endswith(
+        "cnn_digits.safetensors"
+    )
+    _held(b, flag_b, "report-lock-held")
+    flag_b.unlink()
+    assert b.wait(300) == 0, b.stderr.read()[-800:]
     rep = json.loads((tmp_path / "o" / "report.json").read_text())
-    assert Path(rep["checkpoint"]["path"]).name == "mlp_digits.safetensors"  # B wrote last, after A
+    assert Path(rep["checkpoint"]["path"]).name == "mlp_digits.safetensors"  # B wrote last, after A, whole
     md = (tmp_path / "o" / "report.md").read_text()
     assert "mlp_digits.safetensors" in md and "cnn_digits.safetensors" not in md

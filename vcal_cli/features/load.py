@@ -13,6 +13,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 from torch import Tensor
 
+from vcal_cli._io import pause_point
 from vcal_cli.checkpoints import LoadedModel
 from vcal_cli.data import ImageSplit, Preprocessing
 from vcal_cli.errors import CacheError, DataError, UsageError, VcalWarning
@@ -163,7 +164,9 @@ def get_features(
             resumed = _build(loaded, data, prep, rt, dtype, plan, path, info, w, progress)
         else:  # separate runs on one entry: one builds, the others wait for it and read it
             path.parent.mkdir(parents=True, exist_ok=True)
+            pause_point(f"cache-lock-wait:{path.name}")  # the lock test holds runs here and just inside
             with FileLock(f"{path}.lock"):
+                pause_point(f"cache-lock-held:{path.name}")
                 if _entry_ok(path, len(data)):
                     return FeatureSet.load(path)
                 resumed = _build(loaded, data, prep, rt, dtype, plan, path, info, w, progress)

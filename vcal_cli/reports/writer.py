@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 from filelock import FileLock
 
-from vcal_cli._io import atomic_write_many, same_file
+from vcal_cli._io import atomic_write_many, pause_point, same_file
 from vcal_cli.errors import ReportError
 from vcal_cli.metrics import METRIC_NAMES
 from vcal_cli.reports.documents import to_html, to_markdown
@@ -56,7 +56,9 @@ def write_files(out_dir: str | Path, files: dict[str, bytes | str], inputs: tupl
     fresh_lock = not lock.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
+        pause_point(f"report-lock-wait:{out.name}")  # the lock test holds runs here and just inside
         with FileLock(lock):  # two runs writing one --out: each writes all its files, one after the other
+            pause_point(f"report-lock-held:{out.name}")
             atomic_write_many(blobs)  # all written aside first: a failure leaves an older report there whole
     except OSError as e:
         _tidy(out, created, fresh_lock)
