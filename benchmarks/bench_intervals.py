@@ -188,9 +188,19 @@ def study(kind: str, k: int, n: int, draws: int) -> list[str]:
         width = sum(hi - lo for *_, lo, hi in vals) / len(vals)
         bias = sum(v for v, *_ in vals) / len(vals) - t
         dbias = sum(o for _, o, *_ in vals) / len(vals) - t
-        lines.append(
-            f"| {kind} | {k} | {n} | {m} | {t:.4f} | {cover:.3f} | {width:.4f} | {bias:+.4f} | {dbias:+.4f} | {own:.2f} |"
-        )
+        cells = [
+            kind,
+            k,
+            n,
+            m,
+            f"{t:.4f}",
+            f"{cover:.3f}",
+            f"{width:.4f}",
+            f"{bias:+.4f}",
+            f"{dbias:+.4f}",
+            f"{own:.2f}",
+        ]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
     rates = {m[5:]: sum(p < 0.05 for (p,) in v) / len(v) for m, v in rows.items() if m.startswith("test:")}
     rates["verdict (Holm)"] = sum(r for (r,) in rows["verdict"]) / len(rows["verdict"])
     tests = " ".join(f"{name} {rate:.3f}" for name, rate in rates.items())

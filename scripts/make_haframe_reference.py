@@ -107,7 +107,8 @@ def main() -> None:
     out["loss"] = {"frame": frame.tolist(), "z": z.tolist(), "y": y.tolist(), "value": float(loss)}
 
     torch.manual_seed(0)
-    official = nn.Sequential(nn.Linear(16, k, bias=False), nn.BatchNorm1d(k), NarrowResidualTransformationHead(k, k, "prelu"))
+    head = NarrowResidualTransformationHead(k, k, "prelu")
+    official = nn.Sequential(nn.Linear(16, k, bias=False), nn.BatchNorm1d(k), head)
     x = torch.randn(64, 16, generator=g)
     state = {key: v.tolist() for key, v in official.state_dict().items()}
     with torch.no_grad():
