@@ -107,8 +107,8 @@ def main() -> None:
     out["loss"] = {"frame": frame.tolist(), "z": z.tolist(), "y": y.tolist(), "value": float(loss)}
 
     torch.manual_seed(0)
-    head = NarrowResidualTransformationHead(k, k, "prelu")
-    official = nn.Sequential(nn.Linear(16, k, bias=False), nn.BatchNorm1d(k), head)
+    conv, bn = nn.Linear(16, k, bias=False), nn.BatchNorm1d(k)  # built in this order: the seeded weights
+    official = nn.Sequential(conv, bn, NarrowResidualTransformationHead(k, k, "prelu"))
     x = torch.randn(64, 16, generator=g)
     state = {key: v.tolist() for key, v in official.state_dict().items()}
     with torch.no_grad():
