@@ -42,3 +42,24 @@ def one_line_error(result) -> str:  # a typer Result
     assert len(lines) == 1 and lines[0].startswith("error: "), text
     assert "Traceback" not in result.output
     return lines[0]
+
+
+# a report.json's eight metrics, for tests that build reports by hand
+REPORT_METRICS = {
+    "accuracy": 0.9,
+    "nll": 0.3,
+    "brier": 0.15,
+    "ece": 0.02,
+    "ece_adaptive": 0.02,
+    "mce": 0.1,
+    "classwise_ece": 0.01,
+    "aurc": 0.02,
+}
+
+
+def hand_report(metrics: dict | None = None) -> dict:
+    """A minimal report.json as `read_report` accepts it, each metric with a +-10% interval."""
+    m = {**REPORT_METRICS, **(metrics or {})}
+    intervals = {k: [v * 0.9, v * 1.1] for k, v in REPORT_METRICS.items()}
+    top = {"schema_version": 2, "vcal_version": "0", "created": "now", "checkpoint": {}, "data": {}, "reliability": []}
+    return {**top, "settings": {}, "metrics": m, "intervals": intervals}

@@ -46,7 +46,7 @@ def laplace_with_posterior(m: torch.Tensor, cov: torch.Tensor, sigma2: float, pr
     return la
 
 
-def _fit():
+def _fit(**params: object):
     g = torch.Generator().manual_seed(0)
     k, d, n = 3, 5, 200
     means = torch.randn(k, d, generator=g) * 1.5
@@ -54,12 +54,12 @@ def _fit():
     x = means[y] + torch.randn(n, d, generator=g)
     train = FitData(x[:150], torch.zeros(150, k), y[:150])
     val = FitData(x[150:], torch.zeros(50, k), y[150:])
-    head = get_head("bayes")(get_head("bayes").make_params(tol=1e-10, max_iter=1000)).fit(train, val)
+    head = get_head("bayes")(get_head("bayes").make_params(**params)).fit(train, val)
     return head, train, val
 
 
 def test_bayes_mean_is_the_map_and_its_input_factor_is_laplace_torchs() -> None:
-    head, train, _ = _fit()
+    head, train, _ = _fit(tol=1e-10, max_iter=1000)
     mod = head.module_.double()
     a = torch.cat([train.features.double(), torch.ones(len(train.labels), 1, dtype=torch.float64)], 1)
     tau, alpha = head.params.prior_precision, head.params.step
@@ -100,14 +100,7 @@ def test_bayes_mean_is_the_map_and_its_input_factor_is_laplace_torchs() -> None:
 
 
 def test_bayes_predictive_matches_laplace_torch_kfac_probit() -> None:
-    g = torch.Generator().manual_seed(0)
-    k, d, n = 3, 5, 200
-    means = torch.randn(k, d, generator=g) * 1.5
-    y = torch.randint(0, k, (n,), generator=g)
-    x = means[y] + torch.randn(n, d, generator=g)
-    train = FitData(x[:150], torch.zeros(150, k), y[:150])
-    val = FitData(x[150:], torch.zeros(50, k), y[150:])
-    head = get_head("bayes")().fit(train, val)
+    head, _, val = _fit()
     mod = head.module_.double()
     mod.sigma2.fill_(30.0)  # a noise scale at which the posterior variance visibly softens the predictive
     la = laplace_with_posterior(mod.weight, mod.cov, float(mod.sigma2), head.params.prior_precision)

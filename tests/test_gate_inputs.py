@@ -11,34 +11,12 @@ import pytest
 
 from vcal_cli.cli import app
 
-from .helpers import one_line_error
-
-METRICS = {
-    "accuracy": 0.9,
-    "nll": 0.3,
-    "brier": 0.15,
-    "ece": 0.02,
-    "ece_adaptive": 0.02,
-    "mce": 0.1,
-    "classwise_ece": 0.01,
-    "aurc": 0.02,
-}
+from .helpers import hand_report, one_line_error
 
 
 def _report(path: Path, **metrics: object) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    rep = {
-        "schema_version": 2,
-        "vcal_version": "0",
-        "created": "now",
-        "checkpoint": {},
-        "data": {},
-        "reliability": [],
-        "settings": {},
-        "metrics": {**METRICS, **metrics},
-        "intervals": {k: [v * 0.9, v * 1.1] for k, v in METRICS.items()},
-    }
-    path.write_text(json.dumps(rep))
+    path.write_text(json.dumps(hand_report(metrics)))
     return path
 
 

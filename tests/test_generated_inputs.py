@@ -19,6 +19,8 @@ from hypothesis import strategies as st
 
 from vcal_cli.cli import app
 
+from .helpers import REPORT_METRICS, hand_report
+
 EXAMPLES = int(os.environ.get("VCAL_HYPOTHESIS_EXAMPLES", "25"))
 SETTINGS = settings(
     max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture], database=None
@@ -89,16 +91,6 @@ def test_generated_logits_files(runner, arrays: dict[str, np.ndarray]) -> None:
             assert 0.0 <= rep["metrics"]["accuracy"] <= 1.0 and rep["metrics"]["ece"] >= 0.0
 
 
-METRICS = {
-    "accuracy": 0.9,
-    "nll": 0.3,
-    "brier": 0.15,
-    "ece": 0.02,
-    "ece_adaptive": 0.02,
-    "mce": 0.1,
-    "classwise_ece": 0.01,
-    "aurc": 0.02,
-}
 VALUES = st.one_of(
     FLOATS, st.none(), st.text(max_size=5), st.booleans(), st.lists(FLOATS, max_size=3), st.integers(-5, 5)
 )
@@ -106,20 +98,11 @@ VALUES = st.one_of(
 
 @st.composite
 def reports(draw: st.DrawFn) -> dict:
-    rep = {
-        "schema_version": draw(st.sampled_from([1, 2, 3, "2", None])),
-        "vcal_version": "0",
-        "created": "now",
-        "checkpoint": {},
-        "data": {},
-        "reliability": [],
-        "settings": {},
-        "metrics": dict(METRICS),
-        "intervals": {k: [v * 0.9, v * 1.1] for k, v in METRICS.items()},
-    }
+    rep = hand_report()
+    rep["schema_version"] = draw(st.sampled_from([1, 2, 3, "2", None]))
     for _ in range(draw(st.integers(0, 3))):
         where = draw(st.sampled_from(["metrics", "intervals", "top"]))
-        key = draw(st.sampled_from([*METRICS, "settings", "metrics", "intervals"]))
+        key = draw(st.sampled_from([*REPORT_METRICS, "settings", "metrics", "intervals"]))
         value = draw(VALUES)
         if where == "top":
             rep[key] = value
@@ -133,11 +116,7 @@ def reports(draw: st.DrawFn) -> dict:
 def test_generated_reports_given_to_the_gate(runner, current: dict, rule: list[str]) -> None:
     with tempfile.TemporaryDirectory() as d:
         base, cur = Path(d) / "base.json", Path(d) / "cur.json"
-        base.write_text(
-            json.dumps(
-                {**current, "metrics": dict(METRICS), "intervals": {k: [v * 0.9, v * 1.1] for k, v in METRICS.items()}}
-            )
-        )
+        base.write_text(json.dumps(hand_report()))
         cur.write_text(json.dumps(current, allow_nan=True))
         hashes = (_sha(base), _sha(cur))
         r = runner.invoke(app, ["gate", str(cur), "--baseline", str(base), *rule, "--junit", str(Path(d) / "j.xml")])
