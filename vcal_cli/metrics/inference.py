@@ -7,8 +7,12 @@ study (`benchmarks/bench_intervals.py`, table in docs/metrics.md):
 
 - **debiased point**: 2 x estimate - mean of the bootstrap estimates (the bootstrap's bias correction),
   clipped at 0;
-- **interval**: the basic (reflected) bootstrap interval [2 x estimate - q97.5, 2 x estimate - q2.5],
-  clipped at 0, which removes the bias once instead of adding it;
+- **interval**: the estimate's bias lies between 0 (a model far from calibrated) and the bias of a calibrated
+  model of the same size (the noise floor's mean m, below): [estimate - m - 1.96 sd, estimate + 1.96 sd] with sd the
+  bootstrap standard deviation, clipped at 0, covers the truth whatever the bias in that range (without a noise
+  floor, below 20 rows: the basic bootstrap interval [2 x estimate - q97.5, 2 x estimate - q2.5]). The basic
+  interval alone, which corrects the bias by the bootstrap's own estimate of it, under-covered on miscalibrated
+  models (0.85-0.90 at 1,000 rows, and classwise ECE at 100 classes far less: its bias dwarfs its spread);
 - **noise floor**: consistency resampling (Broecker & Smith 2007): the outcomes redrawn from the model's own
   probabilities (a top-label outcome is correct with probability equal to the confidence), the estimator
   recomputed on each draw. Its 95% quantile is what a calibrated model with these confidences and this size
@@ -33,7 +37,10 @@ from torch import Tensor
 from vcal_cli.metrics.estimators import Kernel, Rows, Sorted
 
 ALPHA = 0.05
-METHOD = "basic bootstrap, 0 when the noise-floor test does not reject"
+METHOD = (
+    "bias-bounded: [estimate - noise-floor mean - 1.96 sd, estimate + 1.96 sd] (bootstrap sd); "
+    "0 when the noise-floor test does not reject"
+)
 ROW_ELEMS = 2_000_000  # resample rows per block x N: each float64 temporary about 16 MB
 
 
@@ -76,7 +83,8 @@ def _in_rows(kernels: dict[str, Kernel], s: Sorted, y: Tensor, w: Tensor | None)
 def reflect(value: float, boot: Tensor, null: Tensor | None, alpha: float = ALPHA) -> Estimate:
     """The rule above, from the sample's estimate, its bootstrap estimates (R,) and its consistency
     estimates (R0,) (None: no noise floor, the interval is the basic bootstrap alone)."""
-    q = torch.quantile(boot.double(), torch.tensor([alpha / 2, 1 - alpha / 2], dtype=torch.float64)).tolist()
+    boot = boot.double()
+    q = torch.quantile(boot, torch.tensor([alpha / 2, 1 - alpha / 2], dtype=torch.float64)).tolist()
     debiased = max(0.0, 2 * value - float(boot.mean()))
     lo, hi = max(0.0, 2 * value - q[1]), max(0.0, 2 * value - q[0])
     p, floor, mean = float("nan"), float("nan"), float("nan")
@@ -84,10 +92,17 @@ def reflect(value: float, boot: Tensor, null: Tensor | None, alpha: float = ALPH
         p = (1 + int((null >= value - 1e-12).sum())) / (1 + len(null))
         floor = float(torch.quantile(null.double(), 1 - alpha))
         mean = float(null.mean())
+        # the bias of a sum of absolute values lies between 0 (far from calibrated) and the bias of a calibrated
+        # model, the noise floor's mean: an interval for every bias in that range
+        z = Z[alpha] * float(boot.std())
+        lo, hi = max(0.0, value - mean - z), value + z
         if p >= alpha:
             lo = 0.0
     lo, hi = min(lo, debiased), max(hi, debiased)
     return Estimate(value, debiased, (lo, hi), p, floor, mean)
+
+
+Z = {0.05: 1.959963984540054}  # the normal quantile of 1 - alpha / 2
 
 
 def estimate_all(
