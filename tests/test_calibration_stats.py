@@ -173,13 +173,17 @@ def test_tcal_statistic_matches_the_pairwise_formula() -> None:
 
 def test_reflect_rule_hand_worked() -> None:
     boot = torch.linspace(0.10, 0.20, 201, dtype=torch.float64)  # mean 0.15, q2.5 0.1025, q97.5 0.1975
-    e = reflect(0.12, boot, None)
+    sd = float(boot.std())
+    e = reflect(0.12, boot, None)  # no noise floor (fewer than 20 rows): the basic bootstrap interval
     assert e.debiased == pytest.approx(0.09)
     assert e.interval == pytest.approx((max(0.0, 0.24 - 0.1975), 0.24 - 0.1025))
     calm = reflect(0.12, boot, torch.full((99,), 0.5, dtype=torch.float64))  # far below the noise floor
     assert calm.p_value == 1.0 and calm.interval[0] == 0.0
-    loud = reflect(0.12, boot, torch.full((99,), 0.01, dtype=torch.float64))
-    assert loud.p_value == pytest.approx(1 / 100) and loud.interval[0] > 0
+    loud = reflect(0.12, boot, torch.full((99,), 0.01, dtype=torch.float64))  # calibrated models show 0.01
+    assert loud.p_value == pytest.approx(1 / 100)
+    # bias-bounded: the estimate less the bias of a calibrated model (0.01) less 1.96 sd, up to the estimate + 1.96 sd
+    assert loud.interval == pytest.approx((0.12 - 0.01 - 1.959963984540054 * sd, 0.12 + 1.959963984540054 * sd))
+    assert loud.interval[0] <= loud.debiased <= loud.interval[1]
 
 
 def test_holm_step_down() -> None:
@@ -254,7 +258,7 @@ def test_report_json_holds_tests_and_methods_without_nan() -> None:
     rep = json.loads(text, parse_constant=lambda x: pytest.fail(f"{x} in report.json"))
     for name in ("ece", "tcal", "kuiper", "ks", "spiegelhalter"):
         assert {"statistic", "p_value"} <= rep["tests"][name].keys()
-    assert rep["settings"]["intervals"]["ece"].startswith("basic bootstrap")
+    assert rep["settings"]["intervals"]["ece"].startswith("bias-bounded")
     assert rep["settings"]["intervals"]["accuracy"] == "percentile bootstrap"
     assert "mce" not in rep["intervals"]
     assert len(rep["calibration"]["bands"]) == len(rep["reliability"])

@@ -19,8 +19,7 @@ study (`benchmarks/bench_intervals.py`, table in docs/metrics.md):
   would show at most, and the share of draws at or above the observed value is the p-value
   ((1 + count) / (1 + draws)) of the test "this model is calibrated";
 - **reaching 0**: when that test does not reject at 5%, the interval's low end is 0: a calibrated model's
-  interval then holds its true value 0 in 95% of draws, which no bootstrap interval of a non-negative,
-  upward-biased statistic does.
+  interval then holds its true value 0, which no bootstrap interval of a non-negative, upward-biased statistic does.
 
 The interval always holds its own (debiased) point.
 """

@@ -9,7 +9,7 @@ report.json (schema_version 2; version 1 lacked `details`, `class_names`, `sugge
     data            {name, split, n}
     metrics         {accuracy, nll, brier, ece, ece_adaptive, mce, classwise_ece, aurc}
     intervals       the same keys but mce, each [low, high]: the 95% interval (settings.intervals says how: a
-                    percentile bootstrap, or for the ECEs the basic bootstrap around the debiased value,
+                    percentile bootstrap, or for the ECEs bias-bounded around the estimate (docs/metrics.md),
                     reaching 0 when the noise-floor test does not reject; mce has none)
     debiased        {ece, ece_adaptive, classwise_ece: {value, debiased, interval, p_value, noise_floor,
                     null_mean}}: the point each interval is built around, and the noise floor of a
