@@ -28,6 +28,12 @@ def mark_failed() -> None:
     _failed = True
 
 
+def start_command() -> None:
+    """A command starts with no error printed (in-process runs share this module)."""
+    global _failed
+    _failed = False
+
+
 def _log_track(
     it: Iterable[Any], *, total: float | None = None, description: str = "working", **_: Any
 ) -> Iterator[Any]:

@@ -214,10 +214,10 @@ def resolve_preprocessing(
         if said:
             if "input_size" not in said and not timm:  # the data's own size, as the model was trained on it
                 base["input_size"] = [c, *native_size[1:]]
-            if timm and not any(src.startswith("timm") for src in hints.sources):
-                # a trainer other than timm's (Lightning, a config.json) that names its size and statistics but
-                # not a resize: it fed the images as they are, so timm's eval crop and interpolation do not apply
-                # (timm's own train.py does evaluate with them, so its args keep them)
+            if timm and any(src.startswith(OTHER_TRAINERS) for src in hints.sources):
+                # a trainer other than timm's (Lightning, plain `args`) that names its size and statistics but not
+                # a resize fed the images as they are: timm's eval crop and interpolation do not apply (timm's own
+                # train.py and a timm hub config.json do evaluate with them, so they keep them)
                 for k in ("interpolation", "crop_pct"):
                     base.pop(k, None)
                     origin.pop(k, None)
@@ -232,6 +232,7 @@ def resolve_preprocessing(
 
 
 FIELDS = ("input_size", "mean", "std", "interpolation", "crop_pct")
+OTHER_TRAINERS = ("Lightning", "checkpoint args")  # Hints sources of trainers that do not resize like timm's eval
 _SHORT = {"input_size": "size", "mean": "mean", "std": "std", "interpolation": "interpolation", "crop_pct": "crop"}
 
 
