@@ -105,6 +105,8 @@ def test_gate_between_reports_and_rules_from_flags_and_config(runner, overconfid
     assert r.exit_code == 1 and "intervals" in out["method"]
     assert [x["metric"] for x in out["rules"] if not x["passed"]] == ["nll"]
     r = runner.invoke(app, ["gate", "base/report.json", "-b", "base/report.json", "--max", "ece=0.01", "--json"])
+    # regression value: the shipped CNN's ECE-15 on digits:test as vcal computes it (the README's first audit shows
+    # the same 0.0255); torchmetrics agrees on this sample to 1e-6 (tests/test_metrics.py)
     assert r.exit_code == 1 and json.loads(r.stdout)["rules"][0]["message"] == "ece = 0.0255 is above 0.01"
     (tmp_path / "pyproject.toml").write_text("[tool.vcal.gate]\nmax = {ece = 0.5}\nmin = {accuracy = 0.99}\n")
     r = runner.invoke(app, ["gate", "base/report.json", "-b", "base/report.json", "--json"])

@@ -174,3 +174,39 @@ def test_generated_numeric_flags(runner, flag: str, value: str) -> None:
         _check(r)
         if r.exit_code == 2:
             assert flag in r.stderr or "Invalid value" in r.stderr, r.stderr[-300:]
+
+
+META_KEYS = st.sampled_from(["num_classes", "class_names", "arch_kwargs", "preprocessing", "arch", "vcal_head"])
+META_VALUES = st.one_of(
+    st.text(max_size=8),
+    st.integers(-10, 10**12).map(str),
+    st.sampled_from(["nan", "inf", "[]", "{}", "null", '["a"]', '{"in_features": "x"}', '{"hidden": [-1]}']),
+    st.recursive(
+        st.one_of(st.integers(-3, 3), st.floats(allow_nan=True), st.text(max_size=3)),
+        lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=3), kids, max_size=3),
+        max_leaves=6,
+    ).map(json.dumps),
+)
+
+
+@SETTINGS
+@given(changes=st.dictionaries(META_KEYS, META_VALUES, min_size=1, max_size=2))
+def test_generated_vcal_checkpoint_metadata(runner, changes: dict[str, str]) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from .conftest import SAMPLES
+
+    source = SAMPLES / "mlp_digits.safetensors"
+    with safe_open(str(source), "pt") as f:
+        meta = {**f.metadata(), **changes}
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "m.safetensors"
+        save_file(load_file(str(source)), str(path), metadata=meta)
+        before = _sha(path)
+        r = runner.invoke(
+            app,
+            ["audit", str(path), "--data", "digits", "--bootstrap", "0", "--no-suggest", "--out", str(Path(d) / "o")],
+        )
+        _check(r)
+        assert _sha(path) == before

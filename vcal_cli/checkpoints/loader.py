@@ -145,7 +145,13 @@ def _from_vcal_safetensors(path: Path, meta: dict[str, str], sha: str, head_modu
     except (KeyError, ValueError, TypeError) as e:
         raise CheckpointError(f"'{path}' has malformed vcal metadata ({type(e).__name__}: {short(str(e))})") from None
     in_chans = prep.input_size[0] if prep else 3
-    model = build_arch(arch, num_classes, in_chans=in_chans, kwargs=kwargs)
+    try:
+        model = build_arch(arch, num_classes, in_chans=in_chans, kwargs=kwargs)
+    except (TypeError, ValueError, RuntimeError, AttributeError) as e:
+        raise CheckpointError(
+            f"'{path}': architecture '{short(arch)}' cannot be built from its metadata ({short(str(e), 120)})",
+            hint="re-save it with vcal",
+        ) from None
     head_info = None
     if "vcal_head" in meta:  # a retrained head replaces the arch's linear layer before the weights load
         head_info = checked["vcal_head"]

@@ -20,12 +20,19 @@ def debug_enabled(flag: bool = False) -> bool:
     return flag or os.environ.get("VCAL_DEBUG", "") not in ("", "0")
 
 
+def one_line(text: str) -> str:
+    """The text as one printable line: a newline becomes a space, any other character a line splitter or terminal
+    would act on (NEL, separators, escapes) is shown escaped, so a hostile value cannot break the one-line error."""
+    text = text.replace("\n", " ")
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print `error: message` as one line on stderr and return the Exit to raise."""
     from vcal_cli.cli._output import mark_failed
 
     mark_failed()
-    print(f"error: {message}".replace("\n", " "), file=sys.stderr)
+    print(one_line(f"error: {message}"), file=sys.stderr)
     return typer.Exit(code)
 
 

@@ -98,7 +98,9 @@ class VcalGroup(TyperGroup):
             hint = " (see --help)" if ctx is not None else ""
             message = e.format_message() if hasattr(e, "format_message") else str(e)
             _mark_failed()
-            print(f"error: {where}{message}{hint}".replace("\n", " "), file=sys.stderr)
+            from vcal_cli.cli._errors import one_line
+
+            print(one_line(f"error: {where}{message}{hint}"), file=sys.stderr)
             sys.exit(getattr(e, "exit_code", 2))
         except _ABORTS:
             if not standalone_mode:

@@ -118,8 +118,17 @@ class Forward:
         if self.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         ctx = torch.autocast(self.dev.type, dtype=self.autocast) if self.autocast is not None else nullcontext()
-        with ctx:
-            return self.model(x)
+        try:
+            with ctx:
+                return self.model(x)
+        except RuntimeError as e:
+            if not _shape_error(e):
+                raise
+            c, h, w = self.prep.input_size
+            raise UsageError(
+                f"the model does not take inputs of {c}x{h}x{w} ({self.prep.source}): {str(e).splitlines()[0][:120]}",
+                hint="give the size it was trained on with --input-size C,H,W (and --mean, --std)",
+            ) from None
 
     @torch.inference_mode()
     def rows(
@@ -147,6 +156,23 @@ class Forward:
                 hint="check the checkpoint's weights and the preprocessing (--input-size, --mean, --std)",
             )
         return feats, out
+
+
+def _shape_error(e: RuntimeError) -> bool:
+    """A forward pass refused its input's shape (not an out-of-memory or a device error)."""
+    text = str(e)
+    return any(
+        k in text
+        for k in (
+            "shapes cannot be multiplied",
+            "size mismatch",
+            "channels, but got",
+            "Expected size",
+            "must match the size",
+            "Given groups",
+            "Calculated padded input size",
+        )
+    )
 
 
 def batch_ticks(progress: Track, total: int, description: str) -> tuple[Callable[[], None], Callable[[], None]]:
