@@ -301,13 +301,14 @@ def compute_metrics(
     Give exactly one of `logits` (preferred: exact NLL) or `probs`. The bootstrap draws `n_bootstrap`
     resamples of the N samples with replacement from a generator seeded with `seed`. The scores are
     read in row chunks (never copied whole to float64), so a memory-mapped cache larger than memory works.
-    `with_tests=False` leaves out the estimator table, the tests and the bands (benchmarks/bench_metrics.py
-    times what they add).
+    `with_tests=False` leaves out everything the calibration statistics add (the consistency resamples, the
+    estimator table, the tests and the bands; the ECEs' intervals are then the basic bootstrap's), which is what
+    benchmarks/bench_metrics.py --audit times them against.
     """
     check_bins(n_bins)
     src, y = make_scores(labels, logits, probs)
     counts = resample_counts(len(y), n_bootstrap, seed)
-    tested = n_bootstrap > 0 and len(y) >= MIN_ROWS
+    tested = n_bootstrap > 0 and len(y) >= MIN_ROWS and with_tests
     stats, cw, cw_null = _one_pass(src, y, counts, n_bins, n_bootstrap if tested else 0, seed)
     vals = {**_scalar_metrics(stats, counts, n_bins), "classwise_ece": cw}
     q = torch.tensor([0.025, 0.975], dtype=torch.float64)
@@ -321,7 +322,8 @@ def compute_metrics(
     if n_bootstrap > 0:
         full = with_details and with_tests and tested
         known = {k: vals[k] for k in ("ece", "ece_adaptive")}
-        evidence, debiased = _debiased(stats, counts, n_bins, seed, full, known, det.smooth.sigma if det else None)
+        sigma = det.smooth.sigma if det else None
+        evidence, debiased = _debiased(stats, counts, n_bins, seed, full, known, sigma, tested)
         debiased["classwise_ece"] = reflect(float(cw[0]), cw[1:], cw_null if tested else None)
         intervals.update({k: e.interval for k, e in debiased.items()})
     return MetricsResult(
@@ -346,6 +348,7 @@ def _debiased(
     full: bool,
     known: dict[str, Tensor],
     sigma: float | None,
+    tested: bool = True,
 ) -> tuple[Evidence | None, dict[str, Estimate]]:
     """The top-label ECEs' debiased points and intervals; with `full`, every estimator, test and band too.
     `known`: the ECEs' values on the sample and each resample (the metrics computed them)."""
@@ -355,7 +358,7 @@ def _debiased(
         return ev, {k: ev.estimators[k] for k in ("ece", "ece_adaptive")}
     s = Sorted.of(conf, correct, sigma=0.0)  # no smooth ECE here: the bandwidth is never used
     kernels = {k: v for k, v in estimators(n_bins).items() if k in known}
-    null = consistency_draws(s.conf, len(counts) - 1, seed) if len(conf) >= MIN_ROWS else None
+    null = consistency_draws(s.conf, len(counts) - 1, seed) if tested else None
     return None, estimate_all(kernels, s, counts, null, known)
 
 
