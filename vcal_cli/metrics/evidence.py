@@ -25,8 +25,8 @@ from vcal_cli.metrics.inference import ALPHA, Estimate, estimate_all
 # the estimator a report leads with, and why (docs/metrics.md has the study behind it)
 LEAD = "ece"
 LEAD_WHY = (
-    "ECE-15 is the number every peer reports; its debiased value and interval are the ones that held their "
-    "coverage across the study's cases"
+    "ECE-15 is the number every peer and paper reports, and in the coverage study its interval held the truth in "
+    "every case; the sweep and CORP estimators missed a non-monotone miscalibration, which they cannot see"
 )
 ESTIMATOR_LABELS = {
     "ece": "ECE (equal width)",
