@@ -115,3 +115,17 @@ def test_a_hierarchy_whose_names_form_a_cycle_is_refused(runner, tmp_path: Path,
     path.write_text(text)
     line = one_line_error(runner.invoke(app, ["hierarchy", "show", str(path)]))
     assert "cycle" in line and "h.csv" in line, line
+
+
+@pytest.mark.parametrize(
+    ("head", "flag", "value", "words"),
+    [
+        ("ce", "--lr", "nan", "finite number"),
+        ("ce", "--lr", "inf", "finite number"),
+        ("vtst", "--samples", "0", "at least 1"),
+        ("ce", "--hidden", "-5", "finite number"),
+    ],
+)
+def test_head_parameters_that_cannot_fit_are_one_line(runner, head: str, flag: str, value: str, words: str) -> None:
+    line = one_line_error(runner.invoke(app, ["retrain", CNN, "--data", "digits", "--head", head, flag, value]))
+    assert flag in line and words in line, line

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Self, TypeVar, cast
@@ -129,6 +130,12 @@ class Head(abc.ABC, Generic[P]):
                 f"{', '.join(flag_of(b) for b in bad)} does not apply to head '{cls.name}'",
                 hint=f"it takes: {', '.join(sorted(flag_of(f.name, f) for f in dataclasses.fields(cls.Params)))}",
             )
+        for k, v in given.items():
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                continue
+            if not math.isfinite(v) or v < 0 or (k in AT_LEAST_ONE and v < 1):
+                least = "at least 1" if k in AT_LEAST_ONE else "a finite number >= 0"
+                raise UsageError(f"{flag_of(k)} {v} is not valid for head '{cls.name}': it must be {least}")
         return cls.Params(**given)
 
     def fit(
@@ -262,6 +269,9 @@ def flag_of(name: str, f: dataclasses.Field | None = None) -> str:
     if f is not None and "flag" in f.metadata:
         return f.metadata["flag"]
     return "--" + name.replace("_", "-")
+
+
+AT_LEAST_ONE = {"samples", "batch_size", "max_iter", "epochs"}  # counts a fit cannot run with zero of
 
 
 def param(default: Any, help: str, flag: str | None = None) -> Any:
