@@ -210,3 +210,85 @@ def test_generated_vcal_checkpoint_metadata(runner, changes: dict[str, str]) -> 
         )
         _check(r)
         assert _sha(path) == before
+
+
+IMAGE_BLOBS = st.one_of(
+    st.binary(max_size=64).map(lambda b: ("junk", b)),
+    st.sampled_from(["L", "RGB", "RGBA", "I;16", "P", "1", "CMYK", "F"]).map(lambda m: ("mode", m.encode())),
+    st.integers(1, 60).map(lambda cut: ("truncated", cut.to_bytes(2, "little"))),
+)
+
+
+def _image_bytes(kind: str, payload: bytes) -> bytes:
+    import io
+
+    from PIL import Image
+
+    if kind == "junk":
+        return payload
+    mode = payload.decode() if kind == "mode" else "L"
+    buf = io.BytesIO()
+    fmt = "TIFF" if mode in ("F", "I;16", "CMYK") else "PNG"
+    Image.new(mode, (8, 8)).save(buf, format=fmt)
+    data = buf.getvalue()
+    return data[: int.from_bytes(payload, "little")] if kind == "truncated" else data
+
+
+@SETTINGS
+@given(blob=IMAGE_BLOBS, where=st.sampled_from(["first", "later"]))
+def test_generated_image_folders(runner, blob: tuple[str, bytes], where: str) -> None:
+    from PIL import Image
+
+    from .conftest import SAMPLES
+
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d) / "imgs"
+        for c in range(10):
+            (root / str(c)).mkdir(parents=True)
+            for i in range(2):
+                Image.new("L", (8, 8), color=c * 20 + i).save(root / str(c) / f"{i}.png")
+        odd = root / ("0" if where == "first" else "5") / ("0.png" if blob[0] != "mode" else "0.tif")
+        if odd.suffix == ".tif":
+            (root / odd.parent.name / "0.png").unlink()
+        odd.write_bytes(_image_bytes(*blob))
+        r = runner.invoke(
+            app,
+            [
+                "audit",
+                str(SAMPLES / "cnn_digits.safetensors"),
+                "--data",
+                f"imagefolder:{root}",
+                "--split",
+                "train",
+                "--bootstrap",
+                "0",
+                "--no-suggest",
+                "--out",
+                str(Path(d) / "o"),
+            ],
+        )
+        _check(r)
+        if r.exit_code == 2:
+            assert "imgs" in r.stderr or "image" in r.stderr, r.stderr[-300:]
+
+
+OUT_NAMES = st.one_of(
+    st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00/"), min_size=1, max_size=20),
+    st.integers(200, 400).map(lambda n: "x" * n),
+    st.sampled_from(["existing-file", "nested/deeper/out", ".", "..", "input"]),
+)
+
+
+@SETTINGS
+@given(name=OUT_NAMES)
+def test_generated_output_paths(runner, name: str) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "x.npz"
+        g = np.random.default_rng(0)
+        np.savez(path, logits=g.normal(size=(50, 3)), labels=g.integers(0, 3, 50))
+        (Path(d) / "existing-file").write_text("keep me")
+        before = _sha(path)
+        out = str(path) if name == "input" else str(Path(d) / name)
+        r = runner.invoke(app, ["audit", "--logits", str(path), "--bootstrap", "0", "--out", out])
+        _check(r)
+        assert _sha(path) == before and (Path(d) / "existing-file").read_text() == "keep me"
