@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -20,18 +21,23 @@ out = Console(width=None if sys.stdout.isatty() else LOG_WIDTH)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else LOG_WIDTH)
 
 
-_failed = False  # an `error:` line was printed: a loop closed after it says nothing more (the error is the last line)
+class _Loop:
+    """A progress loop that is still open; an error line silences its closing line."""
+
+    silent = False
+
+
+_open: weakref.WeakSet[_Loop] = weakref.WeakSet()
 
 
 def mark_failed() -> None:
-    global _failed
-    _failed = True
+    """An `error:` line is being printed: the loops it interrupted say nothing more (the error stays the last line)."""
+    for loop in list(_open):
+        loop.silent = True
 
 
 def start_command() -> None:
-    """A command starts with no error printed (in-process runs share this module)."""
-    global _failed
-    _failed = False
+    """Kept for the command wrapper: nothing to reset (only the loops open at an error are silenced)."""
 
 
 def _log_track(
@@ -44,6 +50,8 @@ def _log_track(
     i = 0
     of = f"/{int(total)}" if total else ""
     print(f"{description}: started ({int(total) if total else '?'} steps)", file=sys.stderr, flush=True)
+    loop = _Loop()
+    _open.add(loop)
     try:
         for i, x in enumerate(it, 1):
             yield x
@@ -53,7 +61,7 @@ def _log_track(
                 print(f"{description}: {i}{of}{pct}, {now - t0:.0f} s", file=sys.stderr, flush=True)
                 last = now
     except GeneratorExit:  # the loop ended early (an early-stopped fit): say where, unless an error ended it
-        if _failed:
+        if loop.silent:
             raise
         print(f"{description}: done, stopped at {i}{of} in {time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
         raise
