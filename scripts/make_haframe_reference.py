@@ -20,8 +20,6 @@ module level, only for the two functions used, defined from their own source). W
 from __future__ import annotations
 
 import argparse
-import ast
-import heapq
 import json
 import subprocess
 import sys
@@ -37,16 +35,10 @@ from vcal_cli.hierarchy import load_hierarchy
 
 REPO = "ltong1130ztr/HAFrame"
 COMMIT = "abe73b4"
-OUT = Path(__file__).resolve().parents[1] / "tests" / "data" / "haframe_official.json"
-
-
-def functions(path: Path, *names: str) -> dict[str, Any]:
-    """The named top-level functions of a Python file, defined from its source alone (numpy and heapq in scope)."""
-    tree = ast.parse(path.read_text())
-    body = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in names]
-    scope: dict[str, Any] = {"np": np, "heapq": heapq}
-    exec(compile(ast.Module(body=body, type_ignores=[]), str(path), "exec"), scope)  # noqa: S102
-    return scope
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "tests" / "data" / "haframe_official.json"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from check_haframe_official import functions  # noqa: E402  (the official functions, defined from their own source)
 
 
 def main() -> None:

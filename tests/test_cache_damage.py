@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +19,7 @@ from vcal_cli.cli import app
 from vcal_cli.features.checksum import verify
 
 from .conftest import SAMPLES
+from .test_kills import _kill_at  # SIGKILL at a named pause point
 
 ARGS = [
     "audit",
@@ -107,32 +104,6 @@ def test_a_damaged_entry_is_rebuilt_with_a_warning_never_used(runner, tmp_path: 
     assert third == reference and "warning:" not in err
 
 
-def _run(args: list[str], tmp: Path, pause: str | None = None) -> subprocess.Popen:
-    env = {**os.environ, "VCAL_CACHE": str(tmp / "cache"), "VCAL_THREADS": "1"}
-    if pause:
-        env |= {"VCAL_PAUSE_AT": pause, "VCAL_PAUSE_FILE": str(tmp / "paused")}
-    return subprocess.Popen(
-        [sys.executable, "-m", "vcal_cli", *args],
-        env=env,
-        cwd=tmp,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _kill_at(args: list[str], tmp: Path, pause: str) -> None:
-    p = _run(args, tmp, pause)
-    deadline = time.monotonic() + 180
-    while not (tmp / "paused").exists():
-        assert p.poll() is None, p.stderr.read()[-800:]
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    p.send_signal(signal.SIGKILL)
-    p.wait(30)
-    (tmp / "paused").unlink()
-
-
 SHARDED = [*ARGS, "--shard-size", "64", "--batch-size", "16"]
 PLAIN = [a for a in SHARDED if a != "--json"]  # progress lines (the resume line) show without --json
 
@@ -141,7 +112,7 @@ PLAIN = [a for a in SHARDED if a != "--json"]  # progress lines (the resume line
 def test_a_damaged_shard_is_extracted_again(runner, tmp_path: Path, how: str) -> None:
     r = runner.invoke(app, [*SHARDED, "--out", "ref", "--cache-dir", str(tmp_path / "refcache")])
     reference = json.loads(r.stdout)["metrics"]
-    _kill_at([*SHARDED, "--out", "o"], tmp_path, "before-rename:shard-000003.safetensors")
+    _kill_at([*SHARDED, "--out", "o"], tmp_path, tmp_path / "cache", "before-rename:shard-000003.safetensors")
     (parts,) = (tmp_path / "cache").glob("*.parts")
     shard = parts / "shard-000001.safetensors"
     if how == "truncated by half":

@@ -70,6 +70,18 @@ def test_sections_come_in_their_order_whatever_the_import_order() -> None:
     from vcal_cli.reports.sections import list_sections
 
     keys = [s.key for s in list_sections()]
-    expected = ["metrics", "calibration", "verdicts", "reliability", "selective", "conformal", "risk_control",
-                "per-class", "hierarchy", "ood", "shift", "protocol"]  # fmt: skip
+    expected = [
+        "metrics",
+        "calibration",
+        "verdicts",
+        "reliability",
+        "selective",
+        "conformal",
+        "risk_control",
+        "per-class",
+        "hierarchy",
+        "ood",
+        "shift",
+        "protocol",
+    ]
     assert keys[: len(expected) + 1] == [*expected, "adversarial"]

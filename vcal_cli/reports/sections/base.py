@@ -43,9 +43,32 @@ class Section:
 
 _SECTIONS: dict[str, Section] = {}
 # report.json's own keys: a section that computes data stores it under its key, so it may not take one of these
-RESERVED = {"schema_version", "vcal_version", "created", "checkpoint", "data", "metrics", "intervals", "reliability",
-            "settings", "warnings", "hierarchy", "details", "class_names", "suggestion", "summary", "heads", "params",
-            "fitted", "verdicts", "ood_scores", "debiased", "estimators", "tests", "calibration"}  # fmt: skip
+RESERVED = {
+    "schema_version",
+    "vcal_version",
+    "created",
+    "checkpoint",
+    "data",
+    "metrics",
+    "intervals",
+    "reliability",
+    "settings",
+    "warnings",
+    "hierarchy",
+    "details",
+    "class_names",
+    "suggestion",
+    "summary",
+    "heads",
+    "params",
+    "fitted",
+    "verdicts",
+    "ood_scores",
+    "debiased",
+    "estimators",
+    "tests",
+    "calibration",
+}
 
 
 def register_section(section: Section) -> Section:
