@@ -40,10 +40,9 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 def handle_errors(debug: bool = False) -> Iterator[None]:
     """Inside a command: a VcalError becomes one line and its exit code; other exceptions are bugs. The library's
     warnings (VcalWarning) show as `warning:` lines."""
-    from vcal_cli.cli._output import show_vcal_warnings, start_command
+    from vcal_cli.cli._output import show_vcal_warnings
 
     show_vcal_warnings()
-    start_command()
     try:
         yield
     except (typer.Exit, typer.Abort):

@@ -36,10 +36,6 @@ def mark_failed() -> None:
         loop.silent = True
 
 
-def start_command() -> None:
-    """Kept for the command wrapper: nothing to reset (only the loops open at an error are silenced)."""
-
-
 def _log_track(
     it: Iterable[Any], *, total: float | None = None, description: str = "working", **_: Any
 ) -> Iterator[Any]:
