@@ -145,6 +145,8 @@ def run_step(cmd: list[str], log: Path) -> tuple[float, float, int]:
         # would see the previous step's load and take one core of two
         env = {**os.environ, "VCAL_THREADS": os.environ.get("VCAL_THREADS", str(torch.get_num_threads()))}
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+        # Linux keeps the forking parent's peak across exec: the child's figure is at least this process's RSS at
+        # the fork (a few hundred MB with torch loaded), far below every step's peak measured here
         _, status, usage = os.wait4(proc.pid, 0)
     return time.perf_counter() - t, usage.ru_maxrss / 1e6, os.waitstatus_to_exitcode(status)
 

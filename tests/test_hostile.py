@@ -96,7 +96,7 @@ def test_lying_safetensors_are_one_line(runner, tmp_path: Path, case: str) -> No
 
         save_file({"w": torch.zeros(1)}, str(path), metadata={"vcal_format": "1", "arch": "vcal:mlp",
                                                               "num_classes": "ten"})  # fmt: skip
-    line, peak = _one_line_in_own_process(["audit", str(path), "--data", "digits"])
+    line, peak = _one_line_in_own_process(["audit", str(path), "--data", "digits"], tmp_path)
     assert str(path) in line
     assert peak < PEAK_KB, peak  # nothing huge allocated
 
@@ -104,22 +104,38 @@ def test_lying_safetensors_are_one_line(runner, tmp_path: Path, case: str) -> No
 PEAK_KB = 1_500_000  # a vcal process that stops at start-up peaks near 0.6 GB (torch); 2^60 or 2 GB would show
 
 
-def _one_line_in_own_process(args: list[str]) -> tuple[str, int]:
+# The child writes its own peak (VmHWM: the high-water mark of the memory map it got at exec) when it exits. Its
+# rusage would not do: Linux keeps the forking parent's peak across exec, so a pytest process grown past 1.5 GB by
+# earlier tests made every child look 1.5 GB.
+_CHILD = """
+import atexit, os, runpy, sys
+
+def _peak():
+    with open("/proc/self/status") as f:
+        kb = next(line.split()[1] for line in f if line.startswith("VmHWM:"))
+    with open(os.environ["VCAL_TEST_PEAK_FILE"], "w") as f:
+        f.write(kb)
+
+atexit.register(_peak)
+sys.argv = ["vcal", *sys.argv[1:]]
+runpy.run_module("vcal_cli", run_name="__main__")
+"""
+
+
+def _one_line_in_own_process(args: list[str], tmp_path: Path) -> tuple[str, int]:
     """The error line and the peak resident memory (KB) of a fresh `vcal` process: its own peak alone, which no
-    earlier test can have raised (os.wait4 reaps this child and gives its own rusage)."""
-    p = subprocess.Popen(
-        [sys.executable, "-m", "vcal_cli", *args],
+    earlier test and no size of the test process can have raised."""
+    peak_file = tmp_path / "peak-kb"
+    p = subprocess.run(
+        [sys.executable, "-c", _CHILD, *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "VCAL_THREADS": "1"},
+        env={**os.environ, "VCAL_THREADS": "1", "VCAL_TEST_PEAK_FILE": str(peak_file)},
     )
-    err = p.stderr.read()
-    _, status, usage = os.wait4(p.pid, 0)
-    p.returncode = os.waitstatus_to_exitcode(status)
-    lines = [x for x in err.strip().splitlines() if x]
-    assert p.returncode == 2 and lines and lines[-1].startswith("error:"), err[-600:]
-    return lines[-1], usage.ru_maxrss
+    lines = [x for x in p.stderr.strip().splitlines() if x]
+    assert p.returncode == 2 and lines and lines[-1].startswith("error:"), p.stderr[-600:]
+    return lines[-1], int(peak_file.read_text())
 
 
 def test_a_zip_bomb_is_refused_with_bounded_memory(runner, tmp_path: Path) -> None:
@@ -132,7 +148,7 @@ def test_a_zip_bomb_is_refused_with_bounded_memory(runner, tmp_path: Path) -> No
                 f.write(chunk)
         z.writestr("archive/version", "3\n")
     assert path.stat().st_size < 4 << 20
-    line, peak = _one_line_in_own_process(["audit", str(path), "--arch", "vcal:mlp", "--data", "digits"])
+    line, peak = _one_line_in_own_process(["audit", str(path), "--arch", "vcal:mlp", "--data", "digits"], tmp_path)
     assert str(path) in line
     assert peak < PEAK_KB, peak
 
