@@ -281,3 +281,16 @@ def test_one_class_present() -> None:
     z = torch.randn(300, 4, dtype=torch.float64)
     r = compute_metrics(torch.zeros(300, dtype=torch.long), logits=z)
     assert r.evidence is not None and set(r.evidence.tests) == {"ece", "tcal", "kuiper", "ks", "spiegelhalter"}
+
+
+@pytest.mark.parametrize("name", ["ece", "ece_adaptive", "ece_sweep", "ece_l2_debiased", "ece_corp", "ece_smooth"])
+def test_consistency_rows_take_the_shared_weight_shortcut_exactly(name: str) -> None:
+    """Consistency rows (every weight one, outcomes per row) give what the general weighted path gives."""
+    c, y = _sample(601, 6, lambda c: c**1.3)
+    s = est.Sorted.of(c, y)
+    yy = (torch.rand(4, 601, generator=torch.Generator().manual_seed(5), dtype=torch.float64) < s.conf).double()
+    kernel = est.estimators(15)[name]
+    ones = torch.ones(4, 601, dtype=torch.float64)
+    shared = kernel(est.Rows(s, yy, ones, shared_weights=True))
+    general = kernel(est.Rows(s, yy, ones.clone()))
+    torch.testing.assert_close(shared, general, rtol=0, atol=1e-12)

@@ -81,15 +81,23 @@ class _Prefix:
     total: int
 
     @classmethod
-    def of(cls, s: Sorted, y: Tensor, w: Tensor) -> _Prefix:
+    def of(cls, s: Sorted, y: Tensor, w: Tensor, shared_weights: bool = False) -> _Prefix:
         yy = _rows(y, w)
+        if shared_weights:  # every weight one: the count and confidence sums are the same for every row
+            n = w.shape[1]
+            ends = torch.arange(1, n + 1, dtype=torch.float64).expand_as(w)
+            return cls(ends, s.conf.cumsum(0).expand_as(w), yy.cumsum(1), yy, s.conf, n)
         ends = w.cumsum(1)
         return cls(ends, (w * s.conf).cumsum(1), (w * yy).cumsum(1), yy, s.conf, int(round(float(ends[0, -1]))))
 
     def at(self, cuts: Tensor) -> tuple[Tensor, Tensor]:
         """Conf and outcome sums of the first `cuts` (R, M) places (a sample drawn w times fills w consecutive
         places; one that straddles a cut is split)."""
-        j = torch.searchsorted(self.ends, cuts).clamp_(max=self.ends.shape[1] - 1)
+        # shared weights: ends[j] = j + 1, so the first j with ends[j] >= cut is ceil(cut) - 1
+        if self.ends.stride(0) == 0:
+            j = (cuts.ceil().long() - 1).clamp_(0, self.ends.shape[1] - 1)
+        else:
+            j = torch.searchsorted(self.ends, cuts).clamp_(max=self.ends.shape[1] - 1)
         past = self.ends.gather(1, j) - cuts
         return self.sc.gather(1, j) - past * self.conf[j], self.sa.gather(1, j) - past * self.y.gather(1, j)
 
@@ -116,7 +124,7 @@ class Rows:
     @property
     def prefix(self) -> _Prefix:
         if self._prefix is None:
-            self._prefix = _Prefix.of(self.s, self.y, self.w)
+            self._prefix = _Prefix.of(self.s, self.y, self.w, self.shared_weights)
         return self._prefix
 
 

@@ -41,6 +41,10 @@ METHOD = (
     "0 when the noise-floor test does not reject"
 )
 ROW_ELEMS = 2_000_000  # resample rows per block x N: each float64 temporary about 16 MB
+# The estimators beside the headline ECEs (the table's sweep, debiased L2, CORP and smooth ECE) read this many
+# bootstrap and consistency rows of the 200: their sd, noise-floor mean and p-value need no more (the coverage
+# study holds at 100), and they cost most of what the statistics add to an audit.
+SECONDARY_ROWS = 100
 
 
 @dataclass(frozen=True)
@@ -110,13 +114,20 @@ def estimate_all(
     counts: Tensor,
     null_y: Tensor | None,
     known: dict[str, Tensor] | None = None,
+    primary: tuple[str, ...] = ("ece", "ece_adaptive"),
 ) -> dict[str, Estimate]:
     """`reflect` for every top-label kernel: counts (1 + R, N) in original order (row 0 the sample itself),
     null_y (R0, N) consistency outcomes in sorted order (or None). `known`: a kernel's values on the sample and
-    each resample of these counts, already computed (the metrics' ECEs): its bootstrap pass is skipped."""
+    each resample of these counts, already computed (the metrics' ECEs): its bootstrap pass is skipped. Kernels
+    not in `primary` read the first SECONDARY_ROWS resamples and consistency rows only."""
     known = known or {}
-    todo = {k: v for k, v in kernels.items() if k not in known}
-    done = _in_rows(todo, s, s.correct, s.weights(counts)) if todo else {}
-    vals = {k: known[k] if k in known else done[k] for k in kernels}  # in the kernels' order
-    null = _in_rows(kernels, s, null_y, None) if null_y is not None else {}
-    return {k: reflect(float(v[0]), v[1:], null.get(k)) for k, v in vals.items()}
+    vals: dict[str, Tensor] = dict(known)
+    null: dict[str, Tensor] = {}
+    for group, rows in ((primary, None), (None, SECONDARY_ROWS)):
+        ks = {k: v for k, v in kernels.items() if (k in primary) == (group is not None)}
+        todo = {k: v for k, v in ks.items() if k not in known}
+        if todo:
+            vals.update(_in_rows(todo, s, s.correct, s.weights(counts[: None if rows is None else 1 + rows])))
+        if null_y is not None and ks:
+            null.update(_in_rows(ks, s, null_y[:rows], None))
+    return {k: reflect(float(vals[k][0]), vals[k][1:], null.get(k)) for k in kernels}  # in the kernels' order
