@@ -29,7 +29,7 @@ def tiny_mlp(seed: int = 0, num_classes: int = 10) -> LoadedModel:
     )
 
 
-PROGRESS = re.compile(r"^[\w:. -]+: (started \(|done, |\d+(/\d+)? )")  # the plain progress lines of a log
+PROGRESS = re.compile(r"^[\w:./ -]+: (started \(|done, |\d+(/\d+)? )")  # the plain progress lines of a log
 
 
 def one_line_error(result) -> str:  # a typer Result

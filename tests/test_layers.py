@@ -16,7 +16,7 @@ LAYERS: list[set[str]] = [
     {"_io", "_registry", "_progress", "_memory", "_threads"},
     {"_mapped"},  # memory-mapped arrays (torch, NumPy)
     {"hierarchy", "metrics"},  # metrics: torch only
-    {"heads"},  # the heads' maths, on cached features
+    {"heads", "detectors"},  # the heads' maths and the OOD detectors, on cached features
     {"data"},
     {"checkpoints"},  # rebuilds retrained heads, so above heads
     {"features"},  # extraction, cache, ExtractOptions and the Workbench

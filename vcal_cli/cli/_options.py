@@ -197,8 +197,30 @@ OodOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--ood",
-        help="Out-of-distribution data set (any --data form, repeatable): AUROC, AUPR and FPR@95TPR of MSP, "
-        "entropy, max logit, energy, Mahalanobis and the heads' own uncertainty scores.",
+        help="Out-of-distribution data set (any --data form, repeatable): AUROC, AUPR (out and in) and FPR@95TPR of "
+        "every --ood-detectors detector and the heads' own uncertainty scores, with bootstrap intervals and paired "
+        "verdicts against MSP.",
+    ),
+]
+OodDetectorsOpt = Annotated[
+    str,
+    typer.Option(
+        "--ood-detectors",
+        help="OOD detectors: 'all' or names from msp, entropy, max_logit, energy, gen, mahalanobis, "
+        "relative_mahalanobis, knn, vim, react (MSP, the baseline of the paired verdicts, is always scored).",
+    ),
+]
+KnnKOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--knn-k", min=1, help="KNN detector's k \\[default: 50 on every train row; 10 on a 1% sample, the paper's]."
+    ),
+]
+KnnShareOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--knn-share",
+        help="Share of train rows KNN searches \\[default: all up to 100,000 rows, else 1%].",
     ),
 ]
 AdversarialOpt = Annotated[
@@ -234,6 +256,7 @@ StrengthsOpt = Annotated[
 
 def robustness_options(flags: dict[str, Any]) -> RobustnessOptions:
     """RobustnessOptions from a command's parameters (pass `locals()`)."""
+    from vcal_cli.detectors import parse_detectors
     from vcal_cli.evaluations.adversarial import parse_eps
     from vcal_cli.evaluations.robustness import RobustnessOptions
 
@@ -247,6 +270,10 @@ def robustness_options(flags: dict[str, Any]) -> RobustnessOptions:
         severities=_severities(f("severities")),
         strengths=None if f("strengths") == "auto" else f("strengths"),
         protocol=f("protocol"),
+        detectors=parse_detectors(f("ood_detectors")),
+        knn_k=f("knn_k"),
+        knn_share=f("knn_share"),
+        n_bootstrap=DEFAULT_N_BOOTSTRAP if f("bootstrap") is None else f("bootstrap"),
     )
 
 
@@ -342,7 +369,8 @@ ROBUSTNESS = (  # the robustness evaluations (RobustnessOptions)
     _kw("ood", OodOpt), _kw("adversarial", AdversarialOpt, False), _kw("eps", EpsOpt, "1/255,2/255,4/255,8/255"),
     _kw("adv_limit", AdvLimitOpt, 1000), _kw("shift", ShiftOpt, False), _kw("corruptions", CorruptionsOpt),
     _kw("severities", SeveritiesOpt, "1,2,3,4,5"), _kw("strengths", StrengthsOpt, "auto"),
-    _kw("protocol", ProtocolOpt),
+    _kw("protocol", ProtocolOpt), _kw("ood_detectors", OodDetectorsOpt, "all"), _kw("knn_k", KnnKOpt),
+    _kw("knn_share", KnnShareOpt),
 )  # fmt: skip
 
 CONFORMAL = (  # prediction sets and risk-controlled abstention (ConformalOptions)

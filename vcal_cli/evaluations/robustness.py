@@ -14,10 +14,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from vcal_cli._defaults import DEFAULT_N_BOOTSTRAP
 from vcal_cli.data import load_split
+from vcal_cli.detectors import DEFAULT as DEFAULT_DETECTORS
 from vcal_cli.errors import DataError, UsageError
 from vcal_cli.evaluations.adversarial import PixelModel, adversarial_evaluation
-from vcal_cli.evaluations.ood import ood_evaluation
+from vcal_cli.evaluations.ood import fit_detectors, ood_evaluation
 from vcal_cli.evaluations.protocol import Pooled, get_protocol, ood_id_positive, protocol_row
 from vcal_cli.evaluations.shift import CORRUPTIONS, STRENGTH_NAMES, STRENGTHS, corrupted_split, strengths_for
 from vcal_cli.features import resolve_device
@@ -38,6 +40,10 @@ class RobustnessOptions:
     severities: tuple[int, ...] = (1, 2, 3, 4, 5)
     strengths: str | None = None  # 'cifar' | 'imagenet' | None (by image size)
     protocol: str | None = None  # a paper's table beside vcal's (`vcal_cli.evaluations.protocol`)
+    detectors: tuple[str, ...] = DEFAULT_DETECTORS  # OOD detectors, in the report's order (`vcal_cli.detectors`)
+    knn_k: int | None = None  # KNN's k and share of train rows (None: the paper's defaults)
+    knn_share: float | None = None
+    n_bootstrap: int = DEFAULT_N_BOOTSTRAP  # resamples of the OOD metrics' intervals and paired verdicts
 
     def __post_init__(self) -> None:
         """A paper protocol implies the shift evaluation over its corruptions that vcal builds, unless `shift` names
@@ -90,6 +96,8 @@ def check_options(r: RobustnessOptions, data_root: str | None = None) -> None:
         get_protocol(r.protocol)
     if r.strengths is not None and r.strengths not in STRENGTHS:
         raise UsageError(f"--strengths '{r.strengths}' is not one of: auto, {', '.join(STRENGTHS)}")
+    if r.knn_share is not None and not 0 < r.knn_share <= 1:
+        raise UsageError(f"--knn-share {r.knn_share} must be above 0 and at most 1 (the share of train rows KNN uses)")
     if r.adversarial and r.adv_limit < 1:
         raise UsageError(f"--adv-limit {r.adv_limit} must be at least 1")
     for name in r.ood:
@@ -120,8 +128,14 @@ def evaluate(
     if r.ood:
         train = bench.features("train")
         sets = {n: bench.features_of(n, in_distribution=False) for n in r.ood}
+        fitted = fit_detectors(
+            r.detectors, train, variants[0].model.head, seed=seed, knn_k=r.knn_k, knn_share=r.knn_share
+        )
         for i, v in enumerate(variants):
-            out[v.name]["ood"], out[v.name]["ood_scores"] = ood_evaluation(test, sets, train, v, mahalanobis=i == 0)
+            out[v.name]["ood"], out[v.name]["ood_scores"] = ood_evaluation(
+                test, sets, v, fitted, first=i == 0, n_bootstrap=r.n_bootstrap, seed=seed
+            )
+        settings["ood"] = fitted.settings(r.n_bootstrap, seed)
     images = bench.images(split) if r.shift or r.adversarial else None
     pooled: dict[str, dict[tuple[str, int], Pooled]] | None = {v.name: {} for v in variants} if r.protocol else None
     if r.shift:
@@ -160,7 +174,7 @@ def _protocol(
     p = get_protocol(name)
     for v in variants:
         ood = None
-        if out[v.name].get("ood_scores"):  # msp_score is minus the maximum probability
+        if out[v.name].get("ood_scores"):  # the msp score is minus the maximum probability
             pairs = [sc["msp"] for sc in out[v.name]["ood_scores"].values()]
             ood = ood_id_positive(-pairs[0][0], [-o for _, o in pairs])
         test_stats = Pooled(p.n_bins).add(v.scores(test), test.labels)

@@ -1,4 +1,4 @@
-"""Out-of-distribution detection: scores and their threshold-free metrics.
+"""Out-of-distribution detection: the threshold-free metrics of a score (the detectors are `vcal_cli.detectors`).
 
 Convention (torch-uncertainty, OpenOOD, pytorch-ood): OOD is the positive class and every score is
 "higher = more OOD". AUROC is exact (average ranks for ties, as scikit-learn's trapezoid); AUPR is the
@@ -12,41 +12,6 @@ import torch
 from torch import Tensor
 
 from vcal_cli.errors import MetricError
-
-
-def msp_score(logits: Tensor) -> Tensor:
-    """Negative maximum softmax probability."""
-    return -torch.softmax(logits.double(), 1).amax(1)
-
-
-def entropy_score(logits: Tensor) -> Tensor:
-    """Entropy of the predictive softmax(logits), in nats (logits may be log-probabilities)."""
-    logp = torch.log_softmax(logits.double(), 1)
-    return -(logp.exp() * logp).sum(1)
-
-
-def max_logit_score(logits: Tensor) -> Tensor:
-    return -logits.double().amax(1)
-
-
-def energy_score(logits: Tensor) -> Tensor:
-    """Negative free energy -logsumexp(logits) (Liu et al. 2020): low for confident in-distribution inputs."""
-    return -torch.logsumexp(logits.double(), 1)
-
-
-def mahalanobis_fit(features: Tensor, labels: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
-    """Class means (K, D) and the inverse of the shared (tied) covariance from train features (Lee et al. 2018)."""
-    f = features.double()
-    means = torch.stack([f[labels == c].mean(0) if (labels == c).any() else f.mean(0) for c in range(num_classes)])
-    centred = f - means[labels]
-    cov = centred.T @ centred / len(f)
-    return means, torch.linalg.pinv(cov, hermitian=True)
-
-
-def mahalanobis_score(features: Tensor, means: Tensor, precision: Tensor) -> Tensor:
-    """Minimum over classes of the squared Mahalanobis distance to the class mean."""
-    diff = features.double()[:, None, :] - means[None]  # (N, K, D)
-    return torch.einsum("nkd,de,nke->nk", diff, precision, diff).amin(1)
 
 
 def _labels_scores(id_scores: Tensor, ood_scores: Tensor) -> tuple[Tensor, Tensor]:
@@ -88,3 +53,64 @@ def fpr_at_95_tpr(id_scores: Tensor, ood_scores: Tensor) -> float:
     tp, fp = _curve(s, y)
     i = int(torch.nonzero(tp / tp[-1] >= 0.95)[0])
     return float(fp[i] / fp[-1])
+
+
+OOD_METRICS = ("auroc", "aupr", "aupr_in", "fpr95")  # AUPR with OOD positive (as `aupr`) and with ID positive
+HIGHER_IS_BETTER = {"auroc": True, "aupr": True, "aupr_in": True, "fpr95": False}
+RESAMPLE_ROWS = 50  # resamples per block: each (rows, N) float64 temporary stays small
+
+
+def resampled_metrics(
+    id_scores: Tensor, ood_scores: Tensor, id_counts: Tensor, ood_counts: Tensor
+) -> dict[str, Tensor]:
+    """Every OOD metric (1 + R,) on the sample (row 0 of the counts, all ones) and on each stratified resample: row r
+    counts how often each ID and each OOD sample is drawn (`compute.resample_counts` for each set apart, so both
+    sets keep their sizes). One sort of the pooled scores serves every resample: a resample only re-weights the
+    cumulative true and false positives at each distinct threshold. Row 0 equals `auroc`, `aupr`, `fpr_at_95_tpr`."""
+    s, y = _labels_scores(id_scores, ood_scores)
+    out: dict[str, list[Tensor]] = {k: [] for k in OOD_METRICS}
+    w_all = torch.cat([id_counts, ood_counts], 1)
+    for a in range(0, len(w_all), RESAMPLE_ROWS):
+        w = w_all[a : a + RESAMPLE_ROWS].double()
+        tp, fp = _weighted_curve(s, y, w)
+        out["auroc"].append(_trapezoid(tp, fp))
+        out["aupr"].append(_average_precision(tp, fp))
+        out["fpr95"].append(_fpr_at(tp, fp, 0.95))
+        tp_in, fp_in = _weighted_curve(-s, 1 - y, w)
+        out["aupr_in"].append(_average_precision(tp_in, fp_in))
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def _weighted_curve(s: Tensor, y: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+    """`_curve` for each row of weights w (R, N): (R, T) cumulative weighted true and false positives."""
+    order = torch.sort(s, descending=True, stable=True).indices
+    s, y, w = s[order], y[order], w[:, order]
+    last = torch.ones(len(s), dtype=torch.bool)
+    last[:-1] = s[1:] != s[:-1]
+    return (w * y).cumsum(1)[:, last], (w * (1 - y)).cumsum(1)[:, last]
+
+
+def _with_zero(x: Tensor) -> Tensor:
+    return torch.cat([torch.zeros(len(x), 1, dtype=x.dtype), x], 1)
+
+
+def _trapezoid(tp: Tensor, fp: Tensor) -> Tensor:
+    tpr, fpr = _with_zero(tp / tp[:, -1:]), _with_zero(fp / fp[:, -1:])
+    return ((fpr[:, 1:] - fpr[:, :-1]) * (tpr[:, 1:] + tpr[:, :-1]) / 2).sum(1)
+
+
+def _average_precision(tp: Tensor, fp: Tensor) -> Tensor:
+    recall = _with_zero(tp / tp[:, -1:])
+    flagged = tp + fp
+    precision = torch.where(flagged > 0, tp / flagged.clamp_min(1e-300), torch.zeros_like(tp))
+    return ((recall[:, 1:] - recall[:, :-1]) * precision).sum(1)
+
+
+def _fpr_at(tp: Tensor, fp: Tensor, recall: float) -> Tensor:
+    i = (tp / tp[:, -1:] >= recall).double().argmax(1, keepdim=True)  # the first threshold that reaches it
+    return (fp.gather(1, i) / fp[:, -1:])[:, 0]
+
+
+def aupr_in(id_scores: Tensor, ood_scores: Tensor) -> float:
+    """Average precision with the in-distribution samples positive (scores negated)."""
+    return aupr(-ood_scores.double(), -id_scores.double())

@@ -290,6 +290,32 @@ def plot_ood_histograms(scores: dict[str, tuple], *, dataset: str, rows: list[di
     return fig
 
 
+def plot_ood_roc(scores: dict[str, tuple], *, dataset: str, rows: list[dict], head: str = "") -> Figure:
+    """ROC curves of every score on one OOD set (OOD positive), the legend with each AUROC and its interval."""
+    fig, ax = plt.subplots(figsize=(5.6, 5))
+    by = {r["score"]: r for r in rows if r["dataset"] == dataset}
+    ranked = sorted(scores.items(), key=lambda kv: -by.get(kv[0], {}).get("auroc", 0))
+    for i, (name, (id_s, ood_s)) in enumerate(ranked):
+        s = np.r_[np.asarray(id_s, dtype=np.float64), np.asarray(ood_s, dtype=np.float64)]
+        y = np.r_[np.zeros(len(id_s)), np.ones(len(ood_s))][np.argsort(-s, kind="stable")]
+        tpr = np.r_[0.0, y.cumsum() / len(ood_s)]
+        fpr = np.r_[0.0, (1 - y).cumsum() / len(id_s)]
+        r = by.get(name, {})
+        label = name
+        if "auroc" in r:
+            lo_hi = r.get("intervals", {}).get("auroc")
+            label += f" {r['auroc']:.3f}" + (f" [{lo_hi[0]:.3f}, {lo_hi[1]:.3f}]" if lo_hi else "")
+        ax.plot(fpr, tpr, color=f"C{i % 10}", ls="-" if i < 10 else "--", lw=1.4, label=label)
+    ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls=":")
+    ax.axhline(0.95, color="0.6", lw=0.8, ls="--")
+    title = f"ROC, OOD: {dataset}" + (f" (head: {head})" if head else "")
+    ax.set(xlabel="false-positive rate (in-distribution flagged)", ylabel="true-positive rate (OOD flagged)")
+    ax.set(title=title, xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(fontsize=7, title="AUROC [95% interval]", title_fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
 def plot_adversarial(rows_by_head: dict[str, list[dict]]) -> Figure:
     """Accuracy and ECE against the attack budget: one colour per head, solid PGD, dashed FGSM."""
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
