@@ -21,6 +21,13 @@ machine on the head's first-layer shape, measured in the same run (the fraction 
 
     python benchmarks/bench_scale.py --z-rows 64000 --d 512 --z-vtst ""
 
+Every OOD detector at ImageNet shape: N train rows x D features (float16, memory-mapped from a file, as vcal's
+cache holds them), K classes, 50,000 test rows, fitted and scored in one child process the way `vcal audit --ood`
+does it (the Gaussian moments shared), each step's wall time and the process's peak RSS so far; with faiss-cpu
+installed, KNN's search by faiss' exact inner-product index against vcal's blocked products on the same rows:
+
+    python benchmarks/bench_scale.py --detectors 1280000 [--d 2048] [--k 1000]
+
 The image workload runs the whole product the way a user does, one `vcal` process per step, at each size:
 
     python benchmarks/bench_scale.py --images 64000,256000,1280000 [--epochs 1] [--auto-budget 900]
@@ -291,6 +298,79 @@ def z_main(a: argparse.Namespace) -> None:
                   f"{ece(p, te.labels, n_bins=15):>8.4f}   {cells[0]}; {cells[1]}", flush=True)  # fmt: skip
 
 
+DETECTOR_CHILD = """
+import sys, time
+import numpy as np, torch
+from vcal_cli.detectors import DETECTORS, ORDER, Linear, Scored, Train
+from vcal_cli.detectors.knn import KNN
+
+def peak_gb():
+    with open("/proc/self/status") as f:
+        return int(next(l for l in f if l.startswith("VmHWM:")).split()[1]) / 1e6
+
+folder = sys.argv[1]
+f = torch.from_numpy(np.load(folder + "/train.npy", mmap_mode="r"))
+y = torch.from_numpy(np.load(folder + "/labels.npy"))
+test = torch.from_numpy(np.load(folder + "/test.npy", mmap_mode="r"))
+w = torch.from_numpy(np.load(folder + "/w.npy"))
+head = torch.nn.Linear(w.shape[1], w.shape[0])
+with torch.no_grad():
+    head.weight.copy_(w)
+    head.bias.zero_()
+    logits = torch.cat([head(f[a : a + 65536].float()) for a in range(0, len(f), 65536)])
+    test_logits = head(test.float())
+train = Train(f, logits, y, w.shape[0], Linear.of(head), seed=0)
+x = Scored(test, test_logits, raw_logits=True)
+print(f"{'detector':<22}{'fit':>9}{'score':>9}{'peak RSS':>10}  settings", flush=True)
+for name in ORDER:
+    det = DETECTORS.get(name)()
+    t = time.perf_counter(); det.fit(train); fit = time.perf_counter() - t
+    t = time.perf_counter(); s = det.score(x); score = time.perf_counter() - t
+    assert s.shape == (len(test),) and bool(torch.isfinite(s).all())
+    print(f"{name:<22}{fit:>8.1f}s{score:>8.1f}s{peak_gb():>8.1f} GB  {det.settings()}", flush=True)
+    if name == "knn":
+        knn = det
+try:
+    import faiss
+except ImportError:
+    print("faiss-cpu not installed: KNN's faiss comparison skipped")
+else:
+    bank = knn.bank.numpy()
+    index = faiss.IndexFlatIP(bank.shape[1]); index.add(bank)
+    q = torch.nn.functional.normalize(test.float(), dim=1).numpy()
+    t = time.perf_counter(); sims, _ = index.search(q, knn.k_used); tf = time.perf_counter() - t
+    ours = knn.score(x)
+    theirs = torch.from_numpy(np.sqrt(np.clip(2 - 2 * sims[:, -1], 0, None))).double()
+    t = time.perf_counter(); knn.score(x); tv = time.perf_counter() - t
+    print(f"KNN search, {len(q):,} queries x {len(bank):,} rows x k={knn.k_used}: vcal's blocked products {tv:.1f} s, "
+          f"faiss IndexFlatIP {tf:.1f} s (ratio vcal/faiss {tv / tf:.2f}); max distance difference "
+          f"{float((ours - theirs).abs().max()):.1e}")
+"""
+
+
+def detectors_main(a: argparse.Namespace) -> None:
+    """Every OOD detector on a memory-mapped ImageNet-shaped cache, in one child process (its own peak RSS)."""
+    n, d, k, n_test = a.detectors, a.d, a.k, 50_000
+    with tempfile.TemporaryDirectory(dir=a.work or None) as folder:
+        g = torch.Generator().manual_seed(0)
+        centres = torch.randn(k, d, generator=g)
+        labels = torch.randint(0, k, (n,), generator=g)
+        t = time.perf_counter()
+        train = np.lib.format.open_memmap(f"{folder}/train.npy", "w+", np.float16, (n, d))
+        for s in range(0, n, 65536):  # post-ReLU features around each class's centre
+            y = labels[s : s + 65536]
+            train[s : s + len(y)] = (centres[y] + 1.5 * torch.randn(len(y), d, generator=g)).relu_().numpy()
+        train.flush()
+        del train
+        test = centres[torch.randint(0, k, (n_test,), generator=g)] + 1.5 * torch.randn(n_test, d, generator=g)
+        np.save(f"{folder}/test.npy", test.relu_().half().numpy())
+        np.save(f"{folder}/labels.npy", labels.numpy())
+        np.save(f"{folder}/w.npy", (centres / d**0.5).numpy())
+        size = f"{n:,} train x {d:,} features (float16 file, {n * d * 2 / 1e9:.1f} GB), {k:,} classes"
+        print(f"{size}, {n_test:,} test rows; written in {time.perf_counter() - t:.0f} s", flush=True)
+        subprocess.run([sys.executable, "-c", DETECTOR_CHILD, folder], check=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--val", type=int, default=50_000)
@@ -311,7 +391,10 @@ def main() -> None:
     ap.add_argument("--z-vtst", default="256,512,1024", help="the Z values of vtst in the sweep")
     ap.add_argument("--z-epochs", type=int, default=30, help="epochs of every fit in the sweep")
     ap.add_argument("--noise", type=float, default=4.0, help="the sweep's per-dimension noise (x 1/sqrt(D))")
+    ap.add_argument("--detectors", type=int, default=0, help="every OOD detector at N train rows (ImageNet: 1280000)")
     a = ap.parse_args()
+    if a.detectors:
+        return detectors_main(a)
     if a.z_rows:
         return z_main(a)
     if a.epoch_rows:
