@@ -92,9 +92,11 @@ def phase(a: argparse.Namespace) -> dict:
             tree = Hierarchy(names, tuple((f"super{i % 10}", c) for i, c in enumerate(names)), "synthetic")
         base = torch.nn.Linear(a.dim, a.classes)
         head = cls(cls.make_params(**params)).fit(
-            FitData(tr.features, tr.logits, tr.labels), FitData(va.features, va.logits, va.labels), base=base,
+            FitData(tr.features, tr.logits, tr.labels),
+            FitData(va.features, va.logits, va.labels),
+            base=base,
             hierarchy=tree,
-        )  # fmt: skip
+        )
         if a.phase != "temperature":  # temperature rescales `base`, a random layer here
             lp = head.predict_log_proba(va.features, batch_size=8192)
             out["val_accuracy"] = float((lp.argmax(1) == va.labels).double().mean())

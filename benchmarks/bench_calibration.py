@@ -37,8 +37,21 @@ MODELS = {  # file: (what it is, where val comes from)
     "whole.pth.tar": ("resnet18, 5 epochs on the whole official train part; val from test", "test"),
 }
 ROOT = "/usr/share/datasets/fashion-mnist"
-DEFAULT_HEADS = ["temperature", "vector", "matrix", "dirichlet", "isotonic", "histogram", "bayes", "ce",
-                 "ce+temperature", "vtst", "vtst+temperature", "vc", "vc+temperature"]  # fmt: skip
+DEFAULT_HEADS = [
+    "temperature",
+    "vector",
+    "matrix",
+    "dirichlet",
+    "isotonic",
+    "histogram",
+    "bayes",
+    "ce",
+    "ce+temperature",
+    "vtst",
+    "vtst+temperature",
+    "vc",
+    "vc+temperature",
+]
 SHOWN = ("accuracy", "ece", "ece_adaptive", "nll", "brier", "aurc")
 MARK = {"better": "+", "no different": "=", "worse": "-"}
 
@@ -103,11 +116,20 @@ def bench_model(
             t0 = time.perf_counter()
             whole = cls(cls.make_params(seed=seed, **{**params, "patience": 0})).fit(fit_rows, val, base=loaded.head)
             t_full = time.perf_counter() - t0
-            v = verdicts(head.predict_log_proba(te.features), whole.predict_log_proba(te.features), te.labels,
-                         n_bins=15, n_bootstrap=n_bootstrap, seed=seed)  # fmt: skip
-            print(f"  {name} full schedule: {t_full:.1f} s (epoch {whole.fit_log_.best_epoch} kept); full minus early "
-                  f"stop on test: NLL {v['nll']['delta']:+.4f} {v['nll']['interval']}, ECE {v['ece']['delta']:+.4f} "
-                  f"{v['ece']['interval']} ({v['nll']['verdict']} / {v['ece']['verdict']})", flush=True)  # fmt: skip
+            v = verdicts(
+                head.predict_log_proba(te.features),
+                whole.predict_log_proba(te.features),
+                te.labels,
+                n_bins=15,
+                n_bootstrap=n_bootstrap,
+                seed=seed,
+            )
+            print(
+                f"  {name} full schedule: {t_full:.1f} s (epoch {whole.fit_log_.best_epoch} kept); full minus early "
+                f"stop on test: NLL {v['nll']['delta']:+.4f} {v['nll']['interval']}, ECE {v['ece']['delta']:+.4f} "
+                f"{v['ece']['interval']} ({v['nll']['verdict']} / {v['ece']['verdict']})",
+                flush=True,
+            )
     try:
         t0 = time.perf_counter()
         preds["laplace-torch (LL KFAC, marglik)"] = laplace_reference(train, te.features, loaded.head)
@@ -125,8 +147,13 @@ def bench_model(
             if name.endswith(" views]"):  # the same head on the clean train features
                 row["vs_clean"] = verdicts(preds[name.rsplit(" [", 1)[0]], lp, te.labels, **kw)
         rows[name] = row
-    return {"n_test": len(te.labels), "train_accuracy": acc["train"], "val_accuracy": acc["val"],
-            "preprocessing": prep.describe(), "rows": rows}  # fmt: skip
+    return {
+        "n_test": len(te.labels),
+        "train_accuracy": acc["train"],
+        "val_accuracy": acc["val"],
+        "preprocessing": prep.describe(),
+        "rows": rows,
+    }
 
 
 def _verdicts(row: dict[str, Any], key: str) -> str:
@@ -138,8 +165,7 @@ def table(result: dict[str, Any]) -> str:
     head = ["head", *(m.replace("_", " ") for m in SHOWN), "fit s", "vs original", "vs temperature", "vs clean"]
     lines = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(SHOWN) + 1) + " :---: | :---: | :---: |"]
     for name, row in result["rows"].items():
-        cells = [f"{row['metrics'][m]:.4f} [{row['intervals'][m][0]:.4f}, {row['intervals'][m][1]:.4f}]"
-                 for m in SHOWN]  # fmt: skip
+        cells = [f"{row['metrics'][m]:.4f} [{row['intervals'][m][0]:.4f}, {row['intervals'][m][1]:.4f}]" for m in SHOWN]
         lines.append(
             f"| {name} | " + " | ".join(cells) + f" | {row['fit_s']:.1f} | {_verdicts(row, 'vs_original')} | "
             f"{_verdicts(row, 'vs_temperature')} | {_verdicts(row, 'vs_clean')} |"
@@ -174,8 +200,10 @@ def main() -> None:
         print(f"\n## {file}: {what} (--val-from {val_from})", flush=True)
         res = bench_model(path, val_from, heads, a.bootstrap, a.seed, a.full, a.train_views, a.augment)
         out[file] = res
-        print(f"train accuracy {res['train_accuracy']:.4f}, val accuracy {res['val_accuracy']:.4f}, "
-              f"{res['n_test']} test images; preprocessing {res['preprocessing']}")  # fmt: skip
+        print(
+            f"train accuracy {res['train_accuracy']:.4f}, val accuracy {res['val_accuracy']:.4f}, "
+            f"{res['n_test']} test images; preprocessing {res['preprocessing']}"
+        )
         print("verdicts (ECE NLL AURC, paired bootstrap 95% on test): + better, = no different, - worse\n")
         print(table(res), flush=True)
     if a.json:

@@ -103,8 +103,9 @@ def mapie_run(score: str, vp, vy, tp, alpha: float):
     kw = {"lac": "lac", "aps": "aps", "raps": "raps"}[score]
 
     def run():
-        m = SplitConformalClassifier(Lookup(allp).fit(None, None), confidence_level=1 - alpha, conformity_score=kw,
-                                     prefit=True)  # fmt: skip
+        m = SplitConformalClassifier(
+            Lookup(allp).fit(None, None), confidence_level=1 - alpha, conformity_score=kw, prefit=True
+        )
         m.conformalize(np.arange(n)[:, None], vy.numpy())
         _, sets = m.predict_set(np.arange(n, 2 * n)[:, None])
         return None, torch.from_numpy(sets[:, :, 0])
@@ -121,8 +122,10 @@ def main() -> None:
     a = ap.parse_args()
     vp, vy = problem(a.n, a.k, 0)
     tp, _ = problem(a.n, a.k, 1)
-    print(f"{a.n:,} val + {a.n:,} test rows x {a.k:,} classes, alpha {a.alpha}, best of {a.repeat}, "
-          f"{torch.get_num_threads()} threads")  # fmt: skip
+    print(
+        f"{a.n:,} val + {a.n:,} test rows x {a.k:,} classes, alpha {a.alpha}, best of {a.repeat}, "
+        f"{torch.get_num_threads()} threads"
+    )
     print(f"{'score':<10} {'vcal s':>8} {'TorchCP s':>10} {'ratio':>6} {'MAPIE s':>9} {'ratio':>6}  agreement")
     for score in ("lac", "aps", "raps", "lac-class"):
         t_v, (q_v, s_v) = timed(vcal_run(score, vp, vy, tp, a.alpha), a.repeat)

@@ -58,8 +58,15 @@ def main() -> None:
     train, val = splits(a.cache, a.checkpoint, a.data, a.data_root)
     mean, std = train.features.mean(0), train.features.std(0).clamp_min(1e-6)
     epochs = resolve_epochs(a.epochs, len(train.labels), 256)
-    base = dict(hidden=128, samples=10, epochs=epochs, warm_epochs=a.warm_epochs or warm_epochs_for(epochs), lr=1e-4,
-                batch_size=256, warm_lr=a.warm_lr)  # fmt: skip
+    base = dict(
+        hidden=128,
+        samples=10,
+        epochs=epochs,
+        warm_epochs=a.warm_epochs or warm_epochs_for(epochs),
+        lr=1e-4,
+        batch_size=256,
+        warm_lr=a.warm_lr,
+    )
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # torch's first optimizer imports torch._dynamo
     runs = {
         "independent, full schedule": (Settings(**base, seed=0, patience=0), False),
@@ -79,8 +86,10 @@ def main() -> None:
     walk_s = times["warm-started walk"]
     ref = "independent, early stop" if a.skip_full else "independent, full schedule"
     full_note = "" if a.skip_full else f"{times[ref] / walk_s:.1f}x against independent full-schedule fits, "
-    print(f"\nwalk speed-up: {full_note}{times['independent, early stop'] / walk_s:.1f}x against independent "
-          "early-stopped fits")  # fmt: skip
+    print(
+        f"\nwalk speed-up: {full_note}{times['independent, early stop'] / walk_s:.1f}x against independent "
+        "early-stopped fits"
+    )
     print("\nbeta      F walk   F indep. (full)   F indep. (early)   seed spread   walk - indep.")
     for i, b in enumerate(sorted(DEFAULT_BETAS)):
         full, w = f[ref][i], f["warm-started walk"][i]

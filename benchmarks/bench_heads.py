@@ -66,8 +66,11 @@ def step_variants(train: FitData, steps: int = 300) -> None:
     x_all, y_all = train.features, train.labels
     n, d = x_all.shape
     k = int(y_all.max()) + 1
-    for label, kw in (("Adam (for-loop)", {"foreach": False}), ("Adam foreach", {"foreach": True}),
-                      ("Adam fused", {"fused": True})):  # fmt: skip
+    for label, kw in (
+        ("Adam (for-loop)", {"foreach": False}),
+        ("Adam foreach", {"foreach": True}),
+        ("Adam fused", {"fused": True}),
+    ):
         torch.manual_seed(0)
         m = MLPHead(d, k, 128)
         opt = torch.optim.Adam(m.parameters(), lr=1e-4, **kw)
@@ -91,8 +94,11 @@ def step_variants(train: FitData, steps: int = 300) -> None:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    print(f"  {'bf16 autocast (fused)':24s} {(time.perf_counter() - t) / steps * 1e3:6.2f} ms/step "
-          f"(oneDNN bf16 support on this CPU: {bf16})", flush=True)  # fmt: skip
+    print(
+        f"  {'bf16 autocast (fused)':24s} {(time.perf_counter() - t) / steps * 1e3:6.2f} ms/step "
+        f"(oneDNN bf16 support on this CPU: {bf16})",
+        flush=True,
+    )
     perm = torch.randperm(n)
     t = time.perf_counter()
     for i in range(0, n, 256):
@@ -103,8 +109,10 @@ def step_variants(train: FitData, steps: int = 300) -> None:
     for i in range(0, n, 256):
         xp[i : i + 256].sum()
     sliced = time.perf_counter() - t
-    print(f"  one epoch of batches: per-batch gather {gather * 1e3:.0f} ms, permuted copy + slices "
-          f"{sliced * 1e3:.0f} ms", flush=True)  # fmt: skip
+    print(
+        f"  one epoch of batches: per-batch gather {gather * 1e3:.0f} ms, permuted copy + slices {sliced * 1e3:.0f} ms",
+        flush=True,
+    )
 
 
 def fit(
@@ -194,8 +202,10 @@ def main() -> None:
     )
     peak = matmul_peak(size, device=args.device)
     bpeak = matmul_peak(size, dtype=torch.bfloat16, device=args.device)
-    print(f"machine peak: {peak:,.0f} GFLOP/s (float32 torch.mm {size} x {size}, {where}); "
-          f"bfloat16: {bpeak:,.0f} GFLOP/s (the bf16 rows' 'of peak')\n")  # fmt: skip
+    print(
+        f"machine peak: {peak:,.0f} GFLOP/s (float32 torch.mm {size} x {size}, {where}); "
+        f"bfloat16: {bpeak:,.0f} GFLOP/s (the bf16 rows' 'of peak')\n"
+    )
     cols = f"{'head':12s} {'fit s':>8s} {'GFLOP':>9s} {'GFLOP/s':>8s} {'of peak':>7s}"
     print(cols + "  epochs kept/run  test acc / NLL / ECE")
     times, heads = {}, {}
@@ -213,26 +223,34 @@ def main() -> None:
             flops, epochs = fc.get_total_flops(), ""
         rate = flops / times[name] / 1e9
         acc, nll, ece = scores(h, test)
-        print(f"{name:12s} {times[name]:8.2f} {flops / 1e9:9.1f} {rate:8.1f} {rate / peak:7.1%}  {epochs:16s} "
-              f"{acc:.4f} / {nll:.4f} / {ece:.4f}", flush=True)  # fmt: skip
+        print(
+            f"{name:12s} {times[name]:8.2f} {flops / 1e9:9.1f} {rate:8.1f} {rate / peak:7.1%}  {epochs:16s} "
+            f"{acc:.4f} / {nll:.4f} / {ece:.4f}",
+            flush=True,
+        )
         if args.bf16 and isinstance(h, SGDHead):  # the same fit under bf16 autocast (--train-precision bf16)
             fast, t_fast = fit(
                 name, train, val, base, tree, args.repeat, train_precision="bf16", train_device=args.device
             )
             bacc, bnll, bece = scores(fast, test)
             brate = sgd_flops(fast, train, val) / t_fast / 1e9
-            print(f"{'  bf16':12s} {t_fast:8.2f} {'':9s} {brate:8.1f} {brate / bpeak:7.1%}  "
-                  f"{fast.fit_log_.best_epoch:>4d}/{fast.fit_log_.epochs_run:<4d} of {fast.fit_log_.epochs}  "
-                  f"{bacc:.4f} / {bnll:.4f} / {bece:.4f}   {times[name] / t_fast:.2f}x faster than fp32, "
-                  f"{(times[name] / log.epochs_run) / (t_fast / fast.fit_log_.epochs_run):.2f}x per epoch",
-                  flush=True)  # fmt: skip
+            print(
+                f"{'  bf16':12s} {t_fast:8.2f} {'':9s} {brate:8.1f} {brate / bpeak:7.1%}  "
+                f"{fast.fit_log_.best_epoch:>4d}/{fast.fit_log_.epochs_run:<4d} of {fast.fit_log_.epochs}  "
+                f"{bacc:.4f} / {bnll:.4f} / {bece:.4f}   {times[name] / t_fast:.2f}x faster than fp32, "
+                f"{(times[name] / log.epochs_run) / (t_fast / fast.fit_log_.epochs_run):.2f}x per epoch",
+                flush=True,
+            )
         if args.full and isinstance(h, SGDHead):
             full, t_full = fit(name, train, val, base, tree, patience=0, **fp32)
             facc, fnll, fece = scores(full, test)
-            print(f"{'  full':12s} {t_full:8.2f} {'':9s} {'':8s} {'':7s}  "
-                  f"{full.fit_log_.best_epoch:>4d}/{full.fit_log_.epochs_run:<4d} of {full.fit_log_.epochs}  "
-                  f"{facc:.4f} / {fnll:.4f} / {fece:.4f}   early stop: {t_full / times[name]:.1f}x faster, "
-                  f"test NLL {nll - fnll:+.4f}, ECE {ece - fece:+.4f}", flush=True)  # fmt: skip
+            print(
+                f"{'  full':12s} {t_full:8.2f} {'':9s} {'':8s} {'':7s}  "
+                f"{full.fit_log_.best_epoch:>4d}/{full.fit_log_.epochs_run:<4d} of {full.fit_log_.epochs}  "
+                f"{facc:.4f} / {fnll:.4f} / {fece:.4f}   early stop: {t_full / times[name]:.1f}x faster, "
+                f"test NLL {nll - fnll:+.4f}, ECE {ece - fece:+.4f}",
+                flush=True,
+            )
     ref = times.get("temperature")
     if ref:
         print("\nratio to temperature: " + ", ".join(f"{n} {t / ref:.0f}x" for n, t in times.items()))

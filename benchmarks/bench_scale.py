@@ -128,8 +128,16 @@ def image_workload(folder: Path, n_train: int, n_test: int, k: int, d: int, seed
             c = 6.0 / float(((model.features(prep.to_model_input(torch.from_numpy(sample))) - mu) @ w.T).std())
             model.fc.weight.copy_(w * c)
             model.fc.bias.copy_(-(mu @ w.T) * c)
-        loaded = LoadedModel(model, find_head(model, k), "vcal:mlp", k, "", class_names=[f"c{i}" for i in range(k)],
-                             preprocessing=prep, arch_kwargs=kwargs)  # fmt: skip
+        loaded = LoadedModel(
+            model,
+            find_head(model, k),
+            "vcal:mlp",
+            k,
+            "",
+            class_names=[f"c{i}" for i in range(k)],
+            preprocessing=prep,
+            arch_kwargs=kwargs,
+        )
         save_checkpoint(loaded, ckpt)
     return data, ckpt
 
@@ -164,9 +172,11 @@ def image_main(a: argparse.Namespace) -> None:
     work.mkdir(parents=True, exist_ok=True)
     vcal = [sys.executable, "-m", "vcal_cli"]
     heads = [h for h in a.image_heads.split(",") if h]
-    print(f"image workload: D {a.d:,}, K {a.k:,}, test {a.test:,}, trained heads {a.epochs} epoch(s), bayes "
-          f"{a.bayes_iter} L-BFGS iterations, auto budget "
-          f"{a.auto_budget:.0f} s, cache float16; folder {work}; threads {torch.get_num_threads()}")  # fmt: skip
+    print(
+        f"image workload: D {a.d:,}, K {a.k:,}, test {a.test:,}, trained heads {a.epochs} epoch(s), bayes "
+        f"{a.bayes_iter} L-BFGS iterations, auto budget "
+        f"{a.auto_budget:.0f} s, cache float16; folder {work}; threads {torch.get_num_threads()}"
+    )
     print(f"{'train rows':>10}  {'step':<26}{'wall':>9}{'peak RSS':>10}{'x wall':>8}{'x RSS':>7}  result")
     previous: dict[str, tuple[float, float]] = {}
     for n in sizes:
@@ -176,18 +186,41 @@ def image_main(a: argparse.Namespace) -> None:
         steps: list[tuple[str, list[str], Path | None]] = [
             ("extract train", [sys.executable, "-c", EXTRACT, str(ckpt), str(data), str(cache), "train"], None),
             ("extract val, test", [sys.executable, "-c", EXTRACT, str(ckpt), str(data), str(cache), "val,test"], None),
-            ("audit (cached)", vcal + ["audit", str(ckpt), *common, "--out", str(work / f"audit_{n}")],
-             work / f"audit_{n}"),
-        ]  # fmt: skip
+            (
+                "audit (cached)",
+                vcal + ["audit", str(ckpt), *common, "--out", str(work / f"audit_{n}")],
+                work / f"audit_{n}",
+            ),
+        ]
         for h in heads:
             extra = ["--epochs", str(a.epochs)] if h in TRAINED else []
             extra += ["--max-iter", str(a.bayes_iter)] if h == "bayes" else []
-            steps.append((f"retrain {h}", vcal + ["retrain", str(ckpt), *common, "--head", h, *extra, "--out",
-                                                  str(work / f"{h}_{n}")], work / f"{h}_{n}"))  # fmt: skip
+            steps.append(
+                (
+                    f"retrain {h}",
+                    vcal + ["retrain", str(ckpt), *common, "--head", h, *extra, "--out", str(work / f"{h}_{n}")],
+                    work / f"{h}_{n}",
+                )
+            )
         if a.auto_budget > 0:
-            steps.append(("retrain auto", vcal + ["retrain", str(ckpt), *common, "--head", "auto", "--auto-budget",
-                                                  str(a.auto_budget), "--out",
-                                                  str(work / f"auto_{n}")], work / f"auto_{n}"))  # fmt: skip
+            steps.append(
+                (
+                    "retrain auto",
+                    vcal
+                    + [
+                        "retrain",
+                        str(ckpt),
+                        *common,
+                        "--head",
+                        "auto",
+                        "--auto-budget",
+                        str(a.auto_budget),
+                        "--out",
+                        str(work / f"auto_{n}"),
+                    ],
+                    work / f"auto_{n}",
+                )
+            )
         for name, cmd, out in steps:
             wall, rss, rc = run_step(cmd, log)
             grow = previous.get(name)
@@ -246,9 +279,12 @@ def epochs_main(a: argparse.Namespace) -> None:
         flops = head_flops_per_row(head.module_) * a.epoch_rows
         width = next(m for m in head.module_.modules() if isinstance(m, torch.nn.Linear)).out_features
         peak = matmul_peak(a.d, width)
-        print(f"  {name:<8} epoch {dt:6.1f} s (with val and selection)  {flops / dt / 1e9:6.1f} GFLOP/s of the "
-              f"Linear layers  peak (batch 256 x {a.d} x {width}) {peak:6.1f} GFLOP/s  fraction "
-              f"{flops / dt / 1e9 / peak:.2f}", flush=True)  # fmt: skip
+        print(
+            f"  {name:<8} epoch {dt:6.1f} s (with val and selection)  {flops / dt / 1e9:6.1f} GFLOP/s of the "
+            f"Linear layers  peak (batch 256 x {a.d} x {width}) {peak:6.1f} GFLOP/s  fraction "
+            f"{flops / dt / 1e9 / peak:.2f}",
+            flush=True,
+        )
 
 
 def collapse_problem(n: int, centres: torch.Tensor, noise: float, seed: int) -> FitData:
@@ -273,9 +309,11 @@ def z_main(a: argparse.Namespace) -> None:
     tr, va = collapse_problem(a.z_rows, centres, a.noise, 1), collapse_problem(5_000, centres, a.noise, 2)
     te = collapse_problem(a.test, centres, a.noise, 3)
     bayes = (te.features @ centres.T - 0.5 * centres.pow(2).sum(1)).argmax(1).eq(te.labels).float().mean()
-    print(f"{a.z_rows:,} train x {a.d:,} features, {a.k:,} classes, {a.test:,} test, noise {a.noise}: the true "
-          f"centres' accuracy {bayes:.4f}; {a.z_epochs} epochs each (the kept one by val NLL); threads "
-          f"{torch.get_num_threads()}")  # fmt: skip
+    print(
+        f"{a.z_rows:,} train x {a.d:,} features, {a.k:,} classes, {a.test:,} test, noise {a.noise}: the true "
+        f"centres' accuracy {bayes:.4f}; {a.z_epochs} epochs each (the kept one by val NLL); threads "
+        f"{torch.get_num_threads()}"
+    )
     print(f"{'head':<6}{'Z':>6}{'fit':>9}{'acc':>8}{'NLL':>8}{'ECE':>8}   vs Z = 512: d NLL [95%], d ECE [95%]")
     for name, zs in (("ce", a.z_ce), ("vtst", a.z_vtst)):
         out = {}
@@ -291,11 +329,18 @@ def z_main(a: argparse.Namespace) -> None:
         base = out.get(512, next(iter(out.values())))[0]
         for z, (lp, dt) in out.items():
             v = verdicts(base, lp, te.labels, n_bins=15, n_bootstrap=200, seed=0)
-            cells = [f"{v[k]['delta']:+.4f} [{v[k]['interval'][0]:+.4f}, {v[k]['interval'][1]:+.4f}] "
-                     f"{v[k]['verdict']}" if z != 512 else "-" for k in ("nll", "ece")]  # fmt: skip
+            cells = [
+                f"{v[k]['delta']:+.4f} [{v[k]['interval'][0]:+.4f}, {v[k]['interval'][1]:+.4f}] {v[k]['verdict']}"
+                if z != 512
+                else "-"
+                for k in ("nll", "ece")
+            ]
             p = lp.exp()
-            print(f"{name:<6}{z:>6}{dt:>8.1f}s{accuracy(p, te.labels):>8.4f}{nll(lp, te.labels):>8.4f}"
-                  f"{ece(p, te.labels, n_bins=15):>8.4f}   {cells[0]}; {cells[1]}", flush=True)  # fmt: skip
+            print(
+                f"{name:<6}{z:>6}{dt:>8.1f}s{accuracy(p, te.labels):>8.4f}{nll(lp, te.labels):>8.4f}"
+                f"{ece(p, te.labels, n_bins=15):>8.4f}   {cells[0]}; {cells[1]}",
+                flush=True,
+            )
 
 
 DETECTOR_CHILD = """
@@ -412,8 +457,10 @@ def main() -> None:
         base.bias.zero_()
     unit = min(one_pass(zv, yv) for _ in range(3))
     orig = F.cross_entropy(zt, yt).item()
-    print(f"val {a.val:,} x {a.k:,} logits; one CE pass (forward + backward) {unit * 1e3:.0f} ms; "
-          f"test NLL of the original logits {orig:.4f}; threads {torch.get_num_threads()}")  # fmt: skip
+    print(
+        f"val {a.val:,} x {a.k:,} logits; one CE pass (forward + backward) {unit * 1e3:.0f} ms; "
+        f"test NLL of the original logits {orig:.4f}; threads {torch.get_num_threads()}"
+    )
     print(f"{'step':<22}{'wall':>9}{'passes':>9}{'peak RSS':>10}  {'test NLL':>9}  details")
     val, test = FitData(zv, zv, yv), FitData(zt, zt, yt)
     for name in filter(None, a.heads.split(",")):
@@ -422,8 +469,11 @@ def main() -> None:
         head = cls(cls.Params()).fit(val, val, base=base)
         dt = time.perf_counter() - t
         nll = -head.predict_log_proba(test.features).gather(1, yt[:, None]).mean().item()
-        extra = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in head.extra_report().items()
-                 if k not in ("cv", "val_loss")}  # fmt: skip
+        extra = {
+            k: (round(v, 4) if isinstance(v, float) else v)
+            for k, v in head.extra_report().items()
+            if k not in ("cv", "val_loss")
+        }
         print(f"{name:<22}{dt:>8.1f}s{dt / unit:>9.0f}{rss_gb():>9.1f}G  {nll:>9.4f}  {extra}", flush=True)
     if a.train:
         del zv, zt, val, test
@@ -435,8 +485,10 @@ def main() -> None:
         te = features_problem(5_000, a.d, a.k, 5)
         nll = -head.predict_log_proba(te.features).gather(1, te.labels[:, None]).mean().item()
         design = a.train * (a.d + 1) * 8 / 1e9
-        print(f"{'bayes (' + format(a.train, ',') + ' train)':<22}{dt:>8.1f}s{'':>9}{rss_gb():>9.1f}G  {nll:>9.4f}  "
-              f"{head.extra_report()} (the whole design matrix would be {design:.1f} GB)")  # fmt: skip
+        print(
+            f"{'bayes (' + format(a.train, ',') + ' train)':<22}{dt:>8.1f}s{'':>9}{rss_gb():>9.1f}G  {nll:>9.4f}  "
+            f"{head.extra_report()} (the whole design matrix would be {design:.1f} GB)"
+        )
 
 
 if __name__ == "__main__":

@@ -89,17 +89,30 @@ def study_hierarchy(boot: int) -> dict[str, Any]:
         rows = {}
         for name, h in rep.heads.items():
             hm, iv = h.hierarchy["metrics"], h.hierarchy["intervals"]
-            cells = [f"{hm[k]:.4f} [{iv[k][0]:.4f}, {iv[k][1]:.4f}]" for k in
-                     ("top1_error", "mistake_severity", "avg_hdist_at_1", "avg_hdist_at_5")]  # fmt: skip
+            cells = [
+                f"{hm[k]:.4f} [{iv[k][0]:.4f}, {iv[k][1]:.4f}]"
+                for k in ("top1_error", "mistake_severity", "avg_hdist_at_1", "avg_hdist_at_5")
+            ]
             print(f"  {name:10s} " + " ".join(f"{c:26s}" for c in cells))
             rows[name] = {"metrics": hm, "intervals": iv}
         test = bench.features("test")
-        vs_ce = hierarchy_verdicts(rep.heads["ce"].log_probs, rep.heads["haframe"].log_probs, test.labels,
-                                   tree.distances(), n_bootstrap=boot, seed=0)  # fmt: skip
+        vs_ce = hierarchy_verdicts(
+            rep.heads["ce"].log_probs,
+            rep.heads["haframe"].log_probs,
+            test.labels,
+            tree.distances(),
+            n_bootstrap=boot,
+            seed=0,
+        )
         pairs = {"ce": vs_ce, **rep.heads["haframe"].hierarchy["verdicts"]}
         for against, v in pairs.items():
-            print(f"  haframe vs {against:12s} " + "; ".join(f"{k}: {verdict(v[k])}" for k in
-                  ("top1_error", "mistake_severity", "avg_hdist_at_1", "avg_hdist_at_5")))  # fmt: skip
+            print(
+                f"  haframe vs {against:12s} "
+                + "; ".join(
+                    f"{k}: {verdict(v[k])}"
+                    for k in ("top1_error", "mistake_severity", "avg_hdist_at_1", "avg_hdist_at_5")
+                )
+            )
         out[model] = {"heads": rows, "haframe_verdicts": pairs}
     return out
 
@@ -126,8 +139,10 @@ def study_two_stage(boot: int, views: int) -> dict[str, Any]:
     heads_fitted = ["temperature", "ce", "vtst", "vc", "bayes"]
     rep = run_retrain(bench, heads_fitted, boot, train_views=views, augment="crop+flip", robustness=r)
     heads = rep.heads
-    print(f"\naugmented.pth.tar, stage 2 on {views} crop+flip views of train; clean test with 95% intervals; shift: "
-          f"mean over {len(r.shift)} corruptions x 5 severities")  # fmt: skip
+    print(
+        f"\naugmented.pth.tar, stage 2 on {views} crop+flip views of train; clean test with 95% intervals; shift: "
+        f"mean over {len(r.shift)} corruptions x 5 severities"
+    )
     print(f"  {'head':12s} {'accuracy':24s} {'ECE-15':24s} {'NLL':24s} {'shift acc.':10s} {'shift ECE-15':12s}")
     out: dict[str, Any] = {"views": views, "heads": {}}
     for name, h in heads.items():
@@ -135,9 +150,13 @@ def study_two_stage(boot: int, views: int) -> dict[str, Any]:
         sa = sum(x["accuracy"] for x in rows) / len(rows)
         se = sum(x["ece"] for x in rows) / len(rows)
         print(f"  {name:12s} {ci(h, 'accuracy'):24s} {ci(h, 'ece'):24s} {ci(h, 'nll'):24s} {sa:<10.4f} {se:<12.4f}")
-        out["heads"][name] = {"metrics": h.result.metrics.as_dict(), "shift_accuracy": sa, "shift_ece": se,
-                              "protocol": h.robustness.get("protocol") if h.robustness else None,
-                              "verdicts": h.verdicts}  # fmt: skip
+        out["heads"][name] = {
+            "metrics": h.result.metrics.as_dict(),
+            "shift_accuracy": sa,
+            "shift_ece": se,
+            "protocol": h.robustness.get("protocol") if h.robustness else None,
+            "verdicts": h.verdicts,
+        }
     for name in heads_fitted[1:]:
         for against, v in (heads[name].verdicts or {}).items():
             print(f"  clean: {name} vs {against:12s} ECE {verdict(v['ece'])}; NLL {verdict(v['nll'])}")
@@ -145,31 +164,46 @@ def study_two_stage(boot: int, views: int) -> dict[str, Any]:
     preds, labels = _shift_predictions(bench, modules, list(r.shift))
     nb = min(boot, 100)  # 450,000 pooled rows: 100 paired resamples
     out["shift_verdicts"] = {}
-    for name, against in (("vtst", "ce"), ("vtst", "original"), ("vtst", "temperature"), ("ce", "original"),
-                          ("ce", "temperature"), ("vc", "temperature"), ("bayes", "temperature")):  # fmt: skip
+    for name, against in (
+        ("vtst", "ce"),
+        ("vtst", "original"),
+        ("vtst", "temperature"),
+        ("ce", "original"),
+        ("ce", "temperature"),
+        ("vc", "temperature"),
+        ("bayes", "temperature"),
+    ):
         v = verdicts(preds[against], preds[name], labels, n_bins=15, n_bootstrap=nb, seed=0)
         out["shift_verdicts"][f"{name} vs {against}"] = {k: v[k] for k in ("ece", "nll", "accuracy")}
-        print(f"  shift (pooled {len(labels)} rows): {name} vs {against:12s} ECE {verdict(v['ece'])}; "
-              f"accuracy {verdict(v['accuracy'])}")  # fmt: skip
-    print("\n  --protocol vtst (ECE x100 with 10 bins; shift pooled; MSP AUROC, ID positive, OOD: digits) next to the "
-          "reproduction study's CIFAR-10 WRN-28-10 rows")  # fmt: skip
+        print(
+            f"  shift (pooled {len(labels)} rows): {name} vs {against:12s} ECE {verdict(v['ece'])}; "
+            f"accuracy {verdict(v['accuracy'])}"
+        )
+    print(
+        "\n  --protocol vtst (ECE x100 with 10 bins; shift pooled; MSP AUROC, ID positive, OOD: digits) next to the "
+        "reproduction study's CIFAR-10 WRN-28-10 rows"
+    )
     protocol_table({name: h.robustness["protocol"] for name, h in heads.items()})
     return out
 
 
 def protocol_table(rows: dict[str, dict[str, Any]]) -> None:
     """Print `--protocol vtst` rows (each head's report.json `protocol`) beside the published ones."""
-    print(f"  {'head':12s} {'acc %':>14s} {'ECE':>12s} {'MCE':>6s} {'NLL':>14s} {'Brier/K':>8s} {'shift ECE':>14s} "
-          f"{'OOD AUROC':>14s} {'FPR95':>6s}  shift ECE per severity")  # fmt: skip
+    print(
+        f"  {'head':12s} {'acc %':>14s} {'ECE':>12s} {'MCE':>6s} {'NLL':>14s} {'Brier/K':>8s} {'shift ECE':>14s} "
+        f"{'OOD AUROC':>14s} {'FPR95':>6s}  shift ECE per severity"
+    )
     nan = float("nan")
     for name, p in rows.items():
         pub = PUBLISHED.get(name, {"acc": nan, "ece": nan, "nll": nan, "shift_ece": nan, "auroc": nan})
         t, s, o = p["test"], p["shift"], p.get("ood", {})
         sev = " ".join(f"{100 * v:.2f}" for v in s["ece_by_severity"].values())
-        print(f"  {name:12s} {100 * t['accuracy']:6.2f} ({pub['acc']:5.2f}) {100 * t['ece']:5.2f} ({pub['ece']:4.2f}) "
-              f"{100 * t['mce']:6.2f} {t['nll']:6.3f} ({pub['nll']:.3f}) {t['brier_k']:8.5f} {100 * s['ece']:6.2f} "
-              f"({pub['shift_ece']:5.2f}) {o.get('auroc', nan):6.3f} ({pub['auroc']:.3f}) {o.get('fpr95', nan):6.3f}  "
-              f"{sev}")  # fmt: skip
+        print(
+            f"  {name:12s} {100 * t['accuracy']:6.2f} ({pub['acc']:5.2f}) {100 * t['ece']:5.2f} ({pub['ece']:4.2f}) "
+            f"{100 * t['mce']:6.2f} {t['nll']:6.3f} ({pub['nll']:.3f}) {t['brier_k']:8.5f} {100 * s['ece']:6.2f} "
+            f"({pub['shift_ece']:5.2f}) {o.get('auroc', nan):6.3f} ({pub['auroc']:.3f}) {o.get('fpr95', nan):6.3f}  "
+            f"{sev}"
+        )
 
 
 def study_low_data(boot: int) -> dict[str, Any]:
@@ -184,13 +218,17 @@ def study_low_data(boot: int) -> dict[str, Any]:
         for name in ("ce", "vc", "vtst", "bayes"):
             h = rep.heads[name]
             print(f"  {f:<8g} {name:6s} {ci(h, 'accuracy'):24s} {ci(h, 'ece'):24s} {ci(h, 'nll'):24s}")
-            out[str(f)][name] = {"metrics": h.result.metrics.as_dict(),
-                                 "intervals": {k: list(v) for k, v in h.result.intervals.items()}}  # fmt: skip
-        v = verdicts(rep.heads["ce"].log_probs, rep.heads["vc"].log_probs, test.labels, n_bins=15, n_bootstrap=boot,
-                     seed=0)  # fmt: skip
+            out[str(f)][name] = {
+                "metrics": h.result.metrics.as_dict(),
+                "intervals": {k: list(v) for k, v in h.result.intervals.items()},
+            }
+        v = verdicts(
+            rep.heads["ce"].log_probs, rep.heads["vc"].log_probs, test.labels, n_bins=15, n_bootstrap=boot, seed=0
+        )
         out[str(f)]["vc_vs_ce"] = v
-        print(f"           vc vs ce: ECE {verdict(v['ece'])}; NLL {verdict(v['nll'])}; "
-              f"accuracy {verdict(v['accuracy'])}")  # fmt: skip
+        print(
+            f"           vc vs ce: ECE {verdict(v['ece'])}; NLL {verdict(v['nll'])}; accuracy {verdict(v['accuracy'])}"
+        )
     return out
 
 
@@ -203,8 +241,12 @@ def study_attack(boot: int) -> dict[str, Any]:
     ds = bench.images("test")
     prep = bench.preprocessing_for(ds)
     pixels, labels = prep.to_pixels(ds.images[:n]), ds.labels[:n]
-    models = {name: PixelModel(bench.model.with_head(rep.heads[name].head.module_, {"name": name}).model,
-                               prep.normalize).eval() for name in ("ce", "vc")}  # fmt: skip
+    models = {
+        name: PixelModel(
+            bench.model.with_head(rep.heads[name].head.module_, {"name": name}).model, prep.normalize
+        ).eval()
+        for name in ("ce", "vc")
+    }
     out: dict[str, Any] = {"n": n, "rows": []}
 
     def outputs(name: str, attack: str | None, eps: float) -> torch.Tensor:
@@ -220,19 +262,30 @@ def study_attack(boot: int) -> dict[str, Any]:
                 parts.append(model(adv).float())
         return torch.cat(parts)
 
-    print(f"\naugmented.pth.tar: the first {n} test images, each head attacked through the whole model; paired "
-          f"verdicts of vc against ce")  # fmt: skip
+    print(
+        f"\naugmented.pth.tar: the first {n} test images, each head attacked through the whole model; paired "
+        f"verdicts of vc against ce"
+    )
     print(f"  {'attack':6s} {'eps':6s} {'ce acc.':8s} {'vc acc.':8s} {'ce ECE':8s} {'vc ECE':8s} vc vs ce")
     for attack, eps in [(None, 0.0)] + [(a, e) for a in ("fgsm", "pgd") for e in EPS]:
         z = {name: outputs(name, attack, eps) for name in models}
         m = {name: compute_metrics(labels, logits=v, n_bootstrap=0).metrics for name, v in z.items()}
         v = verdicts(z["ce"], z["vc"], labels, n_bins=15, n_bootstrap=boot, seed=0)
         label = attack or "clean"
-        print(f"  {label:6s} {round(eps * 255)}/255  {m['ce'].accuracy:<8.4f} {m['vc'].accuracy:<8.4f} "
-              f"{m['ce'].ece:<8.4f} {m['vc'].ece:<8.4f} accuracy {verdict(v['accuracy'])}; ECE {verdict(v['ece'])}",
-              flush=True)  # fmt: skip
-        out["rows"].append({"attack": label, "eps": eps, "ce": m["ce"].as_dict(), "vc": m["vc"].as_dict(),
-                            "vc_vs_ce": {k: v[k] for k in ("accuracy", "ece", "nll")}})  # fmt: skip
+        print(
+            f"  {label:6s} {round(eps * 255)}/255  {m['ce'].accuracy:<8.4f} {m['vc'].accuracy:<8.4f} "
+            f"{m['ce'].ece:<8.4f} {m['vc'].ece:<8.4f} accuracy {verdict(v['accuracy'])}; ECE {verdict(v['ece'])}",
+            flush=True,
+        )
+        out["rows"].append(
+            {
+                "attack": label,
+                "eps": eps,
+                "ce": m["ce"].as_dict(),
+                "vc": m["vc"].as_dict(),
+                "vc_vs_ce": {k: v[k] for k in ("accuracy", "ece", "nll")},
+            }
+        )
     return out
 
 

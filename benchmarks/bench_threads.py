@@ -32,9 +32,28 @@ def _spin(stop: mp.Event) -> None:  # type: ignore[valid-type]
 
 def _retrain(threads: str | None, head: str, epochs: int, cache: str) -> float:
     env = {k: v for k, v in os.environ.items() if k not in ("VCAL_THREADS", "OMP_NUM_THREADS")}
-    cmd = [sys.executable, "-m", "vcal_cli", *(["--threads", threads] if threads else []), "retrain", str(SAMPLE),
-           "--data", "digits", "--head", head, "--epochs", str(epochs), "--patience", "0", "--cache-dir", cache,
-           "--bootstrap", "0", "-o", str(Path(cache) / "out")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "vcal_cli",
+        *(["--threads", threads] if threads else []),
+        "retrain",
+        str(SAMPLE),
+        "--data",
+        "digits",
+        "--head",
+        head,
+        "--epochs",
+        str(epochs),
+        "--patience",
+        "0",
+        "--cache-dir",
+        cache,
+        "--bootstrap",
+        "0",
+        "-o",
+        str(Path(cache) / "out"),
+    ]
     t = time.perf_counter()
     subprocess.run(cmd, env=env, check=True, capture_output=True)
     return time.perf_counter() - t

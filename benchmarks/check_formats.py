@@ -48,13 +48,15 @@ def main() -> None:
         torch.jit.script(model).save(str(files["TorchScript (script)"]))
         batch = torch.export.Dim("batch", min=1)
         torch.export.save(torch.export.export(model, (x,), dynamic_shapes=({0: batch},)), files["torch.export (.pt2)"])
-        torch.onnx.export(model, (x,), str(files["ONNX"]), dynamo=False, input_names=["x"],
-                          dynamic_axes={"x": {0: "b"}})  # fmt: skip
+        torch.onnx.export(
+            model, (x,), str(files["ONNX"]), dynamo=False, input_names=["x"], dynamic_axes={"x": {0: "b"}}
+        )
         print(f"{'file':<24}{'accuracy':>10}{'vs trainer':>12}{'audit':>9}  preprocessing")
         for name, path in files.items():
             t = time.perf_counter()
-            bench = Workbench.open(path, "fashion-mnist", ExtractOptions(data_root=a.root, trust_checkpoint=True,
-                                                                         use_cache=False))  # fmt: skip
+            bench = Workbench.open(
+                path, "fashion-mnist", ExtractOptions(data_root=a.root, trust_checkpoint=True, use_cache=False)
+            )
             fs = bench.features("test")
             acc = float((fs.logits.argmax(1) == fs.labels).float().mean())
             dt = time.perf_counter() - t

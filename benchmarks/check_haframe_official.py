@@ -144,8 +144,9 @@ def main() -> None:
     scores = torch.softmax(te.logits.double(), 1).numpy()
     off, _ = better_mistakes_metrics(scores, te.labels.numpy(), dd, names)
     ours_m = hierarchy_metrics(te.logits, te.labels, d, n_bootstrap=0).metrics
-    line(f"top-1 error % (official {100 - off['top1']:.3f})", abs((100 - off["top1"]) - 100 * ours_m["top1_error"]),
-         1e-9)  # fmt: skip
+    line(
+        f"top-1 error % (official {100 - off['top1']:.3f})", abs((100 - off["top1"]) - 100 * ours_m["top1_error"]), 1e-9
+    )
     line(f"mistake severity (official {off['mistake']:.4f})", abs(off["mistake"] - ours_m["mistake_severity"]), 1e-12)
     line("avg hierarchical distance @1", abs(off["hie_avg_1"] - ours_m["avg_hdist_at_1"]), 1e-12)
     line("avg hierarchical distance @5", abs(off["hie_avg_5"] - ours_m["avg_hdist_at_5"]), 1e-12)

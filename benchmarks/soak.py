@@ -60,7 +60,7 @@ def main() -> None:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 text=True,
-            )  # fmt: skip
+            )
             for i in range(a.procs)
         ]
         for i, p in enumerate(procs):

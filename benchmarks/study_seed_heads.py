@@ -40,30 +40,41 @@ def main() -> None:
     tr, va, te = (bench.features(s) for s in ("train", "val", "test"))
     train, val = FitData(tr.features, tr.logits, tr.labels), FitData(va.features, va.logits, va.labels)
     f = tr.features.float()
-    print(f"{a.model.name}: features {tuple(f.shape)}, mean {f.mean():.3f}, std {f.std():.3f}, mean row norm "
-          f"{f.norm(dim=1).mean():.2f}, fraction of zeros {(f == 0).float().mean():.2f}")  # fmt: skip
+    print(
+        f"{a.model.name}: features {tuple(f.shape)}, mean {f.mean():.3f}, std {f.std():.3f}, mean row norm "
+        f"{f.norm(dim=1).mean():.2f}, fraction of zeros {(f == 0).float().mean():.2f}"
+    )
     temp = get_head("temperature")().fit(train, val, base=loaded.head).predict_log_proba(te.features)
     kw = {"n_bins": 15, "n_bootstrap": a.bootstrap, "seed": 0}
 
     def report(label: str, lp: torch.Tensor, extra: str = "") -> None:
         m = compute_metrics(te.labels, logits=lp, n_bootstrap=0, with_details=False).metrics
         v = verdicts(temp, lp, te.labels, **kw)
-        print(f"  {label:34s} NLL {m.nll:.4f}  ECE {m.ece:.4f}  AURC {m.aurc:.4f}  vs temperature: NLL "
-              f"{v['nll']['verdict']} ({v['nll']['delta']:+.4f}), ECE {v['ece']['verdict']}, AURC "
-              f"{v['aurc']['verdict']} {extra}", flush=True)  # fmt: skip
+        print(
+            f"  {label:34s} NLL {m.nll:.4f}  ECE {m.ece:.4f}  AURC {m.aurc:.4f}  vs temperature: NLL "
+            f"{v['nll']['verdict']} ({v['nll']['delta']:+.4f}), ECE {v['ece']['verdict']}, AURC "
+            f"{v['aurc']['verdict']} {extra}",
+            flush=True,
+        )
 
     report("original", te.logits)
     report("temperature", temp)
     fitted = {}
     for name in ("vtst", "vc"):
-        for label, params in (("papers' schedule", {}), ("lr 1e-3", {"lr": 1e-3}),
-                              ("up to 200 epochs", {"epochs": 200})):  # fmt: skip
+        for label, params in (
+            ("papers' schedule", {}),
+            ("lr 1e-3", {"lr": 1e-3}),
+            ("up to 200 epochs", {"epochs": 200}),
+        ):
             cls = get_head(name)
             t = time.perf_counter()
             head = cls(cls.make_params(**params)).fit(train, val, base=loaded.head)
             log = head.fit_log_
-            report(f"{name}, {label}", head.predict_log_proba(te.features),
-                   f"(epoch {log.best_epoch} of {log.epochs_run} run, {time.perf_counter() - t:.0f} s)")  # fmt: skip
+            report(
+                f"{name}, {label}",
+                head.predict_log_proba(te.features),
+                f"(epoch {log.best_epoch} of {log.epochs_run} run, {time.perf_counter() - t:.0f} s)",
+            )
             fitted[name, label] = head
     print("vtst's predictive against the number of draws (the fit of the best schedule above):")
     head = min((h for (n, _), h in fitted.items() if n == "vtst"), key=lambda h: h.fit_log_.best_score)

@@ -44,10 +44,24 @@ SPLIT_EPOCHS = 16  # the overfit run: 12 epochs reached a train accuracy of 0.99
 def _args(epochs: int, seed: int) -> argparse.Namespace:
     """What timm's train.py records in `args` (the fields vcal reads, plus a few others it must ignore)."""
     return argparse.Namespace(
-        model="resnet18", num_classes=10, in_chans=1, input_size=[1, 28, 28], img_size=None, mean=[MEAN], std=[STD],
-        interpolation="bilinear", crop_pct=1.0, epochs=epochs, lr=1e-3, opt="adam", sched="cosine", seed=seed,
-        batch_size=128, dataset="fashion-mnist", pretrained=False,
-    )  # fmt: skip
+        model="resnet18",
+        num_classes=10,
+        in_chans=1,
+        input_size=[1, 28, 28],
+        img_size=None,
+        mean=[MEAN],
+        std=[STD],
+        interpolation="bilinear",
+        crop_pct=1.0,
+        epochs=epochs,
+        lr=1e-3,
+        opt="adam",
+        sched="cosine",
+        seed=seed,
+        batch_size=128,
+        dataset="fashion-mnist",
+        pretrained=False,
+    )
 
 
 def _tensors(split: str, root: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,8 +71,15 @@ def _tensors(split: str, root: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _save(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, epoch: int, args: argparse.Namespace) -> None:
-    state = {"epoch": epoch, "arch": args.model, "state_dict": model.state_dict(), "optimizer": opt.state_dict(),
-             "version": 2, "args": args, "metric": None}  # fmt: skip
+    state = {
+        "epoch": epoch,
+        "arch": args.model,
+        "state_dict": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "version": 2,
+        "args": args,
+        "metric": None,
+    }
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     tmp.replace(path)
@@ -81,8 +102,9 @@ def _augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return shift_and_flip(x, offsets, torch.rand(len(x), generator=g) < 0.5, 4)
 
 
-def train(x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int, snapshots: dict[int, Path],
-          augment: bool = False) -> None:  # fmt: skip
+def train(
+    x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int, snapshots: dict[int, Path], augment: bool = False
+) -> None:
     """Adam with a one-cycle schedule over `epochs`; snapshot at the given epochs."""
     torch.manual_seed(seed)
     model = timm.create_model("resnet18", pretrained=False, num_classes=10, in_chans=1)

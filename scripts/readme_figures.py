@@ -47,9 +47,11 @@ def main() -> None:
         return
     fr = frontier(SAMPLE, data="digits", options=o)
     pts = fr.points
-    print(f"\nfrontier: {fr.settings['epochs']} epochs per point; R {pts[0].rate:.3g} nats at beta {pts[0].beta:g} "
-          f"to {pts[-1].rate:.2g} at beta {pts[-1].beta:g}; C {pts[0].classification:.2g} to "
-          f"{pts[-1].classification:.2g}")  # fmt: skip
+    print(
+        f"\nfrontier: {fr.settings['epochs']} epochs per point; R {pts[0].rate:.3g} nats at beta {pts[0].beta:g} "
+        f"to {pts[-1].rate:.2g} at beta {pts[-1].beta:g}; C {pts[0].classification:.2g} to "
+        f"{pts[-1].classification:.2g}"
+    )
 
 
 if __name__ == "__main__":

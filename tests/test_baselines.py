@@ -211,8 +211,21 @@ def test_cli_head_auto_picks_and_says_why(runner, tmp_path: Path) -> None:
 
     from .conftest import SAMPLES
 
-    r = runner.invoke(app, ["retrain", str(SAMPLES / "cnn_digits.safetensors"), "--head", "auto", "--epochs", "3",
-                            "--bootstrap", "20", "--out", "auto"])  # fmt: skip
+    r = runner.invoke(
+        app,
+        [
+            "retrain",
+            str(SAMPLES / "cnn_digits.safetensors"),
+            "--head",
+            "auto",
+            "--epochs",
+            "3",
+            "--bootstrap",
+            "20",
+            "--out",
+            "auto",
+        ],
+    )
     assert r.exit_code == 0, r.output
     rep = json.loads(Path("auto/report.json").read_text())
     auto = rep["settings"]["retrain"]["auto"]
@@ -277,8 +290,9 @@ def test_auto_budget_stops_a_trained_candidate_at_its_share() -> None:
     train, val, base = _miscalibrated(n=600)
     cls = get_head("ce")
     params = {"ce": cls.make_params(epochs=100_000, seed=0)}
-    sel = select_head(train, val, candidates=("temperature", "ce"), params=params, base=base, n_bootstrap=20,
-                      budget=1.0)  # fmt: skip
+    sel = select_head(
+        train, val, candidates=("temperature", "ce"), params=params, base=base, n_bootstrap=20, budget=1.0
+    )
     assert "ce" in sel.limited and "stopped at its" in sel.limited["ce"] and "of 100000 epochs" in sel.limited["ce"]
     log = sel.heads["ce"].fit_log_
     assert log.epochs_run < 100_000 and log.stopped and 1 <= log.best_epoch <= log.epochs_run
@@ -329,13 +343,26 @@ def test_auto_skips_a_candidate_that_cannot_be_fitted_and_says_why() -> None:
     error ended the whole selection. A candidate (or its +temperature) that raises a HeadError is skipped instead."""
     train, val, base = _miscalibrated(n=300)
     constant = FitData(torch.zeros_like(train.features), train.logits, train.labels)  # nothing to learn from
-    sel = select_head(constant, val, candidates=("temperature", "ce"), base=base, n_bootstrap=20,
-                      params={"ce": get_head("ce").make_params(epochs=1, hidden=0, seed=0)})  # fmt: skip
+    sel = select_head(
+        constant,
+        val,
+        candidates=("temperature", "ce"),
+        base=base,
+        n_bootstrap=20,
+        params={"ce": get_head("ce").make_params(epochs=1, hidden=0, seed=0)},
+    )
     assert sel.picked.name in sel.scores
     assert "ce+temperature" in sel.limited and "temperature scaling" in sel.limited["ce+temperature"]
     assert sel.warnings() and all(w.startswith("--head auto: ") for w in sel.warnings())  # no budget given
     assert all(why.startswith("skipped, could not be fitted: ") for why in sel.limited.values())
     # under a budget the reason is still the candidate's own, not the budget's
-    sel = select_head(constant, val, candidates=("temperature", "ce"), base=base, n_bootstrap=20, budget=1e6,
-                      params={"ce": get_head("ce").make_params(epochs=1, hidden=0, seed=0)})  # fmt: skip
+    sel = select_head(
+        constant,
+        val,
+        candidates=("temperature", "ce"),
+        base=base,
+        n_bootstrap=20,
+        budget=1e6,
+        params={"ce": get_head("ce").make_params(epochs=1, hidden=0, seed=0)},
+    )
     assert any(w.startswith("--head auto: ce+temperature skipped, could not be fitted") for w in sel.warnings())

@@ -216,11 +216,20 @@ def _ema_files(tmp_path: Path) -> tuple[nn.Module, nn.Module, Path, Path]:
         for p in raw.parameters():
             p.add_(torch.randn_like(p) * 0.5)
     ema.update(raw)  # the EMA now sits halfway between the initial and the moved weights
-    args = argparse.Namespace(model="test_resnet", num_classes=10, in_chans=1, input_size=[1, 8, 8], mean=[0.5],
-                              std=[0.5], model_ema=True)  # fmt: skip
+    args = argparse.Namespace(
+        model="test_resnet", num_classes=10, in_chans=1, input_size=[1, 8, 8], mean=[0.5], std=[0.5], model_ema=True
+    )
     timm_file = tmp_path / "model_best.pth.tar"
-    torch.save({"epoch": 3, "arch": "test_resnet", "state_dict": raw.state_dict(),
-                "state_dict_ema": ema.module.state_dict(), "args": args}, timm_file)  # fmt: skip
+    torch.save(
+        {
+            "epoch": 3,
+            "arch": "test_resnet",
+            "state_dict": raw.state_dict(),
+            "state_dict_ema": ema.module.state_dict(),
+            "args": args,
+        },
+        timm_file,
+    )
     averaged = AveragedModel(raw, multi_avg_fn=get_ema_multi_avg_fn(0.9))
     tv_file = tmp_path / "tv.pth"
     torch.save({"model": raw.state_dict(), "model_ema": averaged.state_dict(), "epoch": 3}, tv_file)
@@ -257,8 +266,21 @@ def test_ema_cli_says_which_set_and_caches_them_apart(runner, tmp_path: Path) ->
     assert "weights: EMA ('state_dict_ema'); the file also holds raw weights" in r.stderr
     ema_rep = json.loads(r.stdout)
     assert ema_rep["checkpoint"]["weights"]["set"] == "ema"
-    r = runner.invoke(app, ["audit", str(timm_file), "--data", "digits", "--bootstrap", "0", "--json", "--no-suggest",
-                            "--weight-set", "raw"])  # fmt: skip
+    r = runner.invoke(
+        app,
+        [
+            "audit",
+            str(timm_file),
+            "--data",
+            "digits",
+            "--bootstrap",
+            "0",
+            "--json",
+            "--no-suggest",
+            "--weight-set",
+            "raw",
+        ],
+    )
     assert r.exit_code == 0, r.output
     raw_rep = json.loads(r.stdout)
     assert raw_rep["checkpoint"]["weights"]["set"] == "raw"
@@ -315,9 +337,12 @@ def test_files_of_another_kind_are_named_for_what_they_are(tmp_path: Path, kind:
         else:
             with zipfile.ZipFile(path, "w") as z:
                 z.writestr("readme.txt", "not a checkpoint")
-    words = {"torchscript": "a TorchScript program", "export": "a torch.export program",
-             "onnx": "not a readable ONNX model",
-             "zip": "a zip archive that torch.save did not write"}[kind]  # fmt: skip
+    words = {
+        "torchscript": "a TorchScript program",
+        "export": "a torch.export program",
+        "onnx": "not a readable ONNX model",
+        "zip": "a zip archive that torch.save did not write",
+    }[kind]
     with pytest.raises(CheckpointError, match=words):
         load_checkpoint(path, arch="vcal:mlp")
 

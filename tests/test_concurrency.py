@@ -23,10 +23,28 @@ from .conftest import SAMPLES
 def test_concurrent_audits_share_one_cache(tmp_path: Path, runs: int) -> None:
     cache = tmp_path / "cache"
     env = {**os.environ, "VCAL_CACHE": str(cache), "VCAL_THREADS": "1"}
-    cmd = [sys.executable, "-m", "vcal_cli", "audit", str(SAMPLES / "cnn_digits.safetensors"), "--data", "digits",
-           "--bootstrap", "0", "--shard-size", "64", "--batch-size", "16", "--json"]  # fmt: skip
-    procs = [subprocess.Popen([*cmd, "--out", str(tmp_path / f"r{i}")], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for i in range(runs)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "vcal_cli",
+        "audit",
+        str(SAMPLES / "cnn_digits.safetensors"),
+        "--data",
+        "digits",
+        "--bootstrap",
+        "0",
+        "--shard-size",
+        "64",
+        "--batch-size",
+        "16",
+        "--json",
+    ]
+    procs = [
+        subprocess.Popen(
+            [*cmd, "--out", str(tmp_path / f"r{i}")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for i in range(runs)
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-500:] for o in outs]
     metrics = [json.loads(o[0])["metrics"] for o in outs]
@@ -41,16 +59,26 @@ def _run(args: list[str], tmp_path: Path, pause: str | None = None) -> subproces
     env = {**os.environ, "VCAL_CACHE": str(tmp_path / "cache"), "VCAL_THREADS": "1"}
     if pause:  # stop at this named point until tmp_path/paused is removed (vcal_cli._io.pause_point)
         env |= {"VCAL_PAUSE_AT": pause, "VCAL_PAUSE_FILE": str(tmp_path / "paused")}
-    return subprocess.Popen([sys.executable, "-m", "vcal_cli", *args], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "vcal_cli", *args],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_two_runs_writing_one_out_never_interleave(tmp_path: Path) -> None:
     """Two audits of different checkpoints into the same --out: the report files all come from one of them."""
-    a = _run(["audit", str(SAMPLES / "cnn_digits.safetensors"), "--data", "digits", "--bootstrap", "0", "--out", "o"],
-             tmp_path)  # fmt: skip
-    b = _run(["audit", str(SAMPLES / "mlp_digits.safetensors"), "--data", "digits", "--bootstrap", "0", "--out", "o"],
-             tmp_path)  # fmt: skip
+    a = _run(
+        ["audit", str(SAMPLES / "cnn_digits.safetensors"), "--data", "digits", "--bootstrap", "0", "--out", "o"],
+        tmp_path,
+    )
+    b = _run(
+        ["audit", str(SAMPLES / "mlp_digits.safetensors"), "--data", "digits", "--bootstrap", "0", "--out", "o"],
+        tmp_path,
+    )
     assert a.wait(300) == 0 and b.wait(300) == 0, (a.stderr.read(), b.stderr.read())
     rep = json.loads((tmp_path / "o" / "report.json").read_text())
     md = (tmp_path / "o" / "report.md").read_text()
@@ -62,8 +90,17 @@ def test_two_runs_writing_one_out_never_interleave(tmp_path: Path) -> None:
 def test_sigterm_stops_cleanly_with_one_line_and_exit_143(tmp_path: Path) -> None:
     """SIGTERM in the middle of a long audit (corrupted splits being extracted): one line, exit 143, no report, no
     temp file; the rerun finishes from the cache."""
-    args = ["audit", str(SAMPLES / "cnn_digits.safetensors"), "--data", "digits", "--bootstrap", "0", "--shift",
-            "--out", "o"]  # fmt: skip
+    args = [
+        "audit",
+        str(SAMPLES / "cnn_digits.safetensors"),
+        "--data",
+        "digits",
+        "--bootstrap",
+        "0",
+        "--shift",
+        "--out",
+        "o",
+    ]
     p = _run(args, tmp_path)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not list((tmp_path / "cache").glob("*.safetensors")):

@@ -96,9 +96,12 @@ def _torchcp():
 
 @pytest.mark.parametrize(
     ("ours", "theirs"),
-    [("lac", ("LAC", {})), ("aps", ("APS", {"randomized": False})), ("raps", ("RAPS", {"randomized": False,
-                                                                                     "penalty": 0.05, "kreg": 2}))],
-)  # fmt: skip
+    [
+        ("lac", ("LAC", {})),
+        ("aps", ("APS", {"randomized": False})),
+        ("raps", ("RAPS", {"randomized": False, "penalty": 0.05, "kreg": 2})),
+    ],
+)
 def test_same_threshold_and_sets_as_torchcp(ours: str, theirs: tuple[str, dict]) -> None:
     tcp = _torchcp()
     from torchcp.classification.predictor import SplitPredictor
@@ -256,8 +259,23 @@ def test_abstention_reports_what_it_promises() -> None:
 
 
 def test_audit_retrain_and_gate_read_the_sets(runner, tmp_path: Path) -> None:
-    r = runner.invoke(app, ["audit", str(CNN), "--data", "digits", "--conformal", "0.1,0.2", "--target-risk", "0.05",
-                            "--bootstrap", "20", "--out", "a"])  # fmt: skip
+    r = runner.invoke(
+        app,
+        [
+            "audit",
+            str(CNN),
+            "--data",
+            "digits",
+            "--conformal",
+            "0.1,0.2",
+            "--target-risk",
+            "0.05",
+            "--bootstrap",
+            "20",
+            "--out",
+            "a",
+        ],
+    )
     assert r.exit_code == 0, r.output
     rep = json.loads((tmp_path / "a" / "report.json").read_text())
     row = rep["conformal"]["lac"]["0.1"]
@@ -268,15 +286,38 @@ def test_audit_retrain_and_gate_read_the_sets(runner, tmp_path: Path) -> None:
     assert "90% sets (" in r.stderr and "labels on average; coverage" in r.stderr and "prediction sets" in r.stdout
     assert (tmp_path / "a" / "conformal.png").is_file()
     assert "Prediction sets" in (tmp_path / "a" / "report.md").read_text()
-    ok = runner.invoke(app, ["gate", "a/report.json", "--baseline", "a/report.json",
-                             "--min", "conformal.lac.0.1.coverage=0.5"])  # fmt: skip
+    ok = runner.invoke(
+        app, ["gate", "a/report.json", "--baseline", "a/report.json", "--min", "conformal.lac.0.1.coverage=0.5"]
+    )
     assert ok.exit_code == 0, ok.output
-    bad = runner.invoke(app, ["gate", "a/report.json", "--baseline", "a/report.json",
-                              "--max", "conformal.aps.0.1.set_size=0.5"])  # fmt: skip
+    bad = runner.invoke(
+        app, ["gate", "a/report.json", "--baseline", "a/report.json", "--max", "conformal.aps.0.1.set_size=0.5"]
+    )
     assert bad.exit_code == 1, bad.output
-    t = runner.invoke(app, ["retrain", str(CNN), "--data", "digits", "--head", "temperature", "--conformal", "0.1",
-                            "--conformal-scores", "lac,aps", "--bootstrap", "0", "--out", "b", "--shift",
-                            "--corruptions", "gaussian_noise", "--severities", "3"])  # fmt: skip
+    t = runner.invoke(
+        app,
+        [
+            "retrain",
+            str(CNN),
+            "--data",
+            "digits",
+            "--head",
+            "temperature",
+            "--conformal",
+            "0.1",
+            "--conformal-scores",
+            "lac,aps",
+            "--bootstrap",
+            "0",
+            "--out",
+            "b",
+            "--shift",
+            "--corruptions",
+            "gaussian_noise",
+            "--severities",
+            "3",
+        ],
+    )
     assert t.exit_code == 0, t.output
     heads = json.loads((tmp_path / "b" / "report.json").read_text())["heads"]
     assert set(heads["temperature"]["conformal"]) == {"lac", "aps"}
@@ -306,8 +347,9 @@ def test_python_api_on_arrays_from_any_framework() -> None:
 
     vp, vy = _problem(800, k=5, seed=15)
     tp, ty = _problem(800, k=5, seed=16)
-    a = prediction_sets(vp.log().numpy(), vy.numpy(), tp.log().numpy(), ty.numpy(), alphas=(0.1,), target_risk=0.2,
-                        n_bootstrap=0)  # fmt: skip
+    a = prediction_sets(
+        vp.log().numpy(), vy.numpy(), tp.log().numpy(), ty.numpy(), alphas=(0.1,), target_risk=0.2, n_bootstrap=0
+    )
     b = prediction_sets(vp.numpy(), vy.numpy(), tp.numpy(), ty.numpy(), alphas=(0.1,), probs=True, n_bootstrap=0)
     assert set(a) == {"conformal", "risk_control"} and set(b) == {"conformal"}
     for score in ("lac", "aps", "raps", "lac-class"):
@@ -321,8 +363,13 @@ def test_gate_compares_set_figures_with_their_own_intervals() -> None:
     from vcal_cli.gate.rules import Rule, interval, resolve
 
     def rep(size: float, half: float) -> dict:
-        row = {"score": "aps", "alpha": 0.1, "coverage": 0.9, "set_size": size,
-               "intervals": {"set_size": [size - half, size + half], "coverage": [0.89, 0.91]}}  # fmt: skip
+        row = {
+            "score": "aps",
+            "alpha": 0.1,
+            "coverage": 0.9,
+            "set_size": size,
+            "intervals": {"set_size": [size - half, size + half], "coverage": [0.89, 0.91]},
+        }
         return {"metrics": {}, "conformal": {"aps": {"0.1": row}}}
 
     base, cur = rep(1.20, 0.01), rep(1.40, 0.01)

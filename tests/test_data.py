@@ -181,9 +181,11 @@ def test_preprocessing_resolution_order() -> None:
     assert grey.input_size == (1, 224, 224) and len(grey.mean) == 1
     assert cands[0].input_size == (1, 8, 8) and cands[0].mean == (0.3,)
     hinted = resolve_preprocessing(
-        hints=Hints(("timm train.py args",), input_size=(1, 28, 28), mean=(0.286,)), timm_cfg=timm_cfg,
-        model_in_chans=1, native_size=(1, 28, 28),
-    )  # fmt: skip
+        hints=Hints(("timm train.py args",), input_size=(1, 28, 28), mean=(0.286,)),
+        timm_cfg=timm_cfg,
+        model_in_chans=1,
+        native_size=(1, 28, 28),
+    )
     assert hinted.input_size == (1, 28, 28) and hinted.mean == (0.286,) and hinted.std == (0.226,)
     assert hinted.source == "size, mean from timm train.py args; std from timm's arch config"
     f = resolve_preprocessing(

@@ -30,11 +30,25 @@ def test_a_toy_head_is_one_file() -> None:
     assert help_.returncode == 0 and "--shrink" in help_.stdout and "toy head" in help_.stdout
     # the registry-driven tests pick it up: the head contract runs on it
     r = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "toy_head", str(HERE / "test_heads.py"), "-k", "contract and toy",
-         "-p", "no:cacheprovider"],
-        capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "toy_head",
+            str(HERE / "test_heads.py"),
+            "-k",
+            "contract and toy",
+            "-p",
+            "no:cacheprovider",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
         env={**os.environ, "PYTHONPATH": str(HERE / "extension")},
-    )  # fmt: skip
+    )
     assert r.returncode == 0 and "1 passed" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
 
 
@@ -55,8 +69,9 @@ def test_a_toy_section_is_one_file(tmp_path: Path) -> None:
     assert "## Toy section" in (tmp_path / "a" / "report.md").read_text()
     assert "<section id=toy><h2>Toy section</h2>" in (tmp_path / "a" / "report.html").read_text()
     assert "<a href=#toy>" in (tmp_path / "a" / "report.html").read_text()
-    retrain = _vcal("retrain", sample, *common, "--head", "temperature", "--out", str(tmp_path / "r"),
-                    plugin="toy_section")  # fmt: skip
+    retrain = _vcal(
+        "retrain", sample, *common, "--head", "temperature", "--out", str(tmp_path / "r"), plugin="toy_section"
+    )
     assert retrain.returncode == 0, retrain.stderr[-2000:]
     heads = json.loads((tmp_path / "r" / "report.json").read_text())["heads"]
     assert heads["original"]["toy"] == rep["toy"]  # the same test predictions as the audit

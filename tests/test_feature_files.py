@@ -21,8 +21,11 @@ CNN = SAMPLES / "cnn_digits.safetensors"
 def _bundle(path: Path) -> dict[str, np.ndarray]:
     """What a JAX or TensorFlow user would save: the sample CNN's features, logits, labels and its head, as arrays."""
     bench = Workbench.open(CNN, "digits", ExtractOptions(cache_dir=str(path.parent / "cache")))
-    arrays = {f"{s}_{p}": getattr(bench.features(s), p)[:].numpy() for s in ("train", "val", "test")
-              for p in ("features", "logits", "labels")}  # fmt: skip
+    arrays = {
+        f"{s}_{p}": getattr(bench.features(s), p)[:].numpy()
+        for s in ("train", "val", "test")
+        for p in ("features", "logits", "labels")
+    }
     arrays["head_weight"] = bench.model.head.weight.detach().numpy()
     arrays["head_bias"] = bench.model.head.bias.detach().numpy()
     arrays["classes"] = np.array([f"digit {i}" for i in range(10)])
@@ -36,15 +39,31 @@ def test_retrain_on_features_from_elsewhere_and_reaudit(runner, tmp_path: Path) 
     r = runner.invoke(app, ["audit", "feats.npz", "--bootstrap", "0", "--json", "--no-suggest"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["metrics"] == pytest.approx(json.loads(direct.stdout)["metrics"], abs=1e-9)
-    r = runner.invoke(app, ["retrain", "feats.npz", "--head", "temperature", "--head", "ce", "--epochs", "3",
-                            "--bootstrap", "0", "--out", "out"])  # fmt: skip
+    r = runner.invoke(
+        app,
+        [
+            "retrain",
+            "feats.npz",
+            "--head",
+            "temperature",
+            "--head",
+            "ce",
+            "--epochs",
+            "3",
+            "--bootstrap",
+            "0",
+            "--out",
+            "out",
+        ],
+    )
     assert r.exit_code == 0, r.output
     rep = json.loads((tmp_path / "out" / "report.json").read_text())
     assert rep["class_names"][0] == "digit 0" and rep["data"]["name"] == "features:feats.npz"
     head = tmp_path / "out" / "feats.temperature.head.safetensors"
     assert head.is_file()  # no backbone to write: the head alone, tied to the file
-    again = runner.invoke(app, ["audit", "feats.npz", "--head-file", str(head), "--bootstrap", "0", "--json",
-                                "--no-suggest"])  # fmt: skip
+    again = runner.invoke(
+        app, ["audit", "feats.npz", "--head-file", str(head), "--bootstrap", "0", "--json", "--no-suggest"]
+    )
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["metrics"] == pytest.approx(rep["heads"]["temperature"]["metrics"], abs=1e-6)
 

@@ -140,8 +140,9 @@ def test_warm_walk_lands_within_noise_of_independent_fits(digits_fit) -> None:
     betas = (1e-3, 1e-1, 1.0, 10.0)
 
     def free_energies(seed: int, warm: bool) -> list[float]:
-        s = Settings(hidden=16, samples=4, epochs=200, warm_epochs=warm_epochs_for(200), lr=1e-3, batch_size=256,
-                     seed=seed)  # fmt: skip
+        s = Settings(
+            hidden=16, samples=4, epochs=200, warm_epochs=warm_epochs_for(200), lr=1e-3, batch_size=256, seed=seed
+        )
         out = []
         for b, lam, m in walk(train, val, betas, (0.0,), s, mean, std, warm=warm):
             r = measure(m, val.features, val.labels, mean, std)

@@ -163,9 +163,17 @@ def test_read_report_reads_a_schema_1_report(tmp_path) -> None:
     from vcal_cli.reports import read_report
 
     metrics = {k: 0.1 for k in ("accuracy", "nll", "brier", "ece", "ece_adaptive", "mce", "classwise_ece", "aurc")}
-    old = {"schema_version": 1, "vcal_version": "0.1.0", "created": "2026-11-01T00:00:00Z",
-           "checkpoint": {"path": "m.safetensors"}, "data": {"name": "digits", "split": "test", "n": 10},
-           "metrics": metrics, "intervals": {}, "reliability": [], "settings": {"bins": 15}}  # fmt: skip
+    old = {
+        "schema_version": 1,
+        "vcal_version": "0.1.0",
+        "created": "2026-11-01T00:00:00Z",
+        "checkpoint": {"path": "m.safetensors"},
+        "data": {"name": "digits", "split": "test", "n": 10},
+        "metrics": metrics,
+        "intervals": {},
+        "reliability": [],
+        "settings": {"bins": 15},
+    }
     (tmp_path / "old.json").write_text(json.dumps(old))
     rep = read_report(tmp_path / "old.json")
     assert rep["metrics"] == metrics and rep["summary"]["verdict"] == "unknown"

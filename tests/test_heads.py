@@ -416,8 +416,19 @@ def test_training_prints_progress_per_batch_and_where_an_early_stop_ended(capsys
     def fit(epochs: int, patience: int, lr: float) -> str:
         lin = torch.nn.Linear(12, 4)
         loss = lambda x, y: torch.nn.functional.cross_entropy(lin(x), y)  # noqa: E731
-        train_epochs(lin, loss, train, val, name="ce", epochs=epochs, lr=lr, batch_size=80, patience=patience,
-                     select=lambda m, v: 1.0, progress=_log_track)  # fmt: skip
+        train_epochs(
+            lin,
+            loss,
+            train,
+            val,
+            name="ce",
+            epochs=epochs,
+            lr=lr,
+            batch_size=80,
+            patience=patience,
+            select=lambda m, v: 1.0,
+            progress=_log_track,
+        )
         return capsys.readouterr().err
 
     err = fit(2, 0, 1e-3)  # 240 rows in batches of 80: 3 batches an epoch

@@ -94,8 +94,9 @@ def test_lying_safetensors_are_one_line(runner, tmp_path: Path, case: str) -> No
     else:  # vcal's own metadata, malformed
         from safetensors.torch import save_file
 
-        save_file({"w": torch.zeros(1)}, str(path), metadata={"vcal_format": "1", "arch": "vcal:mlp",
-                                                              "num_classes": "ten"})  # fmt: skip
+        save_file(
+            {"w": torch.zeros(1)}, str(path), metadata={"vcal_format": "1", "arch": "vcal:mlp", "num_classes": "ten"}
+        )
     line, peak = _one_line_in_own_process(["audit", str(path), "--data", "digits"], tmp_path)
     assert str(path) in line
     assert peak < PEAK_KB, peak  # nothing huge allocated
@@ -174,8 +175,10 @@ def _logits(tmp_path: Path, **arrays) -> Path:
     return path
 
 
-GOOD = {"logits": np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32),
-        "labels": np.random.default_rng(1).integers(0, 4, 50)}  # fmt: skip
+GOOD = {
+    "logits": np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32),
+    "labels": np.random.default_rng(1).integers(0, 4, 50),
+}
 
 
 @pytest.mark.parametrize(
@@ -225,8 +228,9 @@ def test_a_report_from_a_newer_schema_is_one_line(runner, tmp_path: Path) -> Non
     rep = {"schema_version": 99, "vcal_version": "9.0", "metrics": {"ece": 0.1}}
     (tmp_path / "new.json").write_text(json.dumps(rep))
     (tmp_path / "old.json").write_text(json.dumps(rep))
-    line = one_line_error(runner.invoke(app, ["gate", str(tmp_path / "new.json"), "--baseline",
-                                              str(tmp_path / "old.json")]))  # fmt: skip
+    line = one_line_error(
+        runner.invoke(app, ["gate", str(tmp_path / "new.json"), "--baseline", str(tmp_path / "old.json")])
+    )
     assert "has schema 99" in line and "upgrade vcal" in line and ".json" in line
 
 

@@ -20,16 +20,31 @@ from vcal_cli.features import FeatureSet
 
 from .conftest import SAMPLES
 
-AUDIT = ["audit", str(SAMPLES / "cnn_digits.safetensors"), "--data", "digits", "--bootstrap", "0", "--shard-size",
-         "128", "--no-suggest"]  # fmt: skip
+AUDIT = [
+    "audit",
+    str(SAMPLES / "cnn_digits.safetensors"),
+    "--data",
+    "digits",
+    "--bootstrap",
+    "0",
+    "--shard-size",
+    "128",
+    "--no-suggest",
+]
 
 
 def _run(args: list[str], tmp: Path, cache: Path, pause: str | None = None) -> subprocess.Popen:
     env = {**os.environ, "VCAL_CACHE": str(cache), "VCAL_THREADS": "1"}
     if pause:
         env |= {"VCAL_PAUSE_AT": pause, "VCAL_PAUSE_FILE": str(tmp / "paused")}
-    return subprocess.Popen([sys.executable, "-m", "vcal_cli", *args], env=env, cwd=tmp, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "vcal_cli", *args],
+        env=env,
+        cwd=tmp,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _kill_at(args: list[str], tmp: Path, cache: Path, pause: str) -> None:
@@ -66,7 +81,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "before-rename:[0-9a-f]*.safetensors",
         "before-rename:report.html",
         "before-rename:report.json",
-    ],  # fmt: skip
+    ],
 )
 def test_sigkill_then_rerun_gives_the_uninterrupted_numbers(tmp_path: Path, reference: dict, pause: str) -> None:
     cache = tmp_path / "cache"
@@ -83,8 +98,18 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_numbers(tmp_path: Path, refe
 
 def test_sigkill_while_writing_a_checkpoint_leaves_none(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    args = ["retrain", str(SAMPLES / "cnn_digits.safetensors"), "--data", "digits", "--head", "temperature",
-            "--bootstrap", "0", "--out", "r"]  # fmt: skip
+    args = [
+        "retrain",
+        str(SAMPLES / "cnn_digits.safetensors"),
+        "--data",
+        "digits",
+        "--head",
+        "temperature",
+        "--bootstrap",
+        "0",
+        "--out",
+        "r",
+    ]
     _kill_at(args, tmp_path, cache, "before-rename:cnn_digits.temperature.safetensors")
     assert not (tmp_path / "r" / "cnn_digits.temperature.safetensors").exists()
     again = _run(args, tmp_path, cache)

@@ -4,6 +4,7 @@ layer), and the module graph has no cycle. The README's Development section draw
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -175,7 +176,11 @@ def test_checkpoints_are_opened_and_data_resolved_only_by_the_workbench() -> Non
     assert not bad, "go through vcal_cli.features.workbench.Workbench:\n" + "\n".join(bad)
 
 
-COMMAND_LINES = 60  # a command function reads as steps: at most this many lines, its docstring not counted
+# A command function reads as steps: its body (the statements after the docstring) at most this many lines as the
+# formatter lays them out. The signature is not counted: with one parameter per line (the formatter's layout since
+# the hand-packed lines went) it measures how many options a command takes, which settings objects will shrink,
+# not how its steps read. Before, the whole function counted, at most 60 lines, on hand-packed code.
+COMMAND_LINES = 50
 
 
 def test_command_functions_read_as_steps() -> None:
@@ -183,10 +188,10 @@ def test_command_functions_read_as_steps() -> None:
     for path in (PKG / "commands").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                n = node.end_lineno - node.lineno + 1  # type: ignore[operator]
-                first = node.body[0]
-                if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
-                    n -= first.end_lineno - first.lineno + 1  # type: ignore[operator]
+                body = node.body
+                if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                    body = body[1:]  # the docstring
+                n = body[-1].end_lineno - body[0].lineno + 1 if body else 0  # type: ignore[operator]
                 if n > COMMAND_LINES:
                     long.append(f"{_module(path)}.{node.name}: {n} lines")
     assert not long, f"split these into named steps (at most {COMMAND_LINES} lines):\n" + "\n".join(long)
@@ -204,9 +209,13 @@ def test_no_private_name_imported_across_modules() -> None:
     for path in PKG.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("vcal_cli"):
-                bad += [f"{_module(path)} imports {node.module}.{a.name}" for a in node.names
-                        if a.name.startswith("_") and not a.name.startswith("__")
-                        and not _is_module(f"{node.module}.{a.name}")]  # fmt: skip
+                bad += [
+                    f"{_module(path)} imports {node.module}.{a.name}"
+                    for a in node.names
+                    if a.name.startswith("_")
+                    and not a.name.startswith("__")
+                    and not _is_module(f"{node.module}.{a.name}")
+                ]
     assert not bad, "\n".join(bad)
 
 
@@ -219,3 +228,25 @@ def test_no_private_module_is_imported_from_another_package() -> None:
         if len(dep.split(".")) >= 3 and dep.split(".")[2].startswith("_") and _area(dep) != _area(mod)
     )
     assert not bad, "\n".join(bad)
+
+
+def test_the_code_is_formatter_clean() -> None:
+    """`ruff format --check` passes (ruff pinned in the test extra: another version may lay lines out differently),
+    and no `# fmt: skip` hand-packs a line."""
+    import shutil
+    import subprocess
+
+    ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
+    root = PKG.parent
+    r = subprocess.run([ruff, "format", "--check", "."], cwd=root, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    marker = "# fmt" + ": skip"  # spelled apart: this file holds no marker either
+    dirs = ("vcal_cli", "tests", "benchmarks", "scripts", "examples")
+    packed = [
+        f"{p}:{i}"
+        for d in dirs
+        for p in (root / d).rglob("*.py")
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if line.rstrip().endswith(marker)
+    ]
+    assert not packed, packed

@@ -33,8 +33,9 @@ def _loss_by_autograd(kind: str, form: str, theta: torch.Tensor, z: torch.Tensor
     return loss + ridge + reg.get("bias", 0) * (b**2).mean()
 
 
-@pytest.mark.parametrize(("kind", "k"), [("vector", 12), ("matrix", 12), ("dirichlet", 12), ("matrix", 140),
-                                         ("dirichlet", 140)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("kind", "k"), [("vector", 12), ("matrix", 12), ("dirichlet", 12), ("matrix", 140), ("dirichlet", 140)]
+)
 def test_analytic_gradient_equals_autograd(kind: str, k: int) -> None:
     torch.manual_seed(0)
     z, y = torch.randn(300, k) * 2, torch.randint(0, k, (300,))
@@ -119,8 +120,9 @@ def test_bayes_streams_row_blocks_to_the_same_posterior(monkeypatch: pytest.Monk
     streamed = get_head("bayes")(params).fit(train, val)
     torch.testing.assert_close(streamed.module_.cov, whole.module_.cov, rtol=1e-10, atol=1e-10)
     assert streamed.sigma2_ == whole.sigma2_
-    torch.testing.assert_close(streamed.predict_log_proba(test.features), whole.predict_log_proba(test.features),
-                               rtol=1e-5, atol=1e-5)  # fmt: skip
+    torch.testing.assert_close(
+        streamed.predict_log_proba(test.features), whole.predict_log_proba(test.features), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_top_confusions_count_the_most_frequent_mistakes() -> None:
@@ -130,8 +132,10 @@ def test_top_confusions_count_the_most_frequent_mistakes() -> None:
     labels = torch.tensor([0, 0, 0, 0, 1, 2, 2])
     pred = torch.tensor([1, 1, 0, 0, 1, 0, 2])
     got = top_confusions(labels, pred, 3)
-    assert got == [{"true": 0, "predicted": 1, "count": 2, "share": 0.5},
-                   {"true": 2, "predicted": 0, "count": 1, "share": 0.5}]  # fmt: skip
+    assert got == [
+        {"true": 0, "predicted": 1, "count": 2, "share": 0.5},
+        {"true": 2, "predicted": 0, "count": 1, "share": 0.5},
+    ]
 
 
 def test_a_thousand_class_report_stays_small_and_readable(runner, tmp_path) -> None:
@@ -147,8 +151,9 @@ def test_a_thousand_class_report_stays_small_and_readable(runner, tmp_path) -> N
     z[np.arange(n), y] += 4
     z[np.arange(n), (y + 1) % k] += 3.5 * (rng.random(n) < 0.3)
     np.savez(tmp_path / "p.npz", logits=z, labels=y)
-    r = runner.invoke(app, ["audit", "--logits", str(tmp_path / "p.npz"), "--out", str(tmp_path / "r"),
-                            "--bootstrap", "20"])  # fmt: skip
+    r = runner.invoke(
+        app, ["audit", "--logits", str(tmp_path / "p.npz"), "--out", str(tmp_path / "r"), "--bootstrap", "20"]
+    )
     assert r.exit_code == 0, r.output
     rep = json.loads((tmp_path / "r" / "report.json").read_text())
     det = rep["details"]

@@ -75,8 +75,14 @@ def _write(kind: str, model: nn.Module, path: Path) -> Path:
             torch.onnx.export(model, (x,), path, dynamo=True, dynamic_shapes=({0: torch.export.Dim("b")},))
             if not (path.parent / f"{path.name}.data").exists():
                 data = f"{path.name}.data"
-                onnx.save_model(onnx.load(str(path)), str(path), save_as_external_data=True, location=data,
-                                all_tensors_to_one_file=True, size_threshold=0)  # fmt: skip
+                onnx.save_model(
+                    onnx.load(str(path)),
+                    str(path),
+                    save_as_external_data=True,
+                    location=data,
+                    all_tensors_to_one_file=True,
+                    size_threshold=0,
+                )
             assert (path.parent / f"{path.name}.data").is_file()
     return path
 
@@ -89,16 +95,25 @@ def _reference(kind: str, path: Path, x: torch.Tensor) -> torch.Tensor:
             return torch.jit.load(str(path))(x)
         if kind.startswith("export"):
             module = torch.export.load(path).module()
-            return torch.cat([module(c) for c in x.split(4)]) if kind == "export-static" and len(x) % 4 == 0 else (
-                module(x) if kind == "export" else None)  # fmt: skip
+            return (
+                torch.cat([module(c) for c in x.split(4)])
+                if kind == "export-static" and len(x) % 4 == 0
+                else (module(x) if kind == "export" else None)
+            )
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
 
 
 PLAIN = {"mean": (0.0,), "std": (1.0,), "input_size": (1, 8, 8)}  # how `net` was trained
 FLAGS = ["--mean", "0", "--std", "1", "--input-size", "1,8,8"]
-SUFFIX = {"script": ".pt", "trace": ".pt", "export": ".pt2", "export-static": ".pt2", "onnx": ".onnx",
-          "onnx-dynamo": ".onnx"}  # fmt: skip
+SUFFIX = {
+    "script": ".pt",
+    "trace": ".pt",
+    "export": ".pt2",
+    "export-static": ".pt2",
+    "onnx": ".onnx",
+    "onnx-dynamo": ".onnx",
+}
 
 
 @pytest.mark.parametrize("kind", list(SUFFIX))

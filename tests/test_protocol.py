@@ -80,8 +80,23 @@ def test_shift_is_pooled_and_severity_means_divide_by_the_corruptions_present() 
 def test_audit_protocol_vtst_end_to_end(runner, tmp_path) -> None:
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "noise.npz", x=rng.integers(0, 256, (150, 1, 8, 8), dtype=np.uint8), y=np.zeros(150, int))
-    args = ["audit", CNN, "--protocol", "vtst", "--corruptions", "contrast,pixelate", "--severities", "1,5",
-            "--ood", "npz:noise.npz", "--bootstrap", "0", "-o", "out", "--json"]  # fmt: skip
+    args = [
+        "audit",
+        CNN,
+        "--protocol",
+        "vtst",
+        "--corruptions",
+        "contrast,pixelate",
+        "--severities",
+        "1,5",
+        "--ood",
+        "npz:noise.npz",
+        "--bootstrap",
+        "0",
+        "-o",
+        "out",
+        "--json",
+    ]
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     rep = json.loads(r.stdout)
@@ -100,8 +115,21 @@ def test_audit_protocol_vtst_end_to_end(runner, tmp_path) -> None:
 
 
 def test_retrain_protocol_has_a_row_per_head_and_implies_shift(runner) -> None:
-    args = ["retrain", CNN, "--head", "temperature", "--protocol", "vtst", "--severities", "1", "--bootstrap", "0",
-            "--json", "-o", "rt"]  # fmt: skip
+    args = [
+        "retrain",
+        CNN,
+        "--head",
+        "temperature",
+        "--protocol",
+        "vtst",
+        "--severities",
+        "1",
+        "--bootstrap",
+        "0",
+        "--json",
+        "-o",
+        "rt",
+    ]
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     rep = json.loads(r.stdout)

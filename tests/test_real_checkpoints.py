@@ -44,8 +44,21 @@ def reference() -> dict[str, float]:
 
 
 def _timm_args(**over: object) -> argparse.Namespace:
-    d = dict(model="test_resnet", num_classes=10, in_chans=1, input_size=[1, 8, 8], img_size=None, mean=[0.5],
-             std=[0.5], interpolation="bilinear", crop_pct=1.0, epochs=100, lr=0.005, opt="adam", seed=0)  # fmt: skip
+    d = dict(
+        model="test_resnet",
+        num_classes=10,
+        in_chans=1,
+        input_size=[1, 8, 8],
+        img_size=None,
+        mean=[0.5],
+        std=[0.5],
+        interpolation="bilinear",
+        crop_pct=1.0,
+        epochs=100,
+        lr=0.005,
+        opt="adam",
+        seed=0,
+    )
     d.update(over)
     return argparse.Namespace(**d)
 
@@ -53,11 +66,18 @@ def _timm_args(**over: object) -> argparse.Namespace:
 def _timm_train_py(path: Path, sd: dict[str, torch.Tensor], **args: object) -> Path:
     """What timm's train.py (CheckpointSaver) writes."""
     torch.save(
-        {"epoch": 99, "arch": "test_resnet", "state_dict": sd, "state_dict_ema": {k: v.clone() for k, v in sd.items()},
-         "optimizer": {"state": {}, "param_groups": [{"lr": 0.005, "params": [0, 1]}]}, "version": 2,
-         "args": _timm_args(**args), "metric": 96.5},
+        {
+            "epoch": 99,
+            "arch": "test_resnet",
+            "state_dict": sd,
+            "state_dict_ema": {k: v.clone() for k, v in sd.items()},
+            "optimizer": {"state": {}, "param_groups": [{"lr": 0.005, "params": [0, 1]}]},
+            "version": 2,
+            "args": _timm_args(**args),
+            "metric": 96.5,
+        },
         path,
-    )  # fmt: skip
+    )
     return path
 
 
@@ -92,14 +112,28 @@ def test_flags_beat_the_checkpoints_own_args(tmp_path: Path, cnn_weights) -> Non
 def test_lightning_checkpoint(tmp_path: Path, cnn_weights, reference) -> None:
     path = tmp_path / "epoch=3-step=10.ckpt"
     torch.save(
-        {"epoch": 3, "global_step": 10, "pytorch-lightning_version": "2.4.0",
-         "state_dict": {f"model.{k}": v for k, v in cnn_weights.items()},
-         "hyper_parameters": {"arch": "test_resnet", "num_classes": 10, "in_chans": 1, "img_size": 8, "mean": [0.5],
-                              "std": [0.5], "lr": 1e-3, "data_dir": Path("/data")},
-         "loops": {}, "callbacks": {"ModelCheckpoint": {"best_model_score": torch.tensor(0.9)}},
-         "optimizer_states": [], "lr_schedulers": []},
+        {
+            "epoch": 3,
+            "global_step": 10,
+            "pytorch-lightning_version": "2.4.0",
+            "state_dict": {f"model.{k}": v for k, v in cnn_weights.items()},
+            "hyper_parameters": {
+                "arch": "test_resnet",
+                "num_classes": 10,
+                "in_chans": 1,
+                "img_size": 8,
+                "mean": [0.5],
+                "std": [0.5],
+                "lr": 1e-3,
+                "data_dir": Path("/data"),
+            },
+            "loops": {},
+            "callbacks": {"ModelCheckpoint": {"best_model_score": torch.tensor(0.9)}},
+            "optimizer_states": [],
+            "lr_schedulers": [],
+        },
         path,
-    )  # fmt: skip
+    )
     rep = audit(path, data="digits", n_bootstrap=0)
     assert "Lightning hyper_parameters" in rep.settings["preprocessing"]["source"]
     assert rep.metrics["accuracy"] == pytest.approx(reference["accuracy"], abs=1e-9)
@@ -179,11 +213,14 @@ def test_lightning_datamodule_hyper_parameters(tmp_path: Path, cnn_weights, refe
     Lightning writes them under `datamodule_hyper_parameters`): read, not probed."""
     path = tmp_path / "last.ckpt"
     torch.save(
-        {"epoch": 3, "state_dict": {f"model.{k}": v for k, v in cnn_weights.items()},
-         "hyper_parameters": {"arch": "test_resnet", "num_classes": 10, "in_chans": 1, "lr": 1e-3},
-         "datamodule_hyper_parameters": {"img_size": 8, "mean": [0.5], "std": [0.5], "batch_size": 64}},
+        {
+            "epoch": 3,
+            "state_dict": {f"model.{k}": v for k, v in cnn_weights.items()},
+            "hyper_parameters": {"arch": "test_resnet", "num_classes": 10, "in_chans": 1, "lr": 1e-3},
+            "datamodule_hyper_parameters": {"img_size": 8, "mean": [0.5], "std": [0.5], "batch_size": 64},
+        },
         path,
-    )  # fmt: skip
+    )
     rep = audit(path, data="digits", n_bootstrap=0)
     p = rep.settings["preprocessing"]
     assert "Lightning datamodule_hyper_parameters" in p["source"] and "probe" not in p
@@ -195,8 +232,12 @@ def test_hf_hub_folder_timm_config(tmp_path: Path, cnn_weights, reference) -> No
     folder = tmp_path / "hub"
     folder.mkdir()
     save_file({k: v.contiguous() for k, v in cnn_weights.items()}, folder / "model.safetensors")
-    cfg = {"architecture": "test_resnet", "num_classes": 10, "label_names": [f"digit {i}" for i in range(10)],
-           "pretrained_cfg": {"input_size": [1, 8, 8], "mean": [0.5], "std": [0.5], "crop_pct": 1.0}}  # fmt: skip
+    cfg = {
+        "architecture": "test_resnet",
+        "num_classes": 10,
+        "label_names": [f"digit {i}" for i in range(10)],
+        "pretrained_cfg": {"input_size": [1, 8, 8], "mean": [0.5], "std": [0.5], "crop_pct": 1.0},
+    }
     (folder / "config.json").write_text(json.dumps(cfg))
     m = load_checkpoint(folder)
     assert m.class_names == [f"digit {i}" for i in range(10)]
@@ -211,10 +252,18 @@ def test_hf_trainer_folder_transformers_timm_wrapper(tmp_path: Path, cnn_weights
     folder = tmp_path / "checkpoint-500"
     folder.mkdir()
     torch.save({f"timm_model.{k}": v for k, v in cnn_weights.items()}, folder / "pytorch_model.bin")
-    (folder / "config.json").write_text(json.dumps({
-        "architectures": ["TimmWrapperForImageClassification"], "model_type": "timm_wrapper",
-        "architecture": "test_resnet", "num_labels": 10, "id2label": {str(i): str(i) for i in range(10)},
-        "num_channels": 1}))  # fmt: skip
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "architectures": ["TimmWrapperForImageClassification"],
+                "model_type": "timm_wrapper",
+                "architecture": "test_resnet",
+                "num_labels": 10,
+                "id2label": {str(i): str(i) for i in range(10)},
+                "num_channels": 1,
+            }
+        )
+    )
     (folder / "preprocessor_config.json").write_text(
         json.dumps({"image_mean": [0.5], "image_std": [0.5], "size": {"height": 8, "width": 8}})
     )
@@ -278,8 +327,24 @@ def test_whole_pickled_module_audits_with_trust(runner, tmp_path: Path) -> None:
     torch.save(load_checkpoint(CNN).model, path)
     r = runner.invoke(app, ["audit", str(path), "--data", "digits"])
     assert "asks to run" in one_line_error(r)
-    r = runner.invoke(app, ["audit", str(path), "--trust-checkpoint", "--data", "digits", "--bootstrap", "0",
-                            "--input-size", "1,8,8", "--mean", "0.5", "--std", "0.5"])  # fmt: skip
+    r = runner.invoke(
+        app,
+        [
+            "audit",
+            str(path),
+            "--trust-checkpoint",
+            "--data",
+            "digits",
+            "--bootstrap",
+            "0",
+            "--input-size",
+            "1,8,8",
+            "--mean",
+            "0.5",
+            "--std",
+            "0.5",
+        ],
+    )
     assert r.exit_code == 0, r.output
     rep = json.loads(Path("vcal-report/report.json").read_text())
     assert rep["metrics"]["accuracy"] > 0.9 and rep["warnings"] == []
@@ -395,8 +460,9 @@ def test_retrain_warns_when_val_looks_like_training_data(runner) -> None:
     mp = pytest.MonkeyPatch()
     mp.setattr(options, "load_split", val_is_train)
     try:
-        r = runner.invoke(app, ["retrain", str(CNN), "--data", "digits", "--head", "temperature", "--bootstrap", "0",
-                                "--out", "seen"])  # fmt: skip
+        r = runner.invoke(
+            app, ["retrain", str(CNN), "--data", "digits", "--head", "temperature", "--bootstrap", "0", "--out", "seen"]
+        )
     finally:
         mp.undo()
     assert r.exit_code == 0, r.output
@@ -483,8 +549,10 @@ def test_error_paths_on_the_oldest_and_newest_typer(tmp_path: Path, version: str
     target = tmp_path / f"typer-{version}"
     got = subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), f"typer=={version}"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if got.returncode != 0:
         pytest.skip(f"typer {version} could not be installed here: {got.stderr.strip()[-200:]}")
     env = {**os.environ, "PYTHONPATH": str(target)}
@@ -494,13 +562,20 @@ def test_error_paths_on_the_oldest_and_newest_typer(tmp_path: Path, version: str
         (["retrain", str(CNN)], 2, "Missing option"),
     ]
     for args, code, text in cases:
-        p = subprocess.run([sys.executable, "-m", "vcal_cli", *args], capture_output=True, text=True, env=env,
-                           timeout=300, cwd=tmp_path)  # fmt: skip
+        p = subprocess.run(
+            [sys.executable, "-m", "vcal_cli", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+            cwd=tmp_path,
+        )
         lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
         assert p.returncode == code and len(lines) == 1 and text in lines[0], (version, args, p.stderr)
         assert "Traceback" not in p.stderr
-    v = subprocess.run([sys.executable, "-c", "import typer; print(typer.__version__)"], capture_output=True,
-                       text=True, env=env)  # fmt: skip
+    v = subprocess.run(
+        [sys.executable, "-c", "import typer; print(typer.__version__)"], capture_output=True, text=True, env=env
+    )
     assert v.stdout.strip() == version
 
 

@@ -231,8 +231,22 @@ def test_same_seed_same_checkpoint_bytes(runner, tmp_path: Path) -> None:
 def test_retrain_on_augmented_train_views(runner, tmp_path: Path) -> None:
     """--train-views K: the train-fitted heads learn on K augmented views, each extracted once and cached; the
     post-hoc heads (fitted on val) are unchanged; the report records the views."""
-    args = ["retrain", str(CNN), "--head", "ce", "--head", "temperature", "--bootstrap", "0", "--epochs", "3",
-            "--cache-dir", "c", "--seed", "1"]  # fmt: skip
+    args = [
+        "retrain",
+        str(CNN),
+        "--head",
+        "ce",
+        "--head",
+        "temperature",
+        "--bootstrap",
+        "0",
+        "--epochs",
+        "3",
+        "--cache-dir",
+        "c",
+        "--seed",
+        "1",
+    ]
     clean = runner.invoke(app, [*args, "-o", "clean"])
     views = runner.invoke(app, [*args, "-o", "views", "--train-views", "2"])
     assert clean.exit_code == 0 and views.exit_code == 0, views.output
@@ -312,8 +326,23 @@ def test_train_fraction_fits_on_a_stratified_share(runner, tmp_path: Path) -> No
     assert len(sub.labels) == 60 and torch.bincount(sub.labels).tolist() == [6] * 10
     assert torch.equal(sub.features, again.features) and fd.fraction(1.0) is fd
     assert torch.equal(sub.features[:, 0].long(), torch.sort(sub.features[:, 0]).values.long())  # rows keep order
-    r = runner.invoke(app, ["retrain", str(CNN), "--data", "digits", "--head", "bayes", "--train-fraction", "0.1",
-                            "--bootstrap", "0", "--out", "r"])  # fmt: skip
+    r = runner.invoke(
+        app,
+        [
+            "retrain",
+            str(CNN),
+            "--data",
+            "digits",
+            "--head",
+            "bayes",
+            "--train-fraction",
+            "0.1",
+            "--bootstrap",
+            "0",
+            "--out",
+            "r",
+        ],
+    )
     assert r.exit_code == 0, r.output
     rep = json.loads((tmp_path / "r" / "report.json").read_text())
     assert rep["settings"]["train_fraction"] == 0.1

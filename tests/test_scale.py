@@ -113,16 +113,45 @@ def test_torchrun_two_ranks_write_the_same_cache_bit_for_bit(tmp_path: Path) -> 
     args = [str(SAMPLE), "--split", "train", "--device", "cpu", "--batch-size", "32", "--shard-size", "96"]
     one, two = tmp_path / "one", tmp_path / "two"
     r1 = subprocess.run(
-        [sys.executable, "-m", "vcal_cli", "features", *args, "--features-out", str(tmp_path / "a.safetensors"),
-         "--cache-dir", str(one)],
-        env=_env(), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "vcal_cli",
+            "features",
+            *args,
+            "--features-out",
+            str(tmp_path / "a.safetensors"),
+            "--cache-dir",
+            str(one),
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r1.returncode == 0, r1.stderr
     r2 = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "vcal_cli",
-         "features", *args, "--features-out", str(tmp_path / "b.safetensors"), "--cache-dir", str(two)],
-        env=_env(), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "vcal_cli",
+            "features",
+            *args,
+            "--features-out",
+            str(tmp_path / "b.safetensors"),
+            "--cache-dir",
+            str(two),
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r2.returncode == 0, r2.stderr
     (a,), (b,) = _entries(one), _entries(two)
     assert a.name == b.name and a.read_bytes() == b.read_bytes()
@@ -149,14 +178,33 @@ def test_audit_under_torchrun_reports_once_and_matches_one_process(tmp_path: Pat
     ]
     one = subprocess.run(
         [sys.executable, "-m", "vcal_cli", *args, "--out", str(tmp_path / "one"), "--cache-dir", str(tmp_path / "c1")],
-        env=_env(), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert one.returncode == 0, one.stderr
     two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "vcal_cli",
-         *args, "--out", str(tmp_path / "two"), "--cache-dir", str(tmp_path / "c2")],
-        env=_env(), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "vcal_cli",
+            *args,
+            "--out",
+            str(tmp_path / "two"),
+            "--cache-dir",
+            str(tmp_path / "c2"),
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert two.returncode == 0, two.stderr
     assert two.stdout.count("ece") == one.stdout.count("ece")  # one table, from rank 0 only
     r1, r2 = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("one", "two"))
@@ -191,8 +239,11 @@ def test_retrain_under_torchrun_writes_the_same_head_as_one_process(tmp_path: Pa
     ):
         r = subprocess.run(
             [*launcher, *args, "--out", str(tmp_path / name), "--cache-dir", str(tmp_path / f"c-{name}")],
-            env=_env(), capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert r.returncode == 0, r.stderr
         runs[name] = json.loads((tmp_path / name / "report.json").read_text())
     # the head's weights are equal bit for bit (below); metrics summed over classes may differ in the last bits,
@@ -237,14 +288,30 @@ def test_a_killed_extraction_resumes_from_its_finished_shards(tmp_path: Path) ->
         sys.path.remove(str(tmp_path))
         sys.modules.pop("slowmod", None)
     env = _env(PYTHONPATH=os.pathsep.join([str(ROOT), str(tmp_path)]))
-    cmd = [sys.executable, "-m", "vcal_cli", "features", str(tmp_path / "slow.pt"), "--trust-checkpoint",
-           "--data", "digits", "--split", "train", "--device", "cpu", "--batch-size", "16",
-           "--shard-size", "64"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "vcal_cli",
+        "features",
+        str(tmp_path / "slow.pt"),
+        "--trust-checkpoint",
+        "--data",
+        "digits",
+        "--split",
+        "train",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "16",
+        "--shard-size",
+        "64",
+    ]
     x_out = ["--features-out", str(tmp_path / "x.safetensors")]
     y_out = ["--features-out", str(tmp_path / "y.safetensors")]
     cache = tmp_path / "cache"
-    proc = subprocess.Popen([*cmd, "--cache-dir", str(cache), *x_out], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        [*cmd, "--cache-dir", str(cache), *x_out], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 120
     while len(list(cache.glob("*.parts/shard-*.safetensors"))) < 3:
         assert proc.poll() is None, proc.communicate()[1].decode()
@@ -255,12 +322,14 @@ def test_a_killed_extraction_resumes_from_its_finished_shards(tmp_path: Path) ->
     assert not _entries(cache) and not (tmp_path / "x.safetensors").exists()
     finished = len(list(cache.glob("*.parts/shard-*.safetensors")))
     assert 3 <= finished < 17  # 1,077 rows in shards of 64: 17 shards; it died part-way
-    resumed = subprocess.run([*cmd, "--cache-dir", str(cache), *x_out], env=env,
-                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    resumed = subprocess.run(
+        [*cmd, "--cache-dir", str(cache), *x_out], env=env, capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert f"{finished} finished shards reused" in resumed.stderr
-    straight = subprocess.run([*cmd, "--cache-dir", str(tmp_path / "ref"), *y_out],
-                              env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    straight = subprocess.run(
+        [*cmd, "--cache-dir", str(tmp_path / "ref"), *y_out], env=env, capture_output=True, text=True, timeout=300
+    )
     assert straight.returncode == 0, straight.stderr
     (a,), (b,) = _entries(cache), _entries(tmp_path / "ref")
     assert a.read_bytes() == b.read_bytes()
@@ -296,10 +365,30 @@ def test_cache_list_shows_the_storage_dtype(runner, tmp_path: Path) -> None:
 def test_gate_on_two_checkpoints_under_torchrun(tmp_path: Path) -> None:
     """Regression: ranks above 0 died with UnboundLocalError after the shared extraction."""
     r = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "vcal_cli",
-         "gate", str(SAMPLE), "--baseline", str(SAMPLE), "--device", "cpu", "--bootstrap", "20",
-         "--cache-dir", str(tmp_path / "c")],
-        env=_env(), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "vcal_cli",
+            "gate",
+            str(SAMPLE),
+            "--baseline",
+            str(SAMPLE),
+            "--device",
+            "cpu",
+            "--bootstrap",
+            "20",
+            "--cache-dir",
+            str(tmp_path / "c"),
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert "UnboundLocalError" not in r.stderr and "gate passed" in r.stderr

@@ -29,19 +29,42 @@ def _labels() -> dict:
 
 CONFIGS = {  # tiny, 1-channel, 8x8: what transformers builds for digits
     "ViTForImageClassification": lambda: transformers.ViTConfig(
-        image_size=8, patch_size=4, num_channels=1, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, **_labels()),
+        image_size=8,
+        patch_size=4,
+        num_channels=1,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        **_labels(),
+    ),
     "DeiTForImageClassification": lambda: transformers.DeiTConfig(
-        image_size=8, patch_size=4, num_channels=1, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=64, **_labels()),
+        image_size=8,
+        patch_size=4,
+        num_channels=1,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        **_labels(),
+    ),
     "ConvNextForImageClassification": lambda: transformers.ConvNextConfig(
-        num_channels=1, num_stages=2, hidden_sizes=[8, 16], depths=[1, 1], patch_size=2, image_size=8, **_labels()),
+        num_channels=1, num_stages=2, hidden_sizes=[8, 16], depths=[1, 1], patch_size=2, image_size=8, **_labels()
+    ),
     "ResNetForImageClassification": lambda: transformers.ResNetConfig(
-        num_channels=1, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic", **_labels()),
+        num_channels=1, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic", **_labels()
+    ),
     "SwinForImageClassification": lambda: transformers.SwinConfig(
-        image_size=8, patch_size=2, num_channels=1, embed_dim=8, depths=[1, 1], num_heads=[1, 2], window_size=2,
-        **_labels()),
-}  # fmt: skip
+        image_size=8,
+        patch_size=2,
+        num_channels=1,
+        embed_dim=8,
+        depths=[1, 1],
+        num_heads=[1, 2],
+        window_size=2,
+        **_labels(),
+    ),
+}
 
 
 def _save(folder: Path, name: str, model=None) -> torch.nn.Module:
@@ -95,8 +118,9 @@ def test_retrain_on_a_transformers_folder_and_reaudit(runner, tmp_path: Path) ->
     assert r.exit_code == 0, r.output
     before = json.loads(r.stdout)
     assert before["metrics"]["accuracy"] > 0.7 and before["class_names"] == NAMES
-    r = runner.invoke(app, ["retrain", "vit", "--data", "digits", "--head", "temperature", "--bootstrap", "0",
-                            "--out", "out"])  # fmt: skip
+    r = runner.invoke(
+        app, ["retrain", "vit", "--data", "digits", "--head", "temperature", "--bootstrap", "0", "--out", "out"]
+    )
     assert r.exit_code == 0, r.output
     rep = json.loads((tmp_path / "out" / "report.json").read_text())
     again = runner.invoke(app, ["audit", "out/vit.temperature.safetensors", "--bootstrap", "0", "--json"])

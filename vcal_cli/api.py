@@ -88,8 +88,9 @@ def prediction_sets(
     vs, vy, ts, ty = tensors
     if probs:
         vs, ts = vs.double().clamp_min(1e-300).log(), ts.double().clamp_min(1e-300).log()
-    o = ConformalOptions(tuple(alphas), scores if scores is None else tuple(scores), k_reg, lam, target_risk, delta,
-                         n_bootstrap, seed)  # fmt: skip
+    o = ConformalOptions(
+        tuple(alphas), scores if scores is None else tuple(scores), k_reg, lam, target_risk, delta, n_bootstrap, seed
+    )
     check_risk(target_risk, delta)
     o, _ = check_conformal(o, vy if o.alphas else None, class_names)
     found, _ = guarantees(vs, vy.long(), ts, ty.long(), o, class_names)

@@ -18,8 +18,11 @@ def _compute(log_probs: Tensor, labels: Tensor) -> dict[str, Any]:
 
 
 def _tables(report: Report) -> list[TableSpec]:
-    rows = [[name, str(h["toy"]["confident"]), f"{h['toy']['share']:.4f}"]
-            for name, h in heads_of(report).items() if h.get("toy")]  # fmt: skip
+    rows = [
+        [name, str(h["toy"]["confident"]), f"{h['toy']['share']:.4f}"]
+        for name, h in heads_of(report).items()
+        if h.get("toy")
+    ]
     return [("Toy: samples with confidence >= 0.9", ["head", "n", "share"], rows)] if rows else []
 
 

@@ -47,8 +47,20 @@ def _with_in_chans(model: nn.Module, in_chans: int, name: str) -> nn.Module:
     if first is None:
         raise CheckpointError(f"--arch '{name}' has no convolution to take {in_chans} input channels")
     n, c = first
-    model.set_submodule(n, nn.Conv2d(in_chans, c.out_channels, c.kernel_size, c.stride, c.padding, c.dilation,
-                                     c.groups, c.bias is not None, c.padding_mode))  # fmt: skip
+    model.set_submodule(
+        n,
+        nn.Conv2d(
+            in_chans,
+            c.out_channels,
+            c.kernel_size,
+            c.stride,
+            c.padding,
+            c.dilation,
+            c.groups,
+            c.bias is not None,
+            c.padding_mode,
+        ),
+    )
     return model
 
 

@@ -260,10 +260,15 @@ def load_checkpoint(
             head = find_head(model, num_classes, head_module)
             k = model.get_submodule(head).out_features
             return LoadedModel(
-                model, head, arch or f"pickled:{type(model).__name__}", k, sha, weights,
+                model,
+                head,
+                arch or f"pickled:{type(model).__name__}",
+                k,
+                sha,
+                weights,
                 in_chans=first_conv_chans(model),
                 timm_cfg=getattr(model, "pretrained_cfg", None),
-            )  # fmt: skip
+            )
         if not isinstance(obj, dict):
             raise CheckpointError(f"'{weights}' holds a {type(obj).__name__}, not a state dict or a model")
         hints = from_checkpoint_dict(obj).merge(hints)
@@ -281,9 +286,20 @@ def load_checkpoint(
     head = find_head(model, k, head_module)
     names = list(hints.class_names) if hints.class_names and len(hints.class_names) == k else None
     return LoadedModel(
-        model.eval(), head, arch, k, sha, weights, names, None, {}, in_chans, getattr(model, "pretrained_cfg", None),
-        hints=hints, weight_set=chosen,
-    )  # fmt: skip
+        model.eval(),
+        head,
+        arch,
+        k,
+        sha,
+        weights,
+        names,
+        None,
+        {},
+        in_chans,
+        getattr(model, "pretrained_cfg", None),
+        hints=hints,
+        weight_set=chosen,
+    )
 
 
 def _from_program(path: Path, kind: str, *, trust: bool) -> LoadedModel:
@@ -301,9 +317,15 @@ def _from_program(path: Path, kind: str, *, trust: bool) -> LoadedModel:
     sha = hashlib.sha256("".join(sha256_file(p) for p in files).encode()).hexdigest() if len(files) > 1 else None
     k = model.head.out_features
     return LoadedModel(
-        model, "head", kind, k, sha or sha256_file(path), path, in_chans=chans,
+        model,
+        "head",
+        kind,
+        k,
+        sha or sha256_file(path),
+        path,
+        in_chans=chans,
         metadata={"program_layer": where},
-    )  # fmt: skip
+    )
 
 
 def _from_transformers_folder(folder: Path, name: str, head_module: str | None) -> LoadedModel:
@@ -318,9 +340,19 @@ def _from_transformers_folder(folder: Path, name: str, head_module: str | None) 
     parts = sorted(p for p in folder.iterdir() if p.is_file() and (p.suffix in (".safetensors", ".bin", ".json")))
     sha = hashlib.sha256("".join(f"{p.name}:{sha256_file(p)};" for p in parts).encode()).hexdigest()
     return LoadedModel(
-        model, head, f"transformers:{name}", k, sha, folder, names if names and len(names) == k else None, None,
-        {"config": config}, int(config.get("num_channels") or 3), None, hints=beside(folder / "config.json"),
-    )  # fmt: skip
+        model,
+        head,
+        f"transformers:{name}",
+        k,
+        sha,
+        folder,
+        names if names and len(names) == k else None,
+        None,
+        {"config": config},
+        int(config.get("num_channels") or 3),
+        None,
+        hints=beside(folder / "config.json"),
+    )
 
 
 def save_checkpoint(

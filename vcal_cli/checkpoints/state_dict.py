@@ -42,13 +42,18 @@ def pick_weight_set(obj: Mapping[str, Any], choice: str, path: Path) -> tuple[An
     if ema is None or raw is None:
         if choice != "auto" and (ema if choice == "ema" else raw) is None and (ema or raw):
             have = "EMA" if ema else "raw"
-            raise CheckpointError(f"--weight-set {choice}: '{path}' holds only {have} weights ('{ema or raw}')",
-                                  hint="drop --weight-set")  # fmt: skip
+            raise CheckpointError(
+                f"--weight-set {choice}: '{path}' holds only {have} weights ('{ema or raw}')", hint="drop --weight-set"
+            )
         return obj, None
     use_ema = choice in ("auto", "ema")
     key, other = (ema, raw) if use_ema else (raw, ema)
-    return {key: obj[key]}, {"set": "ema" if use_ema else "raw", "key": key,
-                             "other": "raw" if use_ema else "ema", "other_key": other}  # fmt: skip
+    return {key: obj[key]}, {
+        "set": "ema" if use_ema else "raw",
+        "key": key,
+        "other": "raw" if use_ema else "ema",
+        "other_key": other,
+    }
 
 
 def _holds_tensors(obj: Mapping[str, Any]) -> bool:

@@ -67,8 +67,9 @@ def _transformers() -> Any:
     try:
         import transformers
     except ImportError:
-        raise CheckpointError("this folder holds a transformers model and transformers is not installed",
-                              hint=EXTRA_HINT) from None  # fmt: skip
+        raise CheckpointError(
+            "this folder holds a transformers model and transformers is not installed", hint=EXTRA_HINT
+        ) from None
     return transformers
 
 

@@ -357,27 +357,49 @@ def _kw(name: str, annotation: Any, default: Any = None) -> inspect.Parameter:
 
 
 EXTRACT = (  # loading the checkpoint and extracting features (ExtractOptions)
-    _kw("arch", ArchOpt), _kw("trust_checkpoint", TrustOpt, False), _kw("head_module", HeadModuleOpt),
+    _kw("arch", ArchOpt),
+    _kw("trust_checkpoint", TrustOpt, False),
+    _kw("head_module", HeadModuleOpt),
     _kw("weight_set", WeightSetOpt),
-    _kw("data_root", DataRootOpt), _kw("input_size", InputSizeOpt), _kw("resize", ResizeOpt), _kw("mean", MeanOpt),
-    _kw("std", StdOpt), _kw("weights", WeightsOpt),
-    _kw("cache_dir", CacheDirOpt), _kw("no_cache", NoCacheOpt, False), _kw("device", DeviceOpt),
-    _kw("batch_size", BatchOpt), _kw("workers", WorkersOpt), _kw("precision", PrecisionOpt),
-    _kw("channels_last", ChannelsLastOpt), _kw("cache_dtype", CacheDtypeOpt), _kw("shard_size", ShardSizeOpt),
-)  # fmt: skip
+    _kw("data_root", DataRootOpt),
+    _kw("input_size", InputSizeOpt),
+    _kw("resize", ResizeOpt),
+    _kw("mean", MeanOpt),
+    _kw("std", StdOpt),
+    _kw("weights", WeightsOpt),
+    _kw("cache_dir", CacheDirOpt),
+    _kw("no_cache", NoCacheOpt, False),
+    _kw("device", DeviceOpt),
+    _kw("batch_size", BatchOpt),
+    _kw("workers", WorkersOpt),
+    _kw("precision", PrecisionOpt),
+    _kw("channels_last", ChannelsLastOpt),
+    _kw("cache_dtype", CacheDtypeOpt),
+    _kw("shard_size", ShardSizeOpt),
+)
 ROBUSTNESS = (  # the robustness evaluations (RobustnessOptions)
-    _kw("ood", OodOpt), _kw("adversarial", AdversarialOpt, False), _kw("eps", EpsOpt, "1/255,2/255,4/255,8/255"),
-    _kw("adv_limit", AdvLimitOpt, 1000), _kw("shift", ShiftOpt, False), _kw("corruptions", CorruptionsOpt),
-    _kw("severities", SeveritiesOpt, "1,2,3,4,5"), _kw("strengths", StrengthsOpt, "auto"),
-    _kw("protocol", ProtocolOpt), _kw("ood_detectors", OodDetectorsOpt, "all"), _kw("knn_k", KnnKOpt),
+    _kw("ood", OodOpt),
+    _kw("adversarial", AdversarialOpt, False),
+    _kw("eps", EpsOpt, "1/255,2/255,4/255,8/255"),
+    _kw("adv_limit", AdvLimitOpt, 1000),
+    _kw("shift", ShiftOpt, False),
+    _kw("corruptions", CorruptionsOpt),
+    _kw("severities", SeveritiesOpt, "1,2,3,4,5"),
+    _kw("strengths", StrengthsOpt, "auto"),
+    _kw("protocol", ProtocolOpt),
+    _kw("ood_detectors", OodDetectorsOpt, "all"),
+    _kw("knn_k", KnnKOpt),
     _kw("knn_share", KnnShareOpt),
-)  # fmt: skip
+)
 
 CONFORMAL = (  # prediction sets and risk-controlled abstention (ConformalOptions)
-    _kw("conformal", ConformalOpt), _kw("conformal_scores", ConformalScoresOpt),
-    _kw("raps_k_reg", RapsKRegOpt), _kw("raps_lambda", RapsLambdaOpt), _kw("target_risk", TargetRiskOpt),
+    _kw("conformal", ConformalOpt),
+    _kw("conformal_scores", ConformalScoresOpt),
+    _kw("raps_k_reg", RapsKRegOpt),
+    _kw("raps_lambda", RapsLambdaOpt),
+    _kw("target_risk", TargetRiskOpt),
     _kw("delta", DeltaOpt, 0.05),
-)  # fmt: skip
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

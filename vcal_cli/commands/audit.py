@@ -120,8 +120,17 @@ def audit_features(
     n_bins, n_bootstrap, seed = settings["bins"], settings["bootstrap"], settings["seed"]
     result = compute_metrics(fs.labels, logits=fs.logits, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed)
     o, prep = bench.options, bench.split_preprocessing(split)
-    said = {"preprocessing": {**prep.to_dict(), "source": prep.source, **({"probe": list(prep.probe)} if prep.probe
-                                                                          else {})}} if prep else {}  # fmt: skip
+    said = (
+        {
+            "preprocessing": {
+                **prep.to_dict(),
+                "source": prep.source,
+                **({"probe": list(prep.probe)} if prep.probe else {}),
+            }
+        }
+        if prep
+        else {}
+    )
     settings = {
         **settings,
         **said,

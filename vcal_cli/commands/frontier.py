@@ -135,20 +135,40 @@ def frontier(
     tr, va, te = (dataclasses.replace(fs, features=fs.features.to(torch.float32, copy=True)) for fs in (tr, va, te))
     n_epochs = resolve_epochs(epochs, len(tr.labels), batch_size)
     s = Settings(
-        hidden=hidden or default_latent(tr.logits.shape[1]), samples=samples, epochs=n_epochs,
-        warm_epochs=warm_epochs or warm_epochs_for(n_epochs), lr=lr, batch_size=batch_size, seed=seed,
-        warm_lr=warm_lr, device=device,
-    )  # fmt: skip
+        hidden=hidden or default_latent(tr.logits.shape[1]),
+        samples=samples,
+        epochs=n_epochs,
+        warm_epochs=warm_epochs or warm_epochs_for(n_epochs),
+        lr=lr,
+        batch_size=batch_size,
+        seed=seed,
+        warm_lr=warm_lr,
+        device=device,
+    )
     points = sweep(tr, va, te, betas, lambdas, iso_c, s, warm=warm, n_bins=n_bins, progress=progress)
     i, reason = select_point(points, tolerance, select, len(va.labels))
     walked = warm and iso_c is None  # the iso-classification process fits every bisection step from scratch
     settings = {
-        "data": bench.name, "head": head, "betas": sorted(betas), "lambdas": list(lambdas) if iso_c is None else None,
-        "iso_c": iso_c, "tolerance": tolerance, "select": select, "hidden": s.hidden, "samples": samples,
-        "epochs": n_epochs, "warm": walked, "warm_epochs": s.warm_epochs if walked else None,
-        "warm_lr": s.warm_rate if walked else None, "lr": lr, "batch_size": batch_size, "train_device": device,
-        "seed": seed, "bins": n_bins, "split_for_selection": "val",
-    }  # fmt: skip
+        "data": bench.name,
+        "head": head,
+        "betas": sorted(betas),
+        "lambdas": list(lambdas) if iso_c is None else None,
+        "iso_c": iso_c,
+        "tolerance": tolerance,
+        "select": select,
+        "hidden": s.hidden,
+        "samples": samples,
+        "epochs": n_epochs,
+        "warm": walked,
+        "warm_epochs": s.warm_epochs if walked else None,
+        "warm_lr": s.warm_rate if walked else None,
+        "lr": lr,
+        "batch_size": batch_size,
+        "train_device": device,
+        "seed": seed,
+        "bins": n_bins,
+        "split_for_selection": "val",
+    }
     result = FrontierResult(points, i, reason, settings, bench.model.describe())
     result.warnings += ([warning] if warning else []) + _missed_iso(points, iso_c)
     if write_best is not None:
@@ -160,8 +180,10 @@ def _missed_iso(points: list[FrontierPoint], iso_c: float | None) -> list[str]:
     if iso_c is None or all(p.iso_reached for p in points):
         return []
     missed = ", ".join(f"{p.beta:g}" for p in points if not p.iso_reached)
-    return [f"val C = {iso_c:g} was not reached at beta = {missed} for lambda in [1e-4, 10]; those points are the "
-            "closest found"]  # fmt: skip
+    return [
+        f"val C = {iso_c:g} was not reached at beta = {missed} for lambda in [1e-4, 10]; those points are the "
+        "closest found"
+    ]
 
 
 def sweep(
@@ -182,8 +204,10 @@ def sweep(
     train, val = FitData(tr.features, tr.logits, tr.labels), FitData(va.features, va.logits, va.labels)
     mean, std = tr.features.mean(0), tr.features.std(0).clamp_min(1e-6)
     if iso_c is None:
-        fitted = [(b, lam, m, None) for b, lam, m in walk(train, val, betas, lambdas, s, mean, std, warm=warm,
-                                                           progress=progress)]  # fmt: skip
+        fitted = [
+            (b, lam, m, None)
+            for b, lam, m in walk(train, val, betas, lambdas, s, mean, std, warm=warm, progress=progress)
+        ]
     else:
         fitted = list(iso_classification(train, val, betas, iso_c, s, mean, std, progress=progress))
     return [score_point(b, lam, model, reached, va, te, mean, std, n_bins) for b, lam, model, reached in fitted]
@@ -198,17 +222,34 @@ def score_point(
         mv = compute_metrics(va.labels, logits=model(va.features), n_bins=n_bins, n_bootstrap=0).metrics
         mt = compute_metrics(te.labels, logits=model(te.features), n_bins=n_bins, n_bootstrap=0).metrics
     return FrontierPoint(
-        beta, lam, m["rate"], m["distortion"], m["mse"], m["classification"], mv.accuracy, mv.ece, mv.nll,
-        mt.accuracy, mt.ece, mt.nll, reached, model,
-    )  # fmt: skip
+        beta,
+        lam,
+        m["rate"],
+        m["distortion"],
+        m["mse"],
+        m["classification"],
+        mv.accuracy,
+        mv.ece,
+        mv.nll,
+        mt.accuracy,
+        mt.ece,
+        mt.nll,
+        reached,
+        model,
+    )
 
 
 def _write(loaded: Any, p: FrontierPoint, s: dict[str, Any], prep: Any, path: str | Path, data: str) -> Path:
     """The selected head as a vcal checkpoint: a `vtst` head whose params record the point."""
     params = VTSTParams(
-        seed=s["seed"], hidden=s["hidden"], beta=p.beta, samples=s["samples"], epochs=s["epochs"], lr=s["lr"],
+        seed=s["seed"],
+        hidden=s["hidden"],
+        beta=p.beta,
+        samples=s["samples"],
+        epochs=s["epochs"],
+        lr=s["lr"],
         batch_size=s["batch_size"],
-    )  # fmt: skip
+    )
     assert p.module is not None
     module = VTSTModule(p.module.in_features, p.module.num_classes, p.module.hidden, p.module.samples)
     module.load_state_dict(p.module.vtst_state())

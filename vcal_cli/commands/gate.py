@@ -74,9 +74,13 @@ def gate(
         if not torch.equal(before_fs.labels, after_fs.labels):
             raise ReportError("the two checkpoints were audited on different samples; use the same --data and --split")
         paired = paired_deltas(
-            before_fs.logits, after_fs.logits, after_fs.labels, n_bins=n_bins, n_bootstrap=max(n_bootstrap, 1),
+            before_fs.logits,
+            after_fs.logits,
+            after_fs.labels,
+            n_bins=n_bins,
+            n_bootstrap=max(n_bootstrap, 1),
             seed=seed,
-        )  # fmt: skip
+        )
         method = f"paired bootstrap on the same {len(after_fs.labels)} test samples ({max(n_bootstrap, 1)} resamples)"
     check_comparable(before, after, str(baseline), str(current))
     results = evaluate_rules(rules, before, after, paired=paired, names=(str(baseline), str(current)))

@@ -154,8 +154,9 @@ def plan_retrain(
     for path in paths.values():
         if any(same_file(src, path) for src in inputs):
             raise UsageError(f"refusing to write '{path}' over an input file", hint="choose another --out")
-    plan = RetrainPlan(names, auto, per_head, paths, inputs, tree, head_only, train_views, augment, conformal, skipped,
-                       auto_options)  # fmt: skip
+    plan = RetrainPlan(
+        names, auto, per_head, paths, inputs, tree, head_only, train_views, augment, conformal, skipped, auto_options
+    )
     plan.notes += [f"--conformal: {s} skipped: {why}" for s, why in skipped_sets.items()]
     if bench.model.program:
         plan.notes.append(f"a {bench.model.program} program: heads written alone; audit with --head-file HEAD")
@@ -181,15 +182,25 @@ def fit_heads(
     base = bench.model.head
     if not plan.auto:
         return [
-            get_head(n)(plan.params[n]).fit(fit["train"], fit["val"], base=base, hierarchy=plan.tree,
-                                            progress=bench.progress)
+            get_head(n)(plan.params[n]).fit(
+                fit["train"], fit["val"], base=base, hierarchy=plan.tree, progress=bench.progress
+            )
             for n in plan.names
-        ]  # fmt: skip
+        ]
     selection = select_head(
-        fit["train"], fit["val"], candidates=tuple(plan.names), params=plan.params, base=base, hierarchy=plan.tree,
-        select=plan.auto_options.select, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed,
-        budget=plan.auto_options.budget, progress=bench.progress,
-    )  # fmt: skip
+        fit["train"],
+        fit["val"],
+        candidates=tuple(plan.names),
+        params=plan.params,
+        base=base,
+        hierarchy=plan.tree,
+        select=plan.auto_options.select,
+        n_bins=n_bins,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        budget=plan.auto_options.budget,
+        progress=bench.progress,
+    )
     plan.notes += selection.warnings()
     picked = selection.picked.name
     plan.names, plan.paths = [picked], {picked: plan.paths[picked]}
@@ -210,13 +221,20 @@ def score_heads(
     that is worse on val than the original is flagged in the report's warnings (val only: no test peeking)."""
     val, test = bench.features("val"), bench.features("test")
     if plan.conformal:
-        found, plan.sets["original"] = guarantees(val.logits, val.labels, test.logits, test.labels, plan.conformal,
-                                                  bench.class_names)  # fmt: skip
+        found, plan.sets["original"] = guarantees(
+            val.logits, val.labels, test.logits, test.labels, plan.conformal, bench.class_names
+        )
         original.sections.update(found)
     results = {
-        "original": HeadResult("original", original.result, None, str(bench.model.path) if bench.model.path else None,
-                               original.hierarchy, sections=original.sections)
-    }  # fmt: skip
+        "original": HeadResult(
+            "original",
+            original.result,
+            None,
+            str(bench.model.path) if bench.model.path else None,
+            original.hierarchy,
+            sections=original.sections,
+        )
+    }
     original_val_nll = nll(val.logits, val.labels)
     for head in fitted:
         # val predictions only where something reads them: the warning (heads fitted on train) and the sets
@@ -226,12 +244,14 @@ def score_heads(
             original.warnings.append(_worse_on_val(head, v, original_val_nll, plan.train_views))
         log_probs = head.predict_log_proba(test.features, batch_size=bench.options.batch_size)
         res = compute_metrics(test.labels, logits=log_probs, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed)
-        r = HeadResult(head.name, res, head, None, hierarchy_section(plan.tree, log_probs, test.labels, n_bootstrap,
-                                                                      seed))  # fmt: skip
+        r = HeadResult(
+            head.name, res, head, None, hierarchy_section(plan.tree, log_probs, test.labels, n_bootstrap, seed)
+        )
         r.log_probs, r.sections = log_probs, compute_sections(log_probs, test.labels)
         if plan.conformal and val_lp is not None:
-            found, plan.sets[head.name] = guarantees(val_lp, val.labels, log_probs, test.labels, plan.conformal,
-                                                     bench.class_names)  # fmt: skip
+            found, plan.sets[head.name] = guarantees(
+                val_lp, val.labels, log_probs, test.labels, plan.conformal, bench.class_names
+            )
             r.sections.update(found)
         results[head.name] = r
     return results
@@ -244,8 +264,10 @@ def _worse_on_val(head: Head, v: float, original: float, train_views: int) -> st
     elif train_views:
         why = f"it learned from {train_views} augmented views of train; try --head {name}+temperature"
     else:
-        why = (f"it learned from train features the backbone may have memorised; try --train-views 4 (augmented "
-               f"views), --head {name}+temperature")  # fmt: skip
+        why = (
+            f"it learned from train features the backbone may have memorised; try --train-views 4 (augmented "
+            f"views), --head {name}+temperature"
+        )
     return f"head '{name}' has val NLL {v:.4f}, worse than the original head's {original:.4f}: {why} or --head auto"
 
 
@@ -264,23 +286,24 @@ def add_verdicts(
     test = bench.features("test")
     reference = results[REFERENCE].log_probs if REFERENCE in results else None
     if reference is None and isinstance(bench.model.head, torch.nn.Linear):
-        t = get_head(REFERENCE)(get_head(REFERENCE).Params(seed=seed)).fit(fit["train"], fit["val"],
-                                                                          base=bench.model.head)  # fmt: skip
+        t = get_head(REFERENCE)(get_head(REFERENCE).Params(seed=seed)).fit(
+            fit["train"], fit["val"], base=bench.model.head
+        )
         reference = t.predict_log_proba(test.features, batch_size=bench.options.batch_size)
     against = {"original": test.logits, **({REFERENCE: reference} if reference is not None else {})}
     for name, r in results.items():
         if name != "original":
             r.verdicts = {
-                who: verdicts(ref, r.log_probs, test.labels, n_bins=n_bins, n_bootstrap=max(n_bootstrap, 20),
-                              seed=seed)
+                who: verdicts(ref, r.log_probs, test.labels, n_bins=n_bins, n_bootstrap=max(n_bootstrap, 20), seed=seed)
                 for who, ref in against.items()
-            }  # fmt: skip
+            }
             if tree is not None and r.hierarchy is not None:
                 r.hierarchy["verdicts"] = {
-                    who: hierarchy_verdicts(ref, r.log_probs, test.labels, tree.distances(),
-                                            n_bootstrap=max(n_bootstrap, 20), seed=seed)
+                    who: hierarchy_verdicts(
+                        ref, r.log_probs, test.labels, tree.distances(), n_bootstrap=max(n_bootstrap, 20), seed=seed
+                    )
                     for who, ref in against.items()
-                }  # fmt: skip
+                }
 
 
 def write_heads(plan: RetrainPlan, bench: Workbench, results: dict[str, HeadResult]) -> None:
@@ -298,9 +321,12 @@ def write_heads(plan: RetrainPlan, bench: Workbench, results: dict[str, HeadResu
                 "data": bench.name,
             }
             save_checkpoint(
-                loaded.with_head(head.module_, head.info()), path, preprocessing=bench.preprocessing,
-                extra_metadata=meta, inputs=plan.inputs,
-            )  # fmt: skip
+                loaded.with_head(head.module_, head.info()),
+                path,
+                preprocessing=bench.preprocessing,
+                extra_metadata=meta,
+                inputs=plan.inputs,
+            )
         results[name].checkpoint = str(path)
 
 
@@ -344,10 +370,21 @@ def retrain(
     check_bins(n_bins)
     bench = Workbench.open(checkpoint, data, options, progress=progress)
     plan = plan_retrain(
-        bench, heads, params or {}, out_dir=out_dir, out=out, head_only=head_only, hierarchy=hierarchy,
-        robustness=robustness, train_views=train_views, augment=augment, conformal=conformal, seed=seed,
-        auto_options=AutoOptions(auto_select, auto_budget), train_fraction=train_fraction,
-    )  # fmt: skip
+        bench,
+        heads,
+        params or {},
+        out_dir=out_dir,
+        out=out,
+        head_only=head_only,
+        hierarchy=hierarchy,
+        robustness=robustness,
+        train_views=train_views,
+        augment=augment,
+        conformal=conformal,
+        seed=seed,
+        auto_options=AutoOptions(auto_select, auto_budget),
+        train_fraction=train_fraction,
+    )
     splits = {s: bench.features(s) for s in ("train", "val", "test")}
     bench.release()  # under torchrun: the ranks shared the three extractions; fitting runs on rank 0
     settings = {"bins": n_bins, "bootstrap": n_bootstrap, "seed": seed, "train_fraction": train_fraction}
@@ -361,10 +398,12 @@ def retrain(
     results = score_heads(plan, bench, fitted, original, n_bins, n_bootstrap, seed)
     add_verdicts(results, bench, fit, n_bins, n_bootstrap, seed, plan.tree)
     if robustness:
-        variants = [Variant("original", bench.model)] + [Variant(n, bench.model, results[n].head.module_)
-                                                         for n in plan.names]  # fmt: skip
-        for n, sec in robustness_sections(original, bench, variants, robustness, "test", n_bins, seed,
-                                          plan.sets).items():  # fmt: skip
+        variants = [Variant("original", bench.model)] + [
+            Variant(n, bench.model, results[n].head.module_) for n in plan.names
+        ]
+        for n, sec in robustness_sections(
+            original, bench, variants, robustness, "test", n_bins, seed, plan.sets
+        ).items():
             results[n].robustness = sec
     write_heads(plan, bench, results)
     original.settings["retrain"] = {

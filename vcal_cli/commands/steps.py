@@ -109,9 +109,13 @@ def check_guarantees(o: ConformalOptions | None, bench: Workbench | None) -> tup
 
 
 def guarantees(
-    val_scores: Tensor, val_labels: Tensor, test_scores: Tensor, test_labels: Tensor, o: ConformalOptions,
+    val_scores: Tensor,
+    val_labels: Tensor,
+    test_scores: Tensor,
+    test_labels: Tensor,
+    o: ConformalOptions,
     class_names: list[str] | None = None,
-) -> tuple[dict[str, Any], dict[tuple[str, float], Calibrated]]:  # fmt: skip
+) -> tuple[dict[str, Any], dict[tuple[str, float], Calibrated]]:
     """One predictor's `conformal` and `risk_control` sections (calibrated on val, scored on test) from its logits or
     log-probabilities, and its conformal calibrations (to score shifted splits with the same thresholds)."""
     vp, tp = torch.softmax(val_scores.double(), 1), torch.softmax(test_scores.double(), 1)

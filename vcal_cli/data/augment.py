@@ -52,8 +52,12 @@ def augmented(split: ImageSplit, policy: str, view: int, seed: int = 0) -> Image
     flips = (torch.rand(len(split), generator=g) < 0.5) & (policy == "crop+flip")
     identity: dict[str, Any] = {**split.identity, "augment": policy, "view": view, "augment_seed": seed}
     if split.images is not None:
-        images = torch.cat([shift_and_flip(split.images[a : a + 4096], offsets[a : a + 4096], flips[a : a + 4096], pad)
-                            for a in range(0, len(split), 4096)])  # fmt: skip
+        images = torch.cat(
+            [
+                shift_and_flip(split.images[a : a + 4096], offsets[a : a + 4096], flips[a : a + 4096], pad)
+                for a in range(0, len(split), 4096)
+            ]
+        )
         return ImageSplit(split.name, split.split, split.labels, split.classes, split.native_size, identity, images)
     loader = split.load
     assert loader is not None  # an ImageSplit holds images or a loader

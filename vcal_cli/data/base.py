@@ -49,10 +49,15 @@ class ImageSplit:
         """The rows `idx` of this split, renamed `split`, with `identity` added to its own."""
         loader = self.load
         return ImageSplit(
-            self.name, split, self.labels[idx], self.classes, self.native_size, {**self.identity, **identity},
+            self.name,
+            split,
+            self.labels[idx],
+            self.classes,
+            self.native_size,
+            {**self.identity, **identity},
             images=self.images[idx] if self.images is not None else None,
             load=(lambda rows, size: loader(idx[rows], size)) if loader is not None else None,  # type: ignore[misc]
-        )  # fmt: skip
+        )
 
     @staticmethod
     def concat(a: ImageSplit, b: ImageSplit, split: str, identity: dict[str, Any]) -> ImageSplit:
@@ -64,8 +69,11 @@ class ImageSplit:
         n_a = len(a)
 
         def load(rows: Tensor, size: tuple[int, int]) -> Tensor:
-            out = [s.images[r] if s.images is not None else s.load(r, size)  # type: ignore[misc]
-                   for s, r in ((a, rows[rows < n_a]), (b, rows[rows >= n_a] - n_a)) if len(r)]  # fmt: skip
+            out = [
+                s.images[r] if s.images is not None else s.load(r, size)  # type: ignore[misc]
+                for s, r in ((a, rows[rows < n_a]), (b, rows[rows >= n_a] - n_a))
+                if len(r)
+            ]
             return torch.cat(out)
 
         return ImageSplit(a.name, split, labels, a.classes, a.native_size, ident, load=load)

@@ -19,11 +19,31 @@ from vcal_cli.errors import DataError
 
 # torchvision's class names, so reports and hierarchies name classes the same way
 _CLASSES = {
-    "mnist": ["0 - zero", "1 - one", "2 - two", "3 - three", "4 - four", "5 - five", "6 - six", "7 - seven",
-              "8 - eight", "9 - nine"],
-    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                      "Ankle boot"],
-}  # fmt: skip
+    "mnist": [
+        "0 - zero",
+        "1 - one",
+        "2 - two",
+        "3 - three",
+        "4 - four",
+        "5 - five",
+        "6 - six",
+        "7 - seven",
+        "8 - eight",
+        "9 - nine",
+    ],
+    "fashion-mnist": [
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ],
+}
 _SUBDIRS = {"mnist": ("", "MNIST/raw", "mnist"), "fashion-mnist": ("", "FashionMNIST/raw", "fashion-mnist")}
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -68,10 +88,13 @@ def _make(name: str):
                 f"data set '{name}' not found under --data-root '{root_path}'",
                 hint=f"expected {prefix}-images-idx3-ubyte[.gz] and {prefix}-labels-idx1-ubyte[.gz] there or in "
                 f"{_SUBDIRS[name][1]}/"
-                + (" (apt-get install dataset-fashion-mnist puts them in /usr/share/datasets/fashion-mnist)"
-                   if name == "fashion-mnist" else "")
+                + (
+                    " (apt-get install dataset-fashion-mnist puts them in /usr/share/datasets/fashion-mnist)"
+                    if name == "fashion-mnist"
+                    else ""
+                )
                 + "; vcal never downloads",
-            )  # fmt: skip
+            )
         x, y = read_idx(files[0]), read_idx(files[1])
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
             raise DataError(f"'{files[0]}' and '{files[1]}' do not match: images {x.shape}, labels {y.shape}")
@@ -81,11 +104,19 @@ def _make(name: str):
             idx = train_val_split(len(labels), split)
             images, labels = images[idx], labels[idx]
         return ImageSplit(
-            name, split, labels, list(_CLASSES[name]), (1, *x.shape[1:]),  # type: ignore[arg-type]
-            {"source": "idx", "files": [f.name for f in files], "root": str(files[0].parent.resolve()),
-             "n": len(labels)},
+            name,
+            split,
+            labels,
+            list(_CLASSES[name]),
+            (1, *x.shape[1:]),  # type: ignore[arg-type]
+            {
+                "source": "idx",
+                "files": [f.name for f in files],
+                "root": str(files[0].parent.resolve()),
+                "n": len(labels),
+            },
             images=images.contiguous(),
-        )  # fmt: skip
+        )
 
     return load
 

@@ -296,7 +296,11 @@ def torchvision_weights(name: str, in_chans: int | None = None) -> tuple[Preproc
     if c != len(mean):  # a grey stem on an RGB recipe: the channel averages, as timm does
         mean, std = [sum(mean) / len(mean)] * c, [sum(std) / len(std)] * c
     prep = Preprocessing(
-        (c, crop, crop), tuple(mean), tuple(std), f"torchvision {name}",
-        mode if mode in _MODES else "bilinear", min(1.0, crop / resize),
-    )  # fmt: skip
+        (c, crop, crop),
+        tuple(mean),
+        tuple(std),
+        f"torchvision {name}",
+        mode if mode in _MODES else "bilinear",
+        min(1.0, crop / resize),
+    )
     return prep, list(weights.meta.get("categories") or [])

@@ -167,9 +167,16 @@ def fit_point(
     """The equilibrium at (beta, lambda): a cold fit, or a short one from `init` (the neighbour's module)."""
     lr = s.lr if init is None else s.warm_rate
     params = VTSTParams(
-        seed=s.seed, hidden=s.hidden, beta=beta, samples=s.samples, lr=lr, batch_size=s.batch_size,
-        epochs=s.epochs if init is None else s.warm_epochs, patience=s.patience, train_device=s.device,
-    )  # fmt: skip
+        seed=s.seed,
+        hidden=s.hidden,
+        beta=beta,
+        samples=s.samples,
+        lr=lr,
+        batch_size=s.batch_size,
+        epochs=s.epochs if init is None else s.warm_epochs,
+        patience=s.patience,
+        train_device=s.device,
+    )
     head = FrontierHead(params, lam=lam, mean=mean, std=std, init=init)
     module = head.fit(train, val, progress=progress).module_
     assert isinstance(module, FrontierModule)

@@ -61,11 +61,18 @@ class Protocol:
         columns pool: the paper's that vcal builds unless the user named others."""
         built, missing = self.built()
         corr, sevs = (list(used.shift), list(used.severities)) if used is not None else (list(built), self.severities)
-        return {"name": self.name, "source": self.source, "ece_bins": self.n_bins, "scale": self.scale,
-                "brier": "mean over N x K entries (Brier / K)", "ood": "MSP, in-distribution positive, OOD sets pooled",
-                "corruptions": corr, "corruptions_not_built": list(missing),
-                "papers_corruptions_not_used": [c for c in self.corruptions if c not in corr],
-                "severities": list(sevs)}  # fmt: skip
+        return {
+            "name": self.name,
+            "source": self.source,
+            "ece_bins": self.n_bins,
+            "scale": self.scale,
+            "brier": "mean over N x K entries (Brier / K)",
+            "ood": "MSP, in-distribution positive, OOD sets pooled",
+            "corruptions": corr,
+            "corruptions_not_built": list(missing),
+            "papers_corruptions_not_used": [c for c in self.corruptions if c not in corr],
+            "severities": list(sevs),
+        }
 
 
 PROTOCOLS: Registry[Protocol] = Registry("protocol")
@@ -88,7 +95,7 @@ VTST = PROTOCOLS.register("vtst", "V-TST (Jordahn & Olmos 2024) and its reproduc
             "pixelate",
             "shot_noise",
             "snow",
-        ),  # fmt: skip
+        ),
     )
 )
 

@@ -166,9 +166,13 @@ def evaluate(
 
 
 def _protocol(
-    name: str, used: RobustnessOptions, variants: list[Variant], test: Any, out: dict[str, dict[str, Any]],
+    name: str,
+    used: RobustnessOptions,
+    variants: list[Variant],
+    test: Any,
+    out: dict[str, dict[str, Any]],
     pooled: dict[str, dict[tuple[str, int], Pooled]],
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Each variant's `protocol` row (into `out`) from its test scores, pooled shift statistics and MSP OOD scores;
     returns the protocol's settings."""
     p = get_protocol(name)
@@ -183,9 +187,15 @@ def _protocol(
 
 
 def _shift(
-    bench: Workbench, variants: list[Variant], r: RobustnessOptions, base: Any, n_bins: int, seed: int,
-    sets: dict[str, dict[tuple[str, float], Calibrated]], pooled: dict[str, dict[tuple[str, int], Pooled]] | None,
-) -> tuple[dict[str, list[dict[str, Any]]], str]:  # fmt: skip
+    bench: Workbench,
+    variants: list[Variant],
+    r: RobustnessOptions,
+    base: Any,
+    n_bins: int,
+    seed: int,
+    sets: dict[str, dict[tuple[str, float], Calibrated]],
+    pooled: dict[str, dict[tuple[str, int], Pooled]] | None,
+) -> tuple[dict[str, list[dict[str, Any]]], str]:
     if base.images is None:
         raise DataError(
             f"--shift needs an in-memory data set; '{bench.name}' is read from image files",

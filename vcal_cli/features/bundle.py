@@ -62,8 +62,9 @@ def open_bundle(path: str | Path) -> tuple[LoadedModel, dict[str, FeatureSet]]:
         k for k in ("head_weight", "head_bias") if k not in t
     ]
     if missing:
-        raise DataError(f"feature file '{path}' lacks {', '.join(missing)}",
-                        hint="see docs/formats.md#features-from-any-framework")  # fmt: skip
+        raise DataError(
+            f"feature file '{path}' lacks {', '.join(missing)}", hint="see docs/formats.md#features-from-any-framework"
+        )
     w, b = t["head_weight"].float(), t["head_bias"].float()
     if w.ndim != 2 or b.shape != (w.shape[0],):
         raise DataError(
@@ -84,8 +85,9 @@ def open_bundle(path: str | Path) -> tuple[LoadedModel, dict[str, FeatureSet]]:
             hint="give the weight and bias of the layer that produced the logits",
         )
     names = [str(c) for c in a["classes"]] if "classes" in a and len(a["classes"]) == k else None
-    loaded = LoadedModel(nn.Sequential(OrderedDict(fc=head)).eval(), "fc", "features", k, sha256_file(path), path,
-                         names, None, {}, None)  # fmt: skip
+    loaded = LoadedModel(
+        nn.Sequential(OrderedDict(fc=head)).eval(), "fc", "features", k, sha256_file(path), path, names, None, {}, None
+    )
     return loaded, splits
 
 
@@ -93,8 +95,10 @@ def _split(path: Path, s: str, t: dict[str, torch.Tensor], k: int, d: int) -> Fe
     f, lg, y = t[f"{s}_features"], t[f"{s}_logits"], t[f"{s}_labels"]
     n = len(y)
     if f.shape != (n, d) or lg.shape != (n, k) or y.ndim != 1:
-        raise DataError(f"'{path}': {s}_features must be ({n}, {d}), {s}_logits ({n}, {k}), {s}_labels ({n},); got "
-                        f"{tuple(f.shape)}, {tuple(lg.shape)}, {tuple(y.shape)}")  # fmt: skip
+        raise DataError(
+            f"'{path}': {s}_features must be ({n}, {d}), {s}_logits ({n}, {k}), {s}_labels ({n},); got "
+            f"{tuple(f.shape)}, {tuple(lg.shape)}, {tuple(y.shape)}"
+        )
     if y.dtype.is_floating_point and not torch.equal(y, y.round()):
         raise DataError(f"'{path}': {s}_labels must be class indices, found fractions")
     y = y.long()

@@ -60,8 +60,16 @@ def probe_preprocessing(loaded: LoadedModel, data: ImageSplit, options: ExtractO
     sub = _subset(data)
     cands = probe_candidates(loaded.timm_cfg, loaded.in_chans, data.native_size, _stats(sub))
     weights = {"weights": loaded.weight_set["set"]} if loaded.weight_set else {}
-    key = cache_key({"probe": PROBE_N, "checkpoint": loaded.sha256, **weights, "head": loaded.head_name,
-                     "data": sub.identity, "candidates": [p.to_dict() for p in cands]})  # fmt: skip
+    key = cache_key(
+        {
+            "probe": PROBE_N,
+            "checkpoint": loaded.sha256,
+            **weights,
+            "head": loaded.head_name,
+            "data": sub.identity,
+            "candidates": [p.to_dict() for p in cands],
+        }
+    )
     path = FeatureCache(cache_dir).root / f"{key}.probe.json"
     results: list[dict[str, Any]] | None = None
     if use_cache and path.is_file():
@@ -70,8 +78,10 @@ def probe_preprocessing(loaded: LoadedModel, data: ImageSplit, options: ExtractO
         except (OSError, ValueError, KeyError):
             results = None
     if results is None or len(results) != len(cands):
-        results = [{"candidate": p.source, **p.to_dict(), "accuracy": _accuracy(loaded, sub, p, rt), "n": len(sub)}
-                   for p in cands]  # fmt: skip
+        results = [
+            {"candidate": p.source, **p.to_dict(), "accuracy": _accuracy(loaded, sub, p, rt), "n": len(sub)}
+            for p in cands
+        ]
         if use_cache:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,7 +92,8 @@ def probe_preprocessing(loaded: LoadedModel, data: ImageSplit, options: ExtractO
     best = max(range(len(cands)), key=lambda i: (scores[i], -i))
     others = "; ".join(
         f"{r['candidate']} {'failed' if r['accuracy'] is None else format(r['accuracy'], '.0%')}"
-        for i, r in enumerate(results) if i != best
-    )  # fmt: skip
+        for i, r in enumerate(results)
+        if i != best
+    )
     source = f"probed, {cands[best].source}: {scores[best]:.0%} on {len(sub)} {data.split} images; {others}"
     return replace(cands[best], source=source, probe=tuple(results))

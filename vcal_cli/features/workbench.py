@@ -234,9 +234,13 @@ def model_preprocessing(
     flags = {"input_size": o.input_size, "mean": o.mean, "std": o.std}
     recorded = torchvision_weights(o.weights, loaded.in_chans)[0] if o.weights else loaded.preprocessing
     said = resolve_preprocessing(
-        flags=flags, checkpoint=recorded, hints=loaded.hints, timm_cfg=loaded.timm_cfg,
-        model_in_chans=loaded.in_chans, native_size=ds.native_size,
-    )  # fmt: skip
+        flags=flags,
+        checkpoint=recorded,
+        hints=loaded.hints,
+        timm_cfg=loaded.timm_cfg,
+        model_in_chans=loaded.in_chans,
+        native_size=ds.native_size,
+    )
     if said is not None:
         _fits_the_model(said, loaded, flags)
         return with_resize(said, o.resize)

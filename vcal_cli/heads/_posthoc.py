@@ -67,9 +67,16 @@ class LogitMapObjective:
     parameters, penalties and sums stay float64). Checked against autograd in the tests."""
 
     def __init__(
-        self, kind: str, logits: Tensor, labels: Tensor, *, off_diagonal: float = 0.0, bias: float = 0.0,
-        ridge: float = 0.0, anchor: float = 1.0,
-    ) -> None:  # fmt: skip
+        self,
+        kind: str,
+        logits: Tensor,
+        labels: Tensor,
+        *,
+        off_diagonal: float = 0.0,
+        bias: float = 0.0,
+        ridge: float = 0.0,
+        anchor: float = 1.0,
+    ) -> None:
         self.n, self.k = n, k = logits.shape
         self.dtype = torch.float64 if n * k <= FLOAT64_CELLS else torch.float32
         x = logits.to(self.dtype)
@@ -162,10 +169,19 @@ class LogitMapObjective:
 
 
 def fit_logit_map(
-    module: LogitMap, logits: Tensor, labels: Tensor, *, off_diagonal: float = 0.0, bias: float = 0.0,
-    ridge: float = 0.0, anchor: float = 1.0, max_iter: int = 500, start: np.ndarray | None = None, seed: int = 0,
+    module: LogitMap,
+    logits: Tensor,
+    labels: Tensor,
+    *,
+    off_diagonal: float = 0.0,
+    bias: float = 0.0,
+    ridge: float = 0.0,
+    anchor: float = 1.0,
+    max_iter: int = 500,
+    start: np.ndarray | None = None,
+    seed: int = 0,
     rough: bool = False,
-) -> tuple[float, np.ndarray]:  # fmt: skip
+) -> tuple[float, np.ndarray]:
     """Minimise mean NLL + off_diagonal * mean_{i != j} W_ij^2 + bias * mean_j b_j^2 (Kull et al.'s ODIR)
     + ridge * mean (W - anchor I)^2 (a pull towards temperature scaling's map, anchor = 1/T; 1: the original
     logits), full batch: SciPy's L-BFGS-B on `LogitMapObjective`'s analytic gradient, computed by torch on all
@@ -182,8 +198,9 @@ def fit_logit_map(
     The module's own weight and bias are the start otherwise."""
     from scipy.optimize import minimize
 
-    objective = LogitMapObjective(module.kind, logits, labels, off_diagonal=off_diagonal, bias=bias, ridge=ridge,
-                                  anchor=anchor)  # fmt: skip
+    objective = LogitMapObjective(
+        module.kind, logits, labels, off_diagonal=off_diagonal, bias=bias, ridge=ridge, anchor=anchor
+    )
     k, form, dtype = objective.k, objective.form, objective.dtype
 
     def f(theta: np.ndarray) -> tuple[float, np.ndarray]:
@@ -278,9 +295,14 @@ class OneDimMaps(HeadModule):
         return torch.log(q / q.sum(1, keepdim=True)).to(features.dtype)
 
     def config(self) -> dict[str, Any]:
-        return {"in_features": self.linear.in_features, "num_classes": self.linear.out_features,
-                "maps": int(self.xs.shape[0]), "knots": int(self.xs.shape[1]), "mode": self.mode,
-                "interp": self.interp}  # fmt: skip
+        return {
+            "in_features": self.linear.in_features,
+            "num_classes": self.linear.out_features,
+            "maps": int(self.xs.shape[0]),
+            "knots": int(self.xs.shape[1]),
+            "mode": self.mode,
+            "interp": self.interp,
+        }
 
 
 def set_tables(module: OneDimMaps, tables: list[tuple[Tensor, Tensor]]) -> None:

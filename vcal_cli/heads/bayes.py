@@ -123,8 +123,9 @@ class BayesHead(Head[BayesParams]):
         for lo, a in progress(_blocks(train.features), total=blocks, description="bayes: A^T A over train"):
             precision += a.T @ a
             if self.deadline is not None and time.monotonic() > self.deadline:
-                raise DeadlinePassed(f"its first pass over train (A^T A) passed its deadline at row {lo + len(a):,} "
-                                     f"of {n:,}")  # fmt: skip
+                raise DeadlinePassed(
+                    f"its first pass over train (A^T A) passed its deadline at row {lo + len(a):,} of {n:,}"
+                )
         chol = torch.linalg.cholesky(precision)
         cov = torch.cholesky_inverse(chol)
         w = torch.zeros(k, d1, requires_grad=True)

@@ -108,8 +108,9 @@ class Selection:
         )
 
 
-def _val_log_probs(head: Head, cls: type[Head], train: FitData, val: FitData, base: nn.Module | None,
-                   hierarchy: Any, seed: int) -> Tensor:  # fmt: skip
+def _val_log_probs(
+    head: Head, cls: type[Head], train: FitData, val: FitData, base: nn.Module | None, hierarchy: Any, seed: int
+) -> Tensor:
     """Val log-probabilities of a fitted head, cross-fitted over FOLDS where the head fits val."""
     if head.fits_on == "train":
         return head.predict_log_proba(val.features)
@@ -184,8 +185,10 @@ def select_head(
         took = time.monotonic() - t0
         # conservative: a fold's fit (cold, at the chosen penalty) is cheaper than the path, dearer than a warm refit
         if share is not None and head.fits_on != "train" and fitted and CROSS_FIT_COST * took > share - took:
-            limited[name] = (f"skipped: its fit took {took:.0f} s, so its 5-fold cross-fit could take up to "
-                             f"{CROSS_FIT_COST * took:.0f} s, over the rest of its {share:.0f} s share")  # fmt: skip
+            limited[name] = (
+                f"skipped: its fit took {took:.0f} s, so its 5-fold cross-fit could take up to "
+                f"{CROSS_FIT_COST * took:.0f} s, over the rest of its {share:.0f} s share"
+            )
             continue
         if stopped := head.extra_report().get("stopped"):
             limited[name] = f"stopped at its {share:.0f} s share, {stopped} (the best so far kept)"
@@ -204,8 +207,9 @@ def select_head(
     picked, runner = order[0], (order[1] if len(order) > 1 else None)
     sel = Selection(fitted[picked], scores, select, runner, heads=fitted, budget=budget, limited=limited)
     if runner is not None:
-        iv = paired_deltas(logps[runner], logps[picked], val.labels, n_bins=n_bins,
-                           n_bootstrap=max(n_bootstrap, 1), seed=seed)[select]  # fmt: skip
+        iv = paired_deltas(
+            logps[runner], logps[picked], val.labels, n_bins=n_bins, n_bootstrap=max(n_bootstrap, 1), seed=seed
+        )[select]
         sel.delta = scores[picked][select] - scores[runner][select]
         sel.interval = (float(iv[0]), float(iv[1]))
         sel.verdict = "better beyond noise" if iv[1] < 0 else "no different beyond noise"

@@ -83,9 +83,16 @@ class VectorHead(Head[LP]):
         self.lambda_ = chosen
         module, s = self._start(val.logits, val.labels, base.in_features)
         module.linear.load_state_dict(base.state_dict())
-        self.val_loss_, _ = fit_logit_map(module, val.logits, val.labels, **self._reg(chosen), anchor=s,
-                                          start=self.path_.get(chosen), max_iter=self.params.max_iter,
-                                          seed=self.params.seed)  # fmt: skip
+        self.val_loss_, _ = fit_logit_map(
+            module,
+            val.logits,
+            val.labels,
+            **self._reg(chosen),
+            anchor=s,
+            start=self.path_.get(chosen),
+            max_iter=self.params.max_iter,
+            seed=self.params.seed,
+        )
         return module
 
     def _start(self, logits: torch.Tensor, labels: torch.Tensor, in_features: int) -> tuple[LogitMap, float]:
@@ -129,9 +136,17 @@ class VectorHead(Head[LP]):
         for lam in progress(path, total=len(path), description=f"{self.name}: choosing the penalty{shown}"):
             nll = torch.full((len(rows),), torch.nan, dtype=torch.float64)
             for f, (held, keep, module, s) in enumerate(splits):
-                _, thetas[f] = fit_logit_map(module, logits[keep], labels[keep], **self._reg(lam), anchor=s,
-                                             start=thetas[f], max_iter=min(self.params.max_iter, CV_ITER),
-                                             seed=self.params.seed, rough=True)  # fmt: skip
+                _, thetas[f] = fit_logit_map(
+                    module,
+                    logits[keep],
+                    labels[keep],
+                    **self._reg(lam),
+                    anchor=s,
+                    start=thetas[f],
+                    max_iter=min(self.params.max_iter, CV_ITER),
+                    seed=self.params.seed,
+                    rough=True,
+                )
                 with torch.no_grad():
                     logp = torch.log_softmax(module.calibrate(logits[held].double()), 1)
                 nll[held] = -logp.gather(1, labels[held, None].long())[:, 0]
@@ -151,6 +166,10 @@ class VectorHead(Head[LP]):
     def extra_report(self) -> dict[str, Any]:
         k = self.module_.linear.out_features
         form = f"diagonal + rank {RANK}" if self.kind != "vector" and k > LOW_RANK_K else "full"
-        return {self.penalty: self.lambda_, "val_loss": self.val_loss_, "form": form,
-                **({"cv_rows": self.cv_rows_} if self.cv_ else {}),
-                **({"stopped": self.stopped_} if getattr(self, "stopped_", None) else {})}  # fmt: skip
+        return {
+            self.penalty: self.lambda_,
+            "val_loss": self.val_loss_,
+            "form": form,
+            **({"cv_rows": self.cv_rows_} if self.cv_ else {}),
+            **({"stopped": self.stopped_} if getattr(self, "stopped_", None) else {}),
+        }

@@ -195,8 +195,9 @@ class Calibrated:
         u = _uniform(len(probs), self.seed + 1 if seed is None else seed, self.randomized, probs.dtype)
         out = []
         for i in range(0, len(probs), CHUNK):
-            s = label_scores(probs[i : i + CHUNK], self.score, None if u is None else u[i : i + CHUNK],
-                             self.k_reg, self.lam)  # fmt: skip
+            s = label_scores(
+                probs[i : i + CHUNK], self.score, None if u is None else u[i : i + CHUNK], self.k_reg, self.lam
+            )
             out.append(s <= self.threshold)
         return torch.cat(out) if out else torch.zeros(0, probs.shape[1], dtype=torch.bool)
 
@@ -216,9 +217,16 @@ class Calibrated:
 
 
 def calibrate(
-    probs: Tensor, labels: Tensor, score: str, alpha: float, *, k_reg: int | None = None, lam: float | None = None,
-    seed: int = 0, class_names: list[str] | None = None,
-) -> Calibrated:  # fmt: skip
+    probs: Tensor,
+    labels: Tensor,
+    score: str,
+    alpha: float,
+    *,
+    k_reg: int | None = None,
+    lam: float | None = None,
+    seed: int = 0,
+    class_names: list[str] | None = None,
+) -> Calibrated:
     """Calibrate `score` at `alpha` on val probabilities (N, K) and labels (N,)."""
     if score not in SCORES:
         raise UsageError(f"'{score}' is not a conformal score; choose from: {', '.join(SCORES)}")
@@ -264,8 +272,10 @@ def _tune_raps(
     m = int(n * RAPS_TUNE)
     tune, rest = perm[:m], perm[m:]
     if m < 2 or len(rest) < 2:
-        raise UsageError(f"--conformal: RAPS tunes k_reg and lambda on {RAPS_TUNE:.0%} of val, and {n} val examples "
-                         "are too few; give --raps-k-reg and --raps-lambda")  # fmt: skip
+        raise UsageError(
+            f"--conformal: RAPS tunes k_reg and lambda on {RAPS_TUNE:.0%} of val, and {n} val examples "
+            "are too few; give --raps-k-reg and --raps-lambda"
+        )
     tp, ty = probs[tune], labels[tune]
     if k_reg is None:
         ranks = (tp > tp.gather(1, ty[:, None])).sum(1) + 1  # the 1-based rank of the true label
@@ -275,8 +285,10 @@ def _tune_raps(
         for cand in RAPS_LAMBDAS:
             st = true_scores(tp, ty, "raps", None, k_reg, cand)
             q = st.kthvalue(min(quantile_rank_lenient(m, alpha), m)).values
-            size = sum(int((label_scores(tp[i : i + CHUNK], "raps", None, k_reg, cand) <= q + 1e-12).sum())
-                       for i in range(0, m, CHUNK))  # fmt: skip
+            size = sum(
+                int((label_scores(tp[i : i + CHUNK], "raps", None, k_reg, cand) <= q + 1e-12).sum())
+                for i in range(0, m, CHUNK)
+            )
             sizes.append(size)
         lam = RAPS_LAMBDAS[min(range(len(sizes)), key=lambda i: (sizes[i], i))]
     return probs[rest], labels[rest], k_reg, lam
@@ -288,9 +300,14 @@ def quantile_rank_lenient(n: int, alpha: float) -> int:
 
 
 def set_metrics(
-    sets: Tensor, labels: Tensor, alpha: float, *, n_bootstrap: int = 200, seed: int = 0,
+    sets: Tensor,
+    labels: Tensor,
+    alpha: float,
+    *,
+    n_bootstrap: int = 200,
+    seed: int = 0,
     class_names: list[str] | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Coverage, set sizes, size-stratified and class-conditional coverage of prediction sets (N, K) on test."""
     labels = labels.long()
     n, k = sets.shape
@@ -305,8 +322,13 @@ def set_metrics(
     for lo, hi in STRATA:
         sel = (sizes >= lo) & (sizes <= hi)
         if sel.any():
-            strata.append({"sizes": f"{lo}-{hi}" if hi < 10**9 else f"{lo}+", "n": int(sel.sum()),
-                           "coverage": float(covered[sel].mean())})  # fmt: skip
+            strata.append(
+                {
+                    "sizes": f"{lo}-{hi}" if hi < 10**9 else f"{lo}+",
+                    "n": int(sel.sum()),
+                    "coverage": float(covered[sel].mean()),
+                }
+            )
     cap = min(k, 20)
     hist = torch.bincount(sizes.long().clamp_max(cap + 1), minlength=cap + 2).tolist()
     out: dict[str, Any] = {
@@ -354,14 +376,20 @@ def _bootstrap(
         dev = ((hit / cnt.clamp_min(1)) - (1 - alpha)).abs() * (cnt > 0)
         gap.append(dev.sum(1) / (cnt > 0).sum(1).clamp_min(1))
     q = torch.tensor([0.025, 0.975], dtype=torch.float64)
-    return {name: torch.quantile(torch.cat(v), q).tolist() for name, v in
-            (("coverage", cov), ("set_size", size), ("cov_gap", gap))}  # fmt: skip
+    return {
+        name: torch.quantile(torch.cat(v), q).tolist()
+        for name, v in (("coverage", cov), ("set_size", size), ("cov_gap", gap))
+    }
 
 
 def conformal_sets(
-    val_probs: Tensor, val_labels: Tensor, test_probs: Tensor, test_labels: Tensor, options: ConformalOptions,
+    val_probs: Tensor,
+    val_labels: Tensor,
+    test_probs: Tensor,
+    test_labels: Tensor,
+    options: ConformalOptions,
     class_names: list[str] | None = None,
-) -> tuple[dict[str, dict[str, Any]], dict[tuple[str, float], Calibrated]]:  # fmt: skip
+) -> tuple[dict[str, dict[str, Any]], dict[tuple[str, float], Calibrated]]:
     """Every (score, alpha) of `options`, calibrated on val and scored on test: report.json's `conformal`
     ({score: {alpha: row}}) and the calibrations (to score shifted test sets with the same thresholds)."""
     val_labels = check_labels(val_labels, len(check_probs(val_probs)), val_probs.shape[1])
@@ -370,10 +398,24 @@ def conformal_sets(
     fitted: dict[tuple[str, float], Calibrated] = {}
     for score in options.scores or SCORES:
         for alpha in options.alphas:
-            cal = calibrate(val_probs, val_labels, score, alpha, k_reg=options.k_reg, lam=options.lam,
-                            seed=options.seed, class_names=class_names)  # fmt: skip
-            m = set_metrics(cal.sets(test_probs), test_labels, alpha, n_bootstrap=options.n_bootstrap,
-                            seed=options.seed, class_names=class_names)  # fmt: skip
+            cal = calibrate(
+                val_probs,
+                val_labels,
+                score,
+                alpha,
+                k_reg=options.k_reg,
+                lam=options.lam,
+                seed=options.seed,
+                class_names=class_names,
+            )
+            m = set_metrics(
+                cal.sets(test_probs),
+                test_labels,
+                alpha,
+                n_bootstrap=options.n_bootstrap,
+                seed=options.seed,
+                class_names=class_names,
+            )
             rows.setdefault(score, {})[f"{alpha:g}"] = {"score": score, **m, **cal.describe()}
             fitted[score, alpha] = cal
     return rows, fitted
@@ -385,6 +427,8 @@ def shifted_sets(fitted: dict[tuple[str, float], Calibrated], probs: Tensor, lab
     for (score, alpha), cal in fitted.items():
         sets = cal.sets(probs)
         covered = sets.gather(1, labels.long()[:, None])[:, 0].double()
-        out.setdefault(score, {})[f"{alpha:g}"] = {"coverage": float(covered.mean()),
-                                                   "set_size": float(sets.sum(1).double().mean())}  # fmt: skip
+        out.setdefault(score, {})[f"{alpha:g}"] = {
+            "coverage": float(covered.mean()),
+            "set_size": float(sets.sum(1).double().mean()),
+        }
     return out

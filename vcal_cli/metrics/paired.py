@@ -30,9 +30,14 @@ def _paired(
 
 
 def verdicts(
-    base_logits: torch.Tensor, cur_logits: torch.Tensor, labels: torch.Tensor, *, n_bins: int, n_bootstrap: int,
+    base_logits: torch.Tensor,
+    cur_logits: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    n_bins: int,
+    n_bootstrap: int,
     seed: int,
-) -> dict[str, dict[str, object]]:  # fmt: skip
+) -> dict[str, dict[str, object]]:
     """Per metric: the change against `base` on the same samples, its paired-bootstrap 95% interval and a
     verdict: better / no different / worse beyond noise (the interval excludes 0)."""
     return {

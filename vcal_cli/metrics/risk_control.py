@@ -64,8 +64,13 @@ def guaranteed_threshold(conf: Tensor, correct: Tensor, target: float, delta: fl
     if best is None:
         return {"threshold": None, "bound": None, "val_coverage": 0.0, "val_risk": None, "steps": steps}
     z, b = best
-    return {"threshold": float(c[z]), "bound": b, "val_coverage": (n - z) / n, "val_risk": float(tail_err[z]) / (n - z),
-            "steps": steps}  # fmt: skip
+    return {
+        "threshold": float(c[z]),
+        "bound": b,
+        "val_coverage": (n - z) / n,
+        "val_risk": float(tail_err[z]) / (n - z),
+        "steps": steps,
+    }
 
 
 def _first_of_ties(c: Tensor, z: int) -> int:

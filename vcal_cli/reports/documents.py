@@ -38,8 +38,10 @@ def header_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
 def weights_line(w: dict[str, Any]) -> str:
     """report.json's `checkpoint.weights` (a file with raw and EMA weights) as one line."""
     name = {"ema": "EMA", "raw": "raw"}
-    return (f"weights: {name[w['set']]} ('{w['key']}'); the file also holds {name[w['other']]} weights "
-            f"('{w['other_key']}'): --weight-set {w['other']} audits those")  # fmt: skip
+    return (
+        f"weights: {name[w['set']]} ('{w['key']}'); the file also holds {name[w['other']]} weights "
+        f"('{w['other_key']}'): --weight-set {w['other']} audits those"
+    )
 
 
 def prep_line(p: dict[str, Any]) -> str:

@@ -206,8 +206,13 @@ def plot_risk_coverage(curves: dict[str, list], *, title: str = "") -> Figure:
         ax.plot(xs, ys, color=f"C{i}", lw=1.6, ls=["-", "--", "-.", ":"][i % 4], label=name)
     for c in (0.9, 0.95, 0.99):
         ax.axvline(c, color="#bbb", lw=0.8, zorder=0)
-    ax.set(xlim=(0, 1), ylim=(0, None), xlabel="Coverage (fraction of samples kept, most confident first)",
-           ylabel="Selective risk (error rate)", title=title or "Risk-coverage")  # fmt: skip
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, None),
+        xlabel="Coverage (fraction of samples kept, most confident first)",
+        ylabel="Selective risk (error rate)",
+        title=title or "Risk-coverage",
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -230,8 +235,15 @@ def plot_confusion(matrix: list[list[int]], names: list[str] | None = None, *, t
         for i in range(k):
             for j in range(k):
                 if m[i, j]:
-                    ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center", fontsize=7,
-                            color="white" if norm[i, j] > 0.5 else "black")  # fmt: skip
+                    ax.text(
+                        j,
+                        i,
+                        f"{int(m[i, j])}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if norm[i, j] > 0.5 else "black",
+                    )
     ax.set(xlabel="predicted", ylabel="true", title=title or "Confusion matrix")
     fig.tight_layout()
     return fig
@@ -365,8 +377,14 @@ def plot_frontier(rows: list[dict]) -> Figure:
         a1.plot(
             [r["rate"] for r in pts], [r["classification"] for r in pts], "-", color=f"C{i}", alpha=0.5, label=label
         )
-        sc = a1.scatter([r["rate"] for r in pts], [r["classification"] for r in pts], c=[r["test_ece"] for r in pts],
-                        cmap="viridis", norm=norm, zorder=3)  # fmt: skip
+        sc = a1.scatter(
+            [r["rate"] for r in pts],
+            [r["classification"] for r in pts],
+            c=[r["test_ece"] for r in pts],
+            cmap="viridis",
+            norm=norm,
+            zorder=3,
+        )
         a2.plot([r["rate"] for r in pts], [r["distortion"] for r in pts], "-o", color=f"C{i}", label=label)
         xs = [r["beta"] for r in pts]
         a3.plot(xs, [r["test_ece"] for r in pts], "-o", color=f"C{i}", label=f"ECE, {label}")
@@ -388,8 +406,15 @@ def plot_frontier(rows: list[dict]) -> Figure:
     twin = a3.twinx()
     for i, lam in enumerate(lams):
         pts = sorted((r for r in rows if r["lam"] == lam), key=lambda r: r["beta"])
-        twin.plot([r["beta"] for r in pts], [r["test_accuracy"] for r in pts], "--s", color=f"C{i}",
-                  alpha=0.6, ms=4, label=f"accuracy, lambda={lam:g}")  # fmt: skip
+        twin.plot(
+            [r["beta"] for r in pts],
+            [r["test_accuracy"] for r in pts],
+            "--s",
+            color=f"C{i}",
+            alpha=0.6,
+            ms=4,
+            label=f"accuracy, lambda={lam:g}",
+        )
     twin.set_ylabel("test accuracy (dashed)")
     for ax in (a1, a2):
         ax.legend(fontsize=7)
@@ -412,8 +437,11 @@ def plot_conformal(rows_by_head: dict[str, dict[str, Any]], class_names: Sequenc
             cov = r["per_class_coverage"]
             a2.plot(range(len(cov)), cov, "o", color=f"C{i}", ms=4, label=head)
     a1.set_xticks(np.arange(len(labels)) + width * (len(rows_by_head) - 1) / 2, labels, fontsize=7)
-    a1.set(xlabel="set size", ylabel="share of test examples",
-           title=f"Set sizes ({first['score']}, 1 - alpha = {first['target']:.2f})")  # fmt: skip
+    a1.set(
+        xlabel="set size",
+        ylabel="share of test examples",
+        title=f"Set sizes ({first['score']}, 1 - alpha = {first['target']:.2f})",
+    )
     a2.axhline(first["target"], color="#444", ls="--", lw=1, label="1 - alpha")
     k = len(first.get("per_class_coverage") or [])
     if k:

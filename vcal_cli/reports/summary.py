@@ -176,6 +176,7 @@ def retrain_summary(report: dict[str, Any]) -> dict[str, Any]:
         lines.append(f"{best}: {verdict_line(h['verdicts'], best)}.")
     if auto := (report.get("settings", {}).get("retrain") or {}).get("auto"):
         lines.append(f"--head auto: {auto['reason']}.")
-    lines.append("Verdicts: 95% paired bootstrap on the test split; picking on test is optimistic, `--head auto` "
-                 "picks on val.")  # fmt: skip
+    lines.append(
+        "Verdicts: 95% paired bootstrap on the test split; picking on test is optimistic, `--head auto` picks on val."
+    )
     return {"pick": pick, "lines": lines}

@@ -66,5 +66,10 @@ def summary_panel(summary: dict[str, Any]) -> Panel:
         "miscalibrated": "yellow",
     }
     color = {**colors, "calibrated within noise": "green"}.get(verdict, "cyan")
-    return Panel("\n".join(summary.get("lines") or ["(no summary)"]), title=verdict, title_align="left",
-                 border_style=color, expand=False)  # fmt: skip
+    return Panel(
+        "\n".join(summary.get("lines") or ["(no summary)"]),
+        title=verdict,
+        title_align="left",
+        border_style=color,
+        expand=False,
+    )

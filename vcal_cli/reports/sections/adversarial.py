@@ -39,18 +39,20 @@ def _terminal(report: Report) -> list[RenderableType]:
         return []
     title = "under attack (L-inf budgets in pixel units, x 1/255)"
     if "heads" not in report:
-        rows = [[r["attack"], f"{r['eps'] * 255:g}", f"{r['accuracy']:.4f}", f"{r['ece']:.4f}", f"{r['nll']:.4f}"]
-                for r in attacked["original"]]  # fmt: skip
+        rows = [
+            [r["attack"], f"{r['eps'] * 255:g}", f"{r['accuracy']:.4f}", f"{r['ece']:.4f}", f"{r['nll']:.4f}"]
+            for r in attacked["original"]
+        ]
         return [rich_table((title, ["attack", "eps", "accuracy", "ECE", "NLL"], rows))]
     keyed = {n: summary(rows) for n, rows in attacked.items()}
     first = next(iter(keyed.values()))
     rows = [
-        [f"{attack} {eps}: {lab}"] + [f"{k[attack][eps][m]:.4f}" if eps in k.get(attack, {}) else ""
-                                      for k in keyed.values()]
+        [f"{attack} {eps}: {lab}"]
+        + [f"{k[attack][eps][m]:.4f}" if eps in k.get(attack, {}) else "" for k in keyed.values()]
         for attack, budgets in first.items()
         for eps in budgets
         for m, lab in (("accuracy", "accuracy"), ("ece", "ECE"))
-    ]  # fmt: skip
+    ]
     return [rich_table((title + ", per head", ["figure", *keyed], rows))]
 
 
@@ -60,6 +62,14 @@ def _figures(report: Report, raw: Raw) -> dict[str, bytes]:
 
 
 register_section(
-    Section("adversarial", "Adversarial robustness", _tables, ("adversarial",), figures=_figures,
-            terminal=_terminal, summary=("adversarial_summary", summary), order=90)
-)  # fmt: skip
+    Section(
+        "adversarial",
+        "Adversarial robustness",
+        _tables,
+        ("adversarial",),
+        figures=_figures,
+        terminal=_terminal,
+        summary=("adversarial_summary", summary),
+        order=90,
+    )
+)

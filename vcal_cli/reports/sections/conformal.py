@@ -31,11 +31,16 @@ def verdict(row: dict[str, Any]) -> str:
     class Shirt 0.84'."""
     iv = (row.get("intervals") or {}).get("coverage")
     ci = f" [{iv[0]:.3f}, {iv[1]:.3f}]" if iv else ""
-    held = "" if not below_target(row) else (f" (below {row['target']:.0%} beyond the noise of val and test: they may "
-                                              "not be exchangeable)")  # fmt: skip
-    return (f"{row['target']:.0%} sets ({row['score']}) hold {row['set_size']:.2f} labels on average; coverage "
-            f"{row['coverage']:.3f}{ci}{held}; worst class {row['worst_class']['class']} "
-            f"{row['worst_class']['coverage']:.2f}")  # fmt: skip
+    held = (
+        ""
+        if not below_target(row)
+        else (f" (below {row['target']:.0%} beyond the noise of val and test: they may not be exchangeable)")
+    )
+    return (
+        f"{row['target']:.0%} sets ({row['score']}) hold {row['set_size']:.2f} labels on average; coverage "
+        f"{row['coverage']:.3f}{ci}{held}; worst class {row['worst_class']['class']} "
+        f"{row['worst_class']['coverage']:.2f}"
+    )
 
 
 def below_target(row: dict[str, Any]) -> bool:
@@ -60,17 +65,46 @@ def _tables(report: Report) -> list[TableSpec]:
     heads = _conformal(report)
     if not heads:
         return []
-    cols = ["head", "score", "1 - alpha", "coverage [95%]", "mean size [95%]", "median", "empty", "singleton", "SSC",
-            "CovGap", "worst class", "threshold"]  # fmt: skip
+    cols = [
+        "head",
+        "score",
+        "1 - alpha",
+        "coverage [95%]",
+        "mean size [95%]",
+        "median",
+        "empty",
+        "singleton",
+        "SSC",
+        "CovGap",
+        "worst class",
+        "threshold",
+    ]
     rows = [
-        [head, r["score"], f"{r['target']:.3f}", f"{r['coverage']:.4f} {_ci(r, 'coverage')}",
-         f"{r['set_size']:.3f} {_ci(r, 'set_size')}", f"{r['set_size_median']:g}", f"{r['empty']:.3f}",
-         f"{r['singleton']:.3f}", f"{r['ssc']:.3f}", f"{r['cov_gap']:.4f}",
-         f"{r['worst_class']['class']} {r['worst_class']['coverage']:.3f}", _threshold(r)]
-        for head, rs in heads.items() for r in rs
-    ]  # fmt: skip
-    out = [("Prediction sets: split conformal, calibrated on val, scored on test (SSC: the lowest coverage over set-"
-            "size strata; CovGap: mean over classes of |coverage - (1 - alpha)|)", cols, rows)]  # fmt: skip
+        [
+            head,
+            r["score"],
+            f"{r['target']:.3f}",
+            f"{r['coverage']:.4f} {_ci(r, 'coverage')}",
+            f"{r['set_size']:.3f} {_ci(r, 'set_size')}",
+            f"{r['set_size_median']:g}",
+            f"{r['empty']:.3f}",
+            f"{r['singleton']:.3f}",
+            f"{r['ssc']:.3f}",
+            f"{r['cov_gap']:.4f}",
+            f"{r['worst_class']['class']} {r['worst_class']['coverage']:.3f}",
+            _threshold(r),
+        ]
+        for head, rs in heads.items()
+        for r in rs
+    ]
+    out = [
+        (
+            "Prediction sets: split conformal, calibrated on val, scored on test (SSC: the lowest coverage over set-"
+            "size strata; CovGap: mean over classes of |coverage - (1 - alpha)|)",
+            cols,
+            rows,
+        )
+    ]
     return out + _shift_tables(report)
 
 
@@ -105,10 +139,19 @@ def _terminal(report: Report) -> list[RenderableType]:
     heads = _conformal(report)
     if not heads:
         return []
-    rows = [[head, r["score"], f"{r['target']:.2f}", f"{r['coverage']:.4f} {_ci(r, 'coverage')}",
-             f"{r['set_size']:.2f}", f"{r['cov_gap']:.3f}",
-             f"{r['worst_class']['class']} {r['worst_class']['coverage']:.2f}"]
-            for head, rs in heads.items() for r in rs]  # fmt: skip
+    rows = [
+        [
+            head,
+            r["score"],
+            f"{r['target']:.2f}",
+            f"{r['coverage']:.4f} {_ci(r, 'coverage')}",
+            f"{r['set_size']:.2f}",
+            f"{r['cov_gap']:.3f}",
+            f"{r['worst_class']['class']} {r['worst_class']['coverage']:.2f}",
+        ]
+        for head, rs in heads.items()
+        for r in rs
+    ]
     cols = ["head", "score", "1 - alpha", "coverage [95%]", "mean size", "CovGap", "worst class"]
     table = rich_table(("prediction sets (split conformal: calibrated on val, scored on test)", cols, rows))
     return [table, *(rich_table(t) for t in _shift_tables(report))]
@@ -119,8 +162,10 @@ def _figures(report: Report, raw: Raw) -> dict[str, bytes]:
     if not heads:
         return {}
     first = next(iter(heads.values()))[0]
-    picked = {n: next(r for r in rs if r["score"] == first["score"] and r["alpha"] == first["alpha"])
-              for n, rs in heads.items()}  # fmt: skip
+    picked = {
+        n: next(r for r in rs if r["score"] == first["score"] and r["alpha"] == first["alpha"])
+        for n, rs in heads.items()
+    }
     names = report.get("class_names")
     return {"conformal.png": to_png(plot_conformal(picked, names))}
 
@@ -137,6 +182,14 @@ def summary(data: dict[str, Any]) -> dict[str, Any]:
 
 
 register_section(
-    Section("conformal", "Prediction sets", _tables, ("conformal",), figures=_figures, terminal=_terminal,
-            summary=("conformal_summary", summary), order=45)
-)  # fmt: skip
+    Section(
+        "conformal",
+        "Prediction sets",
+        _tables,
+        ("conformal",),
+        figures=_figures,
+        terminal=_terminal,
+        summary=("conformal_summary", summary),
+        order=45,
+    )
+)

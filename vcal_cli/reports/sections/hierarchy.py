@@ -44,8 +44,9 @@ def _terminal(report: Report) -> list[RenderableType]:
     if not any(sections.values()):
         return []
     first = next(s for s in sections.values() if s)
-    caption = (f"mistake severity in {first['source']} (height {first['height']}; LCA heights, lower is better; "
-               "95% intervals)")  # fmt: skip
+    caption = (
+        f"mistake severity in {first['source']} (height {first['height']}; LCA heights, lower is better; 95% intervals)"
+    )
     cols = ["metric", *(sections if "heads" in report else ["value"])]
     return [rich_table((caption, cols, hierarchy_rows(sections)))] + [rich_table(t) for t in _verdicts(sections)]
 

@@ -108,6 +108,14 @@ def _figures(report: Report, raw: Raw) -> dict[str, bytes]:
 
 
 register_section(
-    Section("ood", "Out-of-distribution detection", _tables, ("ood_",), figures=_figures, terminal=_terminal,
-            summary=("ood_summary", summary), order=70)
-)  # fmt: skip
+    Section(
+        "ood",
+        "Out-of-distribution detection",
+        _tables,
+        ("ood_",),
+        figures=_figures,
+        terminal=_terminal,
+        summary=("ood_summary", summary),
+        order=70,
+    )
+)

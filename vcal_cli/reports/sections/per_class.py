@@ -14,10 +14,15 @@ def per_class_rows(details: dict[str, Any], names: list[str] | None, top: int | 
     """The per-class table, worst classwise ECE first: class, count, accuracy, mean confidence, ECE."""
     rows = details.get("per_class") or []
     return [
-        [names[r["index"]] if names else str(r["index"]), str(r["count"]), f"{r['accuracy']:.4f}",
-         f"{r['confidence']:.4f}", f"{r['ece']:.4f}"]
+        [
+            names[r["index"]] if names else str(r["index"]),
+            str(r["count"]),
+            f"{r['accuracy']:.4f}",
+            f"{r['confidence']:.4f}",
+            f"{r['ece']:.4f}",
+        ]
         for r in rows[:top]
-    ]  # fmt: skip
+    ]
 
 
 PER_CLASS_COLS = ["class", "n", "accuracy", "mean confidence", "ECE (one-vs-rest)"]
@@ -45,11 +50,13 @@ def _tables(report: Report) -> list[TableSpec]:
         if pairs and head == "original":
             label = (lambda i: names[i]) if names else str
             shown = pairs[:10]
-            out.append((
-                f"Most frequent mistakes ({head}): the top {len(shown)} (true, predicted) pairs",
-                ["true class", "predicted as", "n", "share of the true class"],
-                [[label(p["true"]), label(p["predicted"]), str(p["count"]), f"{p['share']:.1%}"] for p in shown],
-            ))  # fmt: skip
+            out.append(
+                (
+                    f"Most frequent mistakes ({head}): the top {len(shown)} (true, predicted) pairs",
+                    ["true class", "predicted as", "n", "share of the true class"],
+                    [[label(p["true"]), label(p["predicted"]), str(p["count"]), f"{p['share']:.1%}"] for p in shown],
+                )
+            )
     return out
 
 

@@ -45,8 +45,11 @@ def _figures(report: Report, raw: Raw) -> dict[str, bytes]:
             fname = "reliability.png" if name == "original" else f"reliability_{name}.png"
             title = f"{name} on {data['name']}:test"
             images[fname] = to_png(plot_reliability(bins, ece=ece, title=title, label=name))
-    smooth = {n: {**h["details"]["smooth_curve"], **h["details"]["smooth"]}
-              for n, h in heads_of(report).items() if h.get("details")}  # fmt: skip
+    smooth = {
+        n: {**h["details"]["smooth_curve"], **h["details"]["smooth"]}
+        for n, h in heads_of(report).items()
+        if h.get("details")
+    }
     if smooth:
         title = f"Smooth reliability on {data['name']}:{data['split']}"
         images["smooth_reliability.png"] = to_png(plot_smooth_reliability(smooth, title=title))

@@ -11,9 +11,11 @@ from vcal_cli.reports.sections.base import Report, Section, TableSpec, heads_of,
 def verdict(r: dict[str, Any]) -> str:
     """'Accept the 87.1% of test images with confidence >= 0.912: error 1.4% among them (target 2%, held).'"""
     if r["threshold"] is None:
-        return (f"no confidence threshold keeps the error under {r['target_risk']:.1%} with probability "
-                f"{1 - r['delta']:.0%} on {r['n_val']} val images: abstain on everything, or raise "
-                "--target-risk")  # fmt: skip
+        return (
+            f"no confidence threshold keeps the error under {r['target_risk']:.1%} with probability "
+            f"{1 - r['delta']:.0%} on {r['n_val']} val images: abstain on everything, or raise "
+            "--target-risk"
+        )
     held = "held" if r["held"] else "NOT held on test (the guarantee is on average over val draws)"
     return (
         f"accept the {r['coverage']:.1%} of test images with confidence >= {r['threshold']:.4f}: error "
@@ -25,14 +27,31 @@ def _tables(report: Report) -> list[TableSpec]:
     heads = {n: h["risk_control"] for n, h in heads_of(report).items() if h.get("risk_control")}
     if not heads:
         return []
-    cols = ["head", "target risk", "delta", "threshold", "risk bound (val)", "val coverage", "test coverage",
-            "test selective risk", "held"]  # fmt: skip
+    cols = [
+        "head",
+        "target risk",
+        "delta",
+        "threshold",
+        "risk bound (val)",
+        "val coverage",
+        "test coverage",
+        "test selective risk",
+        "held",
+    ]
     rows = [
-        [n, f"{r['target_risk']:g}", f"{r['delta']:g}", "-" if r["threshold"] is None else f"{r['threshold']:.4f}",
-         "-" if r["bound"] is None else f"{r['bound']:.4f}", f"{r['val_coverage']:.4f}", f"{r['coverage']:.4f}",
-         f"{r['selective_risk']:.4f}", "yes" if r["held"] else "no"]
+        [
+            n,
+            f"{r['target_risk']:g}",
+            f"{r['delta']:g}",
+            "-" if r["threshold"] is None else f"{r['threshold']:.4f}",
+            "-" if r["bound"] is None else f"{r['bound']:.4f}",
+            f"{r['val_coverage']:.4f}",
+            f"{r['coverage']:.4f}",
+            f"{r['selective_risk']:.4f}",
+            "yes" if r["held"] else "no",
+        ]
         for n, r in heads.items()
-    ]  # fmt: skip
+    ]
     first = next(iter(heads.values()))
     return [(f"Risk-controlled abstention: {first['method']}", cols, rows)]
 

@@ -15,8 +15,10 @@ def _tables(report: Report) -> list[TableSpec]:
     if not heads:
         return []
     first = next(iter(heads.values()))
-    rows = [[f"{float(k.split('_')[1]):.0%}"] + [f"{d['selective'][k]:.4f}" for d in heads.values()]
-            for k in first["selective"]]  # fmt: skip
+    rows = [
+        [f"{float(k.split('_')[1]):.0%}"] + [f"{d['selective'][k]:.4f}" for d in heads.values()]
+        for k in first["selective"]
+    ]
     rows.append(["AURC"] + [f"{heads_of(report)[n]['metrics']['aurc']:.4f}" for n in heads])
     return [("Selective accuracy: accuracy of the most confident samples at each coverage", ["coverage", *heads], rows)]
 

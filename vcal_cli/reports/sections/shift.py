@@ -32,8 +32,9 @@ def _tables(report: Report) -> list[TableSpec]:
             [c] + [f"{at[c, s]['accuracy']:.3f} / {at[c, s]['ece']:.3f}" if (c, s) in at else "-" for s in sevs]
             for c in corr
         ]
-        rows += [["mean"] + [f"{mean[f'severity_{s}']['accuracy']:.3f} / {mean[f'severity_{s}']['ece']:.3f}"
-                             for s in sevs]]  # fmt: skip
+        rows += [
+            ["mean"] + [f"{mean[f'severity_{s}']['accuracy']:.3f} / {mean[f'severity_{s}']['ece']:.3f}" for s in sevs]
+        ]
         cols = ["corruption"] + [f"severity {s}: acc. / ECE" for s in sevs]
         out.append((f"Under corruption ({head})", cols, rows))
     return out
@@ -46,8 +47,10 @@ def _terminal(report: Report) -> list[RenderableType]:
     strengths = report["settings"].get("shift", {}).get("strengths", "CIFAR-10-C")
     title = f"under corruption ({strengths} strengths): mean over corruptions per severity"
     if "heads" not in report:
-        rows = [[k.split("_")[1], f"{v['accuracy']:.4f}", f"{v['nll']:.4f}", f"{v['ece']:.4f}"]
-                for k, v in shifted["original"].items()]  # fmt: skip
+        rows = [
+            [k.split("_")[1], f"{v['accuracy']:.4f}", f"{v['nll']:.4f}", f"{v['ece']:.4f}"]
+            for k, v in shifted["original"].items()
+        ]
         return [rich_table((title, ["severity", "accuracy", "NLL", "ECE"], rows))]
     first = next(iter(shifted.values()))
     rows = [
@@ -64,6 +67,14 @@ def _figures(report: Report, raw: Raw) -> dict[str, bytes]:
 
 
 register_section(
-    Section("shift", "Distribution shift", _tables, ("shift",), figures=_figures, terminal=_terminal,
-            summary=("shift_mean", means), order=80)
-)  # fmt: skip
+    Section(
+        "shift",
+        "Distribution shift",
+        _tables,
+        ("shift",),
+        figures=_figures,
+        terminal=_terminal,
+        summary=("shift_mean", means),
+        order=80,
+    )
+)
