@@ -23,7 +23,8 @@ machine on the head's first-layer shape, measured in the same run (the fraction 
 
 Every OOD detector at ImageNet shape: N train rows x D features (float16, memory-mapped from a file, as vcal's
 cache holds them), K classes, 50,000 test rows, fitted and scored in one child process the way `vcal audit --ood`
-does it (the Gaussian moments shared), each step's wall time and the process's peak RSS so far; with faiss-cpu
+does it (the Gaussian moments shared), each step's wall time and its peak RSS (the process's, reset before each
+detector; the file pages it reads count, as they do for vcal reading its cache); with faiss-cpu
 installed, KNN's search by faiss' exact inner-product index against vcal's blocked products on the same rows:
 
     python benchmarks/bench_scale.py --detectors 1280000 [--d 2048] [--k 1000]
@@ -362,12 +363,19 @@ head = torch.nn.Linear(w.shape[1], w.shape[0])
 with torch.no_grad():
     head.weight.copy_(w)
     head.bias.zero_()
-    logits = torch.cat([head(f[a : a + 65536].float()) for a in range(0, len(f), 65536)])
+    out = np.lib.format.open_memmap(folder + "/logits.npy", "w+", np.float32, (len(f), w.shape[0]))
+    for a in range(0, len(f), 65536):  # float32 logits in a file, as vcal's cache keeps them
+        out[a : a + 65536] = head(f[a : a + 65536].float()).numpy()
+    out.flush()
+    del out
     test_logits = head(test.float())
+logits = torch.from_numpy(np.load(folder + "/logits.npy", mmap_mode="r"))
 train = Train(f, logits, y, w.shape[0], Linear.of(head), seed=0)
 x = Scored(test, test_logits, raw_logits=True)
 print(f"{'detector':<22}{'fit':>9}{'score':>9}{'peak RSS':>10}  settings", flush=True)
 for name in ORDER:
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")  # the peak RSS (VmHWM) starts again from the current RSS: each detector's own peak
     det = DETECTORS.get(name)()
     t = time.perf_counter(); det.fit(train); fit = time.perf_counter() - t
     t = time.perf_counter(); s = det.score(x); score = time.perf_counter() - t

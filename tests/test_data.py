@@ -246,7 +246,7 @@ def test_resize_then_centre_crop_matches_torchvision() -> None:
 
     from vcal_cli.data import Preprocessing
     from vcal_cli.errors import UsageError
-    from vcal_cli.features.workbench import with_resize
+    from vcal_cli.session.workbench import with_resize
 
     g = torch.Generator().manual_seed(0)
     images = torch.rand(4, 1, 20, 26, generator=g)

@@ -104,7 +104,7 @@ def test_cli_writes_csv_plots_and_json(runner, tmp_path) -> None:
 
 @pytest.fixture(scope="module")
 def digits_fit(tmp_path_factory: pytest.TempPathFactory):
-    from vcal_cli.features.workbench import load_features
+    from vcal_cli.session.workbench import load_features
     from vcal_cli.heads import FitData
 
     o = ExtractOptions(cache_dir=str(tmp_path_factory.mktemp("fw")))

@@ -20,7 +20,8 @@ LAYERS: list[set[str]] = [
     {"heads", "detectors"},  # the heads' maths and the OOD detectors, on cached features
     {"data"},
     {"checkpoints"},  # rebuilds retrained heads, so above heads
-    {"features"},  # extraction, cache, ExtractOptions and the Workbench
+    {"features"},  # extraction, the cache and ExtractOptions
+    {"session"},  # the Workbench and the preprocessing probe: one checkpoint and its data, opened once
     {"evaluations", "gate", "reports"},
     {"commands"},  # the command functions, one module each
     {"api"},  # their one import place for users
@@ -148,12 +149,12 @@ def test_init_files_hold_no_logic() -> None:
 # One way through the code: a checkpoint is opened, and a data set resolved, in one place (the Workbench); every
 # command goes through it. The calls that do either, and the only modules allowed to make them.
 OPENERS = {
-    "load_checkpoint": {"vcal_cli.features.workbench"},
-    "apply_head_file": {"vcal_cli.features.workbench"},
-    "open_checkpoint": {"vcal_cli.features.workbench"},
-    "default_data": {"vcal_cli.features.workbench"},
+    "load_checkpoint": {"vcal_cli.session.workbench"},
+    "apply_head_file": {"vcal_cli.session.workbench"},
+    "open_checkpoint": {"vcal_cli.session.workbench"},
+    "default_data": {"vcal_cli.session.workbench"},
     # robustness.check_options reads each OOD set's test split once, to fail before any extraction
-    "load_split": {"vcal_cli.features.workbench", "vcal_cli.evaluations.robustness"},
+    "load_split": {"vcal_cli.session.workbench", "vcal_cli.evaluations.robustness"},
 }
 
 
@@ -173,7 +174,7 @@ def test_checkpoints_are_opened_and_data_resolved_only_by_the_workbench() -> Non
         if _area(mod) in ("checkpoints", "data"):  # the layers that define them
             continue
         bad += [f"{mod} calls {c}" for c in sorted(_calls(path) & set(OPENERS)) if mod not in OPENERS[c]]
-    assert not bad, "go through vcal_cli.features.workbench.Workbench:\n" + "\n".join(bad)
+    assert not bad, "go through vcal_cli.session.workbench.Workbench:\n" + "\n".join(bad)
 
 
 # A command function reads as steps: its body (the statements after the docstring) at most this many lines as the

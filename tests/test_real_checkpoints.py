@@ -447,7 +447,7 @@ def test_val_from_test_on_a_pool_and_in_the_cache_key(tmp_path: Path) -> None:
 def test_retrain_warns_when_val_looks_like_training_data(runner) -> None:
     """cnn_digits was trained on digits:train. Handing it train as val (a model trained on everything)
     must be flagged; its honest held-out val must not."""
-    import vcal_cli.features.workbench as options
+    import vcal_cli.session.workbench as options
 
     r = runner.invoke(app, ["retrain", str(CNN), "--data", "digits", "--head", "temperature", "--bootstrap", "0"])
     assert r.exit_code == 0, r.output

@@ -5,7 +5,7 @@ report = audit("sample_checkpoints/mlp_digits.safetensors", data="digits")
 print(report.metrics["ece"])
 
 Each lives in its own module under `vcal_cli.commands` and takes a checkpoint path or a `Workbench` (the checkpoint
-opened once with its data, from the features layer, `vcal_cli.features.workbench`).
+opened once with its data, from the features layer, `vcal_cli.session.workbench`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from vcal_cli.commands.frontier import frontier
 from vcal_cli.commands.gate import check_comparable, compare, gate
 from vcal_cli.commands.retrain import head_params, resolve_heads, retrain
 from vcal_cli.commands.steps import guarantees, load_logits
-from vcal_cli.features.workbench import (
+from vcal_cli.session.workbench import (
     ExtractOptions,
     Workbench,
     default_data,

@@ -74,7 +74,7 @@ def audit_cmd(
         from vcal_cli.reports.tables import summary_panel
 
         check_out_dir("--out", out_dir)
-        opts = opt.extract_options(locals() | options)
+        opts = opt.EXTRACT.build(options, head_file=str(head_file) if head_file else None, val_from=val_from)
         report = api.audit(
             checkpoint,
             data=data,
@@ -82,8 +82,8 @@ def audit_cmd(
             logits=logits,
             options=opts,
             hierarchy=hierarchy,
-            robustness=opt.robustness_options(locals() | options),
-            conformal=opt.conformal_options(locals() | options),
+            robustness=opt.ROBUSTNESS.build(options, n_bootstrap=bootstrap),
+            conformal=opt.CONFORMAL.build(options, n_bootstrap=bootstrap, seed=seed),
             n_bins=DEFAULT_N_BINS if bins is None else bins,
             n_bootstrap=DEFAULT_N_BOOTSTRAP if bootstrap is None else bootstrap,
             seed=seed,

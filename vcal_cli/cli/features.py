@@ -31,7 +31,7 @@ def features_cmd(
     Example: vcal features sample_checkpoints/mlp_digits.safetensors --split test --features-out test.safetensors
     """
     with handle_errors(debug):
-        opts = opt.extract_options(locals() | options)
+        opts = opt.EXTRACT.build(options, val_from=val_from)
         fs = api.export_features(checkpoint, out_file, data=data, split=split, options=opts, progress=progress())
         if fs.resumed:
             note(f"resumed an interrupted extraction: {fs.resumed} finished shards reused")

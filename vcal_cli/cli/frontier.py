@@ -82,7 +82,7 @@ def frontier_cmd(
         from vcal_cli.commands.frontier import DEFAULT_BETAS, frontier, parse_grid
         from vcal_cli.reports.frontier import frontier_table, write_frontier_report
 
-        opts = opt.extract_options(locals() | options)
+        opts = opt.EXTRACT.build(options, val_from=val_from)
         result = frontier(
             checkpoint,
             data=data,

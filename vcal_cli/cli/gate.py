@@ -77,7 +77,7 @@ def gate_cmd(
             )
             for t in texts or []
         ]
-        opts = opt.extract_options(locals() | options)
+        opts = opt.EXTRACT.build(options, val_from=val_from)
         result = api.gate(
             current,
             baseline,

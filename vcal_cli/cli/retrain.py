@@ -158,7 +158,7 @@ def retrain_cmd(
                 f"--out '{out_dir}' names the report directory, not a checkpoint file",
                 hint=f"write one head's checkpoint with --checkpoint-out {out_dir}",
             )
-        opts = opt.extract_options(locals() | head_params)
+        opts = opt.EXTRACT.build(head_params, val_from=val_from)
         params = {k: head_params.get(f"head_{k}") for k in head_fields()}
         report = api.retrain(
             checkpoint,
@@ -170,8 +170,8 @@ def retrain_cmd(
             out=out_file,
             head_only=head_only,
             hierarchy=hierarchy,
-            robustness=opt.robustness_options(locals() | head_params),
-            conformal=opt.conformal_options(locals() | head_params),
+            robustness=opt.ROBUSTNESS.build(head_params, n_bootstrap=bootstrap),
+            conformal=opt.CONFORMAL.build(head_params, n_bootstrap=bootstrap, seed=seed),
             auto_select=auto_select,
             auto_budget=auto_budget,
             train_views=DEFAULT_TRAIN_VIEWS if train_views is None else train_views,

@@ -22,7 +22,7 @@ from vcal_cli.commands.steps import (
 from vcal_cli.errors import UsageError, VcalError
 from vcal_cli.evaluations.robustness import RobustnessOptions, Variant, check_options
 from vcal_cli.features import FeatureSet, Track, quiet
-from vcal_cli.features.workbench import ExtractOptions, Workbench
+from vcal_cli.session.workbench import ExtractOptions, Workbench
 from vcal_cli.heads.temperature import fit_inverse_temperature
 from vcal_cli.metrics import DEFAULT_N_BINS, check_bins, compute_metrics
 from vcal_cli.metrics.conformal import ConformalOptions

@@ -24,7 +24,7 @@ from vcal_cli._progress import Track, quiet
 from vcal_cli.checkpoints import save_checkpoint
 from vcal_cli.errors import UsageError
 from vcal_cli.evaluations.frontier import Settings, iso_classification, measure, walk, warm_epochs_for
-from vcal_cli.features.workbench import ExtractOptions, Workbench
+from vcal_cli.session.workbench import ExtractOptions, Workbench
 from vcal_cli.heads import FitData, resolve_epochs, resolve_train_device
 from vcal_cli.heads.ce import default_latent
 from vcal_cli.heads.vtst import VTSTHead, VTSTModule, VTSTParams

@@ -29,7 +29,7 @@ from vcal_cli.data.augment import check_augment
 from vcal_cli.errors import UsageError
 from vcal_cli.evaluations.robustness import RobustnessOptions, Variant, check_options
 from vcal_cli.features import Track, quiet
-from vcal_cli.features.workbench import ExtractOptions, Workbench
+from vcal_cli.session.workbench import ExtractOptions, Workbench
 from vcal_cli.heads import FitData, Head, check_train_options, get_head, list_heads
 from vcal_cli.heads.base import flag_of
 from vcal_cli.heads.select import AUTO, AutoOptions, select_head

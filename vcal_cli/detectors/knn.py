@@ -36,8 +36,9 @@ class KNN(Detector):
         share = self.share if self.share is not None else (1.0 if n <= KNN_FULL_ROWS else KNN_SAMPLED_SHARE)
         if not 0 < share <= 1:
             raise UsageError(f"--knn-share {share} must be in (0, 1]")
-        k = self.k if self.k is not None else (KNN_K if share == 1 else KNN_SAMPLED_K)
         rows = max(1, round(share * n))
+        # the default k shrinks to a tiny train split; a k the user gave is checked
+        k = self.k if self.k is not None else min(rows, KNN_K if share == 1 else KNN_SAMPLED_K)
         if k < 1 or k > rows:
             raise UsageError(
                 f"--knn-k {k} is not between 1 and the {rows:,} train rows KNN uses; lower it or raise --knn-share"

@@ -44,7 +44,9 @@ class ViM(Detector):
                 torch.randperm(n, generator=torch.Generator().manual_seed(train.seed + 37))[:ALPHA_ROWS].sort().values
             )
         norms = self._norms(train.features, rows)
-        self.alpha = float(train.logits.double().amax(1).mean() / norms.mean())
+        z, step = train.logits, block_rows(train.logits.shape[1])
+        top = sum(float(z[a : a + step].double().amax(1).sum()) for a in range(0, n, step)) / n  # in row blocks
+        self.alpha = top / float(norms.mean())
         self.alpha_rows = len(rows)
 
     def _norms(self, f: Tensor, rows: Tensor | None = None) -> Tensor:

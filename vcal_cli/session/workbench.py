@@ -29,7 +29,7 @@ from vcal_cli.features.bundle import is_bundle, open_bundle
 from vcal_cli.features.distributed import release_workers
 from vcal_cli.features.extract import Track, quiet
 from vcal_cli.features.load import FeatureSet, get_features
-from vcal_cli.features.probe import probe_preprocessing
+from vcal_cli.session.probe import probe_preprocessing
 from vcal_cli.features.settings import ExtractOptions
 from vcal_cli.heads import FitData
 
