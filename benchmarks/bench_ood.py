@@ -104,7 +104,7 @@ def table(report: dict) -> str:
     label |= {k: "far-OOD (digits)" for k in report["ood_summary"] if k not in label}
     lines = [
         f"Model: timm resnet18 on 6 Fashion-MNIST classes, test accuracy {report['metrics']['accuracy']:.4f} "
-        f"({report['n_samples']:,} ID test images); 200 stratified bootstrap resamples.",
+        f"({report['data']['n']:,} ID test images); 200 stratified bootstrap resamples.",
         "",
         "| OOD set | detector | AUROC [95%] | AUPR out | FPR@95TPR [95%] | AUROC vs MSP [95% paired] | verdict |",
         "| --- | --- | --- | ---: | --- | --- | --- |",
