@@ -20,9 +20,9 @@ import torch
 
 from vcal_cli.commands.frontier import DEFAULT_BETAS
 from vcal_cli.evaluations.frontier import Settings, measure, walk, warm_epochs_for
-from vcal_cli.session.workbench import ExtractOptions, Workbench
 from vcal_cli.heads import FitData
 from vcal_cli.heads._train import resolve_epochs
+from vcal_cli.session.workbench import ExtractOptions, Workbench
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_checkpoints" / "cnn_digits.safetensors"
 

@@ -9,10 +9,11 @@ the way timm's train.py saves, and audited by `vcal audit` as a user would:
 - far-OOD: scikit-learn's digits (`--ood digits`, 8x8 scaled to 28x28 by vcal's preprocessing).
 
 Every detector (`--ood-detectors all`), 200 stratified bootstrap resamples. Printed: per OOD set, each detector's
-AUROC, AUPR and FPR95 with intervals, the paired verdict against MSP and the leader against the runner-up; `--write-docs`
-puts the table in docs/robustness.md.
+AUROC, AUPR and FPR95 with intervals, the paired verdict against MSP and the leader against the runner-up;
+`--write-docs` puts the table in docs/robustness.md.
 
-    python benchmarks/bench_ood.py [--epochs 3] [--work ~/.cache/vcal-bench/ood] [--root /usr/share/datasets/fashion-mnist]
+    python benchmarks/bench_ood.py [--epochs 3] [--work ~/.cache/vcal-bench/ood] [--write-docs]
+                                   [--root /usr/share/datasets/fashion-mnist]
 
 Needs Debian's `dataset-fashion-mnist`. The model is trained once (about 40 s an epoch on 2 cores) and reused.
 """
@@ -28,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from train_models import DEFAULT_ROOT, MEAN, STD, _args, _save
 
 ID_CLASSES = (0, 1, 2, 3, 4, 5)  # T-shirt/top, trouser, pullover, dress, coat, sandal

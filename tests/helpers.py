@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import torch
 
@@ -63,3 +64,40 @@ def hand_report(metrics: dict | None = None) -> dict:
     intervals = {k: [v * 0.9, v * 1.1] for k, v in REPORT_METRICS.items()}
     top = {"schema_version": 2, "vcal_version": "0", "created": "now", "checkpoint": {}, "data": {}, "reliability": []}
     return {**top, "settings": {}, "metrics": m, "intervals": intervals}
+
+
+def trained_digits_mlp(path: Path, seed: int, epochs: int = 40, hidden: int = 64) -> Path:
+    """A small MLP trained on digits' train split (seconds on a CPU), saved as a vcal checkpoint: an ensemble's
+    member, seeds apart."""
+    import torch.nn.functional as F
+
+    from vcal_cli import load_split, save_checkpoint
+
+    torch.manual_seed(seed)
+    loaded = tiny_mlp(seed)
+    kwargs = {"in_features": 64, "hidden": [hidden]}
+    model = build_arch("vcal:mlp", 10, in_chans=1, kwargs=kwargs)
+    split = load_split("digits", "train")
+    x, y = loaded.preprocessing.to_model_input(split.images), split.labels
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(y), generator=gen).split(128):
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    member = LoadedModel(
+        model,
+        find_head(model, 10),
+        "vcal:mlp",
+        10,
+        "",
+        class_names=split.classes,
+        preprocessing=loaded.preprocessing,
+        arch_kwargs=kwargs,
+        metadata={"trained_on": "digits:train"},
+    )
+    return save_checkpoint(member, path, extra_metadata={"trained_on": "digits:train", "seed": str(seed)})

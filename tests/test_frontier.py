@@ -104,8 +104,8 @@ def test_cli_writes_csv_plots_and_json(runner, tmp_path) -> None:
 
 @pytest.fixture(scope="module")
 def digits_fit(tmp_path_factory: pytest.TempPathFactory):
-    from vcal_cli.session.workbench import load_features
     from vcal_cli.heads import FitData
+    from vcal_cli.session.workbench import load_features
 
     o = ExtractOptions(cache_dir=str(tmp_path_factory.mktemp("fw")))
     loaded, tr, _ = load_features(str(CNN), "digits", "train", o)

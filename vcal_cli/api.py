@@ -19,6 +19,10 @@ from vcal_cli.commands.frontier import frontier
 from vcal_cli.commands.gate import check_comparable, compare, gate
 from vcal_cli.commands.retrain import head_params, resolve_heads, retrain
 from vcal_cli.commands.steps import guarantees, load_logits
+from vcal_cli.metrics.conformal import ConformalOptions
+from vcal_cli.metrics.conformal import check_options as check_conformal
+from vcal_cli.metrics.risk_control import check_risk
+from vcal_cli.reports.retrain_schema import HeadResult, RetrainReport
 from vcal_cli.session.workbench import (
     ExtractOptions,
     Workbench,
@@ -27,10 +31,6 @@ from vcal_cli.session.workbench import (
     model_preprocessing,
     open_checkpoint,
 )
-from vcal_cli.metrics.conformal import ConformalOptions
-from vcal_cli.metrics.conformal import check_options as check_conformal
-from vcal_cli.metrics.risk_control import check_risk
-from vcal_cli.reports.retrain_schema import HeadResult, RetrainReport
 
 __all__ = [
     "prediction_sets",

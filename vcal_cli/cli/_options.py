@@ -379,7 +379,8 @@ ROBUSTNESS = Group(  # the robustness evaluations (RobustnessOptions)
             ("--ood-detectors",),
             str,
             "OOD detectors: 'all' or names from msp, entropy, max_logit, energy, gen, mahalanobis, "
-            "relative_mahalanobis, knn, vim, react (MSP, the baseline of the paired verdicts, is always scored).",
+            "relative_mahalanobis, knn, vim, react, and for an ensemble mutual_info, disagreement (MSP, the "
+            "baseline of the paired verdicts, is always scored).",
             default="all",
             to="detectors",
             parse=_detectors,

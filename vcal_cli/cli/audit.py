@@ -17,11 +17,11 @@ from vcal_cli.cli._output import note, out, progress, warn
 @opt.with_options(opt.EXTRACT, opt.ROBUSTNESS, opt.CONFORMAL)
 def audit_cmd(
     checkpoint: Annotated[
-        Path | None,
+        list[Path] | None,
         typer.Argument(
             help="Checkpoint: vcal .safetensors, a state dict "
             "(.pt/.pth/.bin/.safetensors) with --arch, or a pickled "
-            "module with --trust-checkpoint.",
+            "module with --trust-checkpoint. Several: a deep ensemble (the mean of their probabilities).",
             show_default=False,
         ),
     ] = None,
@@ -76,7 +76,7 @@ def audit_cmd(
         check_out_dir("--out", out_dir)
         opts = opt.EXTRACT.build(options, head_file=str(head_file) if head_file else None, val_from=val_from)
         report = api.audit(
-            checkpoint,
+            (checkpoint[0] if len(checkpoint) == 1 else checkpoint) if checkpoint else None,
             data=data,
             split=split,
             logits=logits,
@@ -90,7 +90,7 @@ def audit_cmd(
             suggest=suggest,
             progress=progress(not as_json),
         )
-        inputs = tuple(p for p in (checkpoint, logits, head_file) if p is not None)
+        inputs = tuple(p for p in (*(checkpoint or ()), logits, head_file) if p is not None)
         write_report(report, out_dir, inputs=inputs)
         if weights := report.checkpoint.get("weights"):  # which weights were audited, in a log too
             note(weights_line(weights))

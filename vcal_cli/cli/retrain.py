@@ -61,7 +61,13 @@ def _head_option(name: str, kind: type, defaults: list[str], helps: dict[str, st
 
 @opt.with_options(opt.EXTRACT, opt.ROBUSTNESS, opt.CONFORMAL)
 def retrain_cmd(
-    checkpoint: Annotated[Path, typer.Argument(help="The checkpoint whose head to retrain.", show_default=False)],
+    checkpoint: Annotated[
+        list[Path],
+        typer.Argument(
+            help="The checkpoint whose head to retrain; several: a deep ensemble (heads fitted and reported).",
+            show_default=False,
+        ),
+    ],
     head: Annotated[
         list[str],
         typer.Option(
@@ -161,7 +167,7 @@ def retrain_cmd(
         opts = opt.EXTRACT.build(head_params, val_from=val_from)
         params = {k: head_params.get(f"head_{k}") for k in head_fields()}
         report = api.retrain(
-            checkpoint,
+            checkpoint[0] if len(checkpoint) == 1 else checkpoint,
             head,
             data=data,
             options=opts,
@@ -182,7 +188,7 @@ def retrain_cmd(
             seed=seed,
             progress=progress(not as_json),
         )
-        write_retrain_report(report, out_dir, inputs=(checkpoint,))
+        write_retrain_report(report, out_dir, inputs=tuple(checkpoint))
         if weights := report.original.checkpoint.get("weights"):  # which weights were retrained, in a log too
             note(weights_line(weights))
         for w in report.original.warnings:
@@ -201,7 +207,8 @@ def retrain_cmd(
         for name, h in report.heads.items():
             if name != "original":
                 note(f"{name}: {verdict_line(h.verdicts or {}, name)} (test, 95% paired bootstrap)")
-                note(f"{name}: wrote {h.checkpoint}")
+                if h.checkpoint:  # an ensemble's heads are reported, not written
+                    note(f"{name}: wrote {h.checkpoint}")
         note(f"report written to {out_dir}/")
         for w in report.original.warnings:  # again under the table, where the eye ends
             warn(w)

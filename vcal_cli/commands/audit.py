@@ -22,13 +22,15 @@ from vcal_cli.commands.steps import (
 from vcal_cli.errors import UsageError, VcalError
 from vcal_cli.evaluations.robustness import RobustnessOptions, Variant, check_options
 from vcal_cli.features import FeatureSet, Track, quiet
-from vcal_cli.session.workbench import ExtractOptions, Workbench
 from vcal_cli.heads.temperature import fit_inverse_temperature
 from vcal_cli.metrics import DEFAULT_N_BINS, check_bins, compute_metrics
 from vcal_cli.metrics.conformal import ConformalOptions
+from vcal_cli.metrics.paired import verdicts
 from vcal_cli.metrics.sanity import audit_warnings
 from vcal_cli.reports.schema import AuditReport
 from vcal_cli.reports.sections import compute_sections
+from vcal_cli.session.ensemble import Ensemble, EnsembleFeatureSet
+from vcal_cli.session.workbench import ExtractOptions, Workbench
 
 
 def suggest_fix(bench: Workbench, split: str, test: FeatureSet, n_bins: int) -> dict[str, Any]:
@@ -50,7 +52,7 @@ def suggest_fix(bench: Workbench, split: str, test: FeatureSet, n_bins: int) -> 
 
 
 def audit(
-    checkpoint: str | Path | LoadedModel | Workbench | None = None,
+    checkpoint: str | Path | LoadedModel | Workbench | Ensemble | list[str | Path] | None = None,
     *,
     data: str | None = None,
     split: str = "test",
@@ -75,7 +77,9 @@ def audit(
     fitted on it is scored on the test split: the report's suggested fix. `conformal` adds prediction sets with a
     coverage guarantee and risk-controlled abstention, calibrated on val (`vcal_cli.metrics.conformal`,
     `vcal_cli.metrics.risk_control`). `checkpoint` may be a `Workbench` already open (then `data` and `options` are
-    its own).
+    its own). Several checkpoints (a list, or an `Ensemble`) are audited as a deep ensemble: the mean of the
+    members' probabilities, every section as for one model, plus each member's row and the ensemble's paired
+    verdict against its best member (`vcal_cli.session.ensemble`).
     """
     check_bins(n_bins)
     if n_bootstrap < 0:
@@ -89,7 +93,7 @@ def audit(
         check_guarantees(conformal, None)
         return audit_logits(logits, split, hierarchy, settings)
     assert checkpoint is not None
-    bench = Workbench.open(checkpoint, data, options, progress=progress)
+    bench = open_bench(checkpoint, data, options, progress)
     if robustness:
         if bench.from_file:
             bench.images(split)  # features from a file have no images: one line, before any work
@@ -101,6 +105,8 @@ def audit(
     bench.release()  # under torchrun: the ranks shared the extraction; the audit runs on rank 0
     report = audit_features(bench, split, fs, hierarchy, settings)
     report.suggestion = suggestion
+    if isinstance(bench, Ensemble):
+        report.sections["ensemble"] = ensemble_section(fs, bench, n_bins, n_bootstrap, seed)
     sets = {}
     if conformal and val is not None:
         found, sets = guarantees(val.logits, val.labels, fs.logits, fs.labels, conformal, bench.class_names)
@@ -113,8 +119,45 @@ def audit(
     return report
 
 
+def open_bench(
+    checkpoint: str | Path | LoadedModel | Workbench | Ensemble | list[str | Path],
+    data: str | None,
+    options: ExtractOptions | None,
+    progress: Track,
+    logit_space: bool = False,
+) -> Workbench | Ensemble:
+    """One model's Workbench, or an Ensemble for several checkpoints (a list of one is that checkpoint);
+    `logit_space`: the heads' view of an ensemble (`Ensemble.logit_space`)."""
+    if isinstance(checkpoint, Ensemble):
+        return checkpoint
+    if isinstance(checkpoint, list | tuple):
+        if len(checkpoint) == 1:
+            return Workbench.open(checkpoint[0], data, options, progress=progress)
+        return Ensemble.open(list(checkpoint), data, options, progress=progress, logit_space=logit_space)
+    return Workbench.open(checkpoint, data, options, progress=progress)
+
+
+def ensemble_section(
+    fs: EnsembleFeatureSet, bench: Ensemble, n_bins: int, n_bootstrap: int, seed: int
+) -> dict[str, Any]:
+    """Each member's metrics on the audited split and the ensemble's paired verdict against its best member (the
+    lowest NLL on this split: chosen on the data it is compared on, so the verdict leans toward the member)."""
+    assert fs.members is not None
+    rows = []
+    for i, (m, z) in enumerate(zip(bench.members, fs.members, strict=True)):
+        r = compute_metrics(fs.labels, logits=z, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed, with_tests=False)
+        rows.append({"member": i + 1, "path": str(m.model.path), **r.metrics.as_dict(), "intervals": r.intervals})
+    best = min(range(len(rows)), key=lambda i: rows[i]["nll"])
+    out: dict[str, Any] = {"members": rows, "best_member": best + 1, "combine": "mean of the members' probabilities"}
+    if n_bootstrap:
+        out["vs_best_member"] = verdicts(
+            fs.members[best], fs.logits, fs.labels, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed
+        )
+    return out
+
+
 def audit_features(
-    bench: Workbench, split: str, fs: FeatureSet, hierarchy: str | Path | None, settings: dict[str, Any]
+    bench: Workbench | Ensemble, split: str, fs: FeatureSet, hierarchy: str | Path | None, settings: dict[str, Any]
 ) -> AuditReport:
     """The report of the checkpoint's own head on one split's cached logits."""
     n_bins, n_bootstrap, seed = settings["bins"], settings["bootstrap"], settings["seed"]

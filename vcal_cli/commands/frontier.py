@@ -24,13 +24,13 @@ from vcal_cli._progress import Track, quiet
 from vcal_cli.checkpoints import save_checkpoint
 from vcal_cli.errors import UsageError
 from vcal_cli.evaluations.frontier import Settings, iso_classification, measure, walk, warm_epochs_for
-from vcal_cli.session.workbench import ExtractOptions, Workbench
 from vcal_cli.heads import FitData, resolve_epochs, resolve_train_device
 from vcal_cli.heads.ce import default_latent
 from vcal_cli.heads.vtst import VTSTHead, VTSTModule, VTSTParams
 from vcal_cli.metrics import compute_metrics
 from vcal_cli.metrics.sanity import val_warning
 from vcal_cli.reports.frontier import FrontierPoint, FrontierResult
+from vcal_cli.session.workbench import ExtractOptions, Workbench
 
 DEFAULT_BETAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 SELECT = ("ece", "rate", "nll")

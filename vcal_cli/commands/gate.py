@@ -10,12 +10,12 @@ import torch
 from vcal_cli.commands.audit import audit_features
 from vcal_cli.errors import ReportError, UsageError
 from vcal_cli.features import FeatureSet, Track, quiet
-from vcal_cli.session.workbench import ExtractOptions, Workbench
 from vcal_cli.gate import DEFAULT_RULES, GateResult, load_config
 from vcal_cli.gate import evaluate as evaluate_rules
 from vcal_cli.metrics import DEFAULT_N_BINS, check_bins
 from vcal_cli.metrics.paired import paired_deltas
 from vcal_cli.reports import read_report
+from vcal_cli.session.workbench import ExtractOptions, Workbench
 
 
 def gate_side(

@@ -17,7 +17,7 @@ import torch
 from vcal_cli._defaults import DEFAULT_AUGMENT, DEFAULT_AUTO_BUDGET, DEFAULT_TRAIN_VIEWS
 from vcal_cli._io import same_file
 from vcal_cli.checkpoints import LoadedModel, save_checkpoint, save_head
-from vcal_cli.commands.audit import audit_features
+from vcal_cli.commands.audit import audit_features, open_bench
 from vcal_cli.commands.steps import (
     check_guarantees,
     guarantees,
@@ -29,7 +29,6 @@ from vcal_cli.data.augment import check_augment
 from vcal_cli.errors import UsageError
 from vcal_cli.evaluations.robustness import RobustnessOptions, Variant, check_options
 from vcal_cli.features import Track, quiet
-from vcal_cli.session.workbench import ExtractOptions, Workbench
 from vcal_cli.heads import FitData, Head, check_train_options, get_head, list_heads
 from vcal_cli.heads.base import flag_of
 from vcal_cli.heads.select import AUTO, AutoOptions, select_head
@@ -42,6 +41,8 @@ from vcal_cli.metrics.sanity import val_warning
 from vcal_cli.reports.retrain_schema import HeadResult, RetrainReport
 from vcal_cli.reports.schema import AuditReport
 from vcal_cli.reports.sections import compute_sections
+from vcal_cli.session.ensemble import Ensemble
+from vcal_cli.session.workbench import ExtractOptions, Workbench
 
 REFERENCE = "temperature"  # every head's verdicts are also taken against temperature scaling, the cheapest fix
 
@@ -331,7 +332,7 @@ def write_heads(plan: RetrainPlan, bench: Workbench, results: dict[str, HeadResu
 
 
 def retrain(
-    checkpoint: str | Path | LoadedModel | Workbench,
+    checkpoint: str | Path | LoadedModel | Workbench | Ensemble | list[str | Path],
     heads: list[str],
     *,
     data: str | None = None,
@@ -365,10 +366,13 @@ def retrain(
     on a seeded class-stratified share of the train rows (low-data studies). `auto_select` is the val criterion of
     `--head auto` (nll, ece or brier), `auto_budget` its time budget in seconds (None: unbounded; see
     `vcal_cli.heads.select`). `conformal` adds every head's prediction sets and risk-controlled abstention
-    (each head's own val and test predictions), and their coverage under `--shift`.
+    (each head's own val and test predictions), and their coverage under `--shift`. Several checkpoints are a deep
+    ensemble: the heads are fitted on the ensemble's predictions (the post-hoc maps on its val log-probabilities,
+    the others on the members' features side by side) and reported, not written: no one checkpoint holds an
+    ensemble.
     """
     check_bins(n_bins)
-    bench = Workbench.open(checkpoint, data, options, progress=progress)
+    bench = open_bench(checkpoint, data, options, progress, logit_space=True)
     plan = plan_retrain(
         bench,
         heads,
@@ -405,14 +409,24 @@ def retrain(
             original, bench, variants, robustness, "test", n_bins, seed, plan.sets
         ).items():
             results[n].robustness = sec
-    write_heads(plan, bench, results)
-    original.settings["retrain"] = {
+    if isinstance(bench, Ensemble):
+        original.warnings.append(
+            "an ensemble: the heads are fitted and reported, not written (no one checkpoint holds it)"
+        )
+    else:
+        write_heads(plan, bench, results)
+    original.settings["retrain"] = retrain_settings(plan, bench.name, head_only, train_views, augment)
+    return RetrainReport(original, results)
+
+
+def retrain_settings(plan: RetrainPlan, data: str, head_only: bool, train_views: int, augment: str) -> dict[str, Any]:
+    """report.json's `settings.retrain`: what was fitted, on what, and what was left out."""
+    return {
         **({"auto": plan.auto_info} if plan.auto else {}),
         "heads": plan.names,
-        "data": bench.name,
+        "data": data,
         "head_only": head_only,
         "skipped": plan.skipped,
         "hierarchy": plan.tree.source if plan.tree else None,
         "train_views": {"views": train_views, "augment": augment} if train_views else None,
     }
-    return RetrainReport(original, results)

@@ -14,13 +14,13 @@ from torch import Tensor
 from vcal_cli.errors import DataError, UsageError
 from vcal_cli.evaluations.robustness import RobustnessOptions, Variant
 from vcal_cli.evaluations.robustness import evaluate as evaluate_robustness
-from vcal_cli.session.workbench import Workbench
 from vcal_cli.hierarchy import Hierarchy, builtin_for, load_hierarchy
 from vcal_cli.metrics.conformal import Calibrated, ConformalOptions, conformal_sets
 from vcal_cli.metrics.conformal import check_options as check_conformal
 from vcal_cli.metrics.hierarchy import hierarchy_metrics
 from vcal_cli.metrics.risk_control import abstention, check_risk
 from vcal_cli.reports.schema import AuditReport
+from vcal_cli.session.workbench import Workbench
 
 
 def load_logits(path: str | Path) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:

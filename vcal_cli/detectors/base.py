@@ -71,6 +71,7 @@ class Scored:
     features: Tensor
     outputs: Tensor
     raw_logits: bool
+    members: Tensor | None = None  # an ensemble's members' logits (M, N, K)
 
 
 class Detector(abc.ABC):
@@ -78,7 +79,7 @@ class Detector(abc.ABC):
 
     name: ClassVar[str]
     paper: ClassVar[str]
-    uses: ClassVar[str]  # 'outputs' (per head), 'logits' (raw logits only), 'features', 'features+linear'
+    uses: ClassVar[str]  # 'outputs' (per head), 'logits' (raw logits), 'features', 'features+linear', 'members'
 
     def fit(self, train: Train) -> None:  # noqa: B027 - most detectors have nothing to fit
         """Learn what the score needs from the train split (nothing by default)."""
@@ -91,7 +92,9 @@ class Detector(abc.ABC):
         """None when this detector can score `x`, else why not. Detectors on logits (and ViM and ReAct, which apply
         the checkpoint's last layer) need raw logits: vcal's heads output log-probabilities."""
         if self.uses in ("logits", "features+linear") and not x.raw_logits:
-            return "needs raw logits (vcal's heads output log-probabilities)"
+            return "needs raw logits (vcal's heads and ensembles output log-probabilities)"
+        if self.uses == "members" and x.members is None:
+            return "needs an ensemble's members"
         return None
 
     def settings(self) -> dict[str, object]:

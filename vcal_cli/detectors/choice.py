@@ -16,6 +16,8 @@ ORDER = (
     "knn",
     "vim",
     "react",
+    "mutual_info",
+    "disagreement",
 )
 # The default is every detector: on a CIFAR-sized cache the whole set fits and scores in seconds, and at ImageNet
 # shape it stays within this machine (docs/performance.md has each one's time and memory). A user comparing

@@ -65,7 +65,8 @@ def fit_detectors(names: tuple[str, ...], train: Any, head: Any, *, seed: int, *
 def ood_scores(variant: Any, fs: Any, fitted: Fitted, *, first: bool) -> dict[str, Tensor]:
     """Every applicable detector's scores (higher = more OOD) of one head on one FeatureSet, then the head's own
     uncertainty scores. Feature-only detectors only for the `first` (original) variant."""
-    x = Scored(fs.features, variant.scores(fs), variant.raw_logits)
+    members = getattr(fs, "members", None) if first else None  # an ensemble's, for the original only
+    x = Scored(fs.features, variant.scores(fs), variant.raw_logits, members)
     out = {}
     for name, det in fitted.detectors.items():
         if det.uses == "features" and not first:

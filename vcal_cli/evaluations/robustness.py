@@ -23,10 +23,10 @@ from vcal_cli.evaluations.ood import fit_detectors, ood_evaluation
 from vcal_cli.evaluations.protocol import Pooled, get_protocol, ood_id_positive, protocol_row
 from vcal_cli.evaluations.shift import CORRUPTIONS, STRENGTH_NAMES, STRENGTHS, corrupted_split, strengths_for
 from vcal_cli.features import resolve_device
-from vcal_cli.session.workbench import Workbench
 from vcal_cli.heads.base import HeadModule
 from vcal_cli.metrics import compute_metrics
 from vcal_cli.metrics.conformal import Calibrated, shifted_sets
+from vcal_cli.session.workbench import Workbench
 
 
 @dataclass(frozen=True)

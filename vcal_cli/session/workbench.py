@@ -29,9 +29,9 @@ from vcal_cli.features.bundle import is_bundle, open_bundle
 from vcal_cli.features.distributed import release_workers
 from vcal_cli.features.extract import Track, quiet
 from vcal_cli.features.load import FeatureSet, get_features
-from vcal_cli.session.probe import probe_preprocessing
 from vcal_cli.features.settings import ExtractOptions
 from vcal_cli.heads import FitData
+from vcal_cli.session.probe import probe_preprocessing
 
 __all__ = ["ExtractOptions", "Workbench", "default_data", "load_features", "model_preprocessing", "open_checkpoint"]
 

@@ -5,6 +5,7 @@ from vcal_cli.reports.sections import (  # noqa: F401  (each import registers it
     adversarial,
     calibration,
     conformal,
+    ensemble,
     hierarchy,
     metrics,
     ood,
