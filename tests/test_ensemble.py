@@ -118,3 +118,18 @@ def test_bad_ensembles_are_one_line(runner, members: list[Path], tmp_path: Path)
     assert "--head-file" in line
     with pytest.raises(UsageError, match="two checkpoints or more"):
         Ensemble.open([members[0]])
+
+
+def test_shift_and_attacks_run_on_an_ensemble(runner, members: list[Path]) -> None:
+    """Corrupted splits go through every member; attacks through the averaged network (one preprocessing)."""
+    args = ["audit", *map(str, members), "--shift", "--corruptions", "contrast", "--severities", "5", "--adversarial"]
+    args += ["--eps", "8/255", "--adv-limit", "40", "--bootstrap", "0", "--json", "-o", "rep"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    assert [(x["corruption"], x["severity"]) for x in rep["shift"]] == [("contrast", 5)]
+    assert rep["shift"][0]["accuracy"] < rep["metrics"]["accuracy"]  # severity 5 contrast hurts
+    pgd = next(x for x in rep["adversarial"] if x["attack"] == "pgd")
+    logits, labels = _member_logits(members, "test")
+    clean = (mean_log_probs([z[:40] for z in logits]).argmax(1) == labels[:40]).double().mean()
+    assert pgd["accuracy"] < float(clean)  # the attack works through the averaged network
