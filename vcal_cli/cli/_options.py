@@ -46,7 +46,7 @@ DataOpt = Annotated[
     typer.Option(
         "--data",
         "-d",
-        help="Data set: digits, svhn, cifar10, cifar100, mnist, fashion-mnist, imagefolder:PATH or npz:PATH "
+        help="Data set: digits, svhn, cifar10, cifar100, mnist, fashion-mnist, imagefolder:PATH, npz:PATH or hf:PATH "
         "\\[default: the one a vcal checkpoint was trained on; required otherwise].",
         show_default=False,
     ),
@@ -175,6 +175,18 @@ EXTRACT = Group(  # loading the checkpoint and extracting features (ExtractOptio
             ("--data-root",),
             str | None,
             "Folder holding torchvision data sets \\[default: $VCAL_DATA or ./data].",
+        ),
+        Flag(
+            "image_column",
+            ("--image-column",),
+            str | None,
+            "A Hugging Face dataset's image column \\[default: its Image feature].",
+        ),
+        Flag(
+            "label_column",
+            ("--label-column",),
+            str | None,
+            "A Hugging Face dataset's label column \\[default: its ClassLabel feature].",
         ),
         Flag(
             "input_size",

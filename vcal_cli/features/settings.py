@@ -34,3 +34,5 @@ class ExtractOptions:
     cache_dtype: str = "float32"  # how features are stored: float32, float16 or bfloat16
     shard_size: int = DEFAULT_SHARD_SIZE  # rows per cache shard (the unit of resuming and of spreading over ranks)
     val_from: str = "train"  # where `val` comes from: 10% of the official train part, or half of its test part
+    image_column: str | None = None  # a Hugging Face dataset's image and label columns (None: from its features)
+    label_column: str | None = None

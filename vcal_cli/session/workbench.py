@@ -109,7 +109,8 @@ class Workbench:
             return self.data
         if split not in self._images:
             o = self.options
-            self._images[split] = load_split(self.data, split, root=o.data_root, val_from=o.val_from)
+            columns = (o.image_column, o.label_column)
+            self._images[split] = load_split(self.data, split, root=o.data_root, val_from=o.val_from, columns=columns)
         return self._images[split]
 
     def features(self, split: str = "test") -> FeatureSet:
