@@ -115,6 +115,8 @@ LAZY_OK = (
     "onnx",
     "datasets",
     "huggingface_hub",
+    "mlflow",
+    "wandb",
 )
 
 

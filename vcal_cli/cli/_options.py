@@ -61,6 +61,14 @@ ValFromOpt = Annotated[
     ),
 ]
 SplitOpt = Annotated[str, typer.Option("--split", help="train, val (10% held out of train, seed 0) or test.")]
+LogToOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--log-to",
+        help="Log the result to an experiment tracker, repeatable: mlflow (the active run or MLFLOW_TRACKING_URI) "
+        "or wandb (WANDB_MODE=offline works).",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print report.json to stdout instead of the table.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
 

@@ -12,6 +12,7 @@ from vcal_cli._io import check_out_dir
 from vcal_cli.cli import _options as opt
 from vcal_cli.cli._errors import handle_errors
 from vcal_cli.cli._output import note, out, progress, warn
+from vcal_cli.integrations.trackers import check_trackers, log_audit
 
 
 @opt.with_options(opt.EXTRACT, opt.ROBUSTNESS, opt.CONFORMAL)
@@ -58,6 +59,7 @@ def audit_cmd(
             help="Also load the val split and score temperature scaling fitted on it (the suggested fix).",
         ),
     ] = True,
+    log_to: opt.LogToOpt = None,
     as_json: opt.JsonOpt = False,
     debug: opt.DebugOpt = False,
     **options: Any,
@@ -74,6 +76,7 @@ def audit_cmd(
         from vcal_cli.reports.tables import summary_panel
 
         check_out_dir("--out", out_dir)
+        trackers = check_trackers(log_to)  # before any work: a tracker whose library is missing is one line
         opts = opt.EXTRACT.build(options, head_file=str(head_file) if head_file else None, val_from=val_from)
         report = api.audit(
             (checkpoint[0] if len(checkpoint) == 1 else checkpoint) if checkpoint else None,
@@ -92,6 +95,8 @@ def audit_cmd(
         )
         inputs = tuple(p for p in (*(checkpoint or ()), logits, head_file) if p is not None)
         write_report(report, out_dir, inputs=inputs)
+        if trackers:
+            log_audit(trackers, report.to_dict(), out_dir)
         if weights := report.checkpoint.get("weights"):  # which weights were audited, in a log too
             note(weights_line(weights))
         for w in report.warnings:

@@ -14,6 +14,7 @@ from vcal_cli._io import atomic_write_bytes, atomic_write_text, guard_outputs
 from vcal_cli.cli import _options as opt
 from vcal_cli.cli._errors import handle_errors
 from vcal_cli.cli._output import note, out, progress, warn
+from vcal_cli.integrations.trackers import check_trackers, log_gate
 
 RuleOpt = list[str] | None
 
@@ -47,6 +48,7 @@ def gate_cmd(
     split: opt.SplitOpt = "test",
     bootstrap: opt.BootstrapOpt = None,
     seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="Bootstrap seed.")] = 0,
+    log_to: opt.LogToOpt = None,
     as_json: opt.JsonOpt = False,
     debug: opt.DebugOpt = False,
     **options: Any,
@@ -77,6 +79,7 @@ def gate_cmd(
             )
             for t in texts or []
         ]
+        trackers = check_trackers(log_to)  # before any work
         opts = opt.EXTRACT.build(options, val_from=val_from)
         result = api.gate(
             current,
@@ -102,6 +105,8 @@ def gate_cmd(
                     raise UsageError(f"cannot write '{path}' ({e.strerror})", hint="choose another path") from None
         for w in result.warnings:
             warn(w)
+        if trackers:
+            log_gate(trackers, result.to_dict())
         if as_json:
             print(json.dumps(result.to_dict(), indent=2))
         else:

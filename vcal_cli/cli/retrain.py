@@ -23,6 +23,7 @@ from vcal_cli.cli import _options as opt
 from vcal_cli.cli._errors import handle_errors
 from vcal_cli.cli._output import note, out, progress, warn
 from vcal_cli.heads import HEADS
+from vcal_cli.integrations.trackers import check_trackers, log_retrain
 
 
 def head_fields() -> dict[str, tuple[type, list[str], dict[str, str], str]]:
@@ -140,6 +141,7 @@ def retrain_cmd(
     ] = None,
     bins: opt.BinsOpt = None,
     bootstrap: opt.BootstrapOpt = None,
+    log_to: opt.LogToOpt = None,
     as_json: opt.JsonOpt = False,
     debug: opt.DebugOpt = False,
     **head_params: object,
@@ -150,6 +152,7 @@ def retrain_cmd(
     """
     with handle_errors(debug):
         check_out_dir("--out", out_dir)
+        trackers = check_trackers(log_to)
         from vcal_cli import api
         from vcal_cli.reports.documents import weights_line
         from vcal_cli.reports.retrain import write_retrain_report
@@ -189,6 +192,8 @@ def retrain_cmd(
             progress=progress(not as_json),
         )
         write_retrain_report(report, out_dir, inputs=tuple(checkpoint))
+        if trackers:
+            log_retrain(trackers, report.to_dict(), out_dir)
         if weights := report.original.checkpoint.get("weights"):  # which weights were retrained, in a log too
             note(weights_line(weights))
         for w in report.original.warnings:
