@@ -21,17 +21,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
+from _timing import write_block
 from train_models import DEFAULT_ROOT, _tensors, train
 
 SEEDS = (10, 11, 12)
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "ensembles.md"
-MARK = ("<!-- bench_ensemble: start -->", "<!-- bench_ensemble: end -->")
 
 
 def vcal(*args: str) -> subprocess.CompletedProcess:
@@ -97,9 +96,7 @@ def main() -> None:
     out = "\n".join(lines)
     print(out)
     if a.write_docs:
-        text = DOCS.read_text()
-        block = f"{MARK[0]}\n{out}\n{MARK[1]}"
-        DOCS.write_text(re.sub(re.escape(MARK[0]) + ".*?" + re.escape(MARK[1]), lambda _: block, text, flags=re.S))
+        write_block(DOCS, "bench_ensemble", out)
 
 
 if __name__ == "__main__":

@@ -36,16 +36,15 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 import time
 from pathlib import Path
 
 import torch
+from _timing import write_block
 
 KINDS = ("calibrated", "over", "under", "two-sided")
 REF_ROWS = 200_000
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
-MARK = ("<!-- bench_intervals: start -->", "<!-- bench_intervals: end -->")
 
 
 def logits(n: int, k: int, gen: torch.Generator) -> torch.Tensor:
@@ -267,11 +266,7 @@ def main() -> None:
     text = "\n".join(out)
     print(text)
     if a.write_docs:
-        doc = DOCS.read_text(encoding="utf-8")
-        block = f"{MARK[0]}\n{text}\n{MARK[1]}"
-        pattern = re.escape(MARK[0]) + ".*?" + re.escape(MARK[1])
-        doc = re.sub(pattern, lambda _: block, doc, flags=re.S) if MARK[0] in doc else doc + "\n" + block + "\n"
-        DOCS.write_text(doc, encoding="utf-8")
+        write_block(DOCS, "bench_intervals", text)
 
 
 if __name__ == "__main__":

@@ -22,20 +22,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-from train_models import DEFAULT_ROOT, MEAN, STD, _args, _save
+from _timing import write_block
+from train_models import DEFAULT_ROOT, train
 
 ID_CLASSES = (0, 1, 2, 3, 4, 5)  # T-shirt/top, trouser, pullover, dress, coat, sandal
 HELD_OUT = (6, 7, 8, 9)  # shirt, sneaker, bag, ankle boot
 NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal")
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "robustness.md"
-MARK = ("<!-- bench_ood: start -->", "<!-- bench_ood: end -->")
 
 
 def _split(name: str, root: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,32 +62,9 @@ def write_data(work: Path, root: str) -> tuple[Path, Path]:
 
 
 def train_model(path: Path, id_npz: Path, epochs: int, seed: int = 0) -> None:
-    import timm
-    import torch.nn.functional as F
-
     d = np.load(id_npz)
     x, y = torch.from_numpy(d["x_train"]), torch.from_numpy(d["y_train"])
-    torch.manual_seed(seed)
-    model = timm.create_model("resnet18", pretrained=False, num_classes=len(ID_CLASSES), in_chans=1)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    steps = epochs * -(-len(y) // 128)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=steps, pct_start=0.1)
-    g = torch.Generator().manual_seed(seed)
-    for epoch in range(epochs):
-        model.train()
-        total = 0.0
-        for idx in torch.randperm(len(y), generator=g).split(128):
-            xb = (x[idx].float() / 255 - MEAN) / STD
-            loss = F.cross_entropy(model(xb.reshape(len(idx), 1, 28, 28)), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * len(idx)
-        print(f"epoch {epoch + 1}/{epochs}: loss {total / len(y):.4f}", flush=True)
-    args = _args(epochs, seed)
-    args.num_classes = len(ID_CLASSES)
-    _save(path, model, opt, epochs - 1, args)
+    train(x, y, epochs, seed, {epochs: path}, num_classes=len(ID_CLASSES))
 
 
 def audit(model: Path, id_npz: Path, near_npz: Path, work: Path) -> dict:
@@ -144,10 +120,7 @@ def main() -> None:
     out = table(audit(model, id_npz, near_npz, a.work))
     print(out)
     if a.write_docs:
-        text = DOCS.read_text()
-        block = f"{MARK[0]}\n{out}\n{MARK[1]}"
-        pattern = re.escape(MARK[0]) + ".*?" + re.escape(MARK[1])
-        DOCS.write_text(re.sub(pattern, lambda _: block, text, flags=re.S))
+        write_block(DOCS, "bench_ood", out)
 
 
 if __name__ == "__main__":

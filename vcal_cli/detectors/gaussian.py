@@ -69,13 +69,8 @@ def min_class_distance(features: Tensor, means: Tensor, precision: Tensor) -> Te
 
 
 def distance(features: Tensor, mean: Tensor, precision: Tensor) -> Tensor:
-    """(x - mean).P(x - mean) for every row, in row blocks."""
-    out = torch.empty(len(features), dtype=torch.float64)
-    step = block_rows(len(mean))
-    for a in range(0, len(features), step):
-        x = features[a : a + step].double() - mean
-        out[a : a + len(x)] = ((x @ precision) * x).sum(1)
-    return out
+    """(x - mean).P(x - mean) for every row: the class distance with one class."""
+    return min_class_distance(features, mean[None], precision)
 
 
 @register
