@@ -117,6 +117,8 @@ LAZY_OK = (
     "huggingface_hub",
     "mlflow",
     "wandb",
+    "webdataset",
+    "braceexpand",
 )
 
 

@@ -5,12 +5,17 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-from vcal_cli.data import digits, files, hf, idx, torchvision_sets  # noqa: F401  (each registers its sources)
+from vcal_cli.data import digits, files, hf, idx, torchvision_sets, wds  # noqa: F401  (each registers its sources)
 from vcal_cli.data.base import SOURCES, ImageSplit
 from vcal_cli.data.splits import SPLITS, VAL_FROM, test_halves
 from vcal_cli.errors import UsageError
 
-PATH_SOURCES = ("npz", "imagefolder", "hf")  # named with a path (or, for hf, a cached dataset name) after a colon
+PATH_SOURCES = (
+    "npz",
+    "imagefolder",
+    "hf",
+    "wds",
+)  # named with a path (or, for hf, a cached dataset name) after a colon
 
 
 def data_names() -> list[str]:
