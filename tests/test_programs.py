@@ -181,3 +181,43 @@ def test_retrain_writes_a_head_file_that_reaudits_the_same(runner, tmp_path: Pat
     audited = json.loads((tmp_path / "a" / "report.json").read_text())["metrics"]
     for metric in ("accuracy", "nll", "ece"):
         assert np.isclose(audited[metric], after["metrics"][metric], atol=1e-6), metric
+
+
+@pytest.mark.parametrize(
+    ("kind", "fmt", "head"),
+    [
+        ("script", "torchscript", "temperature"),
+        ("trace", "torchscript", "vector"),
+        ("onnx", "onnx", "matrix"),
+        ("onnx-dynamo", "onnx", "temperature"),
+    ],
+)
+def test_export_folds_the_head_into_the_model_and_reaudits_the_same(
+    runner, tmp_path: Path, net: Net, kind: str, fmt: str, head: str
+) -> None:
+    """`--export FORMAT`: the file the model came in, its last linear layer replaced by the head folded into it; the
+    exported file audits (with the flags the original needed) to the numbers the retrain report gives the head."""
+    path = _write(kind, net, tmp_path / f"m{SUFFIX[kind]}")
+    common = ["--data", "digits", "--trust-checkpoint", *FLAGS]
+    args = ["retrain", str(path), "--head", head, "--export", fmt, "--bootstrap", "0", "--out", str(tmp_path / "r")]
+    r = runner.invoke(app, [*args, *common])
+    assert r.exit_code == 0, r.output
+    after = json.loads((tmp_path / "r" / "report.json").read_text())["heads"][head]
+    exported = tmp_path / "r" / f"m.{head}{'.onnx' if fmt == 'onnx' else '.pt'}"
+    assert after["checkpoint"] == str(exported) and exported.is_file()
+    r2 = runner.invoke(app, ["audit", str(exported), "--bootstrap", "0", "--json", "-o", str(tmp_path / "a"), *common])
+    assert r2.exit_code == 0, r2.output
+    audited = json.loads(r2.stdout)["metrics"]
+    for metric in ("accuracy", "nll", "ece", "brier"):
+        assert audited[metric] == pytest.approx(after["metrics"][metric], abs=2e-5), metric
+    assert path.stat().st_size > 0  # the input is untouched (a new file beside it)
+
+
+def test_export_of_a_head_that_is_not_linear_or_in_another_format_is_one_line(runner, tmp_path: Path, net: Net) -> None:
+    path = _write("onnx", net, tmp_path / "m.onnx")
+    base = ["retrain", str(path), "--data", "digits", *FLAGS, "--out", str(tmp_path / "r")]
+    line = one_line_error(runner.invoke(app, [*base, "--head", "isotonic", "--export", "onnx"]))
+    assert "head 'isotonic' is not one linear layer" in line
+    line = one_line_error(runner.invoke(app, [*base, "--head", "temperature", "--export", "torchscript"]))
+    assert "--export torchscript" in line and "is a onnx model" in line
+    assert not (tmp_path / "r").exists()

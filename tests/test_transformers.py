@@ -150,3 +150,22 @@ def test_without_transformers_the_folder_names_the_extra(runner, tmp_path: Path,
     monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers now raises ImportError
     line = one_line_error(runner.invoke(app, ["audit", "m", "--data", "digits"]))
     assert 'pip install "vcal[transformers]"' in line and "transformers is not installed" in line
+
+
+def test_export_transformers_writes_a_folder_that_reaudits_with_no_flags(runner, tmp_path: Path) -> None:
+    """`--export transformers`: save_pretrained with temperature folded into the classifier; the folder audits with
+    nothing but `--data` (as any transformers folder) to the head's numbers, and the source folder is untouched."""
+    _trained_vit(tmp_path / "vit")
+    before = (tmp_path / "vit" / "model.safetensors").read_bytes()
+    args = ["retrain", "vit", "--data", "digits", "--head", "temperature", "--export", "transformers"]
+    r = runner.invoke(app, [*args, "--bootstrap", "0", "--out", "out"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert rep["heads"]["temperature"]["checkpoint"] == str(Path("out") / "vit.temperature")
+    again = runner.invoke(app, ["audit", "out/vit.temperature", "--data", "digits", "--bootstrap", "0", "--json"])
+    assert again.exit_code == 0, again.output
+    got = json.loads(again.stdout)
+    assert got["metrics"] == pytest.approx(rep["heads"]["temperature"]["metrics"], abs=2e-5)
+    assert got["class_names"] == NAMES
+    assert (tmp_path / "out" / "vit.temperature" / "preprocessor_config.json").exists()
+    assert (tmp_path / "vit" / "model.safetensors").read_bytes() == before

@@ -89,6 +89,14 @@ def retrain_cmd(
         bool,
         typer.Option("--head-only", help="Write only the head's weights (apply with 'vcal audit BASE --head-file')."),
     ] = False,
+    export: Annotated[
+        str | None,
+        typer.Option(
+            "--export",
+            help="Write the model with the new head folded into its last layer, in the format it came in: onnx, "
+            "torchscript or transformers (temperature, vector and matrix scaling).",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="Seeds every head and the bootstrap.")] = 0,
     auto_select: Annotated[
         str, typer.Option("--auto-select", help="With --head auto: pick the lowest val nll, ece or brier.")
@@ -178,6 +186,7 @@ def retrain_cmd(
             out_dir=out_dir,
             out=out_file,
             head_only=head_only,
+            export=export,
             hierarchy=hierarchy,
             robustness=opt.ROBUSTNESS.build(head_params, n_bootstrap=bootstrap),
             conformal=opt.CONFORMAL.build(head_params, n_bootstrap=bootstrap, seed=seed),

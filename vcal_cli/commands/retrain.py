@@ -17,6 +17,8 @@ import torch
 from vcal_cli._defaults import DEFAULT_AUGMENT, DEFAULT_AUTO_BUDGET, DEFAULT_TRAIN_VIEWS
 from vcal_cli._io import same_file
 from vcal_cli.checkpoints import LoadedModel, save_checkpoint, save_head
+from vcal_cli.checkpoints.export import check_export
+from vcal_cli.checkpoints.export import export as export_model
 from vcal_cli.commands.audit import audit_features, open_bench
 from vcal_cli.commands.steps import (
     check_guarantees,
@@ -98,6 +100,7 @@ class RetrainPlan:
     auto_info: dict[str, Any] | None = None  # filled in by fit_heads for `auto`
     sets: dict[str, dict[tuple[str, float], Calibrated]] = field(default_factory=dict)  # by score_heads, per head
     notes: list[str] = field(default_factory=list)  # what the plan left out, for the report's warnings
+    export: str | None = None  # write each head folded into the model, in its own format (`checkpoints.export`)
 
 
 def plan_retrain(
@@ -308,11 +311,14 @@ def add_verdicts(
 
 
 def write_heads(plan: RetrainPlan, bench: Workbench, results: dict[str, HeadResult]) -> None:
-    """Write every fitted head's checkpoint (or head file); called only once all are fitted and scored."""
+    """Write every fitted head's checkpoint (or head file, or the model exported with it); called only once all are
+    fitted and scored."""
     loaded, o = bench.model, bench.options
     for name, path in plan.paths.items():
         head = results[name].head
-        if plan.head_only:
+        if plan.export:
+            path = export_model(loaded, head.module_, plan.export, exported_path(path, plan.export))
+        elif plan.head_only:
             save_head(head.module_, head.info(), loaded, path)
         else:
             where = ", val from test" if o.val_from == "test" else ""
@@ -329,6 +335,12 @@ def write_heads(plan: RetrainPlan, bench: Workbench, results: dict[str, HeadResu
                 inputs=plan.inputs,
             )
         results[name].checkpoint = str(path)
+
+
+def exported_path(path: Path, fmt: str) -> Path:
+    """`<stem>.<head>.onnx`, `.pt` (TorchScript) or a folder (transformers) beside where the head file would go."""
+    stem = path.name.removesuffix(".safetensors").removesuffix(".head")
+    return path.with_name(stem + {"onnx": ".onnx", "torchscript": ".pt", "transformers": ""}[fmt])
 
 
 def retrain(
@@ -349,6 +361,7 @@ def retrain(
     train_views: int = DEFAULT_TRAIN_VIEWS,
     augment: str = DEFAULT_AUGMENT,
     train_fraction: float = 1.0,
+    export: str | None = None,
     n_bins: int = DEFAULT_N_BINS,
     n_bootstrap: int = 200,
     seed: int = 0,
@@ -366,7 +379,9 @@ def retrain(
     on a seeded class-stratified share of the train rows (low-data studies). `auto_select` is the val criterion of
     `--head auto` (nll, ece or brier), `auto_budget` its time budget in seconds (None: unbounded; see
     `vcal_cli.heads.select`). `conformal` adds every head's prediction sets and risk-controlled abstention
-    (each head's own val and test predictions), and their coverage under `--shift`. Several checkpoints are a deep
+    (each head's own val and test predictions), and their coverage under `--shift`. `export` ('onnx', 'torchscript'
+    or 'transformers', the format the model came in) writes each head folded into the model's last linear layer
+    instead of a head file (`vcal_cli.checkpoints.export`). Several checkpoints are a deep
     ensemble: the heads are fitted on the ensemble's predictions (the post-hoc maps on its val log-probabilities,
     the others on the members' features side by side) and reported, not written: no one checkpoint holds an
     ensemble.
@@ -389,6 +404,9 @@ def retrain(
         auto_options=AutoOptions(auto_select, auto_budget),
         train_fraction=train_fraction,
     )
+    if export is not None:
+        check_export(export, bench.model, ["auto"] if plan.auto else plan.names)
+        plan.export = export
     splits = {s: bench.features(s) for s in ("train", "val", "test")}
     bench.release()  # under torchrun: the ranks shared the three extractions; fitting runs on rank 0
     settings = {"bins": n_bins, "bootstrap": n_bootstrap, "seed": seed, "train_fraction": train_fraction}

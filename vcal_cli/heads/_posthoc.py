@@ -49,6 +49,14 @@ class LogitMap(HeadModule):
     def forward(self, features: Tensor) -> Tensor:
         return torch.log_softmax(self.calibrate(self.linear(features)), dim=1)
 
+    def as_linear(self) -> tuple[Tensor, Tensor] | None:
+        """vector: diag(a) W, a * b + c; matrix: A W, A b + c (dirichlet maps log-probabilities: not linear)."""
+        if self.kind == "dirichlet":
+            return None
+        w, b = self.linear.weight.detach().double(), self.linear.bias.detach().double()
+        a, c = self.weight.detach().double(), self.bias.detach().double()
+        return (a[:, None] * w, a * b + c) if self.kind == "vector" else (a @ w, a @ b + c)
+
     def config(self) -> dict[str, Any]:
         return {"in_features": self.linear.in_features, "num_classes": self.linear.out_features, "kind": self.kind}
 

@@ -96,6 +96,11 @@ class HeadModule(nn.Module, abc.ABC):
         """The head's own OOD scores, name -> (N,), higher = more uncertain; none by default."""
         return {}
 
+    def as_linear(self) -> tuple[Tensor, Tensor] | None:
+        """(W, b) in float64 when the head's logits are one linear map W f + b of the features (its log_softmax only
+        shifts each row), so it folds into a model's last linear layer (`vcal_cli.checkpoints.export`); else None."""
+        return None
+
 
 P = TypeVar("P", bound=HeadParams)
 

@@ -36,6 +36,11 @@ class TemperedModule(HeadModule):
     def forward(self, features: Tensor) -> Tensor:
         return torch.log_softmax(self.inner(features) / self.temperature, dim=1)
 
+    def as_linear(self) -> tuple[Tensor, Tensor] | None:
+        inner = self.inner.as_linear() if isinstance(self.inner, HeadModule) else None
+        t = float(self.temperature)
+        return None if inner is None else (inner[0] / t, inner[1] / t)
+
     def uncertainty(self, features: Tensor) -> dict[str, Tensor]:
         return self.inner.uncertainty(features)
 

@@ -39,6 +39,10 @@ class TemperatureModule(HeadModule):
     def forward(self, features: Tensor) -> Tensor:
         return torch.log_softmax(self.linear(features) / self.temperature, dim=1)
 
+    def as_linear(self) -> tuple[Tensor, Tensor] | None:
+        t = float(self.temperature)
+        return self.linear.weight.detach().double() / t, self.linear.bias.detach().double() / t
+
     def config(self) -> dict[str, Any]:
         return {"in_features": self.linear.in_features, "num_classes": self.linear.out_features}
 
