@@ -145,7 +145,8 @@ def ensemble_section(
     assert fs.members is not None
     rows = []
     for i, (m, z) in enumerate(zip(bench.members, fs.members, strict=True)):
-        r = compute_metrics(fs.labels, logits=z, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed, with_tests=False)
+        # the same interval rule as the ensemble's own (bias-bounded ECEs), without the tables and diagrams' details
+        r = compute_metrics(fs.labels, logits=z, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed, with_details=False)
         rows.append({"member": i + 1, "path": str(m.model.path), **r.metrics.as_dict(), "intervals": r.intervals})
     best = min(range(len(rows)), key=lambda i: rows[i]["nll"])
     out: dict[str, Any] = {"members": rows, "best_member": best + 1, "combine": "mean of the members' probabilities"}
