@@ -37,7 +37,7 @@ def test_every_head_lowers_ece_and_keeps_accuracy(all_heads) -> None:
     sample is worse beyond noise, 0.138 -> 0.176: README, Real-data calibration benchmark)."""
     report, _ = all_heads
     orig = report.heads["original"].result.metrics
-    assert orig.ece >= 0.02
+    assert orig.ece >= 0.02  # regression value: the shipped CNN's ECE-15 on digits:test is 0.0255 (tests/test_gate.py)
     names = ("temperature", "ce", "vtst", "vc", "bayes")
     assert report.heads["temperature"].result.metrics.ece < orig.ece
     assert sum(report.heads[n].result.metrics.ece < orig.ece for n in names) >= 4

@@ -2,6 +2,9 @@
 
 - timm's `train.py`: `args`, an `argparse.Namespace` (`model`, `num_classes`, `in_chans`, `input_size` or
   `img_size`, `mean`, `std`, `interpolation`, `crop_pct`);
+- torchvision's reference `train.py` (`references/classification`): `args` with `val_resize_size`, `val_crop_size`
+  and `interpolation`; its `model` is a torchvision name, and the eval preset normalises with ImageNet's mean and std
+  (the preset's defaults: the script has no flag for them);
 - Lightning: `hyper_parameters` (the module's `save_hyperparameters()`; the same keys, plus `arch`,
   `model_name`, `image_size`, `num_labels`);
 - a file beside the weights: timm's hub `config.json` (`architecture`, `num_classes`, `label_names`,
@@ -113,11 +116,45 @@ def from_mapping(d: Mapping[str, Any], source: str) -> Hints:
     return Hints() if all(getattr(h, f.name) is None for f in fields(h) if f.name != "sources") else h
 
 
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # torchvision's eval preset defaults
+
+
+def _torchvision_ref(args: Mapping[str, Any]) -> bool:
+    return "val_resize_size" in args and "val_crop_size" in args
+
+
+def from_torchvision_reference(args: Mapping[str, Any]) -> Hints:
+    """torchvision's `references/classification/train.py` args: its eval preset resizes the shorter side to
+    `val_resize_size`, centre-crops `val_crop_size` and normalises with ImageNet's statistics."""
+    resize, crop = _int(args.get("val_resize_size")), _int(args.get("val_crop_size"))
+    model = args.get("model")
+    interp = args.get("interpolation")
+    return Hints(
+        ("torchvision reference train.py args",),
+        f"torchvision:{model}" if isinstance(model, str) and model else None,
+        None,
+        None,
+        None,
+        (3, crop, crop) if crop else None,
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        interp if isinstance(interp, str) and interp else "bilinear",
+        crop / resize if crop and resize else None,
+    )
+
+
 def from_checkpoint_dict(obj: Mapping[str, Any]) -> Hints:
     """Hints from a trainer's checkpoint dict: timm `args` (Namespace), Lightning `hyper_parameters`."""
     hints = Hints()
     args = obj.get("args")
-    if args is not None and hasattr(args, "__dict__") and not isinstance(args, Mapping):
+    if (
+        args is not None
+        and hasattr(args, "__dict__")
+        and not isinstance(args, Mapping)
+        and _torchvision_ref(vars(args))
+    ):
+        hints = hints.merge(from_torchvision_reference(vars(args)))
+    elif args is not None and hasattr(args, "__dict__") and not isinstance(args, Mapping):
         hints = hints.merge(from_mapping(vars(args), "timm train.py args"))
     elif isinstance(args, Mapping):
         hints = hints.merge(from_mapping(args, "checkpoint args"))
