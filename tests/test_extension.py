@@ -87,6 +87,7 @@ def test_sections_come_in_their_order_whatever_the_import_order() -> None:
     keys = [s.key for s in list_sections()]
     expected = [
         "metrics",
+        "ensemble",
         "calibration",
         "verdicts",
         "reliability",

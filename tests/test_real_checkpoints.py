@@ -454,8 +454,8 @@ def test_retrain_warns_when_val_looks_like_training_data(runner) -> None:
     assert "val looks like training data" not in r.stderr
     real = options.load_split
 
-    def val_is_train(data, split="test", *, root=None, val_from="train"):
-        return real(data, "train" if split == "val" else split, root=root, val_from=val_from)
+    def val_is_train(data, split="test", *, root=None, val_from="train", columns=(None, None)):
+        return real(data, "train" if split == "val" else split, root=root, val_from=val_from, columns=columns)
 
     mp = pytest.MonkeyPatch()
     mp.setattr(options, "load_split", val_is_train)
