@@ -87,7 +87,7 @@ def bench_model(
     views: int = 0,
     augment: str = "crop",
 ) -> dict[str, Any]:
-    o = ExtractOptions(data_root=ROOT, val_from=val_from)
+    o = ExtractOptions.of(data_root=ROOT, val_from=val_from)
     bench = Workbench.open(str(path), "fashion-mnist", o)
     loaded, prep = bench.model, bench.preprocessing
     tr, va, te = (bench.features(s) for s in ("train", "val", "test"))

@@ -71,7 +71,7 @@ def main() -> None:
     def vcal(device: str, **kw):
         def run():
             with tempfile.TemporaryDirectory() as d:
-                o = ExtractOptions(cache_dir=d, device=device, batch_size=a.batch_size, **kw)
+                o = ExtractOptions.of(cache_dir=d, device=device, batch_size=a.batch_size, **kw)
                 return get_features(loaded, data, prep, o)
 
         return run
@@ -145,7 +145,7 @@ def folder_cases(a, loaded, prep, model, mean, std) -> list:
         def vcal(workers: int):
             def run():
                 with tempfile.TemporaryDirectory() as d:
-                    o = ExtractOptions(cache_dir=d, device="cpu", batch_size=a.batch_size, workers=workers)
+                    o = ExtractOptions.of(cache_dir=d, device="cpu", batch_size=a.batch_size, workers=workers)
                     return get_features(loaded, data, prep, o)
 
             return run

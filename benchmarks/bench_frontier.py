@@ -30,7 +30,7 @@ SAMPLE = Path(__file__).resolve().parents[1] / "sample_checkpoints" / "cnn_digit
 def splits(
     cache: str, checkpoint: Path = SAMPLE, data: str = "digits", data_root: str = "data"
 ) -> tuple[FitData, FitData]:
-    o = ExtractOptions(cache_dir=cache, data_root=data_root)
+    o = ExtractOptions.of(cache_dir=cache, data_root=data_root)
     bench = Workbench.open(str(checkpoint), data, o)
     tr, va = bench.features("train"), bench.features("val")
     return tuple(FitData(f.features.float().clone(), f.logits, f.labels) for f in (tr, va))  # type: ignore[return-value]

@@ -147,7 +147,8 @@ EXTRACT = """
 import sys
 from vcal_cli import ExtractOptions
 from vcal_cli.api import Workbench
-bench = Workbench.open(sys.argv[1], "npz:" + sys.argv[2], ExtractOptions(cache_dir=sys.argv[3], cache_dtype="float16"))
+options = ExtractOptions.of(cache_dir=sys.argv[3], cache_dtype="float16")
+bench = Workbench.open(sys.argv[1], "npz:" + sys.argv[2], options)
 for split in sys.argv[4].split(","):
     bench.features(split)
 """

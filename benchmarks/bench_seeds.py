@@ -54,7 +54,7 @@ PUBLISHED = {
 
 
 def open_model(name: str) -> Workbench:
-    return Workbench.open(str(MODELS / name), "fashion-mnist", ExtractOptions(data_root=ROOT))
+    return Workbench.open(str(MODELS / name), "fashion-mnist", ExtractOptions.of(data_root=ROOT))
 
 
 def ci(m: Any, key: str, scale: float = 1.0, digits: int = 4) -> str:

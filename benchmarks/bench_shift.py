@@ -127,7 +127,7 @@ def main() -> None:
         f"{a.checkpoint} on digits:test, {n} images of {shape}, severities {severities}, "
         f"{torch.get_num_threads()} threads"
     )
-    nocache = ExtractOptions(use_cache=False)
+    nocache = ExtractOptions.of(use_cache=False)
     load_features(loaded, split, options=nocache)  # warm-up
     t_fwd = best_of(lambda: load_features(loaded, split, options=nocache))[0]
     print(f"forward pass over the clean split (vcal extraction, no cache): {t_fwd * 1000:.1f} ms\n")
@@ -166,7 +166,7 @@ def main() -> None:
     from vcal_cli.evaluations.robustness import RobustnessOptions
 
     with tempfile.TemporaryDirectory() as d:
-        o = ExtractOptions(cache_dir=d)
+        o = ExtractOptions.of(cache_dir=d)
         r = RobustnessOptions(shift=tuple(CORRUPTIONS.names()), severities=tuple(severities))
         t = time.perf_counter()
         audit(loaded, data="digits", options=o, robustness=r, n_bootstrap=0)

@@ -4,7 +4,7 @@ Fashion-MNIST's 10,000 test images are written twice as PNG files: one folder pe
 shards of 1,000 samples each written by `webdataset.TarWriter` (`wds:`, a `.png` and a `.cls` per sample). A real
 resnet18 (`train_models.py`'s `early.pth.tar`) then extracts the test split from each with the cache off, one
 `vcal features` process per source (best of `--repeat`), and the features are compared (they must be equal: the same
-pixels through the same model).
+pixels through the same model, once the rows are in one order: the folder lists them class by class).
 
     python benchmarks/bench_wds.py [--model ~/.cache/vcal-bench/models/early.pth.tar] [--repeat 2]
 """
@@ -68,8 +68,11 @@ def main() -> None:
             out = folder / f"{data.split(':')[0]}.safetensors"
             times[data] = min(extract(a.model, data, out) for _ in range(a.repeat))
             feats[data] = load_file(out)
-        (fa, fb) = (feats[s]["features"] for s in sources)
-        same = np.array_equal(fa, fb) and np.array_equal(*(feats[s]["labels"] for s in sources))
+        # the folder lists images class by class, the shards in their written order: align by a stable sort on label
+        folder_f, shard_f = (feats[s] for s in sources)
+        order = np.argsort(shard_f["labels"], kind="stable")
+        same = np.array_equal(folder_f["labels"], shard_f["labels"][order])
+        same = same and np.array_equal(folder_f["features"], shard_f["features"][order])
         for data, dt in times.items():
             print(f"  {data.split(':')[0]:<12} {dt:6.1f} s (best of {a.repeat}, a whole `vcal features` process)")
         print(f"  ratio wds / imagefolder: {times[sources[1]] / times[sources[0]]:.2f}; features equal: {same}")

@@ -29,7 +29,7 @@ def main() -> None:
     ap.add_argument("--root", default="/usr/share/datasets/fashion-mnist")
     a = ap.parse_args()
     loaded = load_checkpoint(a.model)
-    base = Workbench.open(loaded, "fashion-mnist", ExtractOptions(data_root=a.root, use_cache=False))
+    base = Workbench.open(loaded, "fashion-mnist", ExtractOptions.of(data_root=a.root, use_cache=False))
     prep = base.preprocessing
     test = load_split("fashion-mnist", "test", root=a.root)
     model = loaded.model.eval()
@@ -55,7 +55,7 @@ def main() -> None:
         for name, path in files.items():
             t = time.perf_counter()
             bench = Workbench.open(
-                path, "fashion-mnist", ExtractOptions(data_root=a.root, trust_checkpoint=True, use_cache=False)
+                path, "fashion-mnist", ExtractOptions.of(data_root=a.root, trust_checkpoint=True, use_cache=False)
             )
             fs = bench.features("test")
             acc = float((fs.logits.argmax(1) == fs.labels).float().mean())

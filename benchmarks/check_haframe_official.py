@@ -72,7 +72,7 @@ def main() -> None:
         "cosine_anneal_schedule"
     ]
 
-    bench = Workbench.open(str(a.model), "fashion-mnist", ExtractOptions(data_root=ROOT))
+    bench = Workbench.open(str(a.model), "fashion-mnist", ExtractOptions.of(data_root=ROOT))
     tree = load_hierarchy("fashion-mnist").reorder(list(bench.class_names or []))
     d = tree.distances()
     k, gamma = len(d), 2.0

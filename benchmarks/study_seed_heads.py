@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--val-from", default="train")
     ap.add_argument("--bootstrap", type=int, default=200)
     a = ap.parse_args()
-    o = ExtractOptions(data_root=ROOT, val_from=a.val_from)
+    o = ExtractOptions.of(data_root=ROOT, val_from=a.val_from)
     bench = Workbench.open(str(a.model), "fashion-mnist", o)
     loaded = bench.model
     tr, va, te = (bench.features(s) for s in ("train", "val", "test"))

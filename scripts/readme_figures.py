@@ -29,7 +29,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path(tempfile.mkdtemp(prefix="vcal-readme-")))
     p.add_argument("--frontier", action="store_true", help="also the frontier's figures (minutes: 6 full fits)")
     a = p.parse_args()
-    o = ExtractOptions(cache_dir=str(a.out / "cache"))
+    o = ExtractOptions.of(cache_dir=str(a.out / "cache"))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
     base = audit(SAMPLE, data="digits", options=o)
     m = base.metrics

@@ -40,7 +40,7 @@ def _chromium(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_report_html_renders_in_chromium(tmp_path: Path) -> None:
-    rep = audit(SAMPLES / "mlp_digits.safetensors", data="digits", options=ExtractOptions(cache_dir=str(tmp_path)))
+    rep = audit(SAMPLES / "mlp_digits.safetensors", data="digits", options=ExtractOptions.of(cache_dir=str(tmp_path)))
     out = write_report(rep, tmp_path / "report")
     page = (out / "report.html").read_text()
     assert "http://" not in page and "https://" not in page  # self-contained: nothing to fetch

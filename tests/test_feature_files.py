@@ -20,7 +20,7 @@ CNN = SAMPLES / "cnn_digits.safetensors"
 
 def _bundle(path: Path) -> dict[str, np.ndarray]:
     """What a JAX or TensorFlow user would save: the sample CNN's features, logits, labels and its head, as arrays."""
-    bench = Workbench.open(CNN, "digits", ExtractOptions(cache_dir=str(path.parent / "cache")))
+    bench = Workbench.open(CNN, "digits", ExtractOptions.of(cache_dir=str(path.parent / "cache")))
     arrays = {
         f"{s}_{p}": getattr(bench.features(s), p)[:].numpy()
         for s in ("train", "val", "test")

@@ -23,7 +23,7 @@ EPOCHS = 100
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("frontier")
-    opts = ExtractOptions(cache_dir=str(root / "cache"))
+    opts = ExtractOptions.of(cache_dir=str(root / "cache"))
     res = frontier(
         CNN,
         data="digits",
@@ -107,7 +107,7 @@ def digits_fit(tmp_path_factory: pytest.TempPathFactory):
     from vcal_cli.heads import FitData
     from vcal_cli.session.workbench import load_features
 
-    o = ExtractOptions(cache_dir=str(tmp_path_factory.mktemp("fw")))
+    o = ExtractOptions.of(cache_dir=str(tmp_path_factory.mktemp("fw")))
     loaded, tr, _ = load_features(str(CNN), "digits", "train", o)
     _, va, _ = load_features(loaded, "digits", "val", o)
     train, val = (FitData(f.features.float().clone(), f.logits, f.labels) for f in (tr, va))

@@ -119,7 +119,7 @@ SUFFIX = {
 @pytest.mark.parametrize("kind", list(SUFFIX))
 def test_program_logits_equal_the_writers_forward(tmp_path: Path, net: Net, kind: str) -> None:
     path = _write(kind, net, tmp_path / f"m{SUFFIX[kind]}")
-    opts = ExtractOptions(cache_dir=str(tmp_path / "c"), trust_checkpoint=True, **PLAIN)
+    opts = ExtractOptions.of(cache_dir=str(tmp_path / "c"), trust_checkpoint=True, **PLAIN)
     bench = Workbench.open(path, "digits", opts)
     assert bench.model.program == kind.split("-")[0].replace("script", "torchscript").replace("trace", "torchscript")
     assert bench.model.in_chans == 1 and bench.model.num_classes == 10
@@ -145,7 +145,7 @@ def test_torchscript_and_export_need_trust_onnx_does_not(runner, tmp_path: Path,
         line = one_line_error(runner.invoke(app, ["audit", str(path), "--data", "digits"]))
         assert "--trust-checkpoint" in line and "run" in line and str(path) in line
     onnx_path = _write("onnx", net, tmp_path / "m.onnx")
-    bench = Workbench.open(onnx_path, "digits", ExtractOptions(**PLAIN))
+    bench = Workbench.open(onnx_path, "digits", ExtractOptions.of(**PLAIN))
     assert bench.model.program == "onnx"
 
 
@@ -154,7 +154,7 @@ def test_output_not_the_last_linear_is_refused(tmp_path: Path, net: Net) -> None
     scaled.load_state_dict(net.state_dict())
     for kind in ("script", "onnx"):
         path = _write(kind, scaled.eval(), tmp_path / f"s{SUFFIX[kind]}")
-        bench = Workbench.open(path, "digits", ExtractOptions(trust_checkpoint=True, **PLAIN))
+        bench = Workbench.open(path, "digits", ExtractOptions.of(trust_checkpoint=True, **PLAIN))
         with pytest.raises(CheckpointError, match="not its output layer"):
             bench.features("test")
 

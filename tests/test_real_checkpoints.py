@@ -99,7 +99,7 @@ def test_flags_beat_the_checkpoints_own_args(tmp_path: Path, cnn_weights) -> Non
     from vcal_cli.api import ExtractOptions
 
     path = _timm_train_py(tmp_path / "m.pth.tar", cnn_weights)
-    rep = audit(path, data="digits", n_bootstrap=0, options=ExtractOptions(mean=(0.0,), std=(1.0,)))
+    rep = audit(path, data="digits", n_bootstrap=0, options=ExtractOptions.of(mean=(0.0,), std=(1.0,)))
     p = rep.settings["preprocessing"]
     assert (
         p["mean"] == [0.0]
@@ -374,7 +374,7 @@ def test_probe_picks_the_preprocessing_a_bare_state_dict_was_trained_with(tmp_pa
 def _opts(**kw: object):
     from vcal_cli.api import ExtractOptions
 
-    return ExtractOptions(**kw)  # type: ignore[arg-type]
+    return ExtractOptions.of(**kw)  # type: ignore[arg-type]
 
 
 def test_chance_accuracy_is_warned_everywhere(runner, tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ CNN = SAMPLES / "cnn_digits.safetensors"
 def all_heads(tmp_path_factory: pytest.TempPathFactory):
     """Every head fitted once on the cnn sample's cached digits features (defaults, seed 0)."""
     root = tmp_path_factory.mktemp("retrain")
-    opts = ExtractOptions(cache_dir=str(root / "cache"))
+    opts = ExtractOptions.of(cache_dir=str(root / "cache"))
     report = retrain(CNN, ["all"], data="digits", options=opts, out_dir=root / "out", n_bootstrap=50)
     return report, opts
 

@@ -87,8 +87,8 @@ def test_distributed_sampler_splits_shards_without_repeats() -> None:
 def test_sharded_cache_equals_one_forward_pass(tmp_path: Path, cache_dtype: str) -> None:
     model, data = tiny_mlp(), load_split("digits", "train")
     prep = model.preprocessing
-    ref_f, ref_l, ref_y = extract_features(model, data, prep, ExtractOptions(device="cpu", batch_size=32))
-    o = ExtractOptions(device="cpu", batch_size=32, cache_dir=str(tmp_path), cache_dtype=cache_dtype, shard_size=100)
+    ref_f, ref_l, ref_y = extract_features(model, data, prep, ExtractOptions.of(device="cpu", batch_size=32))
+    o = ExtractOptions.of(device="cpu", batch_size=32, cache_dir=str(tmp_path), cache_dtype=cache_dtype, shard_size=100)
     fs = get_features(model, data, prep, o)
     assert fs.mapped is not None and fs.features.dtype == getattr(torch, cache_dtype)
     assert torch.equal(fs.features, ref_f.to(fs.features.dtype))
@@ -100,7 +100,7 @@ def test_sharded_cache_equals_one_forward_pass(tmp_path: Path, cache_dtype: str)
 
 def test_a_broken_entry_is_rebuilt(tmp_path: Path) -> None:
     model, data = tiny_mlp(), load_split("digits", "test")
-    o = ExtractOptions(device="cpu", cache_dir=str(tmp_path))
+    o = ExtractOptions.of(device="cpu", cache_dir=str(tmp_path))
     fs = get_features(model, data, model.preprocessing, o)
     fs.path.write_bytes(b"garbage")
     with pytest.warns(VcalWarning, match="is damaged"):  # the library says so; the CLI shows it as one line

@@ -82,7 +82,7 @@ def _save(folder: Path, name: str, model=None) -> torch.nn.Module:
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_folder_audits_with_no_flag_and_logits_equal_transformers(tmp_path: Path, name: str) -> None:
     model = _save(tmp_path / "m", name)
-    bench = Workbench.open(tmp_path / "m", "digits", ExtractOptions(cache_dir=str(tmp_path / "c")))
+    bench = Workbench.open(tmp_path / "m", "digits", ExtractOptions.of(cache_dir=str(tmp_path / "c")))
     loaded = bench.model
     assert loaded.arch == f"transformers:{name}" and loaded.class_names == NAMES and loaded.in_chans == 1
     prep = bench.preprocessing

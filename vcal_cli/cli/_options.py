@@ -13,12 +13,12 @@ import typer
 from vcal_cli._defaults import CONFORMAL_SCORES, DEFAULT_N_BINS, DEFAULT_N_BOOTSTRAP, MAX_BINS, MAX_BOOTSTRAP
 from vcal_cli.features.settings import ExtractOptions  # torch-free: the defaults the help shows
 
-DEFAULTS = ExtractOptions()
+DEFAULTS = ExtractOptions().flat()
 
 
 def _d(name: str) -> str:
     """' [default: X]' for an ExtractOptions field (the one home of the defaults)."""
-    return f" \\[default: {getattr(DEFAULTS, name)}]"
+    return f" \\[default: {DEFAULTS[name]}]"
 
 
 BinsOpt = Annotated[
@@ -106,7 +106,7 @@ class Group:
     """The options of one settings object. `settings` returns its class, imported when a command runs (torch may
     come with it); `build` makes it from the parsed values, with `given` for what the command passes itself."""
 
-    settings: Callable[[], type]
+    settings: Callable[[], Callable[..., Any]]
     flags: tuple[Flag, ...]
 
     def parameters(self) -> tuple[inspect.Parameter, ...]:
@@ -144,8 +144,8 @@ def _floats(flag: str) -> Callable[[str | None], Any]:
     return parse
 
 
-def _extract_options() -> type:
-    return ExtractOptions
+def _extract_options() -> Callable[..., ExtractOptions]:
+    return ExtractOptions.of
 
 
 EXTRACT = Group(  # loading the checkpoint and extracting features (ExtractOptions: the one home of the defaults)

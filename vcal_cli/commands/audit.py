@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +96,8 @@ def audit(
     if robustness:
         if bench.from_file:
             bench.images(split)  # features from a file have no images: one line, before any work
-        check_options(robustness, bench.options.data_root)  # a bad corruption or OOD set fails before any extraction
+        # a bad corruption or OOD set fails before any extraction
+        check_options(robustness, bench.options.data.data_root)
     conformal, skipped = check_guarantees(conformal, bench)
     fs = bench.features(split)
     suggestion = suggest_fix(bench, split, fs, n_bins) if suggest else None
@@ -178,10 +178,10 @@ def audit_features(
     settings = {
         **settings,
         **said,
-        "device": o.device,
-        "batch_size": o.batch_size,
+        "device": o.runtime.device,
+        "batch_size": o.runtime.batch_size,
         "cache": {"hit": fs.from_cache, "path": str(fs.path) if fs.path else None},
-        "options": {k: v for k, v in asdict(o).items() if v is not None},
+        "options": {k: v for k, v in o.flat().items() if v is not None},
     }
     tree = resolve_hierarchy(hierarchy, bench)
     return AuditReport(

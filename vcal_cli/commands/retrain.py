@@ -128,7 +128,7 @@ def plan_retrain(
     if robustness:
         if bench.from_file:
             bench.images("test")  # features from a file have no images: one line, before any fitting
-        check_options(robustness, bench.options.data_root)  # a bad corruption or OOD set fails before any fitting
+        check_options(robustness, bench.options.data.data_root)  # a bad corruption or OOD set fails before any fitting
     head_only = head_only or bench.from_file or bench.model.program is not None  # no backbone to write: the head
     if train_views and bench.from_file:
         raise UsageError("--train-views augments images; features computed elsewhere have none", hint="drop it")
@@ -153,7 +153,7 @@ def plan_retrain(
     per_head = head_params(names, {"seed": seed, **params})
     if out is not None and len(names) > 1 and not auto:
         raise UsageError("--checkpoint-out names one checkpoint file; with several heads, checkpoints go into --out")
-    inputs = tuple(Path(p) for p in (bench.model.path, bench.options.head_file) if p)
+    inputs = tuple(Path(p) for p in (bench.model.path, bench.options.load.head_file) if p)
     paths = output_paths(bench.model, names, auto, out_dir, out, head_only)
     for path in paths.values():
         if any(same_file(src, path) for src in inputs):
@@ -243,10 +243,12 @@ def score_heads(
     for head in fitted:
         # val predictions only where something reads them: the warning (heads fitted on train) and the sets
         needs_val = head.fits_on == "train" or plan.conformal
-        val_lp = head.predict_log_proba(val.features, batch_size=bench.options.batch_size) if needs_val else None
+        val_lp = (
+            head.predict_log_proba(val.features, batch_size=bench.options.runtime.batch_size) if needs_val else None
+        )
         if head.fits_on == "train" and (v := nll(val_lp, val.labels)) > original_val_nll:
             original.warnings.append(_worse_on_val(head, v, original_val_nll, plan.train_views))
-        log_probs = head.predict_log_proba(test.features, batch_size=bench.options.batch_size)
+        log_probs = head.predict_log_proba(test.features, batch_size=bench.options.runtime.batch_size)
         res = compute_metrics(test.labels, logits=log_probs, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed)
         r = HeadResult(
             head.name, res, head, None, hierarchy_section(plan.tree, log_probs, test.labels, n_bootstrap, seed)
@@ -293,7 +295,7 @@ def add_verdicts(
         t = get_head(REFERENCE)(get_head(REFERENCE).Params(seed=seed)).fit(
             fit["train"], fit["val"], base=bench.model.head
         )
-        reference = t.predict_log_proba(test.features, batch_size=bench.options.batch_size)
+        reference = t.predict_log_proba(test.features, batch_size=bench.options.runtime.batch_size)
     against = {"original": test.logits, **({REFERENCE: reference} if reference is not None else {})}
     for name, r in results.items():
         if name != "original":
@@ -321,7 +323,7 @@ def write_heads(plan: RetrainPlan, bench: Workbench, results: dict[str, HeadResu
         elif plan.head_only:
             save_head(head.module_, head.info(), loaded, path)
         else:
-            where = ", val from test" if o.val_from == "test" else ""
+            where = ", val from test" if o.data.val_from == "test" else ""
             meta = {
                 "retrained_from": loaded.sha256,
                 "retrained_on": f"{bench.name}:train (selected on val{where})",

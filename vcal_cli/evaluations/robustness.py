@@ -232,9 +232,9 @@ def _adversarial(bench: Workbench, variants, r, ds, n, n_bins, seed) -> dict[str
             pixels,
             ds.labels[:n],
             list(r.adversarial),
-            batch_size=o.batch_size,
+            batch_size=o.runtime.batch_size,
             seed=seed,
-            device=resolve_device(o.device),
+            device=resolve_device(o.runtime.device),
             n_bins=n_bins,
             progress=progress,
         )

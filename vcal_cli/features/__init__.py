@@ -11,6 +11,10 @@ from typing import Any
 _EXPORTS = {
     "DEFAULT_SHARD_SIZE": "settings",
     "ExtractOptions": "settings",
+    "LoadOptions": "settings",
+    "DataOptions": "settings",
+    "CacheOptions": "settings",
+    "RuntimeOptions": "settings",
     "FeatureSet": "load",
     "get_features": "load",
     "FeatureCache": "cache",

@@ -62,7 +62,13 @@ class Runtime:
     def of(cls, options: ExtractOptions | None, *, workers: int | None = None) -> Runtime:
         """The forward-pass part of the extraction settings (`workers` overrides theirs: the probe runs without)."""
         o = options or ExtractOptions()
-        return cls(o.device, o.batch_size, o.workers if workers is None else workers, o.precision, o.channels_last)
+        return cls(
+            o.runtime.device,
+            o.runtime.batch_size,
+            o.runtime.workers if workers is None else workers,
+            o.runtime.precision,
+            o.runtime.channels_last,
+        )
 
     def check(self) -> torch.device:
         if self.batch_size < 1:

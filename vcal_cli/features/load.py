@@ -106,9 +106,9 @@ def get_features(
 ) -> FeatureSet:
     """Features of `data` under `loaded`, read from the cache when an entry exists, else extracted and cached.
 
-    Extraction writes shards of `options.shard_size` rows as they are produced (an interrupted run resumes from
+    Extraction writes shards of `options.cache.shard_size` rows as they are produced (an interrupted run resumes from
     the finished ones) and merges them into one entry; under torchrun the shards are spread over the
-    ranks. Features are stored as `options.cache_dtype` (logits always as float32). `check_classes=False`
+    ranks. Features are stored as `options.cache.cache_dtype` (logits always as float32). `check_classes=False`
     allows data with other classes (out-of-distribution sets).
     """
     o = options or ExtractOptions()
@@ -119,9 +119,7 @@ def get_features(
         )
     rt = Runtime.of(o)
     rt.check()  # a bad --device or --precision fails before any work, cached or not
-    dtype = cache_dtype(o.cache_dtype)
-    if o.shard_size < 1:
-        raise UsageError(f"--shard-size {o.shard_size} must be at least 1")
+    dtype = cache_dtype(o.cache.cache_dtype)
     info = {
         "checkpoint": str(loaded.path) if loaded.path else None,
         "checkpoint_sha256": loaded.sha256,
@@ -131,12 +129,12 @@ def get_features(
         "n": len(data),
         "classes": list(data.classes),  # the data set's class names, for checkpoints that carry none
         "preprocessing": prep.to_dict(),
-        "cache_dtype": o.cache_dtype,
-        "precision": o.precision,
+        "cache_dtype": o.cache.cache_dtype,
+        "precision": o.runtime.precision,
         "channels_last": rt.use_channels_last,
     }
     w = world()
-    if not o.use_cache:
+    if not o.cache.use_cache:
         if w.size > 1:
             raise UsageError("--no-cache cannot run under torchrun: the ranks hand their features over in the cache")
         feats, logits, labels = extract_features(loaded, data, prep, o, progress=progress)
@@ -153,13 +151,13 @@ def get_features(
         "preprocessing": prep.to_dict(),
         **{k: info[k] for k in ("cache_dtype", "precision", "channels_last")},
     }
-    path = FeatureCache(o.cache_dir).path(cache_key(parts))
+    path = FeatureCache(o.cache.cache_dir).path(cache_key(parts))
     if w.broadcast(_entry_ok(path, len(data)) if w.main else False):
         if w.main:
             _tidy(path)
         return FeatureSet.load(path)
     try:
-        plan = ShardPlan.make(len(data), o.shard_size, o.batch_size)
+        plan = ShardPlan.make(len(data), o.cache.shard_size, o.runtime.batch_size)
         if w.size > 1:  # torchrun: the ranks share the build (rank 0 prepares and merges, barriers order them)
             resumed = _build(loaded, data, prep, rt, dtype, plan, path, info, w, progress)
         else:  # separate runs on one entry: one builds, the others wait for it and read it

@@ -156,7 +156,7 @@ class Ensemble:
         class count and, where both name them, on the class names. `logit_space`: see the class."""
         if len(checkpoints) < 2:
             raise UsageError("an ensemble needs two checkpoints or more; for one model, audit it alone")
-        if options is not None and options.head_file:
+        if options is not None and options.load.head_file:
             raise UsageError("--head-file applies to one checkpoint, not to an ensemble's members")
         members = []
         for ck in checkpoints:

@@ -56,7 +56,7 @@ def _accuracy(loaded: LoadedModel, data: ImageSplit, prep: Preprocessing, rt: Ru
 def probe_preprocessing(loaded: LoadedModel, data: ImageSplit, options: ExtractOptions | None = None) -> Preprocessing:
     """The candidate with the best accuracy on a fixed subset of `data` (the val split), with every result."""
     o = options or ExtractOptions()
-    rt, cache_dir, use_cache = Runtime.of(o, workers=0), o.cache_dir, o.use_cache
+    rt, cache_dir, use_cache = Runtime.of(o, workers=0), o.cache.cache_dir, o.cache.use_cache
     sub = _subset(data)
     cands = probe_candidates(loaded.timm_cfg, loaded.in_chans, data.native_size, _stats(sub))
     weights = {"weights": loaded.weight_set["set"]} if loaded.weight_set else {}

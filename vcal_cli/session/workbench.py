@@ -1,7 +1,7 @@
 """The workbench every command takes: a checkpoint opened once, with its data set, preprocessing and class names
 resolved once, serving any split's features (memoised) and the heads' fit data.
 
-    bench = Workbench.open("model.pth.tar", "fashion-mnist", ExtractOptions(cache_dir="cache"))
+    bench = Workbench.open("model.pth.tar", "fashion-mnist", ExtractOptions.of(cache_dir="cache"))
     test = bench.features("test")        # extracted once, then read from the cache
     train = bench.fit_data("train")      # what a head learns from
     bench.release()                      # under torchrun: ranks > 0 stop here
@@ -59,15 +59,11 @@ class Workbench:
         *,
         progress: Track = quiet,
     ) -> Workbench:
-        """Open `checkpoint` (a path, with `options.head_file` applied; a `LoadedModel` as it is) on `data` (default:
-        the data set a vcal checkpoint records). A `Workbench` is returned as it is."""
+        """Open `checkpoint` (a path, with `options.load.head_file` applied; a `LoadedModel` as it is) on `data`
+        (default: the data set a vcal checkpoint records). A `Workbench` is returned as it is."""
         if isinstance(checkpoint, Workbench):
             return checkpoint
         o = options or ExtractOptions()
-        if o.batch_size < 1:
-            raise UsageError(f"--batch-size {o.batch_size} must be at least 1")
-        if o.workers < 0:
-            raise UsageError(f"--workers {o.workers} must be 0 or more")
         if not isinstance(checkpoint, LoadedModel) and is_bundle(checkpoint):
             return cls._from_bundle(Path(checkpoint), data, o, progress)
         loaded = open_checkpoint(checkpoint, o)
@@ -77,8 +73,8 @@ class Workbench:
     def _from_bundle(cls, path: Path, data: str | ImageSplit | None, o: ExtractOptions, progress: Track) -> Workbench:
         """Features computed elsewhere; with `--head-file`, every split's logits are that head's."""
         loaded, splits = open_bundle(path)
-        if o.head_file:
-            loaded = apply_head_file(loaded, o.head_file)
+        if o.load.head_file:
+            loaded = apply_head_file(loaded, o.load.head_file)
             with torch.no_grad():
                 for fs in splits.values():
                     fs.logits = torch.cat([loaded.head(fs.features[i : i + 4096]) for i in range(0, len(fs), 4096)])
@@ -109,8 +105,10 @@ class Workbench:
             return self.data
         if split not in self._images:
             o = self.options
-            columns = (o.image_column, o.label_column)
-            self._images[split] = load_split(self.data, split, root=o.data_root, val_from=o.val_from, columns=columns)
+            columns = (o.data.image_column, o.data.label_column)
+            self._images[split] = load_split(
+                self.data, split, root=o.data.data_root, val_from=o.data.val_from, columns=columns
+            )
         return self._images[split]
 
     def features(self, split: str = "test") -> FeatureSet:
@@ -125,7 +123,7 @@ class Workbench:
         """Features of a split derived from the data (a corrupted or augmented copy), or of another data set
         (`in_distribution=False`: an out-of-distribution set, by name or split, whose classes may differ)."""
         if isinstance(ds, str):
-            ds = load_split(ds, "test", root=self.options.data_root)
+            ds = load_split(ds, "test", root=self.options.data.data_root)
         prep = self.preprocessing_of(ds, in_distribution=in_distribution)
         return get_features(self.model, ds, prep, self.options, check_classes=in_distribution, progress=self.progress)
 
@@ -165,8 +163,8 @@ class Workbench:
         """The checkpoint's class names, else the data set's (its label order is the model's)."""
         if self.model.class_names:
             return list(self.model.class_names)
-        if self.options.weights:  # torchvision's categories for those weights, when the class count matches
-            names = torchvision_weights(self.options.weights)[1]
+        if self.options.data.weights:  # torchvision's categories for those weights, when the class count matches
+            names = torchvision_weights(self.options.data.weights)[1]
             if len(names) == self.model.num_classes:
                 return names
         cached = next((fs.info.get("classes") for fs in self._features.values() if fs.info.get("classes")), None)
@@ -189,10 +187,14 @@ def open_checkpoint(checkpoint: str | Path | LoadedModel, options: ExtractOption
         return checkpoint
     o = options or ExtractOptions()
     loaded = load_checkpoint(
-        checkpoint, arch=o.arch, trust=o.trust_checkpoint, head_module=o.head_module, weight_set=o.weight_set
+        checkpoint,
+        arch=o.load.arch,
+        trust=o.load.trust_checkpoint,
+        head_module=o.load.head_module,
+        weight_set=o.load.weight_set,
     )
-    if o.head_file:
-        loaded = apply_head_file(loaded, o.head_file)
+    if o.load.head_file:
+        loaded = apply_head_file(loaded, o.load.head_file)
     return loaded
 
 
@@ -232,8 +234,8 @@ def model_preprocessing(
 ) -> Preprocessing:
     """The model's preprocessing: from what was said (flags, metadata, the checkpoint's own training record),
     else probed on the val split of `data` (once per model: OOD sets and later splits reuse it)."""
-    flags = {"input_size": o.input_size, "mean": o.mean, "std": o.std}
-    recorded = torchvision_weights(o.weights, loaded.in_chans)[0] if o.weights else loaded.preprocessing
+    flags = {"input_size": o.data.input_size, "mean": o.data.mean, "std": o.data.std}
+    recorded = torchvision_weights(o.data.weights, loaded.in_chans)[0] if o.data.weights else loaded.preprocessing
     said = resolve_preprocessing(
         flags=flags,
         checkpoint=recorded,
@@ -244,7 +246,7 @@ def model_preprocessing(
     )
     if said is not None:
         _fits_the_model(said, loaded, flags)
-        return with_resize(said, o.resize)
+        return with_resize(said, o.data.resize)
     if loaded.probed is not None:
         return loaded.probed
     if not probe:  # an OOD set's labels cannot score candidates: the data's native size, unnormalised, said so
@@ -254,11 +256,11 @@ def model_preprocessing(
         val = data
     else:
         try:
-            val = load_split(data, "val", root=o.data_root, val_from=o.val_from)
+            val = load_split(data, "val", root=o.data.data_root, val_from=o.data.val_from)
         except VcalError:
             val = ds
     loaded.probed = probe_preprocessing(loaded, val, o)
-    return with_resize(loaded.probed, o.resize)
+    return with_resize(loaded.probed, o.data.resize)
 
 
 def _fits_the_model(prep: Preprocessing, loaded: LoadedModel, flags: dict) -> None:
