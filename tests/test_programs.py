@@ -213,11 +213,29 @@ def test_export_folds_the_head_into_the_model_and_reaudits_the_same(
     assert path.stat().st_size > 0  # the input is untouched (a new file beside it)
 
 
+@pytest.mark.parametrize(("kind", "head"), [("onnx", "vtst"), ("onnx", "dirichlet"), ("onnx-dynamo", "ce")])
+def test_onnx_export_composes_a_head_that_is_not_linear(runner, tmp_path: Path, net: Net, kind: str, head: str) -> None:
+    """A head that is not one linear layer goes to ONNX composed after the graph's features (then an identity linear
+    layer, so the program still ends in one): the exported file audits to the head's numbers."""
+    path = _write(kind, net, tmp_path / f"m{SUFFIX[kind]}")
+    common = ["--data", "digits", *FLAGS]
+    args = ["retrain", str(path), "--head", head, "--export", "onnx", "--bootstrap", "0", "--out", str(tmp_path / "r")]
+    r = runner.invoke(app, [*args, "--epochs", "3", *common] if head in ("vtst", "ce") else [*args, *common])
+    assert r.exit_code == 0, r.output
+    after = json.loads((tmp_path / "r" / "report.json").read_text())["heads"][head]
+    exported = tmp_path / "r" / f"m.{head}.onnx"
+    r2 = runner.invoke(app, ["audit", str(exported), "--bootstrap", "0", "--json", "-o", str(tmp_path / "a"), *common])
+    assert r2.exit_code == 0, r2.output
+    audited = json.loads(r2.stdout)["metrics"]
+    for metric in ("accuracy", "nll", "ece", "brier"):
+        assert audited[metric] == pytest.approx(after["metrics"][metric], abs=2e-5), metric
+
+
 def test_export_of_a_head_that_is_not_linear_or_in_another_format_is_one_line(runner, tmp_path: Path, net: Net) -> None:
-    path = _write("onnx", net, tmp_path / "m.onnx")
-    base = ["retrain", str(path), "--data", "digits", *FLAGS, "--out", str(tmp_path / "r")]
-    line = one_line_error(runner.invoke(app, [*base, "--head", "isotonic", "--export", "onnx"]))
-    assert "head 'isotonic' is not one linear layer" in line
-    line = one_line_error(runner.invoke(app, [*base, "--head", "temperature", "--export", "torchscript"]))
-    assert "--export torchscript" in line and "is a onnx model" in line
+    path = _write("script", net, tmp_path / "m.pt")
+    base = ["retrain", str(path), "--data", "digits", "--trust-checkpoint", *FLAGS, "--out", str(tmp_path / "r")]
+    line = one_line_error(runner.invoke(app, [*base, "--head", "isotonic", "--export", "torchscript"]))
+    assert "head 'isotonic' is not one linear layer" in line and "--export onnx" in line
+    line = one_line_error(runner.invoke(app, [*base, "--head", "temperature", "--export", "onnx"]))
+    assert "--export onnx" in line and "is a torchscript model" in line
     assert not (tmp_path / "r").exists()

@@ -10,12 +10,16 @@ file is the input file with that layer's weights replaced, nothing else touched:
 - TorchScript: the parameters of the module that holds the last linear layer (`torch.jit.load`, then `save`);
 - transformers: the classifier of the model, written with `save_pretrained` (config and preprocessor file kept).
 
-Other heads (a network, a non-linear map) cannot be one linear layer: asked to export one, vcal says so in one line
-before anything is fitted.
+Other heads (a network, a non-linear map) cannot be one linear layer. For ONNX the graph is cut at the features
+vcal split it at and the head, exported by `torch.onnx.export` and followed by an identity linear layer (so the
+program still ends in one, where vcal splits it: its features are then the head's log-probabilities), is composed
+after them with `onnx.compose`; a head with an operation ONNX cannot express is one line. TorchScript and
+transformers take the linear heads only; asked for another, vcal says so in one line before anything is fitted.
 """
 
 from __future__ import annotations
 
+import io
 import shutil
 import warnings
 from pathlib import Path
@@ -50,10 +54,11 @@ def check_export(fmt: str | None, loaded: LoadedModel, heads: list[str]) -> None
         came = f"a {own} model" if own else "a checkpoint vcal writes as its own"
         raise UsageError(f"--export {fmt}: '{loaded.path}' is {came}", hint="export in the format the model came in")
     bad = [h for h in heads if h.removesuffix("+temperature") not in FOLDABLE]
-    if bad:
+    if bad and fmt != "onnx":
         raise UsageError(
             f"--export {fmt}: head '{bad[0]}' is not one linear layer, so it cannot be folded into the model's",
-            hint=f"export {', '.join(FOLDABLE)} (or NAME+temperature of them); write other heads with --head-only",
+            hint=f"export {', '.join(FOLDABLE)} (or NAME+temperature of them) to {fmt}; other heads go to ONNX "
+            "(--export onnx) or as a head file (--head-only)",
         )
 
 
@@ -66,17 +71,79 @@ def folded(module: nn.Module) -> tuple[Tensor, Tensor] | None:
 
 
 def export(loaded: LoadedModel, module: nn.Module, fmt: str, out: Path) -> Path:
-    """Write `loaded` with `module` folded into its last linear layer, in `fmt`, at `out` (a file, or a folder for
-    transformers); the input is never written over."""
-    fold = folded(module)
-    if fold is None:
-        raise UsageError(f"--export {fmt}: this head is not one linear layer")
-    w, b = fold
+    """Write `loaded` with `module` in `fmt` at `out` (a file, or a folder for transformers): folded into its last
+    linear layer when the head is one linear map, else (ONNX) the head appended to the program's features, ending in
+    an identity linear layer; the input is never written over."""
     if loaded.path is not None and Path(out).resolve() == Path(loaded.path).resolve():
         raise UsageError(f"refusing to write '{out}' over the model", hint="choose another --out")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
+    fold = folded(module)
+    if fold is None:
+        if fmt != "onnx":
+            raise UsageError(f"--export {fmt}: this head is not one linear layer")
+        _onnx_appended(loaded, module, Path(out))
+        return Path(out)
+    w, b = fold
     {"onnx": _onnx, "torchscript": _torchscript, "transformers": _transformers}[fmt](loaded, w, b, Path(out))
     return Path(out)
+
+
+class HeadThenIdentity(nn.Module):
+    """A head's log-probabilities through an identity linear layer: the exported program still ends in a linear
+    layer, so vcal splits it there (its features are then the head's log-probabilities, its logits the same)."""
+
+    def __init__(self, head: nn.Module, num_classes: int) -> None:
+        super().__init__()
+        self.head = head
+        self.out = nn.Linear(num_classes, num_classes)
+        with torch.no_grad():
+            self.out.weight.copy_(torch.eye(num_classes))
+            self.out.bias.zero_()
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.out(self.head(features))
+
+
+def _onnx_appended(loaded: LoadedModel, module: nn.Module, out: Path) -> None:
+    """The program's graph cut at the features vcal split it at, the head (exported by `torch.onnx.export`)
+    composed after them with `onnx.compose`."""
+    import onnx
+    from onnx import compose, helper
+
+    model = onnx.load(str(loaded.path), load_external_data=True)
+    g = model.graph
+    layer = loaded.metadata.get("program_layer", "")
+    node = next((n for n in g.node if layer in (n.name, n.input[0]) and n.op_type in ("Gemm", "MatMul")), None)
+    if node is None:
+        raise CheckpointError(f"'{loaded.path}': the layer vcal split the graph at ('{layer}') is gone")
+    features = node.input[0]
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
+    buf = io.BytesIO()
+    head = HeadThenIdentity(module, loaded.num_classes).eval()
+    example = torch.zeros(2, loaded.head.in_features)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                head,
+                (example,),
+                buf,
+                dynamo=False,
+                input_names=["features"],
+                output_names=["log_probs"],
+                dynamic_axes={"features": {0: "batch"}, "log_probs": {0: "batch"}},
+                opset_version=min(opset, 20),
+            )
+    except Exception as e:  # an operation ONNX has no form for (a sorted search, ...)
+        raise UsageError(
+            f"--export onnx: this head has an operation ONNX cannot express ({type(e).__name__})"
+        ) from None
+    part = compose.add_prefix(onnx.load_from_string(buf.getvalue()), "vcal_head/")
+    part.ir_version = model.ir_version
+    del g.output[:]
+    g.output.append(helper.make_tensor_value_info(features, onnx.TensorProto.FLOAT, None))
+    merged = compose.merge_models(model, part, io_map=[(features, "vcal_head/features")])
+    _save_onnx(merged, out)
 
 
 def _onnx(loaded: LoadedModel, w: Tensor, b: Tensor, out: Path) -> None:

@@ -89,7 +89,7 @@ class VTSTModule(HeadModule):
         w = self.out.weight  # (K, Z)
         scaled = (self.eps[:, None, :] * w[None]).reshape(-1, w.shape[1])  # (M K, Z): row (m, k) = eps_m * w_k
         noise = (0.5 * logvar).exp() @ scaled.t()  # (N, M K)
-        logits = (self.out(mu).repeat(1, self.samples) + noise).view(len(mu), self.samples, -1)
+        logits = (self.out(mu).repeat(1, self.samples) + noise).view(-1, self.samples, self.num_classes)  # batch free
         return torch.log_softmax(logits, dim=-1).transpose(0, 1)
 
     def forward(self, features: Tensor) -> Tensor:
