@@ -39,7 +39,7 @@ def main() -> None:
 
     torch.manual_seed(0)
     model = timm.create_model(a.arch, pretrained=False, num_classes=10).eval()
-    loaded = LoadedModel(model, find_head(model, 10), a.arch, 10, "bench")
+    loaded = LoadedModel(model=model, head_name=find_head(model, 10), arch=a.arch, num_classes=10, sha256="bench")
     images = torch.randint(0, 256, (a.n, 3, a.size, a.size), dtype=torch.uint8)
     labels = torch.randint(0, 10, (a.n,))
     data = ImageSplit("bench", "test", labels, [str(i) for i in range(10)], (3, a.size, a.size), {"n": a.n}, images)

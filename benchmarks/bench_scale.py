@@ -130,11 +130,11 @@ def image_workload(folder: Path, n_train: int, n_test: int, k: int, d: int, seed
             model.fc.weight.copy_(w * c)
             model.fc.bias.copy_(-(mu @ w.T) * c)
         loaded = LoadedModel(
-            model,
-            find_head(model, k),
-            "vcal:mlp",
-            k,
-            "",
+            model=model,
+            head_name=find_head(model, k),
+            arch="vcal:mlp",
+            num_classes=k,
+            sha256="",
             class_names=[f"c{i}" for i in range(k)],
             preprocessing=prep,
             arch_kwargs=kwargs,

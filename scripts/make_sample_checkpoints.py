@@ -56,10 +56,10 @@ def train(name: str, out_dir: Path, seed: int = 0, epochs: int | None = None) ->
             print(f"{name} epoch {epoch + 1}/{epochs} loss {loss.item():.4f}")
     model.eval()
     loaded = LoadedModel(
-        model,
-        find_head(model, 10),
-        arch,
-        10,
+        model=model,
+        head_name=find_head(model, 10),
+        arch=arch,
+        num_classes=10,
         sha256="",
         class_names=train_split.classes,
         preprocessing=prep,

@@ -18,15 +18,15 @@ def tiny_mlp(seed: int = 0, num_classes: int = 10) -> LoadedModel:
     kwargs = {"in_features": 64, "hidden": [32]}
     model = build_arch("vcal:mlp", num_classes, in_chans=1, kwargs=kwargs).eval()
     return LoadedModel(
-        model,
-        find_head(model, num_classes),
-        "vcal:mlp",
-        num_classes,
-        "",
+        model=model,
+        head_name=find_head(model, num_classes),
+        arch="vcal:mlp",
+        num_classes=num_classes,
+        sha256="",
         class_names=[str(i) for i in range(num_classes)],
         preprocessing=Preprocessing((1, 8, 8), (0.5,), (0.5,)),
         arch_kwargs=kwargs,
-        metadata={"trained_on": "digits:train"},  # `--data` defaults to it, as for the shipped samples
+        metadata={"trained_on": "digits:train"},
     )
 
 
@@ -90,11 +90,11 @@ def trained_digits_mlp(path: Path, seed: int, epochs: int = 40, hidden: int = 64
             opt.step()
     model.eval()
     member = LoadedModel(
-        model,
-        find_head(model, 10),
-        "vcal:mlp",
-        10,
-        "",
+        model=model,
+        head_name=find_head(model, 10),
+        arch="vcal:mlp",
+        num_classes=10,
+        sha256="",
         class_names=split.classes,
         preprocessing=loaded.preprocessing,
         arch_kwargs=kwargs,

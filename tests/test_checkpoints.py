@@ -95,7 +95,7 @@ def test_head_finder_and_features_reproduce_logits(arch: str, head: str) -> None
     assert name == head
     from vcal_cli import LoadedModel
 
-    loaded = LoadedModel(model, name, arch, 5, "")
+    loaded = LoadedModel(model=model, head_name=name, arch=arch, num_classes=5, sha256="")
     logits, feats = _logits_and_features(loaded, torch.randn(3, 3, 32, 32))
     w, b = loaded.head.weight, loaded.head.bias
     assert torch.allclose(feats @ w.T + b, logits, atol=1e-5)

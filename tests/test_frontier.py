@@ -66,7 +66,20 @@ def test_selected_point_satisfies_the_tolerance_and_audit_reproduces_it(sweep) -
 
 def test_selection_rule_by_hand() -> None:
     def pt(acc: float, ece: float, rate: float, nll: float) -> FrontierPoint:
-        return FrontierPoint(0.1, 0.0, rate, 0, 0, 0, acc, ece, nll, acc, ece, nll)
+        return FrontierPoint(
+            beta=0.1,
+            lam=0.0,
+            rate=rate,
+            distortion=0,
+            mse=0,
+            classification=0,
+            val_accuracy=acc,
+            val_ece=ece,
+            val_nll=nll,
+            test_accuracy=acc,
+            test_ece=ece,
+            test_nll=nll,
+        )
 
     pts = [pt(0.950, 0.01, 5, 0.3), pt(0.960, 0.05, 9, 0.2), pt(0.957, 0.02, 7, 0.25), pt(0.940, 0.001, 1, 0.9)]
     assert select_point(pts, 0.005, "ece")[0] == 2  # 0.950 and 0.940 are out; 0.957 beats 0.960 on ECE

@@ -65,7 +65,7 @@ __all__ = [
 ]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class LoadedModel:
     """A classifier ready for feature extraction, plus what vcal knows about it."""
 
@@ -167,19 +167,19 @@ def _from_vcal_safetensors(path: Path, meta: dict[str, str], sha: str, head_modu
     if head_info is None:
         head = find_head(model, num_classes, head_module or meta.get("head_module"))
     return LoadedModel(
-        model.eval(),
-        head,
-        arch,
-        num_classes,
-        sha,
-        path,
-        class_names,
-        prep,
-        kwargs,
-        in_chans,
-        None,
-        dict(meta),
-        head_info,
+        model=model.eval(),
+        head_name=head,
+        arch=arch,
+        num_classes=num_classes,
+        sha256=sha,
+        path=path,
+        class_names=class_names,
+        preprocessing=prep,
+        arch_kwargs=kwargs,
+        in_chans=in_chans,
+        timm_cfg=None,
+        metadata=dict(meta),
+        head_info=head_info,
     )
 
 
@@ -260,12 +260,12 @@ def load_checkpoint(
             head = find_head(model, num_classes, head_module)
             k = model.get_submodule(head).out_features
             return LoadedModel(
-                model,
-                head,
-                arch or f"pickled:{type(model).__name__}",
-                k,
-                sha,
-                weights,
+                model=model,
+                head_name=head,
+                arch=arch or f"pickled:{type(model).__name__}",
+                num_classes=k,
+                sha256=sha,
+                path=weights,
                 in_chans=first_conv_chans(model),
                 timm_cfg=getattr(model, "pretrained_cfg", None),
             )
@@ -286,17 +286,17 @@ def load_checkpoint(
     head = find_head(model, k, head_module)
     names = list(hints.class_names) if hints.class_names and len(hints.class_names) == k else None
     return LoadedModel(
-        model.eval(),
-        head,
-        arch,
-        k,
-        sha,
-        weights,
-        names,
-        None,
-        {},
-        in_chans,
-        getattr(model, "pretrained_cfg", None),
+        model=model.eval(),
+        head_name=head,
+        arch=arch,
+        num_classes=k,
+        sha256=sha,
+        path=weights,
+        class_names=names,
+        preprocessing=None,
+        arch_kwargs={},
+        in_chans=in_chans,
+        timm_cfg=getattr(model, "pretrained_cfg", None),
         hints=hints,
         weight_set=chosen,
     )
@@ -317,12 +317,12 @@ def _from_program(path: Path, kind: str, *, trust: bool) -> LoadedModel:
     sha = hashlib.sha256("".join(sha256_file(p) for p in files).encode()).hexdigest() if len(files) > 1 else None
     k = model.head.out_features
     return LoadedModel(
-        model,
-        "head",
-        kind,
-        k,
-        sha or sha256_file(path),
-        path,
+        model=model,
+        head_name="head",
+        arch=kind,
+        num_classes=k,
+        sha256=sha or sha256_file(path),
+        path=path,
         in_chans=chans,
         metadata={"program_layer": where},
     )
@@ -340,17 +340,17 @@ def _from_transformers_folder(folder: Path, name: str, head_module: str | None) 
     parts = sorted(p for p in folder.iterdir() if p.is_file() and (p.suffix in (".safetensors", ".bin", ".json")))
     sha = hashlib.sha256("".join(f"{p.name}:{sha256_file(p)};" for p in parts).encode()).hexdigest()
     return LoadedModel(
-        model,
-        head,
-        f"transformers:{name}",
-        k,
-        sha,
-        folder,
-        names if names and len(names) == k else None,
-        None,
-        {"config": config},
-        int(config.get("num_channels") or 3),
-        None,
+        model=model,
+        head_name=head,
+        arch=f"transformers:{name}",
+        num_classes=k,
+        sha256=sha,
+        path=folder,
+        class_names=names if names and len(names) == k else None,
+        preprocessing=None,
+        arch_kwargs={"config": config},
+        in_chans=int(config.get("num_channels") or 3),
+        timm_cfg=None,
         hints=beside(folder / "config.json"),
     )
 

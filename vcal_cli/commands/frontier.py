@@ -222,20 +222,20 @@ def score_point(
         mv = compute_metrics(va.labels, logits=model(va.features), n_bins=n_bins, n_bootstrap=0).metrics
         mt = compute_metrics(te.labels, logits=model(te.features), n_bins=n_bins, n_bootstrap=0).metrics
     return FrontierPoint(
-        beta,
-        lam,
-        m["rate"],
-        m["distortion"],
-        m["mse"],
-        m["classification"],
-        mv.accuracy,
-        mv.ece,
-        mv.nll,
-        mt.accuracy,
-        mt.ece,
-        mt.nll,
-        reached,
-        model,
+        beta=beta,
+        lam=lam,
+        rate=m["rate"],
+        distortion=m["distortion"],
+        mse=m["mse"],
+        classification=m["classification"],
+        val_accuracy=mv.accuracy,
+        val_ece=mv.ece,
+        val_nll=mv.nll,
+        test_accuracy=mt.accuracy,
+        test_ece=mt.ece,
+        test_nll=mt.nll,
+        iso_reached=reached,
+        module=model,
     )
 
 

@@ -86,7 +86,16 @@ def open_bundle(path: str | Path) -> tuple[LoadedModel, dict[str, FeatureSet]]:
         )
     names = [str(c) for c in a["classes"]] if "classes" in a and len(a["classes"]) == k else None
     loaded = LoadedModel(
-        nn.Sequential(OrderedDict(fc=head)).eval(), "fc", "features", k, sha256_file(path), path, names, None, {}, None
+        model=nn.Sequential(OrderedDict(fc=head)).eval(),
+        head_name="fc",
+        arch="features",
+        num_classes=k,
+        sha256=sha256_file(path),
+        path=path,
+        class_names=names,
+        preprocessing=None,
+        arch_kwargs={},
+        in_chans=None,
     )
     return loaded, splits
 

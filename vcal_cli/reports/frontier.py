@@ -30,7 +30,7 @@ COLUMNS = (  # every column, with the NLLs, is in frontier.csv
 )
 
 
-@dataclass
+@dataclass(kw_only=True)
 class FrontierPoint:
     beta: float
     lam: float
