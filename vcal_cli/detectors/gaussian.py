@@ -87,16 +87,14 @@ class Mahalanobis(Detector):
 
 
 @register
-class RelativeMahalanobis(Detector):
+class RelativeMahalanobis(Mahalanobis):
     name, uses = "relative_mahalanobis", "features"
     paper = "relative Mahalanobis: class distance minus the distance under one Gaussian of all train (Ren et al. 2021)"
 
     def fit(self, train: Train) -> None:
+        super().fit(train)
         m = moments(train)
-        self.means, self.precision = m.means, _precision(m.within)
         self.mean, self.background = m.mean, _precision(m.total)
 
     def score(self, x: Scored) -> Tensor:
-        return min_class_distance(x.features, self.means, self.precision) - distance(
-            x.features, self.mean, self.background
-        )
+        return super().score(x) - distance(x.features, self.mean, self.background)
