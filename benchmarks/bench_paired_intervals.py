@@ -2,10 +2,11 @@
 
 The simulated classifiers of `bench_intervals.py`. Predictor A is the classifier; predictor B the same logits divided
 by a temperature T (the change a recalibration makes). Both are scored on the same draws of n rows and labels;
-`metrics.paired.verdicts` gives every metric's change B - A with its paired 95% percentile interval (200 resamples,
-as `vcal retrain` and `vcal gate` run it). The population change comes from the conditional label distribution q on
-a 200,000-row reference sample (never from labels): accuracy, NLL and Brier exactly, the binned ECE as the population
-ECE (sum over bins of |E[(q_top - conf) 1(conf in bin)]|). Printed: how often each interval holds the population
+`metrics.paired.verdicts` gives every metric's change B - A with its paired 95% interval (200 resamples, each side's
+noise floor passed as `vcal retrain` and `vcal gate` pass them: the ECE change bias-bounded, the others
+percentile). The population change comes from the conditional label distribution q on a 200,000-row reference
+sample (never from labels): accuracy, NLL and Brier exactly, the binned ECE as the population ECE (sum over bins of
+|E[(q_top - conf) 1(conf in bin)]|). Printed: how often each interval holds the population
 change, and how often the verdict is wrong (says better or worse while the population change has the other sign).
 
     python benchmarks/bench_paired_intervals.py [--draws 200] [--n 2000] [--temperatures 1.0,1.3] [--write-docs]
@@ -21,8 +22,9 @@ import torch
 from _timing import write_block
 from bench_intervals import Case, full_q, logits, truth_top
 
+from vcal_cli.metrics import compute_metrics
 from vcal_cli.metrics.calibration import bin_index
-from vcal_cli.metrics.paired import verdicts
+from vcal_cli.metrics.paired import noise_floors, verdicts
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
 REF_ROWS = 200_000
@@ -53,7 +55,10 @@ def study(kind: str, k: int, n: int, t: float, draws: int) -> tuple[dict[str, fl
     g = torch.Generator().manual_seed(99 + k)
     for i in range(draws):
         zd, y = case.sample(n, g)
-        v = verdicts(zd, zd / t, y, n_bins=15, n_bootstrap=200, seed=i)
+        # each side's noise floor, as `vcal retrain` takes them from the heads' own results
+        sides = [compute_metrics(y, logits=z, n_bootstrap=200, seed=i, with_details=False) for z in (zd, zd / t)]
+        floors = (noise_floors(sides[0].debiased), noise_floors(sides[1].debiased))
+        v = verdicts(zd, zd / t, y, n_bins=15, n_bootstrap=200, seed=i, floors=floors)
         for m in SHOWN:
             lo, hi = v[m]["interval"]
             holds[m] += lo <= change[m] <= hi

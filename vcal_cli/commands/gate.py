@@ -13,7 +13,7 @@ from vcal_cli.features import FeatureSet, Track, quiet
 from vcal_cli.gate import DEFAULT_RULES, GateResult, load_config
 from vcal_cli.gate import evaluate as evaluate_rules
 from vcal_cli.metrics import DEFAULT_N_BINS, check_bins
-from vcal_cli.metrics.paired import paired_deltas
+from vcal_cli.metrics.paired import noise_floors, paired_deltas
 from vcal_cli.reports import read_report
 from vcal_cli.session.workbench import ExtractOptions, Workbench
 
@@ -80,6 +80,7 @@ def gate(
             n_bins=n_bins,
             n_bootstrap=max(n_bootstrap, 1),
             seed=seed,
+            floors=(noise_floors(before.get("debiased")), noise_floors(after.get("debiased"))),
         )
         method = f"paired bootstrap on the same {len(after_fs.labels)} test samples ({max(n_bootstrap, 1)} resamples)"
     check_comparable(before, after, str(baseline), str(current))

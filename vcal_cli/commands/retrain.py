@@ -38,7 +38,7 @@ from vcal_cli.hierarchy import Hierarchy
 from vcal_cli.metrics import DEFAULT_N_BINS, check_bins, compute_metrics, nll
 from vcal_cli.metrics.conformal import Calibrated, ConformalOptions
 from vcal_cli.metrics.hierarchy import hierarchy_verdicts
-from vcal_cli.metrics.paired import verdicts
+from vcal_cli.metrics.paired import noise_floors, verdicts
 from vcal_cli.metrics.sanity import val_warning
 from vcal_cli.reports.retrain_schema import HeadResult, RetrainReport
 from vcal_cli.reports.schema import AuditReport
@@ -297,10 +297,21 @@ def add_verdicts(
         )
         reference = t.predict_log_proba(test.features, batch_size=bench.options.runtime.batch_size)
     against = {"original": test.logits, **({REFERENCE: reference} if reference is not None else {})}
+    floors = {
+        who: _floors(results.get(who), ref, test.labels, n_bins, n_bootstrap, seed) for who, ref in against.items()
+    }
     for name, r in results.items():
         if name != "original":
             r.verdicts = {
-                who: verdicts(ref, r.log_probs, test.labels, n_bins=n_bins, n_bootstrap=max(n_bootstrap, 20), seed=seed)
+                who: verdicts(
+                    ref,
+                    r.log_probs,
+                    test.labels,
+                    n_bins=n_bins,
+                    n_bootstrap=max(n_bootstrap, 20),
+                    seed=seed,
+                    floors=(floors[who], noise_floors(r.result.debiased)),
+                )
                 for who, ref in against.items()
             }
             if tree is not None and r.hierarchy is not None:
@@ -310,6 +321,17 @@ def add_verdicts(
                     )
                     for who, ref in against.items()
                 }
+
+
+def _floors(
+    result: HeadResult | None, log_probs: Any, labels: Any, n_bins: int, n_bootstrap: int, seed: int
+) -> dict[str, float]:
+    """The ECE-type noise-floor means of a reference predictor: from its result, else computed (temperature fitted
+    only for the verdicts)."""
+    if result is not None:
+        return noise_floors(result.result.debiased)
+    m = compute_metrics(labels, logits=log_probs, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed, with_details=False)
+    return noise_floors(m.debiased)
 
 
 def write_heads(plan: RetrainPlan, bench: Workbench, results: dict[str, HeadResult]) -> None:

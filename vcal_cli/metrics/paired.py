@@ -3,20 +3,39 @@
 Both predictors are resampled with the same draws, so the interval of (current - baseline) is much
 narrower than two independent intervals: `vcal gate` judges noise with it, and `vcal retrain` gives
 every head its verdict against the original and temperature scaling with it.
+
+A calibration error's plug-in is biased upward by noise, by between 0 (far from calibrated) and its noise floor's
+mean (a calibrated model of this size: `metrics.inference`), so the change of plug-ins carries the difference of two
+unknown biases. Given both sides' noise-floor means (`floors`), the ECE-type changes get the bias-bounded interval
+[d - m_cur - 1.96 sd, d + m_base + 1.96 sd] (sd the paired resamples' standard deviation), which holds every
+change in that range; without them, and for every other metric, the percentile interval of the paired resamples.
+`benchmarks/bench_paired_intervals.py` measures both (docs/metrics.md).
 """
 
 from __future__ import annotations
+
+import math
+from typing import Any
 
 import torch
 
 from vcal_cli.metrics import LOWER_IS_BETTER, METRIC_NAMES, evaluate_scores, make_scores
 
+Floors = tuple[dict[str, float], dict[str, float]]  # (baseline's, current's) noise-floor means by metric
+Z95 = 1.959963984540054
+
 
 def _paired(
-    base_logits: torch.Tensor, cur_logits: torch.Tensor, labels: torch.Tensor, n_bins: int, n_bootstrap: int, seed: int
+    base_logits: torch.Tensor,
+    cur_logits: torch.Tensor,
+    labels: torch.Tensor,
+    n_bins: int,
+    n_bootstrap: int,
+    seed: int,
+    floors: Floors | None = None,
 ) -> dict[str, tuple[float, float, float]]:
-    """Per metric: (current - baseline on the sample, the 2.5% and the 97.5% percentile of the resampled
-    differences), both predictors resampled with the same rows."""
+    """Per metric: (current - baseline on the sample, the interval's ends), both predictors resampled with the same
+    rows; the interval as the module says."""
     a, y = make_scores(labels, base_logits, None)
     b, _ = make_scores(labels, cur_logits, None)
     (va, _), (vb, _) = evaluate_scores([a, b], y, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed)
@@ -24,8 +43,23 @@ def _paired(
     out = {}
     for k in METRIC_NAMES:
         d = (vb[k] - va[k]).double()
-        lo, hi = torch.quantile(d[1:], q).tolist()
-        out[k] = (float(d[0]), lo, hi)
+        d0 = float(d[0])
+        if floors is not None and k in floors[0] and k in floors[1] and len(d) > 2:
+            z = Z95 * float(d[1:].std())
+            out[k] = (d0, d0 - floors[1][k] - z, d0 + floors[0][k] + z)
+        else:
+            lo, hi = torch.quantile(d[1:], q).tolist()
+            out[k] = (d0, lo, hi)
+    return out
+
+
+def noise_floors(debiased: dict[str, Any]) -> dict[str, float]:
+    """The noise-floor means of a result's ECE-type metrics (`MetricsResult.debiased` or report.json's `debiased`)."""
+    out = {}
+    for k, e in (debiased or {}).items():
+        m = e.get("null_mean") if isinstance(e, dict) else getattr(e, "null_mean", None)
+        if m is not None and not math.isnan(m):
+            out[k] = float(m)
     return out
 
 
@@ -37,12 +71,14 @@ def verdicts(
     n_bins: int,
     n_bootstrap: int,
     seed: int,
+    floors: Floors | None = None,
 ) -> dict[str, dict[str, object]]:
     """Per metric: the change against `base` on the same samples, its paired-bootstrap 95% interval and a
     verdict: better / no different / worse beyond noise (the interval excludes 0)."""
+    paired = _paired(base_logits, cur_logits, labels, n_bins, n_bootstrap, seed, floors)
     return {
         k: {"delta": delta, "interval": [lo, hi], "verdict": verdict_of(lo, hi, LOWER_IS_BETTER[k])}
-        for k, (delta, lo, hi) in _paired(base_logits, cur_logits, labels, n_bins, n_bootstrap, seed).items()
+        for k, (delta, lo, hi) in paired.items()
     }
 
 
@@ -64,8 +100,8 @@ def paired_deltas(
     n_bins: int,
     n_bootstrap: int,
     seed: int,
+    floors: Floors | None = None,
 ) -> dict[str, tuple[float, float]]:
-    """95% percentile interval of (current - baseline) for every metric, resampling the same samples for both."""
-    return {
-        k: (lo, hi) for k, (_, lo, hi) in _paired(base_logits, cur_logits, labels, n_bins, n_bootstrap, seed).items()
-    }
+    """95% interval of (current - baseline) for every metric, resampling the same samples for both."""
+    paired = _paired(base_logits, cur_logits, labels, n_bins, n_bootstrap, seed, floors)
+    return {k: (lo, hi) for k, (_, lo, hi) in paired.items()}
