@@ -100,3 +100,18 @@ def test_bad_shard_sets_are_one_line(runner, tmp_path: Path) -> None:
         line = one_line_error(runner.invoke(app, ["audit", MLP, "--data", spec, "-o", str(tmp_path / "rep")]))
         assert says in line, line
     assert not (tmp_path / "rep").exists()
+
+
+def test_without_webdataset_the_extra_is_named(runner, monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    real = builtins.__import__
+
+    def missing(name, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if name in ("webdataset", "braceexpand"):
+            raise ImportError(name)
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", missing)
+    line = one_line_error(runner.invoke(app, ["audit", MLP, "--data", "wds:shards/{split}-{0..3}.tar"]))
+    assert "needs the webdataset library" in line and "vcal[webdataset]" in line

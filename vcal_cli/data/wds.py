@@ -48,6 +48,7 @@ def _expand(pattern: str) -> list[Path]:
 
 def shard_lists(spec: str) -> dict[str, list[Path]]:
     """The shard files of each split ('all' for a pattern without `{split}`), each list existing and non-empty."""
+    _wds()  # the library (and braceexpand, which comes with it) before anything else: missing, it is one line
     pattern = spec.split(":", 1)[1] if ":" in spec else ""
     if not pattern:
         raise UsageError("--data wds: needs a shard pattern or folder, e.g. wds:shards/{split}-{000000..000009}.tar")
