@@ -14,7 +14,7 @@ from scipy.optimize import minimize_scalar
 
 from vcal_cli.errors import HeadError, NotFittedError, UsageError
 from vcal_cli.heads import FitData, build_module, get_head, list_heads
-from vcal_cli.heads._train import train_epochs
+from vcal_cli.heads._train import Loop, train_epochs
 from vcal_cli.hierarchy import Hierarchy
 
 FAST = {name: get_head(name).fast_params for name in list_heads()}  # each head declares its quick params
@@ -197,10 +197,7 @@ def test_divergence_is_an_error_and_names_the_fix() -> None:
             lambda x, y: (lin(x) * float("nan")).sum(),
             train,
             val,
-            name="ce",
-            epochs=1,
-            lr=1e-3,
-            batch_size=32,
+            Loop(name="ce", epochs=1, lr=1e-3, batch_size=32),
             progress=lambda it, **_: it,
         )
 
@@ -416,19 +413,8 @@ def test_training_prints_progress_per_batch_and_where_an_early_stop_ended(capsys
     def fit(epochs: int, patience: int, lr: float) -> str:
         lin = torch.nn.Linear(12, 4)
         loss = lambda x, y: torch.nn.functional.cross_entropy(lin(x), y)  # noqa: E731
-        train_epochs(
-            lin,
-            loss,
-            train,
-            val,
-            name="ce",
-            epochs=epochs,
-            lr=lr,
-            batch_size=80,
-            patience=patience,
-            select=lambda m, v: 1.0,
-            progress=_log_track,
-        )
+        loop = Loop(name="ce", epochs=epochs, lr=lr, batch_size=80, patience=patience, select=lambda m, v: 1.0)
+        train_epochs(lin, loss, train, val, loop, progress=_log_track)
         return capsys.readouterr().err
 
     err = fit(2, 0, 1e-3)  # 240 rows in batches of 80: 3 batches an epoch

@@ -220,39 +220,55 @@ def _ticks(progress: Track, total: int, description: str) -> Iterator[Callable[[
             close()
 
 
+@dataclass(frozen=True, kw_only=True)
+class Loop:
+    """How `train_epochs` runs: its name in progress lines and errors, epochs, learning rate, batch size, early
+    stopping (`patience` epochs without a new best; 0: run all) on `select(module, val)`, a hook after each step,
+    the optimizer (Adam by default), a per-epoch learning-rate factor, bfloat16 autocast, and a deadline
+    (`time.monotonic()`). Validated once, here."""
+
+    name: str
+    epochs: int
+    lr: float
+    batch_size: int
+    patience: int = 0
+    select: Callable[[Any, FitData], float] = val_nll
+    after_step: Callable[[], None] | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    schedule: Callable[[int], float] | None = None
+    bf16: bool = False
+    deadline: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
+            raise HeadError(
+                f"head '{self.name}' needs --epochs >= 1, --batch-size >= 1 and --lr > 0 "
+                f"(got {self.epochs}, {self.batch_size}, {self.lr})"
+            )
+
+
 def train_epochs(
     module: M,
     loss_fn: Callable[[Tensor, Tensor], Tensor],
     train: FitData,
     val: FitData,
+    loop: Loop,
     *,
-    name: str,
-    epochs: int,
-    lr: float,
-    batch_size: int,
-    patience: int = 0,
-    select: Callable[[M, FitData], float] = val_nll,
-    after_step: Callable[[], None] | None = None,
-    optimizer: torch.optim.Optimizer | None = None,
-    schedule: Callable[[int], float] | None = None,
-    bf16: bool = False,
-    deadline: float | None = None,
     progress: Track,
 ) -> tuple[M, FitLog]:
-    """Adam (or `optimizer`) over shuffled mini-batches; keep the epoch with the lowest `select(module, val)`,
-    stopping after `patience` epochs without a new best (0: run all). `schedule(epoch)` scales every group's
-    learning rate.
+    """Adam (or `loop.optimizer`) over shuffled mini-batches; keep the epoch with the lowest `loop.select(module,
+    val)`, stopping after `loop.patience` epochs without a new best (0: run all). `loop.schedule(epoch)` scales every
+    group's learning rate.
 
     `loss_fn(features, labels)` returns the scalar loss of one batch. A NaN or inf loss stops the fit
-    with a `HeadError` (nothing gets written). With `bf16` the batches' forward passes run under bfloat16
+    with a `HeadError` (nothing gets written). With `loop.bf16` the batches' forward passes run under bfloat16
     autocast (the weights, the optimizer and the val scoring stay float32). The module and both splits must
-    already be on one device (the labels' device is the one the loop uses). Past `deadline` (`time.monotonic()`)
-    the loop stops after the current batch; that part epoch is scored like any other.
+    already be on one device (the labels' device is the one the loop uses). Past `loop.deadline`
+    (`time.monotonic()`) the loop stops after the current batch; that part epoch is scored like any other.
     """
-    if epochs < 1 or batch_size < 1 or not lr > 0:
-        raise HeadError(
-            f"head '{name}' needs --epochs >= 1, --batch-size >= 1 and --lr > 0 (got {epochs}, {batch_size}, {lr})"
-        )
+    name, epochs, lr, batch_size, patience = loop.name, loop.epochs, loop.lr, loop.batch_size, loop.patience
+    select, after_step, optimizer, schedule = loop.select, loop.after_step, loop.optimizer, loop.schedule
+    bf16, deadline = loop.bf16, loop.deadline
     opt = optimizer if optimizer is not None else adam(module.parameters(), lr)
     base_lrs = [g["lr"] for g in opt.param_groups]
     n, device = len(train.labels), train.labels.device
@@ -346,11 +362,7 @@ class SGDHead(Head[P], Generic[P, HM]):
         bf16 = resolve_train_precision(p.train_precision, p.batch_size, train.features.shape[1], device)
         train, val = on_device(train, device, "train"), on_device(val, device, "val")
         module = self.build(train).to(device)  # initialised on the CPU: the same weights on every device
-        module, self.fit_log_ = train_epochs(
-            module,
-            lambda x, y: self.loss(module, x, y),
-            train,
-            val,
+        loop = Loop(
             name=self.label(),
             epochs=epochs,
             lr=p.lr,
@@ -362,7 +374,9 @@ class SGDHead(Head[P], Generic[P, HM]):
             after_step=lambda: self.after_step(module),
             bf16=bf16,
             deadline=self.deadline,
-            progress=progress,
+        )
+        module, self.fit_log_ = train_epochs(
+            module, lambda x, y: self.loss(module, x, y), train, val, loop, progress=progress
         )
         return module.cpu()
 
