@@ -20,9 +20,9 @@ from typing import Any
 import torch
 
 from vcal_cli.metrics import LOWER_IS_BETTER, METRIC_NAMES, evaluate_scores, make_scores
+from vcal_cli.metrics.inference import ALPHA, Z
 
 Floors = tuple[dict[str, float], dict[str, float]]  # (baseline's, current's) noise-floor means by metric
-Z95 = 1.959963984540054
 
 
 def _paired(
@@ -45,7 +45,7 @@ def _paired(
         d = (vb[k] - va[k]).double()
         d0 = float(d[0])
         if floors is not None and k in floors[0] and k in floors[1] and len(d) > 2:
-            z = Z95 * float(d[1:].std())
+            z = Z[ALPHA] * float(d[1:].std())
             out[k] = (d0, d0 - floors[1][k] - z, d0 + floors[0][k] + z)
         else:
             lo, hi = torch.quantile(d[1:], q).tolist()
