@@ -115,3 +115,27 @@ def test_without_webdataset_the_extra_is_named(runner, monkeypatch: pytest.Monke
     monkeypatch.setattr(builtins, "__import__", missing)
     line = one_line_error(runner.invoke(app, ["audit", MLP, "--data", "wds:shards/{split}-{0..3}.tar"]))
     assert "needs the webdataset library" in line and "vcal[webdataset]" in line
+
+
+def test_torchrun_ranks_split_the_shards_and_write_what_one_process_writes(shards: Path, tmp_path: Path) -> None:
+    """`torchrun --nproc-per-node 2 -m vcal_cli features --data wds:...`: each rank streams from the shard that holds
+    its rows; the features file equals one process's, byte for byte."""
+    import subprocess
+    import sys
+
+    from .test_scale import _env
+
+    args = [MLP, "--data", f"wds:{shards}", "--split", "train", "--device", "cpu", "--batch-size", "32"]
+    args += ["--shard-size", "200"]
+    runs = {}
+    for name, launcher in (
+        ("one", []),
+        ("two", ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]),
+    ):
+        out = tmp_path / f"{name}.safetensors"
+        cmd = [sys.executable, *launcher, "-m", "vcal_cli", "features", *args, "--features-out", str(out)]
+        cmd += ["--cache-dir", str(tmp_path / f"c-{name}")]
+        r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        runs[name] = out.read_bytes()
+    assert runs["one"] == runs["two"]

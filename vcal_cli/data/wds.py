@@ -80,9 +80,16 @@ def shard_lists(spec: str) -> dict[str, list[Path]]:
     return {"all": files}
 
 
+def _every_shard(src: Iterator[Any], group: Any = None) -> Iterator[Any]:
+    """webdataset's node splitter, as the identity: vcal splits the rows across `torchrun` ranks itself (each rank
+    streams the shards that hold its rows), so webdataset must not split the shard list again."""
+    return src
+
+
 def _samples(files: list[Path]) -> Iterator[dict[str, Any]]:
     """The raw samples (bytes per extension) of `files` in order, streamed by webdataset."""
-    yield from _wds().WebDataset([str(f) for f in files], shardshuffle=False, empty_check=False)
+    urls = [str(f) for f in files]
+    yield from _wds().WebDataset(urls, shardshuffle=False, empty_check=False, nodesplitter=_every_shard)
 
 
 def _label(sample: dict[str, Any], where: str) -> int:
