@@ -95,3 +95,38 @@ def test_the_monitor_logs_vcals_metrics_of_each_validation_epoch(tmp_path: Path,
     rep = json.loads((tmp_path / "report" / "report.json").read_text())
     assert rep["metrics"]["ece"] == pytest.approx(want.metrics.ece, abs=1e-6)
     assert (tmp_path / "report" / "reliability.png").stat().st_size > 0
+
+
+def test_the_monitor_gathers_both_devices_rows(tmp_path: Path) -> None:
+    """Two CPU processes (`ddp_spawn`, gloo), each validating half of the val split: the logged ECE and NLL are those
+    of all 180 rows (gathered), not of one rank's half."""
+    torch.manual_seed(0)
+    model = Tiny(return_logits=True)
+    monitor = CalibrationMonitor(n_bootstrap=20)
+    logger = lightning.pytorch.loggers.CSVLogger(str(tmp_path), name="run")
+    trainer = lightning.Trainer(
+        max_epochs=1,
+        callbacks=[monitor],
+        logger=logger,
+        log_every_n_steps=1,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(model, _loader("train", True), _loader("val"))
+    (csv,) = (tmp_path / "run").glob("*/metrics.csv")  # written by rank 0 (this process may name another version)
+    rows = csv.read_text().splitlines()
+    header = rows[0].split(",")
+    logged = [dict(zip(header, r.split(","), strict=False)) for r in rows[1:]]
+    last = [r for r in logged if r.get("vcal/ece")][-1]
+    model.eval()  # ddp_spawn hands rank 0's trained weights back to this process
+    val = load_split("digits", "val")
+    with torch.no_grad():
+        logits = model(val.images.float())
+    want = compute_metrics(val.labels, logits=logits, n_bootstrap=0).metrics
+    assert float(last["vcal/ece"]) == pytest.approx(want.ece, abs=1e-5)
+    assert float(last["vcal/nll"]) == pytest.approx(want.nll, abs=1e-5)
