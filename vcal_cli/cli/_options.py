@@ -10,7 +10,16 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from vcal_cli._defaults import CONFORMAL_SCORES, DEFAULT_N_BINS, DEFAULT_N_BOOTSTRAP, MAX_BINS, MAX_BOOTSTRAP
+from vcal_cli._defaults import (
+    CONFORMAL_SCORES,
+    DEFAULT_ADV_LIMIT,
+    DEFAULT_N_BINS,
+    DEFAULT_N_BOOTSTRAP,
+    DEFAULT_RISK_DELTA,
+    DEFAULT_SEVERITIES,
+    MAX_BINS,
+    MAX_BOOTSTRAP,
+)
 from vcal_cli.features.settings import ExtractOptions  # torch-free: the defaults the help shows
 
 DEFAULTS = ExtractOptions().flat()
@@ -354,7 +363,7 @@ ROBUSTNESS = Group(  # the robustness evaluations (RobustnessOptions)
             uses=("eps",),
         ),
         Flag("eps", ("--eps",), str, "Attack budgets in pixel units.", default="1/255,2/255,4/255,8/255", to=None),
-        Flag("adv_limit", ("--adv-limit",), int, "Attack the first N test images.", default=1000),
+        Flag("adv_limit", ("--adv-limit",), int, "Attack the first N test images.", default=DEFAULT_ADV_LIMIT),
         Flag(
             "shift",
             ("--shift",),
@@ -376,7 +385,7 @@ ROBUSTNESS = Group(  # the robustness evaluations (RobustnessOptions)
             ("--severities",),
             str,
             "Comma-separated severities 1..5.",
-            default="1,2,3,4,5",
+            default=",".join(map(str, DEFAULT_SEVERITIES)),
             parse=_severities,
         ),
         Flag(
@@ -475,7 +484,7 @@ CONFORMAL = Group(  # prediction sets and risk-controlled abstention (ConformalO
             "Abstain below the confidence whose error among accepted images is at most this, with probability "
             "1 - delta (SGR, calibrated on val).",
         ),
-        Flag("delta", ("--delta",), float, "--target-risk's failure probability.", default=0.05),
+        Flag("delta", ("--delta",), float, "--target-risk's failure probability.", default=DEFAULT_RISK_DELTA),
     ),
 )
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vcal_cli._defaults import DEFAULT_N_BOOTSTRAP
+from vcal_cli._defaults import DEFAULT_ADV_LIMIT, DEFAULT_N_BOOTSTRAP, DEFAULT_SEVERITIES
 from vcal_cli.data import load_split
 from vcal_cli.detectors import DEFAULT as DEFAULT_DETECTORS
 from vcal_cli.errors import DataError, UsageError
@@ -35,9 +35,9 @@ class RobustnessOptions:
 
     ood: tuple[str, ...] = ()  # OOD data sets, any --data form
     adversarial: tuple[float, ...] = ()  # L-infinity budgets in pixel units
-    adv_limit: int = 1000  # attack the first N test images
+    adv_limit: int = DEFAULT_ADV_LIMIT  # attack the first N test images
     shift: tuple[str, ...] = ()  # corruption names
-    severities: tuple[int, ...] = (1, 2, 3, 4, 5)
+    severities: tuple[int, ...] = DEFAULT_SEVERITIES
     strengths: str | None = None  # 'cifar' | 'imagenet' | None (by image size)
     protocol: str | None = None  # a paper's table beside vcal's (`vcal_cli.evaluations.protocol`)
     detectors: tuple[str, ...] = DEFAULT_DETECTORS  # OOD detectors, in the report's order (`vcal_cli.detectors`)

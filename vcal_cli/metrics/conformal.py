@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vcal_cli._defaults import CONFORMAL_SCORES
+from vcal_cli._defaults import CONFORMAL_SCORES, DEFAULT_N_BOOTSTRAP, DEFAULT_RISK_DELTA
 from vcal_cli.errors import UsageError
 from vcal_cli.metrics._validate import check_labels, check_probs
 
@@ -59,8 +59,8 @@ class ConformalOptions:
     k_reg: int | None = None
     lam: float | None = None
     target_risk: float | None = None
-    delta: float = 0.05
-    n_bootstrap: int = 200
+    delta: float = DEFAULT_RISK_DELTA
+    n_bootstrap: int = DEFAULT_N_BOOTSTRAP
     seed: int = 0
 
     def __bool__(self) -> bool:

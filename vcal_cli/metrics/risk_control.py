@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from vcal_cli._defaults import DEFAULT_RISK_DELTA
 from vcal_cli.errors import UsageError
 
 METHOD = "SGR (Geifman & El-Yaniv 2017), Clopper-Pearson bound, union bound over the binary search"
@@ -78,7 +79,12 @@ def _first_of_ties(c: Tensor, z: int) -> int:
 
 
 def abstention(
-    val_probs: Tensor, val_labels: Tensor, test_probs: Tensor, test_labels: Tensor, target: float, delta: float = 0.05
+    val_probs: Tensor,
+    val_labels: Tensor,
+    test_probs: Tensor,
+    test_labels: Tensor,
+    target: float,
+    delta: float = DEFAULT_RISK_DELTA,
 ) -> dict[str, Any]:
     """report.json's `risk_control`: the SGR threshold found on val, and on test the share accepted (coverage), the
     error rate among them (selective risk) and whether it held."""
