@@ -250,7 +250,7 @@ def test_no_private_module_is_imported_from_another_package() -> None:
 
 def test_the_code_is_formatter_clean() -> None:
     """`ruff format --check` and `ruff check` pass (ruff pinned in the test extra: another version may lay lines out
-    differently), and no `# fmt: skip` hand-packs a line."""
+    differently), and no formatter-skip comment hand-packs a line."""
     import shutil
     import subprocess
 

@@ -48,23 +48,24 @@ class Tiny(lightning.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=1e-2)
 
 
+def _trainer(monitor: CalibrationMonitor, logger: object, **kw: object) -> lightning.Trainer:
+    quiet = {"enable_progress_bar": False, "enable_model_summary": False, "enable_checkpointing": False}
+    return lightning.Trainer(callbacks=[monitor], logger=logger, log_every_n_steps=1, accelerator="cpu", **quiet, **kw)
+
+
+def _logged(csv: Path) -> list[dict[str, str]]:
+    """The rows of a CSVLogger's metrics.csv, by column."""
+    rows = csv.read_text().splitlines()
+    header = rows[0].split(",")
+    return [dict(zip(header, r.split(","), strict=False)) for r in rows[1:]]
+
+
 def _fit(tmp_path: Path, return_logits: bool) -> tuple[Tiny, CalibrationMonitor, Path]:
     torch.manual_seed(0)
     model = Tiny(return_logits)
     monitor = CalibrationMonitor(n_bootstrap=100, report_dir=tmp_path / "report")
     logger = lightning.pytorch.loggers.CSVLogger(str(tmp_path), name="run")
-    trainer = lightning.Trainer(
-        max_epochs=2,
-        callbacks=[monitor],
-        logger=logger,
-        log_every_n_steps=1,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        devices=1,
-        enable_checkpointing=False,
-        num_sanity_val_steps=1,
-    )
+    trainer = _trainer(monitor, logger, max_epochs=2, devices=1, num_sanity_val_steps=1)
     trainer.fit(model, _loader("train", True), _loader("val"))
     return model, monitor, Path(logger.log_dir)
 
@@ -85,10 +86,8 @@ def test_the_monitor_logs_vcals_metrics_of_each_validation_epoch(tmp_path: Path,
     assert (last["ece_low"], last["ece_high"]) == pytest.approx(want.intervals["ece"], abs=1e-6)
     assert last["verdict"].startswith(("calibrated within noise", "miscalibrated"))
     # the trainer's logger has them too
-    rows = (log_dir / "metrics.csv").read_text().splitlines()
-    header = rows[0].split(",")
-    assert {"vcal/ece", "vcal/ece_low", "vcal/nll", "vcal/miscalibrated"} <= set(header)
-    logged = [dict(zip(header, r.split(","), strict=False)) for r in rows[1:]]
+    logged = _logged(log_dir / "metrics.csv")
+    assert {"vcal/ece", "vcal/ece_low", "vcal/nll", "vcal/miscalibrated"} <= set(logged[0])
     eces = [float(r["vcal/ece"]) for r in logged if r.get("vcal/ece")]
     assert eces[-1] == pytest.approx(want.metrics.ece, abs=1e-6)
     # and the report of the last epoch
@@ -104,25 +103,10 @@ def test_the_monitor_gathers_both_devices_rows(tmp_path: Path) -> None:
     model = Tiny(return_logits=True)
     monitor = CalibrationMonitor(n_bootstrap=20)
     logger = lightning.pytorch.loggers.CSVLogger(str(tmp_path), name="run")
-    trainer = lightning.Trainer(
-        max_epochs=1,
-        callbacks=[monitor],
-        logger=logger,
-        log_every_n_steps=1,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        accelerator="cpu",
-        devices=2,
-        strategy="ddp_spawn",
-        num_sanity_val_steps=0,
-    )
+    trainer = _trainer(monitor, logger, max_epochs=1, devices=2, strategy="ddp_spawn", num_sanity_val_steps=0)
     trainer.fit(model, _loader("train", True), _loader("val"))
     (csv,) = (tmp_path / "run").glob("*/metrics.csv")  # written by rank 0 (this process may name another version)
-    rows = csv.read_text().splitlines()
-    header = rows[0].split(",")
-    logged = [dict(zip(header, r.split(","), strict=False)) for r in rows[1:]]
-    last = [r for r in logged if r.get("vcal/ece")][-1]
+    last = [r for r in _logged(csv) if r.get("vcal/ece")][-1]
     model.eval()  # ddp_spawn hands rank 0's trained weights back to this process
     val = load_split("digits", "val")
     with torch.no_grad():

@@ -23,6 +23,7 @@ import io
 import shutil
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -112,10 +113,7 @@ def _onnx_appended(loaded: LoadedModel, module: nn.Module, out: Path) -> None:
 
     model = onnx.load(str(loaded.path), load_external_data=True)
     g = model.graph
-    layer = loaded.metadata.get("program_layer", "")
-    node = next((n for n in g.node if layer in (n.name, n.input[0]) and n.op_type in ("Gemm", "MatMul")), None)
-    if node is None:
-        raise CheckpointError(f"'{loaded.path}': the layer vcal split the graph at ('{layer}') is gone")
+    node = _split_node(loaded, g)
     features = node.input[0]
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
     buf = io.BytesIO()
@@ -153,10 +151,7 @@ def _onnx(loaded: LoadedModel, w: Tensor, b: Tensor, out: Path) -> None:
     model = onnx.load(str(loaded.path), load_external_data=True)
     g = model.graph
     inits = {t.name: t for t in g.initializer}
-    layer = loaded.metadata.get("program_layer", "")
-    node = next((n for n in g.node if layer in (n.name, n.input[0]) and n.op_type in ("Gemm", "MatMul")), None)
-    if node is None:
-        raise CheckpointError(f"'{loaded.path}': the layer vcal split the graph at ('{layer}') is gone")
+    node = _split_node(loaded, g)
     w32, b32 = w.float().numpy(), b.float().numpy()
     if node.op_type == "Gemm":
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -179,6 +174,15 @@ def _onnx(loaded: LoadedModel, w: Tensor, b: Tensor, out: Path) -> None:
         raise CheckpointError(f"'{loaded.path}': its last MatMul has no bias to fold the head's into")
     inits[other].CopyFrom(numpy_helper.from_array(b32.reshape(numpy_helper.to_array(inits[other]).shape), other))
     _save_onnx(model, out)
+
+
+def _split_node(loaded: LoadedModel, g: Any) -> Any:
+    """The graph's `Gemm` or `MatMul` node vcal split the program at when it loaded it (`programs._onnx_split`)."""
+    layer = loaded.metadata.get("program_layer", "")
+    node = next((n for n in g.node if layer in (n.name, n.input[0]) and n.op_type in ("Gemm", "MatMul")), None)
+    if node is None:
+        raise CheckpointError(f"'{loaded.path}': the layer vcal split the graph at ('{layer}') is gone")
+    return node
 
 
 def _save_onnx(model: object, out: Path) -> None:

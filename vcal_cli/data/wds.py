@@ -15,6 +15,7 @@ rows, at the shard that holds them). The cache key follows the shard list with e
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from collections.abc import Iterator
@@ -118,12 +119,17 @@ def _image_key(sample: dict[str, Any], where: str) -> str:
     return key
 
 
-def _index(files: list[Path], where: str) -> tuple[torch.Tensor, list[int], tuple[int, int, int]]:
-    """One pass: every label, the sample count of each shard, the first image's (C, H, W)."""
+@functools.lru_cache(maxsize=8)
+def _index(
+    listing: tuple[tuple[str, int, int], ...], where: str
+) -> tuple[torch.Tensor, list[int], tuple[int, int, int]]:
+    """One pass over the shards `listing` names (path, size, time: a changed file is read again): every label, the
+    sample count of each shard, the first image's (C, H, W). Kept for the next split of the same shards (train and
+    the val held out of it read one pass)."""
     from PIL import Image
 
     labels, counts, native = [], [], None
-    for f in files:
+    for f in (Path(name) for name, _, _ in listing):
         n = 0
         for sample in _samples([f]):
             labels.append(_label(sample, where))
@@ -173,7 +179,8 @@ def load_wds(spec: str, split: str, root: Path | None = None) -> ImageSplit:
     else:
         raise DataError(f"--data '{spec}': no '{split}' shards (it has: {', '.join(sorted(lists))})")
     where = f"--data '{spec}'"
-    labels, counts, native = _index(files, where)
+    listing = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    labels, counts, native = _index(listing, where)
     rows = torch.arange(len(labels))
     if pick == "held":
         rows = train_val_split(len(labels), split)
@@ -194,8 +201,7 @@ def load_wds(spec: str, split: str, root: Path | None = None) -> ImageSplit:
             out[j] = torch.from_numpy(arr.copy()).reshape(size[0], size[1], -1).permute(2, 0, 1)
         return out
 
-    listing = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-    identity = {"source": "wds", "shards": listing, "rows": pick or "all"}
+    identity = {"source": "wds", "shards": [list(x) for x in listing], "rows": pick or "all"}
     name = f"wds:{spec.split(':', 1)[1]}"
     return ImageSplit(name, split, y, names, native, identity, load=load)  # type: ignore[arg-type]
 

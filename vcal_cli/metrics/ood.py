@@ -24,12 +24,19 @@ def _labels_scores(id_scores: Tensor, ood_scores: Tensor) -> tuple[Tensor, Tenso
     return s, y
 
 
+def _ranking(s: Tensor) -> tuple[Tensor, Tensor]:
+    """(the order of the scores, highest first; in that order, the last position of each run of tied scores)."""
+    order = torch.sort(s, descending=True, stable=True).indices
+    ranked = s[order]
+    last = torch.ones(len(s), dtype=torch.bool)
+    last[:-1] = ranked[1:] != ranked[:-1]
+    return order, last
+
+
 def _curve(s: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     """Cumulative true and false positives at each distinct threshold, highest score first."""
-    order = torch.sort(s, descending=True, stable=True).indices
-    s, y = s[order], y[order]
-    last = torch.ones(len(s), dtype=torch.bool)
-    last[:-1] = s[1:] != s[:-1]  # the last position of each run of tied scores
+    order, last = _ranking(s)
+    y = y[order]
     return y.cumsum(0)[last], (1 - y).cumsum(0)[last]
 
 
@@ -70,23 +77,22 @@ def resampled_metrics(
     s, y = _labels_scores(id_scores, ood_scores)
     out: dict[str, list[Tensor]] = {k: [] for k in OOD_METRICS}
     w_all = torch.cat([id_counts, ood_counts], 1)
+    out_rank, in_rank = _ranking(s), _ranking(-s)  # OOD positive, and ID positive (scores negated)
     for a in range(0, len(w_all), RESAMPLE_ROWS):
         w = w_all[a : a + RESAMPLE_ROWS].double()
-        tp, fp = _weighted_curve(s, y, w)
+        tp, fp = _weighted_curve(y, w, *out_rank)
         out["auroc"].append(_trapezoid(tp, fp))
         out["aupr"].append(_average_precision(tp, fp))
         out["fpr95"].append(_fpr_at(tp, fp, 0.95))
-        tp_in, fp_in = _weighted_curve(-s, 1 - y, w)
+        tp_in, fp_in = _weighted_curve(1 - y, w, *in_rank)
         out["aupr_in"].append(_average_precision(tp_in, fp_in))
     return {k: torch.cat(v) for k, v in out.items()}
 
 
-def _weighted_curve(s: Tensor, y: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
-    """`_curve` for each row of weights w (R, N): (R, T) cumulative weighted true and false positives."""
-    order = torch.sort(s, descending=True, stable=True).indices
-    s, y, w = s[order], y[order], w[:, order]
-    last = torch.ones(len(s), dtype=torch.bool)
-    last[:-1] = s[1:] != s[:-1]
+def _weighted_curve(y: Tensor, w: Tensor, order: Tensor, last: Tensor) -> tuple[Tensor, Tensor]:
+    """`_curve` for each row of weights w (R, N), in a ranking `_ranking` made: (R, T) cumulative weighted true and
+    false positives."""
+    y, w = y[order], w[:, order]
     return (w * y).cumsum(1)[:, last], (w * (1 - y)).cumsum(1)[:, last]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -320,7 +321,9 @@ def plot_ood_roc(scores: dict[str, tuple], *, dataset: str, rows: list[dict], he
         ax.plot(fpr, tpr, color=f"C{i % 10}", ls="-" if i < 10 else "--", lw=1.4, label=label)
     ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls=":")
     ax.axhline(0.95, color="0.6", lw=0.8, ls="--")
-    title = f"ROC, OOD: {dataset}" + (f" (head: {head})" if head else "")
+    kind, _, where = dataset.partition(":")  # npz:/a/long/path/set.npz -> npz:set.npz, so the title fits
+    shown = f"{kind}:{Path(where).name}" if where else dataset
+    title = f"ROC, OOD: {shown}" + (f" (head: {head})" if head else "")
     ax.set(xlabel="false-positive rate (in-distribution flagged)", ylabel="true-positive rate (OOD flagged)")
     ax.set(title=title, xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(fontsize=7, title="AUROC [95% interval]", title_fontsize=7, loc="lower right")
