@@ -42,9 +42,17 @@ def main() -> None:
     loaded = LoadedModel(model=model, head_name=find_head(model, 10), arch=a.arch, num_classes=10, sha256="bench")
     images = torch.randint(0, 256, (a.n, 3, a.size, a.size), dtype=torch.uint8)
     labels = torch.randint(0, 10, (a.n,))
-    data = ImageSplit("bench", "test", labels, [str(i) for i in range(10)], (3, a.size, a.size), {"n": a.n}, images)
+    data = ImageSplit(
+        name="bench",
+        split="test",
+        labels=labels,
+        classes=[str(i) for i in range(10)],
+        native_size=(3, a.size, a.size),
+        identity={"n": a.n},
+        images=images,
+    )
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    prep = Preprocessing((3, a.size, a.size), mean, std)
+    prep = Preprocessing(input_size=(3, a.size, a.size), mean=mean, std=std)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
     def plain(device: str, mode: str = "no_grad", channels_last: bool = False, autocast: torch.dtype | None = None):

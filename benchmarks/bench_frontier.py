@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from vcal_cli.commands.frontier import DEFAULT_BETAS
-from vcal_cli.evaluations.frontier import Settings, measure, walk, warm_epochs_for
+from vcal_cli.commands.settings import DEFAULT_BETAS
+from vcal_cli.evaluations.frontier import Settings, Surface, walk, warm_epochs_for
 from vcal_cli.heads import FitData
 from vcal_cli.heads._train import resolve_epochs
 from vcal_cli.session.workbench import ExtractOptions, Workbench
@@ -36,10 +36,10 @@ def splits(
     return tuple(FitData(f.features.float().clone(), f.logits, f.labels) for f in (tr, va))  # type: ignore[return-value]
 
 
-def energies(points, val: FitData, mean, std) -> list[float]:
+def energies(points, surface: Surface) -> list[float]:
     out = []
     for b, lam, m in points:
-        r = measure(m, val.features, val.labels, mean, std)
+        r = surface.measure(m)
         out.append(r["classification"] + b * r["rate"] + lam * r["distortion"])
     return out
 
@@ -56,7 +56,6 @@ def main() -> None:
     ap.add_argument("--skip-full", action="store_true", help="skip the full-schedule independent fits")
     a = ap.parse_args()
     train, val = splits(a.cache, a.checkpoint, a.data, a.data_root)
-    mean, std = train.features.mean(0), train.features.std(0).clamp_min(1e-6)
     epochs = resolve_epochs(a.epochs, len(train.labels), 256)
     base = dict(
         hidden=128,
@@ -79,9 +78,10 @@ def main() -> None:
     times, f = {}, {}
     for name, (s, warm) in runs.items():
         t = time.perf_counter()
-        pts = walk(train, val, DEFAULT_BETAS, (0.0,), s, mean, std, warm=warm)
+        surface = Surface.of(train, val, s)
+        pts = walk(surface, DEFAULT_BETAS, (0.0,), warm=warm)
         times[name] = time.perf_counter() - t
-        f[name] = energies(pts, val, mean, std)
+        f[name] = energies(pts, surface)
         print(f"{name}: {times[name]:.1f} s", flush=True)
     walk_s = times["warm-started walk"]
     ref = "independent, early stop" if a.skip_full else "independent, full schedule"

@@ -118,7 +118,7 @@ def image_workload(folder: Path, n_train: int, n_test: int, k: int, d: int, seed
     ckpt = folder / f"mlp_{k}_{d}.safetensors"
     if not ckpt.exists():
         torch.manual_seed(seed)
-        prep = Preprocessing((3, 8, 8), (0.5,) * 3, (0.5,) * 3)
+        prep = Preprocessing(input_size=(3, 8, 8), mean=(0.5,) * 3, std=(0.5,) * 3)
         kwargs = {"in_features": 192, "hidden": [d]}
         model = build_arch("vcal:mlp", k, in_chans=3, kwargs=kwargs).eval()
         with torch.no_grad():  # the head: nearest template in feature space, logits scaled to be overconfident

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from vcal_cli.api import ExtractOptions, Workbench, retrain
+from vcal_cli.api import ExtractOptions, RetrainSettings, Workbench, retrain
 from vcal_cli.evaluations.adversarial import PixelModel, fgsm, pgd
 from vcal_cli.evaluations.robustness import RobustnessOptions
 from vcal_cli.evaluations.shift import corrupted_split, strengths_for
@@ -70,7 +70,7 @@ def verdict(v: dict[str, Any]) -> str:
 def run_retrain(bench: Workbench, heads: list[str], boot: int, **kw: Any) -> Any:
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
-        rep = retrain(bench, heads=heads, out_dir=tmp, n_bootstrap=boot, **kw)
+        rep = retrain(bench, heads, settings=RetrainSettings(out_dir=tmp, n_bootstrap=boot, **kw))
         print(f"  ({', '.join(heads)} fitted and scored in {time.perf_counter() - t:.0f} s)", flush=True)
         return rep
 

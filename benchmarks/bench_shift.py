@@ -162,17 +162,17 @@ def main() -> None:
         f"metrics {tot['metrics'] / total:.0%} "
         f"(total {total:.2f} s for {len(CORRUPTIONS.names()) * len(severities)} splits)"
     )
-    from vcal_cli.api import audit
+    from vcal_cli.api import AuditSettings, audit
     from vcal_cli.evaluations.robustness import RobustnessOptions
 
     with tempfile.TemporaryDirectory() as d:
         o = ExtractOptions.of(cache_dir=d)
         r = RobustnessOptions(shift=tuple(CORRUPTIONS.names()), severities=tuple(severities))
         t = time.perf_counter()
-        audit(loaded, data="digits", options=o, robustness=r, n_bootstrap=0)
+        audit(loaded, data="digits", options=o, settings=AuditSettings(robustness=r, n_bootstrap=0))
         cold = time.perf_counter() - t
         t = time.perf_counter()
-        audit(loaded, data="digits", options=o, robustness=r, n_bootstrap=0)
+        audit(loaded, data="digits", options=o, settings=AuditSettings(robustness=r, n_bootstrap=0))
         warm = time.perf_counter() - t
     print(f"audit --shift end to end: {cold:.2f} s cold, {warm:.2f} s from the cache ({cold / warm:.1f}x)")
 

@@ -23,11 +23,11 @@ SPECS = {
     "mlp_digits": (
         "vcal:mlp",
         {"in_features": 64, "hidden": [1024, 1024]},
-        Preprocessing((1, 8, 8), (0.5,), (0.5,)),
+        Preprocessing(input_size=(1, 8, 8), mean=(0.5,), std=(0.5,)),
         300,
         1e-3,
     ),
-    "cnn_digits": ("test_resnet", {}, Preprocessing((1, 8, 8), (0.5,), (0.5,)), 100, 5e-3),
+    "cnn_digits": ("test_resnet", {}, Preprocessing(input_size=(1, 8, 8), mean=(0.5,), std=(0.5,)), 100, 5e-3),
 }
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from vcal_cli import audit
-from vcal_cli.api import ExtractOptions, retrain
+from vcal_cli.api import ExtractOptions, RetrainSettings, retrain
 from vcal_cli.commands.frontier import frontier
 from vcal_cli.heads import get_head, list_heads
 
@@ -35,7 +35,7 @@ def main() -> None:
     m = base.metrics
     print(f"sample audit: test ECE {m['ece']:.4f}, accuracy {m['accuracy']:.4f}\n")
     heads = [h for h in list_heads() if not get_head(h).needs_hierarchy]
-    rep = retrain(SAMPLE, heads, data="digits", options=o, out_dir=a.out / "retrain")
+    rep = retrain(SAMPLE, heads, data="digits", options=o, settings=RetrainSettings(out_dir=a.out / "retrain"))
     print("| head | test accuracy | test ECE-15 | test NLL | fitted |")
     print("| --- | --- | --- | --- | --- |")
     for name, h in rep.heads.items():

@@ -1,6 +1,7 @@
 """Every command's options as users see them in `--help`, option by option: the flags, the type, the default, the
-help text, whether it is required or a switch. `tests/test_cli_surface.py` compares it with the stored copy
-(`tests/data/cli_options.json`); `python -m tests.cli_surface --write` rewrites that copy after a deliberate change."""
+help text, the `--help` panel it is listed under, whether it is required or a switch. `tests/test_cli_surface.py`
+compares it with the stored copy (`tests/data/cli_options.json`); `python -m tests.cli_surface --write` rewrites that
+copy after a deliberate change."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ ATTRS = (
     "metavar",
     "count",
     "envvar",
+    "rich_help_panel",
 )
 
 

@@ -22,8 +22,12 @@ THREADS = torch.get_num_threads()  # as torch starts: every test runs with it
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test gets its own feature cache and working directory; no test sees the user's. The thread count is
     reset too: an in-process `vcal` command sets it from the cores idle at that moment (one, on a busy machine), and
-    a fit's floating-point sums depend on it, so a later test's numbers would depend on the machine's load."""
+    a fit's floating-point sums depend on it, so a later test's numbers would depend on the machine's load. For
+    the same reason `VCAL_THREADS` is pinned to that count for every command, in this process and in the children
+    it starts: two runs whose bytes a test compares must not pick their thread counts from the load of the moment
+    (a CI run failed once on a cache made by a 1-process and a 2-rank run that had each seen a different load)."""
     monkeypatch.setenv("VCAL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("VCAL_THREADS", os.environ.get("VCAL_THREADS") or str(THREADS))
     monkeypatch.delenv("VCAL_DEBUG", raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", str(THREADS)))
     monkeypatch.chdir(tmp_path)

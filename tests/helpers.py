@@ -24,7 +24,7 @@ def tiny_mlp(seed: int = 0, num_classes: int = 10) -> LoadedModel:
         num_classes=num_classes,
         sha256="",
         class_names=[str(i) for i in range(num_classes)],
-        preprocessing=Preprocessing((1, 8, 8), (0.5,), (0.5,)),
+        preprocessing=Preprocessing(input_size=(1, 8, 8), mean=(0.5,), std=(0.5,)),
         arch_kwargs=kwargs,
         metadata={"trained_on": "digits:train"},
     )

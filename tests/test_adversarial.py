@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from vcal_cli.errors import UsageError
-from vcal_cli.evaluations.adversarial import PixelModel, adversarial_evaluation, fgsm, parse_eps, pgd
+from vcal_cli.evaluations.adversarial import Attacks, PixelModel, adversarial_evaluation, fgsm, parse_eps, pgd
 
 from .conftest import SAMPLES
 
@@ -62,7 +62,7 @@ def test_pgd_matches_adversarial_robustness_toolbox(eps: float) -> None:
     split = load_split("digits", "test")
     pixels, labels = m.preprocessing.to_pixels(split.images), split.labels
     model = PixelModel(m.model, m.preprocessing.normalize).eval()
-    ours = adversarial_evaluation(model, pixels, labels, [eps], attacks=("pgd",))[0]["accuracy"]
+    ours = adversarial_evaluation(model, pixels, labels, Attacks(eps=(eps,), kinds=("pgd",)))[0]["accuracy"]
     clf = PyTorchClassifier(
         model, torch.nn.CrossEntropyLoss(), input_shape=tuple(pixels.shape[1:]), nb_classes=10, clip_values=(0.0, 1.0)
     )

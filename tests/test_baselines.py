@@ -14,8 +14,9 @@ import torch
 from scipy.optimize import minimize
 from scipy.special import log_softmax
 
+from vcal_cli.estimation import Statistics
 from vcal_cli.heads import FitData, build_module, get_head
-from vcal_cli.heads.select import select_head
+from vcal_cli.heads.select import AutoOptions, select_head
 
 
 def _miscalibrated(n: int = 1500, k: int = 4, seed: int = 0) -> tuple[FitData, FitData, torch.nn.Linear]:
@@ -196,7 +197,9 @@ def test_any_head_then_temperature() -> None:
 
 def test_auto_scores_heads_fitted_on_val_by_cross_fitting() -> None:
     train, val, base = _miscalibrated(n=400)
-    sel = select_head(train, val, candidates=("temperature", "isotonic", "vector"), base=base, n_bootstrap=50)
+    sel = select_head(
+        train, val, candidates=("temperature", "isotonic", "vector"), base=base, stats=Statistics(n_bootstrap=50)
+    )
     for name in ("isotonic", "temperature"):  # judged on folds they did not see, not on the val they fitted
         h = sel.heads[name]
         in_sample = float(-h.predict_log_proba(val.features).gather(1, val.labels[:, None]).mean())
@@ -277,7 +280,14 @@ def test_auto_budget_skips_candidates_whose_turn_comes_too_late(monkeypatch: pyt
     clock = iter(range(0, 10**6, 60))
     monkeypatch.setattr(select.time, "monotonic", lambda: float(next(clock)))
     train, val, base = _miscalibrated(n=300)
-    sel = select_head(train, val, candidates=("temperature", "vector", "ce"), base=base, n_bootstrap=20, budget=100)
+    sel = select_head(
+        train,
+        val,
+        candidates=("temperature", "vector", "ce"),
+        base=base,
+        stats=Statistics(n_bootstrap=20),
+        auto=AutoOptions(budget=100),
+    )
     monkeypatch.undo()
     assert sel.picked.name == "temperature" and set(sel.scores) == {"temperature"}
     assert set(sel.limited) == {"vector", "ce"} and all("skipped" in why for why in sel.limited.values())
@@ -291,7 +301,13 @@ def test_auto_budget_stops_a_trained_candidate_at_its_share() -> None:
     cls = get_head("ce")
     params = {"ce": cls.make_params(epochs=100_000, seed=0)}
     sel = select_head(
-        train, val, candidates=("temperature", "ce"), params=params, base=base, n_bootstrap=20, budget=1.0
+        train,
+        val,
+        candidates=("temperature", "ce"),
+        params=params,
+        base=base,
+        stats=Statistics(n_bootstrap=20),
+        auto=AutoOptions(budget=1.0),
     )
     assert "ce" in sel.limited and "stopped at its" in sel.limited["ce"] and "of 100000 epochs" in sel.limited["ce"]
     log = sel.heads["ce"].fit_log_
@@ -348,8 +364,8 @@ def test_auto_skips_a_candidate_that_cannot_be_fitted_and_says_why() -> None:
         val,
         candidates=("temperature", "ce"),
         base=base,
-        n_bootstrap=20,
         params={"ce": get_head("ce").make_params(epochs=1, hidden=0, seed=0)},
+        stats=Statistics(n_bootstrap=20),
     )
     assert sel.picked.name in sel.scores
     assert "ce+temperature" in sel.limited and "temperature scaling" in sel.limited["ce+temperature"]
@@ -361,8 +377,8 @@ def test_auto_skips_a_candidate_that_cannot_be_fitted_and_says_why() -> None:
         val,
         candidates=("temperature", "ce"),
         base=base,
-        n_bootstrap=20,
-        budget=1e6,
         params={"ce": get_head("ce").make_params(epochs=1, hidden=0, seed=0)},
+        stats=Statistics(n_bootstrap=20),
+        auto=AutoOptions(budget=1e6),
     )
     assert any(w.startswith("--head auto: ce+temperature skipped, could not be fitted") for w in sel.warnings())

@@ -77,11 +77,13 @@ def test_bayes_mean_is_the_map_and_its_input_factor_is_laplace_torchs() -> None:
 
     opt.step(closure)
     # bayes solves the MAP in float32 (half the time): its weights sit within 1e-3 of the float64 optimum, where
-    # the gradient of the mean objective is below 1e-5
+    # the gradient of the mean objective is a few float32 roundings of its terms, below 2e-5 (the largest entry
+    # depends on the CPU's float32 kernels: 0.9e-5 on one machine, 1.1e-5 on another; at the start of the fit it is
+    # about 1e-1)
     assert torch.allclose(mod.weight, lin.weight.detach(), atol=1e-3), (mod.weight - lin.weight).abs().max()
     w = mod.weight.detach().clone().requires_grad_(True)
     (F.cross_entropy(a @ w.T, train.labels) + tau / (2 * alpha * len(a)) * w.pow(2).sum()).backward()
-    assert w.grad.abs().max() < 1e-5, w.grad.abs().max()
+    assert w.grad.abs().max() < 2e-5, w.grad.abs().max()
     # the posterior's input factor: a real KronLLLaplace fitted at that mean on the same features
     model = nn.Sequential(nn.Identity(), nn.Linear(a.shape[1], mod.weight.shape[0], bias=False)).double()
     with torch.no_grad():

@@ -39,7 +39,7 @@ def _ones(n: int) -> torch.Tensor:
 
 def _run(kernel, c: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
     s = est.Sorted.of(c, y)
-    return kernel(est.Rows(s, s.correct, _ones(len(c)) if w is None else s.weights(w)))
+    return kernel(est.Rows(s=s, y=s.correct, w=_ones(len(c)) if w is None else s.weights(w)))
 
 
 # --- tests against MAPIE 1.6 ---------------------------------------------------------------------------------
@@ -110,7 +110,7 @@ def test_smooth_batch_matches_relplot_at_a_fixed_bandwidth() -> None:
 
     c, y = _sample(3000, 4, lambda c: c**1.2)
     s = est.Sorted.of(c, y)
-    ours = float(est.ece_smooth(est.Rows(s, s.correct, _ones(3000)))[0])
+    ours = float(est.ece_smooth(est.Rows(s=s, y=s.correct, w=_ones(3000)))[0])
     assert ours == pytest.approx(relplot.smECE_sigma(s.conf.numpy(), s.correct.numpy(), s.sigma), abs=1e-6)
 
 
@@ -146,8 +146,10 @@ def test_resample_weights_equal_the_materialised_resample(name: str) -> None:
         idx = torch.repeat_interleave(torch.arange(600), counts[r].long())
         cr, yr = c[idx], y[idx]
         s = est.Sorted.of(cr, yr)
-        s = est.Sorted(s.conf, s.correct, s.order, est.Sorted.of(c, y).sigma)  # the sample's bandwidth
-        plain = float(kernel(est.Rows(s, s.correct, _ones(len(cr))))[0])
+        s = est.Sorted(
+            conf=s.conf, correct=s.correct, order=s.order, sigma=est.Sorted.of(c, y).sigma
+        )  # the sample's bandwidth
+        plain = float(kernel(est.Rows(s=s, y=s.correct, w=_ones(len(cr))))[0])
         assert float(weighted[r]) == pytest.approx(plain, abs=1e-9), (name, r)
 
 
@@ -240,7 +242,9 @@ def test_two_sided_model_is_not_called_calibrated() -> None:
         other = torch.multinomial(rest, 1, generator=g)[:, 0]
         hit = torch.rand(10_000, generator=g, dtype=torch.float64) < _two_sided(conf)
         r = compute_metrics(torch.where(hit, top, other), logits=z, seed=seed)
-        report = AuditReport({"path": None}, {"name": "sim", "split": "test", "n": 10_000}, r).to_dict()
+        report = AuditReport(
+            checkpoint={"path": None}, data={"name": "sim", "split": "test", "n": 10_000}, result=r
+        ).to_dict()
         s = audit_summary(report)
         assert s["verdict"] == "over- and under-confident", s["lines"][0]
         assert "over-confident above" in s["lines"][0]
@@ -254,7 +258,7 @@ def test_report_json_holds_tests_and_methods_without_nan() -> None:
     z = torch.randn(500, 5, generator=g, dtype=torch.float64)
     y = torch.randint(0, 5, (500,), generator=g)
     r = compute_metrics(y, logits=z)
-    text = AuditReport({"path": None}, {"name": "sim", "split": "test", "n": 500}, r).to_json()
+    text = AuditReport(checkpoint={"path": None}, data={"name": "sim", "split": "test", "n": 500}, result=r).to_json()
     rep = json.loads(text, parse_constant=lambda x: pytest.fail(f"{x} in report.json"))
     for name in ("ece", "tcal", "kuiper", "ks", "spiegelhalter"):
         assert {"statistic", "p_value"} <= rep["tests"][name].keys()
@@ -291,6 +295,6 @@ def test_consistency_rows_take_the_shared_weight_shortcut_exactly(name: str) -> 
     yy = (torch.rand(4, 601, generator=torch.Generator().manual_seed(5), dtype=torch.float64) < s.conf).double()
     kernel = est.estimators(15)[name]
     ones = torch.ones(4, 601, dtype=torch.float64)
-    shared = kernel(est.Rows(s, yy, ones, shared_weights=True))
-    general = kernel(est.Rows(s, yy, ones.clone()))
+    shared = kernel(est.Rows(s=s, y=yy, w=ones, shared_weights=True))
+    general = kernel(est.Rows(s=s, y=yy, w=ones.clone()))
     torch.testing.assert_close(shared, general, rtol=0, atol=1e-12)

@@ -343,14 +343,14 @@ def test_bad_conformal_input_is_one_line(runner, args: list[str], expect: str) -
 
 def test_python_api_on_arrays_from_any_framework() -> None:
     """NumPy logits in, the same rows the commands write out; probabilities give the same sets as their logits."""
-    from vcal_cli import prediction_sets
+    from vcal_cli import ConformalOptions, prediction_sets
 
     vp, vy = _problem(800, k=5, seed=15)
     tp, ty = _problem(800, k=5, seed=16)
-    a = prediction_sets(
-        vp.log().numpy(), vy.numpy(), tp.log().numpy(), ty.numpy(), alphas=(0.1,), target_risk=0.2, n_bootstrap=0
-    )
-    b = prediction_sets(vp.numpy(), vy.numpy(), tp.numpy(), ty.numpy(), alphas=(0.1,), probs=True, n_bootstrap=0)
+    risk = ConformalOptions(alphas=(0.1,), target_risk=0.2, n_bootstrap=0)
+    a = prediction_sets(vp.log().numpy(), vy.numpy(), tp.log().numpy(), ty.numpy(), options=risk)
+    sets = ConformalOptions(alphas=(0.1,), n_bootstrap=0)
+    b = prediction_sets(vp.numpy(), vy.numpy(), tp.numpy(), ty.numpy(), options=sets, probs=True)
     assert set(a) == {"conformal", "risk_control"} and set(b) == {"conformal"}
     for score in ("lac", "aps", "raps", "lac-class"):
         assert a["conformal"][score]["0.1"]["coverage"] == pytest.approx(b["conformal"][score]["0.1"]["coverage"])

@@ -43,7 +43,9 @@ def test_npz_layouts(tmp_path: Path, layout: str) -> None:
     assert sum(len(p) for p in parts) == 50 and len(parts[2]) == 15
     t = parts[2]
     assert t.images.shape[1:] == ((1, 6, 5) if layout == "nhw_float255" else (3, 6, 5))
-    px = Preprocessing(t.native_size, (0.0,) * t.native_size[0], (1.0,) * t.native_size[0]).to_pixels(t.images)
+    px = Preprocessing(
+        input_size=t.native_size, mean=(0.0,) * t.native_size[0], std=(1.0,) * t.native_size[0]
+    ).to_pixels(t.images)
     assert px.min() >= 0 and px.max() <= 1
 
 
@@ -167,7 +169,7 @@ def test_unknown_data_and_split() -> None:
 
 
 def test_preprocessing_resolution_order() -> None:
-    ck = Preprocessing((1, 8, 8), (0.5,), (0.5,))
+    ck = Preprocessing(input_size=(1, 8, 8), mean=(0.5,), std=(0.5,))
     timm_cfg = {"input_size": (3, 224, 224), "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
     assert resolve_preprocessing(checkpoint=ck, timm_cfg=timm_cfg, native_size=(1, 8, 8)) == ck
     # nothing said: no silent guess (the caller probes the candidates, timm's config among them)
@@ -181,7 +183,7 @@ def test_preprocessing_resolution_order() -> None:
     assert grey.input_size == (1, 224, 224) and len(grey.mean) == 1
     assert cands[0].input_size == (1, 8, 8) and cands[0].mean == (0.3,)
     hinted = resolve_preprocessing(
-        hints=Hints(("timm train.py args",), input_size=(1, 28, 28), mean=(0.286,)),
+        hints=Hints(sources=("timm train.py args",), input_size=(1, 28, 28), mean=(0.286,)),
         timm_cfg=timm_cfg,
         model_in_chans=1,
         native_size=(1, 28, 28),
@@ -198,13 +200,13 @@ def test_preprocessing_resolution_order() -> None:
 
 def test_preprocessing_channels_and_resize() -> None:
     x = torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8)
-    p = Preprocessing((3, 16, 16), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    p = Preprocessing(input_size=(3, 16, 16), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
     y = p.to_model_input(x)
     assert y.shape == (2, 3, 16, 16) and torch.equal(y[:, 0], y[:, 1])
-    g = Preprocessing((1, 8, 8), (0.0,), (1.0,)).to_pixels(torch.ones(1, 3, 8, 8))
+    g = Preprocessing(input_size=(1, 8, 8), mean=(0.0,), std=(1.0,)).to_pixels(torch.ones(1, 3, 8, 8))
     assert torch.allclose(g, torch.ones(1, 1, 8, 8))
     with pytest.raises(UsageError):
-        Preprocessing((3, 8, 8), (0.5,), (0.5,))
+        Preprocessing(input_size=(3, 8, 8), mean=(0.5,), std=(0.5,))
 
 
 def test_shift_and_flip_against_pad_and_slice() -> None:
@@ -250,7 +252,7 @@ def test_resize_then_centre_crop_matches_torchvision() -> None:
 
     g = torch.Generator().manual_seed(0)
     images = torch.rand(4, 1, 20, 26, generator=g)
-    prep = with_resize(Preprocessing((1, 8, 8), (0.0,), (1.0,), "flags"), 12)
+    prep = with_resize(Preprocessing(input_size=(1, 8, 8), mean=(0.0,), std=(1.0,), source="flags"), 12)
     assert prep.crop_pct == pytest.approx(8 / 12) and prep.source.endswith("+ --resize 12")
     want = v2.CenterCrop(8)(v2.Resize(12, antialias=True)(images))
     assert torch.allclose(prep.to_pixels(images), want, atol=1e-5)

@@ -36,14 +36,14 @@ def problem() -> dict[str, object]:
         far = torch.randn(150, D, generator=g) * 2
         test = torch.cat([near, far]).relu()
         test_logits = head(test)
-    train = Train(f, logits, y, K, Linear.of(head), seed=0)
+    train = Train(features=f, logits=logits, labels=y, num_classes=K, linear=Linear.of(head), seed=0)
     return {"train": train, "head": head, "f": f, "y": y, "test": test, "test_logits": test_logits}
 
 
 def _ours(name: str, p: dict, **kw: object) -> torch.Tensor:
     det = DETECTORS.get(name)(**kw)
     det.fit(p["train"])
-    return det.score(Scored(p["test"], p["test_logits"], raw_logits=True))
+    return det.score(Scored(features=p["test"], outputs=p["test_logits"], raw_logits=True))
 
 
 @pytest.mark.parametrize(
@@ -94,7 +94,7 @@ def test_knn_on_a_sample_of_train_rows(problem: dict) -> None:
     assert det.settings()["train_rows"] == N // 4
     kept = torch.randperm(N, generator=torch.Generator().manual_seed(31))[: N // 4].sort().values
     theirs = pood.KNN(None, k=3).fit_features(problem["f"][kept], problem["y"][kept]).predict_features(problem["test"])
-    ours = det.score(Scored(problem["test"], problem["test_logits"], True))
+    ours = det.score(Scored(features=problem["test"], outputs=problem["test_logits"], raw_logits=True))
     torch.testing.assert_close(ours, theirs.double(), rtol=1e-5, atol=1e-5)
 
 
@@ -105,7 +105,7 @@ def test_vim_matches_pytorch_ood(problem: dict, dim: int) -> None:
     ours = DETECTORS.get("vim")(dim=dim)
     ours.fit(problem["train"])
     assert ours.alpha == pytest.approx(theirs.alpha, rel=1e-4)
-    got = ours.score(Scored(problem["test"], problem["test_logits"], True))
+    got = ours.score(Scored(features=problem["test"], outputs=problem["test_logits"], raw_logits=True))
     # pytorch-ood casts to float32: its eigenvectors near the subspace's edge move the residual by up to 0.2%
     torch.testing.assert_close(got, theirs.predict_features(problem["test"]).double(), rtol=2e-3, atol=1e-4)
 
@@ -118,7 +118,10 @@ def test_react_matches_pytorch_ood(problem: dict) -> None:
     with torch.no_grad():
         want = theirs.predict(problem["test"]).double()
     torch.testing.assert_close(
-        ours.score(Scored(problem["test"], problem["test_logits"], True)), want, rtol=1e-5, atol=1e-5
+        ours.score(Scored(features=problem["test"], outputs=problem["test_logits"], raw_logits=True)),
+        want,
+        rtol=1e-5,
+        atol=1e-5,
     )
 
 
@@ -139,7 +142,7 @@ def test_knn_k_larger_than_the_train_rows_is_a_usage_error(problem: dict) -> Non
 
 
 def test_logit_detectors_say_why_they_skip_a_vcal_head(problem: dict) -> None:
-    x = Scored(problem["test"], torch.log_softmax(problem["test_logits"], 1), raw_logits=False)
+    x = Scored(features=problem["test"], outputs=torch.log_softmax(problem["test_logits"], 1), raw_logits=False)
     for name in ("max_logit", "energy", "vim", "react"):
         assert "logits" in DETECTORS.get(name)().applies(x)
     for name in ("msp", "entropy", "gen", "knn", "mahalanobis"):

@@ -92,7 +92,7 @@ def test_mutual_information_and_disagreement_against_the_formulas() -> None:
     g = torch.Generator().manual_seed(1)
     z = torch.randn(4, 30, 6, generator=g) * 3  # 4 members, 30 rows, 6 classes
     mean = mean_log_probs(list(z))
-    x = Scored(torch.zeros(30, 1), mean, False, z)
+    x = Scored(features=torch.zeros(30, 1), outputs=mean, raw_logits=False, members=z)
     p = torch.softmax(z.double(), -1).numpy()
     want = entropy(p.mean(0), axis=1) - np.mean([entropy(pm, axis=1) for pm in p], axis=0)
     got = DETECTORS.get("mutual_info")().score(x)
@@ -100,7 +100,9 @@ def test_mutual_information_and_disagreement_against_the_formulas() -> None:
     votes = p.argmax(-1)
     agree = (votes == mean.argmax(1).numpy()[None]).mean(0)
     torch.testing.assert_close(DETECTORS.get("disagreement")().score(x), torch.from_numpy(1 - agree))
-    assert "ensemble" in DETECTORS.get("mutual_info")().applies(Scored(torch.zeros(30, 1), mean, False))
+    assert "ensemble" in DETECTORS.get("mutual_info")().applies(
+        Scored(features=torch.zeros(30, 1), outputs=mean, raw_logits=False)
+    )
 
 
 def test_bad_ensembles_are_one_line(runner, members: list[Path], tmp_path: Path) -> None:

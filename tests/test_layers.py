@@ -13,7 +13,7 @@ PKG = Path(__file__).resolve().parents[1] / "vcal_cli"
 
 # Bottom to top. A module may import modules of its own layer or of any layer below, never above.
 LAYERS: list[set[str]] = [
-    {"errors", "_version", "_defaults"},
+    {"errors", "_version", "_defaults", "estimation"},  # estimation: the Statistics settings (torch-free)
     {"_io", "_registry", "_progress", "_memory", "_threads"},
     {"_mapped"},  # memory-mapped arrays (torch, NumPy)
     {"hierarchy", "metrics"},  # metrics: torch only

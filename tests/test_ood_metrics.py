@@ -17,7 +17,7 @@ from vcal_cli.metrics.ood import aupr, aupr_in, auroc, fpr_at_95_tpr, resampled_
 
 
 def _score(name: str, logits: torch.Tensor) -> torch.Tensor:
-    return DETECTORS.get(name)().score(Scored(torch.zeros(len(logits), 1), logits, raw_logits=True))
+    return DETECTORS.get(name)().score(Scored(features=torch.zeros(len(logits), 1), outputs=logits, raw_logits=True))
 
 
 def msp_score(logits: torch.Tensor) -> torch.Tensor:
@@ -62,12 +62,13 @@ def test_scores_hand_worked() -> None:
     )
     f = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0], [2.0, 2.0]])
     maha = DETECTORS.get("mahalanobis")()
-    maha.fit(Train(f, torch.zeros(4, 2), torch.tensor([0, 0, 1, 1]), 2))
+    maha.fit(Train(features=f, logits=torch.zeros(4, 2), labels=torch.tensor([0, 0, 1, 1]), num_classes=2))
     assert torch.allclose(maha.means, torch.tensor([[1.0, 0.0], [1.0, 2.0]], dtype=torch.float64))
     # tied covariance diag(1, 0): only the first coordinate counts (pinv); (1, 0) sits on class 0's mean
     test = torch.tensor([[1.0, 0.0], [3.0, 0.0]])
     assert torch.allclose(
-        maha.score(Scored(test, torch.zeros(2, 2), True)), torch.tensor([0.0, 4.0], dtype=torch.float64)
+        maha.score(Scored(features=test, outputs=torch.zeros(2, 2), raw_logits=True)),
+        torch.tensor([0.0, 4.0], dtype=torch.float64),
     )
 
 

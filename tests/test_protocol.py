@@ -32,7 +32,7 @@ def _splits(seed: int, n: int = 3, rows: int = 400, k: int = 7) -> list[tuple[to
 
 def test_pooled_calibration_matches_torchmetrics_on_the_concatenation() -> None:
     splits = _splits(0)
-    pooled = Pooled(10)
+    pooled = Pooled(n_bins=10)
     for lg, y in splits:
         pooled.add(lg, y)
     r = pooled.result()
@@ -65,9 +65,11 @@ def test_ood_with_in_distribution_positive_matches_scikit_learn() -> None:
 def test_shift_is_pooled_and_severity_means_divide_by_the_corruptions_present() -> None:
     p = PROTOCOLS.get("vtst")
     splits = _splits(2, n=4)
-    shift = {(c, s): Pooled(10).add(*splits[i]) for i, (c, s) in enumerate([("a", 1), ("b", 1), ("a", 2), ("b", 2)])}
-    row = protocol_row(p, Pooled(10).add(*splits[0]), shift, None)
-    whole = Pooled(10)
+    shift = {
+        (c, s): Pooled(n_bins=10).add(*splits[i]) for i, (c, s) in enumerate([("a", 1), ("b", 1), ("a", 2), ("b", 2)])
+    }
+    row = protocol_row(p, Pooled(n_bins=10).add(*splits[0]), shift, None)
+    whole = Pooled(n_bins=10)
     for lg, y in splits:
         whole.add(lg, y)
     assert row["shift"]["ece"] == pytest.approx(whole.result()["ece"], abs=1e-12)  # one ECE over all rows

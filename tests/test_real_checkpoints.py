@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from vcal_cli import audit, load_checkpoint
+from vcal_cli import AuditSettings, audit, load_checkpoint
 from vcal_cli.checkpoints import CheckpointError
 from vcal_cli.cli import app
 from vcal_cli.data import load_split
@@ -40,7 +40,7 @@ def cnn_weights() -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def reference() -> dict[str, float]:
     """The vcal checkpoint's own audit: every trainer's file of the same weights must give these numbers."""
-    return audit(CNN, data="digits", n_bootstrap=0).metrics
+    return audit(CNN, data="digits", settings=AuditSettings(n_bootstrap=0)).metrics
 
 
 def _timm_args(**over: object) -> argparse.Namespace:
@@ -85,7 +85,7 @@ def test_timm_train_py_checkpoint_audits_with_nothing_but_the_file(tmp_path: Pat
     path = _timm_train_py(tmp_path / "model_best.pth.tar", cnn_weights)
     m = load_checkpoint(path)  # no --arch, no --trust-checkpoint
     assert m.arch == "test_resnet" and m.in_chans == 1 and m.hints.sources[0] == "timm train.py args"
-    rep = audit(path, data="digits", n_bootstrap=0)
+    rep = audit(path, data="digits", settings=AuditSettings(n_bootstrap=0))
     prep = rep.settings["preprocessing"]
     assert prep["input_size"] == [1, 8, 8] and prep["mean"] == [0.5] and "timm train.py args" in prep["source"]
     for k, v in reference.items():
@@ -99,7 +99,9 @@ def test_flags_beat_the_checkpoints_own_args(tmp_path: Path, cnn_weights) -> Non
     from vcal_cli.api import ExtractOptions
 
     path = _timm_train_py(tmp_path / "m.pth.tar", cnn_weights)
-    rep = audit(path, data="digits", n_bootstrap=0, options=ExtractOptions.of(mean=(0.0,), std=(1.0,)))
+    rep = audit(
+        path, data="digits", options=ExtractOptions.of(mean=(0.0,), std=(1.0,)), settings=AuditSettings(n_bootstrap=0)
+    )
     p = rep.settings["preprocessing"]
     assert (
         p["mean"] == [0.0]
@@ -134,7 +136,7 @@ def test_lightning_checkpoint(tmp_path: Path, cnn_weights, reference) -> None:
         },
         path,
     )
-    rep = audit(path, data="digits", n_bootstrap=0)
+    rep = audit(path, data="digits", settings=AuditSettings(n_bootstrap=0))
     assert "Lightning hyper_parameters" in rep.settings["preprocessing"]["source"]
     assert rep.metrics["accuracy"] == pytest.approx(reference["accuracy"], abs=1e-9)
     assert rep.metrics["nll"] == pytest.approx(reference["nll"], abs=1e-6)
@@ -173,7 +175,7 @@ def test_lightning_checkpoint_of_a_timm_arch_is_fed_as_its_trainer_fed_it(tmp_pa
         },
         path,
     )
-    rep = audit(path, data=f"npz:{data}", n_bootstrap=0)
+    rep = audit(path, data=f"npz:{data}", settings=AuditSettings(n_bootstrap=0))
     p = rep.settings["preprocessing"]
     assert p["input_size"] == [1, 28, 28] and "crop_pct" not in p and "interpolation" not in p, p
     with torch.no_grad():
@@ -198,10 +200,13 @@ def test_timm_train_py_args_keep_timms_eval_crop(tmp_path: Path, cnn_weights) ->
     }
     said = dict(input_size=(1, 28, 28), mean=(0.3,), std=(0.4,))
     timm_run = resolve_preprocessing(
-        hints=Hints(("timm train.py args",), **said), timm_cfg=cfg, model_in_chans=1, native_size=(1, 28, 28)
+        hints=Hints(sources=("timm train.py args",), **said), timm_cfg=cfg, model_in_chans=1, native_size=(1, 28, 28)
     )
     other = resolve_preprocessing(
-        hints=Hints(("Lightning hyper_parameters",), **said), timm_cfg=cfg, model_in_chans=1, native_size=(1, 28, 28)
+        hints=Hints(sources=("Lightning hyper_parameters",), **said),
+        timm_cfg=cfg,
+        model_in_chans=1,
+        native_size=(1, 28, 28),
     )
     assert (timm_run.crop_pct, timm_run.interpolation) == (0.95, "bicubic")
     assert (other.crop_pct, other.interpolation) == (1.0, "bilinear")
@@ -221,7 +226,7 @@ def test_lightning_datamodule_hyper_parameters(tmp_path: Path, cnn_weights, refe
         },
         path,
     )
-    rep = audit(path, data="digits", n_bootstrap=0)
+    rep = audit(path, data="digits", settings=AuditSettings(n_bootstrap=0))
     p = rep.settings["preprocessing"]
     assert "Lightning datamodule_hyper_parameters" in p["source"] and "probe" not in p
     assert p["mean"] == [0.5] and p["input_size"] == [1, 8, 8]
@@ -241,7 +246,7 @@ def test_hf_hub_folder_timm_config(tmp_path: Path, cnn_weights, reference) -> No
     (folder / "config.json").write_text(json.dumps(cfg))
     m = load_checkpoint(folder)
     assert m.class_names == [f"digit {i}" for i in range(10)]
-    rep = audit(folder, data="digits", n_bootstrap=0)
+    rep = audit(folder, data="digits", settings=AuditSettings(n_bootstrap=0))
     assert rep.settings["preprocessing"]["source"].startswith("size, mean, std, crop from config.json")
     assert rep.metrics["ece"] == pytest.approx(reference["ece"], abs=1e-6)
 
@@ -267,7 +272,7 @@ def test_hf_trainer_folder_transformers_timm_wrapper(tmp_path: Path, cnn_weights
     (folder / "preprocessor_config.json").write_text(
         json.dumps({"image_mean": [0.5], "image_std": [0.5], "size": {"height": 8, "width": 8}})
     )
-    rep = audit(folder, data="digits", n_bootstrap=0)
+    rep = audit(folder, data="digits", settings=AuditSettings(n_bootstrap=0))
     p = rep.settings["preprocessing"]
     assert p["input_size"] == [1, 8, 8] and p["mean"] == [0.5] and p["std"] == [0.5]
     assert rep.metrics["nll"] == pytest.approx(reference["nll"], abs=1e-6)
@@ -359,7 +364,7 @@ def test_whole_pickled_module_audits_with_trust(runner, tmp_path: Path) -> None:
 def test_probe_picks_the_preprocessing_a_bare_state_dict_was_trained_with(tmp_path: Path, cnn_weights) -> None:
     path = tmp_path / "bare.pth"
     torch.save(cnn_weights, path)
-    rep = audit(path, data="digits", n_bootstrap=0, options=_opts(arch="test_resnet"))
+    rep = audit(path, data="digits", options=_opts(arch="test_resnet"), settings=AuditSettings(n_bootstrap=0))
     p = rep.settings["preprocessing"]
     assert p["source"].startswith("probed, native") and len(p["probe"]) == 3
     accs = {r["candidate"]: r["accuracy"] for r in p["probe"]}
@@ -367,7 +372,9 @@ def test_probe_picks_the_preprocessing_a_bare_state_dict_was_trained_with(tmp_pa
     assert max(accs.values()) > 0.9  # the probe found the native preprocessing among its candidates
     assert accs["timm's test_resnet config"] < 0.5  # 8x8 digits upsampled to 160 px: the silent failure
     assert p["input_size"] == [1, 8, 8] and rep.metrics["accuracy"] > 0.9 and rep.warnings == []
-    again = audit(path, data="digits", n_bootstrap=0, options=_opts(arch="test_resnet"))  # the probe is cached
+    again = audit(
+        path, data="digits", options=_opts(arch="test_resnet"), settings=AuditSettings(n_bootstrap=0)
+    )  # the probe is cached
     assert again.settings["preprocessing"] == p
 
 
@@ -584,7 +591,7 @@ def test_tables_stay_readable_at_80_columns() -> None:
 
     from vcal_cli.reports.sections.metrics import audit_table
 
-    rep = audit(CNN, data="digits", n_bootstrap=20).to_dict()
+    rep = audit(CNN, data="digits", settings=AuditSettings(n_bootstrap=20)).to_dict()
     rep["checkpoint"]["path"] = "/a/very/long/path/" * 6 + "model.safetensors"
     console = Console(width=80, record=True, file=open(os.devnull, "w"))
     console.print(audit_table(rep))

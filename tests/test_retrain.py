@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vcal_cli import ExtractOptions, audit, load_checkpoint
+from vcal_cli import AuditSettings, ExtractOptions, RetrainSettings, audit, load_checkpoint
 from vcal_cli.api import retrain
 from vcal_cli.cli import app
 from vcal_cli.heads import list_heads
@@ -25,7 +25,9 @@ def all_heads(tmp_path_factory: pytest.TempPathFactory):
     """Every head fitted once on the cnn sample's cached digits features (defaults, seed 0)."""
     root = tmp_path_factory.mktemp("retrain")
     opts = ExtractOptions.of(cache_dir=str(root / "cache"))
-    report = retrain(CNN, ["all"], data="digits", options=opts, out_dir=root / "out", n_bootstrap=50)
+    report = retrain(
+        CNN, ["all"], data="digits", options=opts, settings=RetrainSettings(out_dir=root / "out", n_bootstrap=50)
+    )
     return report, opts
 
 
@@ -53,7 +55,7 @@ def test_audit_of_the_new_checkpoint_reproduces_the_retrain_exactly(all_heads) -
     for name, h in report.heads.items():
         if name == "original":
             continue
-        rep = audit(h.checkpoint, data="digits", options=opts, n_bootstrap=50)
+        rep = audit(h.checkpoint, data="digits", options=opts, settings=AuditSettings(n_bootstrap=50))
         assert rep.metrics == h.result.metrics.as_dict(), name
         assert rep.result.intervals == h.result.intervals, name
         assert load_checkpoint(h.checkpoint).head_info["name"] == name

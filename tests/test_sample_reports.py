@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from vcal_cli import audit
+from vcal_cli import AuditSettings, audit
 
 from .conftest import SAMPLES
 
@@ -21,7 +21,9 @@ SAMPLE_NAMES = ("cnn_digits", "mlp_digits")
 
 
 def figures(name: str) -> dict:
-    rep = audit(SAMPLES / f"{name}.safetensors", data="digits", n_bootstrap=200, seed=0).to_dict()
+    rep = audit(
+        SAMPLES / f"{name}.safetensors", data="digits", settings=AuditSettings(n_bootstrap=200, seed=0)
+    ).to_dict()
     return {
         "metrics": rep["metrics"],
         "intervals": rep["intervals"],

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vcal_cli import audit, load_checkpoint
+from vcal_cli import AuditSettings, audit, load_checkpoint
 
 from .conftest import ROOT, SAMPLES
 
@@ -22,7 +22,7 @@ def test_samples_are_small_vcal_checkpoints(name: str) -> None:
 
 def test_a_sample_is_overconfident() -> None:
     """The issue's bar: test ECE of at least 0.02 for one sample, with confidence above accuracy."""
-    rep = audit(SAMPLES / "cnn_digits.safetensors", data="digits", n_bootstrap=0)
+    rep = audit(SAMPLES / "cnn_digits.safetensors", data="digits", settings=AuditSettings(n_bootstrap=0))
     assert rep.metrics["ece"] >= 0.02
     bins = rep.result.reliability
     mean_conf = sum(b.confidence * b.count for b in bins if b.count) / rep.result.n

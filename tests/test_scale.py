@@ -27,7 +27,8 @@ SAMPLE = ROOT / "sample_checkpoints" / "cnn_digits.safetensors"
 
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    return {**env, "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]), **extra}
+    path = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    return {**env, "PYTHONPATH": path, "VCAL_THREADS": "1", **extra}  # two ranks on two cores: one thread each
 
 
 def _entries(cache: Path) -> list[Path]:

@@ -22,6 +22,11 @@ _EXPORTS = {
     "load_features": "vcal_cli.api",
     "Workbench": "vcal_cli.api",
     "ExtractOptions": "vcal_cli.api",
+    "AuditSettings": "vcal_cli.api",
+    "RetrainSettings": "vcal_cli.api",
+    "FrontierSettings": "vcal_cli.api",
+    "Statistics": "vcal_cli.api",
+    "ConformalOptions": "vcal_cli.api",
     # building blocks
     "load_checkpoint": "vcal_cli.checkpoints",
     "save_checkpoint": "vcal_cli.checkpoints",

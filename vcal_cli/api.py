@@ -18,6 +18,7 @@ from vcal_cli.commands.audit import audit, export_features
 from vcal_cli.commands.frontier import frontier
 from vcal_cli.commands.gate import check_comparable, compare, gate
 from vcal_cli.commands.retrain import head_params, resolve_heads, retrain
+from vcal_cli.commands.settings import AuditSettings, FrontierSettings, RetrainSettings, Statistics
 from vcal_cli.commands.steps import guarantees, load_logits
 from vcal_cli.metrics.conformal import ConformalOptions
 from vcal_cli.metrics.conformal import check_options as check_conformal
@@ -34,6 +35,10 @@ from vcal_cli.session.workbench import (
 
 __all__ = [
     "prediction_sets",
+    "AuditSettings",
+    "RetrainSettings",
+    "FrontierSettings",
+    "Statistics",
     "ConformalOptions",
     "ExtractOptions",
     "default_data",
@@ -62,36 +67,29 @@ def prediction_sets(
     test_scores: Any,
     test_labels: Any,
     *,
-    alphas: tuple[float, ...] = (0.1,),
-    scores: tuple[str, ...] | None = None,
+    options: ConformalOptions | None = None,
     probs: bool = False,
-    target_risk: float | None = None,
-    delta: float = 0.05,
-    k_reg: int | None = None,
-    lam: float | None = None,
-    n_bootstrap: int = 200,
-    seed: int = 0,
     class_names: list[str] | None = None,
 ) -> dict[str, Any]:
     """Prediction sets with a coverage guarantee, and risk-controlled abstention, on arrays from any framework.
 
     `val_scores` / `test_scores` are logits (N, K), or probabilities with `probs=True` (NumPy arrays or tensors);
-    the labels are class indices. Returns what `vcal audit --conformal ... --target-risk ...` writes into report.json:
+    the labels are class indices; `options` says what to compute (default: sets at alpha 0.1 by every score).
+    Returns what `vcal audit --conformal ... --target-risk ...` writes into report.json:
     `{"conformal": {score: {alpha: row}}, "risk_control": {...}}` (see `vcal_cli.metrics.conformal` and
     `vcal_cli.metrics.risk_control`)::
 
-        from vcal_cli import prediction_sets
-        out = prediction_sets(val_logits, val_y, test_logits, test_y, alphas=(0.1,), target_risk=0.02)
+        from vcal_cli import ConformalOptions, prediction_sets
+        want = ConformalOptions(alphas=(0.1,), target_risk=0.02)
+        out = prediction_sets(val_logits, val_y, test_logits, test_y, options=want)
         out["conformal"]["aps"]["0.1"]["coverage"], out["conformal"]["aps"]["0.1"]["set_size"]
     """
     tensors = [torch.as_tensor(x) for x in (val_scores, val_labels, test_scores, test_labels)]
     vs, vy, ts, ty = tensors
     if probs:
         vs, ts = vs.double().clamp_min(1e-300).log(), ts.double().clamp_min(1e-300).log()
-    o = ConformalOptions(
-        tuple(alphas), scores if scores is None else tuple(scores), k_reg, lam, target_risk, delta, n_bootstrap, seed
-    )
-    check_risk(target_risk, delta)
+    o = options or ConformalOptions(alphas=(0.1,))
+    check_risk(o.target_risk, o.delta)
     o, _ = check_conformal(o, vy if o.alphas else None, class_names)
     found, _ = guarantees(vs, vy.long(), ts, ty.long(), o, class_names)
     return found

@@ -27,5 +27,7 @@ def _tables(report: Report) -> list[TableSpec]:
 
 
 register_section(
-    Section("toy", "Toy section", _tables, compute=_compute, summary=("toy_summary", lambda d: d["share"]))
+    Section(
+        key="toy", title="Toy section", tables=_tables, compute=_compute, summary=("toy_summary", lambda d: d["share"])
+    )
 )

@@ -25,7 +25,7 @@ from typing import Any
 from vcal_cli.errors import CheckpointError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Hints:
     """Fields a checkpoint states about itself; `sources` says where each group was read."""
 
@@ -51,7 +51,7 @@ class Hints:
         for k, v in new.items():
             if v is None and getattr(other, k) is not None:
                 new[k], took = getattr(other, k), True
-        return Hints(self.sources + (other.sources if took else ()), **new)
+        return Hints(sources=self.sources + (other.sources if took else ()), **new)
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -102,16 +102,16 @@ def from_mapping(d: Mapping[str, Any], source: str) -> Hints:
     size = _size(g("input_size"), g("img_size") or g("image_size"), in_chans)
     names = g("class_names") or g("label_names") or g("classes")
     h = Hints(
-        (source,),
-        arch if isinstance(arch, str) and arch else None,
-        num_classes,
-        in_chans if in_chans else (size[0] if size else None),
-        tuple(str(n) for n in names) if isinstance(names, list | tuple) and names else None,
-        size,
-        _floats(g("mean")),
-        _floats(g("std")),
-        g("interpolation") if isinstance(g("interpolation"), str) and g("interpolation") else None,
-        float(g("crop_pct")) if isinstance(g("crop_pct"), int | float) else None,
+        sources=(source,),
+        arch=arch if isinstance(arch, str) and arch else None,
+        num_classes=num_classes,
+        in_chans=in_chans if in_chans else (size[0] if size else None),
+        class_names=tuple(str(n) for n in names) if isinstance(names, list | tuple) and names else None,
+        input_size=size,
+        mean=_floats(g("mean")),
+        std=_floats(g("std")),
+        interpolation=g("interpolation") if isinstance(g("interpolation"), str) and g("interpolation") else None,
+        crop_pct=float(g("crop_pct")) if isinstance(g("crop_pct"), int | float) else None,
     )
     return Hints() if all(getattr(h, f.name) is None for f in fields(h) if f.name != "sources") else h
 
@@ -130,16 +130,16 @@ def from_torchvision_reference(args: Mapping[str, Any]) -> Hints:
     model = args.get("model")
     interp = args.get("interpolation")
     return Hints(
-        ("torchvision reference train.py args",),
-        f"torchvision:{model}" if isinstance(model, str) and model else None,
-        None,
-        None,
-        None,
-        (3, crop, crop) if crop else None,
-        IMAGENET_MEAN,
-        IMAGENET_STD,
-        interp if isinstance(interp, str) and interp else "bilinear",
-        crop / resize if crop and resize else None,
+        sources=("torchvision reference train.py args",),
+        arch=f"torchvision:{model}" if isinstance(model, str) and model else None,
+        num_classes=None,
+        in_chans=None,
+        class_names=None,
+        input_size=(3, crop, crop) if crop else None,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        interpolation=interp if isinstance(interp, str) and interp else "bilinear",
+        crop_pct=crop / resize if crop and resize else None,
     )
 
 
@@ -166,7 +166,7 @@ def from_checkpoint_dict(obj: Mapping[str, Any]) -> Hints:
         dm = {**dm, "in_chans": dm.get("in_chans") or dm.get("num_channels") or hints.in_chans}
         hints = hints.merge(from_mapping(dm, "Lightning datamodule_hyper_parameters"))
     if hints.arch is None and isinstance(obj.get("arch"), str):  # timm train.py also stores arch at the top
-        hints = hints.merge(Hints(("timm train.py arch",), arch=obj["arch"]))
+        hints = hints.merge(Hints(sources=("timm train.py arch",), arch=obj["arch"]))
     return hints
 
 

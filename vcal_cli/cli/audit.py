@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 import typer
 
-from vcal_cli._defaults import DEFAULT_N_BINS, DEFAULT_N_BOOTSTRAP, MAX_SEED
 from vcal_cli._io import check_out_dir
 from vcal_cli.cli import _options as opt
 from vcal_cli.cli._errors import handle_errors
@@ -15,7 +14,7 @@ from vcal_cli.cli._output import note, out, progress, warn
 from vcal_cli.integrations.trackers import check_trackers, log_audit
 
 
-@opt.with_options(opt.EXTRACT, opt.ROBUSTNESS, opt.CONFORMAL)
+@opt.with_options(opt.AUDIT, opt.EXTRACT, opt.ROBUSTNESS, opt.CONFORMAL)
 def audit_cmd(
     checkpoint: Annotated[
         list[Path] | None,
@@ -37,28 +36,10 @@ def audit_cmd(
         ),
     ] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Report directory.")] = Path("vcal-report"),
-    bins: opt.BinsOpt = None,
-    bootstrap: opt.BootstrapOpt = None,
-    seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="Seed of the bootstrap.")] = 0,
-    hierarchy: Annotated[
-        str | None,
-        typer.Option(
-            "--hierarchy",
-            help="Class hierarchy for mistake-severity metrics: a .csv or .json file, or "
-            "'cifar100' \\[default: the data set's built-in one].",
-        ),
-    ] = None,
     head_file: Annotated[
         Path | None,
         typer.Option("--head-file", help="Apply a head written by 'vcal retrain --head-only' to CHECKPOINT."),
     ] = None,
-    suggest: Annotated[
-        bool,
-        typer.Option(
-            "--suggest/--no-suggest",
-            help="Also load the val split and score temperature scaling fitted on it (the suggested fix).",
-        ),
-    ] = True,
     log_to: opt.LogToOpt = None,
     as_json: opt.JsonOpt = False,
     debug: opt.DebugOpt = False,
@@ -78,19 +59,19 @@ def audit_cmd(
         check_out_dir("--out", out_dir)
         trackers = check_trackers(log_to)  # before any work: a tracker whose library is missing is one line
         opts = opt.EXTRACT.build(options, head_file=str(head_file) if head_file else None, val_from=val_from)
+        bootstrap, seed = options["bootstrap"], options["seed"]
+        settings = opt.AUDIT.build(
+            options,
+            robustness=opt.ROBUSTNESS.build(options, n_bootstrap=bootstrap),
+            conformal=opt.CONFORMAL.build(options, n_bootstrap=bootstrap, seed=seed),
+        )
         report = api.audit(
             (checkpoint[0] if len(checkpoint) == 1 else checkpoint) if checkpoint else None,
             data=data,
             split=split,
             logits=logits,
             options=opts,
-            hierarchy=hierarchy,
-            robustness=opt.ROBUSTNESS.build(options, n_bootstrap=bootstrap),
-            conformal=opt.CONFORMAL.build(options, n_bootstrap=bootstrap, seed=seed),
-            n_bins=DEFAULT_N_BINS if bins is None else bins,
-            n_bootstrap=DEFAULT_N_BOOTSTRAP if bootstrap is None else bootstrap,
-            seed=seed,
-            suggest=suggest,
+            settings=settings,
             progress=progress(not as_json),
         )
         inputs = tuple(p for p in (*(checkpoint or ()), logits, head_file) if p is not None)

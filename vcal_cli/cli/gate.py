@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from vcal_cli._defaults import DEFAULT_N_BINS, DEFAULT_N_BOOTSTRAP, MAX_SEED
+from vcal_cli._defaults import DEFAULT_N_BINS
 from vcal_cli._io import atomic_write_bytes, atomic_write_text, guard_outputs
 from vcal_cli.cli import _options as opt
 from vcal_cli.cli._errors import handle_errors
@@ -19,7 +19,7 @@ from vcal_cli.integrations.trackers import check_trackers, log_gate
 RuleOpt = list[str] | None
 
 
-@opt.with_options(opt.EXTRACT)
+@opt.with_options(opt.GATE, opt.EXTRACT)
 def gate_cmd(
     current: Annotated[str, typer.Argument(help="Current report.json or checkpoint.", show_default=False)],
     baseline: Annotated[
@@ -46,8 +46,6 @@ def gate_cmd(
     data: opt.DataOpt = None,
     val_from: opt.ValFromOpt = None,
     split: opt.SplitOpt = "test",
-    bootstrap: opt.BootstrapOpt = None,
-    seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="Bootstrap seed.")] = 0,
     log_to: opt.LogToOpt = None,
     as_json: opt.JsonOpt = False,
     debug: opt.DebugOpt = False,
@@ -88,8 +86,7 @@ def gate_cmd(
             data=data,
             split=split,
             options=opts,
-            n_bootstrap=DEFAULT_N_BOOTSTRAP if bootstrap is None else bootstrap,
-            seed=seed,
+            stats=opt.GATE.build(options),
             progress=progress(not as_json),
         )
         for path, text in (

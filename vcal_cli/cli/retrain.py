@@ -10,14 +10,6 @@ from typing import Annotated
 
 import typer
 
-from vcal_cli._defaults import (
-    DEFAULT_AUGMENT,
-    DEFAULT_AUTO_BUDGET,
-    DEFAULT_N_BINS,
-    DEFAULT_N_BOOTSTRAP,
-    DEFAULT_TRAIN_VIEWS,
-    MAX_SEED,
-)
 from vcal_cli._io import check_out_dir
 from vcal_cli.cli import _options as opt
 from vcal_cli.cli._errors import handle_errors
@@ -60,7 +52,7 @@ def _head_option(name: str, kind: type, defaults: list[str], helps: dict[str, st
     )
 
 
-@opt.with_options(opt.EXTRACT, opt.ROBUSTNESS, opt.CONFORMAL)
+@opt.with_options(opt.RETRAIN, opt.EXTRACT, opt.ROBUSTNESS, opt.CONFORMAL)
 def retrain_cmd(
     checkpoint: Annotated[
         list[Path],
@@ -79,76 +71,6 @@ def retrain_cmd(
     ],
     data: opt.DataOpt = None,
     val_from: opt.ValFromOpt = None,
-    out_dir: Annotated[
-        Path, typer.Option("--out", "-o", help="Report directory; checkpoints go here too unless --checkpoint-out.")
-    ] = Path("vcal-report"),
-    out_file: Annotated[
-        Path | None, typer.Option("--checkpoint-out", help="Checkpoint file to write (one head only).")
-    ] = None,
-    head_only: Annotated[
-        bool,
-        typer.Option("--head-only", help="Write only the head's weights (apply with 'vcal audit BASE --head-file')."),
-    ] = False,
-    export: Annotated[
-        str | None,
-        typer.Option(
-            "--export",
-            help="Write the model with the new head folded into its last layer, in the format it came in: onnx, "
-            "torchscript or transformers (temperature, vector and matrix scaling).",
-        ),
-    ] = None,
-    seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="Seeds every head and the bootstrap.")] = 0,
-    auto_select: Annotated[
-        str, typer.Option("--auto-select", help="With --head auto: pick the lowest val nll, ece or brier.")
-    ] = "nll",
-    auto_budget: Annotated[
-        float,
-        typer.Option(
-            "--auto-budget",
-            help="With --head auto: seconds for the whole selection; trained candidates stop at their share and "
-            "keep their best epoch so far, a val-fitted one whose cross-fit would overrun is skipped, each said "
-            f"in a warning \\[default: {DEFAULT_AUTO_BUDGET:g}].",
-            show_default=False,
-        ),
-    ] = DEFAULT_AUTO_BUDGET,
-    train_views: Annotated[
-        int | None,
-        typer.Option(
-            "--train-views",
-            min=0,
-            help="Fit the heads that learn on train on K augmented views of it (extracted once each, cached) "
-            "instead of the clean train features a backbone trained past fitting has memorised; 0: clean "
-            f"\\[default: {DEFAULT_TRAIN_VIEWS}].",
-            show_default=False,
-        ),
-    ] = None,
-    train_fraction: Annotated[
-        float,
-        typer.Option(
-            "--train-fraction",
-            help="Fit the heads that learn on train on a seeded, class-stratified share of its rows (0 < F <= 1): "
-            "the low-data regime of the variational-classification paper.",
-        ),
-    ] = 1.0,
-    augment: Annotated[
-        str | None,
-        typer.Option(
-            "--augment",
-            help="The views' augmentation: 'crop' (shift by up to 1/8 of the side) or 'crop+flip' (also mirror "
-            f"half; not for digits or text) \\[default: {DEFAULT_AUGMENT}].",
-            show_default=False,
-        ),
-    ] = None,
-    hierarchy: Annotated[
-        str | None,
-        typer.Option(
-            "--hierarchy",
-            help="Class hierarchy for haframe and the mistake-severity metrics: a .csv (class,parent or "
-            "class,level1,...) or .json file, or 'cifar100' \\[default: the data set's built-in one].",
-        ),
-    ] = None,
-    bins: opt.BinsOpt = None,
-    bootstrap: opt.BootstrapOpt = None,
     log_to: opt.LogToOpt = None,
     as_json: opt.JsonOpt = False,
     debug: opt.DebugOpt = False,
@@ -159,6 +81,13 @@ def retrain_cmd(
     Example: vcal retrain sample_checkpoints/cnn_digits.safetensors --data digits --head all
     """
     with handle_errors(debug):
+        settings = opt.RETRAIN.build(
+            head_params,
+            params={k: head_params.get(f"head_{k}") for k in head_fields()},
+            robustness=opt.ROBUSTNESS.build(head_params, n_bootstrap=head_params["bootstrap"]),
+            conformal=opt.CONFORMAL.build(head_params, n_bootstrap=head_params["bootstrap"], seed=head_params["seed"]),
+        )
+        out_dir = Path(settings.out_dir)
         check_out_dir("--out", out_dir)
         trackers = check_trackers(log_to)
         from vcal_cli import api
@@ -168,36 +97,12 @@ def retrain_cmd(
         from vcal_cli.reports.summary import verdict_line
         from vcal_cli.reports.tables import summary_panel
 
-        if out_dir.suffix in (".safetensors", ".pt", ".pth"):
-            from vcal_cli.errors import UsageError
-
-            raise UsageError(
-                f"--out '{out_dir}' names the report directory, not a checkpoint file",
-                hint=f"write one head's checkpoint with --checkpoint-out {out_dir}",
-            )
-        opts = opt.EXTRACT.build(head_params, val_from=val_from)
-        params = {k: head_params.get(f"head_{k}") for k in head_fields()}
         report = api.retrain(
             checkpoint[0] if len(checkpoint) == 1 else checkpoint,
             head,
             data=data,
-            options=opts,
-            params=params,
-            out_dir=out_dir,
-            out=out_file,
-            head_only=head_only,
-            export=export,
-            hierarchy=hierarchy,
-            robustness=opt.ROBUSTNESS.build(head_params, n_bootstrap=bootstrap),
-            conformal=opt.CONFORMAL.build(head_params, n_bootstrap=bootstrap, seed=seed),
-            auto_select=auto_select,
-            auto_budget=auto_budget,
-            train_views=DEFAULT_TRAIN_VIEWS if train_views is None else train_views,
-            augment=augment or DEFAULT_AUGMENT,
-            train_fraction=train_fraction,
-            n_bins=DEFAULT_N_BINS if bins is None else bins,
-            n_bootstrap=DEFAULT_N_BOOTSTRAP if bootstrap is None else bootstrap,
-            seed=seed,
+            options=opt.EXTRACT.build(head_params, val_from=val_from),
+            settings=settings,
             progress=progress(not as_json),
         )
         write_retrain_report(report, out_dir, inputs=tuple(checkpoint))

@@ -9,6 +9,7 @@ import torch
 
 from vcal_cli._io import same_file, sha256_file
 from vcal_cli.checkpoints import LoadedModel
+from vcal_cli.commands.settings import AuditSettings, Statistics
 from vcal_cli.commands.steps import (
     check_guarantees,
     guarantees,
@@ -19,11 +20,10 @@ from vcal_cli.commands.steps import (
     robustness_sections,
 )
 from vcal_cli.errors import UsageError, VcalError
-from vcal_cli.evaluations.robustness import RobustnessOptions, Variant, check_options
+from vcal_cli.evaluations.robustness import Variant, check_options
 from vcal_cli.features import FeatureSet, Track, quiet
 from vcal_cli.heads.temperature import fit_inverse_temperature
-from vcal_cli.metrics import DEFAULT_N_BINS, check_bins, compute_metrics
-from vcal_cli.metrics.conformal import ConformalOptions
+from vcal_cli.metrics import compute_metrics
 from vcal_cli.metrics.paired import verdicts
 from vcal_cli.metrics.sanity import audit_warnings
 from vcal_cli.reports.schema import AuditReport
@@ -57,13 +57,7 @@ def audit(
     split: str = "test",
     logits: str | Path | None = None,
     options: ExtractOptions | None = None,
-    hierarchy: str | Path | None = None,
-    robustness: RobustnessOptions | None = None,
-    conformal: ConformalOptions | None = None,
-    n_bins: int = DEFAULT_N_BINS,
-    n_bootstrap: int = 200,
-    seed: int = 0,
-    suggest: bool = True,
+    settings: AuditSettings | None = None,
     progress: Track = quiet,
 ) -> AuditReport:
     """Audit a checkpoint on `data:split` (or precomputed `logits`) and return the report (nothing written).
@@ -80,17 +74,15 @@ def audit(
     members' probabilities, every section as for one model, plus each member's row and the ensemble's paired
     verdict against its best member (`vcal_cli.session.ensemble`).
     """
-    check_bins(n_bins)
-    if n_bootstrap < 0:
-        raise UsageError(f"--bootstrap {n_bootstrap} must be 0 or more")
+    s = settings or AuditSettings()
+    hierarchy, robustness, conformal = s.hierarchy, s.robustness, s.conformal
     if (checkpoint is None) == (logits is None):
         raise UsageError("give a CHECKPOINT or --logits FILE, not both and not neither")
-    settings: dict[str, Any] = {"bins": n_bins, "bootstrap": n_bootstrap, "seed": seed}
     if logits is not None:
         if robustness:
             raise UsageError("--ood, --adversarial and --shift need a CHECKPOINT, not --logits")
         check_guarantees(conformal, None)
-        return audit_logits(logits, split, hierarchy, settings)
+        return audit_logits(logits, split, hierarchy, s)
     assert checkpoint is not None
     bench = open_bench(checkpoint, data, options, progress)
     if robustness:
@@ -100,13 +92,13 @@ def audit(
         check_options(robustness, bench.options.data.data_root)
     conformal, skipped = check_guarantees(conformal, bench)
     fs = bench.features(split)
-    suggestion = suggest_fix(bench, split, fs, n_bins) if suggest else None
+    suggestion = suggest_fix(bench, split, fs, s.n_bins) if s.suggest else None
     val = bench.features("val") if conformal else None
     bench.release()  # under torchrun: the ranks shared the extraction; the audit runs on rank 0
-    report = audit_features(bench, split, fs, hierarchy, settings)
+    report = audit_features(bench, split, fs, hierarchy, s)
     report.suggestion = suggestion
     if isinstance(bench, Ensemble):
-        report.sections["ensemble"] = ensemble_section(fs, bench, n_bins, n_bootstrap, seed)
+        report.sections["ensemble"] = ensemble_section(fs, bench, s.n_bins, s.n_bootstrap, s.seed)
     sets = {}
     if conformal and val is not None:
         found, sets = guarantees(val.logits, val.labels, fs.logits, fs.labels, conformal, bench.class_names)
@@ -115,7 +107,7 @@ def audit(
         report.warnings += [f"--conformal: {s} skipped: {why}" for s, why in skipped.items()]
     if robustness:
         variants = [Variant("original", bench.model)]
-        robustness_sections(report, bench, variants, robustness, split, n_bins, seed, {"original": sets})
+        robustness_sections(report, bench, variants, robustness, split, s.n_bins, s.seed, {"original": sets})
     return report
 
 
@@ -158,10 +150,10 @@ def ensemble_section(
 
 
 def audit_features(
-    bench: Workbench | Ensemble, split: str, fs: FeatureSet, hierarchy: str | Path | None, settings: dict[str, Any]
+    bench: Workbench | Ensemble, split: str, fs: FeatureSet, hierarchy: str | Path | None, stats: Statistics
 ) -> AuditReport:
     """The report of the checkpoint's own head on one split's cached logits."""
-    n_bins, n_bootstrap, seed = settings["bins"], settings["bootstrap"], settings["seed"]
+    n_bins, n_bootstrap, seed = stats.n_bins, stats.n_bootstrap, stats.seed
     result = compute_metrics(fs.labels, logits=fs.logits, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed)
     o, prep = bench.options, bench.split_preprocessing(split)
     said = (
@@ -176,7 +168,7 @@ def audit_features(
         else {}
     )
     settings = {
-        **settings,
+        **stats.to_dict(),
         **said,
         "device": o.runtime.device,
         "batch_size": o.runtime.batch_size,
@@ -185,20 +177,20 @@ def audit_features(
     }
     tree = resolve_hierarchy(hierarchy, bench)
     return AuditReport(
-        bench.model.describe(),
-        {"name": bench.name, "split": split, "n": len(fs)},
-        result,
-        settings,
-        hierarchy_section(tree, fs.logits, fs.labels, n_bootstrap, seed),
+        checkpoint=bench.model.describe(),
+        data={"name": bench.name, "split": split, "n": len(fs)},
+        result=result,
+        settings=settings,
+        hierarchy=hierarchy_section(tree, fs.logits, fs.labels, n_bootstrap, seed),
         warnings=audit_warnings(fs.logits, fs.labels),
         class_names=bench.class_names,
         sections=compute_sections(fs.logits, fs.labels),
     )
 
 
-def audit_logits(logits: str | Path, split: str, hierarchy: str | Path | None, settings: dict[str, Any]) -> AuditReport:
+def audit_logits(logits: str | Path, split: str, hierarchy: str | Path | None, stats: Statistics) -> AuditReport:
     """The report of logits (or probabilities) computed elsewhere, read from a file."""
-    n_bins, n_bootstrap, seed = settings["bins"], settings["bootstrap"], settings["seed"]
+    n_bins, n_bootstrap, seed = stats.n_bins, stats.n_bootstrap, stats.seed
     lg, pr, labels = load_logits(logits)
     result = compute_metrics(labels, logits=lg, probs=pr, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed)
     scores = lg if lg is not None else pr
@@ -206,11 +198,11 @@ def audit_logits(logits: str | Path, split: str, hierarchy: str | Path | None, s
     ck = {"path": str(logits), "sha256": sha256_file(logits), "arch": None, "num_classes": k, "head_module": None}
     tree = load_tree(hierarchy, [str(i) for i in range(k)])
     return AuditReport(
-        ck,
-        {"name": f"logits:{Path(logits).name}", "split": split, "n": result.n},
-        result,
-        {**settings, "input": "probs" if lg is None else "logits"},
-        hierarchy_section(tree, scores, labels, n_bootstrap, seed),
+        checkpoint=ck,
+        data={"name": f"logits:{Path(logits).name}", "split": split, "n": result.n},
+        result=result,
+        settings={**stats.to_dict(), "input": "probs" if lg is None else "logits"},
+        hierarchy=hierarchy_section(tree, scores, labels, n_bootstrap, seed),
         warnings=audit_warnings(torch.as_tensor(scores), torch.as_tensor(labels)),
         sections=compute_sections(scores, labels, probs=lg is None),
     )

@@ -9,10 +9,10 @@ import torch
 
 from vcal_cli.commands.audit import audit_features
 from vcal_cli.errors import ReportError, UsageError
+from vcal_cli.estimation import Statistics
 from vcal_cli.features import FeatureSet, Track, quiet
 from vcal_cli.gate import DEFAULT_RULES, GateResult, load_config
 from vcal_cli.gate import evaluate as evaluate_rules
-from vcal_cli.metrics import DEFAULT_N_BINS, check_bins
 from vcal_cli.metrics.paired import noise_floors, paired_deltas
 from vcal_cli.reports import read_report
 from vcal_cli.session.workbench import ExtractOptions, Workbench
@@ -24,7 +24,7 @@ def gate_side(
     data: str | None,
     split: str,
     o: ExtractOptions,
-    settings: dict[str, Any],
+    stats: Statistics,
     progress: Track,
 ) -> tuple[dict[str, Any], FeatureSet | None]:
     """A report dict for one side of the gate; a checkpoint is audited (its features come back for pairing)."""
@@ -35,7 +35,7 @@ def gate_side(
         return read_report(path), None
     bench = Workbench.open(path, data, o, progress=progress)
     fs = bench.features(split)
-    return audit_features(bench, split, fs, None, settings).to_dict(), fs
+    return audit_features(bench, split, fs, None, stats).to_dict(), fs
 
 
 def gate(
@@ -47,27 +47,24 @@ def gate(
     split: str = "test",
     options: ExtractOptions | None = None,
     config_dir: str | Path = ".",
-    n_bins: int = DEFAULT_N_BINS,
-    n_bootstrap: int = 200,
-    seed: int = 0,
+    stats: Statistics | None = None,
     progress: Track = quiet,
 ) -> Any:
     """Check `current` against `baseline` (each a report.json or a checkpoint) and return a `GateResult`.
 
     Rules: `rules` if given, else `[gate]` in vcal.toml / `[tool.vcal.gate]` in pyproject.toml (searched
-    from `config_dir` upwards), else the defaults (`vcal_cli.gate.DEFAULT_RULES`).
+    from `config_dir` upwards), else the defaults (`vcal_cli.gate.DEFAULT_RULES`). A checkpoint is audited with
+    `stats` (bins, bootstrap resamples, seed; the paired intervals use them too).
     """
 
     o = options or ExtractOptions()
     if not rules:
         rules, _ = load_config(config_dir)
     rules = list(rules or DEFAULT_RULES)
-    check_bins(n_bins)
-    if n_bootstrap < 0:
-        raise UsageError(f"--bootstrap {n_bootstrap} must be 0 or more")
-    settings = {"bins": n_bins, "bootstrap": n_bootstrap, "seed": seed}
-    before, before_fs = gate_side(baseline, "baseline", data, split, o, settings, progress)
-    after, after_fs = gate_side(current, "current", data, split, o, settings, progress)
+    stats = stats or Statistics()
+    n_bins, n_bootstrap, seed = stats.n_bins, stats.n_bootstrap, stats.seed
+    before, before_fs = gate_side(baseline, "baseline", data, split, o, stats, progress)
+    after, after_fs = gate_side(current, "current", data, split, o, stats, progress)
     paired = None
     method = "the two reports' 95% bootstrap intervals (difference > 1.96 combined standard errors)"
     if before_fs is not None and after_fs is not None:
@@ -87,7 +84,7 @@ def gate(
     results = evaluate_rules(rules, before, after, paired=paired, names=(str(baseline), str(current)))
     sides = (("baseline", baseline, before), ("current", current, after))
     warnings = [f"{role} {name}: {w}" for role, name, rep in sides for w in rep.get("warnings") or []]
-    return GateResult(results, method, str(baseline), str(current), warnings)
+    return GateResult(results=results, method=method, baseline=str(baseline), current=str(current), warnings=warnings)
 
 
 def check_comparable(before: dict[str, Any], after: dict[str, Any], base_name: str, cur_name: str) -> None:

@@ -14,12 +14,12 @@ from typing import Any
 
 import torch
 
-from vcal_cli._defaults import DEFAULT_AUGMENT, DEFAULT_AUTO_BUDGET, DEFAULT_TRAIN_VIEWS
 from vcal_cli._io import same_file
 from vcal_cli.checkpoints import LoadedModel, save_checkpoint, save_head
 from vcal_cli.checkpoints.export import check_export
 from vcal_cli.checkpoints.export import export as export_model
 from vcal_cli.commands.audit import audit_features, open_bench
+from vcal_cli.commands.settings import RetrainSettings, Statistics
 from vcal_cli.commands.steps import (
     check_guarantees,
     guarantees,
@@ -29,13 +29,13 @@ from vcal_cli.commands.steps import (
 )
 from vcal_cli.data.augment import check_augment
 from vcal_cli.errors import UsageError
-from vcal_cli.evaluations.robustness import RobustnessOptions, Variant, check_options
+from vcal_cli.evaluations.robustness import Variant, check_options
 from vcal_cli.features import Track, quiet
 from vcal_cli.heads import FitData, Head, check_train_options, get_head, list_heads
 from vcal_cli.heads.base import flag_of
 from vcal_cli.heads.select import AUTO, AutoOptions, select_head
 from vcal_cli.hierarchy import Hierarchy
-from vcal_cli.metrics import DEFAULT_N_BINS, check_bins, compute_metrics, nll
+from vcal_cli.metrics import compute_metrics, nll
 from vcal_cli.metrics.conformal import Calibrated, ConformalOptions
 from vcal_cli.metrics.hierarchy import hierarchy_verdicts
 from vcal_cli.metrics.paired import noise_floors, verdicts
@@ -80,7 +80,7 @@ def head_params(names: list[str], overrides: dict[str, Any]) -> dict[str, Any]:
     return {n: get_head(n).make_params(**{k: v for k, v in given.items() if k in takes[n]}) for n in names}
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RetrainPlan:
     """What `retrain` will do, settled before any extraction or fitting: the heads (for `auto`, the candidates),
     their params, where each checkpoint goes, the hierarchy, and the heads skipped with why."""
@@ -103,43 +103,23 @@ class RetrainPlan:
     export: str | None = None  # write each head folded into the model, in its own format (`checkpoints.export`)
 
 
-def plan_retrain(
-    bench: Workbench,
-    heads: list[str],
-    params: dict[str, Any],
-    *,
-    out_dir: str | Path,
-    out: str | Path | None,
-    head_only: bool,
-    hierarchy: str | Path | None,
-    robustness: RobustnessOptions | None,
-    train_views: int,
-    augment: str,
-    auto_options: AutoOptions,
-    conformal: ConformalOptions | None,
-    seed: int,
-    train_fraction: float = 1.0,
-) -> RetrainPlan:
+def plan_retrain(bench: Workbench, heads: list[str], settings: RetrainSettings) -> RetrainPlan:
     """Validate everything `retrain` was given and decide what it will fit and write; raises before any work."""
+    s, robustness = settings, settings.robustness
     auto = "auto" in heads
     names = resolve_heads(heads)
-    if auto:
-        auto_options.check()
+    auto_options = AutoOptions(select=s.auto_select, budget=s.auto_budget)  # checks them
     if robustness:
         if bench.from_file:
             bench.images("test")  # features from a file have no images: one line, before any fitting
         check_options(robustness, bench.options.data.data_root)  # a bad corruption or OOD set fails before any fitting
-    head_only = head_only or bench.from_file or bench.model.program is not None  # no backbone to write: the head
-    if train_views and bench.from_file:
+    head_only = s.head_only or bench.from_file or bench.model.program is not None  # no backbone to write: the head
+    if s.train_views and bench.from_file:
         raise UsageError("--train-views augments images; features computed elsewhere have none", hint="drop it")
-    if train_views < 0:
-        raise UsageError(f"--train-views {train_views} must be 0 or more")
-    if not 0 < train_fraction <= 1:
-        raise UsageError(f"--train-fraction {train_fraction} must lie in (0, 1], e.g. 0.1 for a tenth of train")
-    check_augment(augment)
-    check_train_options(params)
-    conformal, skipped_sets = check_guarantees(conformal, bench)
-    tree = resolve_hierarchy(hierarchy, bench)
+    check_augment(s.augment)
+    check_train_options(s.params)
+    conformal, skipped_sets = check_guarantees(s.conformal, bench)
+    tree = resolve_hierarchy(s.hierarchy, bench)
     skipped: dict[str, str] = {}
     if tree is None:
         needy = [n for n in names if get_head(n).needs_hierarchy]
@@ -150,21 +130,37 @@ def plan_retrain(
             )
         skipped = {n: "no class hierarchy" for n in needy}
         names = [n for n in names if n not in skipped]
-    per_head = head_params(names, {"seed": seed, **params})
-    if out is not None and len(names) > 1 and not auto:
+    per_head = head_params(names, {"seed": s.seed, **s.params})
+    if s.out is not None and len(names) > 1 and not auto:
         raise UsageError("--checkpoint-out names one checkpoint file; with several heads, checkpoints go into --out")
     inputs = tuple(Path(p) for p in (bench.model.path, bench.options.load.head_file) if p)
-    paths = output_paths(bench.model, names, auto, out_dir, out, head_only)
-    for path in paths.values():
-        if any(same_file(src, path) for src in inputs):
-            raise UsageError(f"refusing to write '{path}' over an input file", hint="choose another --out")
+    paths = output_paths(bench.model, names, auto, s.out_dir, s.out, head_only)
+    refuse_overwrite(inputs, paths)
     plan = RetrainPlan(
-        names, auto, per_head, paths, inputs, tree, head_only, train_views, augment, conformal, skipped, auto_options
+        names=names,
+        auto=auto,
+        params=per_head,
+        paths=paths,
+        inputs=inputs,
+        tree=tree,
+        head_only=head_only,
+        train_views=s.train_views,
+        augment=s.augment,
+        conformal=conformal,
+        skipped=skipped,
+        auto_options=auto_options,
     )
     plan.notes += [f"--conformal: {s} skipped: {why}" for s, why in skipped_sets.items()]
     if bench.model.program:
         plan.notes.append(f"a {bench.model.program} program: heads written alone; audit with --head-file HEAD")
     return plan
+
+
+def refuse_overwrite(inputs: tuple[Path, ...], paths: dict[str, Path]) -> None:
+    """No checkpoint is written over a file `retrain` reads."""
+    for path in paths.values():
+        if any(same_file(src, path) for src in inputs):
+            raise UsageError(f"refusing to write '{path}' over an input file", hint="choose another --out")
 
 
 def output_paths(
@@ -198,11 +194,8 @@ def fit_heads(
         params=plan.params,
         base=base,
         hierarchy=plan.tree,
-        select=plan.auto_options.select,
-        n_bins=n_bins,
-        n_bootstrap=n_bootstrap,
-        seed=seed,
-        budget=plan.auto_options.budget,
+        auto=plan.auto_options,
+        stats=Statistics(n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed),
         progress=bench.progress,
     )
     plan.notes += selection.warnings()
@@ -231,11 +224,11 @@ def score_heads(
         original.sections.update(found)
     results = {
         "original": HeadResult(
-            "original",
-            original.result,
-            None,
-            str(bench.model.path) if bench.model.path else None,
-            original.hierarchy,
+            name="original",
+            result=original.result,
+            head=None,
+            checkpoint=str(bench.model.path) if bench.model.path else None,
+            hierarchy=original.hierarchy,
             sections=original.sections,
         )
     }
@@ -251,7 +244,11 @@ def score_heads(
         log_probs = head.predict_log_proba(test.features, batch_size=bench.options.runtime.batch_size)
         res = compute_metrics(test.labels, logits=log_probs, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed)
         r = HeadResult(
-            head.name, res, head, None, hierarchy_section(plan.tree, log_probs, test.labels, n_bootstrap, seed)
+            name=head.name,
+            result=res,
+            head=head,
+            checkpoint=None,
+            hierarchy=hierarchy_section(plan.tree, log_probs, test.labels, n_bootstrap, seed),
         )
         r.log_probs, r.sections = log_probs, compute_sections(log_probs, test.labels)
         if plan.conformal and val_lp is not None:
@@ -373,28 +370,14 @@ def retrain(
     *,
     data: str | None = None,
     options: ExtractOptions | None = None,
-    params: dict[str, Any] | None = None,
-    out_dir: str | Path = "vcal-report",
-    out: str | Path | None = None,
-    head_only: bool = False,
-    hierarchy: str | Path | None = None,
-    robustness: RobustnessOptions | None = None,
-    conformal: ConformalOptions | None = None,
-    auto_select: str = "nll",
-    auto_budget: float | None = DEFAULT_AUTO_BUDGET,
-    train_views: int = DEFAULT_TRAIN_VIEWS,
-    augment: str = DEFAULT_AUGMENT,
-    train_fraction: float = 1.0,
-    export: str | None = None,
-    n_bins: int = DEFAULT_N_BINS,
-    n_bootstrap: int = 200,
-    seed: int = 0,
+    settings: RetrainSettings | None = None,
     progress: Track = quiet,
 ) -> RetrainReport:
     """Fit each head on the cached train features (selecting on val), audit it on test and write its checkpoint.
 
-    Checkpoints go to `out` (one head) or `out_dir/<stem>.<head>.safetensors`; with `head_only`, only the
-    head's weights are written (tied to the base by sha256). Nothing is written if any head fails.
+    `settings` (a `RetrainSettings`; its fields named below) says how. Checkpoints go to `out` (one head) or
+    `out_dir/<stem>.<head>.safetensors`; with `head_only`, only the head's weights are written (tied to the base by
+    sha256). Nothing is written if any head fails.
     `hierarchy` (a file or built-in name; default: the data set's built-in one, if any) feeds the heads
     that need one; `heads=["all"]` skips those when there is none. `robustness` adds the shift, OOD and
     adversarial evaluations for the original and every head, on the same cached features. With `train_views`
@@ -410,45 +393,31 @@ def retrain(
     the others on the members' features side by side) and reported, not written: no one checkpoint holds an
     ensemble.
     """
-    check_bins(n_bins)
+    s = settings or RetrainSettings()
+    n_bins, n_bootstrap, seed = s.n_bins, s.n_bootstrap, s.seed
     bench = open_bench(checkpoint, data, options, progress, logit_space=True)
-    plan = plan_retrain(
-        bench,
-        heads,
-        params or {},
-        out_dir=out_dir,
-        out=out,
-        head_only=head_only,
-        hierarchy=hierarchy,
-        robustness=robustness,
-        train_views=train_views,
-        augment=augment,
-        conformal=conformal,
-        seed=seed,
-        auto_options=AutoOptions(auto_select, auto_budget),
-        train_fraction=train_fraction,
-    )
-    if export is not None:
-        check_export(export, bench.model, ["auto"] if plan.auto else plan.names)
-        plan.export = export
-    splits = {s: bench.features(s) for s in ("train", "val", "test")}
+    plan = plan_retrain(bench, heads, s)
+    if s.export is not None:
+        check_export(s.export, bench.model, ["auto"] if plan.auto else plan.names)
+        plan.export = s.export
+    splits = {name: bench.features(name) for name in ("train", "val", "test")}
     bench.release()  # under torchrun: the ranks shared the three extractions; fitting runs on rank 0
-    settings = {"bins": n_bins, "bootstrap": n_bootstrap, "seed": seed, "train_fraction": train_fraction}
-    original = audit_features(bench, "test", splits["test"], hierarchy, settings)
+    original = audit_features(bench, "test", splits["test"], s.hierarchy, s)
+    original.settings = {**s.to_dict(), "train_fraction": s.train_fraction, **original.settings}
     if warning := val_warning(*((f.logits, f.labels) for f in splits.values())):
         original.warnings.append(warning)
-    train = bench.train_views(train_views, augment, seed=seed) if train_views else bench.fit_data("train")
-    fit = {"train": train.fraction(train_fraction, seed), "val": bench.fit_data("val")}
+    train = bench.train_views(s.train_views, s.augment, seed=seed) if s.train_views else bench.fit_data("train")
+    fit = {"train": train.fraction(s.train_fraction, seed), "val": bench.fit_data("val")}
     fitted = fit_heads(plan, bench, fit, n_bins, n_bootstrap, seed)
     original.warnings += plan.notes  # the plan's, and what --auto-budget cut short
     results = score_heads(plan, bench, fitted, original, n_bins, n_bootstrap, seed)
     add_verdicts(results, bench, fit, n_bins, n_bootstrap, seed, plan.tree)
-    if robustness:
+    if s.robustness:
         variants = [Variant("original", bench.model)] + [
             Variant(n, bench.model, results[n].head.module_) for n in plan.names
         ]
         for n, sec in robustness_sections(
-            original, bench, variants, robustness, "test", n_bins, seed, plan.sets
+            original, bench, variants, s.robustness, "test", n_bins, seed, plan.sets
         ).items():
             results[n].robustness = sec
     if isinstance(bench, Ensemble):
@@ -457,18 +426,18 @@ def retrain(
         )
     else:
         write_heads(plan, bench, results)
-    original.settings["retrain"] = retrain_settings(plan, bench.name, head_only, train_views, augment)
+    original.settings["retrain"] = retrain_settings(plan, bench.name, s.head_only)
     return RetrainReport(original, results)
 
 
-def retrain_settings(plan: RetrainPlan, data: str, head_only: bool, train_views: int, augment: str) -> dict[str, Any]:
+def retrain_settings(plan: RetrainPlan, data: str, head_only: bool) -> dict[str, Any]:
     """report.json's `settings.retrain`: what was fitted, on what, and what was left out."""
     return {
         **({"auto": plan.auto_info} if plan.auto else {}),
         "heads": plan.names,
         "data": data,
-        "head_only": head_only,
+        "head_only": head_only,  # as asked (the plan's is also true where there is no backbone to write)
         "skipped": plan.skipped,
         "hierarchy": plan.tree.source if plan.tree else None,
-        "train_views": {"views": train_views, "augment": augment} if train_views else None,
+        "train_views": {"views": plan.train_views, "augment": plan.augment} if plan.train_views else None,
     }

@@ -58,7 +58,15 @@ def augmented(split: ImageSplit, policy: str, view: int, seed: int = 0) -> Image
                 for a in range(0, len(split), 4096)
             ]
         )
-        return ImageSplit(split.name, split.split, split.labels, split.classes, split.native_size, identity, images)
+        return ImageSplit(
+            name=split.name,
+            split=split.split,
+            labels=split.labels,
+            classes=split.classes,
+            native_size=split.native_size,
+            identity=identity,
+            images=images,
+        )
     loader = split.load
     assert loader is not None  # an ImageSplit holds images or a loader
 
@@ -66,4 +74,12 @@ def augmented(split: ImageSplit, policy: str, view: int, seed: int = 0) -> Image
         batch = loader(rows, size)
         return shift_and_flip(batch, offsets[rows], flips[rows], max(1, round(min(size) / 8)))
 
-    return ImageSplit(split.name, split.split, split.labels, split.classes, split.native_size, identity, load=load)
+    return ImageSplit(
+        name=split.name,
+        split=split.split,
+        labels=split.labels,
+        classes=split.classes,
+        native_size=split.native_size,
+        identity=identity,
+        load=load,
+    )

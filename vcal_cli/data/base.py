@@ -17,7 +17,7 @@ from vcal_cli._registry import Registry
 from vcal_cli.errors import DataError
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ImageSplit:
     """Images (N, C, H, W) as uint8 or float in [0, 1], labels (N,), and the class names.
 
@@ -49,12 +49,12 @@ class ImageSplit:
         """The rows `idx` of this split, renamed `split`, with `identity` added to its own."""
         loader = self.load
         return ImageSplit(
-            self.name,
-            split,
-            self.labels[idx],
-            self.classes,
-            self.native_size,
-            {**self.identity, **identity},
+            name=self.name,
+            split=split,
+            labels=self.labels[idx],
+            classes=self.classes,
+            native_size=self.native_size,
+            identity={**self.identity, **identity},
             images=self.images[idx] if self.images is not None else None,
             load=(lambda rows, size: loader(idx[rows], size)) if loader is not None else None,  # type: ignore[misc]
         )
@@ -65,7 +65,15 @@ class ImageSplit:
         ident = {"parts": [a.identity, b.identity], **identity}
         labels = torch.cat([a.labels, b.labels])
         if a.images is not None and b.images is not None:
-            return ImageSplit(a.name, split, labels, a.classes, a.native_size, ident, torch.cat([a.images, b.images]))
+            return ImageSplit(
+                name=a.name,
+                split=split,
+                labels=labels,
+                classes=a.classes,
+                native_size=a.native_size,
+                identity=ident,
+                images=torch.cat([a.images, b.images]),
+            )
         n_a = len(a)
 
         def load(rows: Tensor, size: tuple[int, int]) -> Tensor:
@@ -76,7 +84,15 @@ class ImageSplit:
             ]
             return torch.cat(out)
 
-        return ImageSplit(a.name, split, labels, a.classes, a.native_size, ident, load=load)
+        return ImageSplit(
+            name=a.name,
+            split=split,
+            labels=labels,
+            classes=a.classes,
+            native_size=a.native_size,
+            identity=ident,
+            load=load,
+        )
 
     def batches(
         self, batch_size: int, size: tuple[int, int], workers: int = 0, start: int = 0, stop: int | None = None

@@ -19,11 +19,11 @@ def load_digits_split(spec: str, split: str, root: Path | None = None) -> ImageS
     labels = torch.from_numpy(d.target).long()
     idx = pool_split(len(labels), split)
     return ImageSplit(
-        "digits",
-        split,
-        labels[idx],
-        [str(c) for c in d.target_names],
-        (1, 8, 8),
-        {"source": "sklearn.load_digits", "n": len(labels)},
+        name="digits",
+        split=split,
+        labels=labels[idx],
+        classes=[str(c) for c in d.target_names],
+        native_size=(1, 8, 8),
+        identity={"source": "sklearn.load_digits", "n": len(labels)},
         images=images[idx],
     )

@@ -64,12 +64,12 @@ def load_npz(spec: str, split: str, root: Path | None = None) -> ImageSplit:
     x, y = _pick(parts, split)
     y = check_labels(y, len(names), f"'{path}'")
     return ImageSplit(
-        f"npz:{path}",
-        split,
-        y,
-        names,
-        tuple(x.shape[1:]),  # type: ignore[arg-type]
-        {"source": "npz", "sha256": sha256_file(path)},
+        name=f"npz:{path}",
+        split=split,
+        labels=y,
+        classes=names,
+        native_size=tuple(x.shape[1:]),  # type: ignore[arg-type]
+        identity={"source": "npz", "sha256": sha256_file(path)},
         images=x,
     )
 
@@ -140,12 +140,12 @@ def load_imagefolder(spec: str, split: str, root: Path | None = None) -> ImageSp
         return out
 
     return ImageSplit(
-        f"imagefolder:{path}",
-        split,
-        y,
-        classes,
-        native,  # type: ignore[arg-type]
-        {"source": "imagefolder", "listing": listing.hexdigest()},
+        name=f"imagefolder:{path}",
+        split=split,
+        labels=y,
+        classes=classes,
+        native_size=native,  # type: ignore[arg-type]
+        identity={"source": "imagefolder", "listing": listing.hexdigest()},
         load=load,
     )
 

@@ -175,7 +175,15 @@ def load_hf(
         return out
 
     identity = {"source": "hf", "fingerprint": getattr(part, "_fingerprint", None), "image": image, "label": label}
-    return ImageSplit(f"hf:{spec.split(':', 1)[1]}", split, y, names, native, identity, load=load)  # type: ignore[arg-type]
+    return ImageSplit(
+        name=f"hf:{spec.split(':', 1)[1]}",
+        split=split,
+        labels=y,
+        classes=names,
+        native_size=native,
+        identity=identity,
+        load=load,
+    )  # type: ignore[arg-type]
 
 
 SOURCES.register("hf", "hf:PATH (a save_to_disk folder or parquet files) or hf:NAME (the local hub cache)")(load_hf)

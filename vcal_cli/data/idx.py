@@ -104,12 +104,12 @@ def _make(name: str):
             idx = train_val_split(len(labels), split)
             images, labels = images[idx], labels[idx]
         return ImageSplit(
-            name,
-            split,
-            labels,
-            list(_CLASSES[name]),
-            (1, *x.shape[1:]),  # type: ignore[arg-type]
-            {
+            name=name,
+            split=split,
+            labels=labels,
+            classes=list(_CLASSES[name]),
+            native_size=(1, *x.shape[1:]),  # type: ignore[arg-type]
+            identity={
                 "source": "idx",
                 "files": [f.name for f in files],
                 "root": str(files[0].parent.resolve()),

@@ -58,12 +58,12 @@ def _make(name: str):
             idx = train_val_split(len(labels), split)
             images, labels = images[idx], labels[idx]
         return ImageSplit(
-            name,
-            split,
-            labels,
-            classes,
-            _SETS[name][2],
-            {"source": f"torchvision.{_SETS[name][0]}", "root": str(root_path.resolve()), "n": len(labels)},
+            name=name,
+            split=split,
+            labels=labels,
+            classes=classes,
+            native_size=_SETS[name][2],
+            identity={"source": f"torchvision.{_SETS[name][0]}", "root": str(root_path.resolve()), "n": len(labels)},
             images=images,
         )
 

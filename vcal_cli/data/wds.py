@@ -203,7 +203,7 @@ def load_wds(spec: str, split: str, root: Path | None = None) -> ImageSplit:
 
     identity = {"source": "wds", "shards": [list(x) for x in listing], "rows": pick or "all"}
     name = f"wds:{spec.split(':', 1)[1]}"
-    return ImageSplit(name, split, y, names, native, identity, load=load)  # type: ignore[arg-type]
+    return ImageSplit(name=name, split=split, labels=y, classes=names, native_size=native, identity=identity, load=load)  # type: ignore[arg-type]
 
 
 def _class_names(folder: Path) -> list[str] | None:

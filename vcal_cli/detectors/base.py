@@ -44,7 +44,7 @@ class Linear:
         return cls(w.detach().double(), b.detach().double())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Train:
     """The in-distribution train split a detector is fitted on (cached, possibly memory-mapped)."""
 
@@ -63,7 +63,7 @@ class Train:
         return self._shared[key]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Scored:
     """What a detector scores: one split's features (N, D) and the scored head's outputs (N, K); `raw_logits` says
     whether those outputs are logits (the checkpoint's) or log-probabilities (a vcal head's)."""

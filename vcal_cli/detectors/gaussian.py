@@ -12,7 +12,7 @@ from torch import Tensor
 from vcal_cli.detectors.base import Detector, Scored, Train, block_rows, register
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Moments:
     """Class means (K, D), the global mean (D,), and the tied within-class and total covariances (D, D), each
     divided by N (the maximum-likelihood estimates the papers use)."""
@@ -41,7 +41,7 @@ class Moments:
         centred[counts == 0] = overall  # a class absent from train: the global mean
         within = (scatter - (centred.T * counts) @ centred) / n
         total = scatter / n - torch.outer(overall, overall)
-        return cls(centred + pivot, overall + pivot, within, total)
+        return cls(means=centred + pivot, mean=overall + pivot, within=within, total=total)
 
 
 def moments(train: Train) -> Moments:

@@ -12,13 +12,14 @@ for which log_softmax is the identity, so the same loss applies to every head.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vcal_cli.errors import UsageError
-from vcal_cli.metrics import compute_metrics
+from vcal_cli.metrics import DEFAULT_N_BINS, compute_metrics
 
 Model = Callable[[Tensor], Tensor]
 
@@ -80,31 +81,42 @@ class PixelModel(nn.Module):
         return self.model(self.normalize(pixels))
 
 
+@dataclass(frozen=True, kw_only=True)
+class Attacks:
+    """Which attacks to run: every one of `kinds` (fgsm, pgd) at every L-infinity budget in `eps` (pixel units),
+    PGD with `steps` steps from a random start drawn with `seed`."""
+
+    eps: tuple[float, ...]
+    kinds: tuple[str, ...] = ("fgsm", "pgd")
+    steps: int = 10
+    seed: int = 0
+
+
 def adversarial_evaluation(
     model: nn.Module,
     pixels: Tensor,
     labels: Tensor,
-    eps_list: list[float],
+    attacks: Attacks,
     *,
-    attacks: tuple[str, ...] = ("fgsm", "pgd"),
-    steps: int = 10,
     batch_size: int = 256,
-    seed: int = 0,
     device: str | torch.device = "cpu",
-    n_bins: int = 15,
+    n_bins: int = DEFAULT_N_BINS,
     progress: Callable = lambda it, **_: it,
 ) -> list[dict]:
     """Rows {attack, eps, accuracy, ece, nll} for every attack and budget, on `pixels` (N, C, H, W) in [0, 1]."""
-
     model = model.to(device).eval()
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(attacks.seed)
     rows = []
-    jobs = [(a, e) for a in attacks for e in eps_list]
+    jobs = [(a, e) for a in attacks.kinds for e in attacks.eps]
     for attack, eps in progress(jobs, total=len(jobs), description="attacks"):
         outs = []
         for i in range(0, len(labels), batch_size):
             x, y = pixels[i : i + batch_size].to(device), labels[i : i + batch_size].to(device)
-            adv = fgsm(model, x, y, eps) if attack == "fgsm" else pgd(model, x, y, eps, steps=steps, generator=gen)
+            adv = (
+                fgsm(model, x, y, eps)
+                if attack == "fgsm"
+                else pgd(model, x, y, eps, steps=attacks.steps, generator=gen)
+            )
             with torch.no_grad():
                 outs.append(model(adv).float().cpu())
         m = compute_metrics(labels, logits=torch.cat(outs), n_bins=n_bins, n_bootstrap=0).metrics

@@ -129,7 +129,7 @@ WARM_EPOCHS_SHARE = 4  # a warm point re-equilibrates for at most 1/4 of the col
 WARM_LR_FACTOR = 10.0  # ... at 10x the cold fit's learning rate
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Settings:
     hidden: int
     samples: int
@@ -153,18 +153,32 @@ def warm_epochs_for(epochs: int) -> int:
     return max(1, epochs // WARM_EPOCHS_SHARE)
 
 
+@dataclass(frozen=True, kw_only=True)
+class Surface:
+    """What every point of one surface is fitted on: train and val, train's feature mean and std (the scale of D)
+    and the fits' settings."""
+
+    train: FitData
+    val: FitData
+    mean: Tensor
+    std: Tensor
+    fit: Settings
+
+    @classmethod
+    def of(cls, train: FitData, val: FitData, fit: Settings) -> Surface:
+        mean, std = train.features.mean(0), train.features.std(0).clamp_min(1e-6)
+        return cls(train=train, val=val, mean=mean, std=std, fit=fit)
+
+    def measure(self, model: FrontierModule) -> dict[str, float]:
+        """R, D, MSE and C of `model` on val."""
+        return measure(model, self.val.features, self.val.labels, self.mean, self.std)
+
+
 def fit_point(
-    train: FitData,
-    val: FitData,
-    beta: float,
-    lam: float,
-    s: Settings,
-    mean: Tensor,
-    std: Tensor,
-    init: FrontierModule | None = None,
-    progress: Track = quiet,
+    surface: Surface, beta: float, lam: float, init: FrontierModule | None = None, progress: Track = quiet
 ) -> FrontierModule:
     """The equilibrium at (beta, lambda): a cold fit, or a short one from `init` (the neighbour's module)."""
+    s = surface.fit
     lr = s.lr if init is None else s.warm_rate
     params = VTSTParams(
         seed=s.seed,
@@ -177,20 +191,16 @@ def fit_point(
         patience=s.patience,
         train_device=s.device,
     )
-    head = FrontierHead(params, lam=lam, mean=mean, std=std, init=init)
-    module = head.fit(train, val, progress=progress).module_
+    head = FrontierHead(params, lam=lam, mean=surface.mean, std=surface.std, init=init)
+    module = head.fit(surface.train, surface.val, progress=progress).module_
     assert isinstance(module, FrontierModule)
     return module
 
 
 def walk(
-    train: FitData,
-    val: FitData,
+    surface: Surface,
     betas: tuple[float, ...],
     lambdas: tuple[float, ...],
-    s: Settings,
-    mean: Tensor,
-    std: Tensor,
     *,
     warm: bool = True,
     progress: Track = quiet,
@@ -204,7 +214,7 @@ def walk(
     for i, (b, lam) in enumerate(progress(grid, total=len(grid), description="frontier")):
         first = i % len(betas) == 0
         init = (row_start if first else out[-1][2]) if warm else None
-        m = fit_point(train, val, b, lam, s, mean, std, init)
+        m = fit_point(surface, b, lam, init)
         if first:
             row_start = m
         out.append((b, lam, m))
@@ -212,13 +222,9 @@ def walk(
 
 
 def iso_classification(
-    train: FitData,
-    val: FitData,
+    surface: Surface,
     betas: tuple[float, ...],
     target: float,
-    s: Settings,
-    mean: Tensor,
-    std: Tensor,
     *,
     lam_range: tuple[float, float] = (1e-4, 10.0),
     steps: int = 6,
@@ -235,8 +241,8 @@ def iso_classification(
         signs = set()
         for _ in range(steps):
             lam = math.exp(0.5 * (lo + hi))
-            m = fit_point(train, val, b, lam, s, mean, std)
-            c = measure(m, val.features, val.labels, mean, std)["classification"]
+            m = fit_point(surface, b, lam)
+            c = surface.measure(m)["classification"]
             tried.append((abs(c - target), lam, m))
             signs.add(c > target)
             if c > target:  # too much classification loss: weigh the features (lambda) more, C falls

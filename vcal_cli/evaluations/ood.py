@@ -49,7 +49,14 @@ def fit_detectors(names: tuple[str, ...], train: Any, head: Any, *, seed: int, *
     """Fit `names` on a train FeatureSet; `head` is the checkpoint's last layer (ViM and ReAct need it linear).
     `params`: knn_k, knn_share (None: the paper's defaults)."""
     linear = Linear.of(head)
-    t = Train(train.features, train.logits, train.labels, train.logits.shape[1], linear, seed)
+    t = Train(
+        features=train.features,
+        logits=train.logits,
+        labels=train.labels,
+        num_classes=train.logits.shape[1],
+        linear=linear,
+        seed=seed,
+    )
     fitted, skipped = {}, {}
     for name in names:
         cls = DETECTORS.get(name)
@@ -66,7 +73,7 @@ def ood_scores(variant: Any, fs: Any, fitted: Fitted, *, first: bool) -> dict[st
     """Every applicable detector's scores (higher = more OOD) of one head on one FeatureSet, then the head's own
     uncertainty scores. Feature-only detectors only for the `first` (original) variant."""
     members = getattr(fs, "members", None) if first else None  # an ensemble's, for the original only
-    x = Scored(fs.features, variant.scores(fs), variant.raw_logits, members)
+    x = Scored(features=fs.features, outputs=variant.scores(fs), raw_logits=variant.raw_logits, members=members)
     out = {}
     for name, det in fitted.detectors.items():
         if det.uses == "features" and not first:

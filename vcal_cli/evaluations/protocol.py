@@ -40,7 +40,7 @@ from vcal_cli.metrics.ood import auroc, fpr_at_95_tpr
 EPS32 = float(torch.finfo(torch.float32).eps)  # scikit-learn's log_loss clip for float32 probabilities
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Protocol:
     """One paper's conventions."""
 
@@ -78,10 +78,10 @@ class Protocol:
 PROTOCOLS: Registry[Protocol] = Registry("protocol")
 VTST = PROTOCOLS.register("vtst", "V-TST (Jordahn & Olmos 2024) and its reproduction study's tables")(
     Protocol(
-        "vtst",
-        "Jordahn & Olmos, ICML 2024; reproduction study's 01_eval_models.py",
-        10,
-        (
+        name="vtst",
+        source="Jordahn & Olmos, ICML 2024; reproduction study's 01_eval_models.py",
+        n_bins=10,
+        corruptions=(
             "brightness",
             "contrast",
             "defocus_blur",
@@ -107,7 +107,7 @@ def get_protocol(name: str) -> Protocol:
     return PROTOCOLS.get(name)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Pooled:
     """Sufficient statistics of top-label calibration, NLL, Brier/K and accuracy over any number of splits.
 
@@ -178,7 +178,7 @@ def protocol_row(
     """One head's row: clean test, pooled shift and per-severity shift ECE, pooled OOD (None where not run)."""
     row: dict[str, Any] = {"test": test.result()}
     if shift:
-        pooled = Pooled(p.n_bins)
+        pooled = Pooled(n_bins=p.n_bins)
         for s in shift.values():
             pooled.merge(s)
         row["shift"] = pooled.result()

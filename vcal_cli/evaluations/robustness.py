@@ -18,7 +18,7 @@ from vcal_cli._defaults import DEFAULT_ADV_LIMIT, DEFAULT_N_BOOTSTRAP, DEFAULT_S
 from vcal_cli.data import load_split
 from vcal_cli.detectors import DEFAULT as DEFAULT_DETECTORS
 from vcal_cli.errors import DataError, UsageError
-from vcal_cli.evaluations.adversarial import PixelModel, adversarial_evaluation
+from vcal_cli.evaluations.adversarial import Attacks, PixelModel, adversarial_evaluation
 from vcal_cli.evaluations.ood import fit_detectors, ood_evaluation
 from vcal_cli.evaluations.protocol import Pooled, get_protocol, ood_id_positive, protocol_row
 from vcal_cli.evaluations.shift import CORRUPTIONS, STRENGTH_NAMES, STRENGTHS, corrupted_split, strengths_for
@@ -29,7 +29,7 @@ from vcal_cli.metrics.conformal import Calibrated, shifted_sets
 from vcal_cli.session.workbench import Workbench
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RobustnessOptions:
     """What to evaluate beyond clean test data (empty: nothing)."""
 
@@ -181,7 +181,7 @@ def _protocol(
         if out[v.name].get("ood_scores"):  # the msp score is minus the maximum probability
             pairs = [sc["msp"] for sc in out[v.name]["ood_scores"].values()]
             ood = ood_id_positive(-pairs[0][0], [-o for _, o in pairs])
-        test_stats = Pooled(p.n_bins).add(v.scores(test), test.labels)
+        test_stats = Pooled(n_bins=p.n_bins).add(v.scores(test), test.labels)
         out[v.name]["protocol"] = protocol_row(p, test_stats, pooled[v.name], ood)
     return {**p.describe(used), "ood_sets": list(next(iter(out.values())).get("ood_scores") or [])}
 
@@ -213,7 +213,7 @@ def _shift(
                 if sets.get(v.name):
                     row["sets"] = shifted_sets(sets[v.name], torch.softmax(scores.double(), 1), fs.labels)
                 if pooled is not None and r.protocol:  # pooled is there exactly when a protocol is
-                    pooled[v.name][c, s] = Pooled(get_protocol(r.protocol).n_bins).add(scores, fs.labels)
+                    pooled[v.name][c, s] = Pooled(n_bins=get_protocol(r.protocol).n_bins).add(scores, fs.labels)
                 rows[v.name].append(row)
     return rows, table
 
@@ -231,9 +231,8 @@ def _adversarial(bench: Workbench, variants, r, ds, n, n_bins, seed) -> dict[str
             PixelModel(model, prep.normalize),
             pixels,
             ds.labels[:n],
-            list(r.adversarial),
+            Attacks(eps=tuple(r.adversarial), seed=seed),
             batch_size=o.runtime.batch_size,
-            seed=seed,
             device=resolve_device(o.runtime.device),
             n_bins=n_bins,
             progress=progress,

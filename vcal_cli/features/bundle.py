@@ -116,4 +116,6 @@ def _split(path: Path, s: str, t: dict[str, torch.Tensor], k: int, d: int) -> Fe
     if not (torch.isfinite(f).all() and torch.isfinite(lg).all()):
         raise DataError(f"'{path}': {s}_features or {s}_logits hold NaN or inf")
     info = {"data": f"features:{path.name}", "split": s, "n": n, "feature_dim": d}
-    return FeatureSet(f.float().contiguous(), lg.float().contiguous(), y, info, True, path)
+    return FeatureSet(
+        features=f.float().contiguous(), logits=lg.float().contiguous(), labels=y, info=info, from_cache=True, path=path
+    )

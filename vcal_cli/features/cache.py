@@ -33,7 +33,7 @@ def cache_key(parts: dict[str, Any]) -> str:
     return sha256_json({"cache_format": CACHE_FORMAT, **parts})[:24]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CacheEntry:
     path: Path
     key: str
@@ -59,7 +59,7 @@ class FeatureCache:
                 info = {"error": "unreadable"}
             st = p.stat()
             created = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(st.st_mtime))
-            out.append(CacheEntry(p, p.stem, st.st_size, {**info, "created": created}))
+            out.append(CacheEntry(path=p, key=p.stem, size=st.st_size, info={**info, "created": created}))
         return out
 
     def orphans(self) -> list[tuple[Path, str, int]]:

@@ -47,7 +47,7 @@ def check_precision(precision: str, dev: torch.device) -> torch.dtype | None:
     return EXTRACT_PRECISIONS[precision]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Runtime:
     """How the forward pass runs. `channels_last=None` means on: convolutions run faster on channels-last
     images on CUDA and on the CPU alike (benchmarks/bench_extract.py: resnet18 1.4x on a 2-core CPU)."""
@@ -63,11 +63,11 @@ class Runtime:
         """The forward-pass part of the extraction settings (`workers` overrides theirs: the probe runs without)."""
         o = options or ExtractOptions()
         return cls(
-            o.runtime.device,
-            o.runtime.batch_size,
-            o.runtime.workers if workers is None else workers,
-            o.runtime.precision,
-            o.runtime.channels_last,
+            device=o.runtime.device,
+            batch_size=o.runtime.batch_size,
+            workers=o.runtime.workers if workers is None else workers,
+            precision=o.runtime.precision,
+            channels_last=o.runtime.channels_last,
         )
 
     def check(self) -> torch.device:

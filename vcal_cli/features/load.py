@@ -25,7 +25,7 @@ from vcal_cli.features.settings import ExtractOptions
 from vcal_cli.features.store import MappedFile, Parts, ShardPlan, cache_dtype, read_header, write_entry
 
 
-@dataclass
+@dataclass(kw_only=True)
 class FeatureSet:
     """features (N, D), logits (N, K), labels (N,) of one split, with where they came from.
 
@@ -57,7 +57,15 @@ class FeatureSet:
         if not {"features", "logits", "labels"} <= set(t):
             raise CacheError(f"'{path}' holds {sorted(t)}; a feature file needs features, logits and labels")
         info = json.loads(m.metadata.get("vcal_cache", "{}"))
-        return cls(t["features"], t["logits"], t["labels"], info, True, Path(path), mapped=m)
+        return cls(
+            features=t["features"],
+            logits=t["logits"],
+            labels=t["labels"],
+            info=info,
+            from_cache=True,
+            path=Path(path),
+            mapped=m,
+        )
 
 
 def _entry_ok(path: Path, n: int) -> bool:
@@ -139,7 +147,12 @@ def get_features(
             raise UsageError("--no-cache cannot run under torchrun: the ranks hand their features over in the cache")
         feats, logits, labels = extract_features(loaded, data, prep, o, progress=progress)
         # clone outside inference mode: inference tensors cannot enter autograd (head training)
-        return FeatureSet(feats.clone(), logits.clone(), labels.clone(), {**info, "feature_dim": feats.shape[1]})
+        return FeatureSet(
+            features=feats.clone(),
+            logits=logits.clone(),
+            labels=labels.clone(),
+            info={**info, "feature_dim": feats.shape[1]},
+        )
     parts = {
         "checkpoint": loaded.sha256,
         **({"weights": loaded.weight_set["set"]} if loaded.weight_set else {}),  # one file, two sets of weights

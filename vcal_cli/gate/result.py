@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RuleResult:
     rule: Rule
     baseline: float
@@ -59,7 +59,7 @@ class RuleResult:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class GateResult:
     results: list[RuleResult]
     method: str  # how noise was judged
@@ -115,7 +115,11 @@ def evaluate(
         b, c = resolve(baseline, rule.metric, names[0]), resolve(current, rule.metric, names[1])
         if rule.kind in ("max", "min"):
             bad = c > rule.threshold if rule.kind == "max" else c < rule.threshold
-            out.append(RuleResult(rule, b, c, "absolute bound", True, not bad))
+            out.append(
+                RuleResult(
+                    rule=rule, baseline=b, current=c, interval="absolute bound", beyond_noise=True, passed=not bad
+                )
+            )
             continue
         worse = (c - b) > rule.threshold if rule.kind == "max_increase" else (b - c) > rule.threshold
         if paired is not None and rule.metric in paired:
@@ -132,7 +136,11 @@ def evaluate(
                 shown = f"[{ib[0]:.4f}, {ib[1]:.4f}] vs [{ic[0]:.4f}, {ic[1]:.4f}]"
             else:
                 noise, shown = True, "no intervals"
-        out.append(RuleResult(rule, b, c, shown, noise, not (worse and noise)))
+        out.append(
+            RuleResult(
+                rule=rule, baseline=b, current=c, interval=shown, beyond_noise=noise, passed=not (worse and noise)
+            )
+        )
     return out
 
 

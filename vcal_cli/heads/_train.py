@@ -28,7 +28,7 @@ from vcal_cli.heads.base import FitData, Head, HeadModule, HeadParams, Track, pa
 PAPER_STEPS = 6000  # the two-stage papers' budget: 40 epochs x ~157 batches of 256 (CIFAR-10, 40k train)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SGDParams(HeadParams):
     """What every mini-batch-trained head takes (each head file sets its paper's defaults)."""
 
@@ -180,7 +180,7 @@ def val_nll(module: nn.Module, val: FitData) -> float:
     return -total / len(val.labels)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FitLog:
     """What the loop did: the kept epoch (1-based), the epochs run, the schedule's length and the kept score."""
 
@@ -315,7 +315,7 @@ def train_epochs(
             if stopped:
                 break
     module.load_state_dict(best_state)
-    return module.eval(), FitLog(best_epoch, run, epochs, best, stopped)
+    return module.eval(), FitLog(best_epoch=best_epoch, epochs_run=run, epochs=epochs, best_score=best, stopped=stopped)
 
 
 P = TypeVar("P", bound=SGDParams)

@@ -49,7 +49,7 @@ from vcal_cli.errors import HeadError
 from vcal_cli.heads.base import DeadlinePassed, FitData, Head, HeadModule, HeadParams, Track, param, register
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BayesParams(HeadParams):
     prior_precision: float = param(1.0, "Prior precision tau of the weights (relative to sigma^2).")
     step: float = param(2.0, "Pseudo-target step alpha in logit space (MAP regulariser tau / (2 alpha)).")

@@ -50,7 +50,7 @@ from vcal_cli.heads._train import SGDHead, SGDParams, val_error
 from vcal_cli.heads.base import FitData, HeadModule, param, register
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class HAFrameParams(SGDParams):
     gamma: float = param(2.0, "Distance-to-cosine decay (CIFAR-100: 2, FGVC: 1, iNat19: 5, tiered: 3).")
     alpha: float = param(0.4, "Weight of the cosine loss; cross-entropy gets 1 - alpha.")

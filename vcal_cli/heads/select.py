@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from vcal_cli._defaults import DEFAULT_AUTO_BUDGET
 from vcal_cli._progress import Track, quiet
 from vcal_cli.errors import HeadError, UsageError
+from vcal_cli.estimation import Statistics
 from vcal_cli.heads.base import DeadlinePassed, FitData, Head
 from vcal_cli.heads.compose import TemperedHead, get_head, temper
 from vcal_cli.heads.temperature import fit_inverse_temperature
@@ -44,14 +45,14 @@ CROSS_FIT_COST = 4.0  # a 5-fold cross-fit refits on 4/5 of val five times: abou
 MIN_SHARE = 0.02  # of the budget: a candidate whose turn comes with less left is skipped
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AutoOptions:
     """`--head auto`'s settings: the val criterion and the time budget in seconds (None: unbounded)."""
 
     select: str = "nll"
     budget: float | None = DEFAULT_AUTO_BUDGET
 
-    def check(self) -> None:
+    def __post_init__(self) -> None:
         if self.select not in SELECT:
             raise UsageError(f"--auto-select '{self.select}' is not one of: {', '.join(SELECT)}")
         if self.budget is not None and not self.budget > 0:
@@ -61,7 +62,7 @@ class AutoOptions:
 UNFIT = "skipped, could not be fitted"  # a candidate's own error, not the budget's doing
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Selection:
     picked: Head
     scores: dict[str, dict[str, float]]  # candidate -> {nll, ece, brier} on val (cross-fitted where fitted there)
@@ -146,16 +147,17 @@ def select_head(
     params: dict[str, Any] | None = None,
     base: nn.Module | None = None,
     hierarchy: Any = None,
-    select: str = "nll",
-    n_bins: int = 15,
-    n_bootstrap: int = 200,
-    seed: int = 0,
-    budget: float | None = None,
+    auto: AutoOptions | None = None,
+    stats: Statistics | None = None,
     progress: Track = quiet,
 ) -> Selection:
-    """Fit every candidate (and `X+temperature` for each X fitted on train), score them on val, pick one; within
-    `budget` seconds when given (see the module docstring)."""
-    AutoOptions(select, budget).check()
+    """Fit every candidate (and `X+temperature` for each X fitted on train), score them on val by `auto.select`
+    and pick one; within `auto.budget` seconds when given (default: unbounded; see the module docstring). `stats`
+    gives the bins of the ECE, the resamples of the paired interval against the runner-up and every head's seed."""
+    auto = auto or AutoOptions(budget=None)
+    stats = stats or Statistics()
+    select, budget = auto.select, auto.budget
+    n_bins, n_bootstrap, seed = stats.n_bins, stats.n_bootstrap, stats.seed
     params = params or {}
     fitted: dict[str, Head] = {}
     logps: dict[str, Tensor] = {}
@@ -205,7 +207,15 @@ def select_head(
     scores = {n: _metrics(lp, val.labels, n_bins) for n, lp in logps.items()}
     order = sorted(scores, key=lambda n: scores[n][select])
     picked, runner = order[0], (order[1] if len(order) > 1 else None)
-    sel = Selection(fitted[picked], scores, select, runner, heads=fitted, budget=budget, limited=limited)
+    sel = Selection(
+        picked=fitted[picked],
+        scores=scores,
+        select=select,
+        runner_up=runner,
+        heads=fitted,
+        budget=budget,
+        limited=limited,
+    )
     if runner is not None:
         iv = paired_deltas(
             logps[runner], logps[picked], val.labels, n_bins=n_bins, n_bootstrap=max(n_bootstrap, 1), seed=seed

@@ -53,7 +53,7 @@ from vcal_cli.heads._train import SGDHead, SGDParams, adam
 from vcal_cli.heads.base import FitData, HeadModule, param, register
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class VCParams(SGDParams):
     hidden: int = param(32, "Latent size Z (vcal's choice, see `vcal heads`).")
     beta: float = param(0.01, "Weight of the class-conditional NLL and of the KL (discriminator) term.")

@@ -35,6 +35,7 @@ except ImportError as e:  # pragma: no cover - the extra is not installed
 
 from vcal_cli._defaults import DEFAULT_N_BINS, DEFAULT_N_BOOTSTRAP
 from vcal_cli.commands.audit import audit
+from vcal_cli.commands.settings import AuditSettings
 from vcal_cli.metrics import compute_metrics
 from vcal_cli.metrics.evidence import describe
 from vcal_cli.reports import write_report
@@ -144,6 +145,6 @@ def write_epoch_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "val_logits.npz"
     np.savez(path, logits=logits.numpy(), labels=labels.numpy())
-    report = audit(logits=path, split="val", n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed)
+    report = audit(logits=path, split="val", settings=AuditSettings(n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed))
     write_report(report, out_dir, inputs=(path,))
     return out_dir

@@ -80,7 +80,7 @@ def adaptive_ece_kernel(
     return ((fa[:, 1:] - fa[:, :-1]) - (fc[:, 1:] - fc[:, :-1])).abs().sum(1) / n
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ReliabilityBin:
     lo: float
     hi: float
@@ -96,11 +96,11 @@ def reliability_bins(conf: Tensor, correct: Tensor, n_bins: int) -> list[Reliabi
     edges = torch.linspace(0.0, 1.0, n_bins + 1, dtype=torch.float64).tolist()
     return [
         ReliabilityBin(
-            edges[b],
-            edges[b + 1],
-            int(cnt[b]),
-            float(s_conf[b] / cnt[b]) if cnt[b] else None,
-            float(s_acc[b] / cnt[b]) if cnt[b] else None,
+            lo=edges[b],
+            hi=edges[b + 1],
+            count=int(cnt[b]),
+            confidence=float(s_conf[b] / cnt[b]) if cnt[b] else None,
+            accuracy=float(s_acc[b] / cnt[b]) if cnt[b] else None,
         )
         for b in range(n_bins)
     ]

@@ -60,7 +60,7 @@ __all__ = [
 DEFAULT_SEED = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Metrics:
     """One value per metric; the field names are the report keys."""
 
@@ -96,7 +96,7 @@ INTERVAL_METHODS = {
 DEBIASED = ("ece", "ece_adaptive", "classwise_ece")  # the metrics biased upward by noise
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MetricsResult:
     metrics: Metrics
     intervals: dict[str, tuple[float, float]]  # 95% interval per metric, made as INTERVAL_METHODS says
@@ -330,16 +330,16 @@ def compute_metrics(
         debiased["classwise_ece"] = reflect(float(cw[0]), cw[1:], cw_null if tested else None)
         intervals.update({k: e.interval for k, e in debiased.items()})
     return MetricsResult(
-        Metrics(**{k: float(vals[k][0]) for k in METRIC_NAMES}),
-        intervals,
-        reliability_bins(stats["conf"], stats["correct"], n_bins),
-        len(y),
-        n_bins,
-        n_bootstrap,
-        seed,
-        det,
-        debiased,
-        evidence,
+        metrics=Metrics(**{k: float(vals[k][0]) for k in METRIC_NAMES}),
+        intervals=intervals,
+        reliability=reliability_bins(stats["conf"], stats["correct"], n_bins),
+        n=len(y),
+        n_bins=n_bins,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        details=det,
+        debiased=debiased,
+        evidence=evidence,
     )
 
 

@@ -49,7 +49,7 @@ STRATA = ((0, 1), (2, 3), (4, 6), (7, 10), (11, 100), (101, 1000), (1001, 10**9)
 CHUNK = 8192  # rows scored at once: bounds memory at 1,000 classes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ConformalOptions:
     """What `--conformal` and `--target-risk` ask for: miscoverage levels, scores, RAPS's k_reg and lambda (None:
     tuned on val), and the abstention's target selective risk and delta (`vcal_cli.metrics.risk_control`)."""
@@ -172,7 +172,7 @@ def true_scores(probs: Tensor, labels: Tensor, score: str, u: Tensor | None, k_r
     return torch.cat(out) if out else probs.new_zeros(0)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Calibrated:
     """A score calibrated on val at one alpha: the threshold(s) and how they were found."""
 
@@ -241,7 +241,7 @@ def calibrate(
         return _calibrate_classwise(s, labels, probs.shape[1], alpha, seed, class_names)
     k = quantile_rank(len(s), alpha)
     q = s.kthvalue(k).values
-    return Calibrated(score, alpha, q, len(s), k, k_reg, lam, seed)
+    return Calibrated(score=score, alpha=alpha, threshold=q, n=len(s), rank=k, k_reg=k_reg, lam=lam, seed=seed)
 
 
 def _calibrate_classwise(
@@ -259,7 +259,7 @@ def _calibrate_classwise(
         k = quantile_rank(len(sc), alpha, f"val examples of class '{name}' (lac-class)")
         qs[c] = sc.kthvalue(k).values
         ranks.append(k)
-    return Calibrated("lac-class", alpha, qs, len(s), min(ranks), seed=seed)
+    return Calibrated(score="lac-class", alpha=alpha, threshold=qs, n=len(s), rank=min(ranks), seed=seed)
 
 
 def _tune_raps(

@@ -23,7 +23,7 @@ CONFUSION_MAX_CLASSES = 100
 CURVE_POINTS = 101
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ClassRow:
     index: int
     count: int  # test samples of this class
@@ -32,7 +32,7 @@ class ClassRow:
     ece: float  # this class's binary ECE of p[:, c] against 1[y = c] (its share of classwise ECE x K)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Details:
     gap: float  # mean confidence - accuracy: > 0 over-confident, < 0 under-confident
     gap_interval: tuple[float, float] | None
@@ -82,7 +82,13 @@ def class_rows(stats: dict[str, Tensor], labels: Tensor, class_ece: Tensor) -> l
     conf = torch.bincount(labels, weights=stats["conf"], minlength=k)
     safe = count.clamp_min(1)
     rows = [
-        ClassRow(c, int(count[c]), float(hits[c] / safe[c]), float(conf[c] / safe[c]), float(class_ece[c]))
+        ClassRow(
+            index=c,
+            count=int(count[c]),
+            accuracy=float(hits[c] / safe[c]),
+            confidence=float(conf[c] / safe[c]),
+            ece=float(class_ece[c]),
+        )
         for c in range(k)
     ]
     return sorted(rows, key=lambda r: (-r.ece, r.index))

@@ -36,7 +36,7 @@ from vcal_cli.metrics.smooth import bandwidth, smooth_batch
 SWEEP_MAX_BINS = 1000  # the sweep stops here at the latest (it stops far earlier on any real model)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Sorted:
     """Confidences in ascending stable order, the outcomes in that order, and what the kernels reuse."""
 
@@ -50,7 +50,7 @@ class Sorted:
         """`sigma`: smooth ECE's bandwidth when already known (the details' kernel curve found it)."""
         order = torch.sort(conf, stable=True).indices
         c, y = conf.double()[order], correct.double()[order]
-        return cls(c, y, order, bandwidth(c, y) if sigma is None else sigma)
+        return cls(conf=c, correct=y, order=order, sigma=bandwidth(c, y) if sigma is None else sigma)
 
     def weights(self, counts: Tensor) -> Tensor:
         """Resample counts (R, N) in original order -> float64 weights in sorted order."""
@@ -69,7 +69,7 @@ def ece_binned(rows: Rows, n_bins: int = 15) -> Tensor:
     return d.abs().sum(1) / w.sum(1)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class _Prefix:
     """Weighted prefix sums of count, confidence and outcome along each row's sorted resample."""
 
@@ -86,9 +86,16 @@ class _Prefix:
         if shared_weights:  # every weight one: the count and confidence sums are the same for every row
             n = w.shape[1]
             ends = torch.arange(1, n + 1, dtype=torch.float64).expand_as(w)
-            return cls(ends, s.conf.cumsum(0).expand_as(w), yy.cumsum(1), yy, s.conf, n)
+            return cls(ends=ends, sc=s.conf.cumsum(0).expand_as(w), sa=yy.cumsum(1), y=yy, conf=s.conf, total=n)
         ends = w.cumsum(1)
-        return cls(ends, (w * s.conf).cumsum(1), (w * yy).cumsum(1), yy, s.conf, int(round(float(ends[0, -1]))))
+        return cls(
+            ends=ends,
+            sc=(w * s.conf).cumsum(1),
+            sa=(w * yy).cumsum(1),
+            y=yy,
+            conf=s.conf,
+            total=int(round(float(ends[0, -1]))),
+        )
 
     def at(self, cuts: Tensor) -> tuple[Tensor, Tensor]:
         """Conf and outcome sums of the first `cuts` (R, M) places (a sample drawn w times fills w consecutive
@@ -110,7 +117,7 @@ class _Prefix:
         return sizes.expand(len(self.ends), -1), fc.diff(dim=1), fa.diff(dim=1)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Rows:
     """A block of resample rows: the sorted sample, outcomes ((N,) shared or (R, N)) and weights (R, N), with
     the equal-mass prefix sums computed once for every kernel that needs them."""

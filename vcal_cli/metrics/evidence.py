@@ -41,7 +41,7 @@ CURVE_POINTS = 101
 CORP_BAND_DRAWS = 100
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Evidence:
     estimators: dict[str, Estimate]
     tests: dict[str, ct.Test]
@@ -168,13 +168,13 @@ def collect(
     }
     rejected = ct.holm({k: t.p_value for k, t in tests.items()}, ALPHA)
     return Evidence(
-        found,
-        tests,
-        rejected,
-        bin_bands(s, null_y, n_bins),
-        corp_curve(s, null_y),
-        off_ranges(s, n_bins) if any(rejected.values()) else [],
-        draws,
+        estimators=found,
+        tests=tests,
+        rejected=rejected,
+        bands=bin_bands(s, null_y, n_bins),
+        corp=corp_curve(s, null_y),
+        ranges=off_ranges(s, n_bins) if any(rejected.values()) else [],
+        draws=draws,
     )
 
 

@@ -47,7 +47,7 @@ ROW_ELEMS = 2_000_000  # resample rows per block x N: each float64 temporary abo
 SECONDARY_ROWS = 100
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Estimate:
     """One estimator on one sample: what the report's estimator table shows."""
 
@@ -75,9 +75,9 @@ def _in_rows(kernels: dict[str, Kernel], s: Sorted, y: Tensor, w: Tensor | None)
     for a in range(0, total, step):
         if w is None:
             yy = y[a : a + step].double()
-            rows = Rows(s, yy, torch.ones(len(yy), n, dtype=torch.float64), shared_weights=True)
+            rows = Rows(s=s, y=yy, w=torch.ones(len(yy), n, dtype=torch.float64), shared_weights=True)
         else:
-            rows = Rows(s, s.correct, w[a : a + step].double())
+            rows = Rows(s=s, y=s.correct, w=w[a : a + step].double())
         for k, kernel in kernels.items():
             out[k].append(kernel(rows))
     return {k: torch.cat(v) for k, v in out.items()}
@@ -102,7 +102,7 @@ def reflect(value: float, boot: Tensor, null: Tensor | None, alpha: float = ALPH
         if p >= alpha:
             lo = 0.0
     lo, hi = min(lo, debiased), max(hi, debiased)
-    return Estimate(value, debiased, (lo, hi), p, floor, mean)
+    return Estimate(value=value, debiased=debiased, interval=(lo, hi), p_value=p, noise_floor=floor, null_mean=mean)
 
 
 Z = {0.05: 1.959963984540054}  # the normal quantile of 1 - alpha / 2

@@ -103,7 +103,7 @@ def smooth_ece(conf: Tensor, correct: Tensor) -> float:
     return smooth_ece_at(conf, correct, bandwidth(conf, correct))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SmoothCurve:
     """The kernel reliability curve: accuracy(t) = t - r(t) on a mesh, the density there, and sigma*."""
 
@@ -122,7 +122,13 @@ def smooth_curve(conf: Tensor, correct: Tensor, points: int = 101) -> SmoothCurv
     dens = _apply(f, torch.ones_like(f), t, sigma) + 1e-4
     acc = (t - resid / dens).clamp(0, 1)
     rel = dens / (dens.mean() if dens.mean() > 0 else 1)
-    return SmoothCurve(t.tolist(), acc.tolist(), rel.tolist(), sigma, smooth_ece_at(f, y, sigma))
+    return SmoothCurve(
+        confidence=t.tolist(),
+        accuracy=acc.tolist(),
+        density=rel.tolist(),
+        sigma=sigma,
+        smece=smooth_ece_at(f, y, sigma),
+    )
 
 
 def _grid_rows(f: Tensor, w: Tensor, g: int) -> Tensor:

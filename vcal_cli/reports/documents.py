@@ -60,7 +60,7 @@ def _layout(report: dict[str, Any], images: dict[str, bytes]) -> list[tuple[Sect
         if tables or names:
             out.append((s, tables, names))
     if rest := [n for n in images if n not in used]:
-        out.append((Section("figures", "Other figures", lambda r: []), [], rest))
+        out.append((Section(key="figures", title="Other figures", tables=lambda r: []), [], rest))
     return out
 
 

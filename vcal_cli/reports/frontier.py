@@ -48,7 +48,7 @@ class FrontierPoint:
     module: FrontierModule | None = field(default=None, repr=False)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class FrontierResult:
     points: list[FrontierPoint]
     selected: int

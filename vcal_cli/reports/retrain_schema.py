@@ -10,7 +10,7 @@ from vcal_cli.reports.sections import section_json
 from vcal_cli.reports.summary import audit_summary, retrain_summary
 
 
-@dataclass
+@dataclass(kw_only=True)
 class HeadResult:
     """One head of a retrain: its fitted estimator, test metrics and the files written for it."""
 

@@ -85,7 +85,7 @@ TOP_KEYS = (
 )
 
 
-@dataclass
+@dataclass(kw_only=True)
 class AuditReport:
     checkpoint: dict[str, Any]
     data: dict[str, Any]

@@ -39,7 +39,7 @@ def mean_log_probs(member_logits: list[Tensor]) -> Tensor:
     return out
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, kw_only=True)
 class EnsembleFeatureSet(FeatureSet):
     """One split of an ensemble: `logits` the ensemble's log-probabilities, `features` the members' side by side,
     `members` every member's own logits (M, N, K)."""
@@ -57,9 +57,9 @@ class EnsembleFeatureSet(FeatureSet):
         logits = [fs.logits[:] for fs in sets]
         log_probs = mean_log_probs(logits)
         return cls(
-            log_probs if logit_space else torch.cat([fs.features[:].float() for fs in sets], 1),
-            log_probs,
-            first.labels[:],
+            features=log_probs if logit_space else torch.cat([fs.features[:].float() for fs in sets], 1),
+            logits=log_probs,
+            labels=first.labels[:],
             info=dict(first.info),
             from_cache=all(fs.from_cache for fs in sets),
             path=first.path,
@@ -94,7 +94,7 @@ class EnsembleModule(nn.Module):
         return torch.logsumexp(lp, 0) - math.log(len(self.members))
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, kw_only=True)
 class EnsembleModel:
     """What the commands read off a `LoadedModel`, for the ensemble: its description, its network (the members
     averaged) and its head (none that one linear layer is: ViM and ReAct skip it)."""
@@ -130,7 +130,7 @@ class EnsembleModel:
         }
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, kw_only=True)
 class Ensemble:
     """Several checkpoints on one data set, audited as one model (see the module's docstring)."""
 
@@ -165,14 +165,14 @@ class Ensemble:
             data = data or bench.name
         _check_members(members)
         from_file = any(m.from_file for m in members)
-        model = EnsembleModel([m.model for m in members])
+        model = EnsembleModel(members=[m.model for m in members])
         if logit_space:
             k = model.num_classes
             model.head = nn.Linear(k, k)
             with torch.no_grad():
                 model.head.weight.copy_(torch.eye(k))
                 model.head.bias.zero_()
-        return cls(members, model, from_file=from_file, logit_space=logit_space)
+        return cls(members=members, model=model, from_file=from_file, logit_space=logit_space)
 
     @property
     def name(self) -> str:

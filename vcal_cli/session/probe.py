@@ -39,7 +39,7 @@ def _stats(sub: ImageSplit) -> tuple[tuple[float, ...], tuple[float, ...]]:
     c = sub.native_size[0]
     if sub.name in DATA_STATS and len(DATA_STATS[sub.name][0]) == c:
         return DATA_STATS[sub.name]
-    native = Preprocessing(sub.native_size, (0.0,) * c, (1.0,) * c)
+    native = Preprocessing(input_size=sub.native_size, mean=(0.0,) * c, std=(1.0,) * c)
     px = torch.cat([native.to_pixels(x) for x, _ in sub.batches(64, sub.native_size[1:])])
     return tuple(px.mean((0, 2, 3)).tolist()), tuple(px.std((0, 2, 3)).clamp_min(1e-3).tolist())
 

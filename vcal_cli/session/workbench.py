@@ -36,7 +36,7 @@ from vcal_cli.session.probe import probe_preprocessing
 __all__ = ["ExtractOptions", "Workbench", "default_data", "load_features", "model_preprocessing", "open_checkpoint"]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, kw_only=True)
 class Workbench:
     """A model and its data, resolved once. Build it with `Workbench.open`; `data` is a data-set name (any
     `--data` form) or one in-memory `ImageSplit` (then every split asked for is that split)."""
@@ -67,7 +67,12 @@ class Workbench:
         if not isinstance(checkpoint, LoadedModel) and is_bundle(checkpoint):
             return cls._from_bundle(Path(checkpoint), data, o, progress)
         loaded = open_checkpoint(checkpoint, o)
-        return cls(loaded, data if isinstance(data, ImageSplit) else default_data(loaded, data), o, progress)
+        return cls(
+            model=loaded,
+            data=data if isinstance(data, ImageSplit) else default_data(loaded, data),
+            options=o,
+            progress=progress,
+        )
 
     @classmethod
     def _from_bundle(cls, path: Path, data: str | ImageSplit | None, o: ExtractOptions, progress: Track) -> Workbench:
@@ -79,7 +84,7 @@ class Workbench:
                 for fs in splits.values():
                     fs.logits = torch.cat([loaded.head(fs.features[i : i + 4096]) for i in range(0, len(fs), 4096)])
         name = data if isinstance(data, str) and data else f"features:{path.name}"
-        return cls(loaded, name, o, progress, _features=splits, from_file=True)
+        return cls(model=loaded, data=name, options=o, progress=progress, _features=splits, from_file=True)
 
     def labels(self, split: str) -> Tensor:
         """The split's labels (without extracting anything)."""

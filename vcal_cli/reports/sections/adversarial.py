@@ -63,10 +63,10 @@ def _figures(report: Report, raw: Raw) -> dict[str, bytes]:
 
 register_section(
     Section(
-        "adversarial",
-        "Adversarial robustness",
-        _tables,
-        ("adversarial",),
+        key="adversarial",
+        title="Adversarial robustness",
+        tables=_tables,
+        images=("adversarial",),
         figures=_figures,
         terminal=_terminal,
         summary=("adversarial_summary", summary),

@@ -28,7 +28,7 @@ Report = dict[str, Any]  # report.json's dict
 Raw = dict[str, dict[str, Any]]  # per predictor, what report.json does not keep (raw OOD scores)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Section:
     key: str  # the HTML anchor; report.json's key for what `compute` returns
     title: str

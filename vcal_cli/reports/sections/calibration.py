@@ -97,10 +97,10 @@ def _figures(report: Report, raw: Raw) -> dict[str, bytes]:
 
 register_section(
     Section(
-        "calibration",
-        "Calibration evidence",
-        _tables,
-        ("reliability_bands", "corp_reliability"),
+        key="calibration",
+        title="Calibration evidence",
+        tables=_tables,
+        images=("reliability_bands", "corp_reliability"),
         figures=_figures,
         terminal=_terminal,
         order=15,

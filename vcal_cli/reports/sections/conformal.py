@@ -183,10 +183,10 @@ def summary(data: dict[str, Any]) -> dict[str, Any]:
 
 register_section(
     Section(
-        "conformal",
-        "Prediction sets",
-        _tables,
-        ("conformal",),
+        key="conformal",
+        title="Prediction sets",
+        tables=_tables,
+        images=("conformal",),
         figures=_figures,
         terminal=_terminal,
         summary=("conformal_summary", summary),

@@ -45,4 +45,4 @@ def _tables(report: Report) -> list[TableSpec]:
     return tables
 
 
-register_section(Section("ensemble", "Ensemble", _tables, order=12))
+register_section(Section(key="ensemble", title="Ensemble", tables=_tables, order=12))

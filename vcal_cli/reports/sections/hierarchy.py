@@ -51,4 +51,4 @@ def _terminal(report: Report) -> list[RenderableType]:
     return [rich_table((caption, cols, hierarchy_rows(sections)))] + [rich_table(t) for t in _verdicts(sections)]
 
 
-register_section(Section("hierarchy", "Mistake severity", _tables, terminal=_terminal, order=60))
+register_section(Section(key="hierarchy", title="Mistake severity", tables=_tables, terminal=_terminal, order=60))

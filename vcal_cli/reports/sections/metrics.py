@@ -121,4 +121,4 @@ def _terminal(report: Report) -> list[RenderableType]:
     return [retrain_table(report) if "heads" in report else audit_table(report)]
 
 
-register_section(Section("metrics", "Metrics", _tables, terminal=_terminal, order=10))
+register_section(Section(key="metrics", title="Metrics", tables=_tables, terminal=_terminal, order=10))

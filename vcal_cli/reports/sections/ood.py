@@ -109,10 +109,10 @@ def _figures(report: Report, raw: Raw) -> dict[str, bytes]:
 
 register_section(
     Section(
-        "ood",
-        "Out-of-distribution detection",
-        _tables,
-        ("ood_",),
+        key="ood",
+        title="Out-of-distribution detection",
+        tables=_tables,
+        images=("ood_",),
         figures=_figures,
         terminal=_terminal,
         summary=("ood_summary", summary),

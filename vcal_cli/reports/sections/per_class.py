@@ -73,5 +73,13 @@ def _figures(report: Report, raw: Raw) -> dict[str, bytes]:
 
 # a terminal with 100 classes would scroll for pages; the verdict panel names the three worst classes
 register_section(
-    Section("per-class", "Per class", _tables, ("confusion",), figures=_figures, terminal=no_terminal, order=50)
+    Section(
+        key="per-class",
+        title="Per class",
+        tables=_tables,
+        images=("confusion",),
+        figures=_figures,
+        terminal=no_terminal,
+        order=50,
+    )
 )

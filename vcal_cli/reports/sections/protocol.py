@@ -66,4 +66,4 @@ def _tables(report: Report) -> list[TableSpec]:
     return out
 
 
-register_section(Section("protocol", "Paper protocol", _tables, order=85))
+register_section(Section(key="protocol", title="Paper protocol", tables=_tables, order=85))

@@ -59,10 +59,10 @@ def _figures(report: Report, raw: Raw) -> dict[str, bytes]:
 # the bins table lives in the documents; the terminal's verdict panel names the bins that hold the ECE
 register_section(
     Section(
-        "reliability",
-        "Reliability",
-        _tables,
-        ("reliability", "smooth"),
+        key="reliability",
+        title="Reliability",
+        tables=_tables,
+        images=("reliability", "smooth"),
         figures=_figures,
         terminal=no_terminal,
         order=30,

@@ -56,4 +56,4 @@ def _tables(report: Report) -> list[TableSpec]:
     return [(f"Risk-controlled abstention: {first['method']}", cols, rows)]
 
 
-register_section(Section("risk_control", "Risk-controlled abstention", _tables, order=46))
+register_section(Section(key="risk_control", title="Risk-controlled abstention", tables=_tables, order=46))

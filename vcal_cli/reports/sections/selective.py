@@ -35,6 +35,12 @@ def _figures(report: Report, raw: Raw) -> dict[str, bytes]:
 # the metrics table already shows selective accuracy and AURC in the terminal
 register_section(
     Section(
-        "selective", "Risk and coverage", _tables, ("risk_coverage",), figures=_figures, terminal=no_terminal, order=40
+        key="selective",
+        title="Risk and coverage",
+        tables=_tables,
+        images=("risk_coverage",),
+        figures=_figures,
+        terminal=no_terminal,
+        order=40,
     )
 )

@@ -68,10 +68,10 @@ def _figures(report: Report, raw: Raw) -> dict[str, bytes]:
 
 register_section(
     Section(
-        "shift",
-        "Distribution shift",
-        _tables,
-        ("shift",),
+        key="shift",
+        title="Distribution shift",
+        tables=_tables,
+        images=("shift",),
         figures=_figures,
         terminal=_terminal,
         summary=("shift_mean", means),

@@ -19,4 +19,4 @@ def _tables(report: Report) -> list[TableSpec]:
 
 
 # the terminal says each head's verdicts in one line under the table (`vcal retrain`)
-register_section(Section("verdicts", "Verdicts per head", _tables, terminal=no_terminal, order=20))
+register_section(Section(key="verdicts", title="Verdicts per head", tables=_tables, terminal=no_terminal, order=20))
