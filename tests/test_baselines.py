@@ -209,6 +209,37 @@ def test_auto_scores_heads_fitted_on_val_by_cross_fitting() -> None:
     assert "picked" in sel.reason() and sel.runner_up in sel.reason()
 
 
+def test_auto_select_ece_judges_the_margin_with_the_bias_bounded_interval() -> None:
+    """With `--auto-select ece` the winner's margin gets the paired interval the gate and the retrain verdicts use for
+    ECE-type changes: bias-bounded by both candidates' noise floors (`metrics.paired`), not the percentile interval
+    (which missed the truth: docs/metrics.md). Recomputed here from the candidates' val predictions."""
+    from vcal_cli.metrics import compute_metrics
+    from vcal_cli.metrics.paired import noise_floors, paired_deltas
+
+    train, val, base = _miscalibrated(n=400)
+    stats = Statistics(n_bootstrap=50)
+    sel = select_head(
+        train, val, candidates=("temperature", "vector"), base=base, auto=AutoOptions(select="ece"), stats=stats
+    )
+    assert sel.select == "ece" and sel.runner_up is not None
+    # the candidates' val predictions, as the selection scored them: cross-fitted on val's 5 folds
+    from vcal_cli.heads.select import _val_log_probs
+
+    sides = [
+        _val_log_probs(sel.heads[n], type(sel.heads[n]), train, val, base, None, 0)
+        for n in (sel.runner_up, sel.picked.name)
+    ]
+    floors = tuple(
+        noise_floors(compute_metrics(val.labels, logits=lp, n_bootstrap=50, seed=0, with_details=False).debiased)
+        for lp in sides
+    )
+    assert all(f["ece"] > 0 for f in floors)
+    lo, hi = paired_deltas(*sides, val.labels, n_bins=15, n_bootstrap=50, seed=0, floors=floors)["ece"]
+    plain = paired_deltas(*sides, val.labels, n_bins=15, n_bootstrap=50, seed=0)["ece"]
+    assert sel.interval == pytest.approx((lo, hi), abs=1e-12)
+    assert hi - lo > plain[1] - plain[0]  # wider than the percentile interval by the floors
+
+
 def test_cli_head_auto_picks_and_says_why(runner, tmp_path: Path) -> None:
     from vcal_cli.cli import app
 

@@ -5,7 +5,8 @@ A head fitted on train (ce, vtst, bayes, ...) is scored on val directly (its epo
 optimism). A head fitted on val (temperature, vector, matrix, dirichlet, isotonic, histogram) would look best simply
 for having seen val, so it is cross-fitted: val is cut into 5 fixed folds and each fold is predicted by the head
 refitted on the other four. `X+temperature` keeps X (fitted on train) and cross-fits only its temperature. The
-winner's margin over the runner-up comes with the paired-bootstrap interval on val, as `vcal gate` computes it.
+winner's margin over the runner-up comes with the paired-bootstrap interval on val, as `vcal gate` computes it (for
+`--auto-select ece` bias-bounded by both candidates' noise floors, `vcal_cli.metrics.paired`).
 
 `budget` (seconds, `--auto-budget`) bounds the whole selection. Candidates run cheapest first; each gets an equal
 share of what is left (time a cheap one does not use goes to the ones after it). A trained head (`ce`, `vtst`,
@@ -35,7 +36,7 @@ from vcal_cli.heads.base import DeadlinePassed, FitData, Head
 from vcal_cli.heads.compose import TemperedHead, get_head, temper
 from vcal_cli.heads.temperature import fit_inverse_temperature
 from vcal_cli.metrics import compute_metrics
-from vcal_cli.metrics.paired import paired_deltas
+from vcal_cli.metrics.paired import noise_floors, paired_deltas
 
 # The candidates of `--head auto`, in order of preference on ties: the cheap post-hoc maps first.
 AUTO = ("temperature", "vector", "dirichlet", "matrix", "isotonic", "histogram", "bayes", "ce", "vtst")
@@ -134,6 +135,15 @@ def _val_log_probs(
     return out
 
 
+def _floors(logp: Tensor, labels: Tensor, stats: Statistics) -> dict[str, float]:
+    """The ECE-type noise-floor means of one candidate's val predictions."""
+    n_boot = max(stats.n_bootstrap, 2)
+    m = compute_metrics(
+        labels, logits=logp, n_bins=stats.n_bins, n_bootstrap=n_boot, seed=stats.seed, with_details=False
+    )
+    return noise_floors(m.debiased)
+
+
 def _metrics(logp: Tensor, labels: Tensor, n_bins: int) -> dict[str, float]:
     m = compute_metrics(labels, logits=logp, n_bins=n_bins, n_bootstrap=0).metrics
     return {"nll": m.nll, "ece": m.ece, "brier": m.brier, "accuracy": m.accuracy}
@@ -217,8 +227,11 @@ def select_head(
         limited=limited,
     )
     if runner is not None:
+        # the ECE's paired interval is bias-bounded by both sides' noise floors (`metrics.paired`)
+        sides = (logps[runner], logps[picked])
+        floors = tuple(_floors(lp, val.labels, stats) for lp in sides) if select == "ece" else None
         iv = paired_deltas(
-            logps[runner], logps[picked], val.labels, n_bins=n_bins, n_bootstrap=max(n_bootstrap, 1), seed=seed
+            *sides, val.labels, n_bins=n_bins, n_bootstrap=max(n_bootstrap, 1), seed=seed, floors=floors
         )[select]
         sel.delta = scores[picked][select] - scores[runner][select]
         sel.interval = (float(iv[0]), float(iv[1]))
