@@ -7,9 +7,12 @@ noise floor passed as `vcal retrain` and `vcal gate` pass them: the ECE change b
 percentile). The population change comes from the conditional label distribution q on a 200,000-row reference
 sample (never from labels): accuracy, NLL and Brier exactly, the binned ECE as the population ECE (sum over bins of
 |E[(q_top - conf) 1(conf in bin)]|). Printed: how often each interval holds the population
-change, and how often the verdict is wrong (says better or worse while the population change has the other sign).
+change, how often the verdict is wrong (says better or worse while the population change has the other sign) and
+how often it detects the change (says better or worse with the population change's sign: the power, where the
+change is not 0).
 
-    python benchmarks/bench_paired_intervals.py [--draws 200] [--n 2000] [--temperatures 1.0,1.3] [--write-docs]
+    python benchmarks/bench_paired_intervals.py [--draws 200] [--n 2000,10000] [--temperatures 1.0,1.2,1.3]
+                                                [--write-docs]
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ def population(p: torch.Tensor, q: torch.Tensor, n_bins: int = 15) -> dict[str, 
     }
 
 
-def study(kind: str, k: int, n: int, t: float, draws: int) -> tuple[dict[str, float], dict[str, float], dict]:
+def study(kind: str, k: int, n: int, t: float, draws: int) -> tuple[dict, dict, dict, dict]:
     case = Case(kind, k)
     gen = torch.Generator().manual_seed(4343 + k)
     z = logits(REF_ROWS, k, gen)
@@ -51,7 +54,7 @@ def study(kind: str, k: int, n: int, t: float, draws: int) -> tuple[dict[str, fl
     q = full_q(pa, truth_top(kind, pa.max(1).values, k, case.pivot))
     pop_a, pop_b = population(pa, q), population(torch.softmax(z / t, 1), q)
     change = {m: pop_b[m] - pop_a[m] for m in SHOWN}
-    holds, wrong = dict.fromkeys(SHOWN, 0), dict.fromkeys(SHOWN, 0)
+    holds, wrong, found = dict.fromkeys(SHOWN, 0), dict.fromkeys(SHOWN, 0), dict.fromkeys(SHOWN, 0)
     g = torch.Generator().manual_seed(99 + k)
     for i in range(draws):
         zd, y = case.sample(n, g)
@@ -63,32 +66,38 @@ def study(kind: str, k: int, n: int, t: float, draws: int) -> tuple[dict[str, fl
             lo, hi = v[m]["interval"]
             holds[m] += lo <= change[m] <= hi
             wrong[m] += (lo > 0 and change[m] < 0) or (hi < 0 and change[m] > 0)
-    return {m: holds[m] / draws for m in SHOWN}, {m: wrong[m] / draws for m in SHOWN}, change
+            found[m] += (lo > 0 and change[m] > 0) or (hi < 0 and change[m] < 0)
+    share = lambda c: {m: c[m] / draws for m in SHOWN}  # noqa: E731
+    return share(holds), share(wrong), share(found), change
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--draws", type=int, default=200)
-    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--n", default="2000,10000")
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--kinds", default="calibrated,over")
-    ap.add_argument("--temperatures", default="1.0,1.3")
+    ap.add_argument("--temperatures", default="1.0,1.2,1.3")
     ap.add_argument("--write-docs", action="store_true")
     a = ap.parse_args()
     se = math.sqrt(0.95 * 0.05 / a.draws)
     rows = [
-        f"Paired 95% intervals of the change B - A (B: A's logits / T), K = {a.k}, n = {a.n}, {a.draws} draws per "
-        f"case (one standard error: {se:.3f}); a cell is coverage / share of wrong-sign verdicts:",
+        f"Paired 95% intervals of the change B - A (B: A's logits / T), K = {a.k}, {a.draws} draws per case (one "
+        f"standard error: {se:.3f}); a cell is coverage / share of wrong-sign verdicts / share of verdicts that "
+        "detect the change (the power; the population change in brackets):",
         "",
-        "| kind | T | " + " | ".join(f"{m} (change)" for m in SHOWN) + " |",
-        "| --- | ---: |" + " ---: |" * len(SHOWN),
+        "| kind | n | T | " + " | ".join(f"{m} (change)" for m in SHOWN) + " |",
+        "| --- | ---: | ---: |" + " ---: |" * len(SHOWN),
     ]
-    for kind in a.kinds.split(","):
-        for t in map(float, a.temperatures.split(",")):
-            cover, wrong, change = study(kind, a.k, a.n, t, a.draws)
-            cells = " | ".join(f"{cover[m]:.3f} / {wrong[m]:.3f} ({change[m]:+.4f})" for m in SHOWN)
-            rows.append(f"| {kind} | {t} | {cells} |")
-            print(rows[-1], flush=True)
+    for n in map(int, a.n.split(",")):
+        for kind in a.kinds.split(","):
+            for t in map(float, a.temperatures.split(",")):
+                cover, wrong, found, change = study(kind, a.k, n, t, a.draws)
+                cells = " | ".join(
+                    f"{cover[m]:.3f} / {wrong[m]:.3f} / {found[m]:.3f} ({change[m]:+.4f})" for m in SHOWN
+                )
+                rows.append(f"| {kind} | {n} | {t} | {cells} |")
+                print(rows[-1], flush=True)
     text = "\n".join(rows)
     print(text)
     if a.write_docs:

@@ -1,5 +1,6 @@
 """Defaults the commands share (torch-free, so the CLI's help shows them without loading torch)."""
 
+DEFAULT_REPORT_DIR = "vcal-report"  # --out of audit and retrain: the report folder (retrain's checkpoints too)
 DEFAULT_N_BINS = 15  # equal-width bins of ECE, MCE, classwise ECE and the reliability diagrams
 DEFAULT_N_BOOTSTRAP = 200  # percentile-bootstrap resamples of the 95% intervals and the paired verdicts
 DEFAULT_TRAIN_VIEWS = 0  # retrain: augmented views of train for the heads fitted on train (0: the clean features)

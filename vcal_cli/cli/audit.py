@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from vcal_cli._defaults import DEFAULT_REPORT_DIR
 from vcal_cli._io import check_out_dir
 from vcal_cli.cli import _options as opt
 from vcal_cli.cli._errors import handle_errors
@@ -35,7 +36,7 @@ def audit_cmd(
             help="Audit precomputed logits or probs with labels (.npz or .safetensors) instead of a checkpoint.",
         ),
     ] = None,
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Report directory.")] = Path("vcal-report"),
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Report directory.")] = Path(DEFAULT_REPORT_DIR),
     head_file: Annotated[
         Path | None,
         typer.Option("--head-file", help="Apply a head written by 'vcal retrain --head-only' to CHECKPOINT."),

@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vcal_cli._defaults import DEFAULT_AUGMENT, DEFAULT_AUTO_BUDGET, DEFAULT_N_BINS, DEFAULT_TRAIN_VIEWS
+from vcal_cli._defaults import (
+    DEFAULT_AUGMENT,
+    DEFAULT_AUTO_BUDGET,
+    DEFAULT_N_BINS,
+    DEFAULT_REPORT_DIR,
+    DEFAULT_TRAIN_VIEWS,
+)
 from vcal_cli.errors import UsageError
 from vcal_cli.estimation import Statistics, whole
 
@@ -56,7 +62,7 @@ class RetrainSettings(Statistics, Sections):
     that learn on train see: `train_views` augmented views (0: the clean features) and a `train_fraction` of it."""
 
     params: dict[str, Any] = field(default_factory=dict)
-    out_dir: str | Path = Path("vcal-report")
+    out_dir: str | Path = Path(DEFAULT_REPORT_DIR)
     out: str | Path | None = None
     head_only: bool = False
     export: str | None = None

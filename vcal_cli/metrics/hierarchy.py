@@ -5,8 +5,11 @@ With D the (K, K) matrix of LCA heights:
 - mistake_severity: the mean of D[argmax, label] over the misclassified samples only (None if none);
 - avg_hdist_at_k: the mean over all samples of (1/k) sum_{j <= k} D[j-th most probable class, label];
   correct top-1 predictions contribute 0 at k = 1, so avg_hdist_at_1 = top1_error x mistake_severity.
-k runs over 1, 5 and 20, capped by the class count. Intervals are percentile bootstrap 95% intervals
-over resamples of the samples, like every other metric.
+k runs over 1, 5 and 20, capped by the class count. Each figure is a mean (severity a ratio of two), so its 95%
+interval is the estimate -/+ 1.96 bootstrap standard deviations over resamples of the samples (clipped to the
+figure's range), and so is a paired change's: in `benchmarks/bench_hierarchy_intervals.py` (docs/metrics.md) these
+held the population value in 95.1% of draws on average, where the percentile intervals of 200 resamples held it in
+94.3% with more cases down to 0.915.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ from torch import Tensor
 
 from vcal_cli.errors import MetricError
 from vcal_cli.metrics.compute import resample_counts
+from vcal_cli.metrics.inference import ALPHA, Z
 from vcal_cli.metrics.paired import verdict_of
 
 DEFAULT_KS = (1, 5, 20)
+HIERARCHY_INTERVALS = "normal: estimate -/+ 1.96 bootstrap sd, clipped to the figure's range (paired changes alike)"
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,14 @@ class HierarchyMetrics:
 
     def to_dict(self) -> dict:
         return {"metrics": self.metrics, "intervals": {k: list(v) if v else None for k, v in self.intervals.items()}}
+
+
+def normal_interval(point: float, resamples: Tensor) -> tuple[float, float] | None:
+    """point -/+ 1.96 bootstrap standard deviations (None with fewer than two resamples)."""
+    if len(resamples) < 2:
+        return None
+    z = Z[ALPHA] * float(resamples.double().std())
+    return (point - z, point + z)
 
 
 def _per_sample(scores: Tensor, labels: Tensor, distances: Tensor, ks: tuple[int, ...]) -> dict[str, Tensor]:
@@ -86,10 +99,10 @@ def hierarchy_metrics(
         w = torch.zeros(n_bootstrap, n, dtype=torch.float64).scatter_add_(
             1, idx, torch.ones_like(idx, dtype=torch.float64)
         )
-        q = torch.tensor([0.025, 0.975], dtype=torch.float64)
         for k, v in _aggregate(s, w, ks).items():
-            v = v[~torch.isnan(v)]
-            intervals[k] = tuple(torch.quantile(v, q).tolist()) if len(v) else None  # type: ignore[assignment]
+            iv = normal_interval(point[k], v[~torch.isnan(v)]) if metrics[k] is not None else None
+            if iv is not None:  # within the figure's range: distances are >= 0, an error rate <= 1
+                intervals[k] = (max(iv[0], 0.0), min(iv[1], 1.0) if k == "top1_error" else iv[1])
     return HierarchyMetrics(metrics, intervals, ks)
 
 
@@ -114,13 +127,11 @@ def hierarchy_verdicts(
     a, b = (_per_sample(s, labels, distances, ks) for s in (base_scores, cur_scores))
     w = resample_counts(len(labels), n_bootstrap, seed).double()  # row 0: the sample itself
     va, vb = _aggregate(a, w, ks), _aggregate(b, w, ks)
-    q = torch.tensor([0.025, 0.975], dtype=torch.float64)
     out: dict[str, dict[str, object]] = {}
     for k in va:
         d = vb[k] - va[k]
         if torch.isnan(d[0]):  # no mistakes on one side: severity has no change to judge
             continue
-        d_res = d[1:][~torch.isnan(d[1:])]
-        lo, hi = torch.quantile(d_res, q).tolist()
+        lo, hi = normal_interval(float(d[0]), d[1:][~torch.isnan(d[1:])]) or (float("nan"), float("nan"))
         out[k] = {"delta": float(d[0]), "interval": [lo, hi], "verdict": verdict_of(lo, hi)}
     return out
