@@ -46,7 +46,8 @@ def _head_option(name: str, kind: type, defaults: list[str], helps: dict[str, st
         text = next(iter(by_text), f"Head parameter {name}.")
     else:  # one word, several meanings: say which head means what
         text = " ".join(f"{'/'.join(hs)}: {t}" for t, hs in by_text.items())
-    opt = typer.Option(flag, help=f"{text} \\[defaults: {', '.join(defaults)}]", show_default=False)
+    help = f"{text} \\[defaults: {', '.join(defaults)}]"
+    opt = typer.Option(flag, help=help, show_default=False, rich_help_panel="Head hyperparameters")
     return inspect.Parameter(
         f"head_{name}", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind | None, opt]
     )
