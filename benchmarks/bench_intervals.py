@@ -2,7 +2,7 @@
 
     python benchmarks/bench_intervals.py [--draws 200] [--classes 10,100,1000] [--rows 1000,10000,50000]
                                          [--cases 10x1000,100x10000] [--kinds calibrated,over,under,two-sided]
-                                         [--gate] [--write-docs]
+                                         [--gate] [--write-docs] [--block NAME]
 
 Simulated classifiers with known truth. A model reports p = softmax(z) for logits z (one random class per row
 boosted by U(0, 1.5 log K + 3) over N(0, 1) noise); the label comes from a known q whose top-label part is a
@@ -240,6 +240,7 @@ def main() -> None:
     ap.add_argument("--cases", default="", help="KxN pairs instead of the classes x rows grid, e.g. 10x1000,100x10000")
     ap.add_argument("--gate", action="store_true")
     ap.add_argument("--write-docs", action="store_true")
+    ap.add_argument("--block", default="bench_intervals", help="the docs block to write (another for more cases)")
     a = ap.parse_args()
     head = (
         "| kind | K | n | figure | population | coverage | mean width | bias (plug-in) | bias (debiased) "
@@ -266,7 +267,7 @@ def main() -> None:
     text = "\n".join(out)
     print(text)
     if a.write_docs:
-        write_block(DOCS, "bench_intervals", text)
+        write_block(DOCS, a.block, text)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ to 1/8 of its side (zero padding, then a crop of the native size: CIFAR's 4 pixe
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -58,15 +59,7 @@ def augmented(split: ImageSplit, policy: str, view: int, seed: int = 0) -> Image
                 for a in range(0, len(split), 4096)
             ]
         )
-        return ImageSplit(
-            name=split.name,
-            split=split.split,
-            labels=split.labels,
-            classes=split.classes,
-            native_size=split.native_size,
-            identity=identity,
-            images=images,
-        )
+        return dataclasses.replace(split, identity=identity, images=images, load=None)
     loader = split.load
     assert loader is not None  # an ImageSplit holds images or a loader
 
@@ -74,12 +67,4 @@ def augmented(split: ImageSplit, policy: str, view: int, seed: int = 0) -> Image
         batch = loader(rows, size)
         return shift_and_flip(batch, offsets[rows], flips[rows], max(1, round(min(size) / 8)))
 
-    return ImageSplit(
-        name=split.name,
-        split=split.split,
-        labels=split.labels,
-        classes=split.classes,
-        native_size=split.native_size,
-        identity=identity,
-        load=load,
-    )
+    return dataclasses.replace(split, identity=identity, images=None, load=load)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -64,16 +66,9 @@ class ImageSplit:
         """`a`'s rows then `b`'s, as one split (both of the same data set and native size)."""
         ident = {"parts": [a.identity, b.identity], **identity}
         labels = torch.cat([a.labels, b.labels])
+        joined = functools.partial(dataclasses.replace, a, split=split, labels=labels, identity=ident)
         if a.images is not None and b.images is not None:
-            return ImageSplit(
-                name=a.name,
-                split=split,
-                labels=labels,
-                classes=a.classes,
-                native_size=a.native_size,
-                identity=ident,
-                images=torch.cat([a.images, b.images]),
-            )
+            return joined(images=torch.cat([a.images, b.images]), load=None)
         n_a = len(a)
 
         def load(rows: Tensor, size: tuple[int, int]) -> Tensor:
@@ -84,15 +79,7 @@ class ImageSplit:
             ]
             return torch.cat(out)
 
-        return ImageSplit(
-            name=a.name,
-            split=split,
-            labels=labels,
-            classes=a.classes,
-            native_size=a.native_size,
-            identity=ident,
-            load=load,
-        )
+        return joined(images=None, load=load)
 
     def batches(
         self, batch_size: int, size: tuple[int, int], workers: int = 0, start: int = 0, stop: int | None = None
