@@ -4,9 +4,9 @@ The simulated classifiers of `bench_intervals.py`. Predictor A is the classifier
 by a temperature T (the change a recalibration makes). Both are scored on the same draws of n rows and labels;
 `metrics.paired.verdicts` gives every metric's change B - A with its paired 95% interval (200 resamples, each side's
 noise floor passed as `vcal retrain` and `vcal gate` pass them: the ECE change bias-bounded, the others
-percentile). The population change comes from the conditional label distribution q on a 200,000-row reference
-sample (never from labels): accuracy, NLL and Brier exactly, the binned ECE as the population ECE (sum over bins of
-|E[(q_top - conf) 1(conf in bin)]|). Printed: how often each interval holds the population
+percentile). The population change comes from the conditional label distribution q on a reference sample of
+1,000,000 rows (never from labels): accuracy, NLL and Brier exactly, the binned ECE as the population ECE (sum over
+bins of |E[(q_top - conf) 1(conf in bin)]|). Printed: how often each interval holds the population
 change, how often the verdict is wrong (says better or worse while the population change has the other sign) and
 how often it detects the change (says better or worse with the population change's sign: the power, where the
 change is not 0).
@@ -33,7 +33,7 @@ from vcal_cli.metrics.calibration import bin_index
 from vcal_cli.metrics.paired import noise_floors, verdicts
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
-REF_ROWS = 200_000
+REF_ROWS = 1_000_000  # the population change's own Monte Carlo error: a tenth of a 10,000-row draw's standard error
 SHOWN = ("accuracy", "nll", "brier", "ece")
 
 
