@@ -38,7 +38,7 @@ from vcal_cli.hierarchy import Hierarchy
 from vcal_cli.metrics import compute_metrics, nll
 from vcal_cli.metrics.conformal import Calibrated, ConformalOptions
 from vcal_cli.metrics.hierarchy import hierarchy_verdicts
-from vcal_cli.metrics.paired import noise_floors, verdicts
+from vcal_cli.metrics.paired import floors_of, noise_floors, verdicts
 from vcal_cli.metrics.sanity import val_warning
 from vcal_cli.reports.retrain_schema import HeadResult, RetrainReport
 from vcal_cli.reports.schema import AuditReport
@@ -327,8 +327,7 @@ def _floors(
     only for the verdicts)."""
     if result is not None:
         return noise_floors(result.result.debiased)
-    m = compute_metrics(labels, logits=log_probs, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed, with_details=False)
-    return noise_floors(m.debiased)
+    return floors_of(log_probs, labels, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed)
 
 
 def write_heads(plan: RetrainPlan, bench: Workbench, results: dict[str, HeadResult]) -> None:

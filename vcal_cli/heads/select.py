@@ -36,7 +36,7 @@ from vcal_cli.heads.base import DeadlinePassed, FitData, Head
 from vcal_cli.heads.compose import TemperedHead, get_head, temper
 from vcal_cli.heads.temperature import fit_inverse_temperature
 from vcal_cli.metrics import compute_metrics
-from vcal_cli.metrics.paired import noise_floors, paired_deltas
+from vcal_cli.metrics.paired import floors_of, paired_deltas
 
 # The candidates of `--head auto`, in order of preference on ties: the cheap post-hoc maps first.
 AUTO = ("temperature", "vector", "dirichlet", "matrix", "isotonic", "histogram", "bayes", "ce", "vtst")
@@ -135,15 +135,6 @@ def _val_log_probs(
     return out
 
 
-def _floors(logp: Tensor, labels: Tensor, stats: Statistics) -> dict[str, float]:
-    """The ECE-type noise-floor means of one candidate's val predictions."""
-    n_boot = max(stats.n_bootstrap, 2)
-    m = compute_metrics(
-        labels, logits=logp, n_bins=stats.n_bins, n_bootstrap=n_boot, seed=stats.seed, with_details=False
-    )
-    return noise_floors(m.debiased)
-
-
 def _metrics(logp: Tensor, labels: Tensor, n_bins: int) -> dict[str, float]:
     m = compute_metrics(labels, logits=logp, n_bins=n_bins, n_bootstrap=0).metrics
     return {"nll": m.nll, "ece": m.ece, "brier": m.brier, "accuracy": m.accuracy}
@@ -229,7 +220,12 @@ def select_head(
     if runner is not None:
         # the ECE's paired interval is bias-bounded by both sides' noise floors (`metrics.paired`)
         sides = (logps[runner], logps[picked])
-        floors = tuple(_floors(lp, val.labels, stats) for lp in sides) if select == "ece" else None
+        boot = max(n_bootstrap, 2)
+        floors = (
+            tuple(floors_of(lp, val.labels, n_bins=n_bins, n_bootstrap=boot, seed=seed) for lp in sides)
+            if select == "ece"
+            else None
+        )
         iv = paired_deltas(
             *sides, val.labels, n_bins=n_bins, n_bootstrap=max(n_bootstrap, 1), seed=seed, floors=floors
         )[select]

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from vcal_cli.metrics import LOWER_IS_BETTER, METRIC_NAMES, evaluate_scores, make_scores
+from vcal_cli.metrics import LOWER_IS_BETTER, METRIC_NAMES, compute_metrics, evaluate_scores, make_scores
 from vcal_cli.metrics.inference import ALPHA, Z
 
 Floors = tuple[dict[str, float], dict[str, float]]  # (baseline's, current's) noise-floor means by metric
@@ -61,6 +61,14 @@ def noise_floors(debiased: dict[str, Any]) -> dict[str, float]:
         if m is not None and not math.isnan(m):
             out[k] = float(m)
     return out
+
+
+def floors_of(
+    logits: torch.Tensor, labels: torch.Tensor, *, n_bins: int, n_bootstrap: int, seed: int
+) -> dict[str, float]:
+    """The ECE-type noise-floor means of one predictor's logits (or log-probabilities), computed here."""
+    m = compute_metrics(labels, logits=logits, n_bins=n_bins, n_bootstrap=n_bootstrap, seed=seed, with_details=False)
+    return noise_floors(m.debiased)
 
 
 def verdicts(
