@@ -16,7 +16,14 @@ import torch
 
 from vcal_cli.cli import app
 from vcal_cli.errors import UsageError
-from vcal_cli.metrics.conformal import ConformalOptions, calibrate, conformal_sets, label_scores, parse_alphas
+from vcal_cli.metrics.conformal import (
+    ConformalOptions,
+    calibrate,
+    conformal_sets,
+    label_scores,
+    parse_alphas,
+    set_metrics,
+)
 from vcal_cli.metrics.risk_control import abstention, guaranteed_threshold, risk_bound
 
 from .conftest import SAMPLES
@@ -208,6 +215,52 @@ def test_set_metrics_against_a_direct_computation() -> None:
     assert r["worst_class"]["coverage"] == pytest.approx(min(per))
     assert r["intervals"]["coverage"][0] <= r["coverage"] <= r["intervals"]["coverage"][1]
     assert sum(s["n"] for s in r["size_strata"]) == len(ty)
+
+
+def _sets_covering(labels: torch.Tensor, k: int, rates: torch.Tensor, seed: int) -> torch.Tensor:
+    """Singleton sets that hold the label of a class-c row with probability rates[c] (another class otherwise)."""
+    g = torch.Generator().manual_seed(seed)
+    hit = torch.rand(len(labels), generator=g, dtype=torch.float64) < rates[labels]
+    chosen = torch.where(hit, labels, (labels + 1) % k)
+    return torch.nn.functional.one_hot(chosen, k).bool()
+
+
+def test_set_metrics_intervals_are_normal_and_cov_gaps_floor_is_simulated_independently() -> None:
+    """Coverage and size: the estimate -/+ 1.96 bootstrap sd, whose sd is the binomial one (10%); CovGap's noise
+    floor: the 95% quantile of the CovGap of sets exact in every class, simulated here with numpy's own binomial
+    draws on the same class counts (within 15%: two Monte Carlo quantiles of 400 and 20,000 draws)."""
+    k, n, alpha = 8, 3000, 0.1
+    labels = torch.randint(0, k, (n,), generator=torch.Generator().manual_seed(3))
+    sets = _sets_covering(labels, k, torch.full((k,), 0.9, dtype=torch.float64), seed=4)
+    r = set_metrics(sets, labels, alpha, n_bootstrap=400, seed=5)
+    lo, hi = r["intervals"]["coverage"]
+    assert (lo + hi) / 2 == pytest.approx(r["coverage"])
+    assert (hi - lo) / 3.92 == pytest.approx(math.sqrt(r["coverage"] * (1 - r["coverage"]) / n), rel=0.1)
+    assert r["intervals"]["set_size"] == [1.0, 1.0]  # every set a singleton: no spread, clipped to the range
+    counts = np.bincount(labels.numpy(), minlength=k)
+    draws = np.random.default_rng(0).binomial(counts, 0.9, size=(20_000, k)) / counts
+    floor = np.quantile(np.abs(draws - 0.9).mean(1), 0.95)
+    assert r["cov_gap_noise_floor"] == pytest.approx(floor, rel=0.15)
+
+
+def test_cov_gap_interval_holds_zero_for_exact_sets_and_excludes_it_for_uneven_ones() -> None:
+    """CovGap is biased upward by noise (a mean of absolute values): its interval reaches its true value 0 when every
+    class is covered at exactly 1 - alpha (in at least 36 of 40 draws; the floor's test has size 5%), and excludes 0
+    when half the classes are covered at 0.80 and half at 1.00 (true CovGap 0.10) in every draw, holding 0.10 in at
+    least 36."""
+    k, n, alpha = 10, 2000, 0.1
+    exact, above_zero, held = 0, 0, 0
+    rates = torch.tensor([0.8, 1.0] * 5, dtype=torch.float64)
+    for seed in range(40):
+        labels = torch.randint(0, k, (n,), generator=torch.Generator().manual_seed(100 + seed))
+        r = set_metrics(_sets_covering(labels, k, torch.full((k,), 0.9, dtype=torch.float64), seed), labels, alpha)
+        exact += r["intervals"]["cov_gap"][0] == 0.0
+        lo, hi = set_metrics(_sets_covering(labels, k, rates, seed), labels, alpha)["intervals"]["cov_gap"]
+        above_zero += lo > 0
+        held += lo <= 0.1 <= hi
+    assert exact >= 36
+    assert above_zero == 40
+    assert held >= 36
 
 
 # --- risk-controlled abstention -----------------------------------------------------------------------------------

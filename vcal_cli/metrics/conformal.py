@@ -25,7 +25,10 @@ from a generator seeded with `seed` (val) and `seed + 1` (test): the sets are re
 Reported per (score, alpha): test coverage and mean set size with bootstrap 95% intervals, the median size, the
 share of empty and singleton sets, size-stratified coverage (Angelopoulos et al. 2021's buckets) and its worst
 bucket, the class-conditional coverage gap CovGap = mean over classes of |coverage_c - (1 - alpha)| (Ding et al.
-2023) with its interval, and the worst class.
+2023) with its interval and noise floor, and the worst class. Intervals (`CONFORMAL_INTERVALS`, chosen by
+`benchmarks/bench_conformal_intervals.py`): coverage and mean size are means, so the estimate -/+ 1.96 bootstrap
+sd; CovGap is a mean of absolute values, biased upward by noise like a binned ECE, so the bias-bounded interval of
+`metrics.inference`, whose noise floor is the CovGap of sets that cover every class at exactly 1 - alpha.
 """
 
 from __future__ import annotations
@@ -41,8 +44,15 @@ from torch import Tensor
 from vcal_cli._defaults import CONFORMAL_SCORES, DEFAULT_N_BOOTSTRAP, DEFAULT_RISK_DELTA
 from vcal_cli.errors import UsageError
 from vcal_cli.metrics._validate import check_labels, check_probs
+from vcal_cli.metrics.inference import normal_interval, reflect
 
 SCORES = CONFORMAL_SCORES
+CONFORMAL_INTERVALS = {
+    "coverage": "normal: estimate -/+ 1.96 bootstrap sd, clipped to [0, 1]",
+    "set_size": "normal: estimate -/+ 1.96 bootstrap sd, clipped to [0, K]",
+    "cov_gap": "bias-bounded against the CovGap of sets exact in every class (cov_gap_noise_floor); 0 when it does "
+    "not reject",
+}
 RAPS_LAMBDAS = (0.001, 0.01, 0.1, 0.2, 0.5)  # the authors' grid (Angelopoulos et al. 2021, their code's default)
 RAPS_TUNE = 0.3  # the share of val that tunes k_reg and lambda (their `pct_paramtune`)
 STRATA = ((0, 1), (2, 3), (4, 6), (7, 10), (11, 100), (101, 1000), (1001, 10**9))  # set sizes, Angelopoulos et al.
@@ -316,7 +326,7 @@ def set_metrics(
     per_class_n = torch.bincount(labels, minlength=k).double()
     per_class = torch.bincount(labels, weights=covered, minlength=k) / per_class_n.clamp_min(1)
     present = per_class_n > 0
-    gap = float((per_class[present] - (1 - alpha)).abs().mean()) if present.any() else float("nan")
+    gap = float(_cov_gap(labels[None], covered[None], k, alpha)[0])
     worst = int(torch.where(present, per_class, torch.full_like(per_class, math.inf)).argmin())
     strata = []
     for lo, hi in STRATA:
@@ -348,7 +358,7 @@ def set_metrics(
         **({"per_class_coverage": per_class.tolist()} if k <= 100 else {}),
     }
     if n_bootstrap > 0:
-        out["intervals"] = _bootstrap(covered, sizes, labels, k, alpha, n_bootstrap, seed)
+        out["intervals"], out["cov_gap_noise_floor"] = _bootstrap(covered, sizes, labels, k, alpha, n_bootstrap, seed)
     return out
 
 
@@ -358,28 +368,50 @@ def _name(c: int, names: list[str] | None) -> str:
 
 def _bootstrap(
     covered: Tensor, sizes: Tensor, labels: Tensor, k: int, alpha: float, b: int, seed: int
-) -> dict[str, list[float]]:
-    """Percentile 95% intervals of coverage, mean set size and CovGap over `b` resamples of test (with replacement)."""
+) -> tuple[dict[str, list[float]], float]:
+    """95% intervals from `b` resamples of test (with replacement): coverage and mean set size, each a mean, get the
+    estimate -/+ 1.96 bootstrap sd (clipped to their range); CovGap, a mean of absolute values biased upward by
+    noise as a binned ECE is, gets the bias-bounded interval of `inference.reflect` against its noise floor: the
+    CovGap of sets whose coverage is exactly 1 - alpha in every class (each test row covered with probability
+    1 - alpha, the class counts kept), `b` draws. Its low end is 0 when that floor does not reject. Also returned:
+    the floor (the 95% quantile of those draws' CovGap)."""
     n = len(labels)
     g = torch.Generator().manual_seed(seed)
-    cov, size, gap = [], [], []
+    cov, size, gap, null = [], [], [], []
     step = max(1, 4_000_000 // max(n, 1))  # resamples at once: bounded memory
     for start in range(0, b, step):
         m = min(step, b - start)
         idx = torch.randint(n, (m, n), generator=g)
-        c = covered[idx]
-        cov.append(c.mean(1))
+        cov.append(covered[idx].mean(1))
         size.append(sizes[idx].mean(1))
-        flat = (torch.arange(m)[:, None] * k + labels[idx]).reshape(-1)
-        cnt = torch.bincount(flat, minlength=m * k).reshape(m, k).double()
-        hit = torch.bincount(flat, weights=c.reshape(-1), minlength=m * k).reshape(m, k)
-        dev = ((hit / cnt.clamp_min(1)) - (1 - alpha)).abs() * (cnt > 0)
-        gap.append(dev.sum(1) / (cnt > 0).sum(1).clamp_min(1))
-    q = torch.tensor([0.025, 0.975], dtype=torch.float64)
-    return {
-        name: torch.quantile(torch.cat(v), q).tolist()
-        for name, v in (("coverage", cov), ("set_size", size), ("cov_gap", gap))
+        gap.append(_cov_gap(labels[idx], covered[idx], k, alpha))
+        exact = (torch.rand(m, n, generator=g, dtype=torch.float64) < 1 - alpha).double()
+        null.append(_cov_gap(labels.expand(m, n), exact, k, alpha))
+    point_gap = float(_cov_gap(labels[None], covered[None], k, alpha)[0])
+    gap_estimate = reflect(point_gap, torch.cat(gap), torch.cat(null))
+    intervals = {
+        "coverage": _clipped(normal_interval(float(covered.mean()), torch.cat(cov)), 0.0, 1.0),
+        "set_size": _clipped(normal_interval(float(sizes.mean()), torch.cat(size)), 0.0, float(k)),
+        "cov_gap": list(gap_estimate.interval),
     }
+    return intervals, gap_estimate.noise_floor
+
+
+def _cov_gap(labels: Tensor, covered: Tensor, k: int, alpha: float) -> Tensor:
+    """CovGap of each row of (R, N) labels and covered indicators: mean over the classes present of
+    |coverage_c - (1 - alpha)|."""
+    r = len(labels)
+    flat = (torch.arange(r)[:, None] * k + labels).reshape(-1)
+    cnt = torch.bincount(flat, minlength=r * k).reshape(r, k).double()
+    hit = torch.bincount(flat, weights=covered.reshape(-1).double(), minlength=r * k).reshape(r, k)
+    dev = ((hit / cnt.clamp_min(1)) - (1 - alpha)).abs() * (cnt > 0)
+    return dev.sum(1) / (cnt > 0).sum(1).clamp_min(1)
+
+
+def _clipped(iv: tuple[float, float] | None, lo: float, hi: float) -> list[float]:
+    if iv is None:
+        return [float("nan"), float("nan")]
+    return [max(lo, iv[0]), min(hi, iv[1])]
 
 
 def conformal_sets(

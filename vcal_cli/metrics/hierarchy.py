@@ -21,7 +21,7 @@ from torch import Tensor
 
 from vcal_cli.errors import MetricError
 from vcal_cli.metrics.compute import resample_counts
-from vcal_cli.metrics.inference import ALPHA, Z
+from vcal_cli.metrics.inference import normal_interval
 from vcal_cli.metrics.paired import verdict_of
 
 DEFAULT_KS = (1, 5, 20)
@@ -36,14 +36,6 @@ class HierarchyMetrics:
 
     def to_dict(self) -> dict:
         return {"metrics": self.metrics, "intervals": {k: list(v) if v else None for k, v in self.intervals.items()}}
-
-
-def normal_interval(point: float, resamples: Tensor) -> tuple[float, float] | None:
-    """point -/+ 1.96 bootstrap standard deviations (None with fewer than two resamples)."""
-    if len(resamples) < 2:
-        return None
-    z = Z[ALPHA] * float(resamples.double().std())
-    return (point - z, point + z)
 
 
 def _per_sample(scores: Tensor, labels: Tensor, distances: Tensor, ks: tuple[int, ...]) -> dict[str, Tensor]:

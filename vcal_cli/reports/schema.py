@@ -63,6 +63,7 @@ from vcal_cli._version import __version__
 from vcal_cli.errors import ReportError
 from vcal_cli.metrics import METRIC_NAMES, MetricsResult
 from vcal_cli.metrics.compute import INTERVAL_METHODS
+from vcal_cli.metrics.conformal import CONFORMAL_INTERVALS
 from vcal_cli.metrics.hierarchy import HIERARCHY_INTERVALS
 from vcal_cli.reports.sections import section_json
 from vcal_cli.reports.summary import audit_summary
@@ -138,7 +139,14 @@ class AuditReport:
             "metrics": self.metrics,
             "intervals": {k: list(v) for k, v in self.result.intervals.items()},
             "reliability": [asdict(b) for b in self.result.reliability],
-            "settings": {**self.settings, "intervals": {**INTERVAL_METHODS, "hierarchy": HIERARCHY_INTERVALS}},
+            "settings": {
+                **self.settings,
+                "intervals": {
+                    **INTERVAL_METHODS,
+                    "hierarchy": HIERARCHY_INTERVALS,
+                    "conformal": CONFORMAL_INTERVALS,
+                },
+            },
             "warnings": list(self.warnings),
             **({"hierarchy": self.hierarchy} if self.hierarchy else {}),
             **section_json({**self.sections, **self.robustness_sections()}),
