@@ -109,9 +109,10 @@ def _tables(report: Report) -> list[TableSpec]:
     return out + _shift_tables(report)
 
 
-def _cov_gap(r: dict[str, Any]) -> str:
+def _cov_gap(r: dict[str, Any], digits: int = 4) -> str:
+    """CovGap and, when the bootstrap ran, its noise floor in brackets."""
     floor = r.get("cov_gap_noise_floor")
-    return f"{r['cov_gap']:.4f}" + (f" ({floor:.4f})" if floor is not None else "")
+    return f"{r['cov_gap']:.{digits}f}" + (f" ({floor:.{digits}f})" if floor is not None else "")
 
 
 def _threshold(r: dict[str, Any]) -> str:
@@ -152,13 +153,13 @@ def _terminal(report: Report) -> list[RenderableType]:
             f"{r['target']:.2f}",
             f"{r['coverage']:.4f} {_ci(r, 'coverage')}",
             f"{r['set_size']:.2f}",
-            f"{r['cov_gap']:.3f}",
+            _cov_gap(r, digits=3),
             f"{r['worst_class']['class']} {r['worst_class']['coverage']:.2f}",
         ]
         for head, rs in heads.items()
         for r in rs
     ]
-    cols = ["head", "score", "1 - alpha", "coverage [95%]", "mean size", "CovGap", "worst class"]
+    cols = ["head", "score", "1 - alpha", "coverage [95%]", "mean size", "CovGap (floor)", "worst class"]
     table = rich_table(("prediction sets (split conformal: calibrated on val, scored on test)", cols, rows))
     return [table, *(rich_table(t) for t in _shift_tables(report))]
 
