@@ -261,6 +261,7 @@ def main() -> None:
     for kind in a.kinds.split(","):
         for k, n in pairs:
             lines, trow, names = study(kind, k, n, a.draws)
+            print("\n".join(lines), flush=True)  # each case as it ends: a long run that is stopped keeps them
             cov += lines
             tests.append(trow)
     test_head = f"| kind | K | n | {' | '.join(names)} |\n|" + " --- |" * 3 + " ---: |" * len(names)
