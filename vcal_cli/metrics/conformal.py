@@ -358,7 +358,9 @@ def set_metrics(
         **({"per_class_coverage": per_class.tolist()} if k <= 100 else {}),
     }
     if n_bootstrap > 0:
-        out["intervals"], out["cov_gap_noise_floor"] = _bootstrap(covered, sizes, labels, k, alpha, n_bootstrap, seed)
+        out["intervals"], out["cov_gap_noise_floor"] = _bootstrap(
+            covered, sizes, labels, k, alpha, n_bootstrap, seed, gap
+        )
     return out
 
 
@@ -367,7 +369,7 @@ def _name(c: int, names: list[str] | None) -> str:
 
 
 def _bootstrap(
-    covered: Tensor, sizes: Tensor, labels: Tensor, k: int, alpha: float, b: int, seed: int
+    covered: Tensor, sizes: Tensor, labels: Tensor, k: int, alpha: float, b: int, seed: int, gap_point: float
 ) -> tuple[dict[str, list[float]], float]:
     """95% intervals from `b` resamples of test (with replacement): coverage and mean set size, each a mean, get the
     estimate -/+ 1.96 bootstrap sd (clipped to their range); CovGap, a mean of absolute values biased upward by
@@ -382,16 +384,17 @@ def _bootstrap(
     for start in range(0, b, step):
         m = min(step, b - start)
         idx = torch.randint(n, (m, n), generator=g)
-        cov.append(covered[idx].mean(1))
+        c = covered[idx]
+        cov.append(c.mean(1))
         size.append(sizes[idx].mean(1))
-        gap.append(_cov_gap(labels[idx], covered[idx], k, alpha))
+        gap.append(_cov_gap(labels[idx], c, k, alpha))
         exact = (torch.rand(m, n, generator=g, dtype=torch.float64) < 1 - alpha).double()
         null.append(_cov_gap(labels.expand(m, n), exact, k, alpha))
-    point_gap = float(_cov_gap(labels[None], covered[None], k, alpha)[0])
-    gap_estimate = reflect(point_gap, torch.cat(gap), torch.cat(null))
+    gap_estimate = reflect(gap_point, torch.cat(gap), torch.cat(null))
+    none = (math.nan, math.nan)
     intervals = {
-        "coverage": _clipped(normal_interval(float(covered.mean()), torch.cat(cov)), 0.0, 1.0),
-        "set_size": _clipped(normal_interval(float(sizes.mean()), torch.cat(size)), 0.0, float(k)),
+        "coverage": list(normal_interval(float(covered.mean()), torch.cat(cov), 0.0, 1.0) or none),
+        "set_size": list(normal_interval(float(sizes.mean()), torch.cat(size), 0.0, float(k)) or none),
         "cov_gap": list(gap_estimate.interval),
     }
     return intervals, gap_estimate.noise_floor
@@ -406,12 +409,6 @@ def _cov_gap(labels: Tensor, covered: Tensor, k: int, alpha: float) -> Tensor:
     hit = torch.bincount(flat, weights=covered.reshape(-1).double(), minlength=r * k).reshape(r, k)
     dev = ((hit / cnt.clamp_min(1)) - (1 - alpha)).abs() * (cnt > 0)
     return dev.sum(1) / (cnt > 0).sum(1).clamp_min(1)
-
-
-def _clipped(iv: tuple[float, float] | None, lo: float, hi: float) -> list[float]:
-    if iv is None:
-        return [float("nan"), float("nan")]
-    return [max(lo, iv[0]), min(hi, iv[1])]
 
 
 def conformal_sets(

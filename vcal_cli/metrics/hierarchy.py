@@ -14,6 +14,7 @@ held the population value in 95.1% of draws on average, where the percentile int
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -92,9 +93,11 @@ def hierarchy_metrics(
             1, idx, torch.ones_like(idx, dtype=torch.float64)
         )
         for k, v in _aggregate(s, w, ks).items():
-            iv = normal_interval(point[k], v[~torch.isnan(v)]) if metrics[k] is not None else None
-            if iv is not None:  # within the figure's range: distances are >= 0, an error rate <= 1
-                intervals[k] = (max(iv[0], 0.0), min(iv[1], 1.0) if k == "top1_error" else iv[1])
+            if metrics[k] is not None:  # within the figure's range: distances are >= 0, an error rate <= 1
+                top = 1.0 if k == "top1_error" else math.inf
+                iv = normal_interval(point[k], v[~torch.isnan(v)], lo=0.0, hi=top)
+                if iv is not None:
+                    intervals[k] = iv
     return HierarchyMetrics(metrics, intervals, ks)
 
 
