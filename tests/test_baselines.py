@@ -211,7 +211,7 @@ def test_auto_scores_heads_fitted_on_val_by_cross_fitting() -> None:
 
 def test_auto_select_ece_judges_the_margin_with_the_bias_bounded_interval() -> None:
     """With `--auto-select ece` the winner's margin gets the paired interval the gate and the retrain verdicts use for
-    ECE-type changes: bias-bounded by both candidates' noise floors (`metrics.paired`), not the percentile interval
+    ECE-type changes: bias-bounded by both candidates' noise floors (`metrics.paired`), not the plain paired interval
     (which missed the truth: docs/metrics.md). Recomputed here from the candidates' val predictions."""
     from vcal_cli.metrics import compute_metrics
     from vcal_cli.metrics.paired import noise_floors, paired_deltas
@@ -237,7 +237,7 @@ def test_auto_select_ece_judges_the_margin_with_the_bias_bounded_interval() -> N
     lo, hi = paired_deltas(*sides, val.labels, n_bins=15, n_bootstrap=50, seed=0, floors=floors)["ece"]
     plain = paired_deltas(*sides, val.labels, n_bins=15, n_bootstrap=50, seed=0)["ece"]
     assert sel.interval == pytest.approx((lo, hi), abs=1e-12)
-    assert hi - lo > plain[1] - plain[0]  # wider than the percentile interval by the floors
+    assert hi - lo > plain[1] - plain[0]  # wider than the plain paired interval by the floors
 
 
 def test_cli_head_auto_picks_and_says_why(runner, tmp_path: Path) -> None:

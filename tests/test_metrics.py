@@ -176,10 +176,32 @@ def test_bootstrap_is_seeded_and_brackets_the_estimate() -> None:
         assert lo <= hi
         if name in a.debiased:  # an ECE: the interval holds its own (debiased) point, not the biased plug-in
             assert lo <= a.debiased[name].debiased <= hi, name
-        else:  # a percentile interval: the sample's value lies inside it (a smooth statistic at N = 800)
-            assert lo <= getattr(a.metrics, name) <= hi, name
+        else:  # a normal interval: centred on the sample's value (no clip reached at N = 800)
+            v = getattr(a.metrics, name)
+            assert lo <= v <= hi and math.isclose(v - lo, hi - v, rel_tol=1e-9), name
     # a resample's accuracy is a multiple of 1/N and never leaves [0, 1]
     assert 0.0 <= a.intervals["accuracy"][0] <= a.intervals["accuracy"][1] <= 1.0
+
+
+def test_accuracy_interval_has_the_binomial_width() -> None:
+    """The accuracy's interval is the estimate -/+ 1.96 bootstrap sd: its half-width equals the binomial
+    1.96 sqrt(a (1 - a) / N) to within 10% at 400 resamples (the sd of a 400-resample sd is 3.5%)."""
+    logits, labels = _case(3, n=2000)
+    r = compute_metrics(labels, logits=logits, n_bootstrap=400, seed=0, with_details=False)
+    a = r.metrics.accuracy
+    lo, hi = r.intervals["accuracy"]
+    assert math.isclose((hi - lo) / 2, 1.959964 * math.sqrt(a * (1 - a) / 2000), rel_tol=0.10)
+    assert math.isclose(a - lo, hi - a, rel_tol=1e-9)
+
+
+def test_intervals_are_clipped_to_the_metric_range() -> None:
+    """A near-perfect classifier's accuracy interval stops at 1 (it never reaches beyond what accuracy can be)."""
+    labels = torch.arange(200) % 5
+    logits = torch.nn.functional.one_hot(labels, 5).double() * 6
+    logits[0] = logits[0].flip(0)  # row 0 (class 0) predicted as class 4: one mistake
+    r = compute_metrics(labels, logits=logits, n_bootstrap=100, seed=0, with_details=False)
+    assert r.metrics.accuracy == pytest.approx(199 / 200)
+    assert r.intervals["accuracy"][1] == 1.0 and r.intervals["accuracy"][0] < 199 / 200
 
 
 @pytest.mark.parametrize("k", [4, 40])

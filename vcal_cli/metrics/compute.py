@@ -15,6 +15,7 @@ memory-mapped cache larger than memory). Definitions (see the README for the con
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 
@@ -37,7 +38,7 @@ from vcal_cli.metrics.calibration_tests import MIN_ROWS
 from vcal_cli.metrics.details import Details, details
 from vcal_cli.metrics.estimators import Sorted, estimators
 from vcal_cli.metrics.evidence import Evidence, collect, consistency_draws
-from vcal_cli.metrics.inference import METHOD, SECONDARY_ROWS, Estimate, estimate_all, reflect
+from vcal_cli.metrics.inference import METHOD, SECONDARY_ROWS, Estimate, estimate_all, normal_interval, reflect
 from vcal_cli.metrics.scoring import aurc_kernel, aurc_prepare, chunk_stats
 
 __all__ = [
@@ -82,16 +83,18 @@ LOWER_IS_BETTER = {name: name != "accuracy" for name in METRIC_NAMES}
 
 
 # how each metric's 95% interval is made (report.json settings.intervals; docs/metrics.md has the study)
-PERCENTILE = "percentile bootstrap"
+NORMAL = "normal: estimate -/+ 1.96 bootstrap sd, clipped to the metric's range"
+# the range each NORMAL metric is clipped to
+RANGES = {"accuracy": (0.0, 1.0), "nll": (0.0, math.inf), "brier": (0.0, 2.0), "aurc": (0.0, 1.0)}
 INTERVAL_METHODS = {
-    "accuracy": PERCENTILE,
-    "nll": PERCENTILE,
-    "brier": PERCENTILE,
+    "accuracy": NORMAL,
+    "nll": NORMAL,
+    "brier": NORMAL,
     "ece": METHOD,
     "ece_adaptive": METHOD,
     "mce": "none: a maximum over bins has no valid bootstrap interval",
     "classwise_ece": METHOD,
-    "aurc": PERCENTILE,
+    "aurc": NORMAL,
 }
 DEBIASED = ("ece", "ece_adaptive", "classwise_ece")  # the metrics biased upward by noise
 
@@ -314,12 +317,10 @@ def compute_metrics(
     null_draws = min(n_bootstrap, SECONDARY_ROWS) if tested else 0
     stats, cw, cw_null = _one_pass(src, y, counts, n_bins, null_draws, seed)
     vals = {**_scalar_metrics(stats, counts, n_bins), "classwise_ece": cw}
-    q = torch.tensor([0.025, 0.975], dtype=torch.float64)
     intervals: dict[str, tuple[float, float]] = {}
     for k in METRIC_NAMES if n_bootstrap > 0 else ():
-        if INTERVAL_METHODS[k] == PERCENTILE:
-            lo, hi = torch.quantile(vals[k][1:], q).tolist()
-            intervals[k] = (lo, hi)
+        if INTERVAL_METHODS[k] == NORMAL:
+            intervals[k] = normal_interval(float(vals[k][0]), vals[k][1:], *RANGES[k])
     det = details(stats, y, stats["class_ece"], counts) if with_details else None
     evidence, debiased = None, {}
     if n_bootstrap > 0:

@@ -3,8 +3,8 @@ the risk-coverage curve, and one row per class (with the confusion matrix for up
 
 All of it comes from the per-sample values of one pass over the scores (`conf`, `correct`, `pred`) and the
 per-class classwise-ECE slots, so it costs no second read of the (N, K) scores. Only the gap
-(mean confidence minus accuracy, > 0: over-confident) carries a bootstrap interval, from the same resample
-counts as the metrics.
+(mean confidence minus accuracy, > 0: over-confident) carries a bootstrap interval (the gap -/+ 1.96 sd of its
+resamples, from the same resample counts as the metrics).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from vcal_cli.metrics.inference import normal_interval
 from vcal_cli.metrics.smooth import SmoothCurve, smooth_curve
 
 COVERAGES = (0.90, 0.95, 0.99)
@@ -128,11 +129,7 @@ def details(stats: dict[str, Tensor], labels: Tensor, class_ece: Tensor, counts:
     conf, correct = stats["conf"], stats["correct"]
     n = len(conf)
     gaps = counts.double() @ (conf - correct) / n  # (1 + R,)
-    interval = None
-    if len(gaps) > 1:
-        q = torch.tensor([0.025, 0.975], dtype=torch.float64)
-        lo, hi = torch.quantile(gaps[1:], q).tolist()
-        interval = (lo, hi)
+    interval = normal_interval(float(gaps[0]), gaps[1:], -1.0, 1.0)
     risks = selective_risks(conf, correct)  # one sort serves the selective accuracies and the curve
     return Details(
         gap=float(gaps[0]),

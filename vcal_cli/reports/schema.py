@@ -8,9 +8,9 @@ report.json (schema_version 2; version 1 lacked `details`, `class_names`, `sugge
     checkpoint      {path, sha256, arch, num_classes, head_module}   (arch/head_module null for --logits)
     data            {name, split, n}
     metrics         {accuracy, nll, brier, ece, ece_adaptive, mce, classwise_ece, aurc}
-    intervals       the same keys but mce, each [low, high]: the 95% interval (settings.intervals says how: a
-                    percentile bootstrap, or for the ECEs bias-bounded around the estimate (docs/metrics.md),
-                    reaching 0 when the noise-floor test does not reject; mce has none)
+    intervals       the same keys but mce, each [low, high]: the 95% interval (settings.intervals says how: the
+                    estimate -/+ 1.96 bootstrap sd, or for the ECEs bias-bounded around the estimate
+                    (docs/metrics.md), reaching 0 when the noise-floor test does not reject; mce has none)
     debiased        {ece, ece_adaptive, classwise_ece: {value, debiased, interval, p_value, noise_floor,
                     null_mean}}: the point each interval is built around, and the noise floor of a
                     calibrated model with these confidences and this size
