@@ -2,7 +2,7 @@
 
     python benchmarks/bench_intervals.py [--draws 200] [--classes 10,100,1000] [--rows 1000,10000,50000]
                                          [--cases 10x1000,100x10000] [--kinds calibrated,over,under,two-sided]
-                                         [--gate] [--write-docs] [--block NAME]
+                                         [--seed 0] [--gate] [--write-docs] [--block NAME]
 
 Simulated classifiers with known truth. A model reports p = softmax(z) for logits z (one random class per row
 boosted by U(0, 1.5 log K + 3) over N(0, 1) noise); the label comes from a known q whose top-label part is a
@@ -177,10 +177,12 @@ def one_draw(case: Case, n: int, gen: torch.Generator, seed: int) -> dict[str, t
     return out
 
 
-def study(kind: str, k: int, n: int, draws: int) -> list[str]:
+def study(kind: str, k: int, n: int, draws: int, seed: int = 0) -> list[str]:
+    """One case's coverage lines and its row of rejection rates. The draws' generator depends on K, n and `seed`, not
+    on the kind: the kinds of one case share their logits and label uniforms (and so their luck)."""
     case = Case(kind, k)
     pop = case.population(rows=reference_rows(n))
-    gen = torch.Generator().manual_seed(2024 + 7 * k + n)
+    gen = torch.Generator().manual_seed(2024 + 7 * k + n + 1_000_003 * seed)
     rows: dict[str, list[tuple[float, ...]]] = {}
     t0 = time.perf_counter()
     for d in range(draws):
@@ -247,6 +249,7 @@ def main() -> None:
     ap.add_argument("--rows", default="1000,10000,50000")
     ap.add_argument("--kinds", default=",".join(KINDS))
     ap.add_argument("--cases", default="", help="KxN pairs instead of the classes x rows grid, e.g. 10x1000,100x10000")
+    ap.add_argument("--seed", type=int, default=0, help="another sequence of draws (0: the tables' sequence)")
     ap.add_argument("--gate", action="store_true")
     ap.add_argument("--write-docs", action="store_true")
     ap.add_argument("--block", default="bench_intervals", help="the docs block to write (another for more cases)")
@@ -260,7 +263,7 @@ def main() -> None:
     pairs = [tuple(map(int, c.split("x"))) for c in a.cases.split(",")] if a.cases else grid
     for kind in a.kinds.split(","):
         for k, n in pairs:
-            lines, trow, names = study(kind, k, n, a.draws)
+            lines, trow, names = study(kind, k, n, a.draws, a.seed)
             print("\n".join(lines), flush=True)  # each case as it ends: a long run that is stopped keeps them
             cov += lines
             tests.append(trow)

@@ -1,15 +1,15 @@
 """Coverage of the paired-bootstrap intervals of a change between two predictors (retrain verdicts, the gate).
 
-The simulated classifiers of `bench_intervals.py`. Predictor A is the classifier; predictor B the same logits divided
-by a temperature T (the change a recalibration makes). Both are scored on the same draws of n rows and labels;
-`metrics.paired.verdicts` gives every metric's change B - A with its paired 95% interval (200 resamples, each side's
-noise floor passed as `vcal retrain` and `vcal gate` pass them: the ECE change bias-bounded, the others
-percentile). The population change comes from the conditional label distribution q on a reference sample of
-1,000,000 rows (never from labels): accuracy, NLL and Brier exactly, the binned ECE as the population ECE (sum over
-bins of |E[(q_top - conf) 1(conf in bin)]|). Printed: how often each interval holds the population
-change, how often the verdict is wrong (says better or worse while the population change has the other sign) and
-how often it detects the change (says better or worse with the population change's sign: the power, where the
-change is not 0).
+The simulated classifiers of `bench_intervals.py`. Predictor A is the classifier; predictor B the same logits
+divided by a temperature T (the change a recalibration makes). Both are scored on the same draws of n rows and
+labels; `metrics.paired.verdicts` gives every metric's change B - A with its paired 95% interval (200 resamples,
+each side's noise floor passed as `vcal retrain` and `vcal gate` pass them: the ECE change bias-bounded, the others
+the change -/+ 1.96 bootstrap sd). The population change comes from the conditional label distribution q on a
+reference sample of 1,000,000 rows (never from labels): accuracy, NLL and Brier exactly, the binned ECE as the
+population ECE (sum over bins of |E[(q_top - conf) 1(conf in bin)]|). Printed: how often each interval holds the
+population change, how often the verdict is wrong (says better or worse while the population change has the other
+sign) and how often it detects the change (says better or worse with the population change's sign: the power, where
+the change is not 0).
 
     python benchmarks/bench_paired_intervals.py [--draws 200] [--cases 2000:1.0,2000:1.3,10000:1.0,10000:1.2]
                                                 [--write-docs]
