@@ -204,6 +204,15 @@ def test_intervals_are_clipped_to_the_metric_range() -> None:
     assert r.intervals["accuracy"][1] == 1.0 and r.intervals["accuracy"][0] < 199 / 200
 
 
+def test_one_resample_is_refused_with_the_cli_line() -> None:
+    """One resample has no spread: the library refuses it with the same line as `--bootstrap 1`, not NaN intervals."""
+    from vcal_cli.errors import UsageError
+
+    logits, labels = _case(0, n=100)
+    with pytest.raises(UsageError, match="--bootstrap 1 gives no interval"):
+        compute_metrics(labels, logits=logits, n_bootstrap=1)
+
+
 @pytest.mark.parametrize("k", [4, 40])
 def test_bootstrap_weights_equal_explicit_resample(k: int) -> None:
     """Every metric of a weighted resample (classwise ECE's GEMM + sparse-bin path included) equals

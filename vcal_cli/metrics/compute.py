@@ -25,6 +25,7 @@ from torch import Tensor
 from vcal_cli._defaults import DEFAULT_N_BOOTSTRAP
 from vcal_cli._mapped import release_pages
 from vcal_cli.errors import MetricError
+from vcal_cli.estimation import Statistics
 from vcal_cli.metrics._validate import DEFAULT_N_BINS, check_bins, check_labels, check_probs, top_label
 from vcal_cli.metrics.calibration import (
     ReliabilityBin,
@@ -309,6 +310,7 @@ def compute_metrics(
     benchmarks/bench_metrics.py --audit times them against.
     """
     check_bins(n_bins)
+    Statistics(n_bootstrap=n_bootstrap)  # 0, or at least the 2 resamples a spread needs: the CLI's one-line error
     src, y = make_scores(labels, logits, probs)
     counts = resample_counts(len(y), n_bootstrap, seed)
     tested = n_bootstrap > 0 and len(y) >= MIN_ROWS and with_tests
@@ -319,8 +321,9 @@ def compute_metrics(
     vals = {**_scalar_metrics(stats, counts, n_bins), "classwise_ece": cw}
     intervals: dict[str, tuple[float, float]] = {}
     for k in METRIC_NAMES if n_bootstrap > 0 else ():
-        if INTERVAL_METHODS[k] == NORMAL:
-            intervals[k] = normal_interval(float(vals[k][0]), vals[k][1:], *RANGES[k])
+        iv = normal_interval(float(vals[k][0]), vals[k][1:], *RANGES[k]) if INTERVAL_METHODS[k] == NORMAL else None
+        if iv is not None:  # one resample has no spread
+            intervals[k] = iv
     det = details(stats, y, stats["class_ece"], counts) if with_details else None
     evidence, debiased = None, {}
     if n_bootstrap > 0:
