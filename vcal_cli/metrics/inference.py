@@ -111,10 +111,11 @@ Z = {0.05: 1.959963984540054}  # the normal quantile of 1 - alpha / 2
 def normal_interval(
     point: float, resamples: Tensor, lo: float = -math.inf, hi: float = math.inf
 ) -> tuple[float, float] | None:
-    """point -/+ 1.96 bootstrap standard deviations, clipped to the figure's range [lo, hi] (None with fewer than
-    two resamples): the interval of a mean or a ratio of means (the hierarchy figures, a prediction set's coverage
-    and size). In the coverage studies it held the truth more often than the percentile interval of the same 200
-    resamples, whose end points are single order statistics (docs/metrics.md, docs/conformal.md)."""
+    """point -/+ 1.96 bootstrap standard deviations, clipped to the figure's range [lo, hi] (None with fewer than two
+    resamples): the interval of a mean or a ratio of means (accuracy, NLL, Brier, AURC, the gap, paired changes without
+    a noise floor, the hierarchy figures, a prediction set's coverage and size). In the coverage studies it held the
+    truth more often than the percentile interval of the same 200 resamples, whose end points are single order
+    statistics (docs/metrics.md, docs/conformal.md)."""
     if len(resamples) < 2:
         return None
     z = Z[ALPHA] * float(resamples.double().std())
