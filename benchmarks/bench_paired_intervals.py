@@ -12,7 +12,7 @@ sign) and how often it detects the change (says better or worse with the populat
 the change is not 0).
 
     python benchmarks/bench_paired_intervals.py [--draws 200] [--cases 2000:1.0,2000:1.3,10000:1.0,10000:1.2]
-                                                [--write-docs]
+                                                [--seed 0] [--write-docs]
 
 Each case is n rows and a temperature T; 10,000 rows at T = 1.2 is the regression the gate must catch.
 """
@@ -49,7 +49,9 @@ def population(p: torch.Tensor, q: torch.Tensor, n_bins: int = 15) -> dict[str, 
     }
 
 
-def study(kind: str, k: int, n: int, t: float, draws: int) -> tuple[dict, dict, dict, dict]:
+def study(kind: str, k: int, n: int, t: float, draws: int, seed: int = 0) -> tuple[dict, dict, dict, dict]:
+    """One case's coverage, wrong-sign and power shares, and the population change. The draws' generator depends on K
+    and `seed` only: every case of one K starts from the same draws (their luck is shared)."""
     case = Case(kind, k)
     gen = torch.Generator().manual_seed(4343 + k)
     z = logits(REF_ROWS, k, gen)
@@ -58,7 +60,7 @@ def study(kind: str, k: int, n: int, t: float, draws: int) -> tuple[dict, dict, 
     pop_a, pop_b = population(pa, q), population(torch.softmax(z / t, 1), q)
     change = {m: pop_b[m] - pop_a[m] for m in SHOWN}
     holds, wrong, found = dict.fromkeys(SHOWN, 0), dict.fromkeys(SHOWN, 0), dict.fromkeys(SHOWN, 0)
-    g = torch.Generator().manual_seed(99 + k)
+    g = torch.Generator().manual_seed(99 + k + 1_000_003 * seed)
     for i in range(draws):
         zd, y = case.sample(n, g)
         # each side's noise floor, as `vcal retrain` takes them from the heads' own results
@@ -80,6 +82,7 @@ def main() -> None:
     ap.add_argument("--cases", default="2000:1.0,2000:1.3,10000:1.0,10000:1.2", help="n:T pairs")
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--kinds", default="calibrated,over")
+    ap.add_argument("--seed", type=int, default=0, help="another sequence of draws (0: the table's sequence)")
     ap.add_argument("--write-docs", action="store_true")
     a = ap.parse_args()
     se = math.sqrt(0.95 * 0.05 / a.draws)
@@ -93,7 +96,7 @@ def main() -> None:
     ]
     cases = [(int(n), float(t)) for n, t in (c.split(":") for c in a.cases.split(","))]
     for (n, t), kind in itertools.product(cases, a.kinds.split(",")):
-        cover, wrong, found, change = study(kind, a.k, n, t, a.draws)
+        cover, wrong, found, change = study(kind, a.k, n, t, a.draws, a.seed)
         cells = " | ".join(f"{cover[m]:.3f} / {wrong[m]:.3f} / {found[m]:.3f} ({change[m]:+.4f})" for m in SHOWN)
         rows.append(f"| {kind} | {n} | {t} | {cells} |")
         print(rows[-1], flush=True)
