@@ -106,8 +106,9 @@ def test_vim_matches_pytorch_ood(problem: dict, dim: int) -> None:
     ours.fit(problem["train"])
     assert ours.alpha == pytest.approx(theirs.alpha, rel=1e-4)
     got = ours.score(Scored(features=problem["test"], outputs=problem["test_logits"], raw_logits=True))
-    # pytorch-ood casts to float32: its eigenvectors near the subspace's edge move the residual by up to 0.2%
-    torch.testing.assert_close(got, theirs.predict_features(problem["test"]).double(), rtol=2e-3, atol=1e-4)
+    # pytorch-ood casts to float32: its eigenvectors near the subspace's edge move the residual by up to 0.2% with two
+    # threads and 0.24% with one (float32 sums in another order), so 0.5%
+    torch.testing.assert_close(got, theirs.predict_features(problem["test"]).double(), rtol=5e-3, atol=1e-4)
 
 
 def test_react_matches_pytorch_ood(problem: dict) -> None:
