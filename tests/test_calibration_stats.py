@@ -264,6 +264,8 @@ def test_report_json_holds_tests_and_methods_without_nan() -> None:
         assert {"statistic", "p_value"} <= rep["tests"][name].keys()
     assert rep["settings"]["intervals"]["ece"].startswith("bias-bounded")
     assert rep["settings"]["intervals"]["accuracy"].startswith("normal")
+    assert rep["settings"]["intervals"]["gap"].startswith("normal")
+    assert "noise floor" in rep["settings"]["intervals"]["paired"]
     assert "mce" not in rep["intervals"]
     assert len(rep["calibration"]["bands"]) == len(rep["reliability"])
 

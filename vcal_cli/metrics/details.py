@@ -123,6 +123,9 @@ def confusion(labels: Tensor, pred: Tensor, k: int) -> list[list[int]] | None:
     return torch.bincount(labels * k + pred.long(), minlength=k * k).view(k, k).tolist()
 
 
+GAP_INTERVAL = "normal: estimate -/+ 1.96 bootstrap sd, clipped to [-1, 1]"  # report.json settings.intervals.gap
+
+
 def details(stats: dict[str, Tensor], labels: Tensor, class_ece: Tensor, counts: Tensor) -> Details:
     """From one pass's per-sample values (`conf`, `correct`, `pred`), the per-class binary ECEs (K,) and the
     resample counts (1 + R, N) of the metrics' bootstrap."""

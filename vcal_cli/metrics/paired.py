@@ -24,6 +24,11 @@ from vcal_cli.metrics import LOWER_IS_BETTER, METRIC_NAMES, compute_metrics, eva
 from vcal_cli.metrics.inference import ALPHA, Z, normal_interval
 
 Floors = tuple[dict[str, float], dict[str, float]]  # (baseline's, current's) noise-floor means by metric
+# how the interval of each change is made (report.json settings.intervals.paired)
+PAIRED_INTERVALS = (
+    "paired bootstrap (both predictors on the same resamples); ECE-type changes given both sides' noise floors: "
+    "[d - m_current - 1.96 sd, d + m_baseline + 1.96 sd], m the noise-floor mean; other changes: d -/+ 1.96 sd"
+)
 
 
 def _paired(

@@ -20,8 +20,10 @@ report.json (schema_version 2; version 1 lacked `details`, `class_names`, `sugge
                     accuracy falls), corp (the CORP diagram and its band), ranges (confidence ranges off
                     beyond noise), draws}
     reliability     list of {lo, hi, count, confidence, accuracy} per equal-width bin (null when empty)
-    settings        {bins, bootstrap, seed, preprocessing, device, batch_size, cache}; preprocessing holds
-                    {input_size, mean, std, source} and, when probed, `probe`: the candidates and their accuracy
+    settings        {bins, bootstrap, seed, preprocessing, device, batch_size, cache, intervals}; preprocessing
+                    holds {input_size, mean, std, source} and, when probed, `probe`: the candidates and their
+                    accuracy; intervals names how each interval is made (per metric, gap, paired, hierarchy,
+                    conformal)
     warnings        list of str: numbers that look impossible (chance-level accuracy, collapsed predictions,
                     a val split that looks like training data); empty when all is well
     hierarchy       (when a class hierarchy is known) {source, height, metrics: {top1_error,
@@ -64,7 +66,9 @@ from vcal_cli.errors import ReportError
 from vcal_cli.metrics import METRIC_NAMES, MetricsResult
 from vcal_cli.metrics.compute import INTERVAL_METHODS
 from vcal_cli.metrics.conformal import CONFORMAL_INTERVALS
+from vcal_cli.metrics.details import GAP_INTERVAL
 from vcal_cli.metrics.hierarchy import HIERARCHY_INTERVALS
+from vcal_cli.metrics.paired import PAIRED_INTERVALS
 from vcal_cli.reports.sections import section_json
 from vcal_cli.reports.summary import audit_summary
 
@@ -143,6 +147,8 @@ class AuditReport:
                 **self.settings,
                 "intervals": {
                     **INTERVAL_METHODS,
+                    "gap": GAP_INTERVAL,
+                    "paired": PAIRED_INTERVALS,
                     "hierarchy": HIERARCHY_INTERVALS,
                     "conformal": CONFORMAL_INTERVALS,
                 },
