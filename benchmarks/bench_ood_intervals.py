@@ -3,9 +3,10 @@
 Two detectors score the same samples: in-distribution scores are standard normal, OOD scores normal with mean `d`
 (one detector) and `d + delta` (the other), each detector's scores correlated across detectors by `rho` (they read
 the same inputs). The population values are known in closed form: AUROC = Phi(d / sqrt 2), FPR@95TPR = 1 - Phi(d -
-z95) with z95 = Phi^-1(0.95); AUPR from a 2,000,000-row reference sample. Each draw is a fresh sample of `--id` ID and
-`--ood` OOD rows; vcal's stratified bootstrap (`metrics.ood.resampled_metrics`, 200 resamples, as `vcal audit --ood`
-runs it) gives each metric's 95% percentile interval and the paired interval of the difference between the two
+z95) with z95 = Phi^-1(0.95); AUPR from a 2,000,000-row reference sample. Each draw is a fresh sample of `--id` ID
+and `--ood` OOD rows; vcal's stratified bootstrap (`metrics.ood.resampled_metrics`, 200 resamples, as `vcal audit
+--ood` runs it) and vcal's own interval functions (`evaluations.ood.metric_intervals`, `paired_changes`, what an
+audit writes) give each metric's 95% percentile interval and the paired interval of the difference between the two
 detectors. Printed: each interval's coverage of the population value over `--draws` draws (nominal 0.95), and the
 paired difference's; `--write-docs` puts the table in docs/robustness.md.
 
@@ -21,12 +22,12 @@ from pathlib import Path
 import torch
 from _timing import write_block
 
+from vcal_cli.evaluations.ood import metric_intervals, paired_changes
 from vcal_cli.metrics.compute import resample_counts
 from vcal_cli.metrics.ood import OOD_METRICS, resampled_metrics
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "robustness.md"
 Z95 = 1.6448536269514722
-Q = torch.tensor([0.025, 0.975], dtype=torch.float64)
 
 
 def phi(x: float) -> float:
@@ -84,10 +85,9 @@ def main() -> None:
             (ia, oa), (ib, ob) = draw(a.id, a.ood, d, delta, rho, g)
             ci, co = resample_counts(a.id, 200, 2 * i), resample_counts(a.ood, 200, 2 * i + 1)
             va, vb = resampled_metrics(ia, oa, ci, co), resampled_metrics(ib, ob, ci, co)
-            for m in OOD_METRICS:
-                lo, hi = torch.quantile(va[m][1:], Q).tolist()
+            for m, (lo, hi) in metric_intervals(va).items():  # vcal's own intervals, as an audit writes them
                 hits[m] += lo <= pop_a[m] <= hi
-            lo, hi = torch.quantile((vb["auroc"] - va["auroc"])[1:], Q).tolist()
+            lo, hi = paired_changes(vb, va)["auroc"]["interval"]
             hits["diff"] += lo <= pop_b["auroc"] - pop_a["auroc"] <= hi
         cov = {k: v / a.draws for k, v in hits.items()}
         cells = " | ".join(f"{cov[m]:.3f}" for m in OOD_METRICS)

@@ -105,20 +105,26 @@ def _rows(dataset: str, values: dict[str, dict[str, Tensor]], n_bootstrap: int) 
     for score, v in values.items():
         row: dict[str, Any] = {"dataset": dataset, "score": score, **{m: float(v[m][0]) for m in OOD_METRICS}}
         if n_bootstrap:
-            row["intervals"] = {m: torch.quantile(v[m][1:], Q).tolist() for m in OOD_METRICS}
+            row["intervals"] = metric_intervals(v)
             if score != BASELINE and BASELINE in values:
-                row["vs_msp"] = _paired(v, values[BASELINE])
+                row["vs_msp"] = paired_changes(v, values[BASELINE])
         rows.append(row)
     ranked = sorted(rows, key=lambda r: -r["auroc"])
     for rank, r in enumerate(ranked, 1):
         r["rank"] = rank
     if n_bootstrap and len(ranked) > 1:
         best, second = ranked[0]["score"], ranked[1]["score"]
-        ranked[0]["vs_runner_up"] = {"runner_up": second, **_paired(values[best], values[second])}
+        ranked[0]["vs_runner_up"] = {"runner_up": second, **paired_changes(values[best], values[second])}
     return rows
 
 
-def _paired(cur: dict[str, Tensor], base: dict[str, Tensor]) -> dict[str, Any]:
+def metric_intervals(values: dict[str, Tensor]) -> dict[str, list[float]]:
+    """Per metric: the percentile interval of its resamples (`values[m]`: the sample, then each resample, as
+    `resampled_metrics` gives them). `benchmarks/bench_ood_intervals.py` measures its coverage."""
+    return {m: torch.quantile(values[m][1:], Q).tolist() for m in OOD_METRICS}
+
+
+def paired_changes(cur: dict[str, Tensor], base: dict[str, Tensor]) -> dict[str, Any]:
     """Per metric: current - base on the sample, its paired percentile interval and the verdict."""
     out = {}
     for m in OOD_METRICS:
