@@ -319,11 +319,8 @@ def compute_metrics(
     null_draws = min(n_bootstrap, SECONDARY_ROWS) if tested else 0
     stats, cw, cw_null = _one_pass(src, y, counts, n_bins, null_draws, seed)
     vals = {**_scalar_metrics(stats, counts, n_bins), "classwise_ece": cw}
-    intervals: dict[str, tuple[float, float]] = {}
-    for k in METRIC_NAMES if n_bootstrap > 0 else ():
-        iv = normal_interval(float(vals[k][0]), vals[k][1:], *RANGES[k]) if INTERVAL_METHODS[k] == NORMAL else None
-        if iv is not None:  # one resample has no spread
-            intervals[k] = iv
+    normal = [k for k in METRIC_NAMES if INTERVAL_METHODS[k] == NORMAL] if n_bootstrap > 0 else []
+    intervals = {k: normal_interval(float(vals[k][0]), vals[k][1:], *RANGES[k]) for k in normal}
     det = details(stats, y, stats["class_ece"], counts) if with_details else None
     evidence, debiased = None, {}
     if n_bootstrap > 0:
