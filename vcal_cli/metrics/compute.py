@@ -39,7 +39,7 @@ from vcal_cli.metrics.calibration_tests import MIN_ROWS
 from vcal_cli.metrics.details import Details, details
 from vcal_cli.metrics.estimators import Sorted, estimators
 from vcal_cli.metrics.evidence import Evidence, collect, consistency_draws
-from vcal_cli.metrics.inference import METHOD, SECONDARY_ROWS, Estimate, estimate_all, normal_interval, reflect
+from vcal_cli.metrics.inference import METHOD, NORMAL, SECONDARY_ROWS, Estimate, estimate_all, normal_interval, reflect
 from vcal_cli.metrics.scoring import aurc_kernel, aurc_prepare, chunk_stats
 
 __all__ = [
@@ -84,18 +84,18 @@ LOWER_IS_BETTER = {name: name != "accuracy" for name in METRIC_NAMES}
 
 
 # how each metric's 95% interval is made (report.json settings.intervals; docs/metrics.md has the study)
-NORMAL = "normal: estimate -/+ 1.96 bootstrap sd, clipped to the metric's range"
-# the range each NORMAL metric is clipped to
+NORMAL_CLIPPED = f"{NORMAL}, clipped to the metric's range"
+# the range each NORMAL_CLIPPED metric is clipped to
 RANGES = {"accuracy": (0.0, 1.0), "nll": (0.0, math.inf), "brier": (0.0, 2.0), "aurc": (0.0, 1.0)}
 INTERVAL_METHODS = {
-    "accuracy": NORMAL,
-    "nll": NORMAL,
-    "brier": NORMAL,
+    "accuracy": NORMAL_CLIPPED,
+    "nll": NORMAL_CLIPPED,
+    "brier": NORMAL_CLIPPED,
     "ece": METHOD,
     "ece_adaptive": METHOD,
     "mce": "none: a maximum over bins has no valid bootstrap interval",
     "classwise_ece": METHOD,
-    "aurc": NORMAL,
+    "aurc": NORMAL_CLIPPED,
 }
 DEBIASED = ("ece", "ece_adaptive", "classwise_ece")  # the metrics biased upward by noise
 
@@ -319,7 +319,7 @@ def compute_metrics(
     null_draws = min(n_bootstrap, SECONDARY_ROWS) if tested else 0
     stats, cw, cw_null = _one_pass(src, y, counts, n_bins, null_draws, seed)
     vals = {**_scalar_metrics(stats, counts, n_bins), "classwise_ece": cw}
-    normal = [k for k in METRIC_NAMES if INTERVAL_METHODS[k] == NORMAL] if n_bootstrap > 0 else []
+    normal = [k for k in METRIC_NAMES if INTERVAL_METHODS[k] == NORMAL_CLIPPED] if n_bootstrap > 0 else []
     intervals = {k: normal_interval(float(vals[k][0]), vals[k][1:], *RANGES[k]) for k in normal}
     det = details(stats, y, stats["class_ece"], counts) if with_details else None
     evidence, debiased = None, {}

@@ -44,12 +44,12 @@ from torch import Tensor
 from vcal_cli._defaults import CONFORMAL_SCORES, DEFAULT_N_BOOTSTRAP, DEFAULT_RISK_DELTA
 from vcal_cli.errors import UsageError
 from vcal_cli.metrics._validate import check_labels, check_probs
-from vcal_cli.metrics.inference import normal_interval, reflect
+from vcal_cli.metrics.inference import NORMAL, normal_interval, reflect
 
 SCORES = CONFORMAL_SCORES
 CONFORMAL_INTERVALS = {
-    "coverage": "normal: estimate -/+ 1.96 bootstrap sd, clipped to [0, 1]",
-    "set_size": "normal: estimate -/+ 1.96 bootstrap sd, clipped to [0, K]",
+    "coverage": f"{NORMAL}, clipped to [0, 1]",
+    "set_size": f"{NORMAL}, clipped to [0, K]",
     "cov_gap": "bias-bounded against the CovGap of sets exact in every class (cov_gap_noise_floor); 0 when it does "
     "not reject",
 }

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vcal_cli.metrics.inference import normal_interval
+from vcal_cli.metrics.inference import NORMAL, normal_interval
 from vcal_cli.metrics.smooth import SmoothCurve, smooth_curve
 
 COVERAGES = (0.90, 0.95, 0.99)
@@ -123,7 +123,7 @@ def confusion(labels: Tensor, pred: Tensor, k: int) -> list[list[int]] | None:
     return torch.bincount(labels * k + pred.long(), minlength=k * k).view(k, k).tolist()
 
 
-GAP_INTERVAL = "normal: estimate -/+ 1.96 bootstrap sd, clipped to [-1, 1]"  # report.json settings.intervals.gap
+GAP_INTERVAL = f"{NORMAL}, clipped to [-1, 1]"  # report.json settings.intervals.gap
 
 
 def details(stats: dict[str, Tensor], labels: Tensor, class_ece: Tensor, counts: Tensor) -> Details:

@@ -22,11 +22,11 @@ from torch import Tensor
 
 from vcal_cli.errors import MetricError
 from vcal_cli.metrics.compute import resample_counts
-from vcal_cli.metrics.inference import normal_interval
+from vcal_cli.metrics.inference import NORMAL, normal_interval
 from vcal_cli.metrics.paired import verdict_of
 
 DEFAULT_KS = (1, 5, 20)
-HIERARCHY_INTERVALS = "normal: estimate -/+ 1.96 bootstrap sd, clipped to the figure's range (paired changes alike)"
+HIERARCHY_INTERVALS = f"{NORMAL}, clipped to the figure's range (paired changes alike)"
 
 
 @dataclass(frozen=True)

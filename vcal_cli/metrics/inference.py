@@ -106,6 +106,7 @@ def reflect(value: float, boot: Tensor, null: Tensor | None, alpha: float = ALPH
 
 
 Z = {0.05: 1.959963984540054}  # the normal quantile of 1 - alpha / 2
+NORMAL = "normal: estimate -/+ 1.96 bootstrap sd"  # `normal_interval`, as report.json settings.intervals names it
 
 
 def normal_interval(
