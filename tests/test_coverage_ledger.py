@@ -49,7 +49,10 @@ def test_no_interval_is_short_beyond_chance_but_the_monotone_estimators_on_a_non
     }
     short = [cells[int(k.split()[0])] for k, v in ledger.holm(p).items() if v and k.endswith("below")]
     assert {c.where.split(",")[0] for c in short} <= {"two-sided"}
+    # sweep, and CORP against the true L1 error: both fit a monotone curve to one that is not
     assert {c.where.rsplit(", ", 1)[1] for c in short} <= {"ece_sweep", "ece_corp"}
+    assert all(c.family.startswith("CORP against the true L1") for c in short if c.where.endswith("ece_corp"))
+    assert not any(c.where.endswith("ece_corp_iso") for c in short)  # CORP holds its own estimand
     assert all(c.own_point == 1.0 for c in cells if c.own_point is not None)
     normal = [c.coverage for c in cells if c.method == ledger.NORMAL]
     assert abs(sum(normal) / len(normal) - 0.95) < 0.01  # centred on the nominal level, over 300 cells
