@@ -23,6 +23,7 @@ from vcal_cli import AuditSettings, audit, load_checkpoint
 from vcal_cli.checkpoints import CheckpointError
 from vcal_cli.cli import app
 from vcal_cli.data import load_split
+from vcal_cli.errors import DataError
 from vcal_cli.metrics.sanity import audit_warnings, val_warning
 
 from .conftest import SAMPLES
@@ -441,6 +442,21 @@ def test_debian_fashion_mnist_package() -> None:
     test = load_split("fashion-mnist", "test", root=DEBIAN_FMNIST)
     assert len(test) == 10_000 and test.labels[:3].tolist() == [9, 2, 1]  # the official first test labels
     assert len(load_split("fashion-mnist", "train", root=DEBIAN_FMNIST)) == 55_000
+
+
+@pytest.mark.skipif(not DEBIAN_FMNIST.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_debian_fashion_mnist_needs_no_data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no --data-root, no $VCAL_DATA and no ./data, the Debian package's folder is read; a folder the user
+    names is never swapped for it."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("VCAL_DATA", raising=False)
+    test = load_split("fashion-mnist", "test")
+    assert len(test) == 10_000 and test.identity["root"] == str(DEBIAN_FMNIST.resolve())
+    with pytest.raises(DataError, match="not found under --data-root"):
+        load_split("fashion-mnist", "test", root=tmp_path)
+    monkeypatch.setenv("VCAL_DATA", str(tmp_path))
+    with pytest.raises(DataError, match="not found under --data-root"):
+        load_split("fashion-mnist", "test")
 
 
 def test_val_from_test_on_a_pool_and_in_the_cache_key(tmp_path: Path) -> None:

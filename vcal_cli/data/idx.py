@@ -2,12 +2,15 @@
 
 The files are looked for straight under `--data-root` (the layout of the original downloads and of
 Debian's `dataset-fashion-mnist` package, `/usr/share/datasets/fashion-mnist`), then in torchvision's
-layout (`MNIST/raw/`, `FashionMNIST/raw/`). No unzipping and no torchvision folder layout are needed.
+layout (`MNIST/raw/`, `FashionMNIST/raw/`). No unzipping and no torchvision folder layout are needed. When
+neither `--data-root` nor `$VCAL_DATA` names a folder and `./data` lacks the files, Debian's package folder is
+looked at last: `apt-get install dataset-fashion-mnist` is then all `--data fashion-mnist` needs.
 """
 
 from __future__ import annotations
 
 import gzip
+import os
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +48,8 @@ _CLASSES = {
     ],
 }
 _SUBDIRS = {"mnist": ("", "MNIST/raw", "mnist"), "fashion-mnist": ("", "FashionMNIST/raw", "fashion-mnist")}
+# where a system package puts the files: looked at when the user named no folder (`SYSTEM_ROOTS`)
+SYSTEM_ROOTS = {"fashion-mnist": Path("/usr/share/datasets/fashion-mnist")}
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -83,6 +88,8 @@ def _make(name: str):
         root_path = resolve_root(root)
         prefix = "t10k" if split == "test" else "train"
         files = find_files(name, root_path, prefix)
+        if files is None and root is None and not os.environ.get("VCAL_DATA") and name in SYSTEM_ROOTS:
+            files = find_files(name, SYSTEM_ROOTS[name], prefix)
         if files is None:
             raise DataError(
                 f"data set '{name}' not found under --data-root '{root_path}'",
