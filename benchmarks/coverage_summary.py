@@ -5,9 +5,9 @@ The studies (`bench_intervals.py`, `bench_paired_intervals.py`, `bench_hierarchy
 those tables back, groups their cells by the interval method that made them, and asks of each cell the question
 the target "93-97% coverage" really poses at a finite number of draws: is the observed coverage beyond chance below
 0.93, or beyond chance above 0.97? A cell of 200 draws whose true coverage is 0.95 lands outside [0.93, 0.97] about
-one time in six, so counting raw cells outside the band measures the draw count, not the interval. Each cell gets two
-exact binomial p-values (below: P(X <= x | 0.93); above: P(X >= x | 0.97)), and Holm's step-down rule over every
-cell and both directions keeps the ledger's family-wise error at 5%.
+one time in seven (0.14), so counting raw cells outside the band measures the draw count, not the interval. Each
+cell gets two exact binomial p-values (below: P(X <= x | 0.93); above: P(X >= x | 0.97)), and Holm's step-down
+rule over every cell and both directions keeps the ledger's family-wise error at 5%.
 
 Cells whose truth is exact by construction are left out and counted (a paired change between a model and itself, the
 accuracy change under a temperature, a figure whose interval has width 0): they cover trivially.
