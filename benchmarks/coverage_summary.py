@@ -33,6 +33,7 @@ from vcal_cli.metrics.calibration_tests import holm
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 LOW, HIGH = 0.93, 0.97
+SIZE = 0.05  # a test's claimed size at alpha 0.05
 NORMAL = "normal (estimate -/+ 1.96 bootstrap sd)"
 BIAS = "bias-bounded"
 NORMAL_FIGURES = {"accuracy", "nll", "brier", "aurc", "gap"}
@@ -60,22 +61,29 @@ class Cell:
         return float(binom.sf(self.hits - 1, self.draws, HIGH))
 
 
-def block(page: Path, name: str) -> tuple[int, list[dict[str, str]]]:
-    """The draws per case and the rows (column name -> cell) of the first table in a page's block."""
+def _body(page: Path, name: str) -> str:
     text = page.read_text()
     m = re.search(rf"<!-- {re.escape(name)}: start -->(.*?)<!-- {re.escape(name)}: end -->", text, re.S)
     if not m:
         raise SystemExit(f"{page}: no block {name}; run its study with --write-docs first")
-    body = m.group(1)
-    draws = int(re.search(r"(\d+) draws per", body).group(1))
-    lines = [ln for ln in body.splitlines() if ln.startswith("|")]
+    return m.group(1)
+
+
+def block(page: Path, name: str, table: int = 0) -> tuple[int, list[dict[str, str]]]:
+    """The draws per case and the rows (column name -> cell) of one table (the first by default) in a page's
+    block."""
+    body = _body(page, name)
+    draws = int(re.search(r"(\d+) (?:draws|pairs of reports) per", body).group(1))
+    groups, run = [], []
+    for ln in [*body.splitlines(), ""]:
+        if ln.startswith("|"):
+            run.append(ln)
+        elif run:
+            groups.append(run)
+            run = []
+    lines = groups[table]
     head = [c.strip() for c in lines[0].strip("|").split("|")]
-    rows = []
-    for ln in lines[2:]:
-        cells = [c.strip() for c in ln.strip("|").split("|")]
-        if cells[0] == head[0] or cells[0].startswith("---"):
-            break  # the next table of the block
-        rows.append(dict(zip(head, cells, strict=True)))
+    rows = [dict(zip(head, [c.strip() for c in ln.strip("|").split("|")], strict=True)) for ln in lines[2:]]
     return draws, rows
 
 
@@ -163,6 +171,44 @@ def ood_cells(page: Path) -> list[Cell]:
     return out
 
 
+def size_section(page: Path) -> tuple[str, list[tuple[str, float]]]:
+    """Every test's rejection rate on the calibrated models (its size; at most 0.05 is the claim), with the tests
+    of a rate above 0.05 beyond chance (exact binomial, Holm over every cell), and the gate's line."""
+    names = re.findall(r"<!-- (bench_intervals[a-z0-9_]*): start -->", page.read_text())
+    cells: dict[str, list[tuple[str, float, int]]] = defaultdict(list)
+    for name in names:
+        draws, rows = block(page, name, table=1)
+        for r in rows:
+            if r["kind"] != "calibrated":
+                continue
+            for test, rate in list(r.items())[3:]:
+                cells[test].append((f"K={r['K']}, n={r['n']}", float(rate), draws))
+    p = {
+        f"{test}|{where}": float(binom.sf(round(rate * draws) - 1, draws, SIZE))
+        for test, rows in cells.items()
+        for where, rate, draws in rows
+    }
+    over = {k for k, v in holm(p).items() if v}
+    lines = [
+        f"Each test's rejection rate at 5% on the calibrated models (its size), {len(p)} cells; above {SIZE} "
+        "beyond chance: the exact binomial test, Holm over every cell.",
+        "",
+        "| test | cases | rate (min-max) | mean | above 0.05 | above 0.05 beyond chance |",
+        "| --- | ---: | --- | ---: | ---: | ---: |",
+    ]
+    for test, rows in cells.items():
+        rates = [r for _, r, _ in rows]
+        beyond = sum(f"{test}|{w}" in over for w, _, _ in rows)
+        lines.append(
+            f"| {test} | {len(rows)} | {min(rates):.3f}-{max(rates):.3f} | {sum(rates) / len(rates):.3f} | "
+            f"{sum(r > SIZE for r in rates)} | {beyond} |"
+        )
+    gate = re.search(r"Gate, default rules.*", _body(page, "bench_intervals"))
+    if gate:
+        lines += ["", gate.group(0)]
+    return "\n".join(lines), [(k, p[k]) for k in sorted(over)]
+
+
 def ledger(cells: list[Cell], exact: int) -> str:
     p = {f"{i} below": c.p_below() for i, c in enumerate(cells)} | {
         f"{i} above": c.p_above() for i, c in enumerate(cells)
@@ -207,7 +253,7 @@ def main() -> None:
     hierarchy, exact_hier = hierarchy_cells(metrics)
     cells = metric_cells(metrics) + paired + hierarchy
     cells += conformal_cells(DOCS / "conformal.md") + ood_cells(DOCS / "robustness.md")
-    text = ledger(cells, exact_paired + exact_hier)
+    text = ledger(cells, exact_paired + exact_hier) + "\n\n" + size_section(metrics)[0]
     print(text)
     if a.write_docs:
         write_block(metrics, "coverage_summary", text)

@@ -72,3 +72,11 @@ def test_a_cell_is_flagged_only_beyond_its_draws_noise(ledger):
         assert (cell.p_below() < 0.05, cell.p_above() < 0.05) == (below, above)
     cell.coverage, cell.draws = 1.0, 1000
     assert cell.p_above() == pytest.approx(0.97**1000)
+
+
+def test_no_test_rejects_a_calibrated_model_beyond_its_size(ledger):
+    metrics = ledger.DOCS / "metrics.md"
+    text, over = ledger.size_section(metrics)
+    assert over == []  # every test's rate on the calibrated models within chance of at most 0.05
+    assert "| verdict (Holm) |" in text and "false alarms" in text  # the tests and the gate were read
+    assert text in metrics.read_text(), "rerun benchmarks/coverage_summary.py --write-docs"
