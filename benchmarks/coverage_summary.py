@@ -10,7 +10,9 @@ cell gets two exact binomial p-values (below: P(X <= x | 0.93); above: P(X >= x 
 rule over every cell and both directions keeps the ledger's family-wise error at 5%.
 
 Cells whose truth is exact by construction are left out and counted (a paired change between a model and itself, the
-accuracy change under a temperature, a figure whose interval has width 0): they cover trivially.
+accuracy change under a temperature, a figure whose interval has width 0): they cover trivially. The tests' size is
+read the same way: each test's rejection rate on every calibrated case of `bench_intervals.py`, against at most 0.05
+(P(X >= x | 0.05), Holm), with the gate's false alarms and power beside it.
 
     python benchmarks/coverage_summary.py [--write-docs]
 
