@@ -41,6 +41,12 @@ BIAS = "bias-bounded"
 NORMAL_FIGURES = {"accuracy", "nll", "brier", "aurc", "gap"}
 BINNED = {"ece", "ece_adaptive", "classwise_ece"}
 ESTIMATORS = {"ece_sweep", "ece_l2_debiased", "ece_corp", "ece_smooth"}
+CORP_L1 = "CORP against the true L1 error (a non-monotone curve: not its estimand)", BIAS
+
+
+def p_at_least(hits: int, draws: int, rate: float) -> float:
+    """P(X >= hits) for X ~ Binomial(draws, rate)."""
+    return float(binom.sf(hits - 1, draws, rate))
 
 
 @dataclass
@@ -60,7 +66,7 @@ class Cell:
         return float(binom.cdf(self.hits, self.draws, LOW))
 
     def p_above(self) -> float:
-        return float(binom.sf(self.hits - 1, self.draws, HIGH))
+        return p_at_least(self.hits, self.draws, HIGH)
 
 
 def _body(page: Path, name: str) -> str:
@@ -89,6 +95,11 @@ def block(page: Path, name: str, table: int = 0) -> tuple[int, list[dict[str, st
     return draws, rows
 
 
+def _interval_blocks(page: Path) -> list[str]:
+    """The names of the page's `bench_intervals*` blocks."""
+    return re.findall(r"<!-- (bench_intervals[a-z0-9_]*): start -->", page.read_text())
+
+
 def _metric_family(fig: str) -> tuple[str, str] | None:
     if fig in NORMAL_FIGURES:
         return "accuracy, NLL, Brier, AURC, gap", NORMAL
@@ -104,20 +115,17 @@ def metric_cells(page: Path) -> list[Cell]:
     the isotonic fit of the true curve (`ece_corp_iso`), where the case has that row; where that estimand differs from
     the true L1 error (a non-monotone curve), CORP against the true L1 error is a family of its own, shown, not
     counted with the estimators."""
-    names = re.findall(r"<!-- (bench_intervals[a-z0-9_]*): start -->", page.read_text())
     out = []
-    for name in names:
+    for name in _interval_blocks(page):
         draws, rows = block(page, name)
         iso = {(r["kind"], r["K"], r["n"]): r["population"] for r in rows if r["figure"] == "ece_corp_iso"}
         for r in rows:
             fig, case = r["figure"], (r["kind"], r["K"], r["n"])
             family = _metric_family(fig)
-            if fig == "ece_corp" and case in iso:
-                if iso[case] == r["population"]:
-                    continue  # a monotone curve: the ece_corp_iso row is this very cell
-                family = "CORP against the true L1 error (a non-monotone curve: not its estimand)", BIAS
-            elif fig == "ece_corp" and r["kind"] == "two-sided":
-                family = "CORP against the true L1 error (a non-monotone curve: not its estimand)", BIAS
+            if fig == "ece_corp" and iso.get(case) == r["population"]:
+                continue  # a monotone curve: the ece_corp_iso row is this very cell
+            if fig == "ece_corp" and (case in iso or r["kind"] == "two-sided"):
+                family = CORP_L1
             if family is None:
                 continue
             where = f"{r['kind']}, K={r['K']}, n={r['n']}, {fig}"
@@ -176,9 +184,8 @@ def ood_cells(page: Path) -> list[Cell]:
 def size_section(page: Path) -> tuple[str, list[tuple[str, float]]]:
     """Every test's rejection rate on the calibrated models (its size; at most 0.05 is the claim), with the tests
     of a rate above 0.05 beyond chance (exact binomial, Holm over every cell), and the gate's line."""
-    names = re.findall(r"<!-- (bench_intervals[a-z0-9_]*): start -->", page.read_text())
     cells: dict[str, list[tuple[str, float, int]]] = defaultdict(list)
-    for name in names:
+    for name in _interval_blocks(page):
         draws, rows = block(page, name, table=1)
         for r in rows:
             if r["kind"] != "calibrated":
@@ -186,7 +193,7 @@ def size_section(page: Path) -> tuple[str, list[tuple[str, float]]]:
             for test, rate in list(r.items())[3:]:
                 cells[test].append((f"K={r['K']}, n={r['n']}", float(rate), draws))
     p = {
-        f"{test}|{where}": float(binom.sf(round(rate * draws) - 1, draws, SIZE))
+        f"{test}|{where}": p_at_least(round(rate * draws), draws, SIZE)
         for test, rows in cells.items()
         for where, rate, draws in rows
     }
@@ -211,11 +218,27 @@ def size_section(page: Path) -> tuple[str, list[tuple[str, float]]]:
     return "\n".join(lines), [(k, p[k]) for k in sorted(over)]
 
 
-def ledger(cells: list[Cell], exact: int) -> str:
-    p = {f"{i} below": c.p_below() for i, c in enumerate(cells)} | {
-        f"{i} above": c.p_above() for i, c in enumerate(cells)
+def all_cells() -> tuple[list[Cell], int]:
+    """Every coverage cell of the docs' studies, and the count of those left out as exact by construction."""
+    metrics = DOCS / "metrics.md"
+    paired, exact_paired = paired_cells(metrics)
+    hierarchy, exact_hier = hierarchy_cells(metrics)
+    cells = metric_cells(metrics) + paired + hierarchy
+    cells += conformal_cells(DOCS / "conformal.md") + ood_cells(DOCS / "robustness.md")
+    return cells, exact_paired + exact_hier
+
+
+def beyond_chance(cells: list[Cell]) -> tuple[set[int], set[int]]:
+    """The indices of the cells below LOW and above HIGH beyond chance, Holm over every cell and both sides."""
+    p = {f"below {i}": c.p_below() for i, c in enumerate(cells)} | {
+        f"above {i}": c.p_above() for i, c in enumerate(cells)
     }
-    rejected = {k for k, v in holm(p).items() if v}
+    rejected = [key.split() for key, r in holm(p).items() if r]
+    return {int(i) for side, i in rejected if side == "below"}, {int(i) for side, i in rejected if side == "above"}
+
+
+def ledger(cells: list[Cell], exact: int) -> str:
+    short, over = beyond_chance(cells)
     fams: dict[tuple[str, str], list[int]] = defaultdict(list)
     for i, c in enumerate(cells):
         fams[(c.family, c.method)].append(i)
@@ -232,8 +255,8 @@ def ledger(cells: list[Cell], exact: int) -> str:
     flagged = []
     for (fam, method), idx in fams.items():
         cov = [cells[i].coverage for i in idx]
-        below = [i for i in idx if f"{i} below" in rejected]
-        above = [i for i in idx if f"{i} above" in rejected]
+        below = [i for i in idx if i in short]
+        above = [i for i in idx if i in over]
         flagged += [(cells[i], "below") for i in below] + [(cells[i], "above") for i in above]
         own = [cells[i].own_point for i in idx if cells[i].own_point is not None]
         lines.append(
@@ -251,11 +274,7 @@ def main() -> None:
     ap.add_argument("--write-docs", action="store_true")
     a = ap.parse_args()
     metrics = DOCS / "metrics.md"
-    paired, exact_paired = paired_cells(metrics)
-    hierarchy, exact_hier = hierarchy_cells(metrics)
-    cells = metric_cells(metrics) + paired + hierarchy
-    cells += conformal_cells(DOCS / "conformal.md") + ood_cells(DOCS / "robustness.md")
-    text = ledger(cells, exact_paired + exact_hier) + "\n\n" + size_section(metrics)[0]
+    text = ledger(*all_cells()) + "\n\n" + size_section(metrics)[0]
     print(text)
     if a.write_docs:
         write_block(metrics, "coverage_summary", text)

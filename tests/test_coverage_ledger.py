@@ -25,17 +25,8 @@ def ledger():
         sys.modules.pop("coverage_summary", None)
 
 
-def _cells(mod):
-    metrics = mod.DOCS / "metrics.md"
-    paired, exact_paired = mod.paired_cells(metrics)
-    hierarchy, exact_hier = mod.hierarchy_cells(metrics)
-    cells = mod.metric_cells(metrics) + paired + hierarchy
-    cells += mod.conformal_cells(mod.DOCS / "conformal.md") + mod.ood_cells(mod.DOCS / "robustness.md")
-    return cells, exact_paired + exact_hier
-
-
 def test_the_docs_ledger_is_the_studies_tables_read_now(ledger):
-    cells, exact = _cells(ledger)
+    cells, exact = ledger.all_cells()
     _, rows = ledger.block(ledger.DOCS / "metrics.md", "bench_intervals")
     assert len(rows) >= 150  # the main table was read, not an empty block
     page = (ledger.DOCS / "metrics.md").read_text()
@@ -43,11 +34,8 @@ def test_the_docs_ledger_is_the_studies_tables_read_now(ledger):
 
 
 def test_no_interval_is_short_beyond_chance_but_the_monotone_estimators_on_a_non_monotone_curve(ledger):
-    cells, _ = _cells(ledger)
-    p = {f"{i} below": c.p_below() for i, c in enumerate(cells)} | {
-        f"{i} above": c.p_above() for i, c in enumerate(cells)
-    }
-    short = [cells[int(k.split()[0])] for k, v in ledger.holm(p).items() if v and k.endswith("below")]
+    cells, _ = ledger.all_cells()
+    short = [cells[i] for i in ledger.beyond_chance(cells)[0]]
     assert {c.where.split(",")[0] for c in short} <= {"two-sided"}
     # sweep, and CORP against the true L1 error: both fit a monotone curve to one that is not
     assert {c.where.rsplit(", ", 1)[1] for c in short} <= {"ece_sweep", "ece_corp"}

@@ -48,7 +48,7 @@ _CLASSES = {
     ],
 }
 _SUBDIRS = {"mnist": ("", "MNIST/raw", "mnist"), "fashion-mnist": ("", "FashionMNIST/raw", "fashion-mnist")}
-# where a system package puts the files: looked at when the user named no folder (`SYSTEM_ROOTS`)
+# where a system package puts the files: looked at last, when the user named no folder
 SYSTEM_ROOTS = {"fashion-mnist": Path("/usr/share/datasets/fashion-mnist")}
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
